@@ -1,0 +1,327 @@
+//! This defines [`Cache`]: opening (and initializing) a cache directory, the
+//! cache-wide lease, lookups and pins.
+//!
+//! Invariants kept here:
+//! - a directory becomes a cache only if it is empty or `init` adopts it
+//!   explicitly, and the marker appears by one atomic rename, complete;
+//! - a cache whose format this build does not know is refused before
+//!   anything in it is touched;
+//! - every mutating operation holds the lease (shared, or exclusive for
+//!   `clean`) for its whole duration, and takes it before any entry lock, so
+//!   locks are always taken in the order lease → gc → entry → owner.
+
+use std::collections::HashMap;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use crate::error::Error;
+use crate::fill::Flight;
+use crate::key::Key;
+use crate::layout::{self, FORMAT_FILE, FORMAT_VERSION, LEASE_LOCK, MARKER_DIR, MARKER_STAGING_PREFIX};
+use crate::lock::{self, Held, LockMode, LockName, Wait, WaitObserver};
+use crate::sys::Root;
+
+/// How a [`Cache`] behaves beyond its directory.
+#[derive(Clone, Default)]
+pub struct Options {
+    /// A lease this process already holds through its parent (`cargo
+    /// safecache run` exports one). Operations then do not take the lease
+    /// again: under an inherited shared lease they take nothing for shared
+    /// work and fail with [`Error::LeaseConflict`] for exclusive work,
+    /// instead of deadlocking on their own parent.
+    pub inherited_lease: Option<LockMode>,
+    /// Told when an operation starts to block on a lock.
+    pub on_wait: Option<WaitObserver>,
+}
+
+impl std::fmt::Debug for Options {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Options")
+            .field("inherited_lease", &self.inherited_lease)
+            .field("on_wait", &self.on_wait.as_ref().map(|_| ".."))
+            .finish()
+    }
+}
+
+/// A cache directory shared between processes.
+///
+/// `Cache` is cheap to clone and can be shared between threads; threads of
+/// one process filling the same key share one fill.
+#[derive(Clone, Debug)]
+pub struct Cache {
+    pub(crate) inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+pub(crate) struct Inner {
+    pub(crate) root: Arc<Root>,
+    pub(crate) path: PathBuf,
+    pub(crate) options: Options,
+    pub(crate) inflight: Mutex<HashMap<Key, Arc<Flight>>>,
+}
+
+/// The cache-wide lease. Shared means "in use"; exclusive is for mutating
+/// the whole cache. Released on drop.
+#[derive(Debug)]
+#[must_use = "the lease is released when dropped"]
+pub struct Lease {
+    _held: Option<Held>,
+    mode: LockMode,
+}
+
+impl Lease {
+    /// The mode it is held in.
+    pub fn mode(&self) -> LockMode {
+        self.mode
+    }
+}
+
+/// A published entry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Entry {
+    key: Key,
+    path: PathBuf,
+}
+
+impl Entry {
+    /// The entry's key.
+    pub fn key(&self) -> &Key {
+        &self.key
+    }
+
+    /// The entry's path: the cache's path joined with the stored name. It is
+    /// only valid while the entry exists; [`Cache::pin`] keeps it so.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// An entry held in use: until this is dropped, `remove`, `clean` and `gc`
+/// leave it alone (they wait, or fail in no-wait mode).
+#[derive(Debug)]
+#[must_use = "the pin is released when dropped"]
+pub struct Pin {
+    entry: Entry,
+    _entry_lock: Held,
+    _lease: Option<Held>,
+}
+
+impl Pin {
+    /// The pinned entry.
+    pub fn entry(&self) -> &Entry {
+        &self.entry
+    }
+}
+
+enum Open {
+    /// Create the marker only in an empty directory.
+    IfEmpty,
+    /// Adopt a non-empty directory (`init`).
+    Adopt,
+}
+
+impl Cache {
+    /// Opens the cache at `path`, creating the directory and its marker if
+    /// the directory is missing or empty.
+    ///
+    /// # Ambient authority
+    /// This is the one entry point that turns a path into the directory
+    /// handle every later operation goes through.
+    ///
+    /// # Errors
+    /// [`Error::NotACache`] for a non-empty directory without a marker,
+    /// [`Error::NotADirectory`], [`Error::UnknownFormat`], or an io error.
+    pub fn open_ambient(path: impl AsRef<Path>, options: Options) -> Result<Cache, Error> {
+        Cache::open_with(path.as_ref(), options, Open::IfEmpty)
+    }
+
+    /// Opens the cache at `path` like [`Cache::open_ambient`], but adopts a
+    /// non-empty directory that has no marker yet: its existing files become
+    /// entries that `clean` may remove.
+    ///
+    /// # Ambient authority
+    /// Like [`Cache::open_ambient`].
+    pub fn init_ambient(path: impl AsRef<Path>, options: Options) -> Result<Cache, Error> {
+        Cache::open_with(path.as_ref(), options, Open::Adopt)
+    }
+
+    fn open_with(path: &Path, options: Options, mode: Open) -> Result<Cache, Error> {
+        let _span = tracing::info_span!("open", path = %path.display()).entered();
+        let display = path.display().to_string();
+        let root = match Root::open_ambient(path) {
+            Ok(root) => root,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                create_ambient_dir_all(path).map_err(|e| Error::io("create cache dir", &display, e))?;
+                Root::open_ambient(path).map_err(|e| Error::io("open cache dir", &display, e))?
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotADirectory => {
+                return Err(Error::NotADirectory { path: path.to_owned() });
+            }
+            Err(e) => return Err(Error::io("open cache dir", &display, e)),
+        };
+        ensure_marker(&root, path, &mode)?;
+        Ok(Cache {
+            inner: Arc::new(Inner {
+                root: Arc::new(root),
+                path: path.to_owned(),
+                options,
+                inflight: Mutex::new(HashMap::new()),
+            }),
+        })
+    }
+
+    /// The cache's path, as given when it was opened.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// The absolute path of `key`'s entry, whether or not it exists.
+    pub fn entry_path(&self, key: &Key) -> PathBuf {
+        self.inner.path.join(key.stored_name())
+    }
+
+    pub(crate) fn root(&self) -> &Arc<Root> {
+        &self.inner.root
+    }
+
+    /// Takes the cache-wide lease in `mode`.
+    ///
+    /// # Errors
+    /// [`Error::Busy`] naming the holders if it could not be taken in time.
+    pub fn lease(&self, mode: LockMode, wait: Wait) -> Result<Lease, Error> {
+        let _span = tracing::info_span!("lease", %mode).entered();
+        Ok(Lease { _held: self.op_lease(mode, wait)?, mode })
+    }
+
+    /// The lease an operation needs, unless an inherited one covers it.
+    pub(crate) fn op_lease(&self, mode: LockMode, wait: Wait) -> Result<Option<Held>, Error> {
+        match (self.inner.options.inherited_lease, mode) {
+            (Some(LockMode::Exclusive), _) | (Some(LockMode::Shared), LockMode::Shared) => Ok(None),
+            (Some(LockMode::Shared), LockMode::Exclusive) => Err(Error::LeaseConflict),
+            (None, mode) => self.lock(LEASE_LOCK, LockName::Lease, mode, wait).map(Some),
+        }
+    }
+
+    pub(crate) fn lock(&self, rel: &str, name: LockName, mode: LockMode, wait: Wait) -> Result<Held, Error> {
+        lock::acquire(self.root(), rel, name, mode, wait, self.inner.options.on_wait.as_ref())
+    }
+
+    pub(crate) fn entry_lock(&self, key: &Key, mode: LockMode, wait: Wait) -> Result<Held, Error> {
+        let rel = layout::entry_lock(&key.digest());
+        self.lock(&rel, LockName::Entry(key.to_string()), mode, wait)
+    }
+
+    /// Looks up a published entry. Without a [`Pin`] the entry may be
+    /// removed at any time after this returns.
+    pub fn get(&self, key: &Key) -> Result<Option<Entry>, Error> {
+        let _span = tracing::info_span!("get", %key).entered();
+        self.lookup(key)
+    }
+
+    pub(crate) fn lookup(&self, key: &Key) -> Result<Option<Entry>, Error> {
+        let stored = key.stored_name();
+        match self.root().kind(&stored) {
+            Ok(Some(_)) => {
+                self.note_use(key);
+                Ok(Some(Entry { key: key.clone(), path: self.entry_path(key) }))
+            }
+            Ok(None) => Ok(None),
+            Err(e) => Err(Error::io("look up", stored, e)),
+        }
+    }
+
+    /// Records the last use of `key`, for `ls`. Best effort.
+    pub(crate) fn note_use(&self, key: &Key) {
+        if let Err(e) = self.root().touch(&layout::used_marker(&key.digest())) {
+            tracing::debug!(%key, error = %e, "could not record last use");
+        }
+    }
+
+    /// Pins `key`'s entry: holds the shared lease and the shared entry lock
+    /// until the returned [`Pin`] is dropped. Returns `None` if the entry is
+    /// absent.
+    pub fn pin(&self, key: &Key, wait: Wait) -> Result<Option<Pin>, Error> {
+        let _span = tracing::info_span!("pin", %key).entered();
+        let lease = self.op_lease(LockMode::Shared, wait)?;
+        let lock = self.entry_lock(key, LockMode::Shared, wait)?;
+        Ok(self.lookup(key)?.map(|entry| Pin { entry, _entry_lock: lock, _lease: lease }))
+    }
+}
+
+#[cfg(not(target_os = "wasi"))]
+fn create_ambient_dir_all(path: &Path) -> io::Result<()> {
+    cap_std::fs::Dir::create_ambient_dir_all(path, cap_std::ambient_authority())
+}
+
+#[cfg(target_os = "wasi")]
+#[allow(clippy::disallowed_methods)] // WASI: the preopen confines this path.
+fn create_ambient_dir_all(path: &Path) -> io::Result<()> {
+    std::fs::create_dir_all(path)
+}
+
+/// Checks the marker, creating it if allowed. Two processes racing here
+/// both build a complete marker in a private staging dir; the first rename
+/// wins and the other discards its copy.
+fn ensure_marker(root: &Root, path: &Path, mode: &Open) -> Result<(), Error> {
+    for _ in 0..8 {
+        match root.read(FORMAT_FILE) {
+            Ok(bytes) => return check_format(&bytes, path),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io("read", FORMAT_FILE, e)),
+        }
+        if root.kind(MARKER_DIR).map_err(|e| Error::io("inspect", MARKER_DIR, e))?.is_some() {
+            return Err(Error::UnknownFormat {
+                path: path.to_owned(),
+                found: "a marker without a format file".to_owned(),
+                supported: FORMAT_VERSION,
+            });
+        }
+        if matches!(mode, Open::IfEmpty) {
+            let names = root.read_dir("").map_err(|e| Error::io("list", path.display().to_string(), e))?;
+            let foreign = names.iter().any(|e| !e.name.to_str().is_some_and(|n| n.starts_with(MARKER_STAGING_PREFIX)));
+            if foreign {
+                return Err(Error::NotACache { path: path.to_owned() });
+            }
+        }
+        let staging = format!("{MARKER_STAGING_PREFIX}{}", layout::random_suffix()?);
+        match build_marker(root, &staging) {
+            Ok(()) => {
+                let _ = root.sync_dir("");
+                return Ok(());
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "marker creation lost a race; checking again");
+                let _ = root.remove_tree(&staging);
+            }
+        }
+    }
+    Err(Error::io("initialize", MARKER_DIR, io::Error::other("the marker kept changing")))
+}
+
+fn build_marker(root: &Root, staging: &str) -> io::Result<()> {
+    root.create_dir(staging)?;
+    for sub in layout::SUBDIRS {
+        let leaf = sub.strip_prefix(".safecache/").unwrap_or(sub);
+        root.create_dir(&format!("{staging}/{leaf}"))?;
+    }
+    root.write_new(&format!("{staging}/format"), layout::format_contents().as_bytes())?;
+    root.sync_tree(staging)?;
+    root.rename_noreplace(staging, MARKER_DIR)
+}
+
+fn check_format(bytes: &[u8], path: &Path) -> Result<(), Error> {
+    if bytes == layout::format_contents().as_bytes() {
+        return Ok(());
+    }
+    Err(Error::UnknownFormat {
+        path: path.to_owned(),
+        found: String::from_utf8_lossy(bytes).trim().to_owned(),
+        supported: FORMAT_VERSION,
+    })
+}
+
+/// Whether `name`, at the cache root, is safecache's own.
+pub(crate) fn is_internal(name: &str) -> bool {
+    name == MARKER_DIR || name.starts_with(MARKER_STAGING_PREFIX)
+}

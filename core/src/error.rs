@@ -1,0 +1,213 @@
+//! This defines [`Error`], the one error type of the library, and the
+//! [`KeyRule`]s a key can break.
+//!
+//! Messages are lowercase fragments; each io failure keeps its
+//! `std::io::Error` as the source rather than repeating it.
+
+use std::fmt;
+use std::io;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::holder::Holder;
+use crate::lock::{LockMode, LockName};
+
+/// Everything that can go wrong in a cache operation.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// A key broke one of the naming rules.
+    #[error("invalid key `{key}`: {rule}")]
+    InvalidKey {
+        /// The rejected key, escaped for display.
+        key: String,
+        /// The rule it broke.
+        rule: KeyRule,
+    },
+
+    /// A non-empty directory without the marker: refusing to treat it as a
+    /// cache, so a typo cannot turn `$HOME` into something `clean` empties.
+    #[error(
+        "`{}` is not a safecache cache (it is not empty and has no `.safecache` marker); \
+         adopt it with `cargo safecache init {}` or pick another directory",
+        path.display(), path.display()
+    )]
+    NotACache {
+        /// The directory.
+        path: PathBuf,
+    },
+
+    /// The cache path exists but is not a directory.
+    #[error("`{}` is not a directory; point the cache at a directory", path.display())]
+    NotADirectory {
+        /// The path.
+        path: PathBuf,
+    },
+
+    /// The marker names a format this build does not know.
+    #[error(
+        "cache `{}` has format `{found}`, but this safecache reads format {supported}; \
+         use a matching safecache version or another cache directory",
+        path.display()
+    )]
+    UnknownFormat {
+        /// The cache root.
+        path: PathBuf,
+        /// What the format file says.
+        found: String,
+        /// The version this build supports.
+        supported: u32,
+    },
+
+    /// A filesystem operation failed.
+    #[error("failed to {op} `{path}`")]
+    Io {
+        /// What was being done, as a verb phrase ("rename", "create dir").
+        op: &'static str,
+        /// The path, relative to the cache root unless absolute.
+        path: String,
+        /// The underlying error.
+        #[source]
+        source: io::Error,
+    },
+
+    /// The OS random source failed.
+    #[error("failed to get random bytes for a private name")]
+    Random(#[source] getrandom::Error),
+
+    /// A lock was busy: either the caller asked not to wait, or the wait
+    /// timed out. `holders` lists who holds it, for display.
+    #[error("{}", busy_message(lock, *mode, holders, *waited))]
+    Busy {
+        /// The lock waited for.
+        lock: LockName,
+        /// The mode it was wanted in.
+        mode: LockMode,
+        /// Live holders at the time of the failure (may be empty if the
+        /// holder had not yet written its record).
+        holders: Vec<Holder>,
+        /// How long the caller waited; `None` for a no-wait attempt.
+        waited: Option<Duration>,
+    },
+
+    /// The operation needs the exclusive lease, but this process runs under
+    /// a shared lease inherited from a parent (`cargo safecache run`).
+    #[error(
+        "cannot take the exclusive cache lease: this process runs under a shared lease held by its parent; \
+         run the parent with `--exclusive` instead"
+    )]
+    LeaseConflict,
+
+    /// The caller's fill function failed; nothing was published.
+    #[error("fill of `{key}` failed; nothing was published")]
+    Fill {
+        /// The key being filled.
+        key: String,
+        /// The filler's error.
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+}
+
+impl Error {
+    /// Whether this error means "a lock was busy" (a timeout or a no-wait
+    /// conflict). The CLI maps it to exit code 75.
+    pub fn is_busy(&self) -> bool {
+        matches!(self, Error::Busy { .. } | Error::LeaseConflict)
+    }
+
+    #[cold]
+    pub(crate) fn io(op: &'static str, path: impl Into<String>, source: io::Error) -> Error {
+        Error::Io { op, path: path.into(), source }
+    }
+}
+
+impl From<getrandom::Error> for Error {
+    #[cold]
+    fn from(e: getrandom::Error) -> Error {
+        Error::Random(e)
+    }
+}
+
+fn busy_message(lock: &LockName, mode: LockMode, holders: &[Holder], waited: Option<Duration>) -> String {
+    let mut msg = match waited {
+        Some(d) => format!("timed out after {} waiting for the {mode} lock on {lock}", fmt_duration(d)),
+        None => format!("the {mode} lock on {lock} is busy and waiting was not allowed"),
+    };
+    msg.push_str(&holders_phrase(holders));
+    msg
+}
+
+/// ", held by pid 12 (`cargo build`) on host h since 3s ago" or similar.
+pub(crate) fn holders_phrase(holders: &[Holder]) -> String {
+    match holders {
+        [] => "; its holder has not identified itself yet".to_owned(),
+        [one] => format!("; held by {one}"),
+        [first, rest @ ..] => format!("; held by {first} and {} other process(es)", rest.len()),
+    }
+}
+
+pub(crate) fn fmt_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    if ms < 1000 {
+        format!("{ms}ms")
+    } else if ms.is_multiple_of(1000) {
+        format!("{}s", ms / 1000)
+    } else {
+        format!("{:.1}s", d.as_secs_f64())
+    }
+}
+
+/// The naming rules a [`Key`](crate::Key) must follow.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum KeyRule {
+    /// The key is empty.
+    Empty,
+    /// The key starts with `/`.
+    Absolute,
+    /// The key contains a NUL byte.
+    Nul,
+    /// The key contains a backslash.
+    Backslash,
+    /// The key contains `%`, which is reserved for encoding `/`.
+    Percent,
+    /// The key contains a control character.
+    Control,
+    /// The key has an empty component (`a//b`, a trailing `/`).
+    EmptyComponent,
+    /// A component is `.` or `..`.
+    DotComponent,
+    /// The first component is the marker directory's name.
+    Reserved,
+    /// The stored name would be longer than a path component may be.
+    TooLong {
+        /// The stored length in bytes.
+        len: usize,
+    },
+}
+
+impl fmt::Display for KeyRule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            KeyRule::Empty => f.write_str("the key is empty; give a name such as `git/serde`"),
+            KeyRule::Absolute => f.write_str("the key is absolute; keys are relative paths inside the cache"),
+            KeyRule::Nul => f.write_str("the key contains a NUL byte"),
+            KeyRule::Backslash => f.write_str("the key contains a backslash; separate components with `/`"),
+            KeyRule::Percent => f.write_str("the key contains `%`, which safecache reserves"),
+            KeyRule::Control => f.write_str("the key contains a control character"),
+            KeyRule::EmptyComponent => {
+                f.write_str("the key has an empty component (`//` or a leading or trailing `/`)")
+            }
+            KeyRule::DotComponent => {
+                f.write_str("a component is `.` or `..`; keys are relative paths inside the cache")
+            }
+            KeyRule::Reserved => f.write_str("`.safecache` is reserved for safecache's own files"),
+            KeyRule::TooLong { len } => write!(
+                f,
+                "the key is {len} bytes once stored (each `/` counts 3); the limit is {}",
+                crate::key::MAX_STORED_LEN
+            ),
+        }
+    }
+}

@@ -1,0 +1,180 @@
+//! This defines holder records: who holds which lock, for display.
+//!
+//! A record is a small JSON file in `.safecache/holders/`, created and
+//! flocked by the holder right after it takes a lock, and removed just
+//! before the lock is released. A record whose flock can be taken belongs
+//! to a dead holder (the kernel released its locks), so it is not shown, and
+//! gc removes it.
+//!
+//! Invariant: records are only ever read for display; no decision about an
+//! entry, a temp or trash is taken from a record.
+
+use std::fmt;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::fmt_duration;
+use crate::layout::{HOLDERS_DIR, random_suffix};
+use crate::lock::{LockMode, LockName};
+use crate::sys::{self, FileKind, LockFile, Root};
+
+/// One live holder of a lock.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Holder {
+    /// What the lock protects.
+    pub lock: LockName,
+    /// The lock file, relative to the cache root.
+    pub lock_file: String,
+    /// The mode it is held in.
+    pub mode: LockMode,
+    /// The holder's process id.
+    pub pid: u32,
+    /// The holder's host name.
+    pub host: String,
+    /// The holder's command line.
+    pub command: String,
+    /// When it took the lock, in seconds since the Unix epoch.
+    pub since: u64,
+}
+
+impl Holder {
+    /// How long ago the lock was taken.
+    pub fn age(&self) -> Duration {
+        let since = UNIX_EPOCH + Duration::from_secs(self.since);
+        SystemTime::now().duration_since(since).unwrap_or_default()
+    }
+}
+
+impl fmt::Display for Holder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut command = self.command.clone();
+        if command.chars().count() > 60 {
+            command = command.chars().take(57).collect::<String>() + "...";
+        }
+        write!(
+            f,
+            "pid {} (`{}`) on {}, {} for {}",
+            self.pid,
+            command,
+            self.host,
+            self.mode,
+            fmt_duration(Duration::from_secs(self.age().as_secs()))
+        )
+    }
+}
+
+/// A record this process wrote; dropping it deletes the file, then releases
+/// its flock.
+#[derive(Debug)]
+pub(crate) struct Record {
+    root: Arc<Root>,
+    rel: String,
+    _file: LockFile,
+}
+
+impl Drop for Record {
+    fn drop(&mut self) {
+        if let Err(e) = self.root.remove_file(&self.rel) {
+            tracing::debug!(record = %self.rel, error = %e, "could not remove holder record");
+        }
+    }
+}
+
+fn identity() -> &'static sys::Identity {
+    static IDENTITY: OnceLock<sys::Identity> = OnceLock::new();
+    IDENTITY.get_or_init(sys::process_identity)
+}
+
+/// This process's identity as a holder of `name`, without writing a record.
+pub(crate) fn this_process(name: &LockName, lock_file: &str, mode: LockMode) -> Holder {
+    let id = identity();
+    Holder {
+        lock: name.clone(),
+        lock_file: lock_file.to_owned(),
+        mode,
+        pid: id.pid,
+        host: id.host.clone(),
+        command: id.command.clone(),
+        since: SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
+    }
+}
+
+/// Writes this process's record for the lock at `lock_file`. A failure only
+/// costs the display, so it is logged, not returned.
+pub(crate) fn register(root: &Arc<Root>, lock_file: &str, name: &LockName, mode: LockMode) -> Option<Record> {
+    let holder = this_process(name, lock_file, mode);
+    let result = random_suffix().map_err(|e| std::io::Error::other(e.to_string())).and_then(|suffix| {
+        let rel = format!("{HOLDERS_DIR}/{suffix}.json");
+        let bytes = serde_json::to_vec(&holder).map_err(std::io::Error::other)?;
+        let file = root.create_locked(&rel, &bytes)?;
+        Ok(Record { root: Arc::clone(root), rel, _file: file })
+    });
+    match result {
+        Ok(record) => Some(record),
+        Err(e) => {
+            tracing::warn!(lock = lock_file, error = %e, "could not write holder record");
+            None
+        }
+    }
+}
+
+/// Live holders of every lock, or of one lock file.
+pub(crate) fn live_holders(root: &Root, lock_file: Option<&str>) -> Vec<Holder> {
+    let mut out = Vec::new();
+    scan(root, |rel, probe| {
+        if probe.is_some() {
+            return; // its flock was free: the holder is dead
+        }
+        let Ok(bytes) = root.read(rel) else { return };
+        let Ok(holder) = serde_json::from_slice::<Holder>(&bytes) else { return };
+        if lock_file.is_none_or(|l| l == holder.lock_file) {
+            out.push(holder);
+        }
+    });
+    out.sort_by_key(|h| (h.since, h.pid));
+    out
+}
+
+pub(crate) fn holders_of(root: &Root, lock_file: &str) -> Vec<Holder> {
+    live_holders(root, Some(lock_file))
+}
+
+/// Deletes the records of dead holders; returns how many.
+pub(crate) fn reap_dead(root: &Root) -> usize {
+    let mut reaped = 0;
+    scan(root, |rel, probe| {
+        if probe.is_some() && root.remove_file(rel).is_ok() {
+            reaped += 1;
+        }
+    });
+    reaped
+}
+
+/// Calls `f(rel, probe)` for each record, where `probe` is `Some` (and holds
+/// the record's flock) when the record's holder is dead.
+fn scan(root: &Root, mut f: impl FnMut(&str, Option<&LockFile>)) {
+    let Ok(names) = root.read_dir(HOLDERS_DIR) else { return };
+    for entry in names {
+        if entry.kind != FileKind::File {
+            continue;
+        }
+        let Some(name) = entry.name.to_str() else { continue };
+        if !name.ends_with(".json") {
+            continue;
+        }
+        let rel = format!("{HOLDERS_DIR}/{name}");
+        // Probe with `create = false`: a record removed meanwhile must not be
+        // recreated empty.
+        let probe = match root.open_lock(&rel, false) {
+            Ok(file) => file,
+            Err(_) => continue,
+        };
+        match probe.try_lock(LockMode::Exclusive) {
+            Ok(true) => f(&rel, Some(&probe)),
+            Ok(false) => f(&rel, None),
+            Err(_) => {}
+        }
+    }
+}

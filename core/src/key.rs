@@ -1,0 +1,180 @@
+//! This defines [`Key`], the validated name of a cache entry.
+//!
+//! Invariant: a `Key` can never name anything outside the cache, the marker
+//! directory, or a path with `.`/`..` components. Validation happens once, in
+//! [`Key::new`]; everything downstream trusts the type.
+
+use std::fmt;
+use std::str::FromStr;
+
+use crate::error::{Error, KeyRule};
+use crate::layout::MARKER_DIR;
+
+/// The longest stored name a key may map to, in bytes. Most filesystems
+/// limit one path component to 255 bytes.
+pub const MAX_STORED_LEN: usize = 255;
+
+/// A validated, relative, `/`-separated entry name.
+///
+/// Keys are stored flat at the cache root: `/` becomes `%2F` in the stored
+/// name, which is why `%` itself is reserved.
+///
+/// ```
+/// use safecache::Key;
+/// let key: Key = "git/serde-1.0".parse().unwrap();
+/// assert_eq!(key.as_str(), "git/serde-1.0");
+/// assert!("../etc".parse::<Key>().is_err());
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Key(String);
+
+impl Key {
+    /// Validates `key` and returns it as a [`Key`].
+    ///
+    /// # Errors
+    /// [`Error::InvalidKey`] naming the key and the rule it broke.
+    pub fn new(key: &str) -> Result<Key, Error> {
+        match check(key) {
+            Ok(()) => Ok(Key(key.to_owned())),
+            Err(rule) => Err(Error::InvalidKey { key: key.escape_debug().to_string(), rule }),
+        }
+    }
+
+    /// The key as the caller spelled it.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The name of the entry at the cache root.
+    pub fn stored_name(&self) -> String {
+        self.0.replace('/', "%2F")
+    }
+
+    /// Recovers the key from a name stored at the cache root, if that name is
+    /// one a key maps to.
+    pub fn from_stored_name(name: &str) -> Option<Key> {
+        Key::new(&name.replace("%2F", "/")).ok()
+    }
+
+    /// A short, fixed-length digest of the key, used to name its lock file and
+    /// to tie its temps and trash to that lock.
+    pub(crate) fn digest(&self) -> String {
+        digest_of(&self.stored_name())
+    }
+}
+
+/// The digest that names the lock of a stored name (whether or not it is a
+/// valid key: `clean` also removes adopted files).
+pub(crate) fn digest_of(stored_name: &str) -> String {
+    let hash = blake3::hash(stored_name.as_bytes());
+    hash.to_hex()[..32].to_owned()
+}
+
+fn check(key: &str) -> Result<(), KeyRule> {
+    if key.is_empty() {
+        return Err(KeyRule::Empty);
+    }
+    if key.starts_with('/') {
+        return Err(KeyRule::Absolute);
+    }
+    for c in key.chars() {
+        match c {
+            '\0' => return Err(KeyRule::Nul),
+            '\\' => return Err(KeyRule::Backslash),
+            '%' => return Err(KeyRule::Percent),
+            c if c.is_control() => return Err(KeyRule::Control),
+            _ => {}
+        }
+    }
+    for (i, component) in key.split('/').enumerate() {
+        match component {
+            "" => return Err(KeyRule::EmptyComponent),
+            "." | ".." => return Err(KeyRule::DotComponent),
+            MARKER_DIR if i == 0 => return Err(KeyRule::Reserved),
+            _ => {}
+        }
+    }
+    let stored = key.len() + 2 * key.matches('/').count();
+    if stored > MAX_STORED_LEN {
+        return Err(KeyRule::TooLong { len: stored });
+    }
+    Ok(())
+}
+
+impl FromStr for Key {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Key, Error> {
+        Key::new(s)
+    }
+}
+
+impl fmt::Display for Key {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl AsRef<str> for Key {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rule(key: &str) -> KeyRule {
+        match Key::new(key) {
+            Err(Error::InvalidKey { rule, .. }) => rule,
+            other => panic!("expected {key:?} to be rejected, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn accepts_ordinary_keys() {
+        for key in ["a", "git/serde", "wheels-v6/numpy-2.1.0.whl", ".git", "a b", "é/ü"] {
+            assert_eq!(Key::new(key).unwrap().as_str(), key);
+        }
+    }
+
+    #[test]
+    fn rejects_each_rule() {
+        assert_eq!(rule(""), KeyRule::Empty);
+        assert_eq!(rule("/etc/passwd"), KeyRule::Absolute);
+        assert_eq!(rule("a\0b"), KeyRule::Nul);
+        assert_eq!(rule("a\\b"), KeyRule::Backslash);
+        assert_eq!(rule("a%2Fb"), KeyRule::Percent);
+        assert_eq!(rule("a\nb"), KeyRule::Control);
+        assert_eq!(rule("a//b"), KeyRule::EmptyComponent);
+        assert_eq!(rule("a/"), KeyRule::EmptyComponent);
+        assert_eq!(rule("../x"), KeyRule::DotComponent);
+        assert_eq!(rule("a/./b"), KeyRule::DotComponent);
+        assert_eq!(rule(".."), KeyRule::DotComponent);
+        assert_eq!(rule(".safecache"), KeyRule::Reserved);
+        assert_eq!(rule(".safecache/x"), KeyRule::Reserved);
+        assert!(matches!(rule(&"x".repeat(256)), KeyRule::TooLong { len: 256 }));
+    }
+
+    #[test]
+    fn length_counts_the_stored_form() {
+        let key = "a/".repeat(63) + "a"; // 127 bytes, 63 slashes: 253 stored
+        assert!(Key::new(&key).is_ok());
+        let key = "a/".repeat(64) + "a"; // 129 bytes, 64 slashes: 257 stored
+        assert_eq!(rule(&key), KeyRule::TooLong { len: 257 });
+    }
+
+    #[test]
+    fn stored_name_round_trips() {
+        let key = Key::new("git/deps/serde").unwrap();
+        assert_eq!(key.stored_name(), "git%2Fdeps%2Fserde");
+        assert_eq!(Key::from_stored_name(&key.stored_name()), Some(key));
+        assert_eq!(Key::from_stored_name(".safecache"), None);
+    }
+
+    #[test]
+    fn error_names_key_and_rule() {
+        let err = Key::new("../x").unwrap_err().to_string();
+        assert_eq!(err, "invalid key `../x`: a component is `.` or `..`; keys are relative paths inside the cache");
+    }
+}

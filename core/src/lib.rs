@@ -1,0 +1,54 @@
+//! safecache: cache directories that many processes can share without
+//! corrupting them.
+//!
+//! Build tools and package managers share cache directories between
+//! processes and break them when two run at once: two clones into one temp
+//! dir, a `git clone` into a checkout a peer just created, two deletes of one
+//! tree while a third process reads it. safecache is the protocol that makes
+//! this safe, written once against a directory handle:
+//!
+//! - a cache-wide **lease** (shared while in use, exclusive to mutate all);
+//! - per-entry **locks**: shared for [pins](Cache::pin), exclusive for a
+//!   fill or a remove;
+//! - **fills** into private temps named from the OS random source, owned by a
+//!   held lock, and **published** by one atomic rename that never replaces;
+//! - **deletion** by renaming aside into the cache's trash, then deleting by
+//!   handle, never following symlinks;
+//! - **gc** of what killed processes left, only once it can prove them dead;
+//! - **holder records**, so every wait says who it is waiting for.
+//!
+//! ```no_run
+//! use safecache::{Cache, Key, Options, Wait};
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let cache = Cache::open_ambient("/tmp/my-cache", Options::default())?;
+//! let key: Key = "git/serde".parse()?;
+//! let filled = cache.get_or_fill(&key, Wait::Forever, |dir| {
+//!     std::fs::write(dir.path().join("README"), "hello")
+//! })?;
+//! println!("{}", filled.entry.path().display());
+//! # Ok(()) }
+//! ```
+//!
+//! The on-disk format and its invariants are in docs/PROTOCOL.md.
+#![deny(missing_docs)]
+
+mod cache;
+mod error;
+mod fill;
+mod gc;
+mod holder;
+mod key;
+mod layout;
+mod lock;
+mod remove;
+mod sys;
+
+pub use cache::{Cache, Entry, Lease, Options, Pin};
+pub use error::{Error, KeyRule};
+pub use fill::{FillDir, Filled};
+pub use gc::{EntryInfo, GcReport, Item, ItemKind, Status};
+pub use holder::Holder;
+pub use key::{Key, MAX_STORED_LEN};
+pub use layout::{FORMAT_VERSION, MARKER_DIR};
+pub use lock::{LockMode, LockName, Wait, WaitEvent, WaitObserver};
+pub use remove::CleanReport;

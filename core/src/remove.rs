@@ -1,0 +1,115 @@
+//! This defines deletion: [`Cache::remove`] of one entry and
+//! [`Cache::clean`] of all of them, both by rename-aside.
+//!
+//! An entry is never deleted where it stands. It is renamed, atomically, to
+//! `trash/<digest>.<random>` (readers see it complete or absent, never half
+//! deleted, pip-tools #2384), then deleted there by directory handle,
+//! without following symlinks (CVE-2022-21658).
+//!
+//! Invariants: `remove` holds the exclusive entry lock, so it waits for
+//! every pin; `clean` holds the exclusive lease, so it waits for every user;
+//! a killed deleter leaves only trash, which gc reclaims once the entry lock
+//! is free.
+
+use crate::cache::{Cache, is_internal};
+use crate::error::Error;
+use crate::key::{Key, digest_of};
+use crate::layout::{self, LOCKS_DIR, TMP_DIR, TRASH_DIR, USED_DIR};
+use crate::lock::{LockMode, Wait};
+
+/// What [`Cache::clean`] removed.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CleanReport {
+    /// Entries removed.
+    pub entries: usize,
+    /// Bytes of regular files removed (entries, temps and trash).
+    pub bytes: u64,
+}
+
+impl Cache {
+    /// Removes `key`'s entry. Waits (as `wait` allows) for pins and fills of
+    /// `key` to finish. Returns whether there was an entry.
+    ///
+    /// # Errors
+    /// [`Error::Busy`] naming the pinning or filling process if the entry
+    /// lock could not be had within `wait`.
+    pub fn remove(&self, key: &Key, wait: Wait) -> Result<bool, Error> {
+        let _span = tracing::info_span!("remove", %key).entered();
+        let _lease = self.op_lease(LockMode::Shared, wait)?;
+        let _lock = self.entry_lock(key, LockMode::Exclusive, wait)?;
+        let stored = key.stored_name();
+        if self.root().kind(&stored).map_err(|e| Error::io("look up", &stored, e))?.is_none() {
+            return Ok(false);
+        }
+        self.delete_aside(&stored, &key.digest())?;
+        let _ = self.root().remove_file(layout::used_marker(&key.digest()));
+        Ok(true)
+    }
+
+    /// Renames `name` (at the root) into the trash, then deletes it there.
+    /// Returns the bytes removed.
+    fn delete_aside(&self, name: &str, digest: &str) -> Result<u64, Error> {
+        let root = self.root();
+        let trash = format!("{TRASH_DIR}/{digest}.{}", layout::random_suffix()?);
+        root.rename(name, &trash).map_err(|e| Error::io("rename aside", name, e))?;
+        root.sync_dir("").map_err(|e| Error::io("sync", ".", e))?;
+        tracing::debug!(entry = name, %trash, "renamed aside");
+        let bytes = root.usage(&trash).map(|u| u.bytes).unwrap_or(0);
+        root.remove_tree(&trash).map_err(|e| Error::io("delete", &trash, e))?;
+        Ok(bytes)
+    }
+
+    /// Removes every entry (including files adopted by `init`), every temp
+    /// and all trash, under the exclusive lease: it waits, as `wait` allows,
+    /// until no other process uses the cache.
+    ///
+    /// # Errors
+    /// [`Error::Busy`] naming the lease holders if the lease could not be had
+    /// within `wait`; [`Error::LeaseConflict`] under an inherited shared
+    /// lease.
+    pub fn clean(&self, wait: Wait) -> Result<CleanReport, Error> {
+        let _span = tracing::info_span!("clean").entered();
+        let lease = self.op_lease(LockMode::Exclusive, wait)?;
+        let root = self.root();
+        let mut report = CleanReport::default();
+        for entry in root.read_dir("").map_err(|e| Error::io("list", ".", e))? {
+            let name = entry.name.to_string_lossy();
+            if is_internal(&name) && entry.name.to_str().is_some() {
+                continue;
+            }
+            let digest = match entry.name.to_str() {
+                Some(name) => Key::from_stored_name(name).map_or_else(|| digest_of(name), |k| k.digest()),
+                None => digest_of(&name),
+            };
+            let trash = format!("{TRASH_DIR}/{digest}.{}", layout::random_suffix()?);
+            root.rename(&entry.name, &trash).map_err(|e| Error::io("rename aside", name.as_ref(), e))?;
+            report.entries += 1;
+        }
+        root.sync_dir("").map_err(|e| Error::io("sync", ".", e))?;
+        // Under the exclusive lease no fill, remove or gc is in flight, so
+        // every temp and every piece of trash is dead.
+        for dir in [TRASH_DIR, TMP_DIR, USED_DIR] {
+            report.bytes += self.empty_dir(dir)?;
+        }
+        // Nobody can be waiting on an entry lock either (waiters hold the
+        // shared lease), so the lock files can go too; but not under an
+        // inherited lease, where the parent's children may hold them.
+        if lease.is_some() {
+            self.empty_dir(LOCKS_DIR)?;
+        }
+        crate::holder::reap_dead(root);
+        Ok(report)
+    }
+
+    /// Deletes everything inside `dir`; returns the bytes removed.
+    pub(crate) fn empty_dir(&self, dir: &str) -> Result<u64, Error> {
+        let root = self.root();
+        let mut bytes = 0;
+        for entry in root.read_dir(dir).map_err(|e| Error::io("list", dir, e))? {
+            let rel = std::path::Path::new(dir).join(&entry.name);
+            bytes += root.usage(&rel).map(|u| u.bytes).unwrap_or(0);
+            root.remove_tree(&rel).map_err(|e| Error::io("delete", rel.display().to_string(), e))?;
+        }
+        Ok(bytes)
+    }
+}

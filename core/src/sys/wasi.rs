@@ -1,0 +1,264 @@
+//! This defines the WASI directory handle: std::fs relative to a preopened
+//! directory, with locks and the process id provided by the host through
+//! imports from the module `safecache_host`.
+//!
+//! The WASI host confines every path to the preopen (`..` and escaping
+//! symlinks are refused), so std::fs relative to it is this target's
+//! capability. This is the one module allowed to call std::fs.
+//!
+//! The host side of the imports is implemented by the simulator in the
+//! `wasm-tests` crate:
+//!
+//! | import | signature | meaning |
+//! |---|---|---|
+//! | `lock` | `(path_ptr, path_len, mode, timeout_ms: i64) -> i32` | flock-like lock on a path relative to the cache root; mode 0 shared, 1 exclusive; timeout -1 waits forever, 0 only tries; returns a handle >= 0, -1 if busy, -2 on error |
+//! | `unlock` | `(handle)` | releases a handle |
+//! | `pid` | `() -> u32` | the simulated process id |
+#![allow(clippy::disallowed_methods)]
+
+use std::cell::Cell;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use super::{DirEntry, FileKind, Identity, Usage};
+use crate::lock::LockMode;
+
+#[link(wasm_import_module = "safecache_host")]
+unsafe extern "C" {
+    #[link_name = "lock"]
+    fn host_lock(path_ptr: *const u8, path_len: usize, mode: u32, timeout_ms: i64) -> i32;
+    #[link_name = "unlock"]
+    fn host_unlock(handle: i32);
+    #[link_name = "pid"]
+    fn host_pid() -> u32;
+}
+
+/// The cache root: a directory beneath a WASI preopen.
+#[derive(Debug)]
+pub(crate) struct Root {
+    root: PathBuf,
+}
+
+impl Root {
+    /// Names the directory at `path`, which must lie beneath a preopened
+    /// directory. This is the one place the WASI library takes a path.
+    pub(crate) fn open_ambient(path: &Path) -> io::Result<Root> {
+        let meta = fs::metadata(path)?;
+        if !meta.is_dir() {
+            return Err(io::Error::from(io::ErrorKind::NotADirectory));
+        }
+        Ok(Root { root: path.to_owned() })
+    }
+
+    fn at(&self, rel: impl AsRef<Path>) -> PathBuf {
+        let rel = rel.as_ref();
+        if rel.as_os_str().is_empty() { self.root.clone() } else { self.root.join(rel) }
+    }
+
+    pub(crate) fn create_dir(&self, rel: &str) -> io::Result<()> {
+        fs::create_dir(self.at(rel))
+    }
+
+    pub(crate) fn write_new(&self, rel: &str, bytes: &[u8]) -> io::Result<()> {
+        let mut file = OpenOptions::new().write(true).create_new(true).open(self.at(rel))?;
+        file.write_all(bytes)?;
+        file.sync_all()
+    }
+
+    pub(crate) fn read(&self, rel: &str) -> io::Result<Vec<u8>> {
+        fs::read(self.at(rel))
+    }
+
+    pub(crate) fn kind(&self, rel: impl AsRef<Path>) -> io::Result<Option<FileKind>> {
+        match fs::symlink_metadata(self.at(rel)) {
+            Ok(meta) => Ok(Some(kind_of(meta.file_type()))),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    pub(crate) fn read_dir(&self, rel: &str) -> io::Result<Vec<DirEntry>> {
+        let mut out = Vec::new();
+        for entry in fs::read_dir(self.at(rel))? {
+            let entry = entry?;
+            out.push(DirEntry { name: entry.file_name(), kind: kind_of(entry.file_type()?) });
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    pub(crate) fn rename(&self, from: impl AsRef<Path>, to: impl AsRef<Path>) -> io::Result<()> {
+        fs::rename(self.at(from), self.at(to))
+    }
+
+    /// WASI p1's `path_rename` has no NOREPLACE flag. The caller holds the
+    /// entry lock, so a check followed by a rename is race-free against every
+    /// other safecache process.
+    pub(crate) fn rename_noreplace(&self, from: &str, to: &str) -> io::Result<()> {
+        if self.kind(to)?.is_some() {
+            return Err(io::Error::from(io::ErrorKind::AlreadyExists));
+        }
+        self.rename(from, to)
+    }
+
+    pub(crate) fn remove_file(&self, rel: impl AsRef<Path>) -> io::Result<()> {
+        fs::remove_file(self.at(rel))
+    }
+
+    /// Deletes `rel` and everything beneath it; std's WASI implementation
+    /// walks by directory descriptor and never follows symlinks.
+    pub(crate) fn remove_tree(&self, rel: impl AsRef<Path>) -> io::Result<()> {
+        let rel = rel.as_ref();
+        match self.kind(rel)? {
+            None => Ok(()),
+            Some(FileKind::Dir) => fs::remove_dir_all(self.at(rel)),
+            Some(_) => fs::remove_file(self.at(rel)),
+        }
+    }
+
+    /// Durability is not simulated: the simulator's crash model is a killed
+    /// process, not a lost page cache. Opening directories as files is not
+    /// portable across WASI hosts, so this only syncs regular files.
+    pub(crate) fn sync_tree(&self, rel: &str) -> io::Result<()> {
+        fn walk(path: &Path) -> io::Result<()> {
+            for entry in fs::read_dir(path)? {
+                let entry = entry?;
+                let ty = entry.file_type()?;
+                if ty.is_dir() {
+                    walk(&entry.path())?;
+                } else if ty.is_file() {
+                    File::open(entry.path())?.sync_all()?;
+                }
+            }
+            Ok(())
+        }
+        walk(&self.at(rel))
+    }
+
+    pub(crate) fn sync_dir(&self, _rel: &str) -> io::Result<()> {
+        Ok(())
+    }
+
+    pub(crate) fn touch(&self, rel: &str) -> io::Result<()> {
+        let file = OpenOptions::new().write(true).create(true).truncate(false).open(self.at(rel))?;
+        file.set_modified(SystemTime::now())
+    }
+
+    pub(crate) fn modified(&self, rel: &str) -> io::Result<Option<SystemTime>> {
+        match fs::symlink_metadata(self.at(rel)) {
+            Ok(meta) => Ok(meta.modified().ok()),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    pub(crate) fn usage(&self, rel: impl AsRef<Path>) -> io::Result<Usage> {
+        fn walk(path: &Path) -> io::Result<u64> {
+            let mut bytes = 0;
+            for entry in fs::read_dir(path)? {
+                let entry = entry?;
+                if entry.file_type()?.is_dir() {
+                    bytes += walk(&entry.path())?;
+                } else {
+                    bytes += fs::symlink_metadata(entry.path())?.len();
+                }
+            }
+            Ok(bytes)
+        }
+        let path = self.at(rel);
+        let meta = fs::symlink_metadata(&path)?;
+        let bytes = if meta.is_dir() { walk(&path)? } else { meta.len() };
+        Ok(Usage { bytes, modified: meta.modified().ok() })
+    }
+
+    /// Opens a lock file: the file exists on disk (so `status` and gc see
+    /// it), but the lock itself lives in the host, keyed by this path.
+    pub(crate) fn open_lock(&self, rel: &str, create: bool) -> io::Result<LockFile> {
+        OpenOptions::new().read(true).write(true).create(create).truncate(false).open(self.at(rel))?;
+        Ok(LockFile { rel: rel.to_owned(), handle: Cell::new(None) })
+    }
+
+    pub(crate) fn create_locked(&self, rel: &str, bytes: &[u8]) -> io::Result<LockFile> {
+        let mut file = OpenOptions::new().write(true).create_new(true).open(self.at(rel))?;
+        file.write_all(bytes)?;
+        let lock = LockFile { rel: rel.to_owned(), handle: Cell::new(None) };
+        if !lock.try_lock(LockMode::Exclusive)? {
+            return Err(io::Error::new(io::ErrorKind::WouldBlock, "a new holder record was already locked"));
+        }
+        Ok(lock)
+    }
+}
+
+fn kind_of(ty: fs::FileType) -> FileKind {
+    if ty.is_symlink() {
+        FileKind::Symlink
+    } else if ty.is_dir() {
+        FileKind::Dir
+    } else if ty.is_file() {
+        FileKind::File
+    } else {
+        FileKind::Other
+    }
+}
+
+/// A lock on a path, held in the host. Dropping it releases the lock, as
+/// does the host when it kills this simulated process.
+#[derive(Debug)]
+pub(crate) struct LockFile {
+    rel: String,
+    handle: Cell<Option<i32>>,
+}
+
+impl LockFile {
+    fn acquire(&self, mode: LockMode, timeout_ms: i64) -> io::Result<bool> {
+        let mode = match mode {
+            LockMode::Shared => 0,
+            LockMode::Exclusive => 1,
+        };
+        // SAFETY: the pointer and length describe a live, initialized byte
+        // slice for the duration of the call; the host only reads it.
+        let handle = unsafe { host_lock(self.rel.as_ptr(), self.rel.len(), mode, timeout_ms) };
+        match handle {
+            h if h >= 0 => {
+                if let Some(old) = self.handle.replace(Some(h)) {
+                    // SAFETY: releasing a handle the host gave us.
+                    unsafe { host_unlock(old) };
+                }
+                Ok(true)
+            }
+            -1 => Ok(false),
+            _ => Err(io::Error::other(format!("host refused lock on `{}`", self.rel))),
+        }
+    }
+
+    pub(crate) fn try_lock(&self, mode: LockMode) -> io::Result<bool> {
+        self.acquire(mode, 0)
+    }
+
+    pub(crate) fn lock_within(&self, mode: LockMode, timeout: Option<Duration>) -> io::Result<bool> {
+        let ms = match timeout {
+            None => -1,
+            // A zero timeout after a failed try is still one more try.
+            Some(t) => i64::try_from(t.as_millis()).unwrap_or(i64::MAX).max(1),
+        };
+        self.acquire(mode, ms)
+    }
+}
+
+impl Drop for LockFile {
+    fn drop(&mut self) {
+        if let Some(handle) = self.handle.take() {
+            // SAFETY: releasing a handle the host gave us, exactly once.
+            unsafe { host_unlock(handle) };
+        }
+    }
+}
+
+pub(crate) fn process_identity() -> Identity {
+    // SAFETY: a host import with no arguments.
+    let pid = unsafe { host_pid() };
+    let command = std::env::args().collect::<Vec<_>>().join(" ");
+    Identity { pid, host: "simulated".to_owned(), command }
+}
