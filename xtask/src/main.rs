@@ -7,13 +7,17 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 
+mod bench;
 mod ci;
+mod sim;
 
 const USAGE: &str = "\
 usage: cargo xtask <task>
 
 tasks:
-  ci      the gate: fmt, clippy, tests, docs, and the wasm32-wasip1 build";
+  ci      the gate: fmt, clippy, tests, docs, and the wasm32-wasip1 build
+  sim     larger simulation sweeps: cargo xtask sim --seeds A..B
+  bench   benchmarks against speed and memory targets";
 
 fn main() -> ExitCode {
     match main_impl() {
@@ -29,6 +33,8 @@ fn main_impl() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         Some("ci") => ci::run(&args[1..]),
+        Some("sim") => sim::run(&args[1..]),
+        Some("bench") => bench::run(&args[1..]),
         Some("help" | "--help" | "-h") | None => {
             println!("{USAGE}");
             Ok(())
