@@ -63,6 +63,7 @@ impl Root {
 
     pub(crate) fn read_dir(&self, rel: &str) -> io::Result<Vec<DirEntry>> {
         let mut out = Vec::new();
+        let rel = if rel.is_empty() { "." } else { rel };
         for entry in self.dir.read_dir(rel)? {
             let entry = entry?;
             out.push(DirEntry { name: entry.file_name(), kind: kind_of(entry.file_type()?) });
@@ -140,8 +141,7 @@ impl Root {
                     dir.open(entry.file_name())?.sync_all()?;
                 }
             }
-            rustix::fs::fsync(dir)?;
-            Ok(())
+            fsync_dir(dir)
         }
         walk(&self.dir.open_dir(rel)?)
     }
@@ -149,8 +149,7 @@ impl Root {
     /// fsyncs one directory (after a rename into it).
     pub(crate) fn sync_dir(&self, rel: &str) -> io::Result<()> {
         let dir = if rel.is_empty() { self.dir.try_clone()? } else { self.dir.open_dir(rel)? };
-        rustix::fs::fsync(&dir)?;
-        Ok(())
+        fsync_dir(&dir)
     }
 
     /// Sets the modification time of `rel` to now, creating it if needed.
@@ -206,6 +205,15 @@ impl Root {
         file.lock()?;
         Ok(LockFile { file })
     }
+}
+
+/// fsyncs a directory. cap-std opens directories with `O_PATH`, which
+/// fsync refuses, so this reopens `.` beneath the handle for reading.
+fn fsync_dir(dir: &Dir) -> io::Result<()> {
+    use rustix::fs::{Mode, OFlags};
+    let fd = rustix::fs::openat(dir, ".", OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())?;
+    rustix::fs::fsync(&fd)?;
+    Ok(())
 }
 
 fn kind_of(ty: cap_std::fs::FileType) -> FileKind {

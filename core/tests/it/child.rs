@@ -1,0 +1,115 @@
+//! The helper-process side: one role per process, chosen by the parent.
+
+use std::io::{BufRead, Write};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use safecache::{Cache, Key, LockMode, Options, Wait};
+
+pub(crate) const ROLE_VAR: &str = "SAFECACHE_IT_ROLE";
+pub(crate) const DIR_VAR: &str = "SAFECACHE_IT_DIR";
+
+/// Prints one event line for the parent and flushes it.
+fn emit(line: impl AsRef<str>) {
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "@@ {}", line.as_ref()).unwrap();
+    out.flush().unwrap();
+}
+
+/// Blocks until the parent writes a line or closes our stdin.
+fn wait_for_parent() {
+    let mut line = String::new();
+    let _ = std::io::stdin().lock().read_line(&mut line);
+}
+
+fn parse_wait(s: &str) -> Wait {
+    match s {
+        "nowait" => Wait::NoWait,
+        "forever" => Wait::Forever,
+        ms => Wait::Timeout(Duration::from_millis(ms.parse().unwrap())),
+    }
+}
+
+/// Runs `role` and returns the process's exit code.
+pub(crate) fn run(role: &str) -> i32 {
+    let dir = PathBuf::from(std::env::var(DIR_VAR).expect("SAFECACHE_IT_DIR"));
+    let args: Vec<&str> = role.split(' ').collect();
+    let options = Options {
+        on_wait: Some(Arc::new(|event: &safecache::WaitEvent<'_>| {
+            let pids: Vec<String> = event.holders.iter().map(|h| h.pid.to_string()).collect();
+            emit(format!("waiting {} holders={}", event.lock, pids.join(",")));
+        })),
+        ..Options::default()
+    };
+    let cache = Cache::open_ambient(&dir, options).unwrap();
+    let result = match args.as_slice() {
+        // Waits for "go", fills `key` (logging each fill that ran to `log`,
+        // outside the cache), then prints what it read back.
+        ["fill", key, content, log] => {
+            wait_for_parent();
+            let key = Key::new(key).unwrap();
+            cache
+                .get_or_fill(&key, Wait::Forever, |dir| {
+                    let mut log = std::fs::OpenOptions::new().append(true).create(true).open(log)?;
+                    writeln!(log, "{}", std::process::id())?;
+                    // The fill's work: written in pieces, as a clone or an
+                    // unzip would, so that a racing reader could see a torn
+                    // entry if publish were not atomic.
+                    let mut file = std::fs::File::create(dir.path().join("data"))?;
+                    for chunk in content.as_bytes().chunks(4) {
+                        file.write_all(chunk)?;
+                        std::thread::sleep(Duration::from_millis(5));
+                    }
+                    std::io::Result::Ok(())
+                })
+                .map(|filled| {
+                    let data = std::fs::read_to_string(filled.entry.path().join("data")).unwrap();
+                    emit(format!("filled={} data={data}", filled.filled));
+                })
+        }
+        // Starts a fill, writes half an entry, reports, and hangs until
+        // killed.
+        ["fill-hang", key] => {
+            let key = Key::new(key).unwrap();
+            cache
+                .get_or_fill(&key, Wait::Forever, |dir| {
+                    std::fs::write(dir.path().join("partial"), "half an entr")?;
+                    emit(format!("filling {}", dir.path().display()));
+                    wait_for_parent();
+                    std::io::Result::Ok(())
+                })
+                .map(|_| ())
+        }
+        // Pins `key` until stdin closes.
+        ["pin", key] => {
+            let key = Key::new(key).unwrap();
+            cache.pin(&key, Wait::Forever).map(|pin| {
+                assert!(pin.is_some(), "pinned an absent entry");
+                emit("pinned");
+                wait_for_parent();
+            })
+        }
+        // Holds the lease until stdin closes.
+        ["lease", mode] => {
+            let mode = if *mode == "exclusive" { LockMode::Exclusive } else { LockMode::Shared };
+            cache.lease(mode, Wait::Forever).map(|_lease| {
+                emit("leased");
+                wait_for_parent();
+            })
+        }
+        ["remove", key, wait] => {
+            let key = Key::new(key).unwrap();
+            cache.remove(&key, parse_wait(wait)).map(|removed| emit(format!("removed={removed}")))
+        }
+        ["clean", wait] => cache.clean(parse_wait(wait)).map(|r| emit(format!("cleaned={}", r.entries))),
+        other => panic!("unknown role {other:?}"),
+    };
+    match result {
+        Ok(()) => 0,
+        Err(e) => {
+            emit(format!("error {e}"));
+            if e.is_busy() { 75 } else { 1 }
+        }
+    }
+}

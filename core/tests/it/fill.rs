@@ -1,0 +1,159 @@
+//! Single-flight fills across processes and threads.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Barrier};
+
+use safecache::{Cache, Error, Options, Wait};
+
+use crate::support::{Child, key, names, new_cache};
+
+/// Seeds 002 (Crafter.Build #2) and 000 (uv #5051): many builds fill the
+/// same dependency at once. Exactly one fill runs; everyone gets its bytes.
+#[test]
+fn n_processes_fill_one_key_once() {
+    let (tmp, cache) = new_cache();
+    let log = tmp.path().join("fills.log");
+    let mut children: Vec<Child> = (0..8)
+        .map(|i| Child::spawn(cache.path(), &format!("fill dep/serde content-of-filler-{i} {}", log.display())))
+        .collect();
+    for child in &mut children {
+        child.send();
+    }
+    let mut winners = Vec::new();
+    let mut seen = Vec::new();
+    for mut child in children {
+        // A loser may first report that it is blocked, naming the filler
+        // (unless it looked in the instant between the filler's lock and
+        // its holder record).
+        let mut event = child.event();
+        while let Some(holders) = event.strip_prefix("waiting entry `dep/serde` holders=") {
+            assert!(holders.is_empty() || holders.parse::<u32>().is_ok(), "the filler is named: {event}");
+            event = child.event();
+        }
+        assert!(event.starts_with("filled="), "{event}");
+        let (filled, data) = event.split_once(' ').unwrap();
+        if filled == "filled=true" {
+            winners.push(data.to_owned());
+        }
+        seen.push(data.to_owned());
+        assert!(child.wait().success());
+    }
+    let fills = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(fills.lines().count(), 1, "more than one fill ran: {fills}");
+    assert_eq!(winners.len(), 1, "exactly one process reports that it filled");
+    assert!(seen.iter().all(|d| *d == winners[0]), "all processes read the winner's entry: {seen:?}");
+    assert!(names(&cache.path().join(".safecache/tmp")).is_empty(), "no temp is left behind");
+}
+
+/// Seed 004 (uv #544): the same archive unzipped twice in flight by one
+/// process. Threads sharing one `Cache` share one fill.
+#[test]
+fn threads_of_one_process_share_one_fill() {
+    let (_tmp, cache) = new_cache();
+    let fills = Arc::new(AtomicUsize::new(0));
+    let barrier = Arc::new(Barrier::new(8));
+    let handles: Vec<_> = (0..8)
+        .map(|_| {
+            let (cache, fills, barrier) = (cache.clone(), Arc::clone(&fills), Arc::clone(&barrier));
+            std::thread::spawn(move || {
+                barrier.wait();
+                let filled = cache
+                    .get_or_fill(&key("wheels/numpy"), Wait::Forever, |dir| {
+                        fills.fetch_add(1, Ordering::SeqCst);
+                        std::thread::sleep(std::time::Duration::from_millis(50)); // the unzip
+                        std::fs::write(dir.path().join("data"), "unzipped")
+                    })
+                    .unwrap();
+                std::fs::read_to_string(filled.entry.path().join("data")).unwrap()
+            })
+        })
+        .collect();
+    for handle in handles {
+        assert_eq!(handle.join().unwrap(), "unzipped");
+    }
+    assert_eq!(fills.load(Ordering::SeqCst), 1);
+}
+
+/// Separate handles in one process lock separate open file descriptions,
+/// which flock treats as separate holders: still one fill.
+#[test]
+fn threads_with_separate_handles_share_one_fill() {
+    let (_tmp, cache) = new_cache();
+    let path = cache.path().to_owned();
+    let fills = Arc::new(AtomicUsize::new(0));
+    let barrier = Arc::new(Barrier::new(6));
+    let handles: Vec<_> = (0..6)
+        .map(|_| {
+            let (path, fills, barrier) = (path.clone(), Arc::clone(&fills), Arc::clone(&barrier));
+            std::thread::spawn(move || {
+                let cache = Cache::open_ambient(&path, Options::default()).unwrap();
+                barrier.wait();
+                cache
+                    .get_or_fill(&key("k"), Wait::Forever, |dir| {
+                        fills.fetch_add(1, Ordering::SeqCst);
+                        std::thread::sleep(std::time::Duration::from_millis(50));
+                        std::fs::write(dir.path().join("data"), "x")
+                    })
+                    .unwrap();
+            })
+        })
+        .collect();
+    for handle in handles {
+        handle.join().unwrap();
+    }
+    assert_eq!(fills.load(Ordering::SeqCst), 1);
+}
+
+#[test]
+fn failing_fill_publishes_nothing_and_removes_its_temp() {
+    let (_tmp, cache) = new_cache();
+    let err = cache
+        .get_or_fill(&key("k"), Wait::NoWait, |dir| {
+            std::fs::write(dir.path().join("half"), "written before the failure")?;
+            Err(std::io::Error::other("download failed"))
+        })
+        .unwrap_err();
+    assert!(matches!(err, Error::Fill { .. }), "{err:?}");
+    assert_eq!(err.to_string(), "fill of `k` failed; nothing was published");
+    assert!(cache.get(&key("k")).unwrap().is_none());
+    assert!(names(&cache.path().join(".safecache/tmp")).is_empty());
+    // The key is fillable again.
+    let filled = cache.get_or_fill(&key("k"), Wait::NoWait, |dir| std::fs::write(dir.path().join("d"), "ok")).unwrap();
+    assert!(filled.filled);
+}
+
+#[test]
+fn panicking_fill_publishes_nothing_and_removes_its_temp() {
+    let (_tmp, cache) = new_cache();
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let _ = cache.get_or_fill(&key("k"), Wait::NoWait, |dir| -> std::io::Result<()> {
+            std::fs::write(dir.path().join("half"), "x").unwrap();
+            panic!("the filler crashed");
+        });
+    }));
+    assert!(result.is_err());
+    assert!(cache.get(&key("k")).unwrap().is_none());
+    assert!(names(&cache.path().join(".safecache/tmp")).is_empty());
+    let filled = cache.get_or_fill(&key("k"), Wait::NoWait, |dir| std::fs::write(dir.path().join("d"), "ok")).unwrap();
+    assert!(filled.filled, "the in-process flight was released by the panic");
+}
+
+#[test]
+fn fill_gets_a_private_empty_dir_inside_the_cache() {
+    let (_tmp, cache) = new_cache();
+    let mut seen = Vec::new();
+    for name in ["a", "b"] {
+        cache
+            .get_or_fill(&key(name), Wait::NoWait, |dir| {
+                assert!(dir.path().starts_with(cache.path()), "temps live on the cache's filesystem");
+                assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+                seen.push(dir.path().to_owned());
+                std::fs::write(dir.path().join("d"), name)
+            })
+            .unwrap();
+    }
+    assert_ne!(seen[0], seen[1]);
+    let filled = cache.get_or_fill(&key("a"), Wait::NoWait, |_| -> std::io::Result<()> { panic!("refilled") }).unwrap();
+    assert!(!filled.filled, "a published key is not filled again");
+    assert_eq!(std::fs::read_to_string(filled.entry.path().join("d")).unwrap(), "a");
+}

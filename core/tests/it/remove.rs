@@ -1,0 +1,105 @@
+//! Deletion by rename-aside, by handle, never following symlinks.
+
+use std::os::unix::fs::symlink;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use safecache::{Cache, Options, Wait};
+
+use crate::support::{key, names, new_cache, tree};
+
+/// CVE-2022-21658: a symlink planted inside an entry, pointing outside the
+/// cache, is unlinked, and what it points to is untouched.
+#[test]
+fn remove_never_follows_a_symlink_out_of_the_entry() {
+    let (tmp, cache) = new_cache();
+    let outside = tmp.path().join("outside");
+    std::fs::create_dir_all(outside.join("sub")).unwrap();
+    std::fs::write(outside.join("precious"), "keep me").unwrap();
+    std::fs::write(outside.join("sub/also"), "keep me too").unwrap();
+    let before = tree(&outside);
+    cache
+        .get_or_fill(&key("dep"), Wait::NoWait, |dir| {
+            let d = dir.path();
+            std::fs::create_dir(d.join("nested"))?;
+            std::fs::write(d.join("nested/file"), "x")?;
+            symlink(&outside, d.join("to-dir"))?;
+            symlink(outside.join("precious"), d.join("to-file"))?;
+            symlink(&outside, d.join("nested/deeper"))?;
+            symlink("../../../outside", d.join("relative"))
+        })
+        .unwrap();
+    assert!(cache.remove(&key("dep"), Wait::NoWait).unwrap());
+    assert!(!cache.path().join("dep").exists());
+    assert_eq!(tree(&outside), before, "the symlinks' targets are untouched");
+    assert!(names(&cache.path().join(".safecache/trash")).is_empty());
+    assert!(!cache.remove(&key("dep"), Wait::NoWait).unwrap(), "removing an absent key reports false");
+}
+
+/// An entry that is itself a symlink (adopted by `init`) is unlinked by
+/// `clean`, not entered.
+#[test]
+fn clean_unlinks_adopted_symlinks_without_following_them() {
+    let tmp = tempfile::tempdir().unwrap();
+    let outside = tmp.path().join("outside");
+    std::fs::create_dir(&outside).unwrap();
+    std::fs::write(outside.join("precious"), "keep me").unwrap();
+    let dir = tmp.path().join("cache");
+    std::fs::create_dir(&dir).unwrap();
+    symlink(&outside, dir.join("link")).unwrap();
+    std::fs::create_dir(dir.join("old-tool-dir")).unwrap();
+    std::fs::write(dir.join("old-tool-dir/f"), "x").unwrap();
+    let before = tree(&outside);
+    let cache = Cache::init_ambient(&dir, Options::default()).unwrap();
+    assert_eq!(cache.entries().unwrap().len(), 2);
+    let report = cache.clean(Wait::NoWait).unwrap();
+    assert_eq!(report.entries, 2);
+    assert_eq!(names(&dir), vec![".safecache"]);
+    assert_eq!(tree(&outside), before);
+}
+
+/// Seed 001 (pip-tools #2384): one process deletes and rebuilds an entry
+/// while others read it. A pinned reader always sees a complete entry, never
+/// a half-deleted tree.
+#[test]
+fn pinned_readers_never_see_a_half_deleted_entry() {
+    let (_tmp, cache) = new_cache();
+    let files = 50;
+    let fill = move |cache: &Cache| {
+        cache
+            .get_or_fill(&key("tree"), Wait::Forever, |dir| {
+                for i in 0..files {
+                    std::fs::write(dir.path().join(format!("f{i}")), "payload")?;
+                }
+                std::io::Result::Ok(())
+            })
+            .unwrap();
+    };
+    fill(&cache);
+    let stop = Arc::new(AtomicBool::new(false));
+    let rebuilder = {
+        let (cache, stop) = (cache.clone(), Arc::clone(&stop));
+        std::thread::spawn(move || {
+            let mut rounds = 0;
+            while !stop.load(Ordering::SeqCst) {
+                cache.remove(&key("tree"), Wait::Forever).unwrap();
+                fill(&cache);
+                rounds += 1;
+            }
+            rounds
+        })
+    };
+    let mut complete_reads = 0;
+    for _ in 0..200 {
+        let Some(pin) = cache.pin(&key("tree"), Wait::Forever).unwrap() else { continue };
+        let count = std::fs::read_dir(pin.entry().path()).unwrap().count();
+        assert_eq!(count, files, "a pinned entry is complete");
+        for i in 0..files {
+            assert_eq!(std::fs::read_to_string(pin.entry().path().join(format!("f{i}"))).unwrap(), "payload");
+        }
+        complete_reads += 1;
+    }
+    stop.store(true, Ordering::SeqCst);
+    let rounds = rebuilder.join().unwrap();
+    assert!(complete_reads > 0 && rounds > 0, "reads {complete_reads}, rebuilds {rounds}");
+}
