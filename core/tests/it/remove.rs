@@ -103,3 +103,48 @@ fn pinned_readers_never_see_a_half_deleted_entry() {
     let rounds = rebuilder.join().unwrap();
     assert!(complete_reads > 0 && rounds > 0, "reads {complete_reads}, rebuilds {rounds}");
 }
+
+/// Seed 001 (pip-tools #2384): `--rebuild` deleted the tree in place while a
+/// reader walked it. With rename-aside, an unpinned reader that finds the
+/// entry sees all of it, or (if it lost the race) nothing at all.
+#[test]
+fn unpinned_readers_see_a_whole_entry_or_none() {
+    let (_tmp, cache) = new_cache();
+    let files = 200;
+    let fill = move |cache: &Cache| {
+        cache
+            .get_or_fill(&key("tree"), Wait::Forever, |dir| {
+                for i in 0..files {
+                    std::fs::write(dir.path().join(format!("f{i}")), "payload")?;
+                }
+                std::io::Result::Ok(())
+            })
+            .unwrap();
+    };
+    fill(&cache);
+    let stop = Arc::new(AtomicBool::new(false));
+    let rebuilder = {
+        let (cache, stop) = (cache.clone(), Arc::clone(&stop));
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::SeqCst) {
+                cache.remove(&key("tree"), Wait::Forever).unwrap();
+                fill(&cache);
+            }
+        })
+    };
+    let mut whole = 0;
+    for _ in 0..2000 {
+        let Some(entry) = cache.get(&key("tree")).unwrap() else { continue };
+        match std::fs::read_dir(entry.path()) {
+            Ok(listing) => {
+                let count = listing.count();
+                assert!(count == files || count == 0, "saw a half-deleted entry: {count} of {files} files");
+                whole += usize::from(count == files);
+            }
+            Err(e) => assert_eq!(e.kind(), std::io::ErrorKind::NotFound),
+        }
+    }
+    stop.store(true, Ordering::SeqCst);
+    rebuilder.join().unwrap();
+    assert!(whole > 0);
+}
