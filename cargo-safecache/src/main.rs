@@ -1,1 +1,16 @@
-fn main() {}
+//! `cargo safecache`: run any command with cache leases, single-flight fills
+//! and pins on a safecache cache directory.
+//!
+//! This file is a shim: everything happens in [`dispatch::main_impl`], which
+//! returns the process's exit code (docs/CLI.md lists them).
+
+mod cli;
+mod commands;
+mod dispatch;
+mod exit;
+mod run;
+mod ui;
+
+fn main() -> std::process::ExitCode {
+    std::process::ExitCode::from(dispatch::main_impl())
+}

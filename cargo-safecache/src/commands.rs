@@ -1,0 +1,187 @@
+//! This defines the subcommands other than `run`: `path`, `ls`, `status`,
+//! `rm`, `clean`, `gc` and `init`. Each is a thin front end over one core
+//! operation; the core does the locking.
+
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context, Result};
+use safecache::{Cache, ItemKind, Key};
+use serde_json::json;
+
+use crate::dispatch::Ctx;
+use crate::exit::{self, Coded};
+use crate::ui::{fmt_bytes, fmt_secs};
+
+pub(crate) fn path(ctx: &Ctx, key: &Key) -> Result<u8> {
+    let cache = ctx.open()?;
+    match cache.get(key)? {
+        Some(entry) => {
+            ctx.ui.out(entry.path().display());
+            ctx.ui.json(json!({ "reason": "entry", "key": key.as_str(), "path": entry.path() }));
+            Ok(exit::OK)
+        }
+        None => Err(Coded {
+            code: exit::ABSENT,
+            message: format!(
+                "`{key}` is not in the cache at `{}`; fill it with `cargo safecache run --key {key} -- CMD`",
+                cache.path().display()
+            ),
+        }
+        .into()),
+    }
+}
+
+fn unix_secs(t: Option<SystemTime>) -> Option<u64> {
+    t.and_then(|t| t.duration_since(UNIX_EPOCH).ok()).map(|d| d.as_secs())
+}
+
+fn ago(t: Option<SystemTime>) -> String {
+    match t.and_then(|t| SystemTime::now().duration_since(t).ok()) {
+        Some(d) => format!("{} ago", fmt_secs(Duration::from_secs(d.as_secs()))),
+        None => "-".to_owned(),
+    }
+}
+
+pub(crate) fn ls(ctx: &Ctx) -> Result<u8> {
+    let cache = ctx.open()?;
+    let entries = cache.entries()?;
+    let width = entries.iter().map(|e| e.key.as_ref().map_or(e.stored_name.len(), |k| k.as_str().len())).max();
+    for e in &entries {
+        let name = e.key.as_ref().map_or(e.stored_name.clone(), |k| k.to_string());
+        ctx.ui.out(format!("{name:<w$}  {:>10}  {}", fmt_bytes(e.bytes), ago(e.last_use), w = width.unwrap_or(0)));
+        ctx.ui.json(json!({
+            "reason": "entry",
+            "key": e.key.as_ref().map(Key::as_str),
+            "stored_name": e.stored_name,
+            "path": cache.path().join(&e.stored_name),
+            "bytes": e.bytes,
+            "last_use": unix_secs(e.last_use),
+        }));
+    }
+    if entries.is_empty() {
+        ctx.ui.status("Empty", format!("no entries in `{}`", cache.path().display()));
+    }
+    Ok(exit::OK)
+}
+
+pub(crate) fn status(ctx: &Ctx) -> Result<u8> {
+    let cache = ctx.open()?;
+    let status = cache.status()?;
+    let ui = &ctx.ui;
+    ui.out(format!("cache: {} (format {})", cache.path().display(), safecache::FORMAT_VERSION));
+    ui.out(format!("entries: {} ({})", status.entries, fmt_bytes(status.entry_bytes)));
+    if status.holders.is_empty() {
+        ui.out("holders: none");
+    } else {
+        ui.out("holders:");
+    }
+    for h in &status.holders {
+        ui.out(format!("  {}: {h}", h.lock));
+        ui.json(json!({
+            "reason": "holder",
+            "lock": h.lock,
+            "lock_file": h.lock_file,
+            "mode": h.mode,
+            "pid": h.pid,
+            "command": h.command,
+            "host": h.host,
+            "since": h.since,
+        }));
+    }
+    let (mut orphans, mut trash, mut item_bytes) = (0, 0, 0);
+    for item in &status.items {
+        let kind = match item.kind {
+            ItemKind::Temp => "temp",
+            ItemKind::Trash => "trash",
+            _ => "other",
+        };
+        if !item.live {
+            orphans += 1;
+        }
+        if item.kind == ItemKind::Trash {
+            trash += 1;
+        }
+        item_bytes += item.bytes;
+        let state = if item.live { "in use" } else { "orphan; `cargo safecache gc` reclaims it" };
+        ui.out(format!("  {kind} {} ({}, {state})", item.rel, fmt_bytes(item.bytes)));
+        ui.json(json!({ "reason": "item", "kind": kind, "rel": item.rel, "bytes": item.bytes, "live": item.live }));
+    }
+    let total = status.entry_bytes + item_bytes;
+    ui.out(format!(
+        "orphans: {orphans}, trash: {trash}, temps and trash: {}, total: {}",
+        fmt_bytes(item_bytes),
+        fmt_bytes(total)
+    ));
+    ui.json(json!({
+        "reason": "summary",
+        "path": cache.path(),
+        "format": safecache::FORMAT_VERSION,
+        "entries": status.entries,
+        "entry_bytes": status.entry_bytes,
+        "holders": status.holders.len(),
+        "orphans": orphans,
+        "trash": trash,
+        "total_bytes": total,
+    }));
+    Ok(exit::OK)
+}
+
+pub(crate) fn rm(ctx: &Ctx, keys: &[Key]) -> Result<u8> {
+    let cache = ctx.open()?;
+    for key in keys {
+        let existed = ctx.blocking(|| cache.remove(key, ctx.wait)).with_context(|| format!("cannot remove `{key}`"))?;
+        if existed {
+            ctx.ui.status("Removed", format!("`{key}`"));
+        } else {
+            ctx.ui.status("Absent", format!("`{key}` was not in the cache"));
+        }
+        ctx.ui.json(json!({ "reason": "removed", "key": key.as_str(), "existed": existed }));
+    }
+    Ok(exit::OK)
+}
+
+pub(crate) fn clean(ctx: &Ctx) -> Result<u8> {
+    let cache = ctx.open()?;
+    let report = ctx.blocking(|| cache.clean(ctx.wait)).context("cannot clean the cache")?;
+    ctx.ui.status("Cleaned", format!("{} entries, {}", report.entries, fmt_bytes(report.bytes)));
+    ctx.ui.json(json!({ "reason": "cleaned", "entries": report.entries, "bytes": report.bytes }));
+    Ok(exit::OK)
+}
+
+pub(crate) fn gc(ctx: &Ctx) -> Result<u8> {
+    let cache = ctx.open()?;
+    let r = ctx.blocking(|| cache.gc(ctx.wait)).context("cannot collect garbage")?;
+    ctx.ui.status(
+        "Collected",
+        format!(
+            "{} orphaned temps and {} trash items ({}); {} left alone because their owner is alive",
+            r.temps,
+            r.trash,
+            fmt_bytes(r.bytes),
+            r.busy
+        ),
+    );
+    ctx.ui.json(json!({
+        "reason": "gc",
+        "temps": r.temps,
+        "trash": r.trash,
+        "bytes": r.bytes,
+        "busy": r.busy,
+        "records": r.records,
+    }));
+    Ok(exit::OK)
+}
+
+pub(crate) fn init(ctx: &Ctx, dir: Option<PathBuf>) -> Result<u8> {
+    let dir = match dir {
+        Some(dir) => std::path::absolute(&dir).with_context(|| format!("cannot resolve `{}`", dir.display()))?,
+        None => ctx.cache_dir.clone(),
+    };
+    let cache = Cache::init_ambient(&dir, ctx.options(None))
+        .with_context(|| format!("cannot adopt `{}` as a cache", dir.display()))?;
+    let entries = cache.entries()?.len();
+    ctx.ui.status("Initialized", format!("cache at `{}` with {entries} entries", cache.path().display()));
+    ctx.ui.json(json!({ "reason": "initialized", "path": cache.path(), "entries": entries }));
+    Ok(exit::OK)
+}

@@ -1,0 +1,180 @@
+//! This defines [`main_impl`]: parse the command line, set up output and
+//! tracing, resolve the cache directory and the wait, run the subcommand,
+//! and turn its outcome into an exit code.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use etcetera::BaseStrategy;
+use safecache::{Cache, LockMode, Options, Wait};
+
+use crate::cli::{self, App, ColorWhen, Command, MessageFormat};
+use crate::exit;
+use crate::ui::Ui;
+use crate::{commands, run};
+
+/// The variables `run` exports so that nested invocations know the lease is
+/// already held: the mode, and the canonical path of the cache it covers.
+pub(crate) const ENV_LEASE: &str = "SAFECACHE_LEASE";
+pub(crate) const ENV_LEASE_DIR: &str = "SAFECACHE_LEASE_DIR";
+
+/// The default lock timeout when stderr is not a terminal.
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// Everything a subcommand needs.
+pub(crate) struct Ctx {
+    pub(crate) ui: Arc<Ui>,
+    /// The cache directory, absolute.
+    pub(crate) cache_dir: PathBuf,
+    pub(crate) wait: Wait,
+}
+
+impl Ctx {
+    /// The lease a parent `run` holds on this cache, per the exported marker.
+    pub(crate) fn inherited_lease(&self) -> Option<LockMode> {
+        inherited_lease(&self.cache_dir)
+    }
+
+    pub(crate) fn options(&self, inherited_lease: Option<LockMode>) -> Options {
+        let ui = Arc::clone(&self.ui);
+        Options { inherited_lease, on_wait: Some(Arc::new(move |ev| ui.waiting(ev))) }
+    }
+
+    /// Opens (creating if missing or empty) the cache.
+    pub(crate) fn open(&self) -> Result<Cache> {
+        self.open_with(self.inherited_lease())
+    }
+
+    pub(crate) fn open_with(&self, inherited: Option<LockMode>) -> Result<Cache> {
+        Cache::open_ambient(&self.cache_dir, self.options(inherited))
+            .with_context(|| format!("cannot use cache dir `{}`", self.cache_dir.display()))
+    }
+
+    /// Runs a core operation that may block, and clears the wait display
+    /// after it.
+    pub(crate) fn blocking<T>(&self, f: impl FnOnce() -> T) -> T {
+        let out = f();
+        self.ui.done_waiting();
+        out
+    }
+}
+
+/// Reads the marker a parent `run` exported; it applies only to the same
+/// cache, compared by canonical path.
+fn inherited_lease(dir: &Path) -> Option<LockMode> {
+    let mode = match std::env::var(ENV_LEASE).ok()?.as_str() {
+        "shared" => LockMode::Shared,
+        "exclusive" => LockMode::Exclusive,
+        _ => return None,
+    };
+    let leased = std::env::var_os(ENV_LEASE_DIR)?;
+    let canonical = std::fs::canonicalize(dir).ok()?;
+    (canonical == Path::new(&leased)).then_some(mode)
+}
+
+/// Runs the CLI and returns the process's exit code.
+pub(crate) fn main_impl() -> u8 {
+    let app = match cli::parse(std::env::args_os().collect()) {
+        Ok(app) => app,
+        Err(e) => return clap_error(&e),
+    };
+    let g = &app.global;
+    let color = match g.color {
+        ColorWhen::Always => true,
+        ColorWhen::Never => false,
+        ColorWhen::Auto => std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none(),
+    };
+    let ui = Arc::new(Ui::new(g.message_format == MessageFormat::Json, g.quiet, color));
+    init_tracing(g.verbose, color);
+    match dispatch(app, &ui) {
+        Ok(code) => code,
+        Err(e) => {
+            let code = exit::code_of(&e);
+            ui.done_waiting();
+            ui.error(&exit::one_line(&e), code);
+            code
+        }
+    }
+}
+
+/// Prints a clap error: help and version as clap renders them, usage errors
+/// as one line (exit 2).
+fn clap_error(e: &clap::Error) -> u8 {
+    use clap::error::ErrorKind;
+    match e.kind() {
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            let _ = e.print();
+            e.exit_code().clamp(0, 255) as u8
+        }
+        _ => {
+            let rendered = e.render().to_string();
+            let mut lines = rendered.lines().map(str::trim).filter(|l| !l.is_empty());
+            let first = lines.next().unwrap_or("invalid usage");
+            let first = first.strip_prefix("error: ").unwrap_or(first);
+            let mut msg = first.to_owned();
+            for tip in lines.filter(|l| l.starts_with("tip:")) {
+                msg.push_str("; ");
+                msg.push_str(tip);
+            }
+            msg.push_str("; run `cargo safecache help` for usage");
+            eprintln!("error: {msg}");
+            exit::USAGE
+        }
+    }
+}
+
+fn init_tracing(verbose: u8, color: bool) {
+    use tracing_subscriber::EnvFilter;
+    let filter = match std::env::var("SAFECACHE_LOG") {
+        Ok(spec) if !spec.is_empty() => EnvFilter::new(spec),
+        _ => EnvFilter::new(match verbose {
+            0 => "off",
+            1 => "safecache=info,cargo_safecache=info",
+            _ => "debug",
+        }),
+    };
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(color)
+        .with_target(false)
+        .try_init();
+}
+
+fn dispatch(app: App, ui: &Arc<Ui>) -> Result<u8> {
+    let g = app.global;
+    let cache_dir = resolve_cache_dir(g.cache_dir)?;
+    let timeout = match g.lock_timeout {
+        Some(t) => Some(t),
+        None if std::io::stderr().is_terminal() => None,
+        None => Some(DEFAULT_TIMEOUT),
+    };
+    let ctx = Ctx { ui: Arc::clone(ui), cache_dir, wait: Wait::from_timeout(timeout) };
+    tracing::debug!(cache = %ctx.cache_dir.display(), ?timeout, "resolved");
+    match app.command {
+        Command::Run(args) => run::run(&ctx, args),
+        Command::Path { key } => commands::path(&ctx, &key),
+        Command::Ls => commands::ls(&ctx),
+        Command::Status => commands::status(&ctx),
+        Command::Rm { keys } => commands::rm(&ctx, &keys),
+        Command::Clean => commands::clean(&ctx),
+        Command::Gc => commands::gc(&ctx),
+        Command::Init { dir } => commands::init(&ctx, dir),
+    }
+}
+
+/// `--cache-dir`, else `SAFECACHE_DIR` (clap reads both), else the platform
+/// cache dir; made absolute so that exported paths work from any directory.
+fn resolve_cache_dir(given: Option<PathBuf>) -> Result<PathBuf> {
+    let dir = match given.filter(|d| !d.as_os_str().is_empty()) {
+        Some(dir) => dir,
+        None => etcetera::choose_base_strategy()
+            .context("cannot find the platform cache dir (is HOME set?); pass --cache-dir DIR or set SAFECACHE_DIR")?
+            .cache_dir()
+            .join("safecache"),
+    };
+    std::path::absolute(&dir).with_context(|| format!("cannot make the cache dir `{}` absolute", dir.display()))
+}

@@ -1,0 +1,83 @@
+//! This defines the exit codes (docs/CLI.md lists them) and how an error
+//! maps to one, with the hint that tells the user how to fix it.
+
+use std::fmt;
+
+/// Everything went well.
+pub(crate) const OK: u8 = 0;
+/// `path` of an absent key.
+pub(crate) const ABSENT: u8 = 1;
+/// A usage error: bad option or argument, invalid key, a cache dir that is
+/// not a directory or not a cache.
+pub(crate) const USAGE: u8 = 2;
+/// A lock timeout, or a busy lock under `--lock-timeout 0` (EX_TEMPFAIL).
+pub(crate) const BUSY: u8 = 75;
+/// Any other failure.
+pub(crate) const FAILURE: u8 = 101;
+
+/// An error that carries its own exit code.
+#[derive(Debug)]
+pub(crate) struct Coded {
+    pub(crate) code: u8,
+    pub(crate) message: String,
+}
+
+impl fmt::Display for Coded {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Coded {}
+
+/// The exit code for `err`: the first cause in its chain that has one.
+pub(crate) fn code_of(err: &anyhow::Error) -> u8 {
+    for cause in err.chain() {
+        if let Some(coded) = cause.downcast_ref::<Coded>() {
+            return coded.code;
+        }
+        if let Some(e) = cause.downcast_ref::<safecache::Error>() {
+            return match e {
+                safecache::Error::InvalidKey { .. }
+                | safecache::Error::NotACache { .. }
+                | safecache::Error::NotADirectory { .. } => USAGE,
+                e if e.is_busy() => BUSY,
+                _ => FAILURE,
+            };
+        }
+    }
+    FAILURE
+}
+
+/// What to append to the message so it says how to fix the problem, when
+/// the core's message does not already.
+pub(crate) fn hint_for(err: &anyhow::Error) -> Option<String> {
+    for cause in err.chain() {
+        if let Some(e) = cause.downcast_ref::<safecache::Error>() {
+            return match e {
+                safecache::Error::Busy { waited: None, .. } => {
+                    Some("to wait for it instead, set --lock-timeout SECS or SAFECACHE_LOCK_TIMEOUT above 0".to_owned())
+                }
+                safecache::Error::Busy { .. } => {
+                    Some("to wait longer, set --lock-timeout SECS or SAFECACHE_LOCK_TIMEOUT".to_owned())
+                }
+                safecache::Error::Io { .. } | safecache::Error::Random(_) => Some(
+                    "check that the cache dir is writable, or pick another with --cache-dir DIR or SAFECACHE_DIR"
+                        .to_owned(),
+                ),
+                _ => None,
+            };
+        }
+    }
+    None
+}
+
+/// The whole chain on one line, with its hint.
+pub(crate) fn one_line(err: &anyhow::Error) -> String {
+    let mut msg = format!("{err:#}");
+    if let Some(hint) = hint_for(err) {
+        msg.push_str("; ");
+        msg.push_str(&hint);
+    }
+    msg.replace(['\n', '\r'], " ")
+}

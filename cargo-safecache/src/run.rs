@@ -1,0 +1,226 @@
+//! This defines `run`: CMD under a lease, with optional pins and an optional
+//! single-flight fill.
+//!
+//! Order of operations, which is the core's lock order: the lease (shared,
+//! or exclusive with `--exclusive`), then each pin, then the fill's entry
+//! lock. Every lock is taken before CMD starts and released only after CMD
+//! has exited, so nothing `clean`, `rm` or `gc` does can reach what CMD uses.
+//!
+//! Invariants kept here:
+//! - CMD never outlives the process that holds its locks: on Linux it gets
+//!   `PR_SET_PDEATHSIG` = SIGKILL, so a killed `run` cannot leave CMD writing
+//!   into a temp that gc may reclaim;
+//! - SIGINT and SIGTERM are forwarded to CMD, and `run` exits with CMD's
+//!   status (128+N for a death by signal N, as shells report it);
+//! - nested invocations see `SAFECACHE_LEASE` and `SAFECACHE_LEASE_DIR` and
+//!   do not take the lease again.
+
+use std::ffi::OsString;
+use std::io;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::path::Path;
+use std::process::{Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicI32, Ordering};
+
+use anyhow::{Context, Result};
+use safecache::{Error, LockMode};
+use serde_json::json;
+use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::iterator::Signals;
+
+use crate::cli::RunArgs;
+use crate::dispatch::{Ctx, ENV_LEASE, ENV_LEASE_DIR};
+use crate::exit::{self, Coded};
+
+pub(crate) fn run(ctx: &Ctx, args: RunArgs) -> Result<u8> {
+    let wanted = if args.exclusive { LockMode::Exclusive } else { LockMode::Shared };
+    let inherited = ctx.inherited_lease();
+    let cache = ctx.open_with(inherited)?;
+    let _lease = ctx.blocking(|| cache.lease(wanted, ctx.wait)).context("cannot take the cache lease")?;
+    // From here on this process holds the lease (or its parent does): pins
+    // and fills go through a handle that knows it, so they neither lock the
+    // lease again nor, under `--exclusive`, deadlock on our own lease.
+    let held = match inherited {
+        Some(LockMode::Exclusive) => LockMode::Exclusive,
+        _ => wanted,
+    };
+    let inner = ctx.open_with(Some(held))?;
+    let canonical = std::fs::canonicalize(cache.path())
+        .with_context(|| format!("cannot resolve cache dir `{}`", cache.path().display()))?;
+    let mut env: Vec<(&str, OsString)> = vec![
+        ("SAFECACHE_DIR", cache.path().as_os_str().to_owned()),
+        (ENV_LEASE, held.to_string().into()),
+        (ENV_LEASE_DIR, canonical.into_os_string()),
+    ];
+
+    let mut pins = Vec::new();
+    for key in &args.pins {
+        let pin = ctx.blocking(|| inner.pin(key, ctx.wait)).with_context(|| format!("cannot pin `{key}`"))?;
+        match pin {
+            Some(pin) => pins.push(pin),
+            None => {
+                return Err(Coded {
+                    code: exit::FAILURE,
+                    message: format!(
+                        "cannot pin `{key}`: it is not in the cache, so the command was not run; \
+                         fill it first with `cargo safecache run --key {key} -- CMD`"
+                    ),
+                }
+                .into());
+            }
+        }
+    }
+
+    let Some(key) = args.key else {
+        let status = spawn_and_wait(ctx, &args.command, &env)?;
+        let code = code_of(status);
+        ctx.ui.json(json!({ "reason": "exited", "exit_code": code }));
+        return Ok(code);
+    };
+
+    let mut status = None;
+    let filled = ctx.blocking(|| {
+        inner.get_or_fill(&key, ctx.wait, |dir| {
+            ctx.ui.done_waiting();
+            ctx.ui.status("Filling", format!("`{key}` by running `{}`", shown(&args.command)));
+            env.push(("SAFECACHE_OUT", dir.path().as_os_str().to_owned()));
+            let st = spawn_and_wait(ctx, &args.command, &env)?;
+            status = Some(st);
+            if st.success() { Ok(()) } else { Err(io::Error::other(format!("the command {}", describe(st)))) }
+        })
+    });
+    let filled = match filled {
+        Ok(filled) => filled,
+        Err(Error::Fill { .. }) if status.is_some_and(|s| !s.success()) => {
+            let st = status.unwrap_or_default();
+            ctx.ui.warn(format!("the command {}; nothing was published as `{key}`", describe(st)));
+            let code = code_of(st);
+            ctx.ui.json(json!({ "reason": "exited", "exit_code": code, "key": key.as_str(), "published": false }));
+            return Ok(code);
+        }
+        Err(e) => return Err(anyhow::Error::new(e).context(format!("cannot fill `{key}`"))),
+    };
+    let path = filled.entry.path();
+    if filled.filled {
+        ctx.ui.status("Filled", format!("`{key}` at {}", path.display()));
+    } else {
+        ctx.ui.status("Fresh", format!("`{key}` is already in the cache; the command was not run"));
+    }
+    // The entry's path is the last line on stdout.
+    ctx.ui.out(path.display());
+    ctx.ui.json(json!({ "reason": "entry", "key": key.as_str(), "path": path, "filled": filled.filled }));
+    drop(pins);
+    Ok(exit::OK)
+}
+
+fn shown(cmd: &[OsString]) -> String {
+    cmd.iter().map(|a| a.to_string_lossy()).collect::<Vec<_>>().join(" ")
+}
+
+fn describe(st: ExitStatus) -> String {
+    match (st.code(), st.signal()) {
+        (Some(code), _) => format!("exited with status {code}"),
+        (None, Some(sig)) => format!("was killed by signal {sig}"),
+        _ => format!("ended with {st}"),
+    }
+}
+
+/// CMD's status as `run`'s exit code: its own code, or 128+N for a death by
+/// signal N.
+fn code_of(st: ExitStatus) -> u8 {
+    match (st.code(), st.signal()) {
+        (Some(code), _) => (code & 0xff) as u8,
+        (None, Some(sig)) => (128 + sig).clamp(0, 255) as u8,
+        _ => exit::FAILURE,
+    }
+}
+
+/// The pid signals are forwarded to (0: none yet), and a signal that arrived
+/// before CMD started.
+static CHILD: AtomicI32 = AtomicI32::new(0);
+static PENDING: AtomicI32 = AtomicI32::new(0);
+
+fn forward(sig: i32) {
+    let pid = CHILD.load(Ordering::SeqCst);
+    if pid > 0 {
+        // SAFETY: kill(2) has no memory-safety preconditions.
+        unsafe {
+            libc::kill(pid, sig);
+        }
+    } else {
+        PENDING.store(sig, Ordering::SeqCst);
+    }
+}
+
+/// Runs CMD with `env`, forwarding SIGINT and SIGTERM to it, and waits for it.
+fn spawn_and_wait(ctx: &Ctx, cmd: &[OsString], env: &[(&str, OsString)]) -> io::Result<ExitStatus> {
+    let (program, rest) = cmd.split_first().ok_or_else(|| io::Error::other("no command given"))?;
+    let mut command = Command::new(program);
+    command.args(rest);
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    if ctx.ui.json {
+        // stdout is for JSON lines: CMD's output goes to stderr.
+        command.stdout(Stdio::from(io::stderr().as_fd_owned()?));
+    }
+    set_parent_death_signal(&mut command);
+    let mut signals = Signals::new([SIGINT, SIGTERM])?;
+    let handle = signals.handle();
+    let forwarder = std::thread::spawn(move || {
+        for sig in signals.forever() {
+            forward(sig);
+        }
+    });
+    let spawned = command
+        .spawn()
+        .map_err(|e| io::Error::new(e.kind(), format!("cannot start `{}`: {e}", Path::new(program).display())));
+    let result = spawned.and_then(|mut child| {
+        CHILD.store(i32::try_from(child.id()).unwrap_or(0), Ordering::SeqCst);
+        let pending = PENDING.swap(0, Ordering::SeqCst);
+        if pending != 0 {
+            forward(pending);
+        }
+        let status = child.wait();
+        CHILD.store(0, Ordering::SeqCst);
+        status
+    });
+    handle.close();
+    let _ = forwarder.join();
+    result
+}
+
+trait AsFdOwned {
+    fn as_fd_owned(&self) -> io::Result<std::os::fd::OwnedFd>;
+}
+
+impl AsFdOwned for io::Stderr {
+    fn as_fd_owned(&self) -> io::Result<std::os::fd::OwnedFd> {
+        use std::os::fd::AsFd;
+        self.as_fd().try_clone_to_owned()
+    }
+}
+
+/// Makes CMD die with this process: a `run` killed by SIGKILL must not leave
+/// CMD writing into a temp or an entry it no longer protects.
+#[cfg(target_os = "linux")]
+fn set_parent_death_signal(command: &mut Command) {
+    let parent = std::process::id();
+    // SAFETY: the closure runs between fork and exec and only makes
+    // async-signal-safe calls (prctl, getppid).
+    unsafe {
+        command.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            // The parent may have died before prctl took effect.
+            if u32::try_from(libc::getppid()).ok() != Some(parent) {
+                return Err(io::Error::other("the safecache process exited before the command started"));
+            }
+            Ok(())
+        });
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn set_parent_death_signal(_command: &mut Command) {}

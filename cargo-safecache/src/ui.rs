@@ -1,0 +1,158 @@
+//! This defines [`Ui`]: everything the CLI tells its user. Status, waits and
+//! errors go to stderr as text; with `--message-format json`, stdout carries
+//! one JSON object per line, each with a `reason` field.
+//!
+//! Invariant: a wait is announced at once, naming the lock, its holders and
+//! how to stop waiting; a spinner is only ever drawn on a terminal.
+
+use std::fmt::Display;
+use std::io::{IsTerminal, Write};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use safecache::{Holder, LockMode, LockName, WaitEvent};
+use serde_json::{Value, json};
+
+/// The hint every wait and timeout message ends with.
+pub(crate) const TIMEOUT_HINT: &str = "set --lock-timeout SECS or SAFECACHE_LOCK_TIMEOUT to change how long to wait";
+
+/// The CLI's output channels.
+#[derive(Debug)]
+pub(crate) struct Ui {
+    pub(crate) json: bool,
+    quiet: bool,
+    color: bool,
+    spinners: bool,
+    spinner: Mutex<Option<ProgressBar>>,
+}
+
+impl Ui {
+    pub(crate) fn new(json: bool, quiet: bool, color: bool) -> Ui {
+        let spinners = !quiet && std::io::stderr().is_terminal();
+        Ui { json, quiet, color, spinners, spinner: Mutex::new(None) }
+    }
+
+    fn paint(&self, code: &str, text: &str) -> String {
+        if self.color { format!("\x1b[{code}m{text}\x1b[0m") } else { text.to_owned() }
+    }
+
+    /// A cargo-style status line on stderr: a right-aligned verb, then text.
+    pub(crate) fn status(&self, verb: &str, msg: impl Display) {
+        if self.quiet {
+            return;
+        }
+        self.stderr_line(&format!("{} {msg}", self.paint("1;32", &format!("{verb:>12}"))));
+    }
+
+    /// A warning on stderr, shown even with `-q`.
+    pub(crate) fn warn(&self, msg: impl Display) {
+        self.stderr_line(&format!("{}: {msg}", self.paint("1;33", "warning")));
+    }
+
+    /// The one-line error report: text on stderr, and a JSON object on
+    /// stdout in JSON mode.
+    pub(crate) fn error(&self, msg: &str, code: u8) {
+        self.stderr_line(&format!("{}: {msg}", self.paint("1;31", "error")));
+        self.json(json!({ "reason": "error", "message": msg, "exit_code": code }));
+    }
+
+    fn stderr_line(&self, line: &str) {
+        let spinner = self.spinner.lock().unwrap_or_else(|p| p.into_inner());
+        match spinner.as_ref() {
+            Some(bar) => bar.suspend(|| eprintln!("{line}")),
+            None => eprintln!("{line}"),
+        }
+    }
+
+    /// A line of human output on stdout (nothing in JSON mode).
+    pub(crate) fn out(&self, line: impl Display) {
+        if !self.json {
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "{line}");
+            let _ = out.flush();
+        }
+    }
+
+    /// A JSON object on stdout (nothing in human mode).
+    pub(crate) fn json(&self, value: Value) {
+        if self.json {
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "{value}");
+            let _ = out.flush();
+        }
+    }
+
+    /// Announces a blocked wait, and starts a spinner on a terminal.
+    pub(crate) fn waiting(&self, ev: &WaitEvent<'_>) {
+        let msg = wait_message(ev);
+        self.stderr_line(&format!("{} {msg}", self.paint("1;36", &format!("{:>12}", "Blocking"))));
+        self.json(json!({
+            "reason": "waiting",
+            "lock": ev.lock,
+            "mode": ev.mode,
+            "holders": ev.holders,
+            "timeout_secs": ev.timeout.map(|t| t.as_secs_f64()),
+        }));
+        if self.spinners {
+            let bar = ProgressBar::new_spinner();
+            bar.set_style(
+                ProgressStyle::with_template("{spinner} {msg} ({elapsed})")
+                    .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+            );
+            bar.set_message(format!("waiting for the {} lock on {}", ev.mode, ev.lock));
+            bar.enable_steady_tick(Duration::from_millis(120));
+            if let Some(old) = self.spinner.lock().unwrap_or_else(|p| p.into_inner()).replace(bar) {
+                old.finish_and_clear();
+            }
+        }
+    }
+
+    /// Removes the spinner, if any: the wait is over.
+    pub(crate) fn done_waiting(&self) {
+        if let Some(bar) = self.spinner.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+/// "pid 12 (`cargo build`) on host, shared for 3s and 2 other process(es)".
+pub(crate) fn holders_text(holders: &[Holder]) -> String {
+    match holders {
+        [] => "a process that has not identified itself yet".to_owned(),
+        [one] => one.to_string(),
+        [first, rest @ ..] => format!("{first} and {} other process(es)", rest.len()),
+    }
+}
+
+fn wait_message(ev: &WaitEvent<'_>) -> String {
+    let limit = match ev.timeout {
+        None => "waiting with no time limit".to_owned(),
+        Some(d) => format!("waiting up to {}", fmt_secs(d)),
+    };
+    let holders = holders_text(ev.holders);
+    match (ev.lock, ev.mode) {
+        (LockName::Lease, LockMode::Exclusive) => format!(
+            "the cache is in use; waiting for other processes to finish (the cache lease is held by {holders}); \
+             {limit}; {TIMEOUT_HINT}"
+        ),
+        _ => format!("waiting for the {} lock on {}, held by {holders}; {limit}; {TIMEOUT_HINT}", ev.mode, ev.lock),
+    }
+}
+
+pub(crate) fn fmt_secs(d: Duration) -> String {
+    let secs = d.as_secs_f64();
+    if secs.fract() == 0.0 { format!("{secs:.0}s") } else { format!("{secs:.1}s") }
+}
+
+/// Bytes for people: "0 B", "1.5 KiB".
+pub(crate) fn fmt_bytes(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit + 1 < UNITS.len() {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 { format!("{bytes} B") } else { format!("{value:.1} {}", UNITS[unit]) }
+}
