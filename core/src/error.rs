@@ -211,3 +211,63 @@ impl fmt::Display for KeyRule {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn holder(pid: u32) -> Holder {
+        Holder {
+            lock: LockName::Lease,
+            lock_file: ".safecache/lease.lock".into(),
+            mode: LockMode::Shared,
+            pid,
+            host: "ci-7".into(),
+            command: "cargo build".into(),
+            since: 0,
+        }
+    }
+
+    #[test]
+    fn busy_messages_name_the_lock_and_the_holders() {
+        let err = Error::Busy {
+            lock: LockName::Entry("git/serde".into()),
+            mode: LockMode::Exclusive,
+            holders: vec![holder(42)],
+            waited: None,
+        };
+        let msg = err.to_string();
+        assert!(
+            msg.starts_with("the exclusive lock on entry `git/serde` is busy and waiting was not allowed; held by pid 42 (`cargo build`) on ci-7, shared for "),
+            "{msg}"
+        );
+        let err = Error::Busy {
+            lock: LockName::Lease,
+            mode: LockMode::Exclusive,
+            holders: vec![holder(1), holder(2), holder(3)],
+            waited: Some(Duration::from_millis(1500)),
+        };
+        let msg = err.to_string();
+        assert!(
+            msg.starts_with("timed out after 1.5s waiting for the exclusive lock on the cache lease; held by pid 1")
+        );
+        assert!(msg.ends_with("and 2 other process(es)"), "{msg}");
+        assert!(err.is_busy());
+        let err = Error::Busy { lock: LockName::Gc, mode: LockMode::Exclusive, holders: vec![], waited: None };
+        assert!(err.to_string().ends_with("its holder has not identified itself yet"));
+    }
+
+    #[test]
+    fn durations_read_naturally() {
+        assert_eq!(fmt_duration(Duration::from_millis(250)), "250ms");
+        assert_eq!(fmt_duration(Duration::from_secs(300)), "300s");
+        assert_eq!(fmt_duration(Duration::from_millis(2500)), "2.5s");
+    }
+
+    #[test]
+    fn io_errors_keep_their_source() {
+        let err = Error::io("rename aside", "dep", io::Error::from(io::ErrorKind::PermissionDenied));
+        assert_eq!(err.to_string(), "failed to rename aside `dep`");
+        assert!(std::error::Error::source(&err).is_some());
+    }
+}

@@ -143,6 +143,7 @@ impl Cache {
 
     /// Every published entry, with size and last use.
     pub fn entries(&self) -> Result<Vec<EntryInfo>, Error> {
+        let _span = tracing::info_span!("entries").entered();
         let root = self.root();
         let mut out = Vec::new();
         for entry in root.read_dir("").map_err(|e| Error::io("list", ".", e))? {
@@ -161,6 +162,7 @@ impl Cache {
     /// Who holds what, and what is left over. Takes no lock that could make
     /// anyone wait: liveness is probed with try-locks only.
     pub fn status(&self) -> Result<Status, Error> {
+        let _span = tracing::info_span!("status").entered();
         let root = self.root();
         let mut items = Vec::new();
         for (dir, kind) in [(TMP_DIR, ItemKind::Temp), (TRASH_DIR, ItemKind::Trash)] {

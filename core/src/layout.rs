@@ -63,3 +63,33 @@ pub(crate) fn digest_of_item(name: &str) -> Option<&str> {
     let (digest, rest) = name.split_once('.')?;
     (digest.len() == 32 && digest.bytes().all(|b| b.is_ascii_hexdigit()) && !rest.is_empty()).then_some(digest)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn item_names_carry_their_digest() {
+        let digest = "0123456789abcdef0123456789abcdef";
+        assert_eq!(digest_of_item(&format!("{digest}.deadbeef")), Some(digest));
+        assert_eq!(digest_of_item(digest), None, "no random part");
+        assert_eq!(digest_of_item(&format!("{digest}.")), None);
+        assert_eq!(digest_of_item("short.abc"), None);
+        assert_eq!(digest_of_item("0123456789abcdef0123456789abcdeg.x"), None, "not hex");
+    }
+
+    #[test]
+    fn random_suffixes_are_unguessable_and_distinct() {
+        let a = random_suffix().unwrap();
+        let b = random_suffix().unwrap();
+        assert_eq!(a.len(), 24);
+        assert!(a.bytes().all(|c| c.is_ascii_hexdigit()));
+        assert_ne!(a, b);
+    }
+
+    #[test]
+    fn entry_locks_live_under_locks() {
+        assert_eq!(entry_lock("ab"), ".safecache/locks/ab.lock");
+        assert_eq!(format_contents(), "safecache-format 1\n");
+    }
+}

@@ -175,3 +175,25 @@ pub(crate) fn try_probe(root: &Root, rel: &str, mode: LockMode, create: bool) ->
         Err(e) => Err(Error::io("lock", rel, e)),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timeouts_map_to_waits() {
+        assert_eq!(Wait::from_timeout(None), Wait::Forever);
+        assert_eq!(Wait::from_timeout(Some(Duration::ZERO)), Wait::NoWait);
+        assert_eq!(Wait::from_timeout(Some(Duration::from_secs(3))), Wait::Timeout(Duration::from_secs(3)));
+        assert_eq!(Wait::NoWait.timeout(), Some(Duration::ZERO));
+        assert_eq!(Wait::Forever.timeout(), None);
+    }
+
+    #[test]
+    fn lock_names_serialize_for_holder_records() {
+        let json = serde_json::to_string(&LockName::Entry("a/b".into())).unwrap();
+        assert_eq!(json, r#"{"kind":"entry","key":"a/b"}"#);
+        assert_eq!(serde_json::to_string(&LockName::Lease).unwrap(), r#"{"kind":"lease"}"#);
+        assert_eq!(LockName::Owner("k".into()).to_string(), "the fill of `k`");
+    }
+}

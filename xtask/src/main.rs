@@ -10,6 +10,8 @@ use anyhow::{Context, Result, bail};
 mod bench;
 mod ci;
 mod sim;
+#[cfg(test)]
+mod tidy;
 
 const USAGE: &str = "\
 usage: cargo xtask <task>
