@@ -291,8 +291,13 @@ fn ensure_marker(root: &Root, path: &Path, mode: &Open) -> Result<(), Error> {
                 return Ok(());
             }
             Err(e) => {
-                tracing::debug!(error = %e, "marker creation lost a race; checking again");
                 let _ = root.remove_tree(&staging);
+                // Losing the rename to a peer is expected; anything else (a
+                // read-only or full filesystem) is the caller's to see.
+                if e.kind() != io::ErrorKind::AlreadyExists && e.kind() != io::ErrorKind::DirectoryNotEmpty {
+                    return Err(Error::io("create the cache marker in", path.display().to_string(), e));
+                }
+                tracing::debug!(error = %e, "marker creation lost a race; checking again");
             }
         }
     }
