@@ -73,10 +73,10 @@ impl Cache {
         let root = self.root();
         let mut report = CleanReport::default();
         for entry in root.read_dir("").map_err(|e| Error::io("list", ".", e))? {
-            let name = entry.name.to_string_lossy();
-            if is_internal(&name) && entry.name.to_str().is_some() {
+            if entry.name.to_str().is_some_and(is_internal) {
                 continue;
             }
+            let name = entry.name.to_string_lossy();
             let digest = match entry.name.to_str() {
                 Some(name) => Key::from_stored_name(name).map_or_else(|| digest_of(name), |k| k.digest()),
                 None => digest_of(&name),
