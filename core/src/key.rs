@@ -172,6 +172,25 @@ mod tests {
         assert_eq!(Key::from_stored_name(".safecache"), None);
     }
 
+    proptest::proptest! {
+        /// Whatever a caller passes, an accepted key maps to exactly one
+        /// safe name directly at the cache root, and back.
+        #[test]
+        fn accepted_keys_stay_inside_the_cache(raw in "[a-z./%\\\\\\x00\\n -]{0,12}|\\PC{0,40}") {
+            if let Ok(key) = Key::new(&raw) {
+                let stored = key.stored_name();
+                proptest::prop_assert!(!stored.contains('/') && !stored.contains('\\') && !stored.contains('\0'));
+                proptest::prop_assert!(stored != "." && stored != ".." && stored != MARKER_DIR);
+                proptest::prop_assert!(!stored.starts_with(".safecache%2F"));
+                proptest::prop_assert!(stored.len() <= MAX_STORED_LEN);
+                proptest::prop_assert_eq!(Key::from_stored_name(&stored), Some(key.clone()));
+                proptest::prop_assert_eq!(digest_of(&stored), key.digest());
+            } else {
+                proptest::prop_assert!(Key::new(&raw).unwrap_err().to_string().starts_with("invalid key `"));
+            }
+        }
+    }
+
     #[test]
     fn error_names_key_and_rule() {
         let err = Key::new("../x").unwrap_err().to_string();
