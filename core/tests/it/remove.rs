@@ -65,30 +65,7 @@ fn clean_unlinks_adopted_symlinks_without_following_them() {
 fn pinned_readers_never_see_a_half_deleted_entry() {
     let (_tmp, cache) = new_cache();
     let files = 50;
-    let fill = move |cache: &Cache| {
-        cache
-            .get_or_fill(&key("tree"), Wait::Forever, |dir| {
-                for i in 0..files {
-                    std::fs::write(dir.path().join(format!("f{i}")), "payload")?;
-                }
-                std::io::Result::Ok(())
-            })
-            .unwrap();
-    };
-    fill(&cache);
-    let stop = Arc::new(AtomicBool::new(false));
-    let rebuilder = {
-        let (cache, stop) = (cache.clone(), Arc::clone(&stop));
-        std::thread::spawn(move || {
-            let mut rounds = 0;
-            while !stop.load(Ordering::SeqCst) {
-                cache.remove(&key("tree"), Wait::Forever).unwrap();
-                fill(&cache);
-                rounds += 1;
-            }
-            rounds
-        })
-    };
+    let (stop, rebuilder) = rebuild_in_a_loop(&cache, files);
     let mut complete_reads = 0;
     for _ in 0..200 {
         let Some(pin) = cache.pin(&key("tree"), Wait::Forever).unwrap() else { continue };
@@ -111,27 +88,7 @@ fn pinned_readers_never_see_a_half_deleted_entry() {
 fn unpinned_readers_see_a_whole_entry_or_none() {
     let (_tmp, cache) = new_cache();
     let files = 200;
-    let fill = move |cache: &Cache| {
-        cache
-            .get_or_fill(&key("tree"), Wait::Forever, |dir| {
-                for i in 0..files {
-                    std::fs::write(dir.path().join(format!("f{i}")), "payload")?;
-                }
-                std::io::Result::Ok(())
-            })
-            .unwrap();
-    };
-    fill(&cache);
-    let stop = Arc::new(AtomicBool::new(false));
-    let rebuilder = {
-        let (cache, stop) = (cache.clone(), Arc::clone(&stop));
-        std::thread::spawn(move || {
-            while !stop.load(Ordering::SeqCst) {
-                cache.remove(&key("tree"), Wait::Forever).unwrap();
-                fill(&cache);
-            }
-        })
-    };
+    let (stop, rebuilder) = rebuild_in_a_loop(&cache, files);
     let mut whole = 0;
     for _ in 0..2000 {
         let Some(entry) = cache.get(&key("tree")).unwrap() else { continue };
@@ -145,6 +102,37 @@ fn unpinned_readers_see_a_whole_entry_or_none() {
         }
     }
     stop.store(true, Ordering::SeqCst);
-    rebuilder.join().unwrap();
+    assert!(rebuilder.join().unwrap() > 0);
     assert!(whole > 0);
+}
+
+/// Fills `tree` with `files` files.
+fn fill_tree(cache: &Cache, files: usize) {
+    cache
+        .get_or_fill(&key("tree"), Wait::Forever, |dir| {
+            for i in 0..files {
+                std::fs::write(dir.path().join(format!("f{i}")), "payload")?;
+            }
+            std::io::Result::Ok(())
+        })
+        .unwrap();
+}
+
+/// Removes and refills `tree` in a loop on another thread (as repeated
+/// `--rebuild`s do) until the returned flag is set; the thread returns how
+/// many rounds it ran.
+fn rebuild_in_a_loop(cache: &Cache, files: usize) -> (Arc<AtomicBool>, std::thread::JoinHandle<usize>) {
+    fill_tree(cache, files);
+    let stop = Arc::new(AtomicBool::new(false));
+    let (cache, flag) = (cache.clone(), Arc::clone(&stop));
+    let handle = std::thread::spawn(move || {
+        let mut rounds = 0;
+        while !flag.load(Ordering::SeqCst) {
+            cache.remove(&key("tree"), Wait::Forever).unwrap();
+            fill_tree(&cache, files);
+            rounds += 1;
+        }
+        rounds
+    });
+    (stop, handle)
 }
