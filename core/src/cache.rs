@@ -14,6 +14,7 @@ use std::collections::HashMap;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
 
 use crate::error::Error;
 use crate::fill::Flight;
@@ -21,6 +22,9 @@ use crate::key::Key;
 use crate::layout::{self, FORMAT_FILE, FORMAT_VERSION, LEASE_LOCK, MARKER_DIR, MARKER_STAGING_PREFIX};
 use crate::lock::{self, Held, LockMode, LockName, Wait, WaitObserver};
 use crate::sys::Root;
+
+/// How precisely `ls` knows an entry's last use (cargo tracks it at 300 s).
+pub const USE_RESOLUTION: Duration = Duration::from_secs(60);
 
 /// How a [`Cache`] behaves beyond its directory.
 #[derive(Clone, Default)]
@@ -232,8 +236,21 @@ impl Cache {
     }
 
     /// Records the last use of `key`, for `ls`. Best effort.
+    ///
+    /// The stamp has a resolution of [`USE_RESOLUTION`]: a stamp younger than
+    /// that is left alone, so a hot `get` costs two lstats, not a write.
     pub(crate) fn note_use(&self, key: &Key) {
-        if let Err(e) = self.root().touch(&layout::used_marker(&key.digest())) {
+        let marker = layout::used_marker(&key.digest());
+        let fresh = self
+            .root()
+            .modified(&marker)
+            .ok()
+            .flatten()
+            .is_some_and(|t| SystemTime::now().duration_since(t).is_ok_and(|age| age < USE_RESOLUTION));
+        if fresh {
+            return;
+        }
+        if let Err(e) = self.root().touch(&marker) {
             tracing::debug!(%key, error = %e, "could not record last use");
         }
     }

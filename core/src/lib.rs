@@ -43,7 +43,7 @@ mod lock;
 mod remove;
 mod sys;
 
-pub use cache::{Cache, Entry, Lease, Options, Pin};
+pub use cache::{Cache, Entry, Lease, Options, Pin, USE_RESOLUTION};
 pub use error::{Error, KeyRule};
 pub use fill::{FillDir, Filled};
 pub use gc::{EntryInfo, GcReport, Item, ItemKind, Status};

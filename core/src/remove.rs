@@ -51,8 +51,10 @@ impl Cache {
     fn delete_aside(&self, name: &str, digest: &str) -> Result<u64, Error> {
         let root = self.root();
         let trash = format!("{TRASH_DIR}/{digest}.{}", layout::random_suffix()?);
+        // No fsync of the root: if power is lost before the rename reaches
+        // the disk, the entry reappears whole, which is a state readers
+        // already accept.
         root.rename(name, &trash).map_err(|e| Error::io("rename aside", name, e))?;
-        root.sync_dir("").map_err(|e| Error::io("sync", ".", e))?;
         tracing::debug!(entry = name, %trash, "renamed aside");
         let bytes = root.usage(&trash).map(|u| u.bytes).unwrap_or(0);
         root.remove_tree(&trash).map_err(|e| Error::io("delete", &trash, e))?;
@@ -85,7 +87,6 @@ impl Cache {
             root.rename(&entry.name, &trash).map_err(|e| Error::io("rename aside", name.as_ref(), e))?;
             report.entries += 1;
         }
-        root.sync_dir("").map_err(|e| Error::io("sync", ".", e))?;
         // Under the exclusive lease no fill, remove or gc is in flight, so
         // every temp and every piece of trash is dead.
         for dir in [TRASH_DIR, TMP_DIR, USED_DIR] {

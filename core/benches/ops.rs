@@ -1,0 +1,117 @@
+//! Costs of the core operations next to the bare filesystem calls they are
+//! built on, so the protocol's overhead reads as a ratio.
+//!
+//! Run with `cargo bench -p safecache --bench ops` (or `cargo xtask bench`).
+#![allow(clippy::disallowed_methods)] // the baselines are plain std::fs
+
+use std::io::Write;
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use divan::Bencher;
+use safecache::{Cache, Key, Options, Wait};
+
+fn main() {
+    divan::main();
+}
+
+const PAYLOAD: &[u8] = &[42; 4096];
+
+fn cache() -> (tempfile::TempDir, Cache) {
+    let dir = tempfile::tempdir_in(std::env::var_os("SAFECACHE_BENCH_DIR").unwrap_or_else(|| "/tmp".into())).unwrap();
+    let cache = Cache::open_ambient(dir.path().join("cache"), Options::default()).unwrap();
+    (dir, cache)
+}
+
+fn fresh_key() -> Key {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    Key::new(&format!("bench/{}", N.fetch_add(1, Ordering::Relaxed))).unwrap()
+}
+
+fn write_payload(dir: &Path) -> std::io::Result<()> {
+    std::fs::File::create(dir.join("payload"))?.write_all(PAYLOAD)
+}
+
+/// `get` of a published entry: one lstat plus the last-use stamp.
+#[divan::bench]
+fn get_hit(bencher: Bencher<'_, '_>) {
+    let (_tmp, cache) = cache();
+    let key = Key::new("hit").unwrap();
+    cache.get_or_fill(&key, Wait::NoWait, |d| write_payload(d.path())).unwrap();
+    bencher.bench_local(|| cache.get(&key).unwrap().unwrap());
+}
+
+/// The bare lstat `get` is built on.
+#[divan::bench]
+fn baseline_lstat(bencher: Bencher<'_, '_>) {
+    let (_tmp, cache) = cache();
+    let key = Key::new("hit").unwrap();
+    let filled = cache.get_or_fill(&key, Wait::NoWait, |d| write_payload(d.path())).unwrap();
+    let path = filled.entry.path().to_owned();
+    bencher.bench_local(|| std::fs::symlink_metadata(&path).unwrap());
+}
+
+/// Pin and release a published entry: lease, entry lock, two holder records.
+#[divan::bench]
+fn pin_release(bencher: Bencher<'_, '_>) {
+    let (_tmp, cache) = cache();
+    let key = Key::new("hit").unwrap();
+    cache.get_or_fill(&key, Wait::NoWait, |d| write_payload(d.path())).unwrap();
+    bencher.bench_local(|| drop(cache.pin(&key, Wait::NoWait).unwrap().unwrap()));
+}
+
+/// A full fill of a new 4 KiB entry: locks, temp, owner lock, fsyncs,
+/// NOREPLACE rename, temp removal.
+#[divan::bench(sample_count = 200)]
+fn fill_4k(bencher: Bencher<'_, '_>) {
+    let (_tmp, cache) = cache();
+    bencher.bench_local(|| cache.get_or_fill(&fresh_key(), Wait::NoWait, |d| write_payload(d.path())).unwrap());
+}
+
+/// What a careful tool does without safecache: mkdir a temp, write, fsync
+/// the file and both directories, rename. No locks, no single-flight.
+#[divan::bench(sample_count = 200)]
+fn baseline_fill_4k_with_fsync(bencher: Bencher<'_, '_>) {
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    let n = AtomicUsize::new(0);
+    bencher.bench_local(|| {
+        let i = n.fetch_add(1, Ordering::Relaxed);
+        let temp = root.join(format!("tmp-{i}"));
+        std::fs::create_dir(&temp).unwrap();
+        let mut file = std::fs::File::create(temp.join("payload")).unwrap();
+        file.write_all(PAYLOAD).unwrap();
+        file.sync_all().unwrap();
+        std::fs::File::open(&temp).unwrap().sync_all().unwrap();
+        std::fs::rename(&temp, root.join(format!("entry-{i}"))).unwrap();
+        std::fs::File::open(root).unwrap().sync_all().unwrap();
+    });
+}
+
+/// Remove a 4 KiB entry: entry lock, rename aside, delete by handle.
+#[divan::bench(sample_count = 200)]
+fn remove_4k(bencher: Bencher<'_, '_>) {
+    let (_tmp, cache) = cache();
+    bencher
+        .with_inputs(|| {
+            let key = fresh_key();
+            cache.get_or_fill(&key, Wait::NoWait, |d| write_payload(d.path())).unwrap();
+            key
+        })
+        .bench_local_values(|key| assert!(cache.remove(&key, Wait::NoWait).unwrap()));
+}
+
+/// The bare delete `remove` replaces: remove_dir_all in place.
+#[divan::bench(sample_count = 200)]
+fn baseline_remove_dir_all(bencher: Bencher<'_, '_>) {
+    let tmp = tempfile::tempdir().unwrap();
+    let n = AtomicUsize::new(0);
+    bencher
+        .with_inputs(|| {
+            let dir = tmp.path().join(n.fetch_add(1, Ordering::Relaxed).to_string());
+            std::fs::create_dir(&dir).unwrap();
+            write_payload(&dir).unwrap();
+            dir
+        })
+        .bench_local_values(|dir| std::fs::remove_dir_all(dir).unwrap());
+}
