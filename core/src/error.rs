@@ -178,7 +178,7 @@ pub enum KeyRule {
     EmptyComponent,
     /// A component is `.` or `..`.
     DotComponent,
-    /// The first component is the marker directory's name.
+    /// The first component starts with the marker directory's name.
     Reserved,
     /// The stored name would be longer than a path component may be.
     TooLong {
@@ -202,7 +202,7 @@ impl fmt::Display for KeyRule {
             KeyRule::DotComponent => {
                 f.write_str("a component is `.` or `..`; keys are relative paths inside the cache")
             }
-            KeyRule::Reserved => f.write_str("`.safecache` is reserved for safecache's own files"),
+            KeyRule::Reserved => f.write_str("names starting with `.safecache` are reserved for safecache's own files"),
             KeyRule::TooLong { len } => write!(
                 f,
                 "the key is {len} bytes once stored (each `/` counts 3); the limit is {}",

@@ -93,6 +93,24 @@ impl Cache {
         let _gc = self.lock(GC_LOCK, LockName::Gc, LockMode::Exclusive, wait)?;
         let root = self.root();
         let mut report = GcReport::default();
+        self.reclaim_orphans(&mut report)?;
+        // A staging dir for the marker is only ever useful to the process
+        // that is about to rename it; once the marker exists, that rename
+        // fails and its creator discards it anyway.
+        for entry in root.read_dir("").map_err(|e| Error::io("list", ".", e))? {
+            if let Some(name) = entry.name.to_str().filter(|n| n.starts_with(MARKER_STAGING_PREFIX)) {
+                report.bytes += root.usage(name).map(|u| u.bytes).unwrap_or(0);
+                root.remove_tree(name).map_err(|e| Error::io("delete", name, e))?;
+            }
+        }
+        report.records = holder::reap_dead(root);
+        Ok(report)
+    }
+
+    /// Deletes every temp and trash item whose owner is provably dead (see
+    /// the module docs); counts what it did into `report`.
+    pub(crate) fn reclaim_orphans(&self, report: &mut GcReport) -> Result<(), Error> {
+        let root = self.root();
         for (dir, kind) in [(TMP_DIR, ItemKind::Temp), (TRASH_DIR, ItemKind::Trash)] {
             for entry in root.read_dir(dir).map_err(|e| Error::io("list", dir, e))? {
                 let Some(name) = entry.name.to_str() else { continue };
@@ -128,17 +146,7 @@ impl Cache {
                 }
             }
         }
-        // A staging dir for the marker is only ever useful to the process
-        // that is about to rename it; once the marker exists, that rename
-        // fails and its creator discards it anyway.
-        for entry in root.read_dir("").map_err(|e| Error::io("list", ".", e))? {
-            if let Some(name) = entry.name.to_str().filter(|n| n.starts_with(MARKER_STAGING_PREFIX)) {
-                report.bytes += root.usage(name).map(|u| u.bytes).unwrap_or(0);
-                root.remove_tree(name).map_err(|e| Error::io("delete", name, e))?;
-            }
-        }
-        report.records = holder::reap_dead(root);
-        Ok(report)
+        Ok(())
     }
 
     /// Every published entry, with size and last use.

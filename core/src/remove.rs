@@ -13,9 +13,10 @@
 
 use crate::cache::{Cache, is_internal};
 use crate::error::Error;
+use crate::gc::GcReport;
 use crate::key::{Key, digest_of};
-use crate::layout::{self, LOCKS_DIR, TMP_DIR, TRASH_DIR, USED_DIR};
-use crate::lock::{LockMode, Wait};
+use crate::layout::{self, LOCKS_DIR, TRASH_DIR, USED_DIR};
+use crate::lock::{LockMode, LockName, Wait};
 
 /// What [`Cache::clean`] removed.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -48,14 +49,16 @@ impl Cache {
 
     /// Renames `name` (at the root) into the trash, then deletes it there.
     /// Returns the bytes removed.
-    fn delete_aside(&self, name: &str, digest: &str) -> Result<u64, Error> {
+    fn delete_aside(&self, name: impl AsRef<std::path::Path>, digest: &str) -> Result<u64, Error> {
+        let name = name.as_ref();
+        let shown = name.display().to_string();
         let root = self.root();
         let trash = format!("{TRASH_DIR}/{digest}.{}", layout::random_suffix()?);
         // No fsync of the root: if power is lost before the rename reaches
         // the disk, the entry reappears whole, which is a state readers
         // already accept.
-        root.rename(name, &trash).map_err(|e| Error::io("rename aside", name, e))?;
-        tracing::debug!(entry = name, %trash, "renamed aside");
+        root.rename(name, &trash).map_err(|e| Error::io("rename aside", &shown, e))?;
+        tracing::debug!(entry = %shown, %trash, "renamed aside");
         let bytes = root.usage(&trash).map(|u| u.bytes).unwrap_or(0);
         root.remove_tree(&trash).map_err(|e| Error::io("delete", &trash, e))?;
         Ok(bytes)
@@ -79,23 +82,24 @@ impl Cache {
                 continue;
             }
             let name = entry.name.to_string_lossy();
-            let digest = match entry.name.to_str() {
-                Some(name) => Key::from_stored_name(name).map_or_else(|| digest_of(name), |k| k.digest()),
-                None => digest_of(&name),
-            };
-            let trash = format!("{TRASH_DIR}/{digest}.{}", layout::random_suffix()?);
-            root.rename(&entry.name, &trash).map_err(|e| Error::io("rename aside", name.as_ref(), e))?;
+            let digest = digest_of(&name);
+            // Under a lease taken here nobody holds an entry lock, so this
+            // never waits; under an inherited exclusive lease it respects the
+            // pins and fills of the parent's other children.
+            let lock_name = LockName::Entry(name.clone().into_owned());
+            let _lock = self.lock(&layout::entry_lock(&digest), lock_name, LockMode::Exclusive, wait)?;
+            report.bytes += self.delete_aside(&entry.name, &digest)?;
+            let _ = root.remove_file(layout::used_marker(&digest));
             report.entries += 1;
         }
-        // Under the exclusive lease no fill, remove or gc is in flight, so
-        // every temp and every piece of trash is dead.
-        for dir in [TRASH_DIR, TMP_DIR, USED_DIR] {
-            report.bytes += self.empty_dir(dir)?;
-        }
-        // Nobody can be waiting on an entry lock either (waiters hold the
-        // shared lease), so the lock files can go too; but not under an
-        // inherited lease, where the parent's children may hold them.
+        let mut reclaimed = GcReport::default();
+        self.reclaim_orphans(&mut reclaimed)?;
+        report.bytes += reclaimed.bytes;
+        // Nobody can be waiting on an entry lock (waiters hold the shared
+        // lease), so the lock files can go; but not under an inherited
+        // lease, where the parent's children may hold them.
         if lease.is_some() {
+            self.empty_dir(USED_DIR)?;
             self.empty_dir(LOCKS_DIR)?;
         }
         crate::holder::reap_dead(root);

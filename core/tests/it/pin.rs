@@ -73,3 +73,27 @@ fn clean_waits_for_processes_using_the_cache() {
     assert!(cleaner.wait().success());
     assert!(cache.get(&key("dep")).unwrap().is_none());
 }
+
+/// Under `cargo safecache run --exclusive`, the command's own children share
+/// the parent's lease; a `clean` among them must still wait for a sibling's
+/// pin rather than delete the entry from under it.
+#[test]
+fn clean_under_an_inherited_exclusive_lease_still_respects_pins() {
+    let (_tmp, cache) = new_cache();
+    publish(&cache, "dep", "v1");
+    publish(&cache, "other", "v1");
+    let mut pinner = Child::spawn(cache.path(), "pin dep");
+    pinner.expect("pinned");
+    let nested = safecache::Cache::open_ambient(
+        cache.path(),
+        safecache::Options { inherited_lease: Some(safecache::LockMode::Exclusive), ..Default::default() },
+    )
+    .unwrap();
+    let err = nested.clean(Wait::NoWait).unwrap_err();
+    assert!(matches!(&err, Error::Busy { lock: LockName::Entry(k), .. } if k == "dep"), "{err:?}");
+    assert!(err.to_string().contains(&format!("pid {}", pinner.pid())), "{err}");
+    assert!(cache.get(&key("dep")).unwrap().is_some());
+    pinner.release();
+    assert!(pinner.wait().success());
+    assert_eq!(nested.clean(Wait::NoWait).unwrap().entries, 2);
+}
