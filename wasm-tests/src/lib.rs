@@ -1,1 +1,561 @@
 //! Deterministic simulation of the safecache core under wasmtime.
+//!
+//! The guest (`wasm-tests/guest`, built for wasm32-wasip1 by this crate's
+//! build script) links the real core through its WASI directory handle and
+//! runs one role per process. The host runs several such processes, each a
+//! wasmtime store over one shared real directory, under a single-threaded
+//! scheduler that picks the next process with a PRNG seeded by the run's
+//! seed. Processes are preempted at every host call and by fuel; time,
+//! randomness and locks are the host's, so one seed always replays the same
+//! run. A kill plan drops a process mid-execution, as SIGKILL would.
+//!
+//! docs/SIMULATION.md explains how to read a trace and replay a seed.
+
+mod host;
+mod scenario;
+mod world;
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt;
+use std::path::Path;
+use std::str::FromStr;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
+
+use anyhow::{Context as _, Result, bail};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+
+pub use host::Host;
+pub use scenario::{Scenario, Variant};
+
+use host::{Running, lock_world};
+use world::World;
+
+/// Files in every entry the guest fills (it writes `f0`..`f2`, each
+/// `<key>|<fill token>|<index>`).
+const FILES: usize = 3;
+/// Virtual time that passes per scheduling step.
+const STEP_NS: u64 = 10_000;
+/// A run that takes more steps than this is reported as a livelock.
+const MAX_STEPS: u64 = 200_000;
+
+/// Kill concurrent process `proc` (its index in the scenario) just before
+/// its `step`-th scheduling step, and maybe start its role again.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct KillPlan {
+    /// Index of the process among the scenario's concurrent roles.
+    pub proc: usize,
+    /// How many steps it runs before it is killed.
+    pub step: u64,
+    /// Whether a fresh process then runs the same role.
+    pub restart: bool,
+}
+
+impl fmt::Display for KillPlan {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}@{}{}", self.proc, self.step, if self.restart { "+restart" } else { "" })
+    }
+}
+
+impl FromStr for KillPlan {
+    type Err = anyhow::Error;
+    /// `PROC@STEP` or `PROC@STEP+restart`.
+    fn from_str(s: &str) -> Result<KillPlan> {
+        let (plan, restart) = match s.strip_suffix("+restart") {
+            Some(plan) => (plan, true),
+            None => (s, false),
+        };
+        let (proc, step) = plan.split_once('@').context("a kill plan is PROC@STEP or PROC@STEP+restart")?;
+        Ok(KillPlan { proc: proc.parse().context("kill plan process")?, step: step.parse().context("kill plan step")?, restart })
+    }
+}
+
+/// What one run did and what it violated.
+#[derive(Clone, Debug)]
+pub struct Outcome {
+    /// The seed of the scheduler (and of every process's randomness).
+    pub seed: u64,
+    /// What ran.
+    pub scenario: Scenario,
+    /// The crash injected, if any.
+    pub kill: Option<KillPlan>,
+    /// Lock events, reports, exits and kills, in order, with virtual time.
+    pub trace: Vec<String>,
+    /// The pid scheduled at each step.
+    pub schedule: Vec<u32>,
+    /// Steps taken by each concurrent process (by scenario index).
+    pub steps: Vec<u64>,
+    /// Broken invariants; empty when the run passed.
+    pub violations: Vec<String>,
+}
+
+impl Outcome {
+    /// Whether every invariant held.
+    pub fn passed(&self) -> bool {
+        self.violations.is_empty()
+    }
+
+    /// Everything that must be equal when a seed is replayed.
+    pub fn fingerprint(&self) -> String {
+        format!("{}\n{:?}\n{:?}", self.trace.join("\n"), self.schedule, self.violations)
+    }
+
+    /// The environment variables that replay this run
+    /// (`cargo test -p wasm-tests --test sim replay -- --nocapture`).
+    pub fn replay_env(&self) -> String {
+        let mut env = format!(
+            "SAFECACHE_SEED={} SAFECACHE_SCENARIO={} SAFECACHE_VARIANT={}",
+            self.seed, self.scenario.name, self.scenario.variant
+        );
+        if let Some(kill) = self.kill {
+            env.push_str(&format!(" SAFECACHE_KILL={kill}"));
+        }
+        env
+    }
+
+    /// The full report: verdict, replay commands, schedule and trace.
+    pub fn report(&self) -> String {
+        let mut out = String::new();
+        let verdict = if self.passed() { "passed" } else { "FAILED" };
+        out.push_str(&format!(
+            "simulation {verdict}: scenario `{}`, variant `{}`, seed {}, kill plan {}\n",
+            self.scenario.name,
+            self.scenario.variant,
+            self.seed,
+            self.kill.map_or("none".to_owned(), |k| k.to_string())
+        ));
+        for v in &self.violations {
+            out.push_str(&format!("  violation: {v}\n"));
+        }
+        let kill = self.kill.map(|k| format!(" --kill {k}")).unwrap_or_default();
+        out.push_str(&format!(
+            "replay: {} cargo test -p wasm-tests --test sim replay -- --nocapture\n   or: cargo xtask sim --scenario {} --variant {} --seeds {}..{}{kill} --trace\n",
+            self.replay_env(),
+            self.scenario.name,
+            self.scenario.variant,
+            self.seed,
+            self.seed + 1
+        ));
+        out.push_str(&format!("setup: {:?}\nprocesses: {:?}\n", self.scenario.setup, self.scenario.procs));
+        out.push_str(&format!("schedule ({} steps): {}\n", self.schedule.len(), run_lengths(&self.schedule)));
+        out.push_str("trace:\n");
+        for line in &self.trace {
+            out.push_str("  ");
+            out.push_str(line);
+            out.push('\n');
+        }
+        out
+    }
+}
+
+/// `p1x5 p2x3 ...`: the schedule, compressed.
+fn run_lengths(schedule: &[u32]) -> String {
+    let mut out = Vec::new();
+    let mut iter = schedule.iter().peekable();
+    while let Some(&pid) = iter.next() {
+        let mut n = 1;
+        while iter.peek() == Some(&&pid) {
+            iter.next();
+            n += 1;
+        }
+        out.push(if n == 1 { format!("p{pid}") } else { format!("p{pid}x{n}") });
+    }
+    out.join(" ")
+}
+
+#[derive(Debug)]
+enum End {
+    Running,
+    Exited(i32),
+    Trapped(String),
+    Killed,
+}
+
+struct Slot {
+    pid: u32,
+    /// Index among the scenario's concurrent roles (None: setup, restart, final gc).
+    index: Option<usize>,
+    args: Vec<String>,
+    running: Option<Running>,
+    stderr: MemoryOutputPipe,
+    steps: u64,
+    end: End,
+}
+
+struct Run<'a> {
+    host: &'a Host,
+    dir: &'a Path,
+    seed: u64,
+    world: Arc<Mutex<World>>,
+    rng: StdRng,
+    slots: Vec<Slot>,
+    schedule: Vec<u32>,
+    violations: Vec<String>,
+    kill: Option<KillPlan>,
+    killed: bool,
+}
+
+impl Run<'_> {
+    fn spawn(&mut self, args: &[String], index: Option<usize>) -> Result<usize> {
+        let pid = u32::try_from(self.slots.len()).unwrap_or(u32::MAX) + 1;
+        let (running, stderr) = self.host.spawn(&self.world, self.dir, pid, self.seed, args)?;
+        lock_world(&self.world).event(pid, format!("spawn `{}`", args.join(" ")));
+        self.slots.push(Slot { pid, index, args: args.to_vec(), running: Some(running), stderr, steps: 0, end: End::Running });
+        Ok(self.slots.len() - 1)
+    }
+
+    /// Runs the processes in `active` until all have ended.
+    fn drive(&mut self, mut active: Vec<usize>) -> Result<()> {
+        let waker = Waker::noop();
+        let mut cx = Context::from_waker(waker);
+        loop {
+            active.retain(|&i| self.slots[i].running.is_some());
+            if active.is_empty() {
+                return Ok(());
+            }
+            if self.schedule.len() as u64 >= MAX_STEPS {
+                self.violations.push(format!("livelock: no end after {MAX_STEPS} steps"));
+                self.abandon(&active);
+                return Ok(());
+            }
+            let runnable: Vec<usize> = {
+                let world = lock_world(&self.world);
+                active.iter().copied().filter(|&i| world.runnable(self.slots[i].pid)).collect()
+            };
+            if runnable.is_empty() {
+                let pids: Vec<u32> = active.iter().map(|&i| self.slots[i].pid).collect();
+                let world = lock_world(&self.world);
+                if let Some(t) = world.next_wakeup(&pids) {
+                    world.clock.advance_to(t);
+                    continue;
+                }
+                let waits: Vec<String> = pids.iter().map(|&p| format!("p{p} {}", world.describe_wait(p))).collect();
+                drop(world);
+                self.violations.push(format!("deadlock: every live process is blocked: {}", waits.join("; ")));
+                self.abandon(&active);
+                return Ok(());
+            }
+            let i = runnable[self.rng.random_range(0..runnable.len())];
+            let pid = self.slots[i].pid;
+            self.schedule.push(pid);
+            if let Some(plan) = self.kill
+                && !self.killed
+                && self.slots[i].index == Some(plan.proc)
+                && self.slots[i].steps == plan.step
+            {
+                self.killed = true;
+                self.slots[i].running = None;
+                self.slots[i].end = End::Killed;
+                let mut world = lock_world(&self.world);
+                world.event(pid, format!("KILLED at its step {}", plan.step));
+                world.release_all(pid);
+                drop(world);
+                if plan.restart {
+                    let args = self.slots[i].args.clone();
+                    let new = self.spawn(&args, None)?;
+                    active.push(new);
+                }
+                continue;
+            }
+            let slot = &mut self.slots[i];
+            let Some(running) = slot.running.as_mut() else { continue };
+            let poll = running.as_mut().poll(&mut cx);
+            slot.steps += 1;
+            lock_world(&self.world).clock.advance_by(STEP_NS);
+            if let Poll::Ready(result) = poll {
+                slot.running = None;
+                slot.end = match result {
+                    Ok(()) => End::Exited(0),
+                    Err(e) => match e.downcast_ref::<wasmtime_wasi::I32Exit>() {
+                        Some(exit) => End::Exited(exit.0),
+                        None => End::Trapped(format!("{e:#}")),
+                    },
+                };
+                let mut world = lock_world(&self.world);
+                world.event(pid, format!("exit {:?}", slot.end));
+                let stderr = slot.stderr.contents();
+                if !stderr.is_empty() {
+                    let text = String::from_utf8_lossy(&stderr).into_owned();
+                    world.event(pid, format!("stderr: {}", text.trim_end()));
+                }
+                world.release_all(pid);
+            }
+        }
+    }
+
+    /// Drops every process in `active` (after a deadlock or livelock).
+    fn abandon(&mut self, active: &[usize]) {
+        for &i in active {
+            self.slots[i].running = None;
+            self.slots[i].end = End::Killed;
+            lock_world(&self.world).release_all(self.slots[i].pid);
+        }
+    }
+}
+
+/// Runs `scenario` once with `seed` and the crash `kill`, then checks every
+/// invariant. An `Err` means the harness itself failed, not the protocol.
+pub fn run(host: &Host, scenario: &Scenario, seed: u64, kill: Option<KillPlan>) -> Result<Outcome> {
+    let tmp = scratch_dir()?;
+    let mut run = Run {
+        host,
+        dir: tmp.path(),
+        seed,
+        world: Arc::new(Mutex::new(World::default())),
+        rng: StdRng::seed_from_u64(seed),
+        slots: Vec::new(),
+        schedule: Vec::new(),
+        violations: Vec::new(),
+        kill,
+        killed: false,
+    };
+    for role in &scenario.setup {
+        let i = run.spawn(role, None)?;
+        run.drive(vec![i])?;
+    }
+    let mut active = Vec::new();
+    for (index, role) in scenario.procs.iter().enumerate() {
+        active.push(run.spawn(role, Some(index))?);
+    }
+    run.drive(active)?;
+    let gc = run.spawn(&["gc".to_owned()], None)?;
+    run.drive(vec![gc])?;
+    check_processes(&mut run);
+    check_disk(tmp.path(), &mut run.violations)?;
+    let mut steps = vec![0; scenario.procs.len()];
+    for slot in &run.slots {
+        if let Some(index) = slot.index {
+            steps[index] = slot.steps;
+        }
+    }
+    let world = std::mem::take(&mut *lock_world(&run.world));
+    Ok(Outcome {
+        seed,
+        scenario: scenario.clone(),
+        kill,
+        trace: world.trace,
+        schedule: run.schedule,
+        steps,
+        violations: run.violations,
+    })
+}
+
+/// A fresh directory for one run, on tmpfs when there is one.
+fn scratch_dir() -> Result<tempfile::TempDir> {
+    let shm = Path::new("/dev/shm");
+    let builder = || {
+        let mut b = tempfile::Builder::new();
+        b.prefix("safecache-sim-");
+        b
+    };
+    if shm.is_dir()
+        && let Ok(dir) = builder().tempdir_in(shm)
+    {
+        return Ok(dir);
+    }
+    builder().tempdir().context("creating a scratch directory")
+}
+
+/// The invariants read from what the processes reported and how they ended.
+fn check_processes(run: &mut Run<'_>) {
+    let mut reports: HashMap<u32, Vec<&str>> = HashMap::new();
+    let world = lock_world(&run.world);
+    for (pid, line) in &world.reports {
+        reports.entry(*pid).or_default().push(line);
+    }
+    let mut fills: BTreeMap<String, u32> = BTreeMap::new();
+    let mut removes: BTreeMap<String, u32> = BTreeMap::new();
+    let mut cleans = 0;
+    let v = &mut run.violations;
+    for slot in &run.slots {
+        let name = format!("p{} `{}`", slot.pid, slot.args.join(" "));
+        let lines = reports.get(&slot.pid).map(Vec::as_slice).unwrap_or_default();
+        for line in lines {
+            let words: Vec<&str> = line.splitn(4, ' ').collect();
+            match words.as_slice() {
+                ["fill-start", key, ..] => *fills.entry((*key).to_owned()).or_default() += 1,
+                ["removed", key, "true"] => *removes.entry((*key).to_owned()).or_default() += 1,
+                ["clean", ..] => cleans += 1,
+                ["read", key, how, seen] => {
+                    if *seen == "vanished" {
+                        if *how == "pinned" {
+                            v.push(format!("{name}: pinned entry `{key}` vanished while it was read"));
+                        }
+                    } else if *seen != "absent"
+                        && let Err(why) = check_entry_listing(seen)
+                    {
+                        v.push(format!("{name}: read a partial or mixed entry `{key}`: {why}: {seen}"));
+                    }
+                }
+                ["error", ..] => v.push(format!("{name} failed: {line}")),
+                _ => {}
+            }
+        }
+        match &slot.end {
+            End::Killed => {}
+            End::Exited(0) if lines.contains(&"done") => {}
+            End::Exited(0) => v.push(format!("{name} exited without reporting `done`")),
+            End::Exited(code) => v.push(format!("{name} exited with status {code}")),
+            End::Trapped(why) => v.push(format!("{name} trapped: {why}")),
+            End::Running => v.push(format!("{name} never finished")),
+        }
+    }
+    if !run.killed {
+        for (key, n) in fills {
+            let allowed = 1 + removes.get(&key).copied().unwrap_or(0) + cleans;
+            if n > allowed {
+                v.push(format!("`{key}` was filled {n} times with nothing killed (at most {allowed} allowed)"));
+            }
+        }
+    }
+}
+
+/// Checks a reader's `files f0=..,f1=..` observation: all files, one fill.
+fn check_entry_listing(seen: &str) -> Result<(), String> {
+    let Some(list) = seen.strip_prefix("files ").or_else(|| (seen == "files").then_some("")) else {
+        return Err("unreadable observation".to_owned());
+    };
+    let files: Vec<(String, String)> = list
+        .split(',')
+        .filter(|s| !s.is_empty())
+        .map(|kv| {
+            let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+            (k.to_owned(), v.to_owned())
+        })
+        .collect();
+    check_files(&files)
+}
+
+/// An entry is complete when it holds exactly `f0`..`f2`, all written by
+/// one fill of one key.
+fn check_files(files: &[(String, String)]) -> Result<(), String> {
+    if files.len() != FILES {
+        return Err(format!("{} of {FILES} files", files.len()));
+    }
+    let mut origin: Option<(String, String)> = None;
+    for (i, (name, content)) in files.iter().enumerate() {
+        if *name != format!("f{i}") {
+            return Err(format!("unexpected file `{name}`"));
+        }
+        let parts: Vec<&str> = content.split('|').collect();
+        let [key, token, index] = parts.as_slice() else { return Err(format!("`{name}` is truncated")) };
+        if *index != i.to_string() {
+            return Err(format!("`{name}` holds the content of f{index}"));
+        }
+        let this = ((*key).to_owned(), (*token).to_owned());
+        match &origin {
+            None => origin = Some(this),
+            Some(first) if *first != this => {
+                return Err(format!("mixed fills: {}|{} and {key}|{token}", first.0, first.1));
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(())
+}
+
+/// The invariants read from the directory once everything, including a
+/// final gc, has run.
+fn check_disk(dir: &Path, v: &mut Vec<String>) -> Result<()> {
+    for entry in std::fs::read_dir(dir)? {
+        let entry = entry?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name == ".safecache" {
+            continue;
+        }
+        if name.starts_with(".safecache.init-") {
+            v.push(format!("marker staging dir `{name}` left after the final gc"));
+            continue;
+        }
+        if !entry.file_type()?.is_dir() {
+            v.push(format!("published entry `{name}` is not a directory"));
+            continue;
+        }
+        let mut files = Vec::new();
+        for file in std::fs::read_dir(entry.path())? {
+            let file = file?;
+            let content = std::fs::read_to_string(file.path()).unwrap_or_else(|e| format!("<{e}>"));
+            files.push((file.file_name().to_string_lossy().into_owned(), content));
+        }
+        files.sort();
+        if let Err(why) = check_files(&files) {
+            v.push(format!("published entry `{name}` is incomplete: {why}: {files:?}"));
+        }
+    }
+    for sub in ["tmp", "trash", "holders"] {
+        let path = dir.join(".safecache").join(sub);
+        let Ok(names) = std::fs::read_dir(&path) else {
+            if dir.join(".safecache").exists() {
+                v.push(format!(".safecache/{sub} is missing"));
+            }
+            continue;
+        };
+        let left: Vec<String> = names.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+        if !left.is_empty() {
+            v.push(format!("after the final gc, .safecache/{sub} still holds {left:?}"));
+        }
+    }
+    Ok(())
+}
+
+/// Runs `scenario` for every seed in `seeds` (with the kill plan `kill`
+/// gives for each) and returns how many ran and the first failure.
+pub fn sweep(
+    host: &Host,
+    scenario: &Scenario,
+    seeds: std::ops::Range<u64>,
+    kill: impl Fn(u64) -> Option<KillPlan>,
+) -> Result<(u64, Option<Outcome>)> {
+    let mut runs = 0;
+    for seed in seeds {
+        let outcome = run(host, scenario, seed, kill(seed))?;
+        runs += 1;
+        if !outcome.passed() {
+            return Ok((runs, Some(outcome)));
+        }
+    }
+    Ok((runs, None))
+}
+
+/// Runs `scenario` with `seed` once, then once more for every step of
+/// concurrent process `proc`, killed just before that step. Returns the
+/// runs made and the first failure.
+pub fn kill_every_step(
+    host: &Host,
+    scenario: &Scenario,
+    seed: u64,
+    proc: usize,
+    restart: bool,
+) -> Result<(u64, Option<Outcome>)> {
+    let base = run(host, scenario, seed, None)?;
+    if !base.passed() {
+        return Ok((1, Some(base)));
+    }
+    let Some(&steps) = base.steps.get(proc) else { bail!("scenario `{}` has no process {proc}", scenario.name) };
+    let mut runs = 1;
+    for step in 0..=steps {
+        let outcome = run(host, scenario, seed, Some(KillPlan { proc, step, restart }))?;
+        runs += 1;
+        if !outcome.passed() {
+            return Ok((runs, Some(outcome)));
+        }
+    }
+    Ok((runs, None))
+}
+
+/// The kill plan the CI sweep derives from a seed: none for most seeds,
+/// otherwise a random process killed at a random early step, sometimes
+/// restarted.
+pub fn kill_for_seed(scenario: &Scenario, seed: u64) -> Option<KillPlan> {
+    let mut rng = StdRng::seed_from_u64(seed ^ 0x6b69_6c6c);
+    if !rng.random_bool(0.3) {
+        return None;
+    }
+    Some(KillPlan {
+        proc: rng.random_range(0..scenario.procs.len()),
+        step: rng.random_range(0..120),
+        restart: rng.random_bool(0.5),
+    })
+}

@@ -1,0 +1,458 @@
+//! The roles. Each runs once and tells the host what it observed through the
+//! `sim` imports, one line per observation:
+//!
+//! - `fill-start <key> <token>`: a fill of `<key>` began writing;
+//! - `fill-done <key> filled=<bool>`;
+//! - `read <key> <pinned|unpinned> <absent|vanished|files f0=..,f1=..>`;
+//! - `removed <key> <bool>`, `gc ..`, `clean entries=<n>`;
+//! - `done` on success, `error <busy|other> <message>` on failure.
+//!
+//! The real protocol roles (`fill`, `read`, `pinread`, `remove`, `gc`,
+//! `clean`, `install`, `dedupe`) use the safecache core. The buggy roles
+//! (`fill-shared-temp`, `fill-unlocked`, `remove-inplace`,
+//! `install-delete-copy`, `dedupe-none`) re-create one seed bug each,
+//! written here against the same directory and the same host locks.
+
+use std::cell::{Cell, RefCell};
+use std::collections::{HashMap, HashSet};
+use std::fs;
+use std::future::Future;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::task::{Context, Poll, Waker};
+
+use safecache::{Cache, Key, Options, Wait};
+
+/// Where the host preopens the shared cache directory.
+const ROOT: &str = "/cache";
+/// Files per entry; each names its key, the fill that wrote it and its index.
+const FILES: usize = 3;
+
+mod host {
+    #[link(wasm_import_module = "sim")]
+    unsafe extern "C" {
+        pub(super) fn report(ptr: *const u8, len: usize);
+        pub(super) fn sleep_ms(ms: i64);
+        pub(super) fn yield_now();
+    }
+
+    #[link(wasm_import_module = "safecache_host")]
+    unsafe extern "C" {
+        pub(super) fn lock(path_ptr: *const u8, path_len: usize, mode: u32, timeout_ms: i64) -> i32;
+        pub(super) fn unlock(handle: i32);
+        pub(super) fn pid() -> u32;
+    }
+}
+
+fn report(msg: &str) {
+    // SAFETY: pointer and length describe a live byte slice the host only reads.
+    unsafe { host::report(msg.as_ptr(), msg.len()) }
+}
+
+fn pid() -> u32 {
+    // SAFETY: a host import without arguments.
+    unsafe { host::pid() }
+}
+
+/// Why a role failed.
+struct Fail {
+    busy: bool,
+    msg: String,
+}
+
+impl From<safecache::Error> for Fail {
+    fn from(e: safecache::Error) -> Fail {
+        let mut msg = e.to_string();
+        let mut source = std::error::Error::source(&e);
+        while let Some(s) = source {
+            msg.push_str(": ");
+            msg.push_str(&s.to_string());
+            source = s.source();
+        }
+        Fail { busy: e.is_busy(), msg }
+    }
+}
+
+impl From<io::Error> for Fail {
+    fn from(e: io::Error) -> Fail {
+        Fail { busy: false, msg: format!("io: {e}") }
+    }
+}
+
+fn other(msg: impl Into<String>) -> Fail {
+    Fail { busy: false, msg: msg.into() }
+}
+
+pub(crate) fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match run(&args) {
+        Ok(()) => report("done"),
+        Err(e) => {
+            report(&format!("error {} {}", if e.busy { "busy" } else { "other" }, e.msg));
+            std::process::exit(1);
+        }
+    }
+}
+
+fn run(args: &[String]) -> Result<(), Fail> {
+    let arg = |i: usize| args.get(i).map(String::as_str).ok_or_else(|| other(format!("missing argument {i}")));
+    let key = |i: usize| -> Result<Key, Fail> { Ok(arg(i)?.parse::<Key>()?) };
+    let role = arg(0)?;
+    let cache = Cache::open_ambient(ROOT, Options::default())?;
+    match role {
+        "fill" => fill(&cache, &key(1)?),
+        "read" => read(&cache, &key(1)?, false),
+        "pinread" => read(&cache, &key(1)?, true),
+        "remove" => {
+            let key = key(1)?;
+            let removed = cache.remove(&key, Wait::Forever)?;
+            report(&format!("removed {key} {removed}"));
+            Ok(())
+        }
+        "gc" => {
+            let r = cache.gc(Wait::Forever)?;
+            report(&format!("gc temps={} trash={} busy={} records={}", r.temps, r.trash, r.busy, r.records));
+            Ok(())
+        }
+        "clean" => {
+            let r = cache.clean(Wait::Forever)?;
+            report(&format!("clean entries={}", r.entries));
+            Ok(())
+        }
+        "install" => install(&cache, &key(1)?, &key(2)?, false),
+        "dedupe" => dedupe(&key(1)?, true),
+        "fill-shared-temp" => fill_shared_temp(&key(1)?),
+        "fill-unlocked" => fill_unlocked(&key(1)?),
+        "remove-inplace" => remove_inplace(&key(1)?),
+        "install-delete-copy" => install(&cache, &key(1)?, &key(2)?, true),
+        "dedupe-none" => dedupe(&key(1)?, false),
+        other_role => Err(other(format!("unknown role `{other_role}`"))),
+    }
+}
+
+/// A name for this process's next fill: `p<pid>.<n>`.
+fn token() -> String {
+    thread_local!(static NEXT: Cell<u32> = const { Cell::new(0) });
+    let n = NEXT.with(|c| {
+        let n = c.get();
+        c.set(n + 1);
+        n
+    });
+    format!("p{}.{n}", pid())
+}
+
+fn entry_path(key: &Key) -> PathBuf {
+    Path::new(ROOT).join(key.stored_name())
+}
+
+/// The digest safecache names a key's lock, temps and trash with.
+fn digest(key: &Key) -> String {
+    blake3::hash(key.stored_name().as_bytes()).to_hex()[..32].to_owned()
+}
+
+fn random_suffix() -> Result<String, Fail> {
+    let mut bytes = [0u8; 12];
+    getrandom::fill(&mut bytes).map_err(|e| other(format!("random: {e}")))?;
+    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+fn exists(path: &Path) -> io::Result<bool> {
+    match fs::symlink_metadata(path) {
+        Ok(_) => Ok(true),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Writes the entry's files one by one (each write is a scheduling point).
+fn write_entry(dir: &Path, content_key: &str, token: &str) -> io::Result<()> {
+    for i in 0..FILES {
+        fs::write(dir.join(format!("f{i}")), format!("{content_key}|{token}|{i}"))?;
+    }
+    Ok(())
+}
+
+/// Copies the files of `from` into `to`, one by one.
+fn copy_entry(from: &Path, to: &Path) -> io::Result<()> {
+    let mut names = fs::read_dir(from)?.map(|e| e.map(|e| e.file_name())).collect::<io::Result<Vec<_>>>()?;
+    names.sort();
+    for name in names {
+        fs::write(to.join(&name), fs::read(from.join(&name))?)?;
+    }
+    Ok(())
+}
+
+/// What a reader sees at `path`: `vanished`, or every file with its content.
+fn observe(path: &Path) -> io::Result<String> {
+    let vanished = |e: &io::Error| e.kind() == io::ErrorKind::NotFound;
+    let listing = match fs::read_dir(path) {
+        Ok(rd) => rd.map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned())).collect::<io::Result<Vec<_>>>(),
+        Err(e) => Err(e),
+    };
+    let mut names = match listing {
+        Ok(names) => names,
+        Err(e) if vanished(&e) => return Ok("vanished".to_owned()),
+        Err(e) => return Err(e),
+    };
+    names.sort();
+    let mut parts = Vec::new();
+    for name in names {
+        match fs::read_to_string(Path::new(path).join(&name)) {
+            Ok(content) => parts.push(format!("{name}={content}")),
+            Err(e) if vanished(&e) => return Ok("vanished".to_owned()),
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(format!("files {}", parts.join(",")))
+}
+
+fn fill(cache: &Cache, key: &Key) -> Result<(), Fail> {
+    let token = token();
+    let filled = cache.get_or_fill(key, Wait::Forever, |dir| {
+        report(&format!("fill-start {key} {token}"));
+        write_entry(dir.path(), key.as_str(), &token)
+    })?;
+    report(&format!("fill-done {key} filled={}", filled.filled));
+    Ok(())
+}
+
+fn read(cache: &Cache, key: &Key, pinned: bool) -> Result<(), Fail> {
+    let how = if pinned { "pinned" } else { "unpinned" };
+    let seen = if pinned {
+        match cache.pin(key, Wait::Forever)? {
+            Some(pin) => observe(pin.entry().path())?,
+            None => "absent".to_owned(),
+        }
+    } else {
+        match cache.get(key)? {
+            Some(entry) => observe(entry.path())?,
+            None => "absent".to_owned(),
+        }
+    };
+    report(&format!("read {key} {how} {seen}"));
+    Ok(())
+}
+
+/// Installs `src` as `dst`: a copy of the source entry into a target that
+/// other processes install into too (uv #516).
+///
+/// The real protocol makes the target an entry of its own, filled by the
+/// core. The buggy one deletes whatever is at the target and copies in place.
+fn install(cache: &Cache, src: &Key, dst: &Key, delete_then_copy: bool) -> Result<(), Fail> {
+    fill(cache, src)?;
+    let pin = cache.pin(src, Wait::Forever)?.ok_or_else(|| other(format!("source `{src}` vanished")))?;
+    let from = pin.entry().path().to_owned();
+    if delete_then_copy {
+        let target = entry_path(dst);
+        report(&format!("copy-start {dst}"));
+        if exists(&target)? {
+            fs::remove_dir_all(&target)?;
+        }
+        fs::create_dir(&target)?;
+        copy_entry(&from, &target)?;
+    } else {
+        let token = token();
+        let filled = cache.get_or_fill(dst, Wait::Forever, |dir| {
+            report(&format!("fill-start {dst} {token}"));
+            copy_entry(&from, dir.path())
+        })?;
+        report(&format!("fill-done {dst} filled={}", filled.filled));
+    }
+    drop(pin);
+    Ok(())
+}
+
+/// Crafter.Build #2: every filler clones into the same `<digest>.tmp`, with
+/// no lock, then renames it into place.
+fn fill_shared_temp(key: &Key) -> Result<(), Fail> {
+    let target = entry_path(key);
+    if exists(&target)? {
+        report(&format!("fill-done {key} filled=false"));
+        return Ok(());
+    }
+    let temp = Path::new(ROOT).join(format!(".safecache/tmp/{}.tmp", digest(key)));
+    fs::create_dir_all(&temp)?;
+    let token = token();
+    report(&format!("fill-start {key} {token}"));
+    write_entry(&temp, key.as_str(), &token)?;
+    fs::rename(&temp, &target)?;
+    report(&format!("fill-done {key} filled=true"));
+    Ok(())
+}
+
+/// The core's fill without its entry lock (and so without its owner lock):
+/// private temp, check, rename; the loser of a visible race discards.
+fn fill_unlocked(key: &Key) -> Result<(), Fail> {
+    let target = entry_path(key);
+    if exists(&target)? {
+        report(&format!("fill-done {key} filled=false"));
+        return Ok(());
+    }
+    let temp = Path::new(ROOT).join(format!(".safecache/tmp/{}.{}", digest(key), random_suffix()?));
+    let out = temp.join("out");
+    fs::create_dir(&temp)?;
+    fs::create_dir(&out)?;
+    let token = token();
+    report(&format!("fill-start {key} {token}"));
+    write_entry(&out, key.as_str(), &token)?;
+    let filled = if exists(&target)? {
+        false
+    } else {
+        fs::rename(&out, &target)?;
+        true
+    };
+    fs::remove_dir_all(&temp)?;
+    report(&format!("fill-done {key} filled={filled}"));
+    Ok(())
+}
+
+/// pip-tools #2384: `rmtree` of the entry where it stands, with no lock.
+fn remove_inplace(key: &Key) -> Result<(), Fail> {
+    let target = entry_path(key);
+    let removed = exists(&target)?;
+    if removed {
+        fs::remove_dir_all(&target)?;
+    }
+    report(&format!("removed {key} {removed}"));
+    Ok(())
+}
+
+/// The state of one process whose tasks fill concurrently (uv #544).
+#[derive(Default)]
+struct Process {
+    /// Keys with a fill in flight in this process: the single-flight map.
+    inflight: RefCell<HashSet<String>>,
+    /// Locks held by this process: path -> (host handle, holds). Like
+    /// fcntl locks (and cargo's in-process locks), they belong to the
+    /// process, so a second task of the same process takes them too.
+    locks: RefCell<HashMap<String, (i32, u32)>>,
+}
+
+impl Process {
+    fn lock(&self, rel: &str) -> Result<(), Fail> {
+        if let Some((_, holds)) = self.locks.borrow_mut().get_mut(rel) {
+            *holds += 1;
+            return Ok(());
+        }
+        let path = Path::new(ROOT).join(rel);
+        fs::OpenOptions::new().write(true).create(true).truncate(false).open(path)?;
+        // SAFETY: pointer and length describe a live byte slice the host only reads.
+        let handle = unsafe { host::lock(rel.as_ptr(), rel.len(), 1, -1) };
+        if handle < 0 {
+            return Err(other(format!("host lock on `{rel}` failed: {handle}")));
+        }
+        self.locks.borrow_mut().insert(rel.to_owned(), (handle, 1));
+        Ok(())
+    }
+
+    fn unlock(&self, rel: &str) {
+        let mut locks = self.locks.borrow_mut();
+        if let Some((handle, holds)) = locks.get_mut(rel) {
+            *holds -= 1;
+            if *holds == 0 {
+                // SAFETY: releasing a handle the host gave us, once.
+                unsafe { host::unlock(*handle) };
+                locks.remove(rel);
+            }
+        }
+    }
+}
+
+/// A point where this process's executor may switch tasks (and, through
+/// the host call, where the host may switch processes).
+fn pause() -> impl Future<Output = ()> {
+    struct Pause(bool);
+    impl Future for Pause {
+        type Output = ();
+        fn poll(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<()> {
+            if self.0 {
+                return Poll::Ready(());
+            }
+            self.0 = true;
+            // SAFETY: a host import without arguments.
+            unsafe { host::yield_now() };
+            Poll::Pending
+        }
+    }
+    Pause(false)
+}
+
+/// One task of a process that unpacks `key` (uv #544: the same wheel
+/// requested twice by one resolution). With `single_flight`, a second task
+/// waits for the first and then uses its entry, as uv's OnceMap does.
+async fn unpack(process: &Process, key: &Key, single_flight: bool) -> Result<(), Fail> {
+    let target = entry_path(key);
+    loop {
+        if exists(&target)? {
+            report(&format!("fill-done {key} filled=false"));
+            return Ok(());
+        }
+        if single_flight && process.inflight.borrow().contains(key.as_str()) {
+            // SAFETY: a host import; the host sleeps in virtual time.
+            unsafe { host::sleep_ms(1) };
+            pause().await;
+            continue;
+        }
+        break;
+    }
+    if single_flight {
+        process.inflight.borrow_mut().insert(key.to_string());
+    }
+    let lock = format!(".safecache/locks/{}.lock", digest(key));
+    process.lock(&lock)?;
+    let result = unpack_locked(key, &target).await;
+    process.unlock(&lock);
+    process.inflight.borrow_mut().remove(key.as_str());
+    let filled = result?;
+    report(&format!("fill-done {key} filled={filled}"));
+    Ok(())
+}
+
+async fn unpack_locked(key: &Key, target: &Path) -> Result<bool, Fail> {
+    if exists(target)? {
+        return Ok(false);
+    }
+    let temp = Path::new(ROOT).join(format!(".safecache/tmp/{}.{}", digest(key), random_suffix()?));
+    let out = temp.join("out");
+    fs::create_dir(&temp)?;
+    fs::create_dir(&out)?;
+    let token = token();
+    report(&format!("fill-start {key} {token}"));
+    for i in 0..FILES {
+        fs::write(out.join(format!("f{i}")), format!("{key}|{token}|{i}"))?;
+        pause().await;
+    }
+    if exists(target)? {
+        return Err(other(format!("unpacking `{key}`: destination path already exists")));
+    }
+    fs::rename(&out, target)?;
+    fs::remove_dir_all(&temp)?;
+    Ok(true)
+}
+
+fn dedupe(key: &Key, single_flight: bool) -> Result<(), Fail> {
+    let process = Process::default();
+    let mut tasks: Vec<Option<Pin<Box<dyn Future<Output = Result<(), Fail>> + '_>>>> =
+        (0..2).map(|_| Some(Box::pin(unpack(&process, key, single_flight)) as Pin<Box<dyn Future<Output = _>>>)).collect();
+    let mut cx = Context::from_waker(Waker::noop());
+    let mut first_error = None;
+    loop {
+        let live: Vec<usize> = (0..tasks.len()).filter(|&i| tasks[i].is_some()).collect();
+        if live.is_empty() {
+            break;
+        }
+        let mut pick = [0u8; 1];
+        getrandom::fill(&mut pick).map_err(|e| other(format!("random: {e}")))?;
+        let i = live[usize::from(pick[0]) % live.len()];
+        if let Some(task) = tasks[i].as_mut()
+            && let Poll::Ready(result) = task.as_mut().poll(&mut cx)
+        {
+            tasks[i] = None;
+            if let Err(e) = result {
+                first_error.get_or_insert(e);
+            }
+        }
+    }
+    first_error.map_or(Ok(()), Err)
+}

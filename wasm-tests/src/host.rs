@@ -1,0 +1,281 @@
+//! This defines the wasmtime side: one engine, linker and pre-instantiated
+//! guest per test binary, and the creation of one simulated process (a
+//! store with its WASI context, virtual clocks and seeded randomness).
+
+use std::future::Future;
+use std::hash::{DefaultHasher, Hash, Hasher};
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use wasmtime::Result;
+use rand::{RngCore, SeedableRng};
+use wasmtime::{CallHook, Caller, Config, Engine, InstancePre, Linker, Module, Store, StoreContextMut};
+use wasmtime_wasi::p1::WasiP1Ctx;
+use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
+use wasmtime_wasi::{FsPerms, HostMonotonicClock, HostWallClock, WasiCtxBuilder};
+
+use crate::world::{Clock, Mode, World};
+
+/// Fuel between forced yields: a guest computing without host calls is
+/// still preempted.
+const FUEL_SLICE: u64 = 10_000;
+/// The simulated wall clock starts at 2026-01-01T00:00:00Z.
+const EPOCH_SECS: u64 = 1_767_225_600;
+/// Where the guests see the shared directory.
+pub(crate) const GUEST_ROOT: &str = "/cache";
+
+/// The data of one simulated process's store.
+pub(crate) struct Proc {
+    wasi: WasiP1Ctx,
+    pid: u32,
+    world: Arc<Mutex<World>>,
+}
+
+pub(crate) fn lock_world(world: &Mutex<World>) -> MutexGuard<'_, World> {
+    world.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A running process: the future of its `_start`. Dropping it kills it.
+pub(crate) type Running = Pin<Box<dyn Future<Output = Result<()>>>>;
+
+/// What every simulated process is made from.
+pub struct Host {
+    engine: Engine,
+    pre: InstancePre<Proc>,
+}
+
+impl std::fmt::Debug for Host {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Host").finish_non_exhaustive()
+    }
+}
+
+impl Host {
+    /// Loads the guest built by this crate's build script.
+    pub fn new() -> anyhow::Result<Host> {
+        Host::from_file(Path::new(env!("SIM_GUEST_WASM")))
+    }
+
+    /// Loads a guest module from `wasm`, reusing a compiled copy cached
+    /// beside it when one matches.
+    pub fn from_file(wasm: &Path) -> anyhow::Result<Host> {
+        Host::load(wasm).map_err(|e| anyhow::anyhow!("loading the guest {}: {e:?}", wasm.display()))
+    }
+
+    fn load(wasm: &Path) -> Result<Host> {
+        let mut config = Config::new();
+        config.consume_fuel(true);
+        let engine = Engine::new(&config)?;
+        let bytes = std::fs::read(wasm).map_err(|e| wasmtime::format_err!("reading the guest {}: {e}", wasm.display()))?;
+        let module = load_module(&engine, wasm, &bytes)?;
+        let mut linker: Linker<Proc> = Linker::new(&engine);
+        wasmtime_wasi::p1::add_to_linker_async(&mut linker, |p: &mut Proc| &mut p.wasi)?;
+        define_imports(&mut linker)?;
+        let pre = linker.instantiate_pre(&module)?;
+        Ok(Host { engine, pre })
+    }
+
+    /// Starts process `pid` running `args` against `dir`.
+    pub(crate) fn spawn(
+        &self,
+        world: &Arc<Mutex<World>>,
+        dir: &Path,
+        pid: u32,
+        seed: u64,
+        args: &[String],
+    ) -> anyhow::Result<(Running, MemoryOutputPipe)> {
+        self.spawn_inner(world, dir, pid, seed, args).map_err(|e| anyhow::anyhow!("starting process {pid}: {e:?}"))
+    }
+
+    fn spawn_inner(
+        &self,
+        world: &Arc<Mutex<World>>,
+        dir: &Path,
+        pid: u32,
+        seed: u64,
+        args: &[String],
+    ) -> Result<(Running, MemoryOutputPipe)> {
+        let clock = lock_world(world).clock.clone();
+        let stderr = MemoryOutputPipe::new(64 * 1024);
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed ^ u64::from(pid).wrapping_mul(0x9e37_79b9_7f4a_7c15));
+        let mut secure = vec![0u8; 8192];
+        rng.fill_bytes(&mut secure);
+        let mut insecure = vec![0u8; 1024];
+        rng.fill_bytes(&mut insecure);
+        let mut builder = WasiCtxBuilder::new();
+        // Filesystem calls run on this thread, in scheduler order: this must
+        // come before `preopened_dir`, which captures it.
+        builder.allow_blocking_current_thread(true);
+        builder.preopened_dir(dir, GUEST_ROOT, FsPerms::ReadWrite)?;
+        builder
+            .arg("sim-guest")
+            .args(args)
+            .stderr(stderr.clone())
+            .secure_random(wasmtime_wasi::Deterministic::new(secure))
+            .insecure_random(wasmtime_wasi::Deterministic::new(insecure))
+            .insecure_random_seed(u128::from(rng.next_u64()))
+            .wall_clock(WallClock(clock.clone()))
+            .monotonic_clock(MonotonicClock(clock));
+        let proc = Proc { wasi: builder.build_p1(), pid, world: Arc::clone(world) };
+        let mut store = Store::new(&self.engine, proc);
+        store.set_fuel(u64::MAX)?;
+        store.fuel_async_yield_interval(Some(FUEL_SLICE))?;
+        store.call_hook_async(YieldAtHostCalls);
+        let pre = self.pre.clone();
+        let running: Running = Box::pin(async move {
+            let instance = pre.instantiate_async(&mut store).await?;
+            let start = instance.get_typed_func::<(), ()>(&mut store, "_start")?;
+            start.call_async(&mut store, ()).await
+        });
+        Ok((running, stderr))
+    }
+}
+
+fn load_module(engine: &Engine, wasm: &Path, bytes: &[u8]) -> Result<Module> {
+    let mut hasher = DefaultHasher::new();
+    bytes.hash(&mut hasher);
+    env!("CARGO_PKG_VERSION").hash(&mut hasher);
+    let cached: PathBuf = wasm.with_extension(format!("{:016x}.cwasm", hasher.finish()));
+    if cached.is_file() {
+        // SAFETY: the file was written by `Module::serialize` below for this
+        // very guest (its name carries the hash of the wasm bytes), and
+        // wasmtime checks that it matches this engine's configuration.
+        if let Ok(module) = unsafe { Module::deserialize_file(engine, &cached) } {
+            return Ok(module);
+        }
+    }
+    let module = Module::new(engine, bytes)?;
+    if let Ok(serialized) = module.serialize() {
+        // Best effort, and atomic: concurrent test binaries may race here.
+        let temp = cached.with_extension(format!("tmp{}", std::process::id()));
+        if std::fs::write(&temp, serialized).is_ok() {
+            let _ = std::fs::rename(&temp, &cached);
+        }
+    }
+    Ok(module)
+}
+
+fn guest_str(caller: &mut Caller<'_, Proc>, ptr: u32, len: u32) -> Result<String> {
+    let memory = caller
+        .get_export("memory")
+        .and_then(|e| e.into_memory())
+        .ok_or_else(|| wasmtime::format_err!("the guest exports no memory"))?;
+    let data = memory.data(&caller);
+    let bytes = data
+        .get(ptr as usize..(ptr as usize).saturating_add(len as usize))
+        .ok_or_else(|| wasmtime::format_err!("guest string out of bounds"))?;
+    Ok(String::from_utf8_lossy(bytes).into_owned())
+}
+
+fn define_imports(linker: &mut Linker<Proc>) -> Result<()> {
+    linker.func_wrap("sim", "report", |mut caller: Caller<'_, Proc>, ptr: u32, len: u32| -> Result<()> {
+        let line = guest_str(&mut caller, ptr, len)?;
+        let pid = caller.data().pid;
+        lock_world(&caller.data().world).report(pid, line);
+        Ok(())
+    })?;
+    // A scheduling point and nothing else: the call hook yields.
+    linker.func_wrap("sim", "yield_now", |_: Caller<'_, Proc>| {})?;
+    linker.func_wrap_async("sim", "sleep_ms", |caller: Caller<'_, Proc>, (ms,): (i64,)| {
+        let pid = caller.data().pid;
+        let world = Arc::clone(&caller.data().world);
+        Box::new(async move {
+            let until = lock_world(&world).clock.now().saturating_add(ms.max(0).unsigned_abs() * 1_000_000);
+            WaitFor(move || lock_world(&world).poll_sleep(pid, until).then_some(())).await;
+            Ok(())
+        })
+    })?;
+    linker.func_wrap_async(
+        "safecache_host",
+        "lock",
+        |mut caller: Caller<'_, Proc>, (ptr, len, mode, timeout_ms): (u32, u32, u32, i64)| {
+            let path = guest_str(&mut caller, ptr, len);
+            let pid = caller.data().pid;
+            let world = Arc::clone(&caller.data().world);
+            Box::new(async move {
+                let path = path?;
+                let Some(mode) = Mode::from_wasm(mode) else { return Ok(-2) };
+                let deadline = match timeout_ms {
+                    t if t < 0 => None,
+                    t => Some(lock_world(&world).clock.now().saturating_add(t.unsigned_abs() * 1_000_000)),
+                };
+                Ok(WaitFor(move || lock_world(&world).poll_lock(pid, &path, mode, deadline)).await)
+            })
+        },
+    )?;
+    linker.func_wrap("safecache_host", "unlock", |caller: Caller<'_, Proc>, handle: i32| {
+        let pid = caller.data().pid;
+        lock_world(&caller.data().world).unlock(pid, handle);
+    })?;
+    linker.func_wrap("safecache_host", "pid", |caller: Caller<'_, Proc>| -> u32 { caller.data().pid })?;
+    Ok(())
+}
+
+/// A future that polls `f` until it returns `Some`. The scheduler only
+/// polls a waiting process once the world says it can proceed, so no waker
+/// is needed.
+struct WaitFor<F>(F);
+
+impl<F: FnMut() -> Option<T> + Unpin, T> Future for WaitFor<F> {
+    type Output = T;
+    fn poll(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<T> {
+        match (self.0)() {
+            Some(v) => Poll::Ready(v),
+            None => Poll::Pending,
+        }
+    }
+}
+
+/// Makes every host call (WASI or ours) a scheduling point.
+struct YieldAtHostCalls;
+
+#[wasmtime_wasi::async_trait]
+impl wasmtime::CallHookHandler<Proc> for YieldAtHostCalls {
+    async fn handle_call_event(&self, _: StoreContextMut<'_, Proc>, ch: CallHook) -> Result<()> {
+        if matches!(ch, CallHook::CallingHost) {
+            YieldOnce(false).await;
+        }
+        Ok(())
+    }
+}
+
+struct YieldOnce(bool);
+
+impl Future for YieldOnce {
+    type Output = ();
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.0 {
+            return Poll::Ready(());
+        }
+        self.0 = true;
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+}
+
+#[derive(Debug)]
+struct WallClock(Clock);
+
+impl HostWallClock for WallClock {
+    fn resolution(&self) -> Duration {
+        Duration::from_nanos(1)
+    }
+    fn now(&self) -> Duration {
+        Duration::from_secs(EPOCH_SECS) + Duration::from_nanos(self.0.now())
+    }
+}
+
+#[derive(Debug)]
+struct MonotonicClock(Clock);
+
+impl HostMonotonicClock for MonotonicClock {
+    fn resolution(&self) -> u64 {
+        1
+    }
+    fn now(&self) -> u64 {
+        self.0.now()
+    }
+}

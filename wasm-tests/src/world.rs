@@ -1,0 +1,215 @@
+//! This defines the world the simulated processes share besides the
+//! directory: virtual time, the host's lock table, who waits for what, and
+//! the trace.
+//!
+//! Locks follow flock(2): each `lock` call is its own open file description,
+//! so two calls conflict even within one process; shared locks coexist,
+//! exclusive ones exclude everyone; a waiter is woken when a release makes
+//! its request grantable; and a process's locks go when it exits or is
+//! killed.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// A lock request's mode.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Mode {
+    Shared,
+    Exclusive,
+}
+
+impl Mode {
+    pub(crate) fn from_wasm(mode: u32) -> Option<Mode> {
+        match mode {
+            0 => Some(Mode::Shared),
+            1 => Some(Mode::Exclusive),
+            _ => None,
+        }
+    }
+
+    fn letter(self) -> &'static str {
+        match self {
+            Mode::Shared => "sh",
+            Mode::Exclusive => "ex",
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Holder {
+    handle: i32,
+    pid: u32,
+    mode: Mode,
+}
+
+/// Why a process cannot run.
+#[derive(Debug)]
+pub(crate) enum Waiting {
+    /// A blocked `lock`, until it is grantable or `deadline` (virtual ns).
+    Lock { path: String, mode: Mode, deadline: Option<u64> },
+    /// A `sleep_ms`, until the virtual time `until`.
+    Sleep { until: u64 },
+}
+
+/// Virtual time in nanoseconds since the simulation's epoch, shared with the
+/// guests' clocks.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Clock(Arc<AtomicU64>);
+
+impl Clock {
+    pub(crate) fn now(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn advance_to(&self, t: u64) {
+        self.0.fetch_max(t, Ordering::Relaxed);
+    }
+
+    pub(crate) fn advance_by(&self, dt: u64) {
+        self.0.fetch_add(dt, Ordering::Relaxed);
+    }
+}
+
+/// Everything shared by the simulated processes except the directory.
+#[derive(Debug, Default)]
+pub(crate) struct World {
+    pub(crate) clock: Clock,
+    locks: BTreeMap<String, Vec<Holder>>,
+    handles: HashMap<i32, String>,
+    next_handle: i32,
+    waiting: HashMap<u32, Waiting>,
+    /// Every lock event and report, in order, with time and pid.
+    pub(crate) trace: Vec<String>,
+    /// `(pid, line)` for each line a guest reported.
+    pub(crate) reports: Vec<(u32, String)>,
+}
+
+impl World {
+    pub(crate) fn event(&mut self, pid: u32, msg: impl AsRef<str>) {
+        let now = self.clock.now();
+        self.trace.push(format!("{:>6}.{:02}ms p{pid} {}", now / 1_000_000, now / 10_000 % 100, msg.as_ref()));
+    }
+
+    pub(crate) fn report(&mut self, pid: u32, line: String) {
+        self.event(pid, format!("says: {line}"));
+        self.reports.push((pid, line));
+    }
+
+    fn grantable(&self, path: &str, mode: Mode) -> bool {
+        match self.locks.get(path) {
+            None => true,
+            Some(holders) => match mode {
+                Mode::Exclusive => holders.is_empty(),
+                Mode::Shared => holders.iter().all(|h| h.mode == Mode::Shared),
+            },
+        }
+    }
+
+    /// One poll of a `lock` call: `Some(handle)` if granted, `Some(-1)` if
+    /// busy and not allowed to wait (any more), `None` to keep waiting.
+    pub(crate) fn poll_lock(&mut self, pid: u32, path: &str, mode: Mode, deadline: Option<u64>) -> Option<i32> {
+        let waited = self.waiting.remove(&pid).is_some();
+        if self.grantable(path, mode) {
+            let handle = self.next_handle;
+            self.next_handle += 1;
+            self.locks.entry(path.to_owned()).or_default().push(Holder { handle, pid, mode });
+            self.handles.insert(handle, path.to_owned());
+            self.event(pid, format!("lock {} {path} -> #{handle}{}", mode.letter(), if waited { " (woken)" } else { "" }));
+            return Some(handle);
+        }
+        let now = self.clock.now();
+        if deadline.is_some_and(|d| now >= d) {
+            self.event(pid, format!("lock {} {path} -> busy{}", mode.letter(), if waited { " (timed out)" } else { "" }));
+            return Some(-1);
+        }
+        if !waited {
+            let holders = self.holders_of(path);
+            self.event(pid, format!("lock {} {path} -> blocks on {holders}", mode.letter()));
+        }
+        self.waiting.insert(pid, Waiting::Lock { path: path.to_owned(), mode, deadline });
+        None
+    }
+
+    fn holders_of(&self, path: &str) -> String {
+        let holders = self.locks.get(path).map(Vec::as_slice).unwrap_or_default();
+        holders.iter().map(|h| format!("p{}#{}({})", h.pid, h.handle, h.mode.letter())).collect::<Vec<_>>().join(",")
+    }
+
+    pub(crate) fn unlock(&mut self, pid: u32, handle: i32) {
+        let Some(path) = self.handles.remove(&handle) else {
+            self.event(pid, format!("unlock #{handle}: unknown handle"));
+            return;
+        };
+        if let Some(holders) = self.locks.get_mut(&path) {
+            holders.retain(|h| h.handle != handle);
+            if holders.is_empty() {
+                self.locks.remove(&path);
+            }
+        }
+        self.event(pid, format!("unlock {path} #{handle}"));
+    }
+
+    /// One poll of a `sleep_ms` call: whether it is over.
+    pub(crate) fn poll_sleep(&mut self, pid: u32, until: u64) -> bool {
+        if self.clock.now() >= until {
+            self.waiting.remove(&pid);
+            return true;
+        }
+        self.waiting.insert(pid, Waiting::Sleep { until });
+        false
+    }
+
+    /// What the kernel does when a process exits or is killed: its locks
+    /// are released and it waits for nothing.
+    pub(crate) fn release_all(&mut self, pid: u32) {
+        self.waiting.remove(&pid);
+        let mut released = Vec::new();
+        self.locks.retain(|path, holders| {
+            holders.retain(|h| {
+                if h.pid == pid {
+                    released.push(format!("{path}#{}", h.handle));
+                }
+                h.pid != pid
+            });
+            !holders.is_empty()
+        });
+        self.handles.retain(|_, path| self.locks.contains_key(path));
+        if !released.is_empty() {
+            self.event(pid, format!("exit releases {}", released.join(" ")));
+        }
+    }
+
+    /// Whether `pid` can make progress now.
+    pub(crate) fn runnable(&self, pid: u32) -> bool {
+        let now = self.clock.now();
+        match self.waiting.get(&pid) {
+            None => true,
+            Some(Waiting::Lock { path, mode, deadline }) => {
+                self.grantable(path, *mode) || deadline.is_some_and(|d| now >= d)
+            }
+            Some(Waiting::Sleep { until }) => now >= *until,
+        }
+    }
+
+    /// The earliest virtual time at which one of `pids` stops waiting by
+    /// itself (a lock timeout or the end of a sleep).
+    pub(crate) fn next_wakeup(&self, pids: &[u32]) -> Option<u64> {
+        pids.iter()
+            .filter_map(|pid| match self.waiting.get(pid)? {
+                Waiting::Lock { deadline, .. } => *deadline,
+                Waiting::Sleep { until } => Some(*until),
+            })
+            .min()
+    }
+
+    pub(crate) fn describe_wait(&self, pid: u32) -> String {
+        match self.waiting.get(&pid) {
+            None => "runnable".to_owned(),
+            Some(Waiting::Lock { path, mode, .. }) => {
+                format!("waits for {} {path} held by {}", mode.letter(), self.holders_of(path))
+            }
+            Some(Waiting::Sleep { until }) => format!("sleeps until {until}ns"),
+        }
+    }
+}
