@@ -169,7 +169,7 @@ pub(crate) struct RunArgs {
     pub(crate) pins: Vec<Key>,
 
     /// The command to run, after `--`.
-    #[arg(value_name = "CMD", required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+    #[arg(value_name = "CMD", required = true, trailing_var_arg = true)]
     pub(crate) command: Vec<OsString>,
 }
 
@@ -179,7 +179,7 @@ fn parse_key(s: &str) -> Result<Key, String> {
 
 fn parse_timeout(s: &str) -> Result<Duration, String> {
     match s.trim().parse::<f64>() {
-        Ok(secs) if secs.is_finite() && secs >= 0.0 && secs < 1e12 => Ok(Duration::from_secs_f64(secs)),
+        Ok(secs) if (0.0..1e12).contains(&secs) => Ok(Duration::from_secs_f64(secs)),
         _ => Err("expected a number of seconds such as `30` or `0.5` (0: don't wait)".to_owned()),
     }
 }

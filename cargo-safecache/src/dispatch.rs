@@ -110,14 +110,17 @@ fn clap_error(e: &clap::Error) -> u8 {
             e.exit_code().clamp(0, 255) as u8
         }
         _ => {
+            // Fold clap's report into one line: everything before the usage.
             let rendered = e.render().to_string();
-            let mut lines = rendered.lines().map(str::trim).filter(|l| !l.is_empty());
-            let first = lines.next().unwrap_or("invalid usage");
-            let first = first.strip_prefix("error: ").unwrap_or(first);
-            let mut msg = first.to_owned();
-            for tip in lines.filter(|l| l.starts_with("tip:")) {
-                msg.push_str("; ");
-                msg.push_str(tip);
+            let mut msg = rendered
+                .lines()
+                .map(str::trim)
+                .take_while(|l| !l.starts_with("Usage:") && !l.starts_with("For more information"))
+                .filter(|l| !l.is_empty())
+                .collect::<Vec<_>>()
+                .join(" ");
+            if let Some(rest) = msg.strip_prefix("error: ") {
+                msg = rest.to_owned();
             }
             msg.push_str("; run `cargo safecache help` for usage");
             eprintln!("error: {msg}");

@@ -23,7 +23,7 @@ use std::process::{Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicI32, Ordering};
 
 use anyhow::{Context, Result};
-use safecache::{Error, LockMode};
+use safecache::{Error, Key, LockMode};
 use serde_json::json;
 use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
@@ -53,22 +53,24 @@ pub(crate) fn run(ctx: &Ctx, args: RunArgs) -> Result<u8> {
         (ENV_LEASE_DIR, canonical.into_os_string()),
     ];
 
+    let absent = |key: &Key| Coded {
+        code: exit::FAILURE,
+        message: format!(
+            "cannot pin `{key}`: it is not in the cache, so the command was not run; \
+             fill it first with `cargo safecache run --key {key} -- CMD`"
+        ),
+    };
+    // Check every pin first, so an absent key fails before anything is
+    // locked (locking creates the entry's lock file).
+    for key in &args.pins {
+        if inner.get(key)?.is_none() {
+            return Err(absent(key).into());
+        }
+    }
     let mut pins = Vec::new();
     for key in &args.pins {
         let pin = ctx.blocking(|| inner.pin(key, ctx.wait)).with_context(|| format!("cannot pin `{key}`"))?;
-        match pin {
-            Some(pin) => pins.push(pin),
-            None => {
-                return Err(Coded {
-                    code: exit::FAILURE,
-                    message: format!(
-                        "cannot pin `{key}`: it is not in the cache, so the command was not run; \
-                         fill it first with `cargo safecache run --key {key} -- CMD`"
-                    ),
-                }
-                .into());
-            }
-        }
+        pins.push(pin.ok_or_else(|| absent(key))?);
     }
 
     let Some(key) = args.key else {
