@@ -311,7 +311,13 @@ fn ensure_marker(root: &Root, path: &Path, mode: &Open) -> Result<(), Error> {
                 let _ = root.remove_tree(&staging);
                 // Losing the rename to a peer is expected; anything else (a
                 // read-only or full filesystem) is the caller's to see.
-                if e.kind() != io::ErrorKind::AlreadyExists && e.kind() != io::ErrorKind::DirectoryNotEmpty {
+                // So is a peer's gc deleting this staging dir once the
+                // marker exists; WASI does not classify every such error.
+                let marker_now = matches!(root.kind(FORMAT_FILE), Ok(Some(_)));
+                if !marker_now
+                    && e.kind() != io::ErrorKind::AlreadyExists
+                    && e.kind() != io::ErrorKind::DirectoryNotEmpty
+                {
                     return Err(Error::io("create the cache marker in", path.display().to_string(), e));
                 }
                 tracing::debug!(error = %e, "marker creation lost a race; checking again");

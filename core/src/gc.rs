@@ -100,7 +100,12 @@ impl Cache {
         for entry in root.read_dir("").map_err(|e| Error::io("list", ".", e))? {
             if let Some(name) = entry.name.to_str().filter(|n| n.starts_with(MARKER_STAGING_PREFIX)) {
                 report.bytes += root.usage(name).map(|u| u.bytes).unwrap_or(0);
-                root.remove_tree(name).map_err(|e| Error::io("delete", name, e))?;
+                // Its creator, having lost the marker race, may be deleting
+                // it at the same time.
+                match root.remove_tree(name) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(Error::io("delete", name, e)),
+                    _ => {}
+                }
             }
         }
         report.records = holder::reap_dead(root);
