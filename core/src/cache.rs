@@ -20,7 +20,7 @@ use crate::error::Error;
 use crate::fill::Flight;
 use crate::key::Key;
 use crate::layout::{self, FORMAT_FILE, FORMAT_VERSION, LEASE_LOCK, MARKER_DIR, MARKER_STAGING_PREFIX};
-use crate::lock::{self, Held, LockMode, LockName, Wait, WaitObserver};
+use crate::lock::{self, Deadline, Held, LockMode, LockName, Wait, WaitObserver};
 use crate::sys::Root;
 
 /// How precisely `ls` knows an entry's last use (cargo tracks it at 300 s).
@@ -30,10 +30,14 @@ pub const USE_RESOLUTION: Duration = Duration::from_secs(60);
 #[derive(Clone, Default)]
 pub struct Options {
     /// A lease this process already holds through its parent (`cargo
-    /// safecache run` exports one). Operations then do not take the lease
-    /// again: under an inherited shared lease they take nothing for shared
-    /// work and fail with [`Error::LeaseConflict`] for exclusive work,
-    /// instead of deadlocking on their own parent.
+    /// safecache run` exports one).
+    ///
+    /// Under an inherited shared lease, shared work still takes a shared
+    /// lease of its own (shared leases never block each other, and the
+    /// parent may die first), and exclusive work fails with
+    /// [`Error::LeaseConflict`] instead of deadlocking on its own parent.
+    /// Under an inherited exclusive lease nothing takes the lease: the parent
+    /// holds it for the whole tree of processes.
     pub inherited_lease: Option<LockMode>,
     /// Told when an operation starts to block on a lock.
     pub on_wait: Option<WaitObserver>,
@@ -195,25 +199,25 @@ impl Cache {
     /// [`Error::Busy`] naming the holders if it could not be taken in time.
     pub fn lease(&self, mode: LockMode, wait: Wait) -> Result<Lease, Error> {
         let _span = tracing::info_span!("lease", %mode).entered();
-        Ok(Lease { _held: self.op_lease(mode, wait)?, mode })
+        Ok(Lease { _held: self.op_lease(mode, Deadline::start(wait))?, mode })
     }
 
     /// The lease an operation needs, unless an inherited one covers it.
-    pub(crate) fn op_lease(&self, mode: LockMode, wait: Wait) -> Result<Option<Held>, Error> {
+    pub(crate) fn op_lease(&self, mode: LockMode, deadline: Deadline) -> Result<Option<Held>, Error> {
         match (self.inner.options.inherited_lease, mode) {
-            (Some(LockMode::Exclusive), _) | (Some(LockMode::Shared), LockMode::Shared) => Ok(None),
+            (Some(LockMode::Exclusive), _) => Ok(None),
             (Some(LockMode::Shared), LockMode::Exclusive) => Err(Error::LeaseConflict),
-            (None, mode) => self.lock(LEASE_LOCK, LockName::Lease, mode, wait).map(Some),
+            (_, mode) => self.lock(LEASE_LOCK, LockName::Lease, mode, deadline).map(Some),
         }
     }
 
-    pub(crate) fn lock(&self, rel: &str, name: LockName, mode: LockMode, wait: Wait) -> Result<Held, Error> {
-        lock::acquire(self.root(), rel, name, mode, wait, self.inner.options.on_wait.as_ref())
+    pub(crate) fn lock(&self, rel: &str, name: LockName, mode: LockMode, deadline: Deadline) -> Result<Held, Error> {
+        lock::acquire(self.root(), rel, name, mode, deadline, self.inner.options.on_wait.as_ref())
     }
 
-    pub(crate) fn entry_lock(&self, key: &Key, mode: LockMode, wait: Wait) -> Result<Held, Error> {
+    pub(crate) fn entry_lock(&self, key: &Key, mode: LockMode, deadline: Deadline) -> Result<Held, Error> {
         let rel = layout::entry_lock(&key.digest());
-        self.lock(&rel, LockName::Entry(key.to_string()), mode, wait)
+        self.lock(&rel, LockName::Entry(key.to_string()), mode, deadline)
     }
 
     /// Looks up a published entry. Without a [`Pin`] the entry may be
@@ -260,8 +264,9 @@ impl Cache {
     /// absent.
     pub fn pin(&self, key: &Key, wait: Wait) -> Result<Option<Pin>, Error> {
         let _span = tracing::info_span!("pin", %key).entered();
-        let lease = self.op_lease(LockMode::Shared, wait)?;
-        let lock = self.entry_lock(key, LockMode::Shared, wait)?;
+        let deadline = Deadline::start(wait);
+        let lease = self.op_lease(LockMode::Shared, deadline)?;
+        let lock = self.entry_lock(key, LockMode::Shared, deadline)?;
         Ok(self.lookup(key)?.map(|entry| Pin { entry, _entry_lock: lock, _lease: lease }))
     }
 }

@@ -141,7 +141,9 @@ fn busy_message(lock: &LockName, mode: LockMode, holders: &[Holder], waited: Opt
 /// ", held by pid 12 (`cargo build`) on host h since 3s ago" or similar.
 pub(crate) fn holders_phrase(holders: &[Holder]) -> String {
     match holders {
-        [] => "; its holder has not identified itself yet".to_owned(),
+        [] => {
+            "; its holder has not identified itself yet (a gc or status probe holds a lock for an instant)".to_owned()
+        }
         [one] => format!("; held by {one}"),
         [first, rest @ ..] => format!("; held by {first} and {} other process(es)", rest.len()),
     }
@@ -254,7 +256,8 @@ mod tests {
         assert!(msg.ends_with("and 2 other process(es)"), "{msg}");
         assert!(err.is_busy());
         let err = Error::Busy { lock: LockName::Gc, mode: LockMode::Exclusive, holders: vec![], waited: None };
-        assert!(err.to_string().ends_with("its holder has not identified itself yet"));
+        assert!(err.to_string().starts_with("the exclusive lock on the cache's gc is busy"), "{err}");
+        assert!(err.to_string().contains("its holder has not identified itself yet"));
     }
 
     #[test]

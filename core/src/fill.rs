@@ -27,7 +27,7 @@ use crate::error::Error;
 use crate::holder;
 use crate::key::Key;
 use crate::layout::{self, TMP_DIR};
-use crate::lock::{LockMode, LockName, Wait};
+use crate::lock::{Deadline, LockMode, LockName, Wait};
 use crate::sys::{LockFile, Root};
 
 /// The private, empty directory a fill writes into.
@@ -122,18 +122,18 @@ impl Cache {
         E: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         let _span = tracing::info_span!("fill", %key).entered();
-        let _lease = self.op_lease(LockMode::Shared, wait)?;
-        let deadline = wait.timeout().map(|t| Instant::now() + t);
+        let deadline = Deadline::start(wait);
+        let _lease = self.op_lease(LockMode::Shared, deadline)?;
         let _leader = loop {
             if let Some(entry) = self.lookup(key)? {
                 return Ok(Filled { entry, filled: false });
             }
             match self.join_flight(key) {
                 Ok(leader) => break leader,
-                Err(flight) => self.wait_flight(key, &flight, wait, deadline)?,
+                Err(flight) => self.wait_flight(key, &flight, deadline)?,
             }
         };
-        let _entry_lock = self.entry_lock(key, LockMode::Exclusive, wait)?;
+        let _entry_lock = self.entry_lock(key, LockMode::Exclusive, deadline)?;
         if let Some(entry) = self.lookup(key)? {
             tracing::debug!("published by a peer while waiting");
             return Ok(Filled { entry, filled: false });
@@ -162,7 +162,7 @@ impl Cache {
         Ok(Leader { cache: self, key, flight })
     }
 
-    fn wait_flight(&self, key: &Key, flight: &Flight, wait: Wait, deadline: Option<Instant>) -> Result<(), Error> {
+    fn wait_flight(&self, key: &Key, flight: &Flight, deadline: Deadline) -> Result<(), Error> {
         let busy = |waited| {
             let name = LockName::Entry(key.to_string());
             let me = holder::this_process(&name, &layout::entry_lock(&key.digest()), LockMode::Exclusive);
@@ -170,14 +170,17 @@ impl Cache {
         };
         let mut done = flight.done.lock().unwrap_or_else(|p| p.into_inner());
         while !*done {
-            match deadline {
+            if deadline.no_wait() {
+                return Err(busy(None));
+            }
+            match deadline.end() {
                 None => done = flight.cv.wait(done).unwrap_or_else(|p| p.into_inner()),
-                Some(deadline) => {
+                Some(end) => {
                     let now = Instant::now();
-                    if now >= deadline {
-                        return Err(busy(wait.timeout().filter(|t| !t.is_zero())));
+                    if now >= end {
+                        return Err(busy(deadline.budget()));
                     }
-                    done = flight.cv.wait_timeout(done, deadline - now).unwrap_or_else(|p| p.into_inner()).0;
+                    done = flight.cv.wait_timeout(done, end - now).unwrap_or_else(|p| p.into_inner()).0;
                 }
             }
         }

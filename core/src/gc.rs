@@ -14,7 +14,7 @@ use crate::error::Error;
 use crate::holder::{self, Holder};
 use crate::key::Key;
 use crate::layout::{self, GC_LOCK, MARKER_STAGING_PREFIX, TMP_DIR, TRASH_DIR};
-use crate::lock::{LockMode, LockName, Wait, try_probe};
+use crate::lock::{Deadline, LockMode, LockName, Wait, try_probe};
 use crate::sys::FileKind;
 
 /// What [`Cache::gc`] reclaimed.
@@ -30,6 +30,8 @@ pub struct GcReport {
     pub busy: usize,
     /// Holder records of dead processes deleted.
     pub records: usize,
+    /// Orphans that could not be deleted (logged; the next gc retries).
+    pub failed: usize,
 }
 
 /// Where a leftover lives.
@@ -89,8 +91,9 @@ impl Cache {
     /// gc.
     pub fn gc(&self, wait: Wait) -> Result<GcReport, Error> {
         let _span = tracing::info_span!("gc").entered();
-        let _lease = self.op_lease(LockMode::Shared, wait)?;
-        let _gc = self.lock(GC_LOCK, LockName::Gc, LockMode::Exclusive, wait)?;
+        let deadline = Deadline::start(wait);
+        let _lease = self.op_lease(LockMode::Shared, deadline)?;
+        let _gc = self.lock(GC_LOCK, LockName::Gc, LockMode::Exclusive, deadline)?;
         let root = self.root();
         let mut report = GcReport::default();
         self.reclaim_orphans(&mut report)?;
@@ -142,8 +145,15 @@ impl Cache {
                 } else {
                     None
                 };
-                report.bytes += root.usage(&rel).map(|u| u.bytes).unwrap_or(0);
-                root.remove_tree(&rel).map_err(|e| Error::io("delete", &rel, e))?;
+                let bytes = root.usage(&rel).map(|u| u.bytes).unwrap_or(0);
+                // One undeletable orphan must not stop gc from reclaiming
+                // the others.
+                if let Err(e) = root.remove_tree(&rel) {
+                    tracing::warn!(item = %rel, error = %e, "could not delete orphan");
+                    report.failed += 1;
+                    continue;
+                }
+                report.bytes += bytes;
                 tracing::info!(item = %rel, "reclaimed orphan");
                 match kind {
                     ItemKind::Temp => report.temps += 1,
@@ -184,14 +194,9 @@ impl Cache {
                 let rel = format!("{dir}/{name}");
                 let live = match (kind, layout::digest_of_item(&name)) {
                     // A fill holds its owner lock exclusively.
-                    (ItemKind::Temp, _) => {
-                        try_probe(root, &format!("{rel}/owner.lock"), LockMode::Shared, false)?.is_none()
-                            && root.kind(format!("{rel}/owner.lock")).ok().flatten().is_some()
-                    }
+                    (ItemKind::Temp, _) => is_held(root, &format!("{rel}/owner.lock")),
                     // A remover holds the entry lock exclusively.
-                    (ItemKind::Trash, Some(d)) => {
-                        try_probe(root, &layout::entry_lock(d), LockMode::Shared, true)?.is_none()
-                    }
+                    (ItemKind::Trash, Some(d)) => is_held(root, &layout::entry_lock(d)),
                     (ItemKind::Trash, None) => false,
                 };
                 let bytes = root.usage(&rel).map(|u| u.bytes).unwrap_or(0);
@@ -205,5 +210,14 @@ impl Cache {
             entries: entries.len(),
             entry_bytes: entries.iter().map(|e| e.bytes).sum(),
         })
+    }
+}
+
+/// Whether someone holds the lock at `rel`, probed with a shared try-lock
+/// that creates nothing. A missing or unreadable lock file is not held.
+fn is_held(root: &crate::sys::Root, rel: &str) -> bool {
+    match root.open_lock(rel, false) {
+        Ok(file) => matches!(file.try_lock(LockMode::Shared), Ok(false)),
+        Err(_) => false,
     }
 }

@@ -105,10 +105,18 @@ pub(crate) fn this_process(name: &LockName, lock_file: &str, mode: LockMode) -> 
 /// costs the display, so it is logged, not returned.
 pub(crate) fn register(root: &Arc<Root>, lock_file: &str, name: &LockName, mode: LockMode) -> Option<Record> {
     let holder = this_process(name, lock_file, mode);
-    let result = random_suffix().map_err(|e| std::io::Error::other(e.to_string())).and_then(|suffix| {
+    let result = random_suffix().map_err(std::io::Error::other).and_then(|suffix| {
+        // The record is written and flocked under a name display scans skip,
+        // then renamed into view (the flock follows the inode), so no scan
+        // ever sees a live record unlocked.
+        let staging = format!("{HOLDERS_DIR}/{suffix}.new");
         let rel = format!("{HOLDERS_DIR}/{suffix}.json");
         let bytes = serde_json::to_vec(&holder).map_err(std::io::Error::other)?;
-        let file = root.create_locked(&rel, &bytes)?;
+        let file = root.create_locked(&staging, &bytes)?;
+        if let Err(e) = root.rename(&staging, &rel) {
+            let _ = root.remove_file(&staging);
+            return Err(e);
+        }
         Ok(Record { root: Arc::clone(root), rel, _file: file })
     });
     match result {
@@ -142,9 +150,13 @@ pub(crate) fn holders_of(root: &Root, lock_file: &str) -> Vec<Holder> {
 }
 
 /// Deletes the records of dead holders; returns how many.
+///
+/// A `.new` record is reaped when its flock is free: its holder flocks it
+/// right after creating it, so this misjudges one only in that instant, and
+/// then the holder merely goes unlisted.
 pub(crate) fn reap_dead(root: &Root) -> usize {
     let mut reaped = 0;
-    scan(root, |rel, probe| {
+    scan_with(root, &[".json", ".new"], |rel, probe| {
         if probe.is_some() && root.remove_file(rel).is_ok() {
             reaped += 1;
         }
@@ -154,14 +166,18 @@ pub(crate) fn reap_dead(root: &Root) -> usize {
 
 /// Calls `f(rel, probe)` for each record, where `probe` is `Some` (and holds
 /// the record's flock) when the record's holder is dead.
-fn scan(root: &Root, mut f: impl FnMut(&str, Option<&LockFile>)) {
+fn scan(root: &Root, f: impl FnMut(&str, Option<&LockFile>)) {
+    scan_with(root, &[".json"], f);
+}
+
+fn scan_with(root: &Root, suffixes: &[&str], mut f: impl FnMut(&str, Option<&LockFile>)) {
     let Ok(names) = root.read_dir(HOLDERS_DIR) else { return };
     for entry in names {
         if entry.kind != FileKind::File {
             continue;
         }
         let Some(name) = entry.name.to_str() else { continue };
-        if !name.ends_with(".json") {
+        if !suffixes.iter().any(|s| name.ends_with(s)) {
             continue;
         }
         let rel = format!("{HOLDERS_DIR}/{name}");

@@ -90,7 +90,9 @@ fn check(key: &str) -> Result<(), KeyRule> {
         match component {
             "" => return Err(KeyRule::EmptyComponent),
             "." | ".." => return Err(KeyRule::DotComponent),
-            c if i == 0 && c.starts_with(MARKER_DIR) => return Err(KeyRule::Reserved),
+            // Case-insensitively: on a case-insensitive filesystem
+            // `.SAFECACHE` would name the marker.
+            c if i == 0 && c.to_ascii_lowercase().starts_with(MARKER_DIR) => return Err(KeyRule::Reserved),
             _ => {}
         }
     }
@@ -154,6 +156,7 @@ mod tests {
         assert_eq!(rule(".safecache"), KeyRule::Reserved);
         assert_eq!(rule(".safecache/x"), KeyRule::Reserved);
         assert_eq!(rule(".safecache.init-x"), KeyRule::Reserved, "staging dirs share the prefix");
+        assert_eq!(rule(".SafeCache"), KeyRule::Reserved, "case-insensitive filesystems");
         assert!(matches!(rule(&"x".repeat(256)), KeyRule::TooLong { len: 256 }));
     }
 

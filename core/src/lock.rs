@@ -12,7 +12,7 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
@@ -62,11 +62,59 @@ impl Wait {
         }
     }
 
+    #[cfg(test)]
     pub(crate) fn timeout(self) -> Option<Duration> {
         match self {
             Wait::NoWait => Some(Duration::ZERO),
             Wait::Timeout(d) => Some(d),
             Wait::Forever => None,
+        }
+    }
+}
+
+/// One operation's bound on waiting: every lock the operation takes gets
+/// what is left of it, so an operation that takes three locks still gives up
+/// after the caller's timeout, not three times it.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Deadline {
+    wait: Wait,
+    end: Option<Instant>,
+}
+
+impl Deadline {
+    pub(crate) fn start(wait: Wait) -> Deadline {
+        match wait {
+            // A timeout too large to represent is forever.
+            Wait::Timeout(d) => match Instant::now().checked_add(d) {
+                Some(end) => Deadline { wait, end: Some(end) },
+                None => Deadline { wait: Wait::Forever, end: None },
+            },
+            _ => Deadline { wait, end: None },
+        }
+    }
+
+    pub(crate) fn no_wait(&self) -> bool {
+        self.wait == Wait::NoWait
+    }
+
+    /// What is left: `None` for forever.
+    pub(crate) fn remaining(&self) -> Option<Duration> {
+        match (self.wait, self.end) {
+            (Wait::Forever, _) => None,
+            (_, Some(end)) => Some(end.saturating_duration_since(Instant::now())),
+            (_, None) => Some(Duration::ZERO),
+        }
+    }
+
+    pub(crate) fn end(&self) -> Option<Instant> {
+        self.end
+    }
+
+    /// The caller's whole budget, for messages: `None` for a no-wait try.
+    pub(crate) fn budget(&self) -> Option<Duration> {
+        match self.wait {
+            Wait::Timeout(d) => Some(d),
+            _ => None,
         }
     }
 }
@@ -92,7 +140,7 @@ impl fmt::Display for LockName {
         match self {
             LockName::Lease => f.write_str("the cache lease"),
             LockName::Entry(key) => write!(f, "entry `{key}`"),
-            LockName::Gc => f.write_str("the gc lock"),
+            LockName::Gc => f.write_str("the cache's gc"),
             LockName::Owner(key) => write!(f, "the fill of `{key}`"),
         }
     }
@@ -136,17 +184,17 @@ pub(crate) fn acquire(
     rel: &str,
     name: LockName,
     mode: LockMode,
-    wait: Wait,
+    deadline: Deadline,
     observer: Option<&WaitObserver>,
 ) -> Result<Held, Error> {
     let file = root.open_lock(rel, true).map_err(|e| Error::io("open lock file", rel, e))?;
     let taken = file.try_lock(mode).map_err(|e| Error::io("lock", rel, e))?;
     if !taken {
         let holders = holder::holders_of(root, rel);
-        if wait == Wait::NoWait {
+        if deadline.no_wait() {
             return Err(Error::Busy { lock: name, mode, holders, waited: None });
         }
-        let timeout = wait.timeout();
+        let timeout = deadline.remaining();
         tracing::info!(lock = %name, %mode, holders = holders.len(), "blocking on lock");
         if let Some(observer) = observer {
             observer(&WaitEvent { lock: &name, mode, holders: &holders, timeout });
@@ -154,7 +202,7 @@ pub(crate) fn acquire(
         let taken = file.lock_within(mode, timeout).map_err(|e| Error::io("lock", rel, e))?;
         if !taken {
             let holders = holder::holders_of(root, rel);
-            return Err(Error::Busy { lock: name, mode, holders, waited: timeout });
+            return Err(Error::Busy { lock: name, mode, holders, waited: deadline.budget() });
         }
     }
     let record = holder::register(root, rel, &name, mode);

@@ -11,12 +11,17 @@
 //! a killed deleter leaves only trash, which gc reclaims once the entry lock
 //! is free.
 
+use std::path::Path;
+
 use crate::cache::{Cache, is_internal};
 use crate::error::Error;
 use crate::gc::GcReport;
 use crate::key::{Key, digest_of};
 use crate::layout::{self, LOCKS_DIR, TRASH_DIR, USED_DIR};
-use crate::lock::{LockMode, LockName, Wait};
+use crate::lock::{Deadline, Held, LockMode, LockName, Wait};
+
+/// How many entries `clean` renames aside per fsync.
+const CLEAN_BATCH: usize = 64;
 
 /// What [`Cache::clean`] removed.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -36,31 +41,58 @@ impl Cache {
     /// lock could not be had within `wait`.
     pub fn remove(&self, key: &Key, wait: Wait) -> Result<bool, Error> {
         let _span = tracing::info_span!("remove", %key).entered();
-        let _lease = self.op_lease(LockMode::Shared, wait)?;
-        let _lock = self.entry_lock(key, LockMode::Exclusive, wait)?;
+        let deadline = Deadline::start(wait);
+        let _lease = self.op_lease(LockMode::Shared, deadline)?;
+        let _lock = self.entry_lock(key, LockMode::Exclusive, deadline)?;
         let stored = key.stored_name();
         if self.root().kind(&stored).map_err(|e| Error::io("look up", &stored, e))?.is_none() {
             return Ok(false);
         }
-        self.delete_aside(&stored, &key.digest())?;
+        let trash = self.rename_aside(Path::new(&stored), &key.digest())?;
+        // Without this fsync a power loss could bring back the entry after
+        // some of its files were unlinked from the trash.
+        self.root().sync_dir("").map_err(|e| Error::io("sync", ".", e))?;
+        self.delete_trash(&trash);
         let _ = self.root().remove_file(layout::used_marker(&key.digest()));
         Ok(true)
     }
 
-    /// Renames `name` (at the root) into the trash, then deletes it there.
-    /// Returns the bytes removed.
-    fn delete_aside(&self, name: impl AsRef<std::path::Path>, digest: &str) -> Result<u64, Error> {
-        let name = name.as_ref();
-        let shown = name.display().to_string();
-        let root = self.root();
+    /// Renames `name` (at the root) to `trash/<digest>.<random>`; returns
+    /// the trash path. The caller holds the entry lock of `digest`.
+    fn rename_aside(&self, name: &Path, digest: &str) -> Result<String, Error> {
         let trash = format!("{TRASH_DIR}/{digest}.{}", layout::random_suffix()?);
-        // No fsync of the root: if power is lost before the rename reaches
-        // the disk, the entry reappears whole, which is a state readers
-        // already accept.
-        root.rename(name, &trash).map_err(|e| Error::io("rename aside", &shown, e))?;
-        tracing::debug!(entry = %shown, %trash, "renamed aside");
-        let bytes = root.usage(&trash).map(|u| u.bytes).unwrap_or(0);
-        root.remove_tree(&trash).map_err(|e| Error::io("delete", &trash, e))?;
+        self.root().rename(name, &trash).map_err(|e| Error::io("rename aside", name.display().to_string(), e))?;
+        tracing::debug!(entry = %name.display(), %trash, "renamed aside");
+        Ok(trash)
+    }
+
+    /// Deletes a trash item by handle and returns the bytes freed. A failure
+    /// is logged, not returned: the entry has already left the cache, and gc
+    /// retries the trash.
+    fn delete_trash(&self, trash: &str) -> u64 {
+        let bytes = self.root().usage(trash).map(|u| u.bytes).unwrap_or(0);
+        match self.root().remove_tree(trash) {
+            Ok(()) => bytes,
+            Err(e) => {
+                tracing::warn!(%trash, error = %e, "could not delete trash; gc will retry");
+                0
+            }
+        }
+    }
+
+    /// Makes a batch of renames aside durable with one fsync, then deletes
+    /// the trash and releases the entry locks. Returns the bytes freed.
+    fn flush_aside(&self, batch: &mut Vec<(Held, String, String)>) -> Result<u64, Error> {
+        if batch.is_empty() {
+            return Ok(0);
+        }
+        self.root().sync_dir("").map_err(|e| Error::io("sync", ".", e))?;
+        let mut bytes = 0;
+        for (lock, trash, digest) in batch.drain(..) {
+            bytes += self.delete_trash(&trash);
+            let _ = self.root().remove_file(layout::used_marker(&digest));
+            drop(lock);
+        }
         Ok(bytes)
     }
 
@@ -74,24 +106,31 @@ impl Cache {
     /// lease.
     pub fn clean(&self, wait: Wait) -> Result<CleanReport, Error> {
         let _span = tracing::info_span!("clean").entered();
-        let lease = self.op_lease(LockMode::Exclusive, wait)?;
+        let deadline = Deadline::start(wait);
+        let lease = self.op_lease(LockMode::Exclusive, deadline)?;
         let root = self.root();
         let mut report = CleanReport::default();
+        // Renamed aside in batches: one fsync per batch, and a bounded number
+        // of entry locks held at once.
+        let mut batch = Vec::new();
         for entry in root.read_dir("").map_err(|e| Error::io("list", ".", e))? {
             if entry.name.to_str().is_some_and(is_internal) {
                 continue;
             }
-            let name = entry.name.to_string_lossy();
+            let name = entry.name.to_string_lossy().into_owned();
             let digest = digest_of(&name);
             // Under a lease taken here nobody holds an entry lock, so this
             // never waits; under an inherited exclusive lease it respects the
             // pins and fills of the parent's other children.
-            let lock_name = LockName::Entry(name.clone().into_owned());
-            let _lock = self.lock(&layout::entry_lock(&digest), lock_name, LockMode::Exclusive, wait)?;
-            report.bytes += self.delete_aside(&entry.name, &digest)?;
-            let _ = root.remove_file(layout::used_marker(&digest));
+            let lock = self.lock(&layout::entry_lock(&digest), LockName::Entry(name), LockMode::Exclusive, deadline)?;
+            let trash = self.rename_aside(Path::new(&entry.name), &digest)?;
+            batch.push((lock, trash, digest));
             report.entries += 1;
+            if batch.len() == CLEAN_BATCH {
+                report.bytes += self.flush_aside(&mut batch)?;
+            }
         }
+        report.bytes += self.flush_aside(&mut batch)?;
         let mut reclaimed = GcReport::default();
         self.reclaim_orphans(&mut reclaimed)?;
         report.bytes += reclaimed.bytes;

@@ -122,7 +122,17 @@ impl Root {
         let rel = rel.as_ref();
         match self.kind(rel)? {
             None => Ok(()),
-            Some(FileKind::Dir) => self.dir.remove_dir_all(rel),
+            Some(FileKind::Dir) => match self.dir.remove_dir_all(rel) {
+                // Read-only directories (Go's module cache makes them) keep
+                // their entries from being unlinked. The tree is private to
+                // the caller (a temp or trash), so make its directories
+                // writable and try once more.
+                Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+                    make_dirs_writable(&self.dir, rel)?;
+                    self.dir.remove_dir_all(rel)
+                }
+                result => result,
+            },
             Some(_) => self.dir.remove_file(rel),
         }
     }
@@ -207,6 +217,22 @@ impl Root {
     }
 }
 
+/// Gives the owner full access to `name` and every directory beneath it,
+/// walking by handle; cap-std refuses any symlink that leads out.
+fn make_dirs_writable(parent: &Dir, name: &Path) -> io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let owner_only = cap_std::fs::Permissions::from_std(std::fs::Permissions::from_mode(0o700));
+    parent.set_permissions(name, owner_only)?;
+    let dir = parent.open_dir(name)?;
+    for entry in dir.entries()? {
+        let entry = entry?;
+        if entry.file_type()?.is_dir() {
+            make_dirs_writable(&dir, Path::new(&entry.file_name()))?;
+        }
+    }
+    Ok(())
+}
+
 /// fsyncs a directory. cap-std opens directories with `O_PATH`, which
 /// fsync refuses, so this reopens `.` beneath the handle for reading.
 fn fsync_dir(dir: &Dir) -> io::Result<()> {
@@ -261,7 +287,9 @@ impl LockFile {
             return Ok(true);
         };
         // flock(2) has no timeout: poll with a capped exponential backoff.
-        let deadline = Instant::now() + timeout;
+        let Some(deadline) = Instant::now().checked_add(timeout) else {
+            return self.lock_within(mode, None);
+        };
         let mut pause = Duration::from_millis(1);
         loop {
             if self.try_lock(mode)? {

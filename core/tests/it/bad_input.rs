@@ -2,7 +2,7 @@
 
 use safecache::{Cache, Error, Key, KeyRule, LockMode, Options, Wait};
 
-use crate::support::{new_cache, publish, tree};
+use crate::support::{key, new_cache, publish, tree};
 
 #[test]
 fn bad_keys_are_rejected_naming_key_and_rule() {
@@ -110,4 +110,22 @@ fn nested_under_a_shared_lease_exclusive_work_fails_instead_of_deadlocking() {
     assert!(matches!(err, Error::LeaseConflict), "{err:?}");
     assert!(err.is_busy());
     publish(&nested, "dep", "shared work still runs");
+}
+
+#[test]
+fn an_enormous_timeout_means_forever_and_budgets_are_shared() {
+    let (_tmp, cache) = new_cache();
+    publish(&cache, "dep", "v1");
+    let huge = Wait::Timeout(std::time::Duration::MAX);
+    assert!(cache.pin(&key("dep"), huge).unwrap().is_some());
+    assert!(cache.remove(&key("dep"), huge).unwrap());
+    // One budget for the whole operation: a fill blocked on the lease does
+    // not get the timeout again for the entry lock.
+    let _user = cache.lease(LockMode::Exclusive, Wait::NoWait).unwrap();
+    let start = std::time::Instant::now();
+    let err = cache
+        .get_or_fill(&key("dep"), Wait::Timeout(std::time::Duration::from_millis(200)), |_| std::io::Result::Ok(()))
+        .unwrap_err();
+    assert!(err.to_string().starts_with("timed out after 200ms waiting for the shared lock on the cache lease"), "{err}");
+    assert!(start.elapsed() < std::time::Duration::from_secs(5));
 }

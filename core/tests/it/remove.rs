@@ -106,6 +106,44 @@ fn unpinned_readers_see_a_whole_entry_or_none() {
     assert!(whole > 0);
 }
 
+/// Go's module cache makes its directories read-only, which keeps their
+/// entries from being unlinked. A remove must still delete such an entry
+/// completely, and not leave undeletable trash that jams every later gc.
+#[test]
+fn read_only_directories_do_not_jam_remove() {
+    // Root ignores permissions, so the remover runs as `nobody`.
+    const NOBODY: u32 = 65534;
+    if !rustix::process::geteuid().is_root() {
+        eprintln!("skipped: needs root to run the remover as another user");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(tmp.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let cache = Cache::open_ambient(tmp.path().join("cache"), Options::default()).unwrap();
+    let filled = cache
+        .get_or_fill(&key("gomod/pkg@v1"), Wait::NoWait, |dir| {
+            std::fs::create_dir_all(dir.path().join("pkg@v1/sub"))?;
+            std::fs::write(dir.path().join("pkg@v1/sub/go.mod"), "module pkg")?;
+            std::fs::write(dir.path().join("pkg@v1/README"), "x")
+        })
+        .unwrap();
+    for ro in ["pkg@v1/sub", "pkg@v1"] {
+        std::fs::set_permissions(filled.entry.path().join(ro), std::os::unix::fs::PermissionsExt::from_mode(0o555))
+            .unwrap();
+    }
+    let chown = std::process::Command::new("chown")
+        .args(["-R", &format!("{NOBODY}:{NOBODY}")])
+        .arg(cache.path())
+        .status()
+        .unwrap();
+    assert!(chown.success());
+    let mut remover = crate::support::Child::spawn_as(cache.path(), "remove gomod/pkg@v1 nowait", Some(NOBODY));
+    assert_eq!(remover.expect("removed="), "removed=true");
+    assert!(remover.wait().success());
+    assert!(!filled.entry.path().exists());
+    assert!(names(&cache.path().join(".safecache/trash")).is_empty(), "no undeletable trash is left");
+}
+
 /// Fills `tree` with `files` files.
 fn fill_tree(cache: &Cache, files: usize) {
     cache

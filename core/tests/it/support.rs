@@ -18,14 +18,23 @@ pub(crate) struct Child {
 
 impl Child {
     pub(crate) fn spawn(dir: &Path, role: &str) -> Child {
-        let mut child = Command::new(std::env::current_exe().unwrap())
+        Child::spawn_as(dir, role, None)
+    }
+
+    /// Spawns the helper as another user (`uid` doubles as the gid).
+    pub(crate) fn spawn_as(dir: &Path, role: &str, uid: Option<u32>) -> Child {
+        let mut command = Command::new(std::env::current_exe().unwrap());
+        command
             .args(["--exact", "child_process", "--nocapture", "--test-threads", "1", "-q"])
             .env(ROLE_VAR, role)
             .env(DIR_VAR, dir)
             .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .unwrap();
+            .stdout(Stdio::piped());
+        if let Some(uid) = uid {
+            use std::os::unix::process::CommandExt;
+            command.uid(uid).gid(uid);
+        }
+        let mut child = command.spawn().unwrap();
         let stdin = child.stdin.take();
         let stdout = BufReader::new(child.stdout.take().unwrap());
         Child { child, stdin, stdout }
