@@ -83,6 +83,19 @@ impl Lease {
     pub fn mode(&self) -> LockMode {
         self.mode
     }
+
+    /// The descriptor whose flock is the lease (`None` if the lease is
+    /// inherited rather than held here).
+    ///
+    /// A flock belongs to the open file description, so a child process
+    /// that inherits this descriptor (with `FD_CLOEXEC` cleared) keeps the
+    /// lease held even if this process dies first: that is how `cargo
+    /// safecache run --exclusive` makes its lease outlive a SIGKILL for as
+    /// long as the command runs.
+    #[cfg(not(target_os = "wasi"))]
+    pub fn lock_fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
+        self._held.as_ref().map(Held::fd)
+    }
 }
 
 /// A published entry.

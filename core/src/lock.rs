@@ -168,7 +168,15 @@ pub type WaitObserver = Arc<dyn Fn(&WaitEvent<'_>) + Send + Sync>;
 #[derive(Debug)]
 pub(crate) struct Held {
     record: Option<Record>,
-    _file: LockFile,
+    #[cfg_attr(target_os = "wasi", allow(dead_code))] // only read for `Lease::lock_fd`
+    file: LockFile,
+}
+
+impl Held {
+    #[cfg(not(target_os = "wasi"))]
+    pub(crate) fn fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.file.fd()
+    }
 }
 
 impl Drop for Held {
@@ -206,7 +214,7 @@ pub(crate) fn acquire(
         }
     }
     let record = holder::register(root, rel, &name, mode);
-    Ok(Held { record, _file: file })
+    Ok(Held { record, file })
 }
 
 /// Tries `rel` once without waiting and without a holder record: used by gc

@@ -263,6 +263,11 @@ pub(crate) struct LockFile {
 }
 
 impl LockFile {
+    /// The descriptor that carries the lock.
+    pub(crate) fn fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        std::os::fd::AsFd::as_fd(&self.file)
+    }
+
     /// Takes the lock in `mode` if nobody conflicting holds it.
     pub(crate) fn try_lock(&self, mode: LockMode) -> io::Result<bool> {
         let result = match mode {

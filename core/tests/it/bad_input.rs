@@ -126,6 +126,9 @@ fn an_enormous_timeout_means_forever_and_budgets_are_shared() {
     let err = cache
         .get_or_fill(&key("dep"), Wait::Timeout(std::time::Duration::from_millis(200)), |_| std::io::Result::Ok(()))
         .unwrap_err();
-    assert!(err.to_string().starts_with("timed out after 200ms waiting for the shared lock on the cache lease"), "{err}");
+    assert!(
+        err.to_string().starts_with("timed out after 200ms waiting for the shared lock on the cache lease"),
+        "{err}"
+    );
     assert!(start.elapsed() < std::time::Duration::from_secs(5));
 }
