@@ -6,6 +6,7 @@ mod support;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
+use std::process::Command;
 
 use serde_json::Value;
 use support::{Line, Sandbox, git, make_repo, mkfifo, names, snapshot, stdout_of};
@@ -324,12 +325,20 @@ fn unwritable_cache_dir_is_refused() {
     std::fs::create_dir(&dir).expect("create dir");
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o555)).expect("chmod");
     let before = snapshot(&dir);
-    let mut cmd = sb.cmd(["run", "--key", "k", "--", "true"]);
-    cmd.env("SAFECACHE_DIR", &dir);
     // SAFETY: geteuid(2) has no preconditions.
-    if unsafe { libc::geteuid() } == 0 {
-        cmd.uid(65534).gid(65534);
-    }
+    let root = unsafe { libc::geteuid() } == 0;
+    let mut cmd = if root {
+        // `nobody` may not reach the build's target dir (a clone under
+        // /root): run a copy from the world-readable sandbox.
+        let copy = sb.path("cargo-safecache");
+        std::fs::copy(support::bin(), &copy).expect("copy the binary");
+        let mut cmd = Command::new(&copy);
+        cmd.args(["run", "--key", "k", "--", "true"]).env("CARGO_TERM_COLOR", "never").uid(65534).gid(65534);
+        cmd
+    } else {
+        sb.cmd(["run", "--key", "k", "--", "true"])
+    };
+    cmd.env("SAFECACHE_DIR", &dir).env_remove("SAFECACHE_LEASE").env_remove("SAFECACHE_LOG");
     let out = support::Out::of(&mut cmd);
     out.assert_one_line_error(101, "writable");
     assert!(out.stderr.contains("--cache-dir"), "the error says how to fix it: {out}");
