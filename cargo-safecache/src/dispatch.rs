@@ -77,6 +77,15 @@ fn inherited_lease(dir: &Path) -> Option<LockMode> {
 
 /// Runs the CLI and returns the process's exit code.
 pub(crate) fn main_impl() -> u8 {
+    // An empty variable means "unset", as shells and most tools treat it;
+    // clap would reject it as an empty value.
+    for var in ["SAFECACHE_DIR", "SAFECACHE_LOCK_TIMEOUT", "CARGO_TERM_COLOR"] {
+        if std::env::var_os(var).is_some_and(|v| v.is_empty()) {
+            // SAFETY: no other thread exists yet, so nothing reads the
+            // environment concurrently.
+            unsafe { std::env::remove_var(var) };
+        }
+    }
     let app = match cli::parse(std::env::args_os().collect()) {
         Ok(app) => app,
         Err(e) => return clap_error(&e),

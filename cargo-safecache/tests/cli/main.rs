@@ -441,6 +441,11 @@ fn cargo_form_global_options_and_help() {
     out.assert_code(0);
     assert!(out.stdout.contains("Usage: cargo-safecache"), "{out}");
     sb.run(["run", "--help"]).assert_code(0);
+
+    // Empty variables count as unset.
+    let out =
+        sb.cmd(["path", "k"]).env("SAFECACHE_LOCK_TIMEOUT", "").env("CARGO_TERM_COLOR", "").output().expect("run");
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
 fn json_lines(stdout: &str) -> Vec<Value> {
