@@ -10,8 +10,10 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use safecache::Key;
 
-/// Exit codes and environment, shown at the end of `--help`.
-pub(crate) const AFTER_HELP: &str = "\
+/// Exit codes and environment, shown at the end of every `--help`.
+macro_rules! reference {
+    () => {
+        "\
 Environment:
   SAFECACHE_DIR           cache directory (default: $XDG_CACHE_HOME/safecache)
   SAFECACHE_LOCK_TIMEOUT  seconds to wait for a lock; 0: don't wait
@@ -30,7 +32,12 @@ Exit codes:
   75   a lock timed out, or was busy under --lock-timeout 0
   101  any other failure
 
-Full documentation: docs/CLI.md";
+Full documentation: docs/CLI.md"
+    };
+}
+
+/// The end of the top-level `--help`.
+pub(crate) const AFTER_HELP: &str = reference!();
 
 /// `cargo safecache ...`, as cargo invokes it: `cargo-safecache safecache ...`.
 #[derive(Debug, Parser)]
@@ -115,40 +122,50 @@ pub(crate) enum Command {
     #[command(after_help = RUN_AFTER_HELP)]
     Run(RunArgs),
     /// Print the absolute path of KEY's entry; exit 1 if it is absent.
+    #[command(after_help = AFTER_HELP)]
     Path {
         /// The entry's key, e.g. `git/serde`.
         #[arg(value_parser = parse_key)]
         key: Key,
     },
     /// List entries with size and last use.
+    #[command(after_help = AFTER_HELP)]
     Ls,
     /// Show who holds every lease, pin and fill, plus orphans, trash and sizes.
+    #[command(after_help = AFTER_HELP)]
     Status,
     /// Remove entries; waits for their pins and fills to finish.
+    #[command(after_help = AFTER_HELP)]
     Rm {
         /// Keys of the entries to remove.
         #[arg(required = true, value_parser = parse_key)]
         keys: Vec<Key>,
     },
     /// Remove every entry; waits until nobody uses the cache.
+    #[command(after_help = AFTER_HELP)]
     Clean,
     /// Reclaim what killed processes left behind (orphaned temps and trash).
+    #[command(after_help = AFTER_HELP)]
     Gc,
     /// Adopt an existing non-empty directory as a cache (its files become entries).
+    #[command(after_help = AFTER_HELP)]
     Init {
         /// The directory. [default: the cache dir]
         dir: Option<PathBuf>,
     },
 }
 
-const RUN_AFTER_HELP: &str = "\
+const RUN_AFTER_HELP: &str = concat!(
+    "\
 Without --key, CMD runs while this process holds a shared lease on the cache
 (exclusive with --exclusive), so `clean` waits for it. With --key KEY, CMD
 runs only if KEY is absent, with SAFECACHE_OUT set to an empty private
 directory that is published as KEY if CMD exits 0; concurrent runs of one KEY
 run CMD once and all print the entry's path as the last line on stdout.
 
-SIGINT and SIGTERM are forwarded to CMD; `run` exits with CMD's status.";
+SIGINT and SIGTERM are forwarded to CMD; `run` exits with CMD's status.\n\n",
+    reference!()
+);
 
 /// `run`'s arguments.
 #[derive(Debug, Args)]

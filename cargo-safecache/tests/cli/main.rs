@@ -440,7 +440,11 @@ fn cargo_form_global_options_and_help() {
     let out = sb.run(["--help"]);
     out.assert_code(0);
     assert!(out.stdout.contains("Usage: cargo-safecache"), "{out}");
-    sb.run(["run", "--help"]).assert_code(0);
+    for sub in ["run", "path", "ls", "status", "rm", "clean", "gc", "init"] {
+        let out = sb.run([sub, "--help"]);
+        out.assert_code(0);
+        assert!(out.stdout.contains("Exit codes:") && out.stdout.contains("SAFECACHE_DIR"), "{sub} --help: {out}");
+    }
 
     // Empty variables count as unset.
     let out =
