@@ -20,7 +20,7 @@ use std::io;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::Path;
 use std::process::{Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicI32, Ordering};
+use std::sync::Mutex;
 
 use anyhow::{Context, Result};
 use safecache::{Error, Key, LockMode};
@@ -137,20 +137,24 @@ fn code_of(st: ExitStatus) -> u8 {
     }
 }
 
-/// The pid signals are forwarded to (0: none yet), and a signal that arrived
-/// before CMD started.
-static CHILD: AtomicI32 = AtomicI32::new(0);
-static PENDING: AtomicI32 = AtomicI32::new(0);
+/// Where signals go: CMD's pid once it runs, and a signal that arrived
+/// before that. One lock covers both, so a signal that races with CMD's
+/// start is delivered once, never lost.
+struct Forward {
+    child: Option<i32>,
+    pending: Option<i32>,
+}
 
-fn forward(sig: i32) {
-    let pid = CHILD.load(Ordering::SeqCst);
-    if pid > 0 {
-        // SAFETY: kill(2) has no memory-safety preconditions.
-        unsafe {
-            libc::kill(pid, sig);
-        }
-    } else {
-        PENDING.store(sig, Ordering::SeqCst);
+static FORWARD: Mutex<Forward> = Mutex::new(Forward { child: None, pending: None });
+
+fn forward_state() -> std::sync::MutexGuard<'static, Forward> {
+    FORWARD.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn kill(pid: i32, sig: i32) {
+    // SAFETY: kill(2) has no memory-safety preconditions.
+    unsafe {
+        libc::kill(pid, sig);
     }
 }
 
@@ -171,20 +175,27 @@ fn spawn_and_wait(ctx: &Ctx, cmd: &[OsString], env: &[(&str, OsString)]) -> io::
     let handle = signals.handle();
     let forwarder = std::thread::spawn(move || {
         for sig in signals.forever() {
-            forward(sig);
+            let mut state = forward_state();
+            match state.child {
+                Some(pid) => kill(pid, sig),
+                None => state.pending = Some(sig),
+            }
         }
     });
     let spawned = command
         .spawn()
         .map_err(|e| io::Error::new(e.kind(), format!("cannot start `{}`: {e}", Path::new(program).display())));
     let result = spawned.and_then(|mut child| {
-        CHILD.store(i32::try_from(child.id()).unwrap_or(0), Ordering::SeqCst);
-        let pending = PENDING.swap(0, Ordering::SeqCst);
-        if pending != 0 {
-            forward(pending);
+        let pid = i32::try_from(child.id()).unwrap_or(i32::MAX);
+        {
+            let mut state = forward_state();
+            state.child = Some(pid);
+            if let Some(sig) = state.pending.take() {
+                kill(pid, sig);
+            }
         }
         let status = child.wait();
-        CHILD.store(0, Ordering::SeqCst);
+        forward_state().child = None;
         status
     });
     handle.close();

@@ -211,14 +211,16 @@ fn signals_are_forwarded_and_the_status_passed_through() {
     run.expect_stdout("ready");
     // SAFETY: kill(2) has no memory-safety preconditions.
     unsafe { libc::kill(run.pid() as i32, libc::SIGINT) };
-    let (status, lines) = run.finish();
+    // CMD's stdin stays open: only the forwarded signal can end it.
+    let (status, lines) = run.finish_keeping_stdin();
     assert_eq!(status.code(), Some(128 + libc::SIGINT), "{lines:?}");
 
     let mut run = sb.spawn(["run", "--key", "k", "--", "sh", "-c", "echo ready; exec cat"]);
     run.expect_stdout("ready");
     // SAFETY: as above.
     unsafe { libc::kill(run.pid() as i32, libc::SIGTERM) };
-    let (status, lines) = run.finish();
+    // CMD's stdin stays open: only the forwarded signal can end it.
+    let (status, lines) = run.finish_keeping_stdin();
     assert_eq!(status.code(), Some(128 + libc::SIGTERM), "{lines:?}");
     sb.run(["path", "k"]).assert_code(1);
 }

@@ -228,6 +228,14 @@ impl Bg {
     #[track_caller]
     pub(crate) fn finish(mut self) -> (ExitStatus, Vec<Line>) {
         drop(self.stdin.take());
+        self.finish_keeping_stdin()
+    }
+
+    /// Like [`Bg::finish`], but keeps stdin open until the process has
+    /// exited, so that EOF cannot be what ends it.
+    #[track_caller]
+    pub(crate) fn finish_keeping_stdin(mut self) -> (ExitStatus, Vec<Line>) {
+        let _stdin = self.stdin.take();
         let pid = self.child.id();
         let (tx, rx) = mpsc::channel();
         let mut child = self.child;
