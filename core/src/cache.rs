@@ -306,6 +306,13 @@ fn ensure_marker(root: &Root, path: &Path, mode: &Open) -> Result<(), Error> {
             Err(e) => return Err(Error::io("read", FORMAT_FILE, e)),
         }
         if root.kind(MARKER_DIR).map_err(|e| Error::io("inspect", MARKER_DIR, e))?.is_some() {
+            // A peer may have renamed a complete marker into place since
+            // the read above.
+            match root.read(FORMAT_FILE) {
+                Ok(bytes) => return check_format(&bytes, path),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(Error::io("read", FORMAT_FILE, e)),
+            }
             return Err(Error::UnknownFormat {
                 path: path.to_owned(),
                 found: "a marker without a format file".to_owned(),
@@ -314,7 +321,8 @@ fn ensure_marker(root: &Root, path: &Path, mode: &Open) -> Result<(), Error> {
         }
         if matches!(mode, Open::IfEmpty) {
             let names = root.read_dir("").map_err(|e| Error::io("list", path.display().to_string(), e))?;
-            let foreign = names.iter().any(|e| !e.name.to_str().is_some_and(|n| n.starts_with(MARKER_STAGING_PREFIX)));
+            // The marker itself counts as ours: a peer may have just created it.
+            let foreign = names.iter().any(|e| !e.name.to_str().is_some_and(is_internal));
             if foreign {
                 return Err(Error::NotACache { path: path.to_owned() });
             }
