@@ -129,7 +129,7 @@ impl Outcome {
         for v in &self.violations {
             out.push_str(&format!("  violation: {v}\n"));
         }
-        let kill = self.kill.map(|k| format!(" --kill {k}")).unwrap_or_default();
+        let kill = self.kill.map_or_else(|| " --no-kills".to_owned(), |k| format!(" --kill {k}"));
         out.push_str(&format!(
             "replay: {} cargo test -p wasm-tests --test sim replay -- --nocapture\n   or: cargo xtask sim --scenario {} --variant {} --seeds {}..{}{kill} --trace\n",
             self.replay_env(),

@@ -1,11 +1,119 @@
-//! Smoke.
-use wasm_tests::{Host, Scenario, Variant, run};
+//! The simulation suite: the safecache core, compiled to wasm32-wasip1, run
+//! as several processes under the deterministic wasmtime host.
+//!
+//! The CI-sized sweep runs 2,100 schedules of the real protocol (about a
+//! third of them with a crash injected), a kill at every step of a small
+//! scenario, a determinism check, and proof that each re-created seed bug
+//! is caught. A failure prints the seed, kill plan, scenario, the command
+//! that replays it, and the trace; see docs/SIMULATION.md.
+
+use std::sync::OnceLock;
+
+use wasm_tests::{Host, KillPlan, Outcome, Scenario, Variant, kill_every_step, kill_for_seed, run, sweep};
+
+fn host() -> &'static Host {
+    static HOST: OnceLock<Host> = OnceLock::new();
+    HOST.get_or_init(|| Host::new().expect("loading the guest"))
+}
+
+/// Sweeps the real protocol over `seeds`, with the crashes `kill_for_seed`
+/// derives from each seed; panics with the full report on a failure.
+fn sweep_real(name: &str, seeds: std::ops::Range<u64>) -> u64 {
+    let scenario = Scenario::new(name, Variant::Correct).unwrap();
+    let (runs, failure) = sweep(host(), &scenario, seeds, |seed| kill_for_seed(&scenario, seed)).unwrap();
+    if let Some(outcome) = failure {
+        panic!("{}", outcome.report());
+    }
+    runs
+}
 
 #[test]
-fn smoke() {
-    let host = Host::new().unwrap();
-    let s = Scenario::new("fill3", Variant::Correct).unwrap();
-    let o = run(&host, &s, 1, None).unwrap();
-    println!("{}", o.report());
-    assert!(o.passed());
+fn sweep_three_fillers_and_a_pinned_reader() {
+    assert_eq!(sweep_real("fill3", 0..500), 500);
+}
+
+#[test]
+fn sweep_fill_pin_remove_read_and_gc() {
+    assert_eq!(sweep_real("churn", 0..300), 300);
+}
+
+#[test]
+fn sweep_clean_beside_fills_and_readers() {
+    assert_eq!(sweep_real("clean", 0..200), 200);
+}
+
+#[test]
+fn sweep_the_bug_scenarios_with_the_real_protocol() {
+    let mut runs = 0;
+    for name in ["shared-temp", "inplace-delete", "unlocked-fill", "delete-copy", "dedupe"] {
+        runs += sweep_real(name, 0..220);
+    }
+    assert_eq!(runs, 1100);
+}
+
+#[test]
+fn kill_at_every_step_of_a_small_scenario() {
+    let scenario = Scenario::new("kill-small", Variant::Correct).unwrap();
+    // The filler, killed at each of its steps, then with its role restarted;
+    // and the pinned reader, killed at each of its steps.
+    for (proc, restart) in [(0, false), (0, true), (1, false)] {
+        let (runs, failure) = kill_every_step(host(), &scenario, 7, proc, restart).unwrap();
+        if let Some(outcome) = failure {
+            panic!("{}", outcome.report());
+        }
+        assert!(runs > 50, "process {proc} took only {} steps", runs - 2);
+    }
+}
+
+#[test]
+fn a_seed_replays_exactly() {
+    let mut distinct = std::collections::HashSet::new();
+    for (name, variant) in
+        [("fill3", Variant::Correct), ("churn", Variant::Correct), ("dedupe", Variant::Correct), ("inplace-delete", Variant::InplaceDelete)]
+    {
+        let scenario = Scenario::new(name, variant).unwrap();
+        for seed in 0..8 {
+            let kill = if seed % 2 == 0 { None } else { Some(KillPlan { proc: 0, step: 20 + seed, restart: seed % 4 == 1 }) };
+            let first = run(host(), &scenario, seed, kill).unwrap();
+            let again = run(host(), &scenario, seed, kill).unwrap();
+            assert_eq!(first.fingerprint(), again.fingerprint(), "{name} seed {seed} did not replay:\n{}", first.report());
+            distinct.insert(first.schedule.clone());
+        }
+    }
+    assert_eq!(distinct.len(), 32, "different seeds should give different schedules");
+}
+
+/// How many seeds each buggy variant may take to be caught.
+const CATCH_BOUND: u64 = 20;
+
+#[test]
+fn every_seed_bug_is_caught() {
+    let mut caught = Vec::new();
+    for variant in Variant::BUGGY {
+        let scenario = Scenario::new(variant.home_scenario(), variant).unwrap();
+        let (runs, failure) = sweep(host(), &scenario, 0..CATCH_BOUND, |_| None).unwrap();
+        let outcome: Outcome =
+            failure.unwrap_or_else(|| panic!("variant `{variant}` survived {CATCH_BOUND} seeds of `{}`", scenario.name));
+        let report = outcome.report();
+        assert!(report.contains(&format!("SAFECACHE_SEED={}", outcome.seed)), "{report}");
+        assert!(report.contains("trace:"), "{report}");
+        caught.push(format!("{variant}: seed {} (after {runs} seeds): {}", outcome.seed, outcome.violations[0]));
+    }
+    println!("{}", caught.join("\n"));
+}
+
+/// Replays the run that `SAFECACHE_SEED`, `SAFECACHE_SCENARIO`,
+/// `SAFECACHE_VARIANT` and `SAFECACHE_KILL` describe, printing its trace
+/// (`-- --nocapture`); without them, seed 0 of `fill3`.
+#[test]
+fn replay() {
+    let var = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    let seed = var("SAFECACHE_SEED").map_or(0, |s| s.parse().expect("SAFECACHE_SEED is a number"));
+    let name = var("SAFECACHE_SCENARIO").unwrap_or_else(|| "fill3".to_owned());
+    let variant = var("SAFECACHE_VARIANT").map_or(Variant::Correct, |v| v.parse().unwrap());
+    let kill = var("SAFECACHE_KILL").map(|k| k.parse::<KillPlan>().unwrap());
+    let scenario = Scenario::new(&name, variant).unwrap();
+    let outcome = run(host(), &scenario, seed, kill).unwrap();
+    println!("{}", outcome.report());
+    assert!(outcome.passed(), "the replayed run failed; its report is above");
 }

@@ -1,5 +1,33 @@
-//! This defines `cargo xtask bench` (owned by the simulation work).
+//! This defines `cargo xtask bench`: the core's operation benchmarks
+//! (`cargo bench -p safecache --bench ops`) and the simulation's throughput
+//! (schedules per second of the 3-process scenario `fill3`, release build).
+//!
+//! `cargo xtask bench core` or `cargo xtask bench sim` runs one of them;
+//! `cargo xtask bench sim --seconds 20` measures longer. The figures go in
+//! docs/BENCHMARKS.md.
 
-pub(crate) fn run(_args: &[String]) -> anyhow::Result<()> {
-    anyhow::bail!("`cargo xtask bench` is not built yet")
+use anyhow::Result;
+
+pub(crate) fn run(args: &[String]) -> Result<()> {
+    let ws = crate::workspace()?;
+    let (which, rest) = match args.first().map(String::as_str) {
+        Some(w @ ("core" | "sim")) => (Some(w), &args[1..]),
+        _ => (None, args),
+    };
+    if which != Some("sim") {
+        crate::step(
+            "bench core",
+            crate::cargo().current_dir(&ws.root).args(["bench", "--package", "safecache", "--bench", "ops"]),
+        )?;
+    }
+    if which != Some("core") {
+        crate::step(
+            "bench sim",
+            crate::cargo()
+                .current_dir(&ws.root)
+                .args(["run", "--release", "--quiet", "--package", "wasm-tests", "--bin", "sim", "--", "bench"])
+                .args(rest),
+        )?;
+    }
+    Ok(())
 }

@@ -1,5 +1,26 @@
-//! This defines `cargo xtask sim` (owned by the simulation work).
+//! This defines `cargo xtask sim`: larger deterministic-simulation sweeps
+//! than `cargo test` runs, through the `sim` binary of the `wasm-tests`
+//! crate (built in release mode).
+//!
+//! ```text
+//! cargo xtask sim --seeds 0..100000                      every scenario, real protocol, random crashes
+//! cargo xtask sim --scenario churn --seeds 0..5000
+//! cargo xtask sim --variant all --seeds 0..100           also every buggy variant (expected to fail)
+//! cargo xtask sim --scenario fill3 --seeds 42..43 --kill 0@17+restart --trace   replay one run
+//! cargo xtask sim --scenario kill-small --seeds 0..50 --kill-every-step 0+restart
+//! ```
+//!
+//! docs/SIMULATION.md describes the scenarios, the traces and replay.
 
-pub(crate) fn run(_args: &[String]) -> anyhow::Result<()> {
-    anyhow::bail!("`cargo xtask sim` is not built yet")
+use anyhow::Result;
+
+pub(crate) fn run(args: &[String]) -> Result<()> {
+    let ws = crate::workspace()?;
+    crate::step(
+        "sim",
+        crate::cargo()
+            .current_dir(&ws.root)
+            .args(["run", "--release", "--quiet", "--package", "wasm-tests", "--bin", "sim", "--"])
+            .args(args),
+    )
 }
