@@ -38,8 +38,9 @@ pub(crate) fn run(ctx: &Ctx, args: RunArgs) -> Result<u8> {
     let cache = ctx.open_with(inherited)?;
     let _lease = ctx.blocking(|| cache.lease(wanted, ctx.wait)).context("cannot take the cache lease")?;
     // From here on this process holds the lease (or its parent does): pins
-    // and fills go through a handle that knows it, so they neither lock the
-    // lease again nor, under `--exclusive`, deadlock on our own lease.
+    // and fills go through a handle that knows it. Under `--exclusive` that
+    // is what keeps them from deadlocking on our own lease: a second open of
+    // the lease file is a second, conflicting flock.
     let held = match inherited {
         Some(LockMode::Exclusive) => LockMode::Exclusive,
         _ => wanted,
