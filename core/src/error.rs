@@ -151,12 +151,21 @@ pub(crate) fn holders_phrase(holders: &[Holder]) -> String {
 
 pub(crate) fn fmt_duration(d: Duration) -> String {
     let ms = d.as_millis();
+    let secs = d.as_secs();
     if ms < 1000 {
         format!("{ms}ms")
-    } else if ms.is_multiple_of(1000) {
-        format!("{}s", ms / 1000)
+    } else if secs < 60 {
+        if ms.is_multiple_of(1000) { format!("{secs}s") } else { format!("{:.1}s", d.as_secs_f64()) }
+    } else if secs < 3600 {
+        match secs % 60 {
+            0 => format!("{}m", secs / 60),
+            s => format!("{}m {s}s", secs / 60),
+        }
     } else {
-        format!("{:.1}s", d.as_secs_f64())
+        match (secs % 3600) / 60 {
+            0 => format!("{}h", secs / 3600),
+            m => format!("{}h {m}m", secs / 3600),
+        }
     }
 }
 
@@ -263,7 +272,10 @@ mod tests {
     #[test]
     fn durations_read_naturally() {
         assert_eq!(fmt_duration(Duration::from_millis(250)), "250ms");
-        assert_eq!(fmt_duration(Duration::from_secs(300)), "300s");
+        assert_eq!(fmt_duration(Duration::from_secs(30)), "30s");
+        assert_eq!(fmt_duration(Duration::from_secs(300)), "5m");
+        assert_eq!(fmt_duration(Duration::from_secs(303)), "5m 3s");
+        assert_eq!(fmt_duration(Duration::from_secs(7380)), "2h 3m");
         assert_eq!(fmt_duration(Duration::from_millis(2500)), "2.5s");
     }
 

@@ -55,12 +55,16 @@ impl fmt::Display for Holder {
         }
         write!(
             f,
-            "pid {} (`{}`) on {}, {} for {}",
+            "pid {} (`{}`) on {}, {} {}",
             self.pid,
             command,
             self.host,
             self.mode,
-            fmt_duration(Duration::from_secs(self.age().as_secs()))
+            // Records have one-second resolution.
+            match self.age().as_secs() {
+                0 => "since under a second".to_owned(),
+                secs => format!("for {}", fmt_duration(Duration::from_secs(secs))),
+            }
         )
     }
 }
