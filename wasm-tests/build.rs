@@ -12,7 +12,8 @@ use std::process::Command;
 fn main() {
     let manifest = PathBuf::from(env::var_os("CARGO_MANIFEST_DIR").expect("CARGO_MANIFEST_DIR"));
     let root = manifest.parent().expect("workspace root").to_owned();
-    for watched in ["core/src", "core/Cargo.toml", "wasm-tests/guest/src", "wasm-tests/guest/Cargo.toml", "Cargo.lock"] {
+    for watched in ["core/src", "core/Cargo.toml", "wasm-tests/guest/src", "wasm-tests/guest/Cargo.toml", "Cargo.lock"]
+    {
         println!("cargo:rerun-if-changed={}", root.join(watched).display());
     }
     println!("cargo:rerun-if-env-changed=SAFECACHE_SIM_GUEST");

@@ -4,14 +4,15 @@
 
 use std::future::Future;
 use std::hash::{DefaultHasher, Hash, Hasher};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use wasmtime::Result;
 use rand::{RngCore, SeedableRng};
+use wasmtime::Result;
 use wasmtime::{CallHook, Caller, Config, Engine, InstancePre, Linker, Module, Store, StoreContextMut};
 use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
@@ -31,6 +32,8 @@ pub(crate) const GUEST_ROOT: &str = "/cache";
 pub(crate) struct Proc {
     wasi: WasiP1Ctx,
     pid: u32,
+    /// The shared directory on the host, to find the files locks name.
+    dir: Arc<PathBuf>,
     world: Arc<Mutex<World>>,
 }
 
@@ -69,7 +72,8 @@ impl Host {
         let mut config = Config::new();
         config.consume_fuel(true);
         let engine = Engine::new(&config)?;
-        let bytes = std::fs::read(wasm).map_err(|e| wasmtime::format_err!("reading the guest {}: {e}", wasm.display()))?;
+        let bytes =
+            std::fs::read(wasm).map_err(|e| wasmtime::format_err!("reading the guest {}: {e}", wasm.display()))?;
         let module = load_module(&engine, wasm, &bytes)?;
         let mut linker: Linker<Proc> = Linker::new(&engine);
         wasmtime_wasi::p1::add_to_linker_async(&mut linker, |p: &mut Proc| &mut p.wasi)?;
@@ -119,7 +123,7 @@ impl Host {
             .insecure_random_seed(u128::from(rng.next_u64()))
             .wall_clock(WallClock(clock.clone()))
             .monotonic_clock(MonotonicClock(clock));
-        let proc = Proc { wasi: builder.build_p1(), pid, world: Arc::clone(world) };
+        let proc = Proc { wasi: builder.build_p1(), pid, dir: Arc::new(dir.to_owned()), world: Arc::clone(world) };
         let mut store = Store::new(&self.engine, proc);
         store.set_fuel(u64::MAX)?;
         store.fuel_async_yield_interval(Some(FUEL_SLICE))?;
@@ -170,6 +174,12 @@ fn guest_str(caller: &mut Caller<'_, Proc>, ptr: u32, len: u32) -> Result<String
     Ok(String::from_utf8_lossy(bytes).into_owned())
 }
 
+/// `rel` (relative to the cache root) on the host, if it stays beneath it.
+fn beneath(dir: &Path, rel: &str) -> Option<PathBuf> {
+    let rel = Path::new(rel);
+    rel.components().all(|c| matches!(c, std::path::Component::Normal(_))).then(|| dir.join(rel))
+}
+
 fn define_imports(linker: &mut Linker<Proc>) -> Result<()> {
     linker.func_wrap("sim", "report", |mut caller: Caller<'_, Proc>, ptr: u32, len: u32| -> Result<()> {
         let line = guest_str(&mut caller, ptr, len)?;
@@ -194,15 +204,27 @@ fn define_imports(linker: &mut Linker<Proc>) -> Result<()> {
         |mut caller: Caller<'_, Proc>, (ptr, len, mode, timeout_ms): (u32, u32, u32, i64)| {
             let path = guest_str(&mut caller, ptr, len);
             let pid = caller.data().pid;
+            let dir = Arc::clone(&caller.data().dir);
             let world = Arc::clone(&caller.data().world);
             Box::new(async move {
                 let path = path?;
                 let Some(mode) = Mode::from_wasm(mode) else { return Ok(-2) };
+                let Some(host_path) = beneath(&dir, &path) else { return Ok(-2) };
+                // Like flock, the lock belongs to the file the path names now.
+                let Ok(meta) = std::fs::metadata(&host_path) else {
+                    lock_world(&world).event(pid, format!("lock {path} -> error: no such file"));
+                    return Ok(-2);
+                };
+                let file = (meta.dev(), meta.ino());
                 let deadline = match timeout_ms {
                     t if t < 0 => None,
                     t => Some(lock_world(&world).clock.now().saturating_add(t.unsigned_abs() * 1_000_000)),
                 };
-                Ok(WaitFor(move || lock_world(&world).poll_lock(pid, &path, mode, deadline)).await)
+                Ok(WaitFor(move || {
+                    let open = || std::fs::File::open(&host_path).ok();
+                    lock_world(&world).poll_lock(pid, (file, &path), mode, deadline, open)
+                })
+                .await)
             })
         },
     )?;

@@ -68,7 +68,11 @@ impl FromStr for KillPlan {
             None => (s, false),
         };
         let (proc, step) = plan.split_once('@').context("a kill plan is PROC@STEP or PROC@STEP+restart")?;
-        Ok(KillPlan { proc: proc.parse().context("kill plan process")?, step: step.parse().context("kill plan step")?, restart })
+        Ok(KillPlan {
+            proc: proc.parse().context("kill plan process")?,
+            step: step.parse().context("kill plan step")?,
+            restart,
+        })
     }
 }
 
@@ -202,7 +206,15 @@ impl Run<'_> {
         let pid = u32::try_from(self.slots.len()).unwrap_or(u32::MAX) + 1;
         let (running, stderr) = self.host.spawn(&self.world, self.dir, pid, self.seed, args)?;
         lock_world(&self.world).event(pid, format!("spawn `{}`", args.join(" ")));
-        self.slots.push(Slot { pid, index, args: args.to_vec(), running: Some(running), stderr, steps: 0, end: End::Running });
+        self.slots.push(Slot {
+            pid,
+            index,
+            args: args.to_vec(),
+            running: Some(running),
+            stderr,
+            steps: 0,
+            end: End::Running,
+        });
         Ok(self.slots.len() - 1)
     }
 
@@ -492,7 +504,8 @@ fn check_disk(dir: &Path, v: &mut Vec<String>) -> Result<()> {
             }
             continue;
         };
-        let left: Vec<String> = names.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect();
+        let left: Vec<String> =
+            names.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect();
         if !left.is_empty() {
             v.push(format!("after the final gc, .safecache/{sub} still holds {left:?}"));
         }

@@ -87,10 +87,7 @@ impl FromStr for Variant {
     fn from_str(s: &str) -> Result<Variant> {
         match Variant::ALL.into_iter().find(|v| v.name() == s) {
             Some(v) => Ok(v),
-            None => bail!(
-                "unknown variant `{s}`; one of: {}",
-                Variant::ALL.map(Variant::name).join(", ")
-            ),
+            None => bail!("unknown variant `{s}`; one of: {}", Variant::ALL.map(Variant::name).join(", ")),
         }
     }
 }

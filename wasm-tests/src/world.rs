@@ -2,13 +2,16 @@
 //! directory: virtual time, the host's lock table, who waits for what, and
 //! the trace.
 //!
-//! Locks follow flock(2): each `lock` call is its own open file description,
-//! so two calls conflict even within one process; shared locks coexist,
+//! Locks follow flock(2): a lock belongs to the file (the inode), not to
+//! the path it was named by, so it follows the file through a rename; each
+//! `lock` call is its own open file description, so two calls conflict even
+//! within one process; shared locks coexist,
 //! exclusive ones exclude everyone; a waiter is woken when a release makes
 //! its request grantable; and a process's locks go when it exits or is
 //! killed.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
+use std::fs::File;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -36,18 +39,24 @@ impl Mode {
     }
 }
 
+/// What a lock is keyed by: the file's device and inode numbers.
+pub(crate) type FileId = (u64, u64);
+
 #[derive(Debug)]
 struct Holder {
     handle: i32,
     pid: u32,
     mode: Mode,
+    /// Kept open while the lock is held, as flock's open file description
+    /// is, so the inode cannot be reused meanwhile.
+    _file: File,
 }
 
 /// Why a process cannot run.
 #[derive(Debug)]
 pub(crate) enum Waiting {
     /// A blocked `lock`, until it is grantable or `deadline` (virtual ns).
-    Lock { path: String, mode: Mode, deadline: Option<u64> },
+    Lock { file: FileId, path: String, mode: Mode, deadline: Option<u64> },
     /// A `sleep_ms`, until the virtual time `until`.
     Sleep { until: u64 },
 }
@@ -75,8 +84,8 @@ impl Clock {
 #[derive(Debug, Default)]
 pub(crate) struct World {
     pub(crate) clock: Clock,
-    locks: BTreeMap<String, Vec<Holder>>,
-    handles: HashMap<i32, String>,
+    locks: HashMap<FileId, Vec<Holder>>,
+    handles: HashMap<i32, (FileId, String)>,
     next_handle: i32,
     waiting: HashMap<u32, Waiting>,
     /// Every lock event and report, in order, with time and pid.
@@ -96,8 +105,8 @@ impl World {
         self.reports.push((pid, line));
     }
 
-    fn grantable(&self, path: &str, mode: Mode) -> bool {
-        match self.locks.get(path) {
+    fn grantable(&self, file: FileId, mode: Mode) -> bool {
+        match self.locks.get(&file) {
             None => true,
             Some(holders) => match mode {
                 Mode::Exclusive => holders.is_empty(),
@@ -106,45 +115,64 @@ impl World {
         }
     }
 
-    /// One poll of a `lock` call: `Some(handle)` if granted, `Some(-1)` if
-    /// busy and not allowed to wait (any more), `None` to keep waiting.
-    pub(crate) fn poll_lock(&mut self, pid: u32, path: &str, mode: Mode, deadline: Option<u64>) -> Option<i32> {
+    /// One poll of a `lock` call on `file` (named `path` in the trace):
+    /// `Some(handle)` if granted, `Some(-1)` if busy and not allowed to wait
+    /// (any more), `None` to keep waiting. `open` opens the file again for
+    /// the holder.
+    pub(crate) fn poll_lock(
+        &mut self,
+        pid: u32,
+        (file, path): (FileId, &str),
+        mode: Mode,
+        deadline: Option<u64>,
+        open: impl FnOnce() -> Option<File>,
+    ) -> Option<i32> {
         let waited = self.waiting.remove(&pid).is_some();
-        if self.grantable(path, mode) {
+        if self.grantable(file, mode) {
+            let Some(opened) = open() else {
+                self.event(pid, format!("lock {} {path} -> error: the file vanished", mode.letter()));
+                return Some(-2);
+            };
             let handle = self.next_handle;
             self.next_handle += 1;
-            self.locks.entry(path.to_owned()).or_default().push(Holder { handle, pid, mode });
-            self.handles.insert(handle, path.to_owned());
-            self.event(pid, format!("lock {} {path} -> #{handle}{}", mode.letter(), if waited { " (woken)" } else { "" }));
+            self.locks.entry(file).or_default().push(Holder { handle, pid, mode, _file: opened });
+            self.handles.insert(handle, (file, path.to_owned()));
+            self.event(
+                pid,
+                format!("lock {} {path} -> #{handle}{}", mode.letter(), if waited { " (woken)" } else { "" }),
+            );
             return Some(handle);
         }
         let now = self.clock.now();
         if deadline.is_some_and(|d| now >= d) {
-            self.event(pid, format!("lock {} {path} -> busy{}", mode.letter(), if waited { " (timed out)" } else { "" }));
+            self.event(
+                pid,
+                format!("lock {} {path} -> busy{}", mode.letter(), if waited { " (timed out)" } else { "" }),
+            );
             return Some(-1);
         }
         if !waited {
-            let holders = self.holders_of(path);
+            let holders = self.holders_of(file);
             self.event(pid, format!("lock {} {path} -> blocks on {holders}", mode.letter()));
         }
-        self.waiting.insert(pid, Waiting::Lock { path: path.to_owned(), mode, deadline });
+        self.waiting.insert(pid, Waiting::Lock { file, path: path.to_owned(), mode, deadline });
         None
     }
 
-    fn holders_of(&self, path: &str) -> String {
-        let holders = self.locks.get(path).map(Vec::as_slice).unwrap_or_default();
+    fn holders_of(&self, file: FileId) -> String {
+        let holders = self.locks.get(&file).map(Vec::as_slice).unwrap_or_default();
         holders.iter().map(|h| format!("p{}#{}({})", h.pid, h.handle, h.mode.letter())).collect::<Vec<_>>().join(",")
     }
 
     pub(crate) fn unlock(&mut self, pid: u32, handle: i32) {
-        let Some(path) = self.handles.remove(&handle) else {
+        let Some((file, path)) = self.handles.remove(&handle) else {
             self.event(pid, format!("unlock #{handle}: unknown handle"));
             return;
         };
-        if let Some(holders) = self.locks.get_mut(&path) {
+        if let Some(holders) = self.locks.get_mut(&file) {
             holders.retain(|h| h.handle != handle);
             if holders.is_empty() {
-                self.locks.remove(&path);
+                self.locks.remove(&file);
             }
         }
         self.event(pid, format!("unlock {path} #{handle}"));
@@ -164,19 +192,23 @@ impl World {
     /// are released and it waits for nothing.
     pub(crate) fn release_all(&mut self, pid: u32) {
         self.waiting.remove(&pid);
-        let mut released = Vec::new();
-        self.locks.retain(|path, holders| {
+        let mut released: Vec<i32> = Vec::new();
+        self.locks.retain(|_, holders| {
             holders.retain(|h| {
                 if h.pid == pid {
-                    released.push(format!("{path}#{}", h.handle));
+                    released.push(h.handle);
                 }
                 h.pid != pid
             });
             !holders.is_empty()
         });
-        self.handles.retain(|_, path| self.locks.contains_key(path));
-        if !released.is_empty() {
-            self.event(pid, format!("exit releases {}", released.join(" ")));
+        released.sort_unstable();
+        let names: Vec<String> = released
+            .iter()
+            .filter_map(|handle| self.handles.remove(handle).map(|(_, path)| format!("{path}#{handle}")))
+            .collect();
+        if !names.is_empty() {
+            self.event(pid, format!("exit releases {}", names.join(" ")));
         }
     }
 
@@ -185,8 +217,8 @@ impl World {
         let now = self.clock.now();
         match self.waiting.get(&pid) {
             None => true,
-            Some(Waiting::Lock { path, mode, deadline }) => {
-                self.grantable(path, *mode) || deadline.is_some_and(|d| now >= d)
+            Some(Waiting::Lock { file, mode, deadline, .. }) => {
+                self.grantable(*file, *mode) || deadline.is_some_and(|d| now >= d)
             }
             Some(Waiting::Sleep { until }) => now >= *until,
         }
@@ -206,8 +238,8 @@ impl World {
     pub(crate) fn describe_wait(&self, pid: u32) -> String {
         match self.waiting.get(&pid) {
             None => "runnable".to_owned(),
-            Some(Waiting::Lock { path, mode, .. }) => {
-                format!("waits for {} {path} held by {}", mode.letter(), self.holders_of(path))
+            Some(Waiting::Lock { file, path, mode, .. }) => {
+                format!("waits for {} {path} held by {}", mode.letter(), self.holders_of(*file))
             }
             Some(Waiting::Sleep { until }) => format!("sleeps until {until}ns"),
         }

@@ -68,15 +68,24 @@ fn kill_at_every_step_of_a_small_scenario() {
 #[test]
 fn a_seed_replays_exactly() {
     let mut distinct = std::collections::HashSet::new();
-    for (name, variant) in
-        [("fill3", Variant::Correct), ("churn", Variant::Correct), ("dedupe", Variant::Correct), ("inplace-delete", Variant::InplaceDelete)]
-    {
+    for (name, variant) in [
+        ("fill3", Variant::Correct),
+        ("churn", Variant::Correct),
+        ("dedupe", Variant::Correct),
+        ("inplace-delete", Variant::InplaceDelete),
+    ] {
         let scenario = Scenario::new(name, variant).unwrap();
         for seed in 0..8 {
-            let kill = if seed % 2 == 0 { None } else { Some(KillPlan { proc: 0, step: 20 + seed, restart: seed % 4 == 1 }) };
+            let kill =
+                if seed % 2 == 0 { None } else { Some(KillPlan { proc: 0, step: 20 + seed, restart: seed % 4 == 1 }) };
             let first = run(host(), &scenario, seed, kill).unwrap();
             let again = run(host(), &scenario, seed, kill).unwrap();
-            assert_eq!(first.fingerprint(), again.fingerprint(), "{name} seed {seed} did not replay:\n{}", first.report());
+            assert_eq!(
+                first.fingerprint(),
+                again.fingerprint(),
+                "{name} seed {seed} did not replay:\n{}",
+                first.report()
+            );
             distinct.insert(first.schedule.clone());
         }
     }
@@ -92,8 +101,8 @@ fn every_seed_bug_is_caught() {
     for variant in Variant::BUGGY {
         let scenario = Scenario::new(variant.home_scenario(), variant).unwrap();
         let (runs, failure) = sweep(host(), &scenario, 0..CATCH_BOUND, |_| None).unwrap();
-        let outcome: Outcome =
-            failure.unwrap_or_else(|| panic!("variant `{variant}` survived {CATCH_BOUND} seeds of `{}`", scenario.name));
+        let outcome: Outcome = failure
+            .unwrap_or_else(|| panic!("variant `{variant}` survived {CATCH_BOUND} seeds of `{}`", scenario.name));
         let report = outcome.report();
         assert!(report.contains(&format!("SAFECACHE_SEED={}", outcome.seed)), "{report}");
         assert!(report.contains("trace:"), "{report}");

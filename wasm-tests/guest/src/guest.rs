@@ -431,10 +431,13 @@ async fn unpack_locked(key: &Key, target: &Path) -> Result<bool, Fail> {
     Ok(true)
 }
 
+/// One cooperative task of a process.
+type Task<'a> = Pin<Box<dyn Future<Output = Result<(), Fail>> + 'a>>;
+
 fn dedupe(key: &Key, single_flight: bool) -> Result<(), Fail> {
     let process = Process::default();
-    let mut tasks: Vec<Option<Pin<Box<dyn Future<Output = Result<(), Fail>> + '_>>>> =
-        (0..2).map(|_| Some(Box::pin(unpack(&process, key, single_flight)) as Pin<Box<dyn Future<Output = _>>>)).collect();
+    let mut tasks: Vec<Option<Task<'_>>> =
+        (0..2).map(|_| Some(Box::pin(unpack(&process, key, single_flight)) as Task<'_>)).collect();
     let mut cx = Context::from_waker(Waker::noop());
     let mut first_error = None;
     loop {

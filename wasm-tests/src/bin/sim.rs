@@ -3,8 +3,8 @@
 //!
 //! ```text
 //! sim [--scenario NAME|all] [--variant NAME|all] [--seeds A..B]
-//!     [--kill P@S[+restart] | --no-kills | --kill-every-step P[+restart]] [--trace]
-//! sim bench [--seconds N]
+//!     [--kill P@S[+restart] | --no-kills | --kill-every-step P[+restart]] [--trace] [--keep-going]
+//! sim bench [--seconds N] [--threads N]
 //! ```
 //!
 //! Without a kill option, each seed gets the crash `kill_for_seed` derives
@@ -35,7 +35,9 @@ struct Args {
     random_kills: bool,
     every_step: Option<(usize, bool)>,
     trace: bool,
+    keep_going: bool,
     seconds: u64,
+    threads: u64,
 }
 
 fn parse(args: &[String]) -> Result<Args> {
@@ -47,7 +49,9 @@ fn parse(args: &[String]) -> Result<Args> {
         random_kills: true,
         every_step: None,
         trace: false,
+        keep_going: false,
         seconds: 5,
+        threads: 1,
     };
     let mut it = args.iter();
     while let Some(arg) = it.next() {
@@ -77,7 +81,9 @@ fn parse(args: &[String]) -> Result<Args> {
                 out.every_step = Some((p.parse().context("--kill-every-step process")?, restart));
             }
             "--trace" => out.trace = true,
+            "--keep-going" => out.keep_going = true,
             "--seconds" => out.seconds = value()?.parse()?,
+            "--threads" => out.threads = value()?.parse::<u64>()?.max(1),
             other => bail!("unknown argument `{other}`"),
         }
     }
@@ -91,7 +97,7 @@ fn main_impl() -> Result<bool> {
     let argv: Vec<String> = std::env::args().skip(1).collect();
     if argv.first().map(String::as_str) == Some("bench") {
         let args = parse(&argv[1..])?;
-        bench(args.seconds);
+        bench(args.seconds, args.threads);
         return Ok(true);
     }
     let args = parse(&argv)?;
@@ -113,6 +119,7 @@ fn main_impl() -> Result<bool> {
                     }
                 }
             } else {
+                let mut failed = 0u64;
                 for seed in args.seeds.clone() {
                     let kill = if args.random_kills { kill_for_seed(&scenario, seed) } else { args.kill };
                     let outcome = run(&host, &scenario, seed, kill)?;
@@ -121,9 +128,17 @@ fn main_impl() -> Result<bool> {
                         println!("{}", outcome.report());
                     }
                     if !outcome.passed() {
-                        failure = Some(outcome);
-                        break;
+                        failed += 1;
+                        if failure.is_none() {
+                            failure = Some(outcome);
+                        }
+                        if !args.keep_going {
+                            break;
+                        }
                     }
+                }
+                if args.keep_going && failed > 0 {
+                    println!("{failed} of {runs} runs of {name} ({variant}) failed");
                 }
             }
             let secs = start.elapsed().as_secs_f64();
@@ -149,8 +164,9 @@ fn main_impl() -> Result<bool> {
     Ok(ok)
 }
 
-/// Schedules per second for the 3-process scenario `fill3`, one thread.
-fn bench(seconds: u64) {
+/// Schedules per second for the 3-process scenario `fill3`, on `threads`
+/// threads (each its own seeds, all sharing one engine).
+fn bench(seconds: u64, threads: u64) {
     let start = Instant::now();
     let host = match Host::new() {
         Ok(host) => host,
@@ -163,29 +179,34 @@ fn bench(seconds: u64) {
     let scenario = Scenario::new("fill3", Variant::Correct).expect("fill3 exists");
     let budget = Duration::from_secs(seconds);
     let start = Instant::now();
-    let mut runs = 0u64;
-    let mut steps = 0usize;
-    let mut seed = 0;
-    while start.elapsed() < budget {
-        match run(&host, &scenario, seed, None) {
-            Ok(outcome) => {
-                assert!(outcome.passed(), "{}", outcome.report());
-                steps += outcome.schedule.len();
-            }
-            Err(e) => {
-                eprintln!("sim: {e:#}");
-                return;
-            }
-        }
-        runs += 1;
-        seed += 1;
-    }
+    let totals: Vec<(u64, usize)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                let (host, scenario) = (&host, &scenario);
+                scope.spawn(move || {
+                    let (mut runs, mut steps, mut seed) = (0u64, 0usize, t);
+                    while start.elapsed() < budget {
+                        let outcome = run(host, scenario, seed, None).expect("the harness failed");
+                        assert!(outcome.passed(), "{}", outcome.report());
+                        steps += outcome.schedule.len();
+                        runs += 1;
+                        seed += threads;
+                    }
+                    (runs, steps)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().expect("a bench thread panicked")).collect()
+    });
     let secs = start.elapsed().as_secs_f64();
+    let runs: u64 = totals.iter().map(|t| t.0).sum();
+    let steps: usize = totals.iter().map(|t| t.1).sum();
     println!("guest load (compile or cached): {:.2}s", load.as_secs_f64());
     println!(
-        "fill3 (3 processes + final gc): {runs} schedules in {secs:.2}s = {:.0} schedules/s, {:.0} steps/schedule, {:.2} ms/schedule",
+        "fill3 (3 processes + final gc), {threads} thread(s): {runs} schedules in {secs:.2}s = {:.0} schedules/s, \
+         {:.0} steps/schedule, {:.2} ms/schedule/thread",
         runs as f64 / secs,
-        steps as f64 / runs as f64,
-        secs * 1000.0 / runs as f64
+        steps as f64 / runs.max(1) as f64,
+        secs * 1000.0 * threads as f64 / runs.max(1) as f64
     );
 }
