@@ -245,3 +245,64 @@ impl World {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const A: FileId = (1, 1);
+
+    fn open() -> Option<File> {
+        File::open("/dev/null").ok()
+    }
+
+    fn lock(world: &mut World, pid: u32, mode: Mode, deadline: Option<u64>) -> Option<i32> {
+        world.poll_lock(pid, (A, "a.lock"), mode, deadline, open)
+    }
+
+    #[test]
+    fn shared_holders_coexist_and_exclude_an_exclusive_one() {
+        let mut w = World::default();
+        let h1 = lock(&mut w, 1, Mode::Shared, None).unwrap();
+        let h2 = lock(&mut w, 2, Mode::Shared, None).unwrap();
+        assert!(h1 >= 0 && h2 >= 0 && h1 != h2);
+        assert_eq!(lock(&mut w, 3, Mode::Exclusive, None), None);
+        assert!(!w.runnable(3));
+        w.unlock(1, h1);
+        assert!(!w.runnable(3));
+        w.unlock(2, h2);
+        assert!(w.runnable(3), "a release wakes the waiter");
+        assert!(lock(&mut w, 3, Mode::Exclusive, None).unwrap() >= 0);
+        assert_eq!(lock(&mut w, 1, Mode::Shared, Some(0)), Some(-1), "a try fails at once");
+    }
+
+    #[test]
+    fn two_locks_of_one_process_conflict_like_two_open_file_descriptions() {
+        let mut w = World::default();
+        assert!(lock(&mut w, 1, Mode::Exclusive, None).unwrap() >= 0);
+        assert_eq!(lock(&mut w, 1, Mode::Exclusive, Some(0)), Some(-1));
+    }
+
+    #[test]
+    fn a_timeout_runs_out_in_virtual_time() {
+        let mut w = World::default();
+        lock(&mut w, 1, Mode::Exclusive, None).unwrap();
+        assert_eq!(lock(&mut w, 2, Mode::Shared, Some(5_000_000)), None);
+        assert_eq!(w.next_wakeup(&[1, 2]), Some(5_000_000));
+        assert!(!w.runnable(2));
+        w.clock.advance_to(5_000_000);
+        assert!(w.runnable(2));
+        assert_eq!(lock(&mut w, 2, Mode::Shared, Some(5_000_000)), Some(-1));
+    }
+
+    #[test]
+    fn an_exit_releases_every_lock_of_the_process() {
+        let mut w = World::default();
+        lock(&mut w, 1, Mode::Exclusive, None).unwrap();
+        assert_eq!(lock(&mut w, 2, Mode::Exclusive, None), None);
+        w.release_all(1);
+        assert!(w.runnable(2));
+        assert!(lock(&mut w, 2, Mode::Exclusive, None).unwrap() >= 0);
+        assert!(w.trace.iter().any(|l| l.contains("exit releases a.lock#0")), "{:?}", w.trace);
+    }
+}
