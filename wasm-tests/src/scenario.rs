@@ -133,6 +133,10 @@ impl Scenario {
             "unlocked-fill" => (&[], &["fill a", "fill a", "gc"]),
             "delete-copy" => (&["fill a"], &["install a b", "install a b", "read b"]),
             "dedupe" => (&[], &["dedupe a", "read a"]),
+            // A self-test of the harness, not in `NAMES`: two processes take
+            // two locks in opposite orders, which must be reported as a
+            // deadlock for some seeds.
+            "lock-order" => (&[], &["lock-pair x y", "lock-pair y x"]),
             other => bail!("unknown scenario `{other}`; one of: {}", Scenario::NAMES.join(", ")),
         };
         let split = |role: &&str| role.split(' ').map(str::to_owned).collect::<Vec<_>>();

@@ -111,6 +111,15 @@ fn every_seed_bug_is_caught() {
     println!("{}", caught.join("\n"));
 }
 
+#[test]
+fn a_deadlock_is_reported_with_who_waits_for_whom() {
+    let scenario = Scenario::new("lock-order", Variant::Correct).unwrap();
+    let (_, failure) = sweep(host(), &scenario, 0..CATCH_BOUND, |_| None).unwrap();
+    let outcome = failure.expect("two processes locking in opposite orders never deadlocked");
+    let deadlock = outcome.violations.iter().find(|v| v.starts_with("deadlock")).expect("a deadlock violation");
+    assert!(deadlock.contains("waits for ex .safecache/locks/"), "{deadlock}");
+}
+
 /// Replays the run that `SAFECACHE_SEED`, `SAFECACHE_SCENARIO`,
 /// `SAFECACHE_VARIANT` and `SAFECACHE_KILL` describe, printing its trace
 /// (`-- --nocapture`); without them, seed 0 of `fill3`.

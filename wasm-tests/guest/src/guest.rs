@@ -127,6 +127,7 @@ fn run(args: &[String]) -> Result<(), Fail> {
         "remove-inplace" => remove_inplace(&key(1)?),
         "install-delete-copy" => install(&cache, &key(1)?, &key(2)?, true),
         "dedupe-none" => dedupe(&key(1)?, false),
+        "lock-pair" => lock_pair(arg(1)?, arg(2)?),
         other_role => Err(other(format!("unknown role `{other_role}`"))),
     }
 }
@@ -429,6 +430,22 @@ async fn unpack_locked(key: &Key, target: &Path) -> Result<bool, Fail> {
     fs::rename(&out, target)?;
     fs::remove_dir_all(&temp)?;
     Ok(true)
+}
+
+/// A harness self-test, not a protocol role: takes two entry-style locks in
+/// the given order, so two processes taking them in opposite orders can
+/// deadlock (and the host must say so).
+fn lock_pair(first: &str, second: &str) -> Result<(), Fail> {
+    let process = Process::default();
+    let (first, second) = (format!(".safecache/locks/{first}.lock"), format!(".safecache/locks/{second}.lock"));
+    process.lock(&first)?;
+    // SAFETY: a host import; the host sleeps in virtual time, so the peer
+    // runs meanwhile.
+    unsafe { host::sleep_ms(1) };
+    process.lock(&second)?;
+    process.unlock(&second);
+    process.unlock(&first);
+    Ok(())
 }
 
 /// One cooperative task of a process.
