@@ -155,11 +155,25 @@ fn load_module(engine: &Engine, wasm: &Path, bytes: &[u8]) -> Result<Module> {
     if let Ok(serialized) = module.serialize() {
         // Best effort, and atomic: concurrent test binaries may race here.
         let temp = cached.with_extension(format!("tmp{}", std::process::id()));
-        if std::fs::write(&temp, serialized).is_ok() {
-            let _ = std::fs::rename(&temp, &cached);
+        if std::fs::write(&temp, serialized).is_ok() && std::fs::rename(&temp, &cached).is_ok() {
+            remove_stale_modules(wasm, &cached);
         }
     }
     Ok(module)
+}
+
+/// Deletes compiled copies of earlier guest builds beside `wasm`.
+fn remove_stale_modules(wasm: &Path, keep: &Path) {
+    let (Some(dir), Some(stem)) = (wasm.parent(), wasm.file_stem().and_then(|s| s.to_str())) else { return };
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if path != keep && name.starts_with(&format!("{stem}.")) && name.ends_with(".cwasm") {
+            let _ = std::fs::remove_file(&path);
+        }
+    }
 }
 
 fn guest_str(caller: &mut Caller<'_, Proc>, ptr: u32, len: u32) -> Result<String> {
