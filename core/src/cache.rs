@@ -240,12 +240,16 @@ impl Cache {
         self.lookup(key)
     }
 
+    pub(crate) fn entry_at(&self, key: &Key) -> Entry {
+        Entry { key: key.clone(), path: self.entry_path(key) }
+    }
+
     pub(crate) fn lookup(&self, key: &Key) -> Result<Option<Entry>, Error> {
         let stored = key.stored_name();
         match self.root().kind(&stored) {
             Ok(Some(_)) => {
                 self.note_use(key);
-                Ok(Some(Entry { key: key.clone(), path: self.entry_path(key) }))
+                Ok(Some(self.entry_at(key)))
             }
             Ok(None) => Ok(None),
             Err(e) => Err(Error::io("look up", stored, e)),

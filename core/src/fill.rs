@@ -146,10 +146,8 @@ impl Cache {
         self.publish(key, &out_rel)?;
         drop(temp);
         self.note_use(key);
-        let entry = self
-            .lookup(key)?
-            .ok_or_else(|| Error::io("find published entry", key.stored_name(), std::io::ErrorKind::NotFound.into()))?;
-        Ok(Filled { entry, filled: true })
+        // Still under the entry lock: nothing can have removed it.
+        Ok(Filled { entry: self.entry_at(key), filled: true })
     }
 
     fn join_flight<'a>(&'a self, key: &'a Key) -> Result<Leader<'a>, Arc<Flight>> {

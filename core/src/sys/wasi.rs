@@ -11,7 +11,7 @@
 //!
 //! | import | signature | meaning |
 //! |---|---|---|
-//! | `lock` | `(path_ptr, path_len, mode, timeout_ms: i64) -> i32` | flock-like lock on a path relative to the cache root; mode 0 shared, 1 exclusive; timeout -1 waits forever, 0 only tries; returns a handle >= 0, -1 if busy, -2 on error |
+//! | `lock` | `(path_ptr, path_len, mode, timeout_ms: i64) -> i32` | flock-like lock on the file at a path relative to the cache root (the host keys it by inode); mode 0 shared, 1 exclusive; timeout -1 waits forever, 0 only tries; returns a handle >= 0, -1 if busy, -2 on error |
 //! | `unlock` | `(handle)` | releases a handle |
 //! | `pid` | `() -> u32` | the simulated process id |
 #![allow(clippy::disallowed_methods)]
@@ -174,7 +174,9 @@ impl Root {
     }
 
     /// Opens a lock file: the file exists on disk (so `status` and gc see
-    /// it), but the lock itself lives in the host, keyed by this path.
+    /// it), but the lock itself lives in the host, which keys it by the
+    /// file's identity (its inode), as flock does: a holder record keeps its
+    /// lock across the rename that makes it visible.
     pub(crate) fn open_lock(&self, rel: &str, create: bool) -> io::Result<LockFile> {
         OpenOptions::new().read(true).write(true).create(create).truncate(false).open(self.at(rel))?;
         Ok(LockFile { rel: rel.to_owned(), handle: Cell::new(None) })
