@@ -234,11 +234,16 @@ fn define_imports(linker: &mut Linker<Proc>) -> Result<()> {
                     t if t < 0 => None,
                     t => Some(lock_world(&world).clock.now().saturating_add(t.unsigned_abs() * 1_000_000)),
                 };
-                Ok(WaitFor(move || {
+                let timed = lock_world(&world).begin_lock_call(pid, &path, timeout_ms);
+                let poll_world = Arc::clone(&world);
+                let poll_path = path.clone();
+                let result = WaitFor(move || {
                     let open = || std::fs::File::open(&host_path).ok();
-                    lock_world(&world).poll_lock(pid, (file, &path), mode, deadline, open)
+                    lock_world(&poll_world).poll_lock(pid, (file, &poll_path), mode, deadline, open)
                 })
-                .await)
+                .await;
+                lock_world(&world).end_lock_call(pid, &path, timeout_ms, timed, result);
+                Ok(result)
             })
         },
     )?;

@@ -40,6 +40,9 @@ const FILES: usize = 3;
 const MIXED: &str = "mixed fills";
 /// Virtual time that passes per scheduling step.
 const STEP_NS: u64 = 10_000;
+/// How much of its budget a timed-out operation may lose to the core's
+/// rounding of its remaining timeout down to whole milliseconds.
+const CORE_TIMEOUT_FLOOR_NS: u64 = 1_000_000;
 /// A run that takes more steps than this is reported as a livelock.
 const MAX_STEPS: u64 = 200_000;
 
@@ -234,9 +237,19 @@ impl Run<'_> {
                 self.abandon(&active);
                 return Ok(());
             }
-            let runnable: Vec<usize> = {
+            let (runnable, due): (Vec<usize>, Option<usize>) = {
                 let world = lock_world(&self.world);
-                active.iter().copied().filter(|&i| world.runnable(self.slots[i].pid)).collect()
+                let runnable: Vec<usize> =
+                    active.iter().copied().filter(|&i| world.runnable(self.slots[i].pid)).collect();
+                // A lock wait whose deadline has passed is a timer gone off:
+                // its process runs at once (the earliest deadline first), so
+                // a timed wait ends within one step of its deadline.
+                let due = runnable
+                    .iter()
+                    .filter_map(|&i| world.expired(self.slots[i].pid).map(|d| (d, self.slots[i].pid, i)))
+                    .min()
+                    .map(|(_, _, i)| i);
+                (runnable, due)
             };
             if runnable.is_empty() {
                 let pids: Vec<u32> = active.iter().map(|&i| self.slots[i].pid).collect();
@@ -251,7 +264,10 @@ impl Run<'_> {
                 self.abandon(&active);
                 return Ok(());
             }
-            let i = runnable[self.rng.random_range(0..runnable.len())];
+            let i = match due {
+                Some(i) => i,
+                None => runnable[self.rng.random_range(0..runnable.len())],
+            };
             let pid = self.slots[i].pid;
             self.schedule.push(pid);
             if let Some(plan) = self.kill
@@ -337,6 +353,7 @@ pub fn run(host: &Host, scenario: &Scenario, seed: u64, kill: Option<KillPlan>) 
     let gc = run.spawn(&["gc".to_owned()], None)?;
     run.drive(vec![gc])?;
     check_processes(&mut run);
+    check_waits(&mut run);
     check_disk(tmp.path(), &mut run.violations)?;
     let mut steps = vec![0; scenario.procs.len()];
     for slot in &run.slots {
@@ -376,7 +393,7 @@ fn scratch_dir() -> Result<tempfile::TempDir> {
 fn check_processes(run: &mut Run<'_>) {
     let mut reports: HashMap<u32, Vec<&str>> = HashMap::new();
     let world = lock_world(&run.world);
-    for (pid, line) in &world.reports {
+    for (pid, _, line) in &world.reports {
         reports.entry(*pid).or_default().push(line);
     }
     let mut fills: BTreeMap<String, u32> = BTreeMap::new();
@@ -435,6 +452,131 @@ fn check_processes(run: &mut Run<'_>) {
             let allowed = 1 + removes.get(&key).copied().unwrap_or(0) + cleans;
             if n > allowed {
                 v.push(format!("`{key}` was filled {n} times with nothing killed (at most {allowed} allowed)"));
+            }
+        }
+    }
+}
+
+/// How a role waits for locks, from its arguments (as the guest parses them).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum RoleWait {
+    Forever,
+    NoWait,
+    /// Milliseconds of virtual time.
+    Timeout(u64),
+}
+
+fn role_wait(args: &[String]) -> RoleWait {
+    let mut wait = RoleWait::Forever;
+    for arg in args {
+        if arg == "nowait" {
+            wait = RoleWait::NoWait;
+        } else if arg == "forever" {
+            wait = RoleWait::Forever;
+        } else if let Some(ms) = arg.strip_prefix("timeout=").and_then(|v| v.parse().ok()) {
+            wait = if ms == 0 { RoleWait::NoWait } else { RoleWait::Timeout(ms) };
+        }
+    }
+    wait
+}
+
+/// The invariants of roles that may not wait forever, checked against the
+/// host's lock table and virtual clock:
+///
+/// - a timed `lock` call that timed out waited at least its timeout, and
+///   every timed call returned within one step of its deadline;
+/// - a `nowait` role never blocked, and a `timeout=T` role never asked the
+///   host for more than `T` ms or for forever;
+/// - a `busy` report follows a `lock` call on that lock that returned busy
+///   (a try for `nowait`), a timed-out operation ran for at least its
+///   budget (less the core's rounding, [`CORE_TIMEOUT_FLOOR_NS`]), and every holder the error names held that lock, in that mode,
+///   at some time between that return and the report. The core writes a
+///   holder record after it takes the lock and removes it before release, so
+///   an empty holder list is legal; a named holder that did not hold the lock
+///   then is not.
+fn check_waits(run: &mut Run<'_>) {
+    let world = lock_world(&run.world);
+    let v = &mut run.violations;
+    for w in &world.timed_waits {
+        let Some((end, granted)) = w.end else { continue };
+        let waited = end - w.start;
+        let who = format!("p{} lock {} with timeout {}ms", w.pid, w.path, w.timeout_ns / 1_000_000);
+        if !granted && waited < w.timeout_ns {
+            v.push(format!("{who} timed out after only {waited}ns of virtual time"));
+        }
+        if waited > w.timeout_ns + STEP_NS {
+            v.push(format!("{who} returned after {waited}ns, more than its timeout plus one step ({STEP_NS}ns)"));
+        }
+    }
+    for slot in &run.slots {
+        let name = format!("p{} `{}`", slot.pid, slot.args.join(" "));
+        let wait = role_wait(&slot.args);
+        for &(_, timeout_ms) in world.lock_calls.iter().filter(|(pid, _)| *pid == slot.pid) {
+            match wait {
+                RoleWait::NoWait if timeout_ms != 0 => {
+                    v.push(format!("{name} may not wait, but asked the host to wait {timeout_ms}ms"));
+                }
+                RoleWait::Timeout(t) if timeout_ms < 0 || timeout_ms.unsigned_abs() > t => {
+                    v.push(format!("{name} has a budget of {t}ms, but asked the host to wait {timeout_ms}ms"));
+                }
+                _ => {}
+            }
+        }
+        for (_, at, line) in world.reports.iter().filter(|(pid, _, _)| *pid == slot.pid) {
+            let Some(fields) = line.strip_prefix("busy ") else { continue };
+            let field = |k: &str| {
+                fields.split(' ').find_map(|f| f.strip_prefix(k).and_then(|f| f.strip_prefix('='))).unwrap_or("")
+            };
+            let file = field("file");
+            if wait == RoleWait::Forever {
+                v.push(format!("{name} waits forever, but reported a busy lock: {line}"));
+                continue;
+            }
+            let Some(ret) = world
+                .busy_returns
+                .iter()
+                .rev()
+                .find(|b| b.pid == slot.pid && b.at <= *at && (file == "-" || b.path == file))
+            else {
+                v.push(format!("{name} reported busy lock {file}, but no lock call on it returned busy: {line}"));
+                continue;
+            };
+            if wait == RoleWait::NoWait && ret.timeout_ms != 0 {
+                v.push(format!("{name} may not wait, but its busy lock {file} was a {}ms wait", ret.timeout_ms));
+            }
+            if let RoleWait::Timeout(t) = wait {
+                let elapsed: u64 = field("elapsed_ns").parse().unwrap_or(0);
+                // The core's WASI `lock_within` floors what is left of the
+                // budget to whole milliseconds, so an operation may give up
+                // up to 1 ms early (seed 220 of `timeouts`, kill 3@43+restart:
+                // 2.83 ms of a 3 ms budget). More than that is a violation.
+                if elapsed + CORE_TIMEOUT_FLOOR_NS <= t * 1_000_000 {
+                    v.push(format!(
+                        "{name} gave up on {file} after {elapsed}ns of virtual time, short of its {t}ms budget: {line}"
+                    ));
+                }
+            }
+            let holders = field("holders");
+            if holders == "none" {
+                continue;
+            }
+            for named in holders.split(',') {
+                let (who, hfile) = named.split_once('@').unwrap_or((named, file));
+                let (pid, mode) = who.split_once(':').unwrap_or((who, ""));
+                let held = world.holds.iter().any(|h| {
+                    pid == h.pid.to_string()
+                        && h.path == hfile
+                        && h.mode.letter() == mode
+                        && h.acquired <= *at
+                        && h.released.is_none_or(|r| r >= ret.at)
+                });
+                if !held {
+                    v.push(format!(
+                        "{name} was told p{pid} held {hfile} ({mode}), but the host's lock table has no such hold \
+                         between the busy return at {}ns and the report at {at}ns: {line}",
+                        ret.at
+                    ));
+                }
             }
         }
     }

@@ -107,7 +107,7 @@ pub struct Scenario {
 
 impl Scenario {
     /// Every scenario name.
-    pub const NAMES: [&'static str; 9] = [
+    pub const NAMES: [&'static str; 10] = [
         "fill3",
         "churn",
         "clean",
@@ -117,6 +117,7 @@ impl Scenario {
         "unlocked-fill",
         "delete-copy",
         "dedupe",
+        "timeouts",
     ];
 
     /// The scenario `name`, with its concurrent roles in `variant`.
@@ -133,6 +134,20 @@ impl Scenario {
             "unlocked-fill" => (&[], &["fill a", "fill a", "gc"]),
             "delete-copy" => (&["fill a"], &["install a b", "install a b", "read b"]),
             "dedupe" => (&[], &["dedupe a", "read a"]),
+            // Roles that may not wait forever beside a filler and a pinner
+            // that keep the entry lock a while. At most two roles wait with a
+            // timeout at once, so their deadlines end within one step.
+            "timeouts" => (
+                &[],
+                &[
+                    "fill a hold=4",
+                    "pinread a hold=2",
+                    "remove a timeout=2",
+                    "fill a timeout=3",
+                    "clean nowait",
+                    "pinread a nowait",
+                ],
+            ),
             // A self-test of the harness, not in `NAMES`: two processes take
             // two locks in opposite orders, which must be reported as a
             // deadlock for some seeds.

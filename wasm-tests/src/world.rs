@@ -31,7 +31,7 @@ impl Mode {
         }
     }
 
-    fn letter(self) -> &'static str {
+    pub(crate) fn letter(self) -> &'static str {
         match self {
             Mode::Shared => "sh",
             Mode::Exclusive => "ex",
@@ -80,6 +80,40 @@ impl Clock {
     }
 }
 
+/// One grant in the host's lock table, kept for the checks after the run.
+#[derive(Clone, Debug)]
+pub(crate) struct Hold {
+    pub(crate) pid: u32,
+    /// The path the lock was taken by.
+    pub(crate) path: String,
+    pub(crate) mode: Mode,
+    /// Virtual time of the grant and of the release (`None`: never released).
+    pub(crate) acquired: u64,
+    pub(crate) released: Option<u64>,
+}
+
+/// One `lock` call that returned busy (`-1`).
+#[derive(Clone, Debug)]
+pub(crate) struct BusyReturn {
+    pub(crate) pid: u32,
+    pub(crate) path: String,
+    /// The call's `timeout_ms` (0 for a try).
+    pub(crate) timeout_ms: i64,
+    /// Virtual time of the return.
+    pub(crate) at: u64,
+}
+
+/// One `lock` call with a positive timeout, from its start to its return.
+#[derive(Clone, Debug)]
+pub(crate) struct TimedWait {
+    pub(crate) pid: u32,
+    pub(crate) path: String,
+    pub(crate) timeout_ns: u64,
+    pub(crate) start: u64,
+    /// `(time, granted)` once it returned; `None` if its process died first.
+    pub(crate) end: Option<(u64, bool)>,
+}
+
 /// Everything shared by the simulated processes except the directory.
 #[derive(Debug, Default)]
 pub(crate) struct World {
@@ -90,8 +124,18 @@ pub(crate) struct World {
     waiting: HashMap<u32, Waiting>,
     /// Every lock event and report, in order, with time and pid.
     pub(crate) trace: Vec<String>,
-    /// `(pid, line)` for each line a guest reported.
-    pub(crate) reports: Vec<(u32, String)>,
+    /// `(pid, time, line)` for each line a guest reported.
+    pub(crate) reports: Vec<(u32, u64, String)>,
+    /// Every grant, by handle order.
+    pub(crate) holds: Vec<Hold>,
+    /// Index into `holds` of each live handle.
+    hold_of: HashMap<i32, usize>,
+    /// Every `lock` call that returned busy.
+    pub(crate) busy_returns: Vec<BusyReturn>,
+    /// Every `lock` call with a positive timeout.
+    pub(crate) timed_waits: Vec<TimedWait>,
+    /// `(pid, timeout_ms)` of every `lock` call.
+    pub(crate) lock_calls: Vec<(u32, i64)>,
 }
 
 impl World {
@@ -102,7 +146,8 @@ impl World {
 
     pub(crate) fn report(&mut self, pid: u32, line: String) {
         self.event(pid, format!("says: {line}"));
-        self.reports.push((pid, line));
+        let now = self.clock.now();
+        self.reports.push((pid, now, line));
     }
 
     fn grantable(&self, file: FileId, mode: Mode) -> bool {
@@ -136,6 +181,9 @@ impl World {
             let handle = self.next_handle;
             self.next_handle += 1;
             self.locks.entry(file).or_default().push(Holder { handle, pid, mode, _file: opened });
+            self.hold_of.insert(handle, self.holds.len());
+            let acquired = self.clock.now();
+            self.holds.push(Hold { pid, path: path.to_owned(), mode, acquired, released: None });
             self.handles.insert(handle, (file, path.to_owned()));
             self.event(
                 pid,
@@ -159,6 +207,38 @@ impl World {
         None
     }
 
+    /// Notes a `lock` call's start; returns its index in `timed_waits` if
+    /// it has a positive timeout.
+    pub(crate) fn begin_lock_call(&mut self, pid: u32, path: &str, timeout_ms: i64) -> Option<usize> {
+        self.lock_calls.push((pid, timeout_ms));
+        (timeout_ms > 0).then(|| {
+            let start = self.clock.now();
+            let timeout_ns = timeout_ms.unsigned_abs().saturating_mul(1_000_000);
+            self.timed_waits.push(TimedWait { pid, path: path.to_owned(), timeout_ns, start, end: None });
+            self.timed_waits.len() - 1
+        })
+    }
+
+    /// Notes a `lock` call's return with `result` (a handle, -1 or -2).
+    pub(crate) fn end_lock_call(&mut self, pid: u32, path: &str, timeout_ms: i64, timed: Option<usize>, result: i32) {
+        let now = self.clock.now();
+        if result == -1 {
+            self.busy_returns.push(BusyReturn { pid, path: path.to_owned(), timeout_ms, at: now });
+        }
+        if let Some(wait) = timed.and_then(|i| self.timed_waits.get_mut(i)) {
+            wait.end = Some((now, result >= 0));
+        }
+    }
+
+    /// The deadline of `pid`'s lock wait, if it has passed: a timer that
+    /// has gone off, whose process the scheduler runs next.
+    pub(crate) fn expired(&self, pid: u32) -> Option<u64> {
+        match self.waiting.get(&pid)? {
+            Waiting::Lock { deadline: Some(d), .. } if self.clock.now() >= *d => Some(*d),
+            _ => None,
+        }
+    }
+
     fn holders_of(&self, file: FileId) -> String {
         let holders = self.locks.get(&file).map(Vec::as_slice).unwrap_or_default();
         holders.iter().map(|h| format!("p{}#{}({})", h.pid, h.handle, h.mode.letter())).collect::<Vec<_>>().join(",")
@@ -169,6 +249,7 @@ impl World {
             self.event(pid, format!("unlock #{handle}: unknown handle"));
             return;
         };
+        self.note_release(handle);
         if let Some(holders) = self.locks.get_mut(&file) {
             holders.retain(|h| h.handle != handle);
             if holders.is_empty() {
@@ -176,6 +257,13 @@ impl World {
             }
         }
         self.event(pid, format!("unlock {path} #{handle}"));
+    }
+
+    fn note_release(&mut self, handle: i32) {
+        let now = self.clock.now();
+        if let Some(hold) = self.hold_of.remove(&handle).and_then(|i| self.holds.get_mut(i)) {
+            hold.released = Some(now);
+        }
     }
 
     /// One poll of a `sleep_ms` call: whether it is over.
@@ -203,6 +291,9 @@ impl World {
             !holders.is_empty()
         });
         released.sort_unstable();
+        for &handle in &released {
+            self.note_release(handle);
+        }
         let names: Vec<String> = released
             .iter()
             .filter_map(|handle| self.handles.remove(handle).map(|(_, path)| format!("{path}#{handle}")))

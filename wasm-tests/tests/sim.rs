@@ -1,8 +1,9 @@
 //! The simulation suite: the safecache core, compiled to wasm32-wasip1, run
 //! as several processes under the deterministic wasmtime host.
 //!
-//! The CI-sized sweep runs 2,100 schedules of the real protocol (about a
-//! third of them with a crash injected), a kill at every step of a small
+//! The CI-sized sweep runs 2,400 schedules of the real protocol (about a
+//! third of them with a crash injected; 300 of them with roles that time out
+//! or do not wait), a kill at every step of a small
 //! scenario, a determinism check, and proof that each re-created seed bug
 //! is caught. A failure prints the seed, kill plan, scenario, the command
 //! that replays it, and the trace; see docs/SIMULATION.md.
@@ -49,6 +50,40 @@ fn sweep_the_bug_scenarios_with_the_real_protocol() {
         runs += sweep_real(name, 0..220);
     }
     assert_eq!(runs, 1100);
+}
+
+#[test]
+fn sweep_roles_that_time_out_or_do_not_wait() {
+    let scenario = Scenario::new("timeouts", Variant::Correct).unwrap();
+    let mut seen = std::collections::BTreeMap::<&str, u32>::new();
+    for seed in 0..300 {
+        let outcome = run(host(), &scenario, seed, kill_for_seed(&scenario, seed)).unwrap();
+        if !outcome.passed() {
+            panic!("{}", outcome.report());
+        }
+        for line in &outcome.trace {
+            if line.contains("says: busy ") {
+                for (what, yes) in [
+                    ("nowait busy", line.contains("wait=nowait")),
+                    ("timed-out busy", line.contains("wait=timeout=")),
+                    ("busy naming holders", !line.contains("holders=none")),
+                    ("busy naming no holder", line.contains("holders=none")),
+                ] {
+                    if yes {
+                        *seen.entry(what).or_default() += 1;
+                    }
+                }
+            }
+            if line.contains("-> busy (timed out)") {
+                *seen.entry("host timeouts").or_default() += 1;
+            }
+        }
+    }
+    // Every kind of outcome must actually happen, or the invariants on
+    // them are checked on nothing.
+    for what in ["nowait busy", "timed-out busy", "busy naming holders", "busy naming no holder", "host timeouts"] {
+        assert!(seen.get(what).is_some_and(|&n| n >= 5), "too few `{what}` in 300 seeds: {seen:?}");
+    }
 }
 
 #[test]

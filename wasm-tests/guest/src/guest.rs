@@ -5,7 +5,15 @@
 //! - `fill-done <key> filled=<bool>`;
 //! - `read <key> <pinned|unpinned> <absent|vanished|files f0=..,f1=..>`;
 //! - `removed <key> <bool>`, `gc ..`, `clean entries=<n>`;
+//! - `busy file=<lock file|-> mode=<sh|ex> wait=<nowait|timeout=MS>
+//!   elapsed_ns=<n> holders=<pid:mode,..|none>`: a role that was told not
+//!   to wait forever met a busy lock (an expected outcome, followed by `done`);
 //! - `done` on success, `error <busy|other> <message>` on failure.
+//!
+//! Roles that take a lock accept a wait mode as an extra argument: `nowait`,
+//! `timeout=MS` (virtual milliseconds) or `forever` (the default). `fill` and
+//! `pinread` also accept `hold=MS`: they keep the entry lock that long (a
+//! virtual sleep) while filling or reading.
 //!
 //! The real protocol roles (`fill`, `read`, `pinread`, `remove`, `gc`,
 //! `clean`, `install`, `dedupe`) use the safecache core. The buggy roles
@@ -21,8 +29,9 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
 
-use safecache::{Cache, Key, Options, Wait};
+use safecache::{Cache, Key, LockMode, LockName, Options, Wait};
 
 /// Where the host preopens the shared cache directory.
 const ROOT: &str = "/cache";
@@ -59,6 +68,8 @@ fn pid() -> u32 {
 struct Fail {
     busy: bool,
     msg: String,
+    /// The `busy ...` report line, when this is a [`safecache::Error::Busy`].
+    busy_line: Option<String>,
 }
 
 impl From<safecache::Error> for Fail {
@@ -70,24 +81,119 @@ impl From<safecache::Error> for Fail {
             msg.push_str(&s.to_string());
             source = s.source();
         }
-        Fail { busy: e.is_busy(), msg }
+        let busy_line = busy_line(&e);
+        Fail { busy: e.is_busy(), msg, busy_line }
     }
+}
+
+fn mode_letter(mode: LockMode) -> &'static str {
+    match mode {
+        LockMode::Shared => "sh",
+        LockMode::Exclusive => "ex",
+    }
+}
+
+/// `file=.. mode=.. holders=..` for a busy lock: the lock file is the one the
+/// holders name, or else the one the lock's name implies.
+fn busy_line(e: &safecache::Error) -> Option<String> {
+    let safecache::Error::Busy { lock, mode, holders, .. } = e else { return None };
+    let file = match (holders.first(), lock) {
+        (Some(h), _) => h.lock_file.clone(),
+        (None, LockName::Lease) => ".safecache/lease.lock".to_owned(),
+        (None, LockName::Gc) => ".safecache/gc.lock".to_owned(),
+        (None, LockName::Entry(key)) => match key.parse::<Key>() {
+            Ok(key) => format!(".safecache/locks/{}.lock", digest(&key)),
+            Err(_) => "-".to_owned(),
+        },
+        (None, _) => "-".to_owned(),
+    };
+    let named: Vec<String> = holders
+        .iter()
+        .map(|h| {
+            let file = if h.lock_file == file { String::new() } else { format!("@{}", h.lock_file) };
+            format!("{}:{}{file}", h.pid, mode_letter(h.mode))
+        })
+        .collect();
+    let named = if named.is_empty() { "none".to_owned() } else { named.join(",") };
+    Some(format!("file={file} mode={} holders={named}", mode_letter(*mode)))
 }
 
 impl From<io::Error> for Fail {
     fn from(e: io::Error) -> Fail {
-        Fail { busy: false, msg: format!("io: {e}") }
+        Fail { busy: false, msg: format!("io: {e}"), busy_line: None }
     }
 }
 
 fn other(msg: impl Into<String>) -> Fail {
-    Fail { busy: false, msg: msg.into() }
+    Fail { busy: false, msg: msg.into(), busy_line: None }
+}
+
+/// How a role waits for locks, and how long it keeps its entry lock.
+#[derive(Clone, Copy)]
+struct Opts {
+    wait: Wait,
+    /// Virtual milliseconds to sleep while holding the entry lock.
+    hold_ms: i64,
+}
+
+impl Opts {
+    fn wait_name(&self) -> String {
+        match self.wait {
+            Wait::NoWait => "nowait".to_owned(),
+            Wait::Timeout(d) => format!("timeout={}", d.as_millis()),
+            Wait::Forever => "forever".to_owned(),
+        }
+    }
+
+    /// Sleeps `hold_ms` of virtual time, if any.
+    fn hold(&self) {
+        if self.hold_ms > 0 {
+            // SAFETY: a host import; the host sleeps in virtual time.
+            unsafe { host::sleep_ms(self.hold_ms) };
+        }
+    }
+}
+
+/// Splits the options (`nowait`, `timeout=MS`, `forever`, `hold=MS`) from
+/// the role's positional arguments.
+fn parse_opts(args: &[String]) -> Result<(Vec<String>, Opts), Fail> {
+    let mut opts = Opts { wait: Wait::Forever, hold_ms: 0 };
+    let mut positional = Vec::new();
+    for arg in args {
+        let ms = |v: &str| v.parse::<u64>().map_err(|e| other(format!("bad number in `{arg}`: {e}")));
+        if arg == "nowait" {
+            opts.wait = Wait::NoWait;
+        } else if arg == "forever" {
+            opts.wait = Wait::Forever;
+        } else if let Some(v) = arg.strip_prefix("timeout=") {
+            opts.wait = Wait::from_timeout(Some(Duration::from_millis(ms(v)?)));
+        } else if let Some(v) = arg.strip_prefix("hold=") {
+            opts.hold_ms = i64::try_from(ms(v)?).unwrap_or(i64::MAX);
+        } else {
+            positional.push(arg.clone());
+        }
+    }
+    Ok((positional, opts))
 }
 
 pub(crate) fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    match run(&args) {
+    let (args, opts) = match parse_opts(&args) {
+        Ok(parsed) => parsed,
+        Err(e) => {
+            report(&format!("error other {}", e.msg));
+            std::process::exit(1);
+        }
+    };
+    match run(&args, opts) {
         Ok(()) => report("done"),
+        Err(Fail { busy_line: Some(line), .. }) if opts.wait != Wait::Forever => {
+            // Expected when the role may not wait forever: say what was busy
+            // and who held it, for the host to check against its lock table.
+            let elapsed = START.get().map_or(0, |start| start.elapsed().as_nanos());
+            report(&format!("busy {line} wait={} elapsed_ns={elapsed}", opts.wait_name()));
+            report("done");
+        }
         Err(e) => {
             report(&format!("error {} {}", if e.busy { "busy" } else { "other" }, e.msg));
             std::process::exit(1);
@@ -95,37 +201,48 @@ pub(crate) fn main() {
     }
 }
 
-fn run(args: &[String]) -> Result<(), Fail> {
+thread_local! {
+    /// When the role's operation began (virtual time), for roles that may
+    /// not wait forever.
+    static START: Cell<Option<Instant>> = const { Cell::new(None) };
+}
+
+fn run(args: &[String], opts: Opts) -> Result<(), Fail> {
     let arg = |i: usize| args.get(i).map(String::as_str).ok_or_else(|| other(format!("missing argument {i}")));
     let key = |i: usize| -> Result<Key, Fail> { Ok(arg(i)?.parse::<Key>()?) };
     let role = arg(0)?;
     let cache = Cache::open_ambient(ROOT, Options::default())?;
+    // Only a role told not to wait forever reads the clock: the others'
+    // schedules stay exactly as they were.
+    if opts.wait != Wait::Forever {
+        START.set(Some(Instant::now()));
+    }
     match role {
-        "fill" => fill(&cache, &key(1)?),
-        "read" => read(&cache, &key(1)?, false),
-        "pinread" => read(&cache, &key(1)?, true),
+        "fill" => fill(&cache, &key(1)?, opts),
+        "read" => read(&cache, &key(1)?, false, opts),
+        "pinread" => read(&cache, &key(1)?, true, opts),
         "remove" => {
             let key = key(1)?;
-            let removed = cache.remove(&key, Wait::Forever)?;
+            let removed = cache.remove(&key, opts.wait)?;
             report(&format!("removed {key} {removed}"));
             Ok(())
         }
         "gc" => {
-            let r = cache.gc(Wait::Forever)?;
+            let r = cache.gc(opts.wait)?;
             report(&format!("gc temps={} trash={} busy={} records={}", r.temps, r.trash, r.busy, r.records));
             Ok(())
         }
         "clean" => {
-            let r = cache.clean(Wait::Forever)?;
+            let r = cache.clean(opts.wait)?;
             report(&format!("clean entries={}", r.entries));
             Ok(())
         }
-        "install" => install(&cache, &key(1)?, &key(2)?, false),
+        "install" => install(&cache, &key(1)?, &key(2)?, false, opts),
         "dedupe" => dedupe(&key(1)?, true),
         "fill-shared-temp" => fill_shared_temp(&key(1)?),
         "fill-unlocked" => fill_unlocked(&key(1)?),
         "remove-inplace" => remove_inplace(&key(1)?),
-        "install-delete-copy" => install(&cache, &key(1)?, &key(2)?, true),
+        "install-delete-copy" => install(&cache, &key(1)?, &key(2)?, true, opts),
         "dedupe-none" => dedupe(&key(1)?, false),
         "lock-pair" => lock_pair(arg(1)?, arg(2)?),
         other_role => Err(other(format!("unknown role `{other_role}`"))),
@@ -208,21 +325,27 @@ fn observe(path: &Path) -> io::Result<String> {
     Ok(format!("files {}", parts.join(",")))
 }
 
-fn fill(cache: &Cache, key: &Key) -> Result<(), Fail> {
+fn fill(cache: &Cache, key: &Key, opts: Opts) -> Result<(), Fail> {
     let token = token();
-    let filled = cache.get_or_fill(key, Wait::Forever, |dir| {
+    let filled = cache.get_or_fill(key, opts.wait, |dir| {
         report(&format!("fill-start {key} {token}"));
-        write_entry(dir.path(), key.as_str(), &token)
+        write_entry(dir.path(), key.as_str(), &token)?;
+        opts.hold();
+        Ok::<(), io::Error>(())
     })?;
     report(&format!("fill-done {key} filled={}", filled.filled));
     Ok(())
 }
 
-fn read(cache: &Cache, key: &Key, pinned: bool) -> Result<(), Fail> {
+fn read(cache: &Cache, key: &Key, pinned: bool, opts: Opts) -> Result<(), Fail> {
     let how = if pinned { "pinned" } else { "unpinned" };
     let seen = if pinned {
-        match cache.pin(key, Wait::Forever)? {
-            Some(pin) => observe(pin.entry().path())?,
+        match cache.pin(key, opts.wait)? {
+            Some(pin) => {
+                let seen = observe(pin.entry().path())?;
+                opts.hold();
+                seen
+            }
             None => "absent".to_owned(),
         }
     } else {
@@ -240,9 +363,9 @@ fn read(cache: &Cache, key: &Key, pinned: bool) -> Result<(), Fail> {
 ///
 /// The real protocol makes the target an entry of its own, filled by the
 /// core. The buggy one deletes whatever is at the target and copies in place.
-fn install(cache: &Cache, src: &Key, dst: &Key, delete_then_copy: bool) -> Result<(), Fail> {
-    fill(cache, src)?;
-    let pin = cache.pin(src, Wait::Forever)?.ok_or_else(|| other(format!("source `{src}` vanished")))?;
+fn install(cache: &Cache, src: &Key, dst: &Key, delete_then_copy: bool, opts: Opts) -> Result<(), Fail> {
+    fill(cache, src, opts)?;
+    let pin = cache.pin(src, opts.wait)?.ok_or_else(|| other(format!("source `{src}` vanished")))?;
     let from = pin.entry().path().to_owned();
     if delete_then_copy {
         let target = entry_path(dst);
@@ -254,7 +377,7 @@ fn install(cache: &Cache, src: &Key, dst: &Key, delete_then_copy: bool) -> Resul
         copy_entry(&from, &target)?;
     } else {
         let token = token();
-        let filled = cache.get_or_fill(dst, Wait::Forever, |dir| {
+        let filled = cache.get_or_fill(dst, opts.wait, |dir| {
             report(&format!("fill-start {dst} {token}"));
             copy_entry(&from, dir.path())
         })?;
