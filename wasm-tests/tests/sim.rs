@@ -108,6 +108,7 @@ fn a_seed_replays_exactly() {
         ("churn", Variant::Correct),
         ("dedupe", Variant::Correct),
         ("inplace-delete", Variant::InplaceDelete),
+        ("timeouts", Variant::Correct),
     ] {
         let scenario = Scenario::new(name, variant).unwrap();
         for seed in 0..8 {
@@ -124,7 +125,7 @@ fn a_seed_replays_exactly() {
             distinct.insert(first.schedule.clone());
         }
     }
-    assert_eq!(distinct.len(), 32, "different seeds should give different schedules");
+    assert_eq!(distinct.len(), 40, "different seeds should give different schedules");
 }
 
 /// How many seeds each buggy variant may take to be caught.
