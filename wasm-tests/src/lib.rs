@@ -40,9 +40,6 @@ const FILES: usize = 3;
 const MIXED: &str = "mixed fills";
 /// Virtual time that passes per scheduling step.
 const STEP_NS: u64 = 10_000;
-/// How much of its budget a timed-out operation may lose to the core's
-/// rounding of its remaining timeout down to whole milliseconds.
-const CORE_TIMEOUT_FLOOR_NS: u64 = 1_000_000;
 /// A run that takes more steps than this is reported as a livelock.
 const MAX_STEPS: u64 = 200_000;
 
@@ -489,7 +486,7 @@ fn role_wait(args: &[String]) -> RoleWait {
 ///   host for more than `T` ms or for forever;
 /// - a `busy` report follows a `lock` call on that lock that returned busy
 ///   (a try for `nowait`), a timed-out operation ran for at least its
-///   budget (less the core's rounding, [`CORE_TIMEOUT_FLOOR_NS`]), and every holder the error names held that lock, in that mode,
+///   budget, and every holder the error names held that lock, in that mode,
 ///   at some time between that return and the report. The core writes a
 ///   holder record after it takes the lock and removes it before release, so
 ///   an empty holder list is legal; a named holder that did not hold the lock
@@ -546,11 +543,10 @@ fn check_waits(run: &mut Run<'_>) {
             }
             if let RoleWait::Timeout(t) = wait {
                 let elapsed: u64 = field("elapsed_ns").parse().unwrap_or(0);
-                // The core's WASI `lock_within` floors what is left of the
-                // budget to whole milliseconds, so an operation may give up
-                // up to 1 ms early (seed 220 of `timeouts`, kill 3@43+restart:
-                // 2.83 ms of a 3 ms budget). More than that is a violation.
-                if elapsed + CORE_TIMEOUT_FLOOR_NS <= t * 1_000_000 {
+                // The core once floored what was left of the budget to whole
+                // milliseconds and gave up early (seed 220 of `timeouts`,
+                // kill 3@43+restart: 2.83 ms of a 3 ms budget).
+                if elapsed < t * 1_000_000 {
                     v.push(format!(
                         "{name} gave up on {file} after {elapsed}ns of virtual time, short of its {t}ms budget: {line}"
                     ));

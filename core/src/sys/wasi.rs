@@ -242,8 +242,10 @@ impl LockFile {
     pub(crate) fn lock_within(&self, mode: LockMode, timeout: Option<Duration>) -> io::Result<bool> {
         let ms = match timeout {
             None => -1,
-            // A zero timeout after a failed try is still one more try.
-            Some(t) => i64::try_from(t.as_millis()).unwrap_or(i64::MAX).max(1),
+            // Rounded up, so a wait never gives up before its budget is
+            // spent (the simulator checks this); a zero timeout after a
+            // failed try is still one more millisecond.
+            Some(t) => i64::try_from(t.as_nanos().div_ceil(1_000_000)).unwrap_or(i64::MAX).max(1),
         };
         self.acquire(mode, ms)
     }
