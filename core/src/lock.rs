@@ -131,8 +131,6 @@ pub enum LockName {
     Entry(String),
     /// The lock that lets one gc run at a time.
     Gc,
-    /// The owner lock of one fill's private temp directory.
-    Owner(String),
 }
 
 impl fmt::Display for LockName {
@@ -141,7 +139,6 @@ impl fmt::Display for LockName {
             LockName::Lease => f.write_str("the cache lease"),
             LockName::Entry(key) => write!(f, "entry `{key}`"),
             LockName::Gc => f.write_str("the cache's gc"),
-            LockName::Owner(key) => write!(f, "the fill of `{key}`"),
         }
     }
 }
@@ -250,6 +247,6 @@ mod tests {
         let json = serde_json::to_string(&LockName::Entry("a/b".into())).unwrap();
         assert_eq!(json, r#"{"kind":"entry","key":"a/b"}"#);
         assert_eq!(serde_json::to_string(&LockName::Lease).unwrap(), r#"{"kind":"lease"}"#);
-        assert_eq!(LockName::Owner("k".into()).to_string(), "the fill of `k`");
+        assert_eq!(LockName::Gc.to_string(), "the cache's gc");
     }
 }

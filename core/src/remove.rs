@@ -145,15 +145,14 @@ impl Cache {
         Ok(report)
     }
 
-    /// Deletes everything inside `dir`; returns the bytes removed.
-    pub(crate) fn empty_dir(&self, dir: &str) -> Result<u64, Error> {
+    /// Deletes everything inside `dir` (holding only stamps and lock files,
+    /// so there is nothing worth counting).
+    fn empty_dir(&self, dir: &str) -> Result<(), Error> {
         let root = self.root();
-        let mut bytes = 0;
         for entry in root.read_dir(dir).map_err(|e| Error::io("list", dir, e))? {
-            let rel = std::path::Path::new(dir).join(&entry.name);
-            bytes += root.usage(&rel).map(|u| u.bytes).unwrap_or(0);
+            let rel = Path::new(dir).join(&entry.name);
             root.remove_tree(&rel).map_err(|e| Error::io("delete", rel.display().to_string(), e))?;
         }
-        Ok(bytes)
+        Ok(())
     }
 }
