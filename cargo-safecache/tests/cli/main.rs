@@ -2,7 +2,9 @@
 //! real git. Each test reads like the scenario it covers; the seeds are the
 //! user stories in the project brief.
 
+mod queue;
 mod support;
+mod trust;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
