@@ -53,6 +53,8 @@ const FILL_FAILS: i32 = 7;
 const FILL_OVERLAP: i32 = 4;
 /// The fill script's exit code when a write into `SAFECACHE_OUT` fails.
 const FILL_WRITE_FAILED: i32 = 5;
+/// No `clean` starts this close to the deadline (milliseconds).
+const CLEAN_QUIET_MS: u64 = 6000;
 /// How long descendants may outlive the workers before they count as strays:
 /// a `sleep` orphaned by a kill ends within this.
 const STRAY_GRACE: Duration = Duration::from_secs(3);
@@ -635,7 +637,22 @@ fn killer(bin: &str, marker: &str, deadline: Instant, seed: u64) -> KillStats {
         if targets.is_empty() {
             continue;
         }
-        let (target, label) = targets[rng.below(targets.len() as u64) as usize];
+        // Pick the kind first, by weight among the kinds running now: a
+        // `clean` waiting for the exclusive lease lives longest and would
+        // otherwise draw most kills, while fills are what kills must hit.
+        let present: Vec<(&str, u64)> =
+            KILL_WEIGHTS.iter().copied().filter(|(kind, _)| targets.iter().any(|(_, l)| l == kind)).collect();
+        let mut roll = rng.below(present.iter().map(|(_, w)| w).sum());
+        let mut kind = "";
+        for (k, w) in &present {
+            if roll < *w {
+                kind = k;
+                break;
+            }
+            roll -= w;
+        }
+        let of_kind: Vec<_> = targets.iter().filter(|(_, l)| *l == kind).collect();
+        let Some(&&(target, label)) = of_kind.get(rng.below(of_kind.len() as u64) as usize) else { continue };
         let with_tree = rng.below(2) == 0;
         let tree = descendants(&procs, target.pid);
         if !sigkill(target.pid) {
@@ -651,6 +668,9 @@ fn killer(bin: &str, marker: &str, deadline: Instant, seed: u64) -> KillStats {
     }
     stats
 }
+
+/// How often the killer aims at each kind of process, when it runs.
+const KILL_WEIGHTS: [(&str, u64); 5] = [("run --key", 60), ("run --pin", 15), ("rm", 10), ("clean", 10), ("gc", 5)];
 
 /// What a CLI process of a worker does, from its command line
 /// `[bin, --cache-dir, C, --lock-timeout, T, sub, ...]`; `None` for the
@@ -882,7 +902,7 @@ pub(crate) fn worker(args: &[String]) -> Result<()> {
         failures: Vec::new(),
     };
     while unix_ms() < deadline_ms {
-        w.step()?;
+        w.step(deadline_ms)?;
     }
     let report = json!({ "ops": w.ops, "counters": w.counters, "failures": w.failures });
     let file = w.results.join(format!("worker-{}.json", w.index));
@@ -891,11 +911,17 @@ pub(crate) fn worker(args: &[String]) -> Result<()> {
 }
 
 impl Worker {
-    fn step(&mut self) -> Result<()> {
+    fn step(&mut self, deadline_ms: u64) -> Result<()> {
         self.seq += 1;
         let key = KEYS[self.rng.below(KEYS.len() as u64) as usize];
         let timeout = TIMEOUTS[self.rng.below(TIMEOUTS.len() as u64) as usize];
-        let roll = self.rng.below(100);
+        let mut roll = self.rng.below(100);
+        // A `clean` waiting when the others stop would get the cache to
+        // itself and empty it, leaving the final checks nothing to verify:
+        // none starts in the last seconds (more than the longest timeout).
+        if roll >= 96 && unix_ms() + CLEAN_QUIET_MS > deadline_ms {
+            roll = 0;
+        }
         let (kind, outcome) = match roll {
             0..30 => ("fill", self.fill(key, timeout, false)?),
             30..35 => ("fill-fail", self.fill(key, timeout, true)?),
