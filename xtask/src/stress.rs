@@ -74,7 +74,8 @@ const WORKER_GRACE: Duration = Duration::from_secs(120);
 /// if the other let go within 200 ms. Its `sleep`s and the
 /// grandchild close that descriptor, so only the shell itself holds it.
 /// With `grandchild=1` it leaves a background writer whose working
-/// directory is the fill's output, which keeps writing after the shell exits.
+/// directory is the fill's output, which keeps writing for 5 s after the shell
+/// exits: longer than [`STRAY_GRACE`], so one left at the end is a stray.
 const FILL_SCRIPT: &str = r#"key=$1 nonce=$2 n=$3 failat=$4 grandchild=$5 lock=$6
 if [ -n "$lock" ]; then
   exec 9>>"$lock"
@@ -91,7 +92,7 @@ fi
 if [ "$grandchild" = 1 ]; then
   ( cd "$SAFECACHE_OUT" || exit 0
     i=0
-    while [ "$i" -lt 40 ]; do echo late > "late$i"; sleep 0.05; i=$((i+1)); done
+    while [ "$i" -lt 50 ]; do echo late > "late$i"; sleep 0.1; i=$((i+1)); done
   ) 9>&- </dev/null >/dev/null 2>&1 &
 fi
 i=0
@@ -414,7 +415,7 @@ fn reap_strays(cache: &Path, marker: &str, failures: &mut Failures) -> usize {
                 failures.add(format!(
                     "stray process pid {} (`{}`, parent {}) still runs {STRAY_GRACE:?} after every worker exited",
                     p.pid,
-                    p.cmdline.join(" "),
+                    shown(&p.cmdline),
                     p.ppid
                 ));
                 sigkill(p.pid);
@@ -431,6 +432,19 @@ fn reap_strays(cache: &Path, marker: &str, failures: &mut Failures) -> usize {
         // Polling: nothing notifies us when an unrelated process exits.
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// A command line on one short line: the fill's script is long and spans
+/// many lines, so each argument shows only its first line.
+fn shown(cmdline: &[String]) -> String {
+    let short: Vec<String> = cmdline
+        .iter()
+        .map(|a| match a.split_once('\n') {
+            Some((first, _)) => format!("{first}..."),
+            None => a.clone(),
+        })
+        .collect();
+    short.join(" ")
 }
 
 fn reap_zombies() {
