@@ -52,8 +52,9 @@ const FILL_FAILS: i32 = 7;
 /// The fill script's exit code when another fill of the same key runs.
 const FILL_OVERLAP: i32 = 4;
 /// The fill script's exit code when another fill of the same key held the
-/// lock but let go within 200 ms: the CMD of a killed `run`, still dying
-/// after its `run` released the entry lock (docs/STRESS.md, "kill window").
+/// lock but was already dying (gone, a zombie, or SIGKILL pending): the CMD
+/// of a killed `run`, still dying after its `run` released the entry lock
+/// (docs/STRESS.md, "kill window").
 const FILL_OVERLAP_DYING: i32 = 6;
 /// The fill script's exit code when a write into `SAFECACHE_OUT` fails.
 const FILL_WRITE_FAILED: i32 = 5;
@@ -71,7 +72,7 @@ const WORKER_GRACE: Duration = Duration::from_secs(120);
 /// a lock file it first takes it with `flock -n`: if another fill of the
 /// key runs at the same time (single flight broken, or a killed fill's CMD
 /// still alive), it fails with [`FILL_OVERLAP`], or [`FILL_OVERLAP_DYING`]
-/// if the other let go within 200 ms. Its `sleep`s and the
+/// if every other holder is already dying. Its `sleep`s and the
 /// grandchild close that descriptor, so only the shell itself holds it.
 /// With `grandchild=1` it leaves a background writer whose working
 /// directory is the fill's output, which keeps writing for 5 s after the shell
@@ -80,14 +81,27 @@ const FILL_SCRIPT: &str = r#"key=$1 nonce=$2 n=$3 failat=$4 grandchild=$5 lock=$
 if [ -n "$lock" ]; then
   exec 9>>"$lock"
   if ! flock -n 9; then
-    holder=$(cat "$lock.holder" 2>/dev/null); pid=${holder%% *}
-    hstat=$(cut -d' ' -f3,4 "/proc/$pid/stat" 2>/dev/null)
-    t0=$(date +%s%N); flock -w 5 9; got=$?; t1=$(date +%s%N); waited=$(( (t1 - t0) / 1000000 ))
-    echo "stress-fill: another fill of $key is running: flock on $lock held by [$holder] (state, ppid: [$hstat]); waited $waited ms for it, flock status $got" >&2
-    if [ "$got" = 0 ] && [ "$waited" -lt 200 ]; then exit 6; fi
+    # Every other process with the lock file open is a fill's CMD:
+    # each must be gone, a zombie, or have SIGKILL pending (bit 0x100 of
+    # SigPnd or ShdPnd) for this to be the kill window (exit 6).
+    # One `ls` for the whole scan: a fork per process would take so long
+    # that the holder is gone before it is looked at. Every descriptor is
+    # looked at, since dash moves fd 9 aside while it runs `sleep 9>&-`;
+    # the scanners themselves run without it.
+    { ls -l /proc/[0-9]*/fd | awk -v lock="$lock" '/^\/proc\/[0-9]+\/fd:$/ { split($0, a, "/"); pid = a[3]; next }
+        $NF == lock { print pid }'; } 9>&- >"$lock.scan.$$" 2>/dev/null
+    others=$(sort -u "$lock.scan.$$" | grep -vx "$$"); rm -f "$lock.scan.$$"
+    live=""
+    for p in $others; do
+      dying=$(awk '/^State:/ { if ($2 == "Z" || $2 == "X") d = 1 }
+        /^(SigPnd|ShdPnd):/ { if (index("13579bdf", substr($2, length($2) - 2, 1))) d = 1 }
+        END { print d + 0 }' "/proc/$p/status" 2>/dev/null)
+      [ "$dying" = 0 ] && live="$live $p"
+    done
+    echo "stress-fill: another fill of $key holds $lock: processes [$(echo $others)], of which alive and not being killed [$live]" >&2
+    if [ -z "$live" ]; then exit 6; fi
     exit 4
   fi
-  echo "$$ $nonce" > "$lock.holder"
 fi
 if [ "$grandchild" = 1 ]; then
   ( cd "$SAFECACHE_OUT" || exit 0
