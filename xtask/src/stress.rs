@@ -1234,3 +1234,109 @@ impl Rng {
         self.next() % n.max(1)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::io::{BufRead, BufReader};
+
+    use super::*;
+
+    /// Runs the fill script as `run` would, writing 3 files into `out`.
+    fn fill(out: &Path, key: &str, failat: i64, lock: &Path) -> Output {
+        Command::new("sh")
+            .args(["-c", FILL_SCRIPT, "stress-fill", key, "n1", "3", &failat.to_string(), "0"])
+            .arg(lock)
+            .env("SAFECACHE_OUT", out)
+            .output()
+            .unwrap()
+    }
+
+    #[test]
+    fn a_complete_fill_verifies_and_any_damage_is_seen() {
+        let dir = tempfile::tempdir().unwrap();
+        let (entry, lock) = (dir.path().join("entry"), dir.path().join("lock"));
+        fs::create_dir(&entry).unwrap();
+        assert!(fill(&entry, "a/b", -1, &lock).status.success());
+        assert_eq!(verify_entry(&entry, "a/b"), Ok(3));
+        assert!(verify_entry(&entry, "a/c").unwrap_err().contains("does not describe"));
+
+        fs::write(entry.join("late0"), "late\n").unwrap();
+        assert!(verify_entry(&entry, "a/b").unwrap_err().contains("late0"));
+        fs::remove_file(entry.join("late0")).unwrap();
+
+        let whole = fs::read_to_string(entry.join("f1")).unwrap();
+        fs::write(entry.join("f1"), "a/b n1 1\n").unwrap();
+        assert!(verify_entry(&entry, "a/b").unwrap_err().starts_with("f1 holds"));
+        fs::write(entry.join("f1"), whole).unwrap();
+
+        fs::remove_file(entry.join("MANIFEST")).unwrap();
+        assert!(verify_entry(&entry, "a/b").unwrap_err().contains("MANIFEST"));
+    }
+
+    #[test]
+    fn a_fill_told_to_fail_stops_before_the_manifest() {
+        let dir = tempfile::tempdir().unwrap();
+        let (entry, lock) = (dir.path().join("entry"), dir.path().join("lock"));
+        fs::create_dir(&entry).unwrap();
+        assert_eq!(fill(&entry, "k", 1, &lock).status.code(), Some(FILL_FAILS));
+        assert!(!entry.join("MANIFEST").exists());
+        assert!(verify_entry(&entry, "k").is_err());
+    }
+
+    /// A live process holding the fill lock is a real overlap (exit 4), not
+    /// the kill window: the check must not excuse a holder that is not dying.
+    #[test]
+    fn a_fill_that_finds_a_live_holder_of_its_lock_fails_as_an_overlap() {
+        let dir = tempfile::tempdir().unwrap();
+        let (entry, lock) = (dir.path().join("entry"), dir.path().join("lock"));
+        fs::create_dir(&entry).unwrap();
+        // The holder says "locked" once it holds the lock, then waits for
+        // its stdin to close: the pipe, not a sleep, orders the two.
+        let mut holder = Command::new("sh")
+            .args(["-c", r#"exec 9>>"$1"; flock -n 9 || exit 1; echo locked; exec cat"#, "holder"])
+            .arg(&lock)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(holder.stdout.take().unwrap()).read_line(&mut line).unwrap();
+        assert_eq!(line, "locked\n");
+
+        let out = fill(&entry, "k", -1, &lock);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(FILL_OVERLAP), "{stderr}");
+        assert!(stderr.contains(&format!("not being killed [ {}]", holder.id())), "{stderr}");
+
+        drop(holder.stdin.take());
+        holder.wait().unwrap();
+        assert!(fill(&entry, "k", -1, &lock).status.success());
+    }
+
+    #[test]
+    fn an_unpinned_reader_tells_a_vanished_entry_from_a_partial_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let (entry, lock) = (dir.path().join("entry"), dir.path().join("lock"));
+        fs::create_dir(&entry).unwrap();
+        assert!(fill(&entry, "k", -1, &lock).status.success());
+        assert!(matches!(verify_unpinned(&entry, "k"), Read::Verified));
+        fs::remove_file(entry.join("f2")).unwrap();
+        assert!(matches!(verify_unpinned(&entry, "k"), Read::Partial(r) if r.contains("f2")));
+        fs::rename(&entry, dir.path().join("aside")).unwrap();
+        assert!(matches!(verify_unpinned(&entry, "k"), Read::Vanished));
+    }
+
+    #[test]
+    fn the_killer_aims_only_at_commands_that_hold_locks_long() {
+        let line = |sub: &[&str]| {
+            let mut v: Vec<String> = ["bin", "--cache-dir", "C", "--lock-timeout", "0"].map(String::from).to_vec();
+            v.extend(sub.iter().map(|s| s.to_string()));
+            target_label(&v)
+        };
+        assert_eq!(line(&["run", "--key", "k", "--", "sh"]), Some("run --key"));
+        assert_eq!(line(&["run", "--pin", "k", "--", "x"]), Some("run --pin"));
+        assert_eq!(line(&["clean"]), Some("clean"));
+        assert_eq!(line(&["path", "k"]), None);
+        assert_eq!(line(&["status"]), None);
+    }
+}
