@@ -1241,6 +1241,14 @@ mod tests {
 
     use super::*;
 
+    /// A scratch dir with an empty `entry` dir to fill and a `lock` path.
+    fn scratch() -> (tempfile::TempDir, PathBuf, PathBuf) {
+        let dir = tempfile::tempdir().unwrap();
+        let (entry, lock) = (dir.path().join("entry"), dir.path().join("lock"));
+        fs::create_dir(&entry).unwrap();
+        (dir, entry, lock)
+    }
+
     /// Runs the fill script as `run` would, writing 3 files into `out`.
     fn fill(out: &Path, key: &str, failat: i64, lock: &Path) -> Output {
         Command::new("sh")
@@ -1253,9 +1261,7 @@ mod tests {
 
     #[test]
     fn a_complete_fill_verifies_and_any_damage_is_seen() {
-        let dir = tempfile::tempdir().unwrap();
-        let (entry, lock) = (dir.path().join("entry"), dir.path().join("lock"));
-        fs::create_dir(&entry).unwrap();
+        let (_dir, entry, lock) = scratch();
         assert!(fill(&entry, "a/b", -1, &lock).status.success());
         assert_eq!(verify_entry(&entry, "a/b"), Ok(3));
         assert!(verify_entry(&entry, "a/c").unwrap_err().contains("does not describe"));
@@ -1275,9 +1281,7 @@ mod tests {
 
     #[test]
     fn a_fill_told_to_fail_stops_before_the_manifest() {
-        let dir = tempfile::tempdir().unwrap();
-        let (entry, lock) = (dir.path().join("entry"), dir.path().join("lock"));
-        fs::create_dir(&entry).unwrap();
+        let (_dir, entry, lock) = scratch();
         assert_eq!(fill(&entry, "k", 1, &lock).status.code(), Some(FILL_FAILS));
         assert!(!entry.join("MANIFEST").exists());
         assert!(verify_entry(&entry, "k").is_err());
@@ -1287,9 +1291,7 @@ mod tests {
     /// the kill window: the check must not excuse a holder that is not dying.
     #[test]
     fn a_fill_that_finds_a_live_holder_of_its_lock_fails_as_an_overlap() {
-        let dir = tempfile::tempdir().unwrap();
-        let (entry, lock) = (dir.path().join("entry"), dir.path().join("lock"));
-        fs::create_dir(&entry).unwrap();
+        let (_dir, entry, lock) = scratch();
         // The holder says "locked" once it holds the lock, then waits for
         // its stdin to close: the pipe, not a sleep, orders the two.
         let mut holder = Command::new("sh")
@@ -1315,9 +1317,7 @@ mod tests {
 
     #[test]
     fn an_unpinned_reader_tells_a_vanished_entry_from_a_partial_one() {
-        let dir = tempfile::tempdir().unwrap();
-        let (entry, lock) = (dir.path().join("entry"), dir.path().join("lock"));
-        fs::create_dir(&entry).unwrap();
+        let (dir, entry, lock) = scratch();
         assert!(fill(&entry, "k", -1, &lock).status.success());
         assert!(matches!(verify_unpinned(&entry, "k"), Read::Verified));
         fs::remove_file(entry.join("f2")).unwrap();
