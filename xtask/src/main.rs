@@ -23,7 +23,8 @@ tasks:
   sim     larger simulation sweeps: cargo xtask sim --seeds A..B
   bench   benchmarks against speed and memory targets
   stress  real processes share one cache through the CLI while a killer SIGKILLs them:
-          cargo xtask stress [--procs 16] [--secs 60] [--seed N] [--keep DIR] [--grandchildren]";
+          cargo xtask stress [--procs 16] [--secs 60] [--seed N] [--keep DIR] [--grandchildren]
+          [--tolerate-kill-window]   (docs/STRESS.md)";
 
 fn main() -> ExitCode {
     match main_impl() {
