@@ -53,6 +53,9 @@ fn classify(kind: ErrorKind) -> (u8, Option<&'static str>) {
             Some("check that the cache dir is writable, or pick another with --cache-dir DIR or SAFECACHE_DIR"),
         ),
         ErrorKind::UntrustedCache => (UNTRUSTED, None),
+        ErrorKind::LocksUnsupported => {
+            (FAILURE, Some("pick a cache dir on a local filesystem with --cache-dir DIR or SAFECACHE_DIR"))
+        }
         ErrorKind::UnknownFormat | ErrorKind::NestedCache | ErrorKind::FillMoved | ErrorKind::Fill => (FAILURE, None),
     }
 }

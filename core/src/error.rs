@@ -86,6 +86,21 @@ pub enum Error {
         source: io::Error,
     },
 
+    /// The filesystem does not support the locks safecache needs (NFS
+    /// without a lock daemon, some FUSE and network mounts). safecache
+    /// refuses to go on without them rather than run unlocked.
+    #[error(
+        "the filesystem holding the cache cannot lock `{path}`, so safecache cannot keep processes apart there; \
+         nothing was changed: put the cache on a local filesystem"
+    )]
+    LocksUnsupported {
+        /// The lock file, relative to the cache root.
+        path: String,
+        /// What the OS said.
+        #[source]
+        source: io::Error,
+    },
+
     /// The OS random source failed.
     #[error("failed to get random bytes for a private name")]
     Random(#[source] getrandom::Error),
@@ -165,6 +180,8 @@ pub enum ErrorKind {
     UntrustedCache,
     /// [`Error::Io`] and [`Error::Random`]: the filesystem or the OS failed.
     Io,
+    /// [`Error::LocksUnsupported`].
+    LocksUnsupported,
     /// [`Error::Busy`] after waiting for the caller's whole timeout.
     TimedOut,
     /// [`Error::Busy`] when the caller asked not to wait.
@@ -189,6 +206,7 @@ impl Error {
             Error::UnknownFormat { .. } => ErrorKind::UnknownFormat,
             Error::UntrustedCache { .. } => ErrorKind::UntrustedCache,
             Error::Io { .. } | Error::Random(_) => ErrorKind::Io,
+            Error::LocksUnsupported { .. } => ErrorKind::LocksUnsupported,
             Error::Busy { waited: Some(_), .. } => ErrorKind::TimedOut,
             Error::Busy { waited: None, .. } => ErrorKind::WouldBlock,
             Error::LeaseConflict => ErrorKind::LeaseConflict,
@@ -207,6 +225,24 @@ impl Error {
     #[cold]
     pub(crate) fn io(op: &'static str, path: impl Into<String>, source: io::Error) -> Error {
         Error::Io { op, path: path.into(), source }
+    }
+}
+
+impl Error {
+    /// A failure to take a lock: [`Error::LocksUnsupported`] when the
+    /// filesystem cannot lock at all (ENOLCK, EOPNOTSUPP, ENOSYS, or Linux's
+    /// internal ENOTSUPP 524 that some FUSE and NFS setups leak), else an io
+    /// error.
+    #[cold]
+    pub(crate) fn lock(path: impl Into<String>, source: io::Error) -> Error {
+        const ENOLCK: i32 = 37;
+        const ENOTSUPP: i32 = 524;
+        let unsupported = source.kind() == io::ErrorKind::Unsupported
+            || (cfg!(target_os = "linux") && matches!(source.raw_os_error(), Some(ENOLCK | ENOTSUPP)));
+        if unsupported {
+            return Error::LocksUnsupported { path: path.into(), source };
+        }
+        Error::io("lock", path, source)
     }
 }
 

@@ -201,7 +201,7 @@ impl Cache {
         let owned = || {
             let owner_rel = format!("{rel}/{OWNER_LOCK}");
             let owner = root.open_lock(&owner_rel, true).map_err(|e| Error::io("create owner lock", &owner_rel, e))?;
-            if !owner.try_lock(Flock::Exclusive).map_err(|e| Error::io("lock", &owner_rel, e))? {
+            if !owner.try_lock(Flock::Exclusive).map_err(|e| Error::lock(&owner_rel, e))? {
                 return Err(Error::io("lock", owner_rel, std::io::ErrorKind::WouldBlock.into()));
             }
             let out = format!("{rel}/{TEMP_OUT}");

@@ -151,7 +151,7 @@ pub(crate) fn acquire(
     if let (LockMode::Shared, Queue::Gate(gate)) = (mode, queue) {
         pass_gate(root, gate, &name, deadline, observer)?;
     }
-    let taken = file.try_lock(mode.into()).map_err(|e| Error::io("lock", rel, e))?;
+    let taken = file.try_lock(mode.into()).map_err(|e| Error::lock(rel, e))?;
     if !taken {
         let holders = holder::holders_of(root, rel);
         if deadline.no_wait() {
@@ -171,7 +171,7 @@ pub(crate) fn acquire(
         let taken = match queued {
             Some(Err(Error::Busy { .. })) => false,
             Some(Err(e)) => return Err(e),
-            _ => file.lock_within(mode.into(), deadline.remaining()).map_err(|e| Error::io("lock", rel, e))?,
+            _ => file.lock_within(mode.into(), deadline.remaining()).map_err(|e| Error::lock(rel, e))?,
         };
         if !taken {
             let holders = holder::holders_of(root, rel);
@@ -200,7 +200,7 @@ fn pass_gate(
     observer: Option<&WaitObserver>,
 ) -> Result<(), Error> {
     let file = root.open_lock(gate, true).map_err(|e| Error::io("open lock file", gate, e))?;
-    if file.try_lock(Flock::Shared).map_err(|e| Error::io("lock", gate, e))? {
+    if file.try_lock(Flock::Shared).map_err(|e| Error::lock(gate, e))? {
         return Ok(());
     }
     let queued = LockName::Queue(Box::new(name.clone()));
@@ -213,7 +213,7 @@ fn pass_gate(
     if let Some(observer) = observer {
         observer(&WaitEvent { lock: &queued, mode: LockMode::Shared, holders: &holders, timeout: Some(courtesy) });
     }
-    if !file.lock_within(Flock::Shared, Some(courtesy)).map_err(|e| Error::io("lock", gate, e))? {
+    if !file.lock_within(Flock::Shared, Some(courtesy)).map_err(|e| Error::lock(gate, e))? {
         // The courtesy is spent: go ahead, unless the caller's own budget is.
         if deadline.remaining().is_some_and(|left| left.is_zero()) {
             let holders = holder::holders_of(root, gate);

@@ -261,6 +261,7 @@ impl LockFile {
 
     /// Takes the lock in `mode` if nobody conflicting holds it.
     pub(crate) fn try_lock(&self, mode: Flock) -> io::Result<bool> {
+        super::fault(super::Op::Lock)?;
         let result = match mode {
             Flock::Shared => self.file.try_lock_shared(),
             Flock::Exclusive => self.file.try_lock(),
@@ -275,6 +276,7 @@ impl LockFile {
     /// Waits for the lock, for at most `timeout` (`None`: for as long as it
     /// takes). Returns whether it was taken.
     pub(crate) fn lock_within(&self, mode: Flock, timeout: Option<Duration>) -> io::Result<bool> {
+        super::fault(super::Op::Lock)?;
         let Some(timeout) = timeout else {
             match mode {
                 Flock::Shared => self.file.lock_shared()?,

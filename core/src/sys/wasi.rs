@@ -210,10 +210,12 @@ impl LockFile {
     }
 
     pub(crate) fn try_lock(&self, mode: Flock) -> io::Result<bool> {
+        super::fault(super::Op::Lock)?;
         self.acquire(mode, 0)
     }
 
     pub(crate) fn lock_within(&self, mode: Flock, timeout: Option<Duration>) -> io::Result<bool> {
+        super::fault(super::Op::Lock)?;
         let ms = match timeout {
             None => -1,
             // Rounded up, so a wait never gives up before its budget is
