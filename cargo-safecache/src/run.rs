@@ -23,37 +23,28 @@ use std::process::{ExitStatus, Stdio};
 use std::sync::Mutex;
 
 use anyhow::{Context, Result};
-use safecache::{Error, FillDir, Key, Lease, LockMode, Pin};
+use safecache::{Error, FillDir, Key, Leased, LockMode, Pin};
 use serde_json::json;
 use signal_hook::consts::{SIGCONT, SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
 use crate::cli::RunArgs;
-use crate::dispatch::{Ctx, ENV_LEASE, ENV_LEASE_DIR};
+use crate::ctx::Ctx;
 use crate::exit::{self, Coded};
+use crate::inherit;
 use crate::tree::Launch;
 
 pub(crate) fn run(ctx: &Ctx, args: RunArgs) -> Result<u8> {
     let wanted = if args.exclusive { LockMode::Exclusive } else { LockMode::Shared };
-    let inherited = ctx.inherited_lease();
-    let cache = ctx.open_with(inherited)?;
-    let _lease = ctx.blocking(|| cache.lease(wanted, ctx.wait)).context("cannot take the cache lease")?;
-    // From here on this process holds the lease (or its parent does): pins
-    // and fills go through a handle that knows it. Under `--exclusive` that
-    // is what keeps them from deadlocking on our own lease: a second open of
-    // the lease file is a second, conflicting flock.
-    let held = match inherited {
-        Some(LockMode::Exclusive) => LockMode::Exclusive,
-        _ => wanted,
-    };
-    let inner = ctx.open_with(Some(held))?;
+    let cache = ctx.open()?;
+    // From here on every lock goes through this one lease: pins and the
+    // fill never open the lease file again (under `--exclusive`, a second
+    // open would be a second, conflicting flock).
+    let leased = ctx.blocking(|| cache.lease(wanted, ctx.wait)).context("cannot take the cache lease")?;
     let canonical = std::fs::canonicalize(cache.path())
         .with_context(|| format!("cannot resolve cache dir `{}`", cache.path().display()))?;
-    let mut env: Vec<(&str, OsString)> = vec![
-        ("SAFECACHE_DIR", cache.path().as_os_str().to_owned()),
-        (ENV_LEASE, held.to_string().into()),
-        (ENV_LEASE_DIR, canonical.into_os_string()),
-    ];
+    let mut env: Vec<(&str, OsString)> = vec![("SAFECACHE_DIR", cache.path().as_os_str().to_owned())];
+    env.extend(inherit::exports(&leased, &canonical));
 
     let absent = |key: &Key| Coded {
         code: exit::FAILURE,
@@ -65,18 +56,18 @@ pub(crate) fn run(ctx: &Ctx, args: RunArgs) -> Result<u8> {
     // Check every pin first, so an absent key fails before anything is
     // locked (locking creates the entry's lock file).
     for key in &args.pins {
-        if inner.get(key)?.is_none() {
+        if leased.get(key)?.is_none() {
             return Err(absent(key).into());
         }
     }
     let mut pins = Vec::new();
     for key in &args.pins {
-        let pin = ctx.blocking(|| inner.pin(key, ctx.wait)).with_context(|| format!("cannot pin `{key}`"))?;
+        let pin = ctx.blocking(|| leased.pin(key, ctx.wait)).with_context(|| format!("cannot pin `{key}`"))?;
         pins.push(pin.ok_or_else(|| absent(key))?);
     }
 
     let Some(key) = args.key else {
-        let status = spawn_and_wait(ctx, &args.command, &env, &lock_fds(&_lease, &pins, None))?;
+        let status = spawn_and_wait(ctx, &args.command, &env, &lock_fds(&leased, &pins, None))?;
         let code = code_of(status);
         ctx.ui.json(json!({ "reason": "exited", "exit_code": code }));
         return Ok(code);
@@ -84,11 +75,11 @@ pub(crate) fn run(ctx: &Ctx, args: RunArgs) -> Result<u8> {
 
     let mut status = None;
     let filled = ctx.blocking(|| {
-        inner.get_or_fill(&key, ctx.wait, |dir| {
+        leased.get_or_fill(&key, ctx.wait, |dir| {
             ctx.ui.done_waiting();
             ctx.ui.status("Filling", format!("`{key}` by running `{}`", shown(&args.command)));
             env.push(("SAFECACHE_OUT", dir.path().as_os_str().to_owned()));
-            let st = spawn_and_wait(ctx, &args.command, &env, &lock_fds(&_lease, &pins, Some(dir)))?;
+            let st = spawn_and_wait(ctx, &args.command, &env, &lock_fds(&leased, &pins, Some(dir)))?;
             status = Some(st);
             if st.success() { Ok(()) } else { Err(io::Error::other(format!("the command {}", describe(st)))) }
         })
@@ -119,8 +110,9 @@ pub(crate) fn run(ctx: &Ctx, args: RunArgs) -> Result<u8> {
 
 /// The descriptors whose flocks protect CMD: they must stay held for as
 /// long as any process CMD started lives.
-fn lock_fds<'a>(lease: &'a Lease, _pins: &'a [Pin], _dir: Option<&'a FillDir>) -> Vec<BorrowedFd<'a>> {
-    lease.lock_fd().into_iter().collect()
+/// CMD itself never gets them: only the supervisor does (see `tree`).
+fn lock_fds<'a>(leased: &'a Leased, pins: &'a [Pin], dir: Option<&'a FillDir<'_>>) -> Vec<BorrowedFd<'a>> {
+    leased.lock_fd().into_iter().chain(pins.iter().map(Pin::lock_fd)).chain(dir.map(FillDir::lock_fd)).collect()
 }
 
 fn shown(cmd: &[OsString]) -> String {

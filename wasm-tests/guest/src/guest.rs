@@ -209,7 +209,7 @@ thread_local! {
 
 fn run(args: &[String], opts: Opts) -> Result<(), Fail> {
     let arg = |i: usize| args.get(i).map(String::as_str).ok_or_else(|| other(format!("missing argument {i}")));
-    let key = |i: usize| -> Result<Key, Fail> { Ok(arg(i)?.parse::<Key>()?) };
+    let key = |i: usize| -> Result<Key, Fail> { Ok(arg(i)?.parse::<Key>().map_err(safecache::Error::from)?) };
     let role = arg(0)?;
     let cache = Cache::open_ambient(ROOT, Options::default())?;
     // Only a role told not to wait forever reads the clock: the others'
