@@ -3,6 +3,7 @@
 //! user stories in the project brief.
 
 mod support;
+mod tree;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
