@@ -100,10 +100,10 @@ impl Reports {
         std::thread::spawn(move || {
             for line in BufReader::new(file).lines() {
                 let Ok(line) = line else { return };
-                if let Ok(pid) = line.trim().parse() {
-                    if tx.send(pid).is_err() {
-                        return;
-                    }
+                if let Ok(pid) = line.trim().parse()
+                    && tx.send(pid).is_err()
+                {
+                    return;
                 }
             }
         });
@@ -200,9 +200,14 @@ fn sigkill_of_run_ends_every_descendant_even_detached_ones() {
 fn locks_outlive_a_killed_run_until_the_last_descendant_is_gone() {
     let (sb, reports) = sandbox();
     sb.fill("p", "pinned");
-    let script = format!(r#"{} & echo $$ > "$T/up"; wait"#, reporter(r#"read x < "$T/never""#));
+    // CMD lists its descriptors: the locks must not be among them, or a
+    // descendant could keep them held past the supervisor.
+    let script =
+        format!(r#"ls -l /proc/$$/fd/ > "$T/fds"; {} & echo $$ > "$T/up"; wait"#, reporter(r#"read x < "$T/never""#));
     let mut run = sb.spawn(["run", "--pin", "p", "--key", "k", "--", "sh", "-c", &script]);
     let reported = reports.take(2);
+    let fds = std::fs::read_to_string(sb.path("fds")).expect("CMD listed its descriptors");
+    assert!(fds.contains(" 2 -> ") && !fds.contains(".safecache"), "CMD has no lock descriptor: {fds}");
     let run_pid = run.pid() as i32;
     let supervisor = match children(run_pid).as_slice() {
         [one] => Proc::of(*one).expect("the supervisor runs"),
