@@ -152,6 +152,33 @@ fn gc_temps(sb: &Sandbox) -> i64 {
     report["temps"].as_i64().expect("a count of temps")
 }
 
+/// Signals a process the test started if the test ends (a failed
+/// assertion) before disarming it: a SIGKILL of `run` makes the supervisor
+/// end the rest, so a failing test leaves nothing running. Disarmed before
+/// the process is reaped, so its pid cannot have been reused.
+struct OnDrop {
+    pid: Option<i32>,
+    sig: i32,
+}
+
+impl OnDrop {
+    fn kill(pid: i32) -> OnDrop {
+        OnDrop { pid: Some(pid), sig: libc::SIGKILL }
+    }
+
+    fn disarm(&mut self) {
+        self.pid = None;
+    }
+}
+
+impl Drop for OnDrop {
+    fn drop(&mut self) {
+        if let Some(pid) = self.pid {
+            kill(pid, self.sig);
+        }
+    }
+}
+
 fn kill(pid: i32, sig: i32) {
     // SAFETY: kill(2) has no memory-safety preconditions.
     unsafe { libc::kill(pid, sig) };
@@ -176,11 +203,13 @@ fn sigkill_of_run_ends_every_descendant_even_detached_ones() {
         stubborn = reporter(r#"trap "" TERM HUP INT; read x < "$T/never""#),
     );
     let mut run = sb.spawn(["run", "--key", "k", "--", "sh", "-c", &script]);
-    let reported = reports.take(6);
     let run_pid = run.pid() as i32;
+    let mut guard = OnDrop::kill(run_pid);
+    let reported = reports.take(6);
     let tree = descendants(run_pid);
     assert!(reported.is_subset(&tree), "every reported process descends from run: {reported:?} {tree:?}");
 
+    guard.disarm();
     run.child.kill().expect("SIGKILL run");
     let status = run.child.wait().expect("wait for run");
     assert_eq!(status.code(), None, "run itself was killed");
@@ -205,10 +234,11 @@ fn locks_outlive_a_killed_run_until_the_last_descendant_is_gone() {
     let script =
         format!(r#"ls -l /proc/$$/fd/ > "$T/fds"; {} & echo $$ > "$T/up"; wait"#, reporter(r#"read x < "$T/never""#));
     let mut run = sb.spawn(["run", "--pin", "p", "--key", "k", "--", "sh", "-c", &script]);
+    let run_pid = run.pid() as i32;
+    let mut guard = OnDrop::kill(run_pid);
     let reported = reports.take(2);
     let fds = std::fs::read_to_string(sb.path("fds")).expect("CMD listed its descriptors");
     assert!(fds.contains(" 2 -> ") && !fds.contains(".safecache"), "CMD has no lock descriptor: {fds}");
-    let run_pid = run.pid() as i32;
     let supervisor = match children(run_pid).as_slice() {
         [one] => Proc::of(*one).expect("the supervisor runs"),
         other => panic!("run has one child, the supervisor: {other:?}"),
@@ -223,9 +253,15 @@ fn locks_outlive_a_killed_run_until_the_last_descendant_is_gone() {
         .process_group(supervisor.pid)
         .spawn()
         .expect("start a process in the supervisor's group");
+    let mut anchor_guard = OnDrop::kill(anchor.id() as i32);
+    // If the test fails while the supervisor is stopped, it must go on to
+    // end CMD's processes once `run` is killed.
+    let mut resume = OnDrop { pid: None, sig: libc::SIGCONT };
     kill(supervisor.pid, libc::SIGSTOP);
+    resume.pid = Some(supervisor.pid);
     observe("the supervisor is stopped", || supervisor.state().as_deref() == Some("T"));
 
+    guard.disarm();
     run.child.kill().expect("SIGKILL run");
     run.child.wait().expect("wait for run");
     assert!(reported.iter().all(Proc::alive), "CMD's processes still run");
@@ -234,11 +270,13 @@ fn locks_outlive_a_killed_run_until_the_last_descendant_is_gone() {
     sb.run(["rm", "--lock-timeout", "0", "p"]).assert_code(75);
     sb.run(["clean", "--lock-timeout", "0"]).assert_code(75);
 
+    resume.disarm();
     kill(supervisor.pid, libc::SIGCONT);
     await_gone(&tree);
     assert_eq!(gc_temps(&sb), 1, "the temp is reclaimed once they are gone");
     sb.run(["rm", "--lock-timeout", "0", "p"]).assert_code(0);
     sb.run(["clean", "--lock-timeout", "0"]).assert_code(0);
+    anchor_guard.disarm();
     anchor.kill().expect("stop the anchor");
     anchor.wait().expect("reap the anchor");
 }
@@ -270,12 +308,14 @@ fn signals_reach_every_process_of_a_script_and_nothing_is_published() {
             sleeper = reporter("exec sleep 1000"),
         );
         let run = sb.spawn(["run", "--key", "k", "--", "bash", "-c", &script]);
+        let mut guard = OnDrop::kill(run.pid() as i32);
         let reported = reports.take(5);
         kill(run.pid() as i32, sig);
         let acks = reports.pids(2);
         let pids: BTreeSet<i32> = reported.iter().map(|p| p.pid).collect();
         assert!(acks.is_subset(&pids), "the acknowledgements come from the script's children: {acks:?} {pids:?}");
         std::fs::write(sb.path("go"), "go\n").expect("let the script go on");
+        guard.disarm();
         let (status, lines) = run.finish_keeping_stdin();
         assert_eq!(status.code(), Some(128 + sig), "{lines:?}");
         await_gone(&reported);
