@@ -30,7 +30,7 @@
 use std::ffi::OsString;
 use std::fs::File;
 use std::io::{self, Read};
-use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::Path;
 use std::process::{Child, Command, ExitStatus};
@@ -125,6 +125,8 @@ impl Launch {
     /// stay held by the process tree as long as any descendant lives.
     #[cfg(target_os = "linux")]
     pub(crate) fn new(cmd: &[OsString], held: &[BorrowedFd<'_>]) -> io::Result<Launch> {
+        use std::os::fd::{AsRawFd, FromRawFd};
+
         let mut fds = [0; 2];
         // SAFETY: pipe2 writes two descriptors into the array.
         if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
