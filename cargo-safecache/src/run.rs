@@ -112,7 +112,8 @@ pub(crate) fn run(ctx: &Ctx, args: RunArgs) -> Result<u8> {
 /// long as any process CMD started lives.
 /// CMD itself never gets them: only the supervisor does (see `tree`).
 fn lock_fds<'a>(leased: &'a Leased, pins: &'a [Pin], dir: Option<&'a FillDir<'_>>) -> Vec<BorrowedFd<'a>> {
-    leased.lock_fd().into_iter().chain(pins.iter().map(Pin::lock_fd)).chain(dir.map(FillDir::lock_fd)).collect()
+    let fill = dir.into_iter().flat_map(|d| [d.lock_fd(), d.entry_lock_fd()]);
+    leased.lock_fd().into_iter().chain(pins.iter().map(Pin::lock_fd)).chain(fill).collect()
 }
 
 fn shown(cmd: &[OsString]) -> String {

@@ -41,6 +41,24 @@ pub enum Error {
         path: PathBuf,
     },
 
+    /// Another user could tamper with the cache: opening it would let them
+    /// redirect this process's writes.
+    #[error(
+        "{} {reason}, so another user could redirect this process's writes; \
+         make it yours and private (`chmod go-w`), share it with a group (`chmod 2770`), \
+         or trust it anyway with --allow-untrusted-cache",
+        if rel.is_empty() { "the cache dir".to_owned() } else { format!("its `{rel}`") }
+    )]
+    UntrustedCache {
+        /// The cache root.
+        path: PathBuf,
+        /// The directory that is not safe, relative to the root (empty for
+        /// the root itself).
+        rel: String,
+        /// Why, as a predicate: "can be written by every user".
+        reason: String,
+    },
+
     /// The marker names a format this build does not know.
     #[error(
         "cache `{}` has format `{found}`, but this safecache reads format {supported}; \
@@ -95,6 +113,18 @@ pub enum Error {
     )]
     LeaseConflict,
 
+    /// The fill's directory moved, or was replaced, while the filler ran:
+    /// what the filler wrote through its path may be elsewhere.
+    #[error("the fill of `{key}` wrote to `{}`, which {how}; nothing was published", path.display())]
+    FillMoved {
+        /// The key being filled.
+        key: String,
+        /// The path the filler was given.
+        path: PathBuf,
+        /// What happened to it.
+        how: String,
+    },
+
     /// The entry holds a safecache cache of its own; deleting it would
     /// delete that cache's entries behind its locks' backs.
     #[error(
@@ -131,6 +161,8 @@ pub enum ErrorKind {
     NotADirectory,
     /// [`Error::UnknownFormat`].
     UnknownFormat,
+    /// [`Error::UntrustedCache`].
+    UntrustedCache,
     /// [`Error::Io`] and [`Error::Random`]: the filesystem or the OS failed.
     Io,
     /// [`Error::Busy`] after waiting for the caller's whole timeout.
@@ -139,6 +171,8 @@ pub enum ErrorKind {
     WouldBlock,
     /// [`Error::LeaseConflict`].
     LeaseConflict,
+    /// [`Error::FillMoved`].
+    FillMoved,
     /// [`Error::NestedCache`].
     NestedCache,
     /// [`Error::Fill`].
@@ -153,10 +187,12 @@ impl Error {
             Error::NotACache { .. } => ErrorKind::NotACache,
             Error::NotADirectory { .. } => ErrorKind::NotADirectory,
             Error::UnknownFormat { .. } => ErrorKind::UnknownFormat,
+            Error::UntrustedCache { .. } => ErrorKind::UntrustedCache,
             Error::Io { .. } | Error::Random(_) => ErrorKind::Io,
             Error::Busy { waited: Some(_), .. } => ErrorKind::TimedOut,
             Error::Busy { waited: None, .. } => ErrorKind::WouldBlock,
             Error::LeaseConflict => ErrorKind::LeaseConflict,
+            Error::FillMoved { .. } => ErrorKind::FillMoved,
             Error::NestedCache { .. } => ErrorKind::NestedCache,
             Error::Fill { .. } => ErrorKind::Fill,
         }

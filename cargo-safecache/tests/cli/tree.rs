@@ -222,8 +222,8 @@ fn sigkill_of_run_ends_every_descendant_even_detached_ones() {
 /// The locks outlive `run` for as long as any descendant of CMD lives: with
 /// the supervisor stopped (the window between `run`'s death and the
 /// supervisor's reaction, made as long as the test needs), gc does not
-/// reclaim the temp, `rm` does not remove the pinned entry and `clean`
-/// cannot take the lease. Once the supervisor goes on, every descendant
+/// reclaim the temp, `rm` does not remove the pinned entry, `clean`
+/// cannot take the lease and a new fill of the key cannot start. Once the supervisor goes on, every descendant
 /// ends and the locks are free.
 #[test]
 fn locks_outlive_a_killed_run_until_the_last_descendant_is_gone() {
@@ -269,6 +269,9 @@ fn locks_outlive_a_killed_run_until_the_last_descendant_is_gone() {
     assert_eq!(names(&sb.cache.join(".safecache/tmp")).len(), 1);
     sb.run(["rm", "--lock-timeout", "0", "p"]).assert_code(75);
     sb.run(["clean", "--lock-timeout", "0"]).assert_code(75);
+    let refill = sb.run(["run", "--lock-timeout", "0", "--key", "k", "--", "true"]);
+    refill.assert_code(75);
+    assert!(refill.stderr.contains("entry `k`"), "a new fill of the key waits for the old one's processes: {refill}");
 
     resume.disarm();
     kill(supervisor.pid, libc::SIGCONT);

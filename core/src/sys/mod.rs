@@ -119,6 +119,43 @@ pub(crate) struct Meta {
     pub(crate) kind: FileKind,
     pub(crate) len: u64,
     pub(crate) modified: Option<SystemTime>,
+    /// Who owns it and its permission bits (`None` under WASI, which has no
+    /// users).
+    pub(crate) owner: Option<Owner>,
+    /// Device and inode (`None` under WASI).
+    pub(crate) id: Option<(u64, u64)>,
+}
+
+/// Ownership and permission bits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Owner {
+    pub(crate) uid: u32,
+    pub(crate) gid: u32,
+    pub(crate) mode: u32,
+}
+
+/// The modes new directories and files get. A cache is private to its
+/// owner (0700, 0600) whatever the umask, unless its root is set up
+/// group-shared: setgid and group-writable (`chmod 2770`), in which case
+/// everything new is too (2770, 0660), set past the umask.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Modes {
+    pub(crate) shared: bool,
+    pub(crate) dir: u32,
+    pub(crate) file: u32,
+}
+
+impl Modes {
+    pub(crate) const PRIVATE: Modes = Modes { shared: false, dir: 0o700, file: 0o600 };
+    const SHARED: Modes = Modes { shared: true, dir: 0o2770, file: 0o660 };
+
+    #[cfg_attr(target_os = "wasi", allow(dead_code))]
+    fn for_root(owner: Option<Owner>) -> Modes {
+        match owner {
+            Some(o) if o.mode & 0o2000 != 0 && o.mode & 0o070 == 0o070 => Modes::SHARED,
+            _ => Modes::PRIVATE,
+        }
+    }
 }
 
 /// Size and last modification of a tree, for `ls` and `status`.
@@ -169,7 +206,8 @@ impl Root {
         self.imp.cap_dir()
     }
 
-    /// Creates one directory; `AlreadyExists` if the name is taken.
+    /// Creates one directory, with [`Modes::dir`]; `AlreadyExists` if the
+    /// name is taken.
     pub(crate) fn create_dir(&self, rel: &str) -> io::Result<()> {
         self.imp.create_dir(rel)
     }
@@ -336,6 +374,24 @@ impl Root {
     pub(crate) fn create_locked(&self, rel: &str, bytes: &[u8]) -> io::Result<LockFile> {
         self.imp.create_locked(rel, bytes)
     }
+}
+
+/// The device and inode that the ambient `path` names, without following a
+/// symlink at its end (`None` where the target has no such identity). Only
+/// for checking that a path handed to another program still leads where
+/// the handle does; never for opening anything.
+pub(crate) fn ambient_id(path: &Path) -> io::Result<Option<(u64, u64)>> {
+    imp::ambient_id(path)
+}
+
+/// This process's effective user id (`None` under WASI).
+pub(crate) fn effective_uid() -> Option<u32> {
+    imp::effective_uid()
+}
+
+/// Whether this process is a member of group `gid`.
+pub(crate) fn in_group(gid: u32) -> bool {
+    imp::in_group(gid)
 }
 
 /// The identity shown in holder records: pid, host name, command line.
