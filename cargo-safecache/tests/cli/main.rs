@@ -4,6 +4,7 @@
 
 mod queue;
 mod support;
+mod tree;
 mod trust;
 
 use std::collections::BTreeSet;
