@@ -172,7 +172,8 @@ runs only if KEY is absent, with SAFECACHE_OUT set to an empty private
 directory that is published as KEY if CMD exits 0; concurrent runs of one KEY
 run CMD once and all print the entry's path as the last line on stdout.
 
-SIGINT and SIGTERM are forwarded to CMD; `run` exits with CMD's status.\n\n",
+SIGINT, SIGTERM and SIGHUP are forwarded to CMD's process group; whatever
+CMD leaves running is killed when it exits; `run` exits with CMD's status.\n\n",
     reference!()
 );
 

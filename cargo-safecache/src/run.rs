@@ -7,11 +7,15 @@
 //! has exited, so nothing `clean`, `rm` or `gc` does can reach what CMD uses.
 //!
 //! Invariants kept here:
-//! - CMD never outlives the process that holds its locks: on Linux it gets
-//!   `PR_SET_PDEATHSIG` = SIGKILL, so a killed `run` cannot leave CMD writing
-//!   into a temp that gc may reclaim;
-//! - SIGINT and SIGTERM are forwarded to CMD, and `run` exits with CMD's
-//!   status (128+N for a death by signal N, as shells report it);
+//! - CMD and everything it starts never outlive the locks: on Linux a
+//!   subreaper supervisor holds copies of the lock descriptors (the lease,
+//!   the pins, the fill's entry and owner locks) and kills every descendant
+//!   when CMD exits or `run` dies (see `tree`), so a killed `run` cannot
+//!   leave anything writing into a temp that gc may reclaim, nor let the
+//!   next fill of the key overlap it;
+//! - SIGINT, SIGTERM and SIGHUP are forwarded to CMD's process group, and
+//!   `run` exits with CMD's status (128+N for a death by signal N, as shells
+//!   report it);
 //! - nested invocations see `SAFECACHE_LEASE` and `SAFECACHE_LEASE_DIR` and
 //!   do not take the lease again.
 

@@ -104,7 +104,13 @@ if [ -n "$lock" ]; then
   fi
 fi
 if [ "$grandchild" = 1 ]; then
+  # A writer left behind: it waits until CMD has written its manifest (and
+  # so is about to exit), then keeps writing. Contained, it is killed when
+  # CMD exits, before the publish; escaped, it writes into the published
+  # entry, which the readers catch as files not in the manifest.
   ( cd "$SAFECACHE_OUT" || exit 0
+    while [ ! -e MANIFEST ]; do sleep 0.02; done
+    sleep 0.3
     i=0
     while [ "$i" -lt 50 ]; do echo late > "late$i"; sleep 0.1; i=$((i+1)); done
   ) 9>&- </dev/null >/dev/null 2>&1 &
