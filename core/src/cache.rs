@@ -384,6 +384,8 @@ fn ensure_marker(root: &Root, path: &Path, mode: &Open) -> Result<(), Error> {
             });
         }
         if matches!(mode, Open::IfEmpty) {
+            #[cfg(test)]
+            tests::pause_before_listing();
             let names = root.read_dir("").map_err(|e| Error::io("list", path.display().to_string(), e))?;
             // The marker itself counts as ours: a peer may have just created it.
             let foreign = names.iter().any(|e| !e.name.to_str().is_some_and(is_internal));
@@ -480,4 +482,45 @@ fn check_format(bytes: &[u8], path: &Path) -> Result<(), Error> {
 /// Whether `name`, at the cache root, is safecache's own.
 pub(crate) fn is_internal(name: &str) -> bool {
     name == MARKER_DIR || name.starts_with(MARKER_STAGING_PREFIX)
+}
+
+#[cfg(test)]
+// The tests build caches from outside, as a peer process would.
+#[allow(clippy::disallowed_methods)]
+mod tests {
+    use std::cell::RefCell;
+
+    use super::*;
+
+    thread_local! {
+        /// Runs once at the pause point in `ensure_marker`, between the check
+        /// for the marker and the listing of the directory.
+        static PAUSE: RefCell<Option<Box<dyn FnOnce()>>> = RefCell::new(None);
+    }
+
+    pub(super) fn pause_before_listing() {
+        if let Some(at_pause) = PAUSE.with(|p| p.borrow_mut().take()) {
+            at_pause();
+        }
+    }
+
+    /// The first-open race: while this process checks an empty directory
+    /// for a marker, a peer creates the cache and publishes an entry. The
+    /// listing then shows that entry, which must not read as "not a cache".
+    #[test]
+    fn a_peer_creating_the_cache_and_an_entry_mid_open_is_not_a_foreign_dir() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cache");
+        std::fs::create_dir(&path).unwrap();
+        let peer_path = path.clone();
+        PAUSE.with(|p| {
+            *p.borrow_mut() = Some(Box::new(move || {
+                let peer = Cache::open_ambient(&peer_path, Options::default()).unwrap();
+                let key = Key::new("k").unwrap();
+                peer.get_or_fill(&key, Wait::NoWait, |d| std::fs::write(d.path().join("f"), "x")).unwrap();
+            }));
+        });
+        let cache = Cache::open_ambient(&path, Options::default()).unwrap();
+        assert!(cache.get(&Key::new("k").unwrap()).unwrap().is_some());
+    }
 }
