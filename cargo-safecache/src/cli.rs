@@ -190,6 +190,11 @@ pub(crate) struct RunArgs {
     #[arg(long, value_name = "KEY", value_parser = parse_key)]
     pub(crate) key: Option<Key>,
 
+    /// With --key: when the fill this run waited for fails, run CMD anyway
+    /// instead of failing the same way.
+    #[arg(long, requires = "key")]
+    pub(crate) retry_failed: bool,
+
     /// Keep KEY's entry from being removed while CMD runs (repeatable). An
     /// absent KEY fails before CMD starts.
     #[arg(long = "pin", value_name = "KEY", value_parser = parse_key)]

@@ -27,13 +27,25 @@ impl Ctx {
             inherited_lease,
             on_wait: Some(Arc::new(move |ev| ui.waiting(ev))),
             allow_untrusted: self.allow_untrusted,
+            retry_failed: false,
         }
     }
 
     /// Opens (creating if missing or empty) the cache, under the lease a
     /// parent `run` holds on it, if any. Each command opens it once.
     pub(crate) fn open(&self) -> Result<Cache> {
-        Cache::open_ambient(&self.cache_dir, self.options(inherit::inherited_lease(&self.cache_dir)))
+        self.open_with(self.options(inherit::inherited_lease(&self.cache_dir)))
+    }
+
+    /// Like [`Ctx::open`], with the options adjusted by `adjust`.
+    pub(crate) fn open_adjusted(&self, adjust: impl FnOnce(&mut Options)) -> Result<Cache> {
+        let mut options = self.options(inherit::inherited_lease(&self.cache_dir));
+        adjust(&mut options);
+        self.open_with(options)
+    }
+
+    fn open_with(&self, options: Options) -> Result<Cache> {
+        Cache::open_ambient(&self.cache_dir, options)
             .with_context(|| format!("cannot use cache dir `{}`", self.cache_dir.display()))
     }
 

@@ -56,6 +56,7 @@ fn classify(kind: ErrorKind) -> (u8, Option<&'static str>) {
         ErrorKind::LocksUnsupported => {
             (FAILURE, Some("pick a cache dir on a local filesystem with --cache-dir DIR or SAFECACHE_DIR"))
         }
+        ErrorKind::PeerFillFailed => (FAILURE, Some("to run the fill yourself instead, pass --retry-failed")),
         ErrorKind::UnknownFormat | ErrorKind::NestedCache | ErrorKind::FillMoved | ErrorKind::Fill => (FAILURE, None),
     }
 }

@@ -27,7 +27,7 @@ use std::process::{ExitStatus, Stdio};
 use std::sync::Mutex;
 
 use anyhow::{Context, Result};
-use safecache::{Error, FillDir, Key, Leased, LockMode, Pin};
+use safecache::{CommandFailed, Error, FillDir, Key, Leased, LockMode, Pin};
 use serde_json::json;
 use signal_hook::consts::{SIGCONT, SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
@@ -40,7 +40,7 @@ use crate::tree::Launch;
 
 pub(crate) fn run(ctx: &Ctx, args: RunArgs) -> Result<u8> {
     let wanted = if args.exclusive { LockMode::Exclusive } else { LockMode::Shared };
-    let cache = ctx.open()?;
+    let cache = ctx.open_adjusted(|o| o.retry_failed = args.retry_failed)?;
     // From here on every lock goes through this one lease: pins and the
     // fill never open the lease file again (under `--exclusive`, a second
     // open would be a second, conflicting flock).
@@ -85,7 +85,12 @@ pub(crate) fn run(ctx: &Ctx, args: RunArgs) -> Result<u8> {
             env.push(("SAFECACHE_OUT", dir.path().as_os_str().to_owned()));
             let st = spawn_and_wait(ctx, &args.command, &env, &lock_fds(&leased, &pins, Some(dir)))?;
             status = Some(st);
-            if st.success() { Ok(()) } else { Err(io::Error::other(format!("the command {}", describe(st)))) }
+            if st.success() {
+                Ok::<(), Box<dyn std::error::Error + Send + Sync>>(())
+            } else {
+                let description = format!("the command {}", describe(st));
+                Err(CommandFailed { code: i32::from(code_of(st)), description }.into())
+            }
         })
     });
     let filled = match filled {
@@ -95,6 +100,19 @@ pub(crate) fn run(ctx: &Ctx, args: RunArgs) -> Result<u8> {
             ctx.ui.warn(format!("the command {}; nothing was published as `{key}`", describe(st)));
             let code = code_of(st);
             ctx.ui.json(json!({ "reason": "exited", "exit_code": code, "key": key.as_str(), "published": false }));
+            return Ok(code);
+        }
+        Err(Error::PeerFillFailed { failure, .. }) => {
+            // Fail the way the fill this run waited for failed.
+            let code =
+                failure.exit_code.and_then(|c| u8::try_from(c).ok()).filter(|&c| c != 0).unwrap_or(exit::FAILURE);
+            ctx.ui.error(
+                &format!(
+                    "the fill of `{key}` that this run waited for failed: {failure}; nothing was published; \
+                     to run it yourself instead, pass --retry-failed"
+                ),
+                code,
+            );
             return Ok(code);
         }
         Err(e) => return Err(anyhow::Error::new(e).context(format!("cannot fill `{key}`"))),

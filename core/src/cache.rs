@@ -48,6 +48,11 @@ pub struct Options {
     /// (see [`Error::UntrustedCache`]). Only for a cache whose every writer
     /// you trust as much as yourself.
     pub allow_untrusted: bool,
+    /// Run a fill even when the fill this call waited for has just failed.
+    /// Without it, the waiters of a failed fill fail the same way
+    /// ([`Error::PeerFillFailed`]) instead of running it again one after
+    /// another.
+    pub retry_failed: bool,
 }
 
 impl std::fmt::Debug for Options {
@@ -56,6 +61,7 @@ impl std::fmt::Debug for Options {
             .field("inherited_lease", &self.inherited_lease)
             .field("on_wait", &self.on_wait.as_ref().map(|_| ".."))
             .field("allow_untrusted", &self.allow_untrusted)
+            .field("retry_failed", &self.retry_failed)
             .finish()
     }
 }

@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::display;
+use crate::failed::FailedFill;
 use crate::holder::{Holder, describe_holders};
 use crate::key::InvalidKey;
 use crate::mode::{LockMode, LockName};
@@ -140,6 +141,18 @@ pub enum Error {
         how: String,
     },
 
+    /// The fill this call waited for failed; nothing was published, and this
+    /// call did not run the fill again (see [`Options::retry_failed`]).
+    ///
+    /// [`Options::retry_failed`]: crate::Options::retry_failed
+    #[error("the fill of `{key}` that this process waited for failed: {failure}; nothing was published")]
+    PeerFillFailed {
+        /// The key.
+        key: String,
+        /// Who failed, when and how.
+        failure: Box<FailedFill>,
+    },
+
     /// The entry holds a safecache cache of its own; deleting it would
     /// delete that cache's entries behind its locks' backs.
     #[error(
@@ -190,6 +203,8 @@ pub enum ErrorKind {
     LeaseConflict,
     /// [`Error::FillMoved`].
     FillMoved,
+    /// [`Error::PeerFillFailed`].
+    PeerFillFailed,
     /// [`Error::NestedCache`].
     NestedCache,
     /// [`Error::Fill`].
@@ -211,6 +226,7 @@ impl Error {
             Error::Busy { waited: None, .. } => ErrorKind::WouldBlock,
             Error::LeaseConflict => ErrorKind::LeaseConflict,
             Error::FillMoved { .. } => ErrorKind::FillMoved,
+            Error::PeerFillFailed { .. } => ErrorKind::PeerFillFailed,
             Error::NestedCache { .. } => ErrorKind::NestedCache,
             Error::Fill { .. } => ErrorKind::Fill,
         }

@@ -23,6 +23,7 @@ use std::sync::Arc;
 
 use crate::cache::{Cache, Entry, Leased};
 use crate::error::Error;
+use crate::failed;
 use crate::holder;
 use crate::key::Key;
 use crate::layout::{self, OWNER_LOCK, TEMP_OUT};
@@ -144,6 +145,7 @@ impl Leased {
     {
         let _span = tracing::info_span!("fill", %key).entered();
         let cache = &self.cache;
+        let started_ms = failed::now_ms();
         let _leader = loop {
             if let Some(entry) = cache.lookup(key)? {
                 return Ok(Filled { entry, filled: false });
@@ -170,6 +172,14 @@ impl Leased {
             tracing::debug!("published by a peer while waiting");
             return Ok(Filled { entry, filled: false });
         }
+        let digest = key.digest();
+        if !cache.inner.options.retry_failed {
+            // The fill this call waited for failed: fail the same way rather
+            // than run it again.
+            if let Some(failure) = failed::read(cache.root(), &digest).filter(|f| f.at_ms >= started_ms) {
+                return Err(Error::PeerFillFailed { key: key.to_string(), failure: Box::new(failure) });
+            }
+        }
         let temp = cache.create_temp(key)?;
         let out_rel = format!("{}/{TEMP_OUT}", temp.rel);
         let dir = FillDir {
@@ -181,9 +191,14 @@ impl Leased {
         };
         tracing::debug!(temp = %temp.rel, "filling");
         let created = cache.root().stat(&out_rel).map_err(|e| Error::io("inspect", &out_rel, e))?.and_then(|m| m.id);
-        fill(&dir).map_err(|e| Error::Fill { key: key.to_string(), source: e.into() })?;
+        if let Err(e) = fill(&dir) {
+            let source = e.into();
+            failed::record(cache.root(), key.as_str(), &digest, &*source);
+            return Err(Error::Fill { key: key.to_string(), source });
+        }
         cache.check_unmoved(key, &dir, created)?;
         cache.publish(key, &out_rel)?;
+        failed::clear(cache.root(), &digest);
         drop(temp);
         cache.note_use(key);
         // Still under the entry lock: nothing can have removed it.

@@ -13,7 +13,7 @@ use crate::cache::{Cache, Leased, is_internal};
 use crate::error::Error;
 use crate::holder::{self, Holder};
 use crate::key::Key;
-use crate::layout::{self, GC_LOCK, LOCKS_DIR, TMP_DIR, TRASH_DIR, USED_DIR};
+use crate::layout::{self, FAILED_DIR, GC_LOCK, LOCKS_DIR, TMP_DIR, TRASH_DIR, USED_DIR};
 use crate::lock::Deadline;
 use crate::mode::{LockMode, LockName, Wait};
 use crate::probe::owner_alive;
@@ -132,11 +132,19 @@ impl Cache {
             .iter()
             .filter_map(|e| e.name.to_str().filter(|n| !is_internal(n)).map(crate::key::digest_of))
             .collect();
-        for dir in [LOCKS_DIR, USED_DIR] {
-            for entry in root.read_dir(dir).map_err(|e| Error::io("list", dir, e))? {
+        for dir in [LOCKS_DIR, USED_DIR, FAILED_DIR] {
+            let names = match root.read_dir(dir) {
+                Ok(names) => names,
+                // `failed/` is made on first need in caches older than it.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(Error::io("list", dir, e)),
+            };
+            for entry in names {
                 let name = entry.name.to_string_lossy();
                 let digest = name.split('.').next().unwrap_or_default();
-                if live.contains(digest) {
+                // Failure records only speak to waiters, and an idle cache
+                // has none.
+                if live.contains(digest) && dir != FAILED_DIR {
                     continue;
                 }
                 let rel = std::path::Path::new(dir).join(&entry.name);

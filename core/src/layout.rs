@@ -19,9 +19,11 @@ pub(crate) const HOLDERS_DIR: &str = ".safecache/holders";
 pub(crate) const USED_DIR: &str = ".safecache/used";
 pub(crate) const TMP_DIR: &str = ".safecache/tmp";
 pub(crate) const TRASH_DIR: &str = ".safecache/trash";
+pub(crate) const FAILED_DIR: &str = ".safecache/failed";
 
-/// The subdirectories `init` creates inside the marker directory.
-pub(crate) const SUBDIRS: [&str; 5] = [LOCKS_DIR, HOLDERS_DIR, USED_DIR, TMP_DIR, TRASH_DIR];
+/// The subdirectories `init` creates inside the marker directory. A cache
+/// made before `failed/` existed gets it when a fill first fails.
+pub(crate) const SUBDIRS: [&str; 6] = [LOCKS_DIR, HOLDERS_DIR, USED_DIR, TMP_DIR, TRASH_DIR, FAILED_DIR];
 
 /// Prefix of the staging directory a new marker is built in before it is
 /// renamed into place, so that two processes initializing one empty
@@ -69,6 +71,11 @@ pub(crate) fn temp(digest: &str, random: &str) -> String {
 /// An entry renamed aside for deletion.
 pub(crate) fn trash_item(digest: &str, random: &str) -> String {
     format!("{TRASH_DIR}/{digest}.{random}")
+}
+
+/// The failure record of the last failed fill of digest `<d>`.
+pub(crate) fn failure_record(digest: &str) -> String {
+    format!("{FAILED_DIR}/{digest}.json")
 }
 
 /// A holder record, as scans see it.
@@ -136,6 +143,7 @@ mod tests {
             format!("{temp_dir}{TEMP_OUT}/"),
             temp("<d>", "<r>"),
             trash_item("<d>", "<r>"),
+            failure_record("<d>"),
         ]
     }
 

@@ -35,6 +35,7 @@
 mod cache;
 pub mod display;
 mod error;
+mod failed;
 mod fill;
 mod gc;
 mod holder;
@@ -49,6 +50,7 @@ mod sys;
 
 pub use cache::{Cache, Entry, Leased, Options, Pin, USE_RESOLUTION};
 pub use error::{Error, ErrorKind};
+pub use failed::{CommandFailed, FailedFill};
 pub use fill::{FillDir, Filled};
 pub use gc::{EntryInfo, Failure, GcReport, Item, ItemKind, Status};
 pub use holder::{Holder, describe_holders};

@@ -17,7 +17,7 @@ use crate::cache::{Cache, Leased, is_internal};
 use crate::error::Error;
 use crate::gc::{Failure, GcReport};
 use crate::key::{Key, digest_of};
-use crate::layout::{self, LOCKS_DIR, USED_DIR};
+use crate::layout::{self, FAILED_DIR, LOCKS_DIR, USED_DIR};
 use crate::lock::{Deadline, Held};
 use crate::mode::{LockMode, LockName, Wait};
 
@@ -144,7 +144,12 @@ impl Cache {
     /// so there is nothing worth counting).
     fn empty_dir(&self, dir: &str, report: &mut CleanReport) -> Result<(), Error> {
         let root = self.root();
-        for entry in root.read_dir(dir).map_err(|e| Error::io("list", dir, e))? {
+        let names = match root.read_dir(dir) {
+            Ok(names) => names,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(Error::io("list", dir, e)),
+        };
+        for entry in names {
             let rel = Path::new(dir).join(&entry.name);
             if let Err(e) = root.remove_tree(&rel) {
                 report.failures.push(Failure::new(&rel.to_string_lossy(), e));
@@ -209,6 +214,7 @@ impl Leased {
         if self.is_own() {
             cache.empty_dir(USED_DIR, &mut report)?;
             cache.empty_dir(LOCKS_DIR, &mut report)?;
+            cache.empty_dir(FAILED_DIR, &mut report)?;
         }
         crate::holder::reap_dead(root);
         Ok(report)
