@@ -190,6 +190,12 @@ pub(crate) struct RunArgs {
     #[arg(long, value_name = "KEY", value_parser = parse_key)]
     pub(crate) key: Option<Key>,
 
+    /// With --key: fill KEY by running FILL with `sh -c` if KEY is absent
+    /// (single-flight), then run CMD with KEY pinned and SAFECACHE_ENTRY set
+    /// to its path. The one safe way to fill and use an entry.
+    #[arg(long, value_name = "FILL", requires = "key")]
+    pub(crate) fill: Option<OsString>,
+
     /// With --key: when the fill this run waited for fails, run CMD anyway
     /// instead of failing the same way.
     #[arg(long, requires = "key")]

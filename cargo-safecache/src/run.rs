@@ -27,7 +27,7 @@ use std::process::{ExitStatus, Stdio};
 use std::sync::Mutex;
 
 use anyhow::{Context, Result};
-use safecache::{CommandFailed, Error, FillDir, Key, Leased, LockMode, Pin};
+use safecache::{CommandFailed, Error, FillDir, Filled, Key, Leased, LockMode, Pin};
 use serde_json::json;
 use signal_hook::consts::{SIGCONT, SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
@@ -51,10 +51,11 @@ pub(crate) fn run(ctx: &Ctx, args: RunArgs) -> Result<u8> {
     env.extend(inherit::exports(&leased, &canonical));
 
     let absent = |key: &Key| Coded {
-        code: exit::FAILURE,
+        code: exit::ABSENT,
         message: format!(
             "cannot pin `{key}`: it is not in the cache, so the command was not run; \
-             fill it first with `cargo safecache run --key {key} -- CMD`"
+             fill it first, or fill it if absent and then run CMD with it pinned: \
+             `cargo safecache run --key {key} --fill 'FILL' -- CMD`"
         ),
     };
     // Check every pin first, so an absent key fails before anything is
@@ -76,14 +77,69 @@ pub(crate) fn run(ctx: &Ctx, args: RunArgs) -> Result<u8> {
         ctx.ui.json(json!({ "reason": "exited", "exit_code": code }));
         return Ok(code);
     };
+    env.push(("SAFECACHE_ENTRY", cache.entry_path(&key).into_os_string()));
 
+    let Some(fill_script) = args.fill else {
+        // `run --key K -- CMD`: CMD is the fill.
+        let filled = match fill(ctx, &leased, &pins, &key, &args.command, &env)? {
+            Ok(filled) => filled,
+            Err(code) => return Ok(code),
+        };
+        let path = filled.entry.path();
+        if filled.filled {
+            ctx.ui.status("Filled", format!("`{key}` at {}", path.display()));
+        } else {
+            ctx.ui.status("Fresh", format!("`{key}` is already in the cache; the command was not run"));
+        }
+        // The entry's path is the last line on stdout.
+        ctx.ui.out(path.display());
+        ctx.ui.json(json!({ "reason": "entry", "key": key.as_str(), "path": path, "filled": filled.filled }));
+        drop(pins);
+        return Ok(exit::OK);
+    };
+
+    // `run --key K --fill FILL -- CMD`: fill K with FILL if it is absent,
+    // then run CMD with K pinned. A remove can slip in between the publish
+    // and the pin; then the fill runs again, a few times at most.
+    let fill_cmd: Vec<OsString> = vec!["sh".into(), "-c".into(), fill_script];
+    for _ in 0..3 {
+        if let Some(pin) = ctx.blocking(|| leased.pin(&key, ctx.wait)).with_context(|| format!("cannot pin `{key}`"))? {
+            pins.push(pin);
+            let status = spawn_and_wait(ctx, &args.command, &env, &lock_fds(&leased, &pins, None))?;
+            let code = code_of(status);
+            ctx.ui.json(json!({ "reason": "exited", "exit_code": code, "key": key.as_str() }));
+            return Ok(code);
+        }
+        if let Err(code) = fill(ctx, &leased, &pins, &key, &fill_cmd, &env)? {
+            return Ok(code);
+        }
+    }
+    Err(Coded {
+        code: exit::FAILURE,
+        message: format!("`{key}` was removed each time right after it was filled; the command was not run"),
+    }
+    .into())
+}
+
+/// Fills `key` by running `fill_cmd` (single-flight), or finds it filled.
+/// `Err(code)` when the fill, or the fill this run waited for, failed: the
+/// run then exits with `code`, having said why.
+fn fill(
+    ctx: &Ctx,
+    leased: &Leased,
+    pins: &[Pin],
+    key: &Key,
+    fill_cmd: &[OsString],
+    env: &[(&str, OsString)],
+) -> Result<Result<Filled, u8>> {
     let mut status = None;
     let filled = ctx.blocking(|| {
-        leased.get_or_fill(&key, ctx.wait, |dir| {
+        leased.get_or_fill(key, ctx.wait, |dir| {
             ctx.ui.done_waiting();
-            ctx.ui.status("Filling", format!("`{key}` by running `{}`", shown(&args.command)));
+            ctx.ui.status("Filling", format!("`{key}` by running `{}`", shown(fill_cmd)));
+            let mut env = env.to_vec();
             env.push(("SAFECACHE_OUT", dir.path().as_os_str().to_owned()));
-            let st = spawn_and_wait(ctx, &args.command, &env, &lock_fds(&leased, &pins, Some(dir)))?;
+            let st = spawn_and_wait(ctx, fill_cmd, &env, &lock_fds(leased, pins, Some(dir)))?;
             status = Some(st);
             if st.success() {
                 Ok::<(), Box<dyn std::error::Error + Send + Sync>>(())
@@ -93,14 +149,14 @@ pub(crate) fn run(ctx: &Ctx, args: RunArgs) -> Result<u8> {
             }
         })
     });
-    let filled = match filled {
-        Ok(filled) => filled,
+    match filled {
+        Ok(filled) => Ok(Ok(filled)),
         Err(Error::Fill { .. }) if status.is_some_and(|s| !s.success()) => {
             let st = status.unwrap_or_default();
             ctx.ui.warn(format!("the command {}; nothing was published as `{key}`", describe(st)));
             let code = code_of(st);
             ctx.ui.json(json!({ "reason": "exited", "exit_code": code, "key": key.as_str(), "published": false }));
-            return Ok(code);
+            Ok(Err(code))
         }
         Err(Error::PeerFillFailed { failure, .. }) => {
             // Fail the way the fill this run waited for failed.
@@ -113,21 +169,10 @@ pub(crate) fn run(ctx: &Ctx, args: RunArgs) -> Result<u8> {
                 ),
                 code,
             );
-            return Ok(code);
+            Ok(Err(code))
         }
-        Err(e) => return Err(anyhow::Error::new(e).context(format!("cannot fill `{key}`"))),
-    };
-    let path = filled.entry.path();
-    if filled.filled {
-        ctx.ui.status("Filled", format!("`{key}` at {}", path.display()));
-    } else {
-        ctx.ui.status("Fresh", format!("`{key}` is already in the cache; the command was not run"));
+        Err(e) => Err(anyhow::Error::new(e).context(format!("cannot fill `{key}`"))),
     }
-    // The entry's path is the last line on stdout.
-    ctx.ui.out(path.display());
-    ctx.ui.json(json!({ "reason": "entry", "key": key.as_str(), "path": path, "filled": filled.filled }));
-    drop(pins);
-    Ok(exit::OK)
 }
 
 /// The descriptors whose flocks protect CMD: they must stay held for as

@@ -3,6 +3,7 @@
 //! user stories in the project brief.
 
 mod failed;
+mod fill_and_use;
 mod queue;
 mod support;
 mod tree;
