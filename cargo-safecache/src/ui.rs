@@ -7,6 +7,8 @@
 
 use std::fmt::Display;
 use std::io::{IsTerminal, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -60,8 +62,8 @@ impl Ui {
     fn stderr_line(&self, line: &str) {
         let spinner = self.spinner.lock().unwrap_or_else(|p| p.into_inner());
         match spinner.as_ref() {
-            Some(bar) => bar.suspend(|| eprintln!("{line}")),
-            None => eprintln!("{line}"),
+            Some(bar) => bar.suspend(|| write_stderr(line)),
+            None => write_stderr(line),
         }
     }
 
@@ -70,6 +72,18 @@ impl Ui {
         if !self.json {
             let mut out = std::io::stdout().lock();
             let _ = writeln!(out, "{line}");
+            let _ = out.flush();
+        }
+    }
+
+    /// A path on stdout as one line of its raw bytes (nothing in JSON mode):
+    /// a path that is not UTF-8 must still reach `$(cargo safecache path K)`
+    /// intact, not with replacement characters.
+    pub(crate) fn out_path(&self, path: &Path) {
+        if !self.json {
+            let mut out = std::io::stdout().lock();
+            let _ = out.write_all(path.as_os_str().as_bytes());
+            let _ = out.write_all(b"\n");
             let _ = out.flush();
         }
     }
@@ -114,6 +128,15 @@ impl Ui {
             bar.finish_and_clear();
         }
     }
+}
+
+/// Writes one line to stderr, ignoring failure: `eprintln!` panics when
+/// stderr is full (`2>/dev/full`) or a closed pipe, and a message nobody can
+/// read must not turn a working command into a crash.
+pub(crate) fn write_stderr(line: &str) {
+    let mut err = std::io::stderr().lock();
+    let _ = writeln!(err, "{line}");
+    let _ = err.flush();
 }
 
 fn wait_message(ev: &WaitEvent<'_>) -> String {
