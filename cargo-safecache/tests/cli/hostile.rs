@@ -79,7 +79,8 @@ fn run_bounded(cmd: &mut Command, limit: Duration) -> Result<Ran, String> {
     }
     let code = libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status));
     // CMDs of `run` die with it, so the pipes close soon after.
-    let text = |rx: mpsc::Receiver<Vec<u8>>| String::from_utf8_lossy(&rx.recv_timeout(limit).unwrap_or_default()).into_owned();
+    let text =
+        |rx: mpsc::Receiver<Vec<u8>>| String::from_utf8_lossy(&rx.recv_timeout(limit).unwrap_or_default()).into_owned();
     let out = Out { code, stdout: text(stdout), stderr: text(stderr) };
     Ok(Ran { out, max_rss_kib: usage.ru_maxrss, elapsed })
 }
@@ -146,6 +147,15 @@ fn cache_with_entry(sb: &Sandbox) -> String {
     stamp
 }
 
+/// A holder record of the lease by pid 4242.
+fn record_json(host: &str, command: &str, since: &str) -> String {
+    format!(
+        r#"{{"lock":{{"kind":"lease"}},"lock_file":".safecache/lease.lock","mode":"shared","pid":4242,"host":{},"command":{},"since":{since}}}"#,
+        serde_json::to_string(host).expect("json"),
+        serde_json::to_string(command).expect("json"),
+    )
+}
+
 fn json_lines(stdout: &str) -> Vec<Value> {
     stdout.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l:?}: {e}"))).collect()
 }
@@ -207,15 +217,12 @@ fn a_huge_sparse_holder_record_is_not_read_whole() {
 fn hostile_records_and_format_files_are_escaped_and_never_panic() {
     let sb = Sandbox::new();
     sb.fill("k", "v");
-    let record = |host: &str, command: &str, since: &str| {
-        format!(
-            r#"{{"lock":{{"kind":"lease"}},"lock_file":".safecache/lease.lock","mode":"shared","pid":4242,"host":{},"command":{},"since":{since}}}"#,
-            serde_json::to_string(host).expect("json"),
-            serde_json::to_string(command).expect("json"),
-        )
-    };
-    let _overflow =
-        plant_live_record(&sb.cache, "00000000000000000000000a.json", record("h", "c", "18446744073709551615").as_bytes());
+    let record = record_json;
+    let _overflow = plant_live_record(
+        &sb.cache,
+        "00000000000000000000000a.json",
+        record("h", "c", "18446744073709551615").as_bytes(),
+    );
     let _garbage = plant_live_record(&sb.cache, "00000000000000000000000b.json", b"\xff{\"lock\": not json\x1b[2J");
     let _evil = plant_live_record(
         &sb.cache,
@@ -227,7 +234,10 @@ fn hostile_records_and_format_files_are_escaped_and_never_panic() {
         assert_sane(args, &out);
         out.assert_code(0);
         for text in [&out.stdout, &out.stderr] {
-            assert!(!text.contains('\x1b') && !text.contains('\x07') && !text.contains('\r'), "raw control bytes\n{out}");
+            assert!(
+                !text.contains('\x1b') && !text.contains('\x07') && !text.contains('\r'),
+                "raw control bytes\n{out}"
+            );
             assert!(!text.lines().any(|l| l.starts_with("error: forged")), "a forged line\n{out}");
         }
     }
@@ -425,7 +435,8 @@ fn clean_and_rm_spare_an_entry_that_holds_a_cache_of_its_own() {
     run(&sb, &["--cache-dir", inner_dir, "run", "--key", "dep", "--", "sh", "-c", "echo v > \"$SAFECACHE_OUT/f\""])
         .assert_code(0);
     let mut pinner = support::Bg::spawn({
-        let mut cmd = sb.cmd(["--cache-dir", inner_dir, "run", "--pin", "dep", "--", "sh", "-c", "echo ready; read go"]);
+        let mut cmd =
+            sb.cmd(["--cache-dir", inner_dir, "run", "--pin", "dep", "--", "sh", "-c", "echo ready; read go"]);
         cmd.env("SAFECACHE_DIR", &inner);
         cmd
     });
@@ -511,4 +522,150 @@ fn ls_escapes_names_and_does_not_follow_symlinks() {
     let out = run(&sb, &["--cache-dir", dir_s, "--message-format", "json", "ls"]);
     let link = json_lines(&out.stdout).into_iter().find(|v| v["stored_name"] == "link").expect("the link is listed");
     assert!(link["bytes"].as_u64().is_some_and(|b| b < 4096), "a symlink's size is its own\n{out}");
+}
+
+/// What the garbage sweep plants in place of a file of the layout.
+#[derive(Clone, Copy, Debug)]
+enum Garbage {
+    Fifo,
+    SymlinkOut,
+    Dir,
+    RandomMiB,
+    Empty,
+}
+
+impl Garbage {
+    const ALL: [Garbage; 5] = [Garbage::Fifo, Garbage::SymlinkOut, Garbage::Dir, Garbage::RandomMiB, Garbage::Empty];
+
+    /// Replaces whatever is at `path` with this garbage; a symlink points at
+    /// `target`, outside the cache.
+    fn plant(self, path: &Path, target: &Path, random: &[u8]) {
+        match std::fs::symlink_metadata(path) {
+            Ok(meta) if meta.is_dir() => std::fs::remove_dir_all(path).expect("remove dir"),
+            Ok(_) => std::fs::remove_file(path).expect("remove file"),
+            Err(_) => {}
+        }
+        match self {
+            Garbage::Fifo => mkfifo(path),
+            Garbage::SymlinkOut => std::os::unix::fs::symlink(target, path).expect("symlink"),
+            Garbage::Dir => std::fs::create_dir(path).expect("create dir"),
+            Garbage::RandomMiB => std::fs::write(path, random).expect("write"),
+            Garbage::Empty => std::fs::write(path, "").expect("write"),
+        }
+    }
+}
+
+/// The garbage sweep: every file of the layout, in turn, replaced by each
+/// kind of garbage, under every command. None may hang, panic, or change,
+/// delete or follow anything outside the cache; a failure is one `error:`
+/// line (after any `warning:` lines naming what gc or clean could not
+/// reclaim). Every combination that misbehaves is listed, with the exact
+/// command, before the test fails.
+#[test]
+fn garbage_sweep_over_every_file_of_the_layout() {
+    let sb = Sandbox::new();
+    let digest = cache_with_entry(&sb);
+    run(&sb, &["gc"]).assert_code(0); // creates gc.lock
+    let temp_name = format!("{digest}.111111111111111111111111");
+    plant_orphan_temp(&sb.cache, &digest, "111111111111111111111111", |p| std::fs::write(p, "").expect("owner"));
+    let trash = sb.cache.join(".safecache/trash").join(format!("{digest}.222222222222222222222222"));
+    std::fs::create_dir(&trash).expect("trash");
+    std::fs::write(trash.join("f"), "x").expect("write");
+    let holder = record_json("h", "c", "1");
+    std::fs::write(sb.cache.join(".safecache/holders/333333333333333333333333.json"), holder).expect("record");
+
+    let outside = sb.path("outside");
+    std::fs::create_dir(&outside).expect("outside");
+    let target = outside.join("target");
+    std::fs::write(&target, "outside the cache").expect("write");
+    set_mtime_ago(&target, 7200);
+    let mut random = vec![0u8; 1 << 20];
+    File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut random)).expect("random bytes");
+
+    let files = [
+        ".safecache/format".to_owned(),
+        ".safecache/lease.lock".to_owned(),
+        ".safecache/gc.lock".to_owned(),
+        format!(".safecache/locks/{digest}.lock"),
+        ".safecache/holders/333333333333333333333333.json".to_owned(),
+        format!(".safecache/used/{digest}"),
+        format!(".safecache/tmp/{temp_name}/owner.lock"),
+        format!(".safecache/trash/{digest}.222222222222222222222222"),
+    ];
+    let commands: [&[&str]; 8] = [
+        &["path", "k"],
+        &["run", "--key", "k2", "--", "true"],
+        &["run", "--pin", "k", "--", "true"],
+        &["status"],
+        &["ls"],
+        &["rm", "k"],
+        &["gc"],
+        &["clean"],
+    ];
+    let before = snapshot(&outside);
+    let mut misbehaved = Vec::new();
+    let mut n = 0;
+    for file in &files {
+        for garbage in Garbage::ALL {
+            for args in commands {
+                n += 1;
+                let cache = sb.path(&format!("sweep-{n}"));
+                let copied = Command::new("cp").arg("-a").arg(&sb.cache).arg(&cache).status().expect("cp");
+                assert!(copied.success());
+                let planted = cache.join(file);
+                garbage.plant(&planted, &target, &random);
+                // Old, so a garbage stamp is due for replacement rather than
+                // left alone as fresh.
+                set_mtime_ago(&planted, 7200);
+                let args = [&["--lock-timeout", "2"][..], args].concat();
+                let shown = format!(
+                    "{file} as {garbage:?}: SAFECACHE_DIR={} cargo-safecache {}",
+                    cache.display(),
+                    args.join(" ")
+                );
+                let mut cmd = sb.cmd(&args);
+                cmd.env("SAFECACHE_DIR", &cache).stdout(Stdio::piped()).stderr(Stdio::piped());
+                match run_bounded(&mut cmd, HANG) {
+                    Err(e) => misbehaved.push(format!("{shown}: {e}")),
+                    Ok(ran) => {
+                        if let Some(problem) = sweep_problem(&ran) {
+                            misbehaved.push(format!("{shown}: {problem}\n{}", ran.out));
+                        }
+                    }
+                }
+                if snapshot(&outside) != before {
+                    misbehaved.push(format!("{shown}: changed something outside the cache"));
+                    std::fs::write(&target, "outside the cache").expect("restore");
+                    set_mtime_ago(&target, 7200);
+                }
+                // Its own FIFOs and symlinks must not stop the sandbox's removal.
+                let _ = std::fs::remove_dir_all(&cache);
+            }
+        }
+    }
+    assert!(misbehaved.is_empty(), "{} of {n} runs misbehaved:\n{}", misbehaved.len(), misbehaved.join("\n"));
+}
+
+/// What is wrong with one sweep run, if anything.
+fn sweep_problem(ran: &Ran) -> Option<String> {
+    let out = &ran.out;
+    if out.stderr.contains("panicked") {
+        return Some("panicked".to_owned());
+    }
+    if ran.elapsed > Duration::from_secs(7) {
+        return Some(format!("took {:?} under --lock-timeout 2", ran.elapsed));
+    }
+    match out.code {
+        Some(0) => return None,
+        Some(1 | 2 | 75 | 101) => {}
+        other => return Some(format!("exit status {other:?}")),
+    }
+    let lines: Vec<&str> = out.stderr.lines().collect();
+    let errors = lines.iter().filter(|l| l.starts_with("error")).count();
+    let last = lines.last().copied().unwrap_or_default();
+    let stray = lines.iter().any(|l| !(l.starts_with("error: ") || l.starts_with("warning: ") || l.starts_with("  ")));
+    if errors != 1 || !last.starts_with("error: ") || stray {
+        return Some("the failure is not one `error:` line".to_owned());
+    }
+    None
 }
