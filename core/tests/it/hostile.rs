@@ -12,6 +12,11 @@ use safecache::{Cache, ErrorKind, Options, Wait};
 
 use crate::support::{key, names, new_cache, publish};
 
+/// The wait of operations expected to succeed: not `NoWait`, because a
+/// helper process another test forks shares this process's lock files
+/// between fork and exec, so a just-released lock can look held.
+const PATIENT: Wait = Wait::Timeout(std::time::Duration::from_secs(30));
+
 fn mkfifo(path: &Path) {
     assert!(Command::new("mkfifo").arg(path).status().unwrap().success());
 }
@@ -63,7 +68,7 @@ fn a_planted_stamp_is_replaced_never_written_through() {
     mkfifo(&stamp);
     age_two_hours(&stamp);
     // A lookup that opened the FIFO for writing would block here forever.
-    assert!(cache.pin(&key("dep"), Wait::NoWait).unwrap().is_some());
+    assert!(cache.pin(&key("dep"), PATIENT).unwrap().is_some());
     assert!(std::fs::symlink_metadata(&stamp).unwrap().is_file());
     assert!(names(&cache.path().join(".safecache/tmp")).is_empty());
 }
@@ -141,14 +146,14 @@ fn peak_rss_kib() -> i64 {
 fn an_entry_holding_a_cache_survives_remove_and_clean() {
     let (_tmp, cache) = new_cache();
     publish(&cache, "other", "v1");
-    cache.get_or_fill(&key("inner"), Wait::NoWait, |_| std::io::Result::Ok(())).unwrap();
+    cache.get_or_fill(&key("inner"), PATIENT, |_| std::io::Result::Ok(())).unwrap();
     let inner = Cache::open_ambient(cache.path().join("inner"), Options::default()).unwrap();
     publish(&inner, "dep", "inner data");
-    let pin = inner.pin(&key("dep"), Wait::NoWait).unwrap().unwrap();
+    let pin = inner.pin(&key("dep"), PATIENT).unwrap().unwrap();
 
-    let err = cache.remove(&key("inner"), Wait::NoWait).unwrap_err();
+    let err = cache.remove(&key("inner"), PATIENT).unwrap_err();
     assert_eq!(err.kind(), ErrorKind::NestedCache, "{err}");
-    let report = cache.clean(Wait::NoWait).unwrap();
+    let report = cache.clean(PATIENT).unwrap();
     assert_eq!(report.entries, 1, "{report:?}");
     assert_eq!(report.failures.len(), 1, "{report:?}");
     assert_eq!(report.failures[0].rel, "inner");
@@ -167,7 +172,7 @@ fn gc_deletes_only_real_staging_dirs() {
     std::fs::write(dir.join(".safecache.init-notes"), "notes").unwrap();
     let cache = Cache::init_ambient(&dir, Options::default()).unwrap();
     std::fs::create_dir(dir.join(".safecache.init-0123456789abcdef01234567")).unwrap();
-    let report = cache.gc(Wait::NoWait).unwrap();
+    let report = cache.gc(PATIENT).unwrap();
     assert!(report.failures.is_empty(), "{report:?}");
     assert_eq!(std::fs::read_to_string(dir.join(".safecache.init-keep/data")).unwrap(), "keep");
     assert_eq!(std::fs::read_to_string(dir.join(".safecache.init-notes")).unwrap(), "notes");
@@ -183,7 +188,7 @@ fn status_and_gc_agree_on_foreign_leftovers() {
     std::fs::write(cache.path().join(".safecache/trash/stray"), "x").unwrap();
     let status = cache.status().unwrap();
     assert_eq!(status.items.iter().filter(|i| !i.live).count(), 2, "{:?}", status.items);
-    let report = cache.gc(Wait::NoWait).unwrap();
+    let report = cache.gc(PATIENT).unwrap();
     assert_eq!((report.temps, report.trash), (1, 1), "{report:?}");
     assert!(names(&cache.path().join(".safecache/tmp")).is_empty());
     assert!(names(&cache.path().join(".safecache/trash")).is_empty());

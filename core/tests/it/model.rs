@@ -6,6 +6,7 @@
 //! out.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use proptest::prelude::*;
 use safecache::{Cache, ErrorKind, Key, Leased, LockMode, Pin, Wait};
@@ -13,6 +14,13 @@ use safecache::{Cache, ErrorKind, Key, Leased, LockMode, Pin, Wait};
 use crate::support::{names, new_cache};
 
 const KEYS: [&str; 3] = ["a", "dir/b", "c"];
+
+/// The wait of every operation the model expects to succeed. Not `NoWait`:
+/// other tests in this binary fork helper processes, and a child between
+/// fork and exec shares every open file description of this process, so a
+/// lock this test just released can look held for an instant. Operations
+/// the model expects to block use `NoWait`: what blocks them is really held.
+const PATIENT: Wait = Wait::Timeout(Duration::from_secs(30));
 
 #[derive(Clone, Debug)]
 enum Op {
@@ -96,8 +104,8 @@ impl World {
                     if ok { Ok(()) } else { Err(std::io::Error::other("the filler failed")) }
                 };
                 let result = match (via(leased), &self.leased) {
-                    (true, Some(l)) => l.get_or_fill(&key(k), Wait::NoWait, filler),
-                    _ => self.cache.get_or_fill(&key(k), Wait::NoWait, filler),
+                    (true, Some(l)) => l.get_or_fill(&key(k), PATIENT, filler),
+                    _ => self.cache.get_or_fill(&key(k), PATIENT, filler),
                 };
                 match (self.model.contains_key(&k), ok, result) {
                     (true, _, Ok(filled)) => prop_assert!(!filled.filled, "a present entry is not filled again"),
@@ -120,8 +128,8 @@ impl World {
             }
             Op::Pin { key: k, leased } => {
                 let pin = match (via(leased), &self.leased) {
-                    (true, Some(l)) => l.pin(&key(k), Wait::NoWait),
-                    _ => self.cache.pin(&key(k), Wait::NoWait),
+                    (true, Some(l)) => l.pin(&key(k), PATIENT),
+                    _ => self.cache.pin(&key(k), PATIENT),
                 };
                 let pin = pin.unwrap();
                 prop_assert_eq!(pin.is_some(), self.model.contains_key(&k));
@@ -135,11 +143,13 @@ impl World {
                 }
             }
             Op::Remove { key: k, leased } => {
+                let pinned = self.pins.iter().any(|(p, _)| *p == k);
+                let wait = if pinned { Wait::NoWait } else { PATIENT };
                 let result = match (via(leased), &self.leased) {
-                    (true, Some(l)) => l.remove(&key(k), Wait::NoWait),
-                    _ => self.cache.remove(&key(k), Wait::NoWait),
+                    (true, Some(l)) => l.remove(&key(k), wait),
+                    _ => self.cache.remove(&key(k), wait),
                 };
-                if self.pins.iter().any(|(p, _)| *p == k) {
+                if pinned {
                     let e = result.expect_err("a pinned entry cannot be removed");
                     prop_assert_eq!(e.kind(), ErrorKind::WouldBlock, "{}", e);
                 } else {
@@ -148,8 +158,8 @@ impl World {
             }
             Op::Gc { leased } => {
                 let report = match (via(leased), &self.leased) {
-                    (true, Some(l)) => l.gc(Wait::NoWait),
-                    _ => self.cache.gc(Wait::NoWait),
+                    (true, Some(l)) => l.gc(PATIENT),
+                    _ => self.cache.gc(PATIENT),
                 }
                 .unwrap();
                 prop_assert!(report.failures.is_empty(), "{:?}", report);
@@ -161,8 +171,9 @@ impl World {
                     prop_assert_eq!(e.kind(), ErrorKind::LeaseConflict, "{}", e);
                 }
                 _ => {
-                    let result = self.cache.clean(Wait::NoWait);
-                    if self.lease_held() {
+                    let in_use = self.lease_held();
+                    let result = self.cache.clean(if in_use { Wait::NoWait } else { PATIENT });
+                    if in_use {
                         let e = result.expect_err("clean while the cache is in use");
                         prop_assert_eq!(e.kind(), ErrorKind::WouldBlock, "{}", e);
                     } else {
@@ -175,7 +186,7 @@ impl World {
             },
             Op::Lease => {
                 if self.leased.is_none() {
-                    self.leased = Some(self.cache.lease(LockMode::Shared, Wait::NoWait).unwrap());
+                    self.leased = Some(self.cache.lease(LockMode::Shared, PATIENT).unwrap());
                 }
             }
             Op::Unlease => self.leased = None,
@@ -223,10 +234,10 @@ proptest! {
         // Every handle released, gc finds nothing, and clean empties it.
         world.pins.clear();
         world.leased = None;
-        let report = world.cache.gc(Wait::NoWait).unwrap();
+        let report = world.cache.gc(PATIENT).unwrap();
         prop_assert!(report.failures.is_empty() && report.temps == 0 && report.trash == 0, "{:?}", report);
         world.check()?;
-        prop_assert_eq!(world.cache.clean(Wait::NoWait).unwrap().entries, world.model.len());
+        prop_assert_eq!(world.cache.clean(PATIENT).unwrap().entries, world.model.len());
         world.model.clear();
         world.check()?;
     }
