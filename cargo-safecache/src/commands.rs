@@ -18,7 +18,7 @@ pub(crate) fn path(ctx: &Ctx, key: &Key) -> Result<u8> {
     let cache = ctx.open()?;
     match cache.get(key)? {
         Some(entry) => {
-            ctx.ui.out_path(entry.path());
+            ctx.ui.out_path(entry.path()).context("cannot write the entry's path to stdout")?;
             ctx.ui.json(json!({ "reason": "entry", "key": key.as_str(), "path": json_path(entry.path()) }));
             Ok(exit::OK)
         }

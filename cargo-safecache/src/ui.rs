@@ -78,14 +78,16 @@ impl Ui {
 
     /// A path on stdout as one line of its raw bytes (nothing in JSON mode):
     /// a path that is not UTF-8 must still reach `$(cargo safecache path K)`
-    /// intact, not with replacement characters.
-    pub(crate) fn out_path(&self, path: &Path) {
-        if !self.json {
-            let mut out = std::io::stdout().lock();
-            let _ = out.write_all(path.as_os_str().as_bytes());
-            let _ = out.write_all(b"\n");
-            let _ = out.flush();
+    /// intact, not with replacement characters. Unlike status lines, the
+    /// path is the command's result, so failing to write it is an error.
+    pub(crate) fn out_path(&self, path: &Path) -> std::io::Result<()> {
+        if self.json {
+            return Ok(());
         }
+        let mut out = std::io::stdout().lock();
+        out.write_all(path.as_os_str().as_bytes())?;
+        out.write_all(b"\n")?;
+        out.flush()
     }
 
     /// A JSON object on stdout (nothing in human mode).

@@ -304,11 +304,13 @@ fn unwritable_stderr_does_not_panic() {
         let ran = run_bounded(&mut cmd, HANG).unwrap_or_else(|e| panic!("{args:?} {e}"));
         assert_eq!(ran.out.code, Some(code), "{args:?} with stderr on a pipe nobody reads");
     }
-    // A full stdout is not a crash either.
+    // A full stdout is not a crash either; for `path`, whose result is what
+    // it prints, it is a one-line error rather than a silent success.
     let mut cmd = sb.cmd(["path", "k"]);
     cmd.stdout(File::options().write(true).open("/dev/full").expect("/dev/full")).stderr(Stdio::piped());
     let ran = run_bounded(&mut cmd, HANG).unwrap_or_else(|e| panic!("path {e}"));
     assert_sane(&["path", "k"], &ran.out);
+    ran.out.assert_one_line_error(101, "cannot write the entry's path to stdout");
 }
 
 /// An orphaned temp `tmp/<d>.<r>` with an `out/` holding `files`, and its
