@@ -2,7 +2,7 @@
 //! `rm`, `clean`, `gc` and `init`. Each is a thin front end over one core
 //! operation; the core does the locking.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
@@ -18,8 +18,8 @@ pub(crate) fn path(ctx: &Ctx, key: &Key) -> Result<u8> {
     let cache = ctx.open()?;
     match cache.get(key)? {
         Some(entry) => {
-            ctx.ui.out(entry.path().display());
-            ctx.ui.json(json!({ "reason": "entry", "key": key.as_str(), "path": entry.path() }));
+            ctx.ui.out_path(entry.path()).context("cannot write the entry's path to stdout")?;
+            ctx.ui.json(json!({ "reason": "entry", "key": key.as_str(), "path": json_path(entry.path()) }));
             Ok(exit::OK)
         }
         None => Err(Coded {
@@ -31,6 +31,12 @@ pub(crate) fn path(ctx: &Ctx, key: &Key) -> Result<u8> {
         }
         .into()),
     }
+}
+
+/// A path for a JSON message. `json!` panics on a path that is not UTF-8
+/// (a cache dir may be any bytes), so such a path is shown lossily.
+fn json_path(path: &Path) -> String {
+    path.to_string_lossy().into_owned()
 }
 
 fn unix_secs(t: Option<SystemTime>) -> Option<u64> {
@@ -47,15 +53,18 @@ fn ago(t: Option<SystemTime>) -> String {
 pub(crate) fn ls(ctx: &Ctx) -> Result<u8> {
     let cache = ctx.open()?;
     let entries = cache.entries()?;
-    let width = entries.iter().map(|e| e.key.as_ref().map_or(e.stored_name.len(), |k| k.as_str().len())).max();
-    for e in &entries {
-        let name = e.key.as_ref().map_or(e.stored_name.clone(), |k| k.to_string());
-        ctx.ui.out(format!("{name:<w$}  {:>10}  {}", fmt_bytes(e.bytes), ago(e.last_use), w = width.unwrap_or(0)));
+    // Names of adopted files come from disk and may hold control
+    // characters: escaped, they cannot drive the terminal or forge lines.
+    let names: Vec<String> =
+        entries.iter().map(|e| e.key.as_ref().map_or_else(|| escape(&e.stored_name), |k| escape(k.as_str()))).collect();
+    let width = names.iter().map(|n| n.chars().count()).max().unwrap_or(0);
+    for (e, name) in entries.iter().zip(&names) {
+        ctx.ui.out(format!("{name:<width$}  {:>10}  {}", fmt_bytes(e.bytes), ago(e.last_use)));
         ctx.ui.json(json!({
             "reason": "entry",
             "key": e.key.as_ref().map(Key::as_str),
             "stored_name": e.stored_name,
-            "path": cache.path().join(&e.stored_name),
+            "path": json_path(&cache.path().join(&e.stored_name)),
             "bytes": e.bytes,
             "last_use": unix_secs(e.last_use),
         }));
@@ -116,7 +125,7 @@ pub(crate) fn status(ctx: &Ctx) -> Result<u8> {
     ));
     ui.json(json!({
         "reason": "summary",
-        "path": cache.path(),
+        "path": json_path(cache.path()),
         "format": safecache::FORMAT_VERSION,
         "entries": status.entries,
         "entry_bytes": status.entry_bytes,
@@ -212,6 +221,6 @@ pub(crate) fn init(ctx: &Ctx, dir: Option<PathBuf>) -> Result<u8> {
         .with_context(|| format!("cannot adopt `{}` as a cache", dir.display()))?;
     let entries = cache.entries()?.len();
     ctx.ui.status("Initialized", format!("cache at `{}` with {entries} entries", cache.path().display()));
-    ctx.ui.json(json!({ "reason": "initialized", "path": cache.path(), "entries": entries }));
+    ctx.ui.json(json!({ "reason": "initialized", "path": json_path(cache.path()), "entries": entries }));
     Ok(exit::OK)
 }

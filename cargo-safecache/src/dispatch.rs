@@ -77,7 +77,7 @@ fn clap_error(e: &clap::Error) -> u8 {
                 msg = rest.to_owned();
             }
             msg.push_str("; run `cargo safecache help` for usage");
-            eprintln!("error: {msg}");
+            crate::ui::write_stderr(&format!("error: {msg}"));
             exit::USAGE
         }
     }

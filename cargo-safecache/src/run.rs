@@ -92,8 +92,13 @@ pub(crate) fn run(ctx: &Ctx, args: RunArgs) -> Result<u8> {
             ctx.ui.status("Fresh", format!("`{key}` is already in the cache; the command was not run"));
         }
         // The entry's path is the last line on stdout.
-        ctx.ui.out(path.display());
-        ctx.ui.json(json!({ "reason": "entry", "key": key.as_str(), "path": path, "filled": filled.filled }));
+        ctx.ui.out_path(path).context("cannot write the entry's path to stdout")?;
+        ctx.ui.json(json!({
+            "reason": "entry",
+            "key": key.as_str(),
+            "path": path.to_string_lossy(),
+            "filled": filled.filled,
+        }));
         drop(pins);
         return Ok(exit::OK);
     };

@@ -7,6 +7,8 @@
 
 use std::fmt::Display;
 use std::io::{IsTerminal, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -60,8 +62,8 @@ impl Ui {
     fn stderr_line(&self, line: &str) {
         let spinner = self.spinner.lock().unwrap_or_else(|p| p.into_inner());
         match spinner.as_ref() {
-            Some(bar) => bar.suspend(|| eprintln!("{line}")),
-            None => eprintln!("{line}"),
+            Some(bar) => bar.suspend(|| write_stderr(line)),
+            None => write_stderr(line),
         }
     }
 
@@ -72,6 +74,20 @@ impl Ui {
             let _ = writeln!(out, "{line}");
             let _ = out.flush();
         }
+    }
+
+    /// A path on stdout as one line of its raw bytes (nothing in JSON mode):
+    /// a path that is not UTF-8 must still reach `$(cargo safecache path K)`
+    /// intact, not with replacement characters. Unlike status lines, the
+    /// path is the command's result, so failing to write it is an error.
+    pub(crate) fn out_path(&self, path: &Path) -> std::io::Result<()> {
+        if self.json {
+            return Ok(());
+        }
+        let mut out = std::io::stdout().lock();
+        out.write_all(path.as_os_str().as_bytes())?;
+        out.write_all(b"\n")?;
+        out.flush()
     }
 
     /// A JSON object on stdout (nothing in human mode).
@@ -114,6 +130,15 @@ impl Ui {
             bar.finish_and_clear();
         }
     }
+}
+
+/// Writes one line to stderr, ignoring failure: `eprintln!` panics when
+/// stderr is full (`2>/dev/full`) or a closed pipe, and a message nobody can
+/// read must not turn a working command into a crash.
+pub(crate) fn write_stderr(line: &str) {
+    let mut err = std::io::stderr().lock();
+    let _ = writeln!(err, "{line}");
+    let _ = err.flush();
 }
 
 fn wait_message(ev: &WaitEvent<'_>) -> String {

@@ -11,7 +11,11 @@ fn fill_then_use_a_git_checkout_pinned() {
     let sb = Sandbox::new();
     let origin = sb.path("origin");
     let head = make_repo(&origin);
-    let fill = format!("echo cloned >> '{}'; git clone -q '{}' \"$SAFECACHE_OUT/repo\"", sb.path("clones").display(), origin.display());
+    let fill = format!(
+        "echo cloned >> '{}'; git clone -q '{}' \"$SAFECACHE_OUT/repo\"",
+        sb.path("clones").display(),
+        origin.display()
+    );
     let use_it = ["sh", "-c", "git -C \"$SAFECACHE_ENTRY/repo\" rev-parse HEAD"];
     for _ in 0..2 {
         let mut args = vec!["run", "--key", "git/dep", "--fill", &fill, "--"];

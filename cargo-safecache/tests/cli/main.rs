@@ -4,6 +4,7 @@
 
 mod failed;
 mod fill_and_use;
+mod hostile;
 mod queue;
 mod support;
 mod tree;

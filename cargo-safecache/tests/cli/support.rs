@@ -20,8 +20,15 @@ use std::time::{Duration, Instant};
 /// How long a test waits for something that should happen promptly.
 pub(crate) const PATIENCE: Duration = Duration::from_secs(120);
 
+/// The binary under test: the one this build made, unless
+/// `SAFECACHE_TEST_BIN` names another (an older build, to check that a test
+/// fails without the protection it covers).
 pub(crate) fn bin() -> &'static str {
-    env!("CARGO_BIN_EXE_cargo-safecache")
+    static BIN: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    BIN.get_or_init(|| match std::env::var("SAFECACHE_TEST_BIN") {
+        Ok(bin) if !bin.is_empty() => bin,
+        _ => env!("CARGO_BIN_EXE_cargo-safecache").to_owned(),
+    })
 }
 
 /// A temp dir holding a cache dir and anything else a test needs.
