@@ -191,7 +191,15 @@ impl Scenario {
             // where it stands, is seen within a few seeds.
             "reread" => (
                 &["fill a"],
-                &["pinread a hold=1 repeat=3", "remove a", "read a repeat=4", "fill a", "remove a", "read a repeat=4"],
+                &[
+                    "pinread a hold=1 repeat=3",
+                    "remove a",
+                    "read a repeat=8",
+                    "fill a",
+                    "remove a",
+                    "read a repeat=8",
+                    "read a repeat=8",
+                ],
             ),
             // Every kind of role over three keys. Only two roles wait with a
             // timeout (see `timeouts`).
