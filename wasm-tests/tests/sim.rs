@@ -1,11 +1,11 @@
 //! The simulation suite: the safecache core, compiled to wasm32-wasip1, run
 //! as several processes under the deterministic wasmtime host.
 //!
-//! The CI-sized sweep runs 2,400 schedules of the real protocol (about a
+//! The CI-sized sweep runs 2,920 schedules of the real protocol (about a
 //! third of them with a crash injected; 300 of them with roles that time out
-//! or do not wait), a kill at every step of a small
-//! scenario, a determinism check, and proof that each re-created seed bug
-//! is caught. A failure prints the seed, kill plan, scenario, the command
+//! or do not wait; 200 under an inherited lease), a kill at every step of a
+//! small scenario, a determinism check, a regression seed, and proof that
+//! each re-created bug is caught. A failure prints the seed, kill plan, scenario, the command
 //! that replays it, and the trace; see docs/SIMULATION.md.
 
 use std::sync::OnceLock;
@@ -146,6 +146,8 @@ fn a_seed_replays_exactly() {
         ("dedupe", Variant::Correct),
         ("inplace-delete", Variant::InplaceDelete),
         ("timeouts", Variant::Correct),
+        ("mixed", Variant::Correct),
+        ("inherited", Variant::Correct),
     ] {
         let scenario = Scenario::new(name, variant).unwrap();
         for seed in 0..8 {
@@ -162,7 +164,7 @@ fn a_seed_replays_exactly() {
             distinct.insert(first.schedule.clone());
         }
     }
-    assert_eq!(distinct.len(), 40, "different seeds should give different schedules");
+    assert_eq!(distinct.len(), 56, "different seeds should give different schedules");
 }
 
 /// How many seeds each buggy variant may take to be caught.
