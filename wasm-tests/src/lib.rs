@@ -356,17 +356,17 @@ pub fn run(host: &Host, scenario: &Scenario, seed: u64, kill: Option<KillPlan>) 
         run.drive(vec![i])?;
     }
     let mut active = Vec::new();
-    if scenario.lease_parent {
+    if let Some(role) = &scenario.parent {
         // The parent runs alone until it holds the lease and waits for its
         // children; they start only then.
-        let parent = run.spawn(&["lease-parent".to_owned()], None, false)?;
+        let parent = run.spawn(role, None, false)?;
         run.drive(vec![parent])?;
         active.push(parent);
     }
     let parent_holds = active.iter().all(|&i| run.slots[i].running.is_some());
     if parent_holds {
         for (index, role) in scenario.procs.iter().enumerate() {
-            active.push(run.spawn(role, Some(index), scenario.lease_parent)?);
+            active.push(run.spawn(role, Some(index), scenario.parent.is_some())?);
         }
     }
     lock_world(&run.world).start_children();

@@ -131,12 +131,12 @@ pub struct Scenario {
     pub setup: Vec<Vec<String>>,
     /// Roles run concurrently under the scheduler.
     pub procs: Vec<Vec<String>>,
-    /// Whether a `lease-parent` process takes the exclusive lease first, so
-    /// that the concurrent roles (given `inherit`) run as its children, only
-    /// while it holds the lease. It is never killed: `cargo safecache run
-    /// --exclusive` hands its lease's descriptor to the command, so the
-    /// lease outlives it.
-    pub lease_parent: bool,
+    /// The role of a parent process (`lease-parent`) that takes the
+    /// exclusive lease first, so that the concurrent roles (given `inherit`)
+    /// run as its children, only while it holds the lease. It is never
+    /// killed: `cargo safecache run --exclusive` hands its lease's
+    /// descriptor to the command, so the lease outlives it.
+    pub parent: Option<Vec<String>>,
 }
 
 impl Scenario {
@@ -235,6 +235,10 @@ impl Scenario {
                     "gc inherit",
                 ],
             ),
+            // A self-test of the harness, not in `NAMES`: a lease parent that
+            // lets its lease go before its children run, which invariant 9
+            // must report.
+            "orphan-children" => (&[], &["fill a inherit", "pinread a inherit"]),
             // A self-test of the harness, not in `NAMES`: two processes take
             // two locks in opposite orders, which must be reported as a
             // deadlock for some seeds.
@@ -255,7 +259,11 @@ impl Scenario {
             variant,
             setup: setup.iter().map(split).collect(),
             procs,
-            lease_parent: name == "inherited",
+            parent: match name {
+                "inherited" => Some(vec!["lease-parent".to_owned()]),
+                "orphan-children" => Some(vec!["lease-parent".to_owned(), "early".to_owned()]),
+                _ => None,
+            },
         })
     }
 }

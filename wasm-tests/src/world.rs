@@ -450,6 +450,16 @@ mod tests {
     }
 
     #[test]
+    fn a_lock_file_unlinked_after_its_last_lock_is_still_the_one_locked() {
+        let mut w = World::default();
+        assert_eq!(w.resolve("a.lock", None), None, "a path never locked and gone names nothing");
+        assert_eq!(w.resolve("a.lock", Some(A)), Some((A, false)));
+        assert_eq!(w.resolve("a.lock", None), Some((A, true)), "flock locks the unlinked file the descriptor names");
+        let b = (1, 2);
+        assert_eq!(w.resolve("a.lock", Some(b)), Some((b, false)), "a new file at the path is a new lock");
+    }
+
+    #[test]
     fn an_exit_releases_every_lock_of_the_process() {
         let mut w = World::default();
         lock(&mut w, 1, Mode::Exclusive, None).unwrap();

@@ -195,6 +195,17 @@ fn a_deadlock_is_reported_with_who_waits_for_whom() {
     assert!(deadlock.contains("waits for ex .safecache/locks/"), "{deadlock}");
 }
 
+#[test]
+fn children_without_their_parents_lease_are_reported() {
+    let scenario = Scenario::new("orphan-children", Variant::Correct).unwrap();
+    let outcome = run(host(), &scenario, 0, None).unwrap();
+    assert!(
+        outcome.violations.iter().any(|v| v.contains("did not hold .safecache/lease.lock exclusively")),
+        "{}",
+        outcome.report()
+    );
+}
+
 /// Replays the run that `SAFECACHE_SEED`, `SAFECACHE_SCENARIO`,
 /// `SAFECACHE_VARIANT` and `SAFECACHE_KILL` describe, printing its trace
 /// (`-- --nocapture`); without them, seed 0 of `fill3`.

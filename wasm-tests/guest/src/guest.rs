@@ -263,7 +263,7 @@ fn run(args: &[String], opts: Opts) -> Result<(), Fail> {
             report(&format!("clean entries={}", r.entries));
             Ok(())
         }
-        "lease-parent" => lease_parent(&cache),
+        "lease-parent" => lease_parent(&cache, args.get(1).is_some_and(|a| a == "early")),
         "clean-empties-locks" => clean_empties_locks(&cache, opts),
         "pinread-unlocked" => pinread_unlocked(&cache, &key(1)?, opts),
         "remove-inplace-locked" => remove_inplace_locked(&cache, &key(1)?, opts),
@@ -406,10 +406,18 @@ fn read(cache: &Cache, key: &Key, pinned: bool, opts: Opts) -> Result<(), Fail> 
 
 /// The parent of `cargo safecache run --exclusive`: takes the exclusive
 /// lease, tells the host (which then starts the children, the roles with
-/// `inherit`), and keeps the lease until every child has exited.
-fn lease_parent(cache: &Cache) -> Result<(), Fail> {
+/// `inherit`), and keeps the lease until every child has exited. With
+/// `early` (a harness self-test) it lets the lease go before the children
+/// start, which the host must report.
+fn lease_parent(cache: &Cache, early: bool) -> Result<(), Fail> {
     let lease = cache.lease(LockMode::Exclusive, Wait::Forever)?;
     report("lease-held");
+    let lease = if early {
+        drop(lease);
+        None
+    } else {
+        Some(lease)
+    };
     // SAFETY: a host import without arguments; it returns once the host has
     // seen every child exit.
     unsafe { host::wait_children() };
