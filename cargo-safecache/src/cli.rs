@@ -16,7 +16,7 @@ macro_rules! reference {
         "\
 Environment:
   SAFECACHE_DIR           cache directory (default: $XDG_CACHE_HOME/safecache)
-  SAFECACHE_LOCK_TIMEOUT  seconds to wait for a lock; 0: don't wait
+  SAFECACHE_LOCK_TIMEOUT  seconds to wait for a lock; 0: don't wait; `never`
                           (default: forever on a terminal, 300 otherwise)
   CARGO_TERM_COLOR        auto, always or never, like --color
   SAFECACHE_LOG           tracing filter for diagnostics on stderr, e.g. `debug`
@@ -72,7 +72,8 @@ pub(crate) struct GlobalOpts {
     pub(crate) cache_dir: Option<PathBuf>,
 
     /// Seconds to wait for a lock before failing with exit code 75; 0 means
-    /// don't wait. [default: forever on a terminal, 300 otherwise]
+    /// don't wait, `never` waits without limit. [default: forever on a
+    /// terminal, 300 otherwise]
     #[arg(long, global = true, value_name = "SECS", env = "SAFECACHE_LOCK_TIMEOUT", value_parser = parse_timeout)]
     pub(crate) lock_timeout: Option<Duration>,
 
@@ -194,10 +195,15 @@ fn parse_key(s: &str) -> Result<Key, String> {
     Key::new(s).map_err(|e| e.to_string())
 }
 
+/// Seconds, or `never` for no limit (a timeout too long to represent, which
+/// the core treats as forever).
 fn parse_timeout(s: &str) -> Result<Duration, String> {
+    if s.trim().eq_ignore_ascii_case("never") {
+        return Ok(Duration::MAX);
+    }
     match s.trim().parse::<f64>() {
         Ok(secs) if (0.0..1e12).contains(&secs) => Ok(Duration::from_secs_f64(secs)),
-        _ => Err("expected a number of seconds such as `30` or `0.5` (0: don't wait)".to_owned()),
+        _ => Err("expected a number of seconds such as `30` or `0.5` (0: don't wait), or `never`".to_owned()),
     }
 }
 

@@ -6,12 +6,13 @@ use std::path::PathBuf;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
-use safecache::{Cache, ItemKind, Key};
+use safecache::display::{count, escape};
+use safecache::{Cache, Failure, ItemKind, Key};
 use serde_json::json;
 
-use crate::dispatch::Ctx;
+use crate::ctx::Ctx;
 use crate::exit::{self, Coded};
-use crate::ui::{fmt_bytes, fmt_secs};
+use crate::ui::fmt_bytes;
 
 pub(crate) fn path(ctx: &Ctx, key: &Key) -> Result<u8> {
     let cache = ctx.open()?;
@@ -38,7 +39,7 @@ fn unix_secs(t: Option<SystemTime>) -> Option<u64> {
 
 fn ago(t: Option<SystemTime>) -> String {
     match t.and_then(|t| SystemTime::now().duration_since(t).ok()) {
-        Some(d) => format!("{} ago", fmt_secs(Duration::from_secs(d.as_secs()))),
+        Some(d) => format!("{} ago", safecache::display::duration(Duration::from_secs(d.as_secs()))),
         None => "-".to_owned(),
     }
 }
@@ -144,9 +145,14 @@ pub(crate) fn rm(ctx: &Ctx, keys: &[Key]) -> Result<u8> {
 pub(crate) fn clean(ctx: &Ctx) -> Result<u8> {
     let cache = ctx.open()?;
     let report = ctx.blocking(|| cache.clean(ctx.wait)).context("cannot clean the cache")?;
-    ctx.ui.status("Cleaned", format!("{} entries, {}", report.entries, fmt_bytes(report.bytes)));
-    ctx.ui.json(json!({ "reason": "cleaned", "entries": report.entries, "bytes": report.bytes }));
-    Ok(exit::OK)
+    ctx.ui.status("Cleaned", format!("{}, {}", count(report.entries, "entry", "entries"), fmt_bytes(report.bytes)));
+    ctx.ui.json(json!({
+        "reason": "cleaned",
+        "entries": report.entries,
+        "bytes": report.bytes,
+        "failures": failures_json(&report.failures),
+    }));
+    report_failures(ctx, "clean", &report.failures)
 }
 
 pub(crate) fn gc(ctx: &Ctx) -> Result<u8> {
@@ -155,11 +161,11 @@ pub(crate) fn gc(ctx: &Ctx) -> Result<u8> {
     ctx.ui.status(
         "Collected",
         format!(
-            "{} orphaned temps and {} trash items ({}); {} left alone because their owner is alive",
-            r.temps,
-            r.trash,
+            "{} and {} ({}); {} left alone because their owner is alive",
+            count(r.temps, "orphaned temp", "orphaned temps"),
+            count(r.trash, "trash item", "trash items"),
             fmt_bytes(r.bytes),
-            r.busy
+            count(r.busy, "item", "items"),
         ),
     );
     ctx.ui.json(json!({
@@ -169,8 +175,32 @@ pub(crate) fn gc(ctx: &Ctx) -> Result<u8> {
         "bytes": r.bytes,
         "busy": r.busy,
         "records": r.records,
+        "failures": failures_json(&r.failures),
     }));
-    Ok(exit::OK)
+    report_failures(ctx, "gc", &r.failures)
+}
+
+fn failures_json(failures: &[Failure]) -> serde_json::Value {
+    failures.iter().map(|f| json!({ "path": f.rel, "reason": f.reason })).collect()
+}
+
+/// Names every item `what` could not reclaim, one line each, and fails the
+/// command if there was any: a failure is never hidden behind exit 0.
+fn report_failures(ctx: &Ctx, what: &str, failures: &[Failure]) -> Result<u8> {
+    for f in failures {
+        ctx.ui.warn(format!("{what} could not reclaim `{}`: {}", f.rel, escape(&f.reason)));
+    }
+    if failures.is_empty() {
+        return Ok(exit::OK);
+    }
+    Err(Coded {
+        code: exit::FAILURE,
+        message: format!(
+            "{what} could not reclaim {} (listed above); fix their permissions or remove them by hand, then run {what} again",
+            count(failures.len(), "item", "items")
+        ),
+    }
+    .into())
 }
 
 pub(crate) fn init(ctx: &Ctx, dir: Option<PathBuf>) -> Result<u8> {

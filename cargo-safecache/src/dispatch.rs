@@ -3,77 +3,22 @@
 //! and turn its outcome into an exit code.
 
 use std::io::IsTerminal;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
 use etcetera::BaseStrategy;
-use safecache::{Cache, LockMode, Options, Wait};
+use safecache::Wait;
 
 use crate::cli::{self, App, ColorWhen, Command, MessageFormat};
+use crate::ctx::Ctx;
 use crate::exit;
 use crate::ui::Ui;
 use crate::{commands, run};
 
-/// The variables `run` exports so that nested invocations know the lease is
-/// already held: the mode, and the canonical path of the cache it covers.
-pub(crate) const ENV_LEASE: &str = "SAFECACHE_LEASE";
-pub(crate) const ENV_LEASE_DIR: &str = "SAFECACHE_LEASE_DIR";
-
 /// The default lock timeout when stderr is not a terminal.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
-
-/// Everything a subcommand needs.
-pub(crate) struct Ctx {
-    pub(crate) ui: Arc<Ui>,
-    /// The cache directory, absolute.
-    pub(crate) cache_dir: PathBuf,
-    pub(crate) wait: Wait,
-}
-
-impl Ctx {
-    /// The lease a parent `run` holds on this cache, per the exported marker.
-    pub(crate) fn inherited_lease(&self) -> Option<LockMode> {
-        inherited_lease(&self.cache_dir)
-    }
-
-    pub(crate) fn options(&self, inherited_lease: Option<LockMode>) -> Options {
-        let ui = Arc::clone(&self.ui);
-        Options { inherited_lease, on_wait: Some(Arc::new(move |ev| ui.waiting(ev))) }
-    }
-
-    /// Opens (creating if missing or empty) the cache.
-    pub(crate) fn open(&self) -> Result<Cache> {
-        self.open_with(self.inherited_lease())
-    }
-
-    pub(crate) fn open_with(&self, inherited: Option<LockMode>) -> Result<Cache> {
-        Cache::open_ambient(&self.cache_dir, self.options(inherited))
-            .with_context(|| format!("cannot use cache dir `{}`", self.cache_dir.display()))
-    }
-
-    /// Runs a core operation that may block, and clears the wait display
-    /// after it.
-    pub(crate) fn blocking<T>(&self, f: impl FnOnce() -> T) -> T {
-        let out = f();
-        self.ui.done_waiting();
-        out
-    }
-}
-
-/// Reads the marker a parent `run` exported; it applies only to the same
-/// cache, compared by canonical path.
-fn inherited_lease(dir: &Path) -> Option<LockMode> {
-    let mode = match std::env::var(ENV_LEASE).ok()?.as_str() {
-        "shared" => LockMode::Shared,
-        "exclusive" => LockMode::Exclusive,
-        _ => return None,
-    };
-    let leased = std::env::var_os(ENV_LEASE_DIR)?;
-    let canonical = std::fs::canonicalize(dir).ok()?;
-    (canonical == Path::new(&leased)).then_some(mode)
-}
 
 /// Runs the CLI and returns the process's exit code.
 pub(crate) fn main_impl() -> u8 {

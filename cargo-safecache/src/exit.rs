@@ -3,6 +3,8 @@
 
 use std::fmt;
 
+use safecache::ErrorKind;
+
 /// Everything went well.
 pub(crate) const OK: u8 = 0;
 /// `path` of an absent key.
@@ -30,6 +32,28 @@ impl fmt::Display for Coded {
 
 impl std::error::Error for Coded {}
 
+/// How to change how long a command waits; every wait and timeout message
+/// ends with it.
+pub(crate) const TIMEOUT_HINT: &str =
+    "set --lock-timeout SECS (or `never`) or SAFECACHE_LOCK_TIMEOUT to change how long to wait";
+
+/// The exit code of each kind of core error, and what to append to its
+/// message so that it says how to fix the problem. The match is exhaustive
+/// on purpose: a new kind in the core fails to compile here until it has a
+/// code and a hint.
+fn classify(kind: ErrorKind) -> (u8, Option<&'static str>) {
+    match kind {
+        ErrorKind::InvalidKey | ErrorKind::NotACache | ErrorKind::NotADirectory => (USAGE, None),
+        ErrorKind::TimedOut | ErrorKind::WouldBlock => (BUSY, Some(TIMEOUT_HINT)),
+        ErrorKind::LeaseConflict => (BUSY, None),
+        ErrorKind::Io => (
+            FAILURE,
+            Some("check that the cache dir is writable, or pick another with --cache-dir DIR or SAFECACHE_DIR"),
+        ),
+        ErrorKind::UnknownFormat | ErrorKind::NestedCache | ErrorKind::Fill => (FAILURE, None),
+    }
+}
+
 /// The exit code for `err`: the first cause in its chain that has one.
 pub(crate) fn code_of(err: &anyhow::Error) -> u8 {
     for cause in err.chain() {
@@ -37,13 +61,7 @@ pub(crate) fn code_of(err: &anyhow::Error) -> u8 {
             return coded.code;
         }
         if let Some(e) = cause.downcast_ref::<safecache::Error>() {
-            return match e {
-                safecache::Error::InvalidKey { .. }
-                | safecache::Error::NotACache { .. }
-                | safecache::Error::NotADirectory { .. } => USAGE,
-                e if e.is_busy() => BUSY,
-                _ => FAILURE,
-            };
+            return classify(e.kind()).0;
         }
     }
     FAILURE
@@ -51,25 +69,8 @@ pub(crate) fn code_of(err: &anyhow::Error) -> u8 {
 
 /// What to append to the message so it says how to fix the problem, when
 /// the core's message does not already.
-pub(crate) fn hint_for(err: &anyhow::Error) -> Option<String> {
-    for cause in err.chain() {
-        if let Some(e) = cause.downcast_ref::<safecache::Error>() {
-            return match e {
-                safecache::Error::Busy { waited: None, .. } => {
-                    Some("to wait for it instead, set --lock-timeout SECS or SAFECACHE_LOCK_TIMEOUT above 0".to_owned())
-                }
-                safecache::Error::Busy { .. } => {
-                    Some("to wait longer, set --lock-timeout SECS or SAFECACHE_LOCK_TIMEOUT".to_owned())
-                }
-                safecache::Error::Io { .. } | safecache::Error::Random(_) => Some(
-                    "check that the cache dir is writable, or pick another with --cache-dir DIR or SAFECACHE_DIR"
-                        .to_owned(),
-                ),
-                _ => None,
-            };
-        }
-    }
-    None
+fn hint_for(err: &anyhow::Error) -> Option<&'static str> {
+    err.chain().find_map(|c| c.downcast_ref::<safecache::Error>()).and_then(|e| classify(e.kind()).1)
 }
 
 /// The whole chain on one line, with its hint.
@@ -77,7 +78,7 @@ pub(crate) fn one_line(err: &anyhow::Error) -> String {
     let mut msg = format!("{err:#}");
     if let Some(hint) = hint_for(err) {
         msg.push_str("; ");
-        msg.push_str(&hint);
+        msg.push_str(hint);
     }
     msg.replace(['\n', '\r'], " ")
 }

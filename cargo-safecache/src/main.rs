@@ -6,8 +6,10 @@
 
 mod cli;
 mod commands;
+mod ctx;
 mod dispatch;
 mod exit;
+mod inherit;
 mod run;
 mod ui;
 

@@ -29,30 +29,21 @@ use signal_hook::consts::{SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
 use crate::cli::RunArgs;
-use crate::dispatch::{Ctx, ENV_LEASE, ENV_LEASE_DIR};
+use crate::ctx::Ctx;
 use crate::exit::{self, Coded};
+use crate::inherit;
 
 pub(crate) fn run(ctx: &Ctx, args: RunArgs) -> Result<u8> {
     let wanted = if args.exclusive { LockMode::Exclusive } else { LockMode::Shared };
-    let inherited = ctx.inherited_lease();
-    let cache = ctx.open_with(inherited)?;
-    let _lease = ctx.blocking(|| cache.lease(wanted, ctx.wait)).context("cannot take the cache lease")?;
-    // From here on this process holds the lease (or its parent does): pins
-    // and fills go through a handle that knows it. Under `--exclusive` that
-    // is what keeps them from deadlocking on our own lease: a second open of
-    // the lease file is a second, conflicting flock.
-    let held = match inherited {
-        Some(LockMode::Exclusive) => LockMode::Exclusive,
-        _ => wanted,
-    };
-    let inner = ctx.open_with(Some(held))?;
+    let cache = ctx.open()?;
+    // From here on every lock goes through this one lease: pins and the
+    // fill never open the lease file again (under `--exclusive`, a second
+    // open would be a second, conflicting flock).
+    let leased = ctx.blocking(|| cache.lease(wanted, ctx.wait)).context("cannot take the cache lease")?;
     let canonical = std::fs::canonicalize(cache.path())
         .with_context(|| format!("cannot resolve cache dir `{}`", cache.path().display()))?;
-    let mut env: Vec<(&str, OsString)> = vec![
-        ("SAFECACHE_DIR", cache.path().as_os_str().to_owned()),
-        (ENV_LEASE, held.to_string().into()),
-        (ENV_LEASE_DIR, canonical.into_os_string()),
-    ];
+    let mut env: Vec<(&str, OsString)> = vec![("SAFECACHE_DIR", cache.path().as_os_str().to_owned())];
+    env.extend(inherit::exports(&leased, &canonical));
 
     let absent = |key: &Key| Coded {
         code: exit::FAILURE,
@@ -64,13 +55,13 @@ pub(crate) fn run(ctx: &Ctx, args: RunArgs) -> Result<u8> {
     // Check every pin first, so an absent key fails before anything is
     // locked (locking creates the entry's lock file).
     for key in &args.pins {
-        if inner.get(key)?.is_none() {
+        if leased.get(key)?.is_none() {
             return Err(absent(key).into());
         }
     }
     let mut pins = Vec::new();
     for key in &args.pins {
-        let pin = ctx.blocking(|| inner.pin(key, ctx.wait)).with_context(|| format!("cannot pin `{key}`"))?;
+        let pin = ctx.blocking(|| leased.pin(key, ctx.wait)).with_context(|| format!("cannot pin `{key}`"))?;
         pins.push(pin.ok_or_else(|| absent(key))?);
     }
 
@@ -83,7 +74,7 @@ pub(crate) fn run(ctx: &Ctx, args: RunArgs) -> Result<u8> {
 
     let mut status = None;
     let filled = ctx.blocking(|| {
-        inner.get_or_fill(&key, ctx.wait, |dir| {
+        leased.get_or_fill(&key, ctx.wait, |dir| {
             ctx.ui.done_waiting();
             ctx.ui.status("Filling", format!("`{key}` by running `{}`", shown(&args.command)));
             env.push(("SAFECACHE_OUT", dir.path().as_os_str().to_owned()));

@@ -11,11 +11,11 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressStyle};
-use safecache::{Holder, LockMode, LockName, WaitEvent};
+use safecache::display::duration;
+use safecache::{LockMode, LockName, WaitEvent, describe_holders};
 use serde_json::{Value, json};
 
-/// The hint every wait and timeout message ends with.
-pub(crate) const TIMEOUT_HINT: &str = "set --lock-timeout SECS or SAFECACHE_LOCK_TIMEOUT to change how long to wait";
+use crate::exit::TIMEOUT_HINT;
 
 /// The CLI's output channels.
 #[derive(Debug)]
@@ -116,21 +116,12 @@ impl Ui {
     }
 }
 
-/// "pid 12 (`cargo build`) on host, shared for 3s and 2 other process(es)".
-pub(crate) fn holders_text(holders: &[Holder]) -> String {
-    match holders {
-        [] => "a process that has not identified itself yet".to_owned(),
-        [one] => one.to_string(),
-        [first, rest @ ..] => format!("{first} and {} other process(es)", rest.len()),
-    }
-}
-
 fn wait_message(ev: &WaitEvent<'_>) -> String {
     let limit = match ev.timeout {
         None => "waiting with no time limit".to_owned(),
-        Some(d) => format!("waiting up to {}", fmt_secs(d)),
+        Some(d) => format!("waiting up to {}", duration(d)),
     };
-    let holders = holders_text(ev.holders);
+    let holders = describe_holders(ev.holders);
     match (ev.lock, ev.mode) {
         (LockName::Lease, LockMode::Exclusive) => format!(
             "the cache is in use; waiting for other processes to finish (the cache lease is held by {holders}); \
@@ -138,11 +129,6 @@ fn wait_message(ev: &WaitEvent<'_>) -> String {
         ),
         _ => format!("waiting for the {} lock on {}, held by {holders}; {limit}; {TIMEOUT_HINT}", ev.mode, ev.lock),
     }
-}
-
-pub(crate) fn fmt_secs(d: Duration) -> String {
-    let secs = d.as_secs_f64();
-    if secs.fract() == 0.0 { format!("{secs:.0}s") } else { format!("{secs:.1}s") }
 }
 
 /// Bytes for people: "0 B", "1.5 KiB".

@@ -10,21 +10,24 @@
 //!   `clean`) for its whole duration, and takes it before any entry lock, so
 //!   locks are always taken in the order lease → gc → entry → owner.
 
-use std::collections::HashMap;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::sync::Arc;
+use std::time::Duration;
 
 use crate::error::Error;
-use crate::fill::Flight;
 use crate::key::Key;
 use crate::layout::{self, FORMAT_FILE, FORMAT_VERSION, LEASE_LOCK, MARKER_DIR, MARKER_STAGING_PREFIX};
-use crate::lock::{self, Deadline, Held, LockMode, LockName, Wait, WaitObserver};
-use crate::sys::Root;
+use crate::lock::{self, Deadline, Held, WaitObserver};
+use crate::mode::{LockMode, LockName, Wait};
+use crate::once_map::OnceMap;
+use crate::sys::{self, Root};
 
 /// How precisely `ls` knows an entry's last use (cargo tracks it at 300 s).
 pub const USE_RESOLUTION: Duration = Duration::from_secs(60);
+
+/// The largest format file read; the real one is 20 bytes.
+const MAX_FORMAT_LEN: u64 = 4096;
 
 /// How a [`Cache`] behaves beyond its directory.
 #[derive(Clone, Default)]
@@ -66,35 +69,74 @@ pub(crate) struct Inner {
     pub(crate) root: Arc<Root>,
     pub(crate) path: PathBuf,
     pub(crate) options: Options,
-    pub(crate) inflight: Mutex<HashMap<Key, Arc<Flight>>>,
+    /// Fills in flight among this process's threads.
+    pub(crate) flights: OnceMap<Key>,
 }
 
-/// The cache-wide lease. Shared means "in use"; exclusive is for mutating
-/// the whole cache. Released on drop.
-#[derive(Debug)]
+/// The cache-wide lease, held: the handle through which code that holds the
+/// lease works, so that nothing it does takes the lease again.
+///
+/// Shared means "in use"; exclusive is for mutating the whole cache. Every
+/// operation on a `Leased` runs under this one lease and never opens the
+/// lease file. Pins taken through it keep the lease held until they are
+/// dropped too. Cheap to clone; the lease is released when the last clone
+/// and the last pin are gone.
+#[derive(Clone, Debug)]
 #[must_use = "the lease is released when dropped"]
-pub struct Lease {
-    _held: Option<Held>,
+pub struct Leased {
+    pub(crate) cache: Cache,
+    hold: Arc<Option<Held>>,
     mode: LockMode,
 }
 
-impl Lease {
-    /// The mode it is held in.
+impl Leased {
+    /// The mode the lease covers: exclusive when an inherited exclusive
+    /// lease covers this process.
     pub fn mode(&self) -> LockMode {
         self.mode
+    }
+
+    /// Whether this process took the lease itself, rather than running
+    /// under one its parent holds.
+    pub fn is_own(&self) -> bool {
+        self.hold.is_some()
+    }
+
+    /// The cache it leases.
+    pub fn cache(&self) -> &Cache {
+        &self.cache
     }
 
     /// The descriptor whose flock is the lease (`None` if the lease is
     /// inherited rather than held here).
     ///
-    /// A flock belongs to the open file description, so a child process
-    /// that inherits this descriptor (with `FD_CLOEXEC` cleared) keeps the
-    /// lease held even if this process dies first: that is how `cargo
-    /// safecache run --exclusive` makes its lease outlive a SIGKILL for as
-    /// long as the command runs.
+    /// A flock belongs to the open file description, so a process that
+    /// inherits this descriptor keeps the lease held even if this process
+    /// dies first: `cargo safecache run` hands it to the supervisor of its
+    /// command, so the lease outlives every process of the command.
     #[cfg(not(target_os = "wasi"))]
     pub fn lock_fd(&self) -> Option<std::os::fd::BorrowedFd<'_>> {
-        self._held.as_ref().map(Held::fd)
+        self.hold.as_ref().as_ref().map(Held::fd)
+    }
+
+    /// Looks up a published entry. Without a [`Pin`] the entry may be
+    /// removed at any time after this returns.
+    pub fn get(&self, key: &Key) -> Result<Option<Entry>, Error> {
+        let _span = tracing::info_span!("get", %key).entered();
+        self.cache.lookup(key)
+    }
+
+    /// Pins `key`'s entry: holds the shared entry lock, and this lease,
+    /// until the returned [`Pin`] is dropped. Returns `None` if the entry is
+    /// absent.
+    pub fn pin(&self, key: &Key, wait: Wait) -> Result<Option<Pin>, Error> {
+        self.pin_by(key, Deadline::start(wait))
+    }
+
+    pub(crate) fn pin_by(&self, key: &Key, deadline: Deadline) -> Result<Option<Pin>, Error> {
+        let _span = tracing::info_span!("pin", %key).entered();
+        let lock = self.cache.entry_lock(key, LockMode::Shared, deadline)?;
+        Ok(self.cache.lookup(key)?.map(|entry| Pin { entry, _entry_lock: lock, _lease: Arc::clone(&self.hold) }))
     }
 }
 
@@ -125,13 +167,20 @@ impl Entry {
 pub struct Pin {
     entry: Entry,
     _entry_lock: Held,
-    _lease: Option<Held>,
+    _lease: Arc<Option<Held>>,
 }
 
 impl Pin {
     /// The pinned entry.
     pub fn entry(&self) -> &Entry {
         &self.entry
+    }
+
+    /// The descriptor whose flock is the pin's entry lock; a process that
+    /// inherits it keeps the entry pinned for as long as it lives.
+    #[cfg(not(target_os = "wasi"))]
+    pub fn lock_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self._entry_lock.fd()
     }
 }
 
@@ -173,7 +222,7 @@ impl Cache {
         let root = match Root::open_ambient(path) {
             Ok(root) => root,
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                create_ambient_dir_all(path).map_err(|e| Error::io("create cache dir", &display, e))?;
+                Root::create_ambient_dir_all(path).map_err(|e| Error::io("create cache dir", &display, e))?;
                 Root::open_ambient(path).map_err(|e| Error::io("open cache dir", &display, e))?
             }
             Err(e) if e.kind() == io::ErrorKind::NotADirectory => {
@@ -183,12 +232,7 @@ impl Cache {
         };
         ensure_marker(&root, path, &mode)?;
         Ok(Cache {
-            inner: Arc::new(Inner {
-                root: Arc::new(root),
-                path: path.to_owned(),
-                options,
-                inflight: Mutex::new(HashMap::new()),
-            }),
+            inner: Arc::new(Inner { root: Arc::new(root), path: path.to_owned(), options, flights: OnceMap::new() }),
         })
     }
 
@@ -206,22 +250,32 @@ impl Cache {
         &self.inner.root
     }
 
-    /// Takes the cache-wide lease in `mode`.
+    /// Takes the cache-wide lease in `mode`, unless an inherited lease
+    /// already covers it, and returns the handle to work under it.
     ///
     /// # Errors
-    /// [`Error::Busy`] naming the holders if it could not be taken in time.
-    pub fn lease(&self, mode: LockMode, wait: Wait) -> Result<Lease, Error> {
-        let _span = tracing::info_span!("lease", %mode).entered();
-        Ok(Lease { _held: self.op_lease(mode, Deadline::start(wait))?, mode })
+    /// [`Error::Busy`] naming the holders if it could not be taken in time;
+    /// [`Error::LeaseConflict`] for an exclusive lease under an inherited
+    /// shared one.
+    pub fn lease(&self, mode: LockMode, wait: Wait) -> Result<Leased, Error> {
+        self.lease_by(mode, Deadline::start(wait))
     }
 
-    /// The lease an operation needs, unless an inherited one covers it.
-    pub(crate) fn op_lease(&self, mode: LockMode, deadline: Deadline) -> Result<Option<Held>, Error> {
-        match (self.inner.options.inherited_lease, mode) {
-            (Some(LockMode::Exclusive), _) => Ok(None),
-            (Some(LockMode::Shared), LockMode::Exclusive) => Err(Error::LeaseConflict),
-            (_, mode) => self.lock(LEASE_LOCK, LockName::Lease, mode, deadline).map(Some),
-        }
+    /// [`Cache::lease`] within an operation's deadline.
+    pub(crate) fn lease_by(&self, mode: LockMode, deadline: Deadline) -> Result<Leased, Error> {
+        let _span = tracing::info_span!("lease", %mode).entered();
+        let (hold, mode) = match (self.inner.options.inherited_lease, mode) {
+            (Some(LockMode::Exclusive), _) => (None, LockMode::Exclusive),
+            (Some(LockMode::Shared), LockMode::Exclusive) => return Err(Error::LeaseConflict),
+            // Under an inherited shared lease this still takes a shared
+            // lease of its own: shared leases never block each other, and
+            // the parent may die first.
+            (_, mode) => (Some(self.lock(LEASE_LOCK, LockName::Lease, mode, deadline)?), mode),
+        };
+        // Under WASI a lock handle is not `Sync`, but there are no threads.
+        #[cfg_attr(target_os = "wasi", allow(clippy::arc_with_non_send_sync))]
+        let hold = Arc::new(hold);
+        Ok(Leased { cache: self.clone(), hold, mode })
     }
 
     pub(crate) fn lock(&self, rel: &str, name: LockName, mode: LockMode, deadline: Deadline) -> Result<Held, Error> {
@@ -244,6 +298,8 @@ impl Cache {
         Entry { key: key.clone(), path: self.entry_path(key) }
     }
 
+    /// A lookup by one lstat, which never follows a symlink at the
+    /// entry's name.
     pub(crate) fn lookup(&self, key: &Key) -> Result<Option<Entry>, Error> {
         let stored = key.stored_name();
         match self.root().kind(&stored) {
@@ -259,44 +315,37 @@ impl Cache {
     /// Records the last use of `key`, for `ls`. Best effort.
     ///
     /// The stamp has a resolution of [`USE_RESOLUTION`]: a stamp younger than
-    /// that is left alone, so a hot `get` costs two lstats, not a write.
+    /// that is left alone, so a hot `get` costs two lstats, not a write. A
+    /// new stamp is a fresh file renamed into place, so whatever someone
+    /// left at the stamp's name (a hard link to a file outside the cache, a
+    /// FIFO) is replaced, never written through. Its private name is a temp
+    /// name, so gc reclaims one a killed process left.
     pub(crate) fn note_use(&self, key: &Key) {
-        let marker = layout::used_marker(&key.digest());
+        let digest = key.digest();
+        let marker = layout::used_marker(&digest);
         let fresh = self
             .root()
             .modified(&marker)
             .ok()
             .flatten()
-            .is_some_and(|t| SystemTime::now().duration_since(t).is_ok_and(|age| age < USE_RESOLUTION));
+            .is_some_and(|t| sys::now().duration_since(t).is_ok_and(|age| age < USE_RESOLUTION));
         if fresh {
             return;
         }
-        if let Err(e) = self.root().touch(&marker) {
+        let stamped = layout::random_suffix()
+            .map_err(io::Error::other)
+            .and_then(|r| self.root().touch(&marker, &layout::temp(&digest, &r)));
+        if let Err(e) = stamped {
             tracing::debug!(%key, error = %e, "could not record last use");
         }
     }
 
-    /// Pins `key`'s entry: holds the shared lease and the shared entry lock
-    /// until the returned [`Pin`] is dropped. Returns `None` if the entry is
-    /// absent.
+    /// Pins `key`'s entry under a shared lease of its own; see
+    /// [`Leased::pin`].
     pub fn pin(&self, key: &Key, wait: Wait) -> Result<Option<Pin>, Error> {
-        let _span = tracing::info_span!("pin", %key).entered();
         let deadline = Deadline::start(wait);
-        let lease = self.op_lease(LockMode::Shared, deadline)?;
-        let lock = self.entry_lock(key, LockMode::Shared, deadline)?;
-        Ok(self.lookup(key)?.map(|entry| Pin { entry, _entry_lock: lock, _lease: lease }))
+        self.lease_by(LockMode::Shared, deadline)?.pin_by(key, deadline)
     }
-}
-
-#[cfg(not(target_os = "wasi"))]
-fn create_ambient_dir_all(path: &Path) -> io::Result<()> {
-    cap_std::fs::Dir::create_ambient_dir_all(path, cap_std::ambient_authority())
-}
-
-#[cfg(target_os = "wasi")]
-#[allow(clippy::disallowed_methods)] // WASI: the preopen confines this path.
-fn create_ambient_dir_all(path: &Path) -> io::Result<()> {
-    std::fs::create_dir_all(path)
 }
 
 /// Checks the marker, creating it if allowed. Two processes racing here
@@ -304,7 +353,7 @@ fn create_ambient_dir_all(path: &Path) -> io::Result<()> {
 /// wins and the other discards its copy.
 fn ensure_marker(root: &Root, path: &Path, mode: &Open) -> Result<(), Error> {
     for _ in 0..8 {
-        match root.read(FORMAT_FILE) {
+        match root.read(FORMAT_FILE, MAX_FORMAT_LEN) {
             Ok(bytes) => return check_format(&bytes, path),
             Err(e) if e.kind() == io::ErrorKind::NotFound => {}
             Err(e) => return Err(Error::io("read", FORMAT_FILE, e)),
@@ -312,7 +361,7 @@ fn ensure_marker(root: &Root, path: &Path, mode: &Open) -> Result<(), Error> {
         if root.kind(MARKER_DIR).map_err(|e| Error::io("inspect", MARKER_DIR, e))?.is_some() {
             // A peer may have renamed a complete marker into place since
             // the read above.
-            match root.read(FORMAT_FILE) {
+            match root.read(FORMAT_FILE, MAX_FORMAT_LEN) {
                 Ok(bytes) => return check_format(&bytes, path),
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
                 Err(e) => return Err(Error::io("read", FORMAT_FILE, e)),
@@ -328,6 +377,11 @@ fn ensure_marker(root: &Root, path: &Path, mode: &Open) -> Result<(), Error> {
             // The marker itself counts as ours: a peer may have just created it.
             let foreign = names.iter().any(|e| !e.name.to_str().is_some_and(is_internal));
             if foreign {
+                // A peer may have created the marker and published an entry
+                // since the checks above: look again before refusing.
+                if root.kind(FORMAT_FILE).map_err(|e| Error::io("inspect", FORMAT_FILE, e))?.is_some() {
+                    continue;
+                }
                 return Err(Error::NotACache { path: path.to_owned() });
             }
         }
@@ -374,7 +428,7 @@ fn check_format(bytes: &[u8], path: &Path) -> Result<(), Error> {
     }
     Err(Error::UnknownFormat {
         path: path.to_owned(),
-        found: String::from_utf8_lossy(bytes).trim().to_owned(),
+        found: crate::display::escape(String::from_utf8_lossy(bytes).trim()),
         supported: FORMAT_VERSION,
     })
 }

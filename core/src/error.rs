@@ -1,29 +1,26 @@
-//! This defines [`Error`], the one error type of the library, and the
-//! [`KeyRule`]s a key can break.
+//! This defines [`Error`], the one error type of the library, and
+//! [`ErrorKind`], the exhaustive list of its kinds that front ends map to
+//! exit codes.
 //!
 //! Messages are lowercase fragments; each io failure keeps its
 //! `std::io::Error` as the source rather than repeating it.
 
-use std::fmt;
 use std::io;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::holder::Holder;
-use crate::lock::{LockMode, LockName};
+use crate::display;
+use crate::holder::{Holder, describe_holders};
+use crate::key::InvalidKey;
+use crate::mode::{LockMode, LockName};
 
 /// Everything that can go wrong in a cache operation.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum Error {
     /// A key broke one of the naming rules.
-    #[error("invalid key `{key}`: {rule}")]
-    InvalidKey {
-        /// The rejected key, escaped for display.
-        key: String,
-        /// The rule it broke.
-        rule: KeyRule,
-    },
+    #[error(transparent)]
+    InvalidKey(#[from] InvalidKey),
 
     /// A non-empty directory without the marker: refusing to treat it as a
     /// cache, so a typo cannot turn `$HOME` into something `clean` empties.
@@ -93,10 +90,21 @@ pub enum Error {
     /// The operation needs the exclusive lease, but this process runs under
     /// a shared lease inherited from a parent (`cargo safecache run`).
     #[error(
-        "cannot take the exclusive cache lease: this process runs under a shared lease held by its parent; \
-         run the parent with `--exclusive` instead"
+        "this needs the exclusive cache lease, but it runs under a shared one (its own, or its parent's); \
+         run it outside the shared lease, or run the parent with `--exclusive`"
     )]
     LeaseConflict,
+
+    /// The entry holds a safecache cache of its own; deleting it would
+    /// delete that cache's entries behind its locks' backs.
+    #[error(
+        "entry `{key}` holds a safecache cache of its own (a `.safecache` marker inside it); \
+         refusing to delete it: clean that cache first, then delete it by hand"
+    )]
+    NestedCache {
+        /// The entry's key.
+        key: String,
+    },
 
     /// The caller's fill function failed; nothing was published.
     #[error("fill of `{key}` failed; nothing was published")]
@@ -109,11 +117,55 @@ pub enum Error {
     },
 }
 
+/// What kind of failure an [`Error`] is. Unlike [`Error`], this enum is
+/// exhaustive on purpose: a front end maps it with a `match` that has no
+/// wildcard arm, so a new kind fails to compile there until it has an exit
+/// code and a hint.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// [`Error::InvalidKey`].
+    InvalidKey,
+    /// [`Error::NotACache`].
+    NotACache,
+    /// [`Error::NotADirectory`].
+    NotADirectory,
+    /// [`Error::UnknownFormat`].
+    UnknownFormat,
+    /// [`Error::Io`] and [`Error::Random`]: the filesystem or the OS failed.
+    Io,
+    /// [`Error::Busy`] after waiting for the caller's whole timeout.
+    TimedOut,
+    /// [`Error::Busy`] when the caller asked not to wait.
+    WouldBlock,
+    /// [`Error::LeaseConflict`].
+    LeaseConflict,
+    /// [`Error::NestedCache`].
+    NestedCache,
+    /// [`Error::Fill`].
+    Fill,
+}
+
 impl Error {
+    /// This error's kind.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::InvalidKey(_) => ErrorKind::InvalidKey,
+            Error::NotACache { .. } => ErrorKind::NotACache,
+            Error::NotADirectory { .. } => ErrorKind::NotADirectory,
+            Error::UnknownFormat { .. } => ErrorKind::UnknownFormat,
+            Error::Io { .. } | Error::Random(_) => ErrorKind::Io,
+            Error::Busy { waited: Some(_), .. } => ErrorKind::TimedOut,
+            Error::Busy { waited: None, .. } => ErrorKind::WouldBlock,
+            Error::LeaseConflict => ErrorKind::LeaseConflict,
+            Error::NestedCache { .. } => ErrorKind::NestedCache,
+            Error::Fill { .. } => ErrorKind::Fill,
+        }
+    }
+
     /// Whether this error means "a lock was busy" (a timeout or a no-wait
     /// conflict). The CLI maps it to exit code 75.
     pub fn is_busy(&self) -> bool {
-        matches!(self, Error::Busy { .. } | Error::LeaseConflict)
+        matches!(self.kind(), ErrorKind::TimedOut | ErrorKind::WouldBlock | ErrorKind::LeaseConflict)
     }
 
     #[cold]
@@ -130,97 +182,11 @@ impl From<getrandom::Error> for Error {
 }
 
 fn busy_message(lock: &LockName, mode: LockMode, holders: &[Holder], waited: Option<Duration>) -> String {
-    let mut msg = match waited {
-        Some(d) => format!("timed out after {} waiting for the {mode} lock on {lock}", fmt_duration(d)),
+    let what = match waited {
+        Some(d) => format!("timed out after {} waiting for the {mode} lock on {lock}", display::duration(d)),
         None => format!("the {mode} lock on {lock} is busy and waiting was not allowed"),
     };
-    msg.push_str(&holders_phrase(holders));
-    msg
-}
-
-/// ", held by pid 12 (`cargo build`) on host h since 3s ago" or similar.
-pub(crate) fn holders_phrase(holders: &[Holder]) -> String {
-    match holders {
-        [] => {
-            "; its holder has not identified itself yet (a gc or status probe holds a lock for an instant)".to_owned()
-        }
-        [one] => format!("; held by {one}"),
-        [first, rest @ ..] => format!("; held by {first} and {} other process(es)", rest.len()),
-    }
-}
-
-pub(crate) fn fmt_duration(d: Duration) -> String {
-    let ms = d.as_millis();
-    let secs = d.as_secs();
-    if ms < 1000 {
-        format!("{ms}ms")
-    } else if secs < 60 {
-        if ms.is_multiple_of(1000) { format!("{secs}s") } else { format!("{:.1}s", d.as_secs_f64()) }
-    } else if secs < 3600 {
-        match secs % 60 {
-            0 => format!("{}m", secs / 60),
-            s => format!("{}m {s}s", secs / 60),
-        }
-    } else {
-        match (secs % 3600) / 60 {
-            0 => format!("{}h", secs / 3600),
-            m => format!("{}h {m}m", secs / 3600),
-        }
-    }
-}
-
-/// The naming rules a [`Key`](crate::Key) must follow.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum KeyRule {
-    /// The key is empty.
-    Empty,
-    /// The key starts with `/`.
-    Absolute,
-    /// The key contains a NUL byte.
-    Nul,
-    /// The key contains a backslash.
-    Backslash,
-    /// The key contains `%`, which is reserved for encoding `/`.
-    Percent,
-    /// The key contains a control character.
-    Control,
-    /// The key has an empty component (`a//b`, a trailing `/`).
-    EmptyComponent,
-    /// A component is `.` or `..`.
-    DotComponent,
-    /// The first component starts with the marker directory's name.
-    Reserved,
-    /// The stored name would be longer than a path component may be.
-    TooLong {
-        /// The stored length in bytes.
-        len: usize,
-    },
-}
-
-impl fmt::Display for KeyRule {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            KeyRule::Empty => f.write_str("the key is empty; give a name such as `git/serde`"),
-            KeyRule::Absolute => f.write_str("the key is absolute; keys are relative paths inside the cache"),
-            KeyRule::Nul => f.write_str("the key contains a NUL byte"),
-            KeyRule::Backslash => f.write_str("the key contains a backslash; separate components with `/`"),
-            KeyRule::Percent => f.write_str("the key contains `%`, which safecache reserves"),
-            KeyRule::Control => f.write_str("the key contains a control character"),
-            KeyRule::EmptyComponent => {
-                f.write_str("the key has an empty component (`//` or a leading or trailing `/`)")
-            }
-            KeyRule::DotComponent => {
-                f.write_str("a component is `.` or `..`; keys are relative paths inside the cache")
-            }
-            KeyRule::Reserved => f.write_str("names starting with `.safecache` are reserved for safecache's own files"),
-            KeyRule::TooLong { len } => write!(
-                f,
-                "the key is {len} bytes once stored (each `/` counts 3); the limit is {}",
-                crate::key::MAX_STORED_LEN
-            ),
-        }
-    }
+    format!("{what}; held by {}", describe_holders(holders))
 }
 
 #[cfg(test)]
@@ -262,21 +228,11 @@ mod tests {
         assert!(
             msg.starts_with("timed out after 1.5s waiting for the exclusive lock on the cache lease; held by pid 1")
         );
-        assert!(msg.ends_with("and 2 other process(es)"), "{msg}");
+        assert!(msg.ends_with("and 2 other processes"), "{msg}");
         assert!(err.is_busy());
         let err = Error::Busy { lock: LockName::Gc, mode: LockMode::Exclusive, holders: vec![], waited: None };
         assert!(err.to_string().starts_with("the exclusive lock on the cache's gc is busy"), "{err}");
-        assert!(err.to_string().contains("its holder has not identified itself yet"));
-    }
-
-    #[test]
-    fn durations_read_naturally() {
-        assert_eq!(fmt_duration(Duration::from_millis(250)), "250ms");
-        assert_eq!(fmt_duration(Duration::from_secs(30)), "30s");
-        assert_eq!(fmt_duration(Duration::from_secs(300)), "5m");
-        assert_eq!(fmt_duration(Duration::from_secs(303)), "5m 3s");
-        assert_eq!(fmt_duration(Duration::from_secs(7380)), "2h 3m");
-        assert_eq!(fmt_duration(Duration::from_millis(2500)), "2.5s");
+        assert!(err.to_string().contains("held by a process that has not identified itself yet"));
     }
 
     #[test]

@@ -19,39 +19,51 @@
 //! free, which is what gc checks before it deletes it.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Condvar, Mutex};
-use std::time::Instant;
+use std::sync::Arc;
 
-use crate::cache::{Cache, Entry};
+use crate::cache::{Cache, Entry, Leased};
 use crate::error::Error;
 use crate::holder;
 use crate::key::Key;
-use crate::layout::{self, TMP_DIR};
-use crate::lock::{Deadline, LockMode, LockName, Wait};
-use crate::sys::{LockFile, Root};
+use crate::layout::{self, OWNER_LOCK, TEMP_OUT};
+use crate::lock::Deadline;
+use crate::mode::{LockMode, LockName, Wait};
+use crate::sys::{self, Flock, LockFile, Root};
 
 /// The private, empty directory a fill writes into.
 #[derive(Debug)]
-pub struct FillDir {
+pub struct FillDir<'a> {
     path: PathBuf,
     #[cfg_attr(target_os = "wasi", allow(dead_code))]
     rel: String,
     #[cfg_attr(target_os = "wasi", allow(dead_code))]
     root: Arc<Root>,
+    #[cfg_attr(target_os = "wasi", allow(dead_code))]
+    owner: &'a LockFile,
 }
 
-impl FillDir {
+impl FillDir<'_> {
     /// The directory's path (absolute if the cache was opened by an absolute
     /// path), for handing to another program.
     pub fn path(&self) -> &Path {
         &self.path
     }
 
+    /// The descriptor whose flock is the temp's owner lock.
+    ///
+    /// A flock belongs to the open file description, so a process that
+    /// inherits this descriptor keeps the temp owned, and safe from gc, for
+    /// as long as it lives, even if the filling process dies first.
+    #[cfg(not(target_os = "wasi"))]
+    pub fn lock_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.owner.fd()
+    }
+
     /// A handle to the directory, for writing into it without ambient
     /// authority.
     #[cfg(not(target_os = "wasi"))]
     pub fn open_dir(&self) -> std::io::Result<cap_std::fs::Dir> {
-        self.root.dir().open_dir(&self.rel)
+        self.root.cap_dir().open_dir(&self.rel)
     }
 }
 
@@ -65,34 +77,11 @@ pub struct Filled {
     pub filled: bool,
 }
 
-/// One in-process fill in flight, that the other threads wait on.
-#[derive(Debug, Default)]
-pub(crate) struct Flight {
-    done: Mutex<bool>,
-    cv: Condvar,
-}
-
-/// Marks the flight done and unregisters it when the leader finishes, even
-/// by panic.
-struct Leader<'a> {
-    cache: &'a Cache,
-    key: &'a Key,
-    flight: Arc<Flight>,
-}
-
-impl Drop for Leader<'_> {
-    fn drop(&mut self) {
-        self.cache.inner.inflight.lock().unwrap_or_else(|p| p.into_inner()).remove(self.key);
-        *self.flight.done.lock().unwrap_or_else(|p| p.into_inner()) = true;
-        self.flight.cv.notify_all();
-    }
-}
-
 /// A temp directory owned by this fill; dropping it deletes it by handle.
 struct Temp {
     root: Arc<Root>,
     rel: String,
-    _owner: Option<LockFile>,
+    owner: LockFile,
 }
 
 impl Drop for Temp {
@@ -106,6 +95,19 @@ impl Drop for Temp {
 }
 
 impl Cache {
+    /// Returns `key`'s entry, filling it first if it is absent, under a
+    /// shared lease of its own; see [`Leased::get_or_fill`].
+    pub fn get_or_fill<F, E>(&self, key: &Key, wait: Wait, fill: F) -> Result<Filled, Error>
+    where
+        F: FnOnce(&FillDir<'_>) -> Result<(), E>,
+        E: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let deadline = Deadline::start(wait);
+        self.lease_by(LockMode::Shared, deadline)?.fill_by(key, deadline, fill)
+    }
+}
+
+impl Leased {
     /// Returns `key`'s entry, filling it first if it is absent.
     ///
     /// Across processes and across the threads of this one, at most one fill
@@ -118,89 +120,88 @@ impl Cache {
     /// removed); [`Error::Busy`] if a lock could not be had within `wait`.
     pub fn get_or_fill<F, E>(&self, key: &Key, wait: Wait, fill: F) -> Result<Filled, Error>
     where
-        F: FnOnce(&FillDir) -> Result<(), E>,
+        F: FnOnce(&FillDir<'_>) -> Result<(), E>,
+        E: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        self.fill_by(key, Deadline::start(wait), fill)
+    }
+
+    fn fill_by<F, E>(&self, key: &Key, deadline: Deadline, fill: F) -> Result<Filled, Error>
+    where
+        F: FnOnce(&FillDir<'_>) -> Result<(), E>,
         E: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         let _span = tracing::info_span!("fill", %key).entered();
-        let deadline = Deadline::start(wait);
-        let _lease = self.op_lease(LockMode::Shared, deadline)?;
+        let cache = &self.cache;
         let _leader = loop {
-            if let Some(entry) = self.lookup(key)? {
+            if let Some(entry) = cache.lookup(key)? {
                 return Ok(Filled { entry, filled: false });
             }
-            match self.join_flight(key) {
+            match cache.inner.flights.join(key) {
                 Ok(leader) => break leader,
-                Err(flight) => self.wait_flight(key, &flight, deadline)?,
+                Err(follower) => {
+                    if deadline.no_wait() || !follower.wait(deadline.end(), sys::monotonic) {
+                        // The holder is this very process: another thread's fill.
+                        let name = LockName::Entry(key.to_string());
+                        let me = holder::this_process(&name, &layout::entry_lock(&key.digest()), LockMode::Exclusive);
+                        return Err(Error::Busy {
+                            lock: name,
+                            mode: LockMode::Exclusive,
+                            holders: vec![me],
+                            waited: deadline.budget(),
+                        });
+                    }
+                }
             }
         };
-        let _entry_lock = self.entry_lock(key, LockMode::Exclusive, deadline)?;
-        if let Some(entry) = self.lookup(key)? {
+        let _entry_lock = cache.entry_lock(key, LockMode::Exclusive, deadline)?;
+        if let Some(entry) = cache.lookup(key)? {
             tracing::debug!("published by a peer while waiting");
             return Ok(Filled { entry, filled: false });
         }
-        let temp = self.create_temp(key)?;
-        let out_rel = format!("{}/out", temp.rel);
-        let dir = FillDir { path: self.inner.path.join(&out_rel), rel: out_rel.clone(), root: Arc::clone(self.root()) };
+        let temp = cache.create_temp(key)?;
+        let out_rel = format!("{}/{TEMP_OUT}", temp.rel);
+        let dir = FillDir {
+            path: cache.inner.path.join(&out_rel),
+            rel: out_rel.clone(),
+            root: Arc::clone(cache.root()),
+            owner: &temp.owner,
+        };
         tracing::debug!(temp = %temp.rel, "filling");
         fill(&dir).map_err(|e| Error::Fill { key: key.to_string(), source: e.into() })?;
-        self.publish(key, &out_rel)?;
+        cache.publish(key, &out_rel)?;
         drop(temp);
-        self.note_use(key);
+        cache.note_use(key);
         // Still under the entry lock: nothing can have removed it.
-        Ok(Filled { entry: self.entry_at(key), filled: true })
+        Ok(Filled { entry: cache.entry_at(key), filled: true })
     }
+}
 
-    fn join_flight<'a>(&'a self, key: &'a Key) -> Result<Leader<'a>, Arc<Flight>> {
-        let mut map = self.inner.inflight.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(flight) = map.get(key) {
-            return Err(Arc::clone(flight));
-        }
-        let flight = Arc::new(Flight::default());
-        map.insert(key.clone(), Arc::clone(&flight));
-        Ok(Leader { cache: self, key, flight })
-    }
-
-    fn wait_flight(&self, key: &Key, flight: &Flight, deadline: Deadline) -> Result<(), Error> {
-        let busy = |waited| {
-            let name = LockName::Entry(key.to_string());
-            let me = holder::this_process(&name, &layout::entry_lock(&key.digest()), LockMode::Exclusive);
-            Error::Busy { lock: name, mode: LockMode::Exclusive, holders: vec![me], waited }
-        };
-        let mut done = flight.done.lock().unwrap_or_else(|p| p.into_inner());
-        while !*done {
-            if deadline.no_wait() {
-                return Err(busy(None));
-            }
-            match deadline.end() {
-                None => done = flight.cv.wait(done).unwrap_or_else(|p| p.into_inner()),
-                Some(end) => {
-                    let now = Instant::now();
-                    if now >= end {
-                        return Err(busy(deadline.budget()));
-                    }
-                    done = flight.cv.wait_timeout(done, end - now).unwrap_or_else(|p| p.into_inner()).0;
-                }
-            }
-        }
-        Ok(())
-    }
-
+impl Cache {
     /// Creates `tmp/<digest>.<random>/` with its owner lock held and an empty
     /// `out/`. The caller holds the exclusive entry lock.
     fn create_temp(&self, key: &Key) -> Result<Temp, Error> {
         let root = self.root();
-        let rel = format!("{TMP_DIR}/{}.{}", key.digest(), layout::random_suffix()?);
+        let rel = layout::temp(&key.digest(), &layout::random_suffix()?);
         root.create_dir(&rel).map_err(|e| Error::io("create temp dir", &rel, e))?;
-        let mut temp = Temp { root: Arc::clone(root), rel, _owner: None };
-        let owner_rel = format!("{}/owner.lock", temp.rel);
-        let owner = root.open_lock(&owner_rel, true).map_err(|e| Error::io("create owner lock", &owner_rel, e))?;
-        if !owner.try_lock(LockMode::Exclusive).map_err(|e| Error::io("lock", &owner_rel, e))? {
-            return Err(Error::io("lock", owner_rel, std::io::ErrorKind::WouldBlock.into()));
+        let owned = || {
+            let owner_rel = format!("{rel}/{OWNER_LOCK}");
+            let owner = root.open_lock(&owner_rel, true).map_err(|e| Error::io("create owner lock", &owner_rel, e))?;
+            if !owner.try_lock(Flock::Exclusive).map_err(|e| Error::io("lock", &owner_rel, e))? {
+                return Err(Error::io("lock", owner_rel, std::io::ErrorKind::WouldBlock.into()));
+            }
+            let out = format!("{rel}/{TEMP_OUT}");
+            root.create_dir(&out).map_err(|e| Error::io("create temp dir", &out, e))?;
+            Ok(owner)
+        };
+        match owned() {
+            Ok(owner) => Ok(Temp { root: Arc::clone(root), rel, owner }),
+            Err(e) => {
+                // Still under the entry lock, so nobody else can own it.
+                let _ = root.remove_tree(&rel);
+                Err(e)
+            }
         }
-        temp._owner = Some(owner);
-        let out = format!("{}/out", temp.rel);
-        root.create_dir(&out).map_err(|e| Error::io("create temp dir", &out, e))?;
-        Ok(temp)
     }
 
     /// Makes the filled tree durable, then publishes it by one rename that

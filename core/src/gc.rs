@@ -9,13 +9,31 @@
 
 use std::time::SystemTime;
 
-use crate::cache::{Cache, is_internal};
+use crate::cache::{Cache, Leased, is_internal};
 use crate::error::Error;
 use crate::holder::{self, Holder};
 use crate::key::Key;
-use crate::layout::{self, GC_LOCK, MARKER_STAGING_PREFIX, TMP_DIR, TRASH_DIR};
-use crate::lock::{Deadline, LockMode, LockName, Wait, try_probe};
-use crate::sys::FileKind;
+use crate::layout::{self, GC_LOCK, TMP_DIR, TRASH_DIR};
+use crate::lock::Deadline;
+use crate::mode::{LockMode, LockName, Wait};
+use crate::probe::owner_alive;
+
+/// Something gc or clean could not reclaim, and why. They go on past it,
+/// and report every one.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Failure {
+    /// The item, relative to the cache root (escaped for display).
+    pub rel: String,
+    /// What went wrong.
+    pub reason: String,
+}
+
+impl Failure {
+    pub(crate) fn new(rel: &str, reason: impl std::fmt::Display) -> Failure {
+        tracing::warn!(item = %rel, error = %reason, "could not reclaim");
+        Failure { rel: crate::display::escape(rel), reason: reason.to_string() }
+    }
+}
 
 /// What [`Cache::gc`] reclaimed.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -30,8 +48,8 @@ pub struct GcReport {
     pub busy: usize,
     /// Holder records of dead processes deleted.
     pub records: usize,
-    /// Orphans that could not be deleted (logged; the next gc retries).
-    pub failed: usize,
+    /// What could not be reclaimed (the next gc retries).
+    pub failures: Vec<Failure>,
 }
 
 /// Where a leftover lives.
@@ -49,7 +67,7 @@ pub enum ItemKind {
 pub struct Item {
     /// Temp or trash.
     pub kind: ItemKind,
-    /// Its path relative to the cache root.
+    /// Its path relative to the cache root, escaped for display.
     pub rel: String,
     /// Bytes of regular files in it.
     pub bytes: u64,
@@ -85,72 +103,74 @@ pub struct Status {
 }
 
 impl Cache {
+    /// Runs [`Leased::gc`] under a shared lease of its own.
+    pub fn gc(&self, wait: Wait) -> Result<GcReport, Error> {
+        let deadline = Deadline::start(wait);
+        self.lease_by(LockMode::Shared, deadline)?.gc_by(deadline)
+    }
+}
+
+impl Leased {
     /// Reclaims temps of dead fills, trash of dead removes, leftover marker
     /// staging dirs and dead holder records. Runs beside fills, pins and
     /// removes without disturbing them; waits, as `wait` allows, for another
-    /// gc.
+    /// gc. An item it cannot reclaim is reported in
+    /// [`GcReport::failures`] and does not stop it.
     pub fn gc(&self, wait: Wait) -> Result<GcReport, Error> {
+        self.gc_by(Deadline::start(wait))
+    }
+
+    fn gc_by(&self, deadline: Deadline) -> Result<GcReport, Error> {
         let _span = tracing::info_span!("gc").entered();
-        let deadline = Deadline::start(wait);
-        let _lease = self.op_lease(LockMode::Shared, deadline)?;
-        let _gc = self.lock(GC_LOCK, LockName::Gc, LockMode::Exclusive, deadline)?;
-        let root = self.root();
+        let cache = &self.cache;
+        let _gc = cache.lock(GC_LOCK, LockName::Gc, LockMode::Exclusive, deadline)?;
+        let root = cache.root();
         let mut report = GcReport::default();
-        self.reclaim_orphans(&mut report)?;
+        cache.reclaim_orphans(&mut report)?;
         // A staging dir for the marker is only ever useful to the process
         // that is about to rename it; once the marker exists, that rename
         // fails and its creator discards it anyway.
         for entry in root.read_dir("").map_err(|e| Error::io("list", ".", e))? {
-            if let Some(name) = entry.name.to_str().filter(|n| n.starts_with(MARKER_STAGING_PREFIX)) {
-                report.bytes += root.usage(name).map(|u| u.bytes).unwrap_or(0);
+            let staging = entry.kind == crate::sys::FileKind::Dir;
+            if let Some(name) = entry.name.to_str().filter(|n| staging && layout::is_marker_staging(n)) {
+                let bytes = root.usage(name).map(|u| u.bytes).unwrap_or(0);
                 // Its creator, having lost the marker race, may be deleting
                 // it at the same time.
                 match root.remove_tree(name) {
-                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(Error::io("delete", name, e)),
-                    _ => {}
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => report.failures.push(Failure::new(name, e)),
+                    _ => report.bytes += bytes,
                 }
             }
         }
         report.records = holder::reap_dead(root);
         Ok(report)
     }
+}
 
+impl Cache {
     /// Deletes every temp and trash item whose owner is provably dead (see
-    /// the module docs); counts what it did into `report`.
+    /// `probe.rs`); counts what it did, and what it could not do, into
+    /// `report`.
     pub(crate) fn reclaim_orphans(&self, report: &mut GcReport) -> Result<(), Error> {
         let root = self.root();
         for (dir, kind) in [(TMP_DIR, ItemKind::Temp), (TRASH_DIR, ItemKind::Trash)] {
             for entry in root.read_dir(dir).map_err(|e| Error::io("list", dir, e))? {
-                let Some(name) = entry.name.to_str() else { continue };
-                let Some(digest) = layout::digest_of_item(name) else { continue };
-                let rel = format!("{dir}/{name}");
-                // The entry lock proves no filler or remover of this digest is
-                // alive: they hold it for as long as their temp or trash exists.
-                let Some(_entry) = try_probe(root, &layout::entry_lock(digest), LockMode::Exclusive, true)? else {
-                    report.busy += 1;
-                    continue;
-                };
-                let _owner = if kind == ItemKind::Temp && entry.kind == FileKind::Dir {
-                    let owner = format!("{rel}/owner.lock");
-                    match root.kind(&owner) {
-                        Ok(Some(_)) => match try_probe(root, &owner, LockMode::Exclusive, false)? {
-                            Some(lock) => Some(lock),
-                            None => {
-                                report.busy += 1;
-                                continue;
-                            }
-                        },
-                        _ => None,
+                let rel = format!("{dir}/{}", entry.name.to_string_lossy());
+                match owner_alive(root, dir, &entry) {
+                    Ok(true) => {
+                        report.busy += 1;
+                        continue;
                     }
-                } else {
-                    None
-                };
-                let bytes = root.usage(&rel).map(|u| u.bytes).unwrap_or(0);
-                // One undeletable orphan must not stop gc from reclaiming
-                // the others.
-                if let Err(e) = root.remove_tree(&rel) {
-                    tracing::warn!(item = %rel, error = %e, "could not delete orphan");
-                    report.failed += 1;
+                    Ok(false) => {}
+                    Err(e) => {
+                        report.failures.push(Failure::new(&rel, format!("cannot tell whether its owner lives: {e}")));
+                        continue;
+                    }
+                }
+                let path = std::path::Path::new(dir).join(&entry.name);
+                let bytes = root.usage(&path).map(|u| u.bytes).unwrap_or(0);
+                if let Err(e) = root.remove_tree(&path) {
+                    report.failures.push(Failure::new(&rel, e));
                     continue;
                 }
                 report.bytes += bytes;
@@ -190,16 +210,12 @@ impl Cache {
         let mut items = Vec::new();
         for (dir, kind) in [(TMP_DIR, ItemKind::Temp), (TRASH_DIR, ItemKind::Trash)] {
             for entry in root.read_dir(dir).map_err(|e| Error::io("list", dir, e))? {
-                let name = entry.name.to_string_lossy();
-                let rel = format!("{dir}/{name}");
-                let live = match (kind, layout::digest_of_item(&name)) {
-                    // A fill holds its owner lock exclusively.
-                    (ItemKind::Temp, _) => is_held(root, &format!("{rel}/owner.lock")),
-                    // A remover holds the entry lock exclusively.
-                    (ItemKind::Trash, Some(d)) => is_held(root, &layout::entry_lock(d)),
-                    (ItemKind::Trash, None) => false,
-                };
-                let bytes = root.usage(&rel).map(|u| u.bytes).unwrap_or(0);
+                // Unknown reads as alive: status never calls something an
+                // orphan that gc would not reclaim.
+                let live = owner_alive(root, dir, &entry).unwrap_or(true);
+                let path = std::path::Path::new(dir).join(&entry.name);
+                let bytes = root.usage(&path).map(|u| u.bytes).unwrap_or(0);
+                let rel = crate::display::escape(&path.to_string_lossy());
                 items.push(Item { kind, rel, bytes, live });
             }
         }
@@ -210,14 +226,5 @@ impl Cache {
             entries: entries.len(),
             entry_bytes: entries.iter().map(|e| e.bytes).sum(),
         })
-    }
-}
-
-/// Whether someone holds the lock at `rel`, probed with a shared try-lock
-/// that creates nothing. A missing or unreadable lock file is not held.
-fn is_held(root: &crate::sys::Root, rel: &str) -> bool {
-    match root.open_lock(rel, false) {
-        Ok(file) => matches!(file.try_lock(LockMode::Shared), Ok(false)),
-        Err(_) => false,
     }
 }

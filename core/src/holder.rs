@@ -11,14 +11,22 @@
 
 use std::fmt;
 use std::sync::{Arc, OnceLock};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use crate::error::fmt_duration;
-use crate::layout::{HOLDERS_DIR, random_suffix};
-use crate::lock::{LockMode, LockName};
-use crate::sys::{self, FileKind, LockFile, Root};
+use crate::display::{self, escape};
+use crate::layout::{self, HOLDERS_DIR, random_suffix};
+use crate::mode::{LockMode, LockName};
+use crate::sys::{self, FileKind, Flock, LockFile, Root};
+
+/// How records are probed: shared, so two processes probing one record at
+/// the same moment never take each other for its live holder (a live
+/// holder holds its record exclusively).
+const PROBE: Flock = Flock::Shared;
+
+/// The largest holder record read; a real one is a few hundred bytes.
+const MAX_RECORD_LEN: u64 = 64 * 1024;
 
 /// One live holder of a lock.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -42,14 +50,19 @@ pub struct Holder {
 impl Holder {
     /// How long ago the lock was taken.
     pub fn age(&self) -> Duration {
-        let since = UNIX_EPOCH + Duration::from_secs(self.since);
-        SystemTime::now().duration_since(since).unwrap_or_default()
+        // `since` comes from a file anyone with write access could have
+        // edited: a time past what the clock can represent reads as now.
+        UNIX_EPOCH
+            .checked_add(Duration::from_secs(self.since))
+            .and_then(|since| sys::now().duration_since(since).ok())
+            .unwrap_or_default()
     }
 }
 
+/// Escaped for a terminal: the fields come from a file on disk.
 impl fmt::Display for Holder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut command = self.command.clone();
+        let mut command = escape(&self.command);
         if command.chars().count() > 60 {
             command = command.chars().take(57).collect::<String>() + "...";
         }
@@ -58,14 +71,27 @@ impl fmt::Display for Holder {
             "pid {} (`{}`) on {}, {} {}",
             self.pid,
             command,
-            self.host,
+            escape(&self.host),
             self.mode,
             // Records have one-second resolution.
             match self.age().as_secs() {
                 0 => "since under a second".to_owned(),
-                secs => format!("for {}", fmt_duration(Duration::from_secs(secs))),
+                secs => format!("for {}", display::duration(Duration::from_secs(secs))),
             }
         )
+    }
+}
+
+/// The holders of one lock in a phrase: "pid 12 (`cargo build`) on ci-7,
+/// shared for 3s and 2 other processes", or what to say when none has
+/// identified itself yet.
+pub fn describe_holders(holders: &[Holder]) -> String {
+    match holders {
+        [] => {
+            "a process that has not identified itself yet (a gc or status probe holds a lock for an instant)".to_owned()
+        }
+        [one] => one.to_string(),
+        [first, rest @ ..] => format!("{first} and {}", display::count(rest.len(), "other process", "other processes")),
     }
 }
 
@@ -101,7 +127,7 @@ pub(crate) fn this_process(name: &LockName, lock_file: &str, mode: LockMode) -> 
         pid: id.pid,
         host: id.host.clone(),
         command: id.command.clone(),
-        since: SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
+        since: sys::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
     }
 }
 
@@ -113,8 +139,8 @@ pub(crate) fn register(root: &Arc<Root>, lock_file: &str, name: &LockName, mode:
         // The record is written and flocked under a name display scans skip,
         // then renamed into view (the flock follows the inode), so no scan
         // ever sees a live record unlocked.
-        let staging = format!("{HOLDERS_DIR}/{suffix}.new");
-        let rel = format!("{HOLDERS_DIR}/{suffix}.json");
+        let staging = layout::holder_staging(&suffix);
+        let rel = layout::holder_record(&suffix);
         let bytes = serde_json::to_vec(&holder).map_err(std::io::Error::other)?;
         let file = root.create_locked(&staging, &bytes)?;
         if let Err(e) = root.rename(&staging, &rel) {
@@ -139,7 +165,7 @@ pub(crate) fn live_holders(root: &Root, lock_file: Option<&str>) -> Vec<Holder> 
         if probe.is_some() {
             return; // its flock was free: the holder is dead
         }
-        let Ok(bytes) = root.read(rel) else { return };
+        let Ok(bytes) = root.read(rel, MAX_RECORD_LEN) else { return };
         let Ok(holder) = serde_json::from_slice::<Holder>(&bytes) else { return };
         if lock_file.is_none_or(|l| l == holder.lock_file) {
             out.push(holder);
@@ -191,10 +217,66 @@ fn scan_with(root: &Root, suffixes: &[&str], mut f: impl FnMut(&str, Option<&Loc
             Ok(file) => file,
             Err(_) => continue,
         };
-        match probe.try_lock(LockMode::Exclusive) {
+        // A shared probe: a live holder holds its record exclusively, so
+        // the probe fails only against a live holder, never against another
+        // process probing the same record at the same moment (two
+        // exclusive probes would take each other for live holders).
+        match probe.try_lock(PROBE) {
             Ok(true) => f(&rel, Some(&probe)),
             Ok(false) => f(&rel, None),
             Err(_) => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn root() -> (tempfile::TempDir, Arc<Root>) {
+        let dir = tempfile::tempdir().unwrap();
+        let root = Root::open_ambient(dir.path()).unwrap();
+        root.create_dir(".safecache").unwrap();
+        root.create_dir(HOLDERS_DIR).unwrap();
+        (dir, Arc::new(root))
+    }
+
+    #[test]
+    fn a_live_record_is_shown_and_a_dead_one_is_not() {
+        let (_dir, root) = root();
+        let record = register(&root, "x.lock", &LockName::Lease, LockMode::Shared).unwrap();
+        assert_eq!(holders_of(&root, "x.lock").len(), 1);
+        drop(record);
+        assert!(holders_of(&root, "x.lock").is_empty());
+    }
+
+    /// Simulation seed 7161 of `timeouts`: a dead holder's record, probed by
+    /// another process at the same moment, must still read as dead.
+    #[test]
+    fn a_dead_record_being_probed_by_someone_else_is_still_dead() {
+        let (_dir, root) = root();
+        let holder = this_process(&LockName::Lease, "x.lock", LockMode::Shared);
+        let rel = layout::holder_record("dead");
+        // Written and locked by a holder that then died: the flock is gone,
+        // the file stays.
+        drop(root.create_locked(&rel, &serde_json::to_vec(&holder).unwrap()).unwrap());
+        let other_prober = root.open_lock(&rel, false).unwrap();
+        assert!(other_prober.try_lock(PROBE).unwrap());
+        assert!(holders_of(&root, "x.lock").is_empty(), "the probed dead record was taken for a live holder");
+        assert_eq!(reap_dead(&root), 1);
+    }
+
+    #[test]
+    fn garbage_records_are_skipped_and_ages_never_overflow() {
+        let (_dir, root) = root();
+        let mut holder = this_process(&LockName::Lease, "x.lock", LockMode::Shared);
+        holder.since = u64::MAX;
+        assert_eq!(holder.age(), Duration::ZERO);
+        assert!(holder.to_string().contains("since under a second"));
+        holder.command = "evil\x1b[2J\nforged line".to_owned();
+        assert!(!holder.to_string().contains('\x1b') && !holder.to_string().contains('\n'));
+        let live = root.create_locked(&layout::holder_record("garbage"), b"\xff{not json").unwrap();
+        assert!(holders_of(&root, "x.lock").is_empty());
+        drop(live);
     }
 }

@@ -7,7 +7,6 @@
 use std::fmt;
 use std::str::FromStr;
 
-use crate::error::{Error, KeyRule};
 use crate::layout::MARKER_DIR;
 
 /// The longest stored name a key may map to, in bytes. Most filesystems
@@ -32,11 +31,11 @@ impl Key {
     /// Validates `key` and returns it as a [`Key`].
     ///
     /// # Errors
-    /// [`Error::InvalidKey`] naming the key and the rule it broke.
-    pub fn new(key: &str) -> Result<Key, Error> {
+    /// [`InvalidKey`] naming the key and the rule it broke.
+    pub fn new(key: &str) -> Result<Key, InvalidKey> {
         match check(key) {
             Ok(()) => Ok(Key(key.to_owned())),
-            Err(rule) => Err(Error::InvalidKey { key: key.escape_debug().to_string(), rule }),
+            Err(rule) => Err(InvalidKey { key: key.escape_debug().to_string(), rule }),
         }
     }
 
@@ -68,6 +67,68 @@ impl Key {
 pub(crate) fn digest_of(stored_name: &str) -> String {
     let hash = blake3::hash(stored_name.as_bytes());
     hash.to_hex()[..32].to_owned()
+}
+
+/// A key that broke one of the naming rules.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("invalid key `{key}`: {rule}")]
+pub struct InvalidKey {
+    /// The rejected key, escaped for display.
+    pub key: String,
+    /// The rule it broke.
+    pub rule: KeyRule,
+}
+
+/// The naming rules a [`Key`](crate::Key) must follow.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum KeyRule {
+    /// The key is empty.
+    Empty,
+    /// The key starts with `/`.
+    Absolute,
+    /// The key contains a NUL byte.
+    Nul,
+    /// The key contains a backslash.
+    Backslash,
+    /// The key contains `%`, which is reserved for encoding `/`.
+    Percent,
+    /// The key contains a control character.
+    Control,
+    /// The key has an empty component (`a//b`, a trailing `/`).
+    EmptyComponent,
+    /// A component is `.` or `..`.
+    DotComponent,
+    /// The first component starts with the marker directory's name.
+    Reserved,
+    /// The stored name would be longer than a path component may be.
+    TooLong {
+        /// The stored length in bytes.
+        len: usize,
+    },
+}
+
+impl fmt::Display for KeyRule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            KeyRule::Empty => f.write_str("the key is empty; give a name such as `git/serde`"),
+            KeyRule::Absolute => f.write_str("the key is absolute; keys are relative paths inside the cache"),
+            KeyRule::Nul => f.write_str("the key contains a NUL byte"),
+            KeyRule::Backslash => f.write_str("the key contains a backslash; separate components with `/`"),
+            KeyRule::Percent => f.write_str("the key contains `%`, which safecache reserves"),
+            KeyRule::Control => f.write_str("the key contains a control character"),
+            KeyRule::EmptyComponent => {
+                f.write_str("the key has an empty component (`//` or a leading or trailing `/`)")
+            }
+            KeyRule::DotComponent => {
+                f.write_str("a component is `.` or `..`; keys are relative paths inside the cache")
+            }
+            KeyRule::Reserved => f.write_str("names starting with `.safecache` are reserved for safecache's own files"),
+            KeyRule::TooLong { len } => {
+                write!(f, "the key is {len} bytes once stored (each `/` counts 3); the limit is {}", MAX_STORED_LEN)
+            }
+        }
+    }
 }
 
 fn check(key: &str) -> Result<(), KeyRule> {
@@ -104,8 +165,8 @@ fn check(key: &str) -> Result<(), KeyRule> {
 }
 
 impl FromStr for Key {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Key, Error> {
+    type Err = InvalidKey;
+    fn from_str(s: &str) -> Result<Key, InvalidKey> {
         Key::new(s)
     }
 }
@@ -128,7 +189,7 @@ mod tests {
 
     fn rule(key: &str) -> KeyRule {
         match Key::new(key) {
-            Err(Error::InvalidKey { rule, .. }) => rule,
+            Err(InvalidKey { rule, .. }) => rule,
             other => panic!("expected {key:?} to be rejected, got {other:?}"),
         }
     }

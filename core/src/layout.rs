@@ -1,20 +1,10 @@
-//! This defines the on-disk layout: the names of everything safecache keeps
-//! under the marker directory. docs/PROTOCOL.md draws the same tree.
+//! This defines the on-disk layout: the name of everything safecache keeps
+//! under the marker directory. docs/PROTOCOL.md draws the tree; the test
+//! `the_tree_in_protocol_md_matches_layout_rs` fails when the drawing and
+//! the names here disagree.
 //!
-//! ```text
-//! <cache>/
-//! ├── .safecache/            marker dir; its presence makes <cache> a cache
-//! │   ├── format             "safecache-format 1\n"
-//! │   ├── lease.lock         cache-wide lease (shared = in use, exclusive = mutate all)
-//! │   ├── gc.lock            one gc at a time
-//! │   ├── locks/<d>.lock     entry lock of the key whose digest is <d>; never deleted
-//! │   │                      while the cache is in use
-//! │   ├── holders/<r>.json   holder record of one held lock, flocked by its holder
-//! │   ├── used/<d>           mtime = last use of the entry with digest <d>
-//! │   ├── tmp/<d>.<r>/       a fill in flight (or an orphan): owner.lock + out/
-//! │   └── trash/<d>.<r>      an entry renamed aside, being deleted (or an orphan)
-//! └── <stored name>          a published entry: the key with `/` as `%2F`
-//! ```
+//! Invariant: every path the library builds under the marker comes from a
+//! constant or a function of this module.
 
 /// The marker directory at the cache root.
 pub const MARKER_DIR: &str = ".safecache";
@@ -38,9 +28,22 @@ pub(crate) const SUBDIRS: [&str; 5] = [LOCKS_DIR, HOLDERS_DIR, USED_DIR, TMP_DIR
 /// directory at once both end up with one complete marker.
 pub(crate) const MARKER_STAGING_PREFIX: &str = ".safecache.init-";
 
+/// Whether `name` is exactly a marker staging name this library makes
+/// (the prefix, then a [`random_suffix`]), so that gc never deletes a
+/// user's file that merely starts with the prefix in an adopted directory.
+pub(crate) fn is_marker_staging(name: &str) -> bool {
+    name.strip_prefix(MARKER_STAGING_PREFIX)
+        .is_some_and(|r| r.len() == 24 && r.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
+}
+
 pub(crate) fn format_contents() -> String {
     format!("safecache-format {FORMAT_VERSION}\n")
 }
+
+/// A temp's owner lock, inside the temp.
+pub(crate) const OWNER_LOCK: &str = "owner.lock";
+/// What a fill writes, inside the temp.
+pub(crate) const TEMP_OUT: &str = "out";
 
 pub(crate) fn entry_lock(digest: &str) -> String {
     format!("{LOCKS_DIR}/{digest}.lock")
@@ -48,6 +51,27 @@ pub(crate) fn entry_lock(digest: &str) -> String {
 
 pub(crate) fn used_marker(digest: &str) -> String {
     format!("{USED_DIR}/{digest}")
+}
+
+/// A temp (`tmp/<d>.<r>`): a fill's private directory, or a last-use stamp
+/// being written.
+pub(crate) fn temp(digest: &str, random: &str) -> String {
+    format!("{TMP_DIR}/{digest}.{random}")
+}
+
+/// An entry renamed aside for deletion.
+pub(crate) fn trash_item(digest: &str, random: &str) -> String {
+    format!("{TRASH_DIR}/{digest}.{random}")
+}
+
+/// A holder record, as scans see it.
+pub(crate) fn holder_record(random: &str) -> String {
+    format!("{HOLDERS_DIR}/{random}.json")
+}
+
+/// A holder record while it is written, under a name scans skip.
+pub(crate) fn holder_staging(random: &str) -> String {
+    format!("{HOLDERS_DIR}/{random}.new")
 }
 
 /// A fresh unguessable suffix from the OS's random source (never a
@@ -87,9 +111,57 @@ mod tests {
         assert_ne!(a, b);
     }
 
+    /// Every path under the marker, in the order docs/PROTOCOL.md draws
+    /// them, built by the same functions the library uses.
+    fn tree() -> Vec<String> {
+        let temp_dir = format!("{}/", temp("<d>", "<r>"));
+        vec![
+            FORMAT_FILE.to_owned(),
+            LEASE_LOCK.to_owned(),
+            GC_LOCK.to_owned(),
+            entry_lock("<d>"),
+            holder_record("<r>"),
+            used_marker("<d>"),
+            temp_dir.clone(),
+            format!("{temp_dir}{OWNER_LOCK}"),
+            format!("{temp_dir}{TEMP_OUT}/"),
+            temp("<d>", "<r>"),
+            trash_item("<d>", "<r>"),
+        ]
+    }
+
+    /// The paths drawn under `.safecache/` in docs/PROTOCOL.md's tree.
+    fn drawn() -> Vec<String> {
+        let doc = include_str!("../../docs/PROTOCOL.md");
+        let block = doc.split("```text\n").nth(1).and_then(|b| b.split("```").next()).expect("a text block");
+        let mut stack: Vec<String> = Vec::new();
+        let mut out = Vec::new();
+        for line in block.lines() {
+            let Some(at) = line.find("── ") else { continue };
+            let depth = line[..at].chars().count() / 4;
+            let name = line[at + "── ".len()..].split_whitespace().next().unwrap_or_default().to_owned();
+            stack.truncate(depth);
+            let path = format!("{}{name}", stack.concat());
+            stack.push(if name.ends_with('/') { name } else { format!("{name}/") });
+            if path.starts_with(".safecache/") && path != ".safecache/" {
+                out.push(path);
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn the_tree_in_protocol_md_matches_layout_rs() {
+        assert_eq!(drawn(), tree(), "docs/PROTOCOL.md's tree and core/src/layout.rs disagree");
+        let drawn_format = format!("`{}\\n`", format_contents().trim_end());
+        assert!(include_str!("../../docs/PROTOCOL.md").contains(&drawn_format), "PROTOCOL.md: {drawn_format}");
+    }
+
     #[test]
     fn entry_locks_live_under_locks() {
         assert_eq!(entry_lock("ab"), ".safecache/locks/ab.lock");
         assert_eq!(format_contents(), "safecache-format 1\n");
+        assert!(is_marker_staging(&format!("{MARKER_STAGING_PREFIX}{}", random_suffix().unwrap())));
+        assert!(!is_marker_staging(".safecache.init-notes"), "a user's file with the prefix");
     }
 }

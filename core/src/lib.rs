@@ -33,6 +33,7 @@
 #![deny(missing_docs)]
 
 mod cache;
+pub mod display;
 mod error;
 mod fill;
 mod gc;
@@ -40,15 +41,19 @@ mod holder;
 mod key;
 mod layout;
 mod lock;
+mod mode;
+mod once_map;
+mod probe;
 mod remove;
 mod sys;
 
-pub use cache::{Cache, Entry, Lease, Options, Pin, USE_RESOLUTION};
-pub use error::{Error, KeyRule};
+pub use cache::{Cache, Entry, Leased, Options, Pin, USE_RESOLUTION};
+pub use error::{Error, ErrorKind};
 pub use fill::{FillDir, Filled};
-pub use gc::{EntryInfo, GcReport, Item, ItemKind, Status};
-pub use holder::Holder;
-pub use key::{Key, MAX_STORED_LEN};
+pub use gc::{EntryInfo, Failure, GcReport, Item, ItemKind, Status};
+pub use holder::{Holder, describe_holders};
+pub use key::{InvalidKey, Key, KeyRule, MAX_STORED_LEN};
 pub use layout::{FORMAT_VERSION, MARKER_DIR};
-pub use lock::{LockMode, LockName, Wait, WaitEvent, WaitObserver};
+pub use lock::{WaitEvent, WaitObserver};
+pub use mode::{LockMode, LockName, Wait};
 pub use remove::CleanReport;

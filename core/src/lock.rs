@@ -1,5 +1,6 @@
-//! This defines locking: modes, waits, lock names, and [`Held`], a lock
-//! taken together with its holder record.
+//! This defines taking locks: one operation's [`Deadline`], [`Held`] (a
+//! lock taken together with its holder record), waits that report who they
+//! wait for, and the try-lock probes that prove an owner dead.
 //!
 //! Invariants kept here:
 //! - every wait first tries without blocking; when it has to block it says
@@ -10,64 +11,19 @@
 //! - the holder record is written only after the lock is taken and removed
 //!   before it is released; it is for display, never for correctness.
 
-use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Serialize};
-
 use crate::error::Error;
 use crate::holder::{self, Holder, Record};
-use crate::sys::{LockFile, Root};
+use crate::mode::{LockMode, LockName, Wait};
+use crate::sys::{self, Flock, LockFile, Root};
 
-/// How a lock is held.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum LockMode {
-    /// Many holders at once; excludes exclusive holders.
-    Shared,
-    /// One holder; excludes everyone else.
-    Exclusive,
-}
-
-impl fmt::Display for LockMode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            LockMode::Shared => "shared",
-            LockMode::Exclusive => "exclusive",
-        })
-    }
-}
-
-/// How long an operation may wait for a lock.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub enum Wait {
-    /// Fail at once with [`Error::Busy`] if the lock is held.
-    NoWait,
-    /// Wait at most this long, then fail with [`Error::Busy`].
-    Timeout(Duration),
-    /// Wait for as long as it takes.
-    #[default]
-    Forever,
-}
-
-impl Wait {
-    /// `Some(d)` maps to a timeout of `d` (zero meaning no wait), `None` to
-    /// forever.
-    pub fn from_timeout(timeout: Option<Duration>) -> Wait {
-        match timeout {
-            None => Wait::Forever,
-            Some(d) if d.is_zero() => Wait::NoWait,
-            Some(d) => Wait::Timeout(d),
-        }
-    }
-
-    #[cfg(test)]
-    pub(crate) fn timeout(self) -> Option<Duration> {
-        match self {
-            Wait::NoWait => Some(Duration::ZERO),
-            Wait::Timeout(d) => Some(d),
-            Wait::Forever => None,
+impl From<LockMode> for Flock {
+    fn from(mode: LockMode) -> Flock {
+        match mode {
+            LockMode::Shared => Flock::Shared,
+            LockMode::Exclusive => Flock::Exclusive,
         }
     }
 }
@@ -85,7 +41,7 @@ impl Deadline {
     pub(crate) fn start(wait: Wait) -> Deadline {
         match wait {
             // A timeout too large to represent is forever.
-            Wait::Timeout(d) => match Instant::now().checked_add(d) {
+            Wait::Timeout(d) => match sys::monotonic().checked_add(d) {
                 Some(end) => Deadline { wait, end: Some(end) },
                 None => Deadline { wait: Wait::Forever, end: None },
             },
@@ -101,7 +57,7 @@ impl Deadline {
     pub(crate) fn remaining(&self) -> Option<Duration> {
         match (self.wait, self.end) {
             (Wait::Forever, _) => None,
-            (_, Some(end)) => Some(end.saturating_duration_since(Instant::now())),
+            (_, Some(end)) => Some(end.saturating_duration_since(sys::monotonic())),
             (_, None) => Some(Duration::ZERO),
         }
     }
@@ -115,30 +71,6 @@ impl Deadline {
         match self.wait {
             Wait::Timeout(d) => Some(d),
             _ => None,
-        }
-    }
-}
-
-/// What a lock protects, for messages and holder records.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "kind", content = "key", rename_all = "lowercase")]
-#[non_exhaustive]
-pub enum LockName {
-    /// The cache-wide lease.
-    Lease,
-    /// The lock of one entry, held shared by pins and exclusive by a fill or
-    /// a remove.
-    Entry(String),
-    /// The lock that lets one gc run at a time.
-    Gc,
-}
-
-impl fmt::Display for LockName {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            LockName::Lease => f.write_str("the cache lease"),
-            LockName::Entry(key) => write!(f, "entry `{key}`"),
-            LockName::Gc => f.write_str("the cache's gc"),
         }
     }
 }
@@ -193,7 +125,7 @@ pub(crate) fn acquire(
     observer: Option<&WaitObserver>,
 ) -> Result<Held, Error> {
     let file = root.open_lock(rel, true).map_err(|e| Error::io("open lock file", rel, e))?;
-    let taken = file.try_lock(mode).map_err(|e| Error::io("lock", rel, e))?;
+    let taken = file.try_lock(mode.into()).map_err(|e| Error::io("lock", rel, e))?;
     if !taken {
         let holders = holder::holders_of(root, rel);
         if deadline.no_wait() {
@@ -204,7 +136,7 @@ pub(crate) fn acquire(
         if let Some(observer) = observer {
             observer(&WaitEvent { lock: &name, mode, holders: &holders, timeout });
         }
-        let taken = file.lock_within(mode, timeout).map_err(|e| Error::io("lock", rel, e))?;
+        let taken = file.lock_within(mode.into(), timeout).map_err(|e| Error::io("lock", rel, e))?;
         if !taken {
             let holders = holder::holders_of(root, rel);
             return Err(Error::Busy { lock: name, mode, holders, waited: deadline.budget() });
@@ -212,41 +144,4 @@ pub(crate) fn acquire(
     }
     let record = holder::register(root, rel, &name, mode);
     Ok(Held { record, file })
-}
-
-/// Tries `rel` once without waiting and without a holder record: used by gc
-/// and status to prove an owner dead.
-pub(crate) fn try_probe(root: &Root, rel: &str, mode: LockMode, create: bool) -> Result<Option<LockFile>, Error> {
-    let file = match root.open_lock(rel, create) {
-        Ok(file) => file,
-        Err(e) if !create && e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(Error::io("open lock file", rel, e)),
-    };
-    match file.try_lock(mode) {
-        Ok(true) => Ok(Some(file)),
-        Ok(false) => Ok(None),
-        Err(e) => Err(Error::io("lock", rel, e)),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn timeouts_map_to_waits() {
-        assert_eq!(Wait::from_timeout(None), Wait::Forever);
-        assert_eq!(Wait::from_timeout(Some(Duration::ZERO)), Wait::NoWait);
-        assert_eq!(Wait::from_timeout(Some(Duration::from_secs(3))), Wait::Timeout(Duration::from_secs(3)));
-        assert_eq!(Wait::NoWait.timeout(), Some(Duration::ZERO));
-        assert_eq!(Wait::Forever.timeout(), None);
-    }
-
-    #[test]
-    fn lock_names_serialize_for_holder_records() {
-        let json = serde_json::to_string(&LockName::Entry("a/b".into())).unwrap();
-        assert_eq!(json, r#"{"kind":"entry","key":"a/b"}"#);
-        assert_eq!(serde_json::to_string(&LockName::Lease).unwrap(), r#"{"kind":"lease"}"#);
-        assert_eq!(LockName::Gc.to_string(), "the cache's gc");
-    }
 }

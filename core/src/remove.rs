@@ -13,12 +13,13 @@
 
 use std::path::Path;
 
-use crate::cache::{Cache, is_internal};
+use crate::cache::{Cache, Leased, is_internal};
 use crate::error::Error;
-use crate::gc::GcReport;
+use crate::gc::{Failure, GcReport};
 use crate::key::{Key, digest_of};
-use crate::layout::{self, LOCKS_DIR, TRASH_DIR, USED_DIR};
-use crate::lock::{Deadline, Held, LockMode, LockName, Wait};
+use crate::layout::{self, LOCKS_DIR, USED_DIR};
+use crate::lock::{Deadline, Held};
+use crate::mode::{LockMode, LockName, Wait};
 
 /// How many entries `clean` renames aside per fsync.
 const CLEAN_BATCH: usize = 64;
@@ -30,9 +31,26 @@ pub struct CleanReport {
     pub entries: usize,
     /// Bytes of regular files removed (entries, temps and trash).
     pub bytes: u64,
+    /// What could not be removed.
+    pub failures: Vec<Failure>,
 }
 
 impl Cache {
+    /// Runs [`Leased::remove`] under a shared lease of its own.
+    pub fn remove(&self, key: &Key, wait: Wait) -> Result<bool, Error> {
+        let deadline = Deadline::start(wait);
+        self.lease_by(LockMode::Shared, deadline)?.remove_by(key, deadline)
+    }
+
+    /// Runs [`Leased::clean`] under an exclusive lease of its own (or the
+    /// inherited exclusive lease that covers this process).
+    pub fn clean(&self, wait: Wait) -> Result<CleanReport, Error> {
+        let deadline = Deadline::start(wait);
+        self.lease_by(LockMode::Exclusive, deadline)?.clean_by(deadline)
+    }
+}
+
+impl Leased {
     /// Removes `key`'s entry. Waits (as `wait` allows) for pins and fills of
     /// `key` to finish. Returns whether there was an entry.
     ///
@@ -40,75 +58,110 @@ impl Cache {
     /// [`Error::Busy`] naming the pinning or filling process if the entry
     /// lock could not be had within `wait`.
     pub fn remove(&self, key: &Key, wait: Wait) -> Result<bool, Error> {
+        self.remove_by(key, Deadline::start(wait))
+    }
+
+    fn remove_by(&self, key: &Key, deadline: Deadline) -> Result<bool, Error> {
         let _span = tracing::info_span!("remove", %key).entered();
-        let deadline = Deadline::start(wait);
-        let _lease = self.op_lease(LockMode::Shared, deadline)?;
-        let _lock = self.entry_lock(key, LockMode::Exclusive, deadline)?;
+        let cache = &self.cache;
+        let _lock = cache.entry_lock(key, LockMode::Exclusive, deadline)?;
         let stored = key.stored_name();
-        if self.root().kind(&stored).map_err(|e| Error::io("look up", &stored, e))?.is_none() {
+        if cache.root().kind(&stored).map_err(|e| Error::io("look up", &stored, e))?.is_none() {
             return Ok(false);
         }
-        let trash = self.rename_aside(Path::new(&stored), &key.digest())?;
+        if cache.is_nested_cache(Path::new(&stored)) {
+            return Err(Error::NestedCache { key: key.to_string() });
+        }
+        let trash = cache.rename_aside(Path::new(&stored), &key.digest())?;
         // Without this fsync a power loss could bring back the entry after
         // some of its files were unlinked from the trash.
-        self.root().sync_dir("").map_err(|e| Error::io("sync", ".", e))?;
-        self.delete_trash(&trash);
-        let _ = self.root().remove_file(layout::used_marker(&key.digest()));
+        cache.root().sync_dir("").map_err(|e| Error::io("sync", ".", e))?;
+        if let Err(e) = cache.delete_trash(&trash) {
+            tracing::warn!(%trash, error = %e, "could not delete trash; gc will retry");
+        }
+        let _ = cache.root().remove_file(layout::used_marker(&key.digest()));
         Ok(true)
     }
 
+    /// Removes every entry (including files adopted by `init`), every temp
+    /// and all trash. It needs the exclusive lease, which waits until no
+    /// other process uses the cache. An entry it cannot remove is reported
+    /// in [`CleanReport::failures`] and does not stop it.
+    ///
+    /// # Errors
+    /// [`Error::Busy`] if an entry lock could not be had within `wait` (only
+    /// under an inherited lease, whose other children may hold them);
+    /// [`Error::LeaseConflict`] if this lease is shared.
+    pub fn clean(&self, wait: Wait) -> Result<CleanReport, Error> {
+        self.clean_by(Deadline::start(wait))
+    }
+}
+
+impl Cache {
     /// Renames `name` (at the root) to `trash/<digest>.<random>`; returns
     /// the trash path. The caller holds the entry lock of `digest`.
     fn rename_aside(&self, name: &Path, digest: &str) -> Result<String, Error> {
-        let trash = format!("{TRASH_DIR}/{digest}.{}", layout::random_suffix()?);
+        let trash = layout::trash_item(digest, &layout::random_suffix()?);
         self.root().rename(name, &trash).map_err(|e| Error::io("rename aside", name.display().to_string(), e))?;
         tracing::debug!(entry = %name.display(), %trash, "renamed aside");
         Ok(trash)
     }
 
-    /// Deletes a trash item by handle and returns the bytes freed. A failure
-    /// is logged, not returned: the entry has already left the cache, and gc
-    /// retries the trash.
-    fn delete_trash(&self, trash: &str) -> u64 {
+    /// Deletes a trash item by handle and returns the bytes freed.
+    fn delete_trash(&self, trash: &str) -> std::io::Result<u64> {
         let bytes = self.root().usage(trash).map(|u| u.bytes).unwrap_or(0);
-        match self.root().remove_tree(trash) {
-            Ok(()) => bytes,
-            Err(e) => {
-                tracing::warn!(%trash, error = %e, "could not delete trash; gc will retry");
-                0
-            }
-        }
-    }
-
-    /// Makes a batch of renames aside durable with one fsync, then deletes
-    /// the trash and releases the entry locks. Returns the bytes freed.
-    fn flush_aside(&self, batch: &mut Vec<(Held, String, String)>) -> Result<u64, Error> {
-        if batch.is_empty() {
-            return Ok(0);
-        }
-        self.root().sync_dir("").map_err(|e| Error::io("sync", ".", e))?;
-        let mut bytes = 0;
-        for (lock, trash, digest) in batch.drain(..) {
-            bytes += self.delete_trash(&trash);
-            let _ = self.root().remove_file(layout::used_marker(&digest));
-            drop(lock);
-        }
+        self.root().remove_tree(trash)?;
         Ok(bytes)
     }
 
-    /// Removes every entry (including files adopted by `init`), every temp
-    /// and all trash, under the exclusive lease: it waits, as `wait` allows,
-    /// until no other process uses the cache.
-    ///
-    /// # Errors
-    /// [`Error::Busy`] naming the lease holders if the lease could not be had
-    /// within `wait`; [`Error::LeaseConflict`] under an inherited shared
-    /// lease.
-    pub fn clean(&self, wait: Wait) -> Result<CleanReport, Error> {
-        let _span = tracing::info_span!("clean").entered();
-        let deadline = Deadline::start(wait);
-        let lease = self.op_lease(LockMode::Exclusive, deadline)?;
+    /// Whether the entry stored as `name` holds a cache of its own (a
+    /// `.safecache` marker inside it): deleting it would delete that cache's
+    /// pinned entries behind its locks' backs.
+    pub(crate) fn is_nested_cache(&self, name: &Path) -> bool {
+        matches!(self.root().kind(name.join(crate::layout::MARKER_DIR)), Ok(Some(_)))
+    }
+
+    /// Makes a batch of renames aside durable with one fsync, then deletes
+    /// the trash and releases the entry locks. A trash item that cannot be
+    /// deleted is reported; gc retries it.
+    fn flush_aside(&self, batch: &mut Vec<(Held, String, String)>, report: &mut CleanReport) -> Result<(), Error> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        self.root().sync_dir("").map_err(|e| Error::io("sync", ".", e))?;
+        for (lock, trash, digest) in batch.drain(..) {
+            match self.delete_trash(&trash) {
+                Ok(bytes) => report.bytes += bytes,
+                Err(e) => report.failures.push(Failure::new(&trash, e)),
+            }
+            let _ = self.root().remove_file(layout::used_marker(&digest));
+            drop(lock);
+        }
+        Ok(())
+    }
+
+    /// Deletes everything inside `dir` (holding only stamps and lock files,
+    /// so there is nothing worth counting).
+    fn empty_dir(&self, dir: &str, report: &mut CleanReport) -> Result<(), Error> {
         let root = self.root();
+        for entry in root.read_dir(dir).map_err(|e| Error::io("list", dir, e))? {
+            let rel = Path::new(dir).join(&entry.name);
+            if let Err(e) = root.remove_tree(&rel) {
+                report.failures.push(Failure::new(&rel.to_string_lossy(), e));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Leased {
+    fn clean_by(&self, deadline: Deadline) -> Result<CleanReport, Error> {
+        let _span = tracing::info_span!("clean").entered();
+        if self.mode() != LockMode::Exclusive {
+            return Err(Error::LeaseConflict);
+        }
+        let cache = &self.cache;
+        let root = cache.root();
         let mut report = CleanReport::default();
         // Renamed aside in batches: one fsync per batch, and a bounded number
         // of entry locks held at once.
@@ -118,41 +171,46 @@ impl Cache {
                 continue;
             }
             let name = entry.name.to_string_lossy().into_owned();
+            if cache.is_nested_cache(Path::new(&entry.name)) {
+                report
+                    .failures
+                    .push(Failure::new(&name, "it holds a safecache cache of its own; clean that cache first"));
+                continue;
+            }
             let digest = digest_of(&name);
             // Under a lease taken here nobody holds an entry lock, so this
             // never waits; under an inherited exclusive lease it respects the
             // pins and fills of the parent's other children.
-            let lock = self.lock(&layout::entry_lock(&digest), LockName::Entry(name), LockMode::Exclusive, deadline)?;
-            let trash = self.rename_aside(Path::new(&entry.name), &digest)?;
-            batch.push((lock, trash, digest));
-            report.entries += 1;
+            let lock = cache.lock(
+                &layout::entry_lock(&digest),
+                LockName::Entry(name.clone()),
+                LockMode::Exclusive,
+                deadline,
+            )?;
+            match cache.rename_aside(Path::new(&entry.name), &digest) {
+                Ok(trash) => {
+                    batch.push((lock, trash, digest));
+                    report.entries += 1;
+                }
+                Err(e) => report.failures.push(Failure::new(&name, e)),
+            }
             if batch.len() == CLEAN_BATCH {
-                report.bytes += self.flush_aside(&mut batch)?;
+                cache.flush_aside(&mut batch, &mut report)?;
             }
         }
-        report.bytes += self.flush_aside(&mut batch)?;
+        cache.flush_aside(&mut batch, &mut report)?;
         let mut reclaimed = GcReport::default();
-        self.reclaim_orphans(&mut reclaimed)?;
+        cache.reclaim_orphans(&mut reclaimed)?;
         report.bytes += reclaimed.bytes;
+        report.failures.append(&mut reclaimed.failures);
         // Nobody can be waiting on an entry lock (waiters hold the shared
         // lease), so the lock files can go; but not under an inherited
-        // lease, where the parent's children may hold them.
-        if lease.is_some() {
-            self.empty_dir(USED_DIR)?;
-            self.empty_dir(LOCKS_DIR)?;
+        // lease, where the parent's other children may hold or wait on them.
+        if self.is_own() {
+            cache.empty_dir(USED_DIR, &mut report)?;
+            cache.empty_dir(LOCKS_DIR, &mut report)?;
         }
         crate::holder::reap_dead(root);
         Ok(report)
-    }
-
-    /// Deletes everything inside `dir` (holding only stamps and lock files,
-    /// so there is nothing worth counting).
-    fn empty_dir(&self, dir: &str) -> Result<(), Error> {
-        let root = self.root();
-        for entry in root.read_dir(dir).map_err(|e| Error::io("list", dir, e))? {
-            let rel = Path::new(dir).join(&entry.name);
-            root.remove_tree(&rel).map_err(|e| Error::io("delete", rel.display().to_string(), e))?;
-        }
-        Ok(())
     }
 }

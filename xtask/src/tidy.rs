@@ -94,3 +94,135 @@ fn crates_inherit_versions_and_lints() {
         }
     }
 }
+
+/// The modules of a crate's `src/` and the crate-local modules each one
+/// names (`crate::x`), leaving out `#[cfg(test)]` blocks at the end of a
+/// file. A file `a/b.rs` belongs to module `a`.
+fn module_graph(src: &Path) -> std::collections::BTreeMap<String, std::collections::BTreeSet<String>> {
+    let mut graph = std::collections::BTreeMap::<String, std::collections::BTreeSet<String>>::new();
+    for file in rust_files().into_iter().filter(|f| f.starts_with(src)) {
+        let rel = file.strip_prefix(src).unwrap();
+        let module = rel.components().next().unwrap().as_os_str().to_string_lossy().trim_end_matches(".rs").to_owned();
+        if matches!(module.as_str(), "main" | "lib" | "bin") {
+            continue;
+        }
+        let text = std::fs::read_to_string(&file).unwrap();
+        let code = text.split("#[cfg(test)]\nmod tests").next().unwrap_or_default();
+        let deps = graph.entry(module.clone()).or_default();
+        for (at, _) in code.match_indices("crate::") {
+            let rest = &code[at + "crate::".len()..];
+            let names: Vec<&str> = if let Some(list) = rest.strip_prefix('{') {
+                list.split('}').next().unwrap_or_default().split(',').collect()
+            } else {
+                vec![rest]
+            };
+            for name in names {
+                let name: String = name.trim().chars().take_while(|c| c.is_alphanumeric() || *c == '_').collect();
+                if !name.is_empty() && name != module {
+                    deps.insert(name);
+                }
+            }
+        }
+    }
+    let modules: std::collections::BTreeSet<String> = graph.keys().cloned().collect();
+    for deps in graph.values_mut() {
+        deps.retain(|d| modules.contains(d));
+    }
+    graph
+}
+
+/// The first import cycle found, as `a -> b -> a`.
+fn find_cycle(graph: &std::collections::BTreeMap<String, std::collections::BTreeSet<String>>) -> Option<String> {
+    fn visit<'a>(
+        node: &'a str,
+        graph: &'a std::collections::BTreeMap<String, std::collections::BTreeSet<String>>,
+        path: &mut Vec<&'a str>,
+        done: &mut std::collections::BTreeSet<&'a str>,
+    ) -> Option<String> {
+        if let Some(start) = path.iter().position(|n| *n == node) {
+            let mut cycle = path[start..].to_vec();
+            cycle.push(node);
+            return Some(cycle.join(" -> "));
+        }
+        if done.contains(node) {
+            return None;
+        }
+        path.push(node);
+        for dep in graph.get(node).into_iter().flatten() {
+            if let Some(cycle) = visit(dep, graph, path, done) {
+                return Some(cycle);
+            }
+        }
+        path.pop();
+        done.insert(node);
+        None
+    }
+    let mut done = std::collections::BTreeSet::new();
+    graph.keys().find_map(|node| visit(node, graph, &mut Vec::new(), &mut done))
+}
+
+/// Modules form a tree of layers, not a web: a module never reaches back,
+/// through any chain of imports, to one that imports it.
+#[test]
+fn no_import_cycles() {
+    for krate in ["core", "cargo-safecache"] {
+        let graph = module_graph(&root().join(krate).join("src"));
+        assert!(graph.len() > 3, "{krate}: found no modules");
+        if let Some(cycle) = find_cycle(&graph) {
+            panic!("{krate}: import cycle {cycle}; move what both need into a module below them");
+        }
+    }
+}
+
+#[test]
+fn the_cycle_check_finds_a_cycle() {
+    let mut graph = std::collections::BTreeMap::new();
+    graph.insert("a".to_owned(), ["b".to_owned()].into());
+    graph.insert("b".to_owned(), ["c".to_owned()].into());
+    graph.insert("c".to_owned(), ["a".to_owned()].into());
+    assert_eq!(find_cycle(&graph).as_deref(), Some("a -> b -> c -> a"));
+    graph.insert("c".to_owned(), std::collections::BTreeSet::new());
+    assert_eq!(find_cycle(&graph), None);
+}
+
+/// Every `Type::item` the docs name in backticks, and every source file they
+/// name, still exists: a documented public item that is gone fails here.
+#[test]
+fn documented_items_exist() {
+    let mut sources = String::new();
+    for file in rust_files() {
+        sources.push_str(&std::fs::read_to_string(&file).unwrap());
+    }
+    // Types the docs may name that live outside this workspace.
+    let external = ["File", "Dir", "Duration", "Instant", "SystemTime", "OpenOptions", "Command", "OnceMap"];
+    let mut missing = Vec::new();
+    let mut docs: Vec<PathBuf> = std::fs::read_dir(root().join("docs")).unwrap().map(|e| e.unwrap().path()).collect();
+    docs.push(root().join("README.md"));
+    for doc in docs.iter().filter(|d| d.extension().is_some_and(|x| x == "md")) {
+        let text = std::fs::read_to_string(doc).unwrap();
+        for quoted in text.split('`').skip(1).step_by(2) {
+            let is_path = quoted.ends_with(".rs") && !quoted.contains(' ') && quoted.contains('/');
+            // Code maps name files relative to their crate or its `src/`.
+            let bases = ["", "core", "core/src", "cargo-safecache", "cargo-safecache/src", "wasm-tests", "xtask"];
+            if is_path && !bases.iter().any(|b| root().join(b).join(quoted).exists()) {
+                missing.push(format!("{}: file `{quoted}`", doc.display()));
+            }
+            let Some((ty, item)) = quoted.split_once("::") else { continue };
+            let simple = |s: &str| !s.is_empty() && s.chars().all(|c| c.is_alphanumeric() || c == '_');
+            if !simple(ty) || !simple(item) || !ty.starts_with(char::is_uppercase) || external.contains(&ty) {
+                continue;
+            }
+            let type_defined = ["struct", "enum", "trait", "type"]
+                .iter()
+                .any(|k| [" ", "<", "(", ";", "\n"].iter().any(|end| sources.contains(&format!("{k} {ty}{end}"))));
+            let item_defined = sources.contains(&format!("fn {item}("))
+                || sources.contains(&format!("fn {item}<"))
+                || sources.contains(&format!("const {item}:"))
+                || [" {", "(", ",", " =", "\n"].iter().any(|end| sources.contains(&format!("    {item}{end}")));
+            if !type_defined || !item_defined {
+                missing.push(format!("{}: `{quoted}`", doc.display()));
+            }
+        }
+    }
+    assert!(missing.is_empty(), "the docs name items that do not exist:\n{}", missing.join("\n"));
+}

@@ -1,32 +1,59 @@
-//! This defines the directory-handle boundary: the only code in the library
-//! that talks to the operating system.
+//! This defines the directory-handle boundary: [`Root`], the only way the
+//! library reaches the operating system, and the contract every target
+//! keeps.
 //!
 //! Everything above this module names files by paths *relative to the cache
-//! root* and reaches them through a [`Root`]. There are two implementations
-//! with the same shape:
+//! root* (`/`-separated, never `..`; `""` is the root itself) and reaches
+//! them through a [`Root`]. This file is the front door: it states each
+//! operation's contract and holds the logic both targets share (sorting,
+//! fallbacks, tree walks, bounded reads). Each target file supplies only
+//! primitives:
 //!
-//! - `native`: a `cap_std::fs::Dir` (every path confined beneath the handle)
-//!   with flock locks, `renameat2(RENAME_NOREPLACE)` and handle-relative
-//!   deletion.
+//! - `native`: a `cap_std::fs::Dir` (every path resolved beneath the
+//!   handle), flock through std's `File` lock family, and `openat` /
+//!   `renameat2(RENAME_NOREPLACE)` through rustix on a parent opened by
+//!   cap-std.
 //! - `wasi`: std::fs relative to a preopened directory (the WASI host
-//!   confines it), with locks, the process id and waiting provided by host
-//!   imports from the module `safecache_host`.
+//!   confines every path to it), with locks and the process id provided by
+//!   host imports from the module `safecache_host`.
+//!
+//! cap-std does not build for wasm32-wasip1 on stable Rust, which is why it
+//! stays behind this boundary on the native side.
+//!
+//! Contract, for every operation below:
+//! - **Confinement.** No operation reaches outside the root, whatever
+//!   symlinks, hard links or special files other processes leave inside it.
+//! - **No symlink is followed at the last component.** `stat` describes the
+//!   link itself; `read`, `open_lock` and `remove_*` never act on a link's
+//!   target; a tree walk never enters a linked directory.
+//! - **No operation blocks on a special file.** Files are opened
+//!   non-blocking and anything that is not a regular file is refused with
+//!   [`io::ErrorKind::InvalidData`] before it is read or locked.
+//! - **Listings come back sorted** by name bytes, without `.` and `..`, so
+//!   every caller visits entries in the same order on every target.
+//! - **Errors are io errors**, with `NotFound` for a missing name and
+//!   `AlreadyExists` for a taken one; callers add the path and the verb.
 //!
 //! Architecture invariant: no other module calls std::fs, touches an
-//! absolute path, reads a clock for locking, or sleeps.
+//! absolute path, reads a clock or sleeps (clippy's `disallowed-methods`
+//! enforces it; see core/clippy.toml).
 
 use std::ffi::OsString;
-use std::time::SystemTime;
+use std::io;
+use std::path::Path;
+use std::time::{Duration, Instant, SystemTime};
 
 #[cfg(not(target_os = "wasi"))]
 mod native;
 #[cfg(not(target_os = "wasi"))]
-pub(crate) use native::{LockFile, Root, process_identity};
+use native as imp;
 
 #[cfg(target_os = "wasi")]
 mod wasi;
 #[cfg(target_os = "wasi")]
-pub(crate) use wasi::{LockFile, Root, process_identity};
+use wasi as imp;
+
+pub(crate) use imp::LockFile;
 
 /// What a directory entry is, without following symlinks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -37,11 +64,61 @@ pub(crate) enum FileKind {
     Other,
 }
 
+/// The three questions [`FileKind::of`] asks of a file type, so both
+/// targets' file types map the same way.
+pub(crate) trait FileTypeLike {
+    fn is_symlink(&self) -> bool;
+    fn is_dir(&self) -> bool;
+    fn is_file(&self) -> bool;
+}
+
+macro_rules! file_type_like {
+    ($ty:ty) => {
+        impl FileTypeLike for $ty {
+            fn is_symlink(&self) -> bool {
+                <$ty>::is_symlink(self)
+            }
+            fn is_dir(&self) -> bool {
+                <$ty>::is_dir(self)
+            }
+            fn is_file(&self) -> bool {
+                <$ty>::is_file(self)
+            }
+        }
+    };
+}
+
+file_type_like!(std::fs::FileType);
+#[cfg(not(target_os = "wasi"))]
+file_type_like!(cap_std::fs::FileType);
+
+impl FileKind {
+    pub(crate) fn of(ty: &impl FileTypeLike) -> FileKind {
+        if ty.is_symlink() {
+            FileKind::Symlink
+        } else if ty.is_dir() {
+            FileKind::Dir
+        } else if ty.is_file() {
+            FileKind::File
+        } else {
+            FileKind::Other
+        }
+    }
+}
+
 /// One name in a directory listing.
 #[derive(Debug)]
 pub(crate) struct DirEntry {
     pub(crate) name: OsString,
     pub(crate) kind: FileKind,
+}
+
+/// What `stat` tells about one name, without following a symlink.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Meta {
+    pub(crate) kind: FileKind,
+    pub(crate) len: u64,
+    pub(crate) modified: Option<SystemTime>,
 }
 
 /// Size and last modification of a tree, for `ls` and `status`.
@@ -57,4 +134,229 @@ pub(crate) struct Identity {
     pub(crate) pid: u32,
     pub(crate) host: String,
     pub(crate) command: String,
+}
+
+/// How a lock file is locked, in the handle's own terms (the lock module
+/// maps its public modes onto this).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Flock {
+    Shared,
+    Exclusive,
+}
+
+/// The cache root, as a capability.
+#[derive(Debug)]
+pub(crate) struct Root {
+    imp: imp::Dir,
+}
+
+impl Root {
+    /// Opens the directory at `path`. This is the one place the library
+    /// turns an ambient path into a handle.
+    pub(crate) fn open_ambient(path: &Path) -> io::Result<Root> {
+        Ok(Root { imp: imp::Dir::open_ambient(path)? })
+    }
+
+    /// Creates every missing directory of `path` (ambient, for a cache dir
+    /// that does not exist yet).
+    pub(crate) fn create_ambient_dir_all(path: &Path) -> io::Result<()> {
+        imp::create_ambient_dir_all(path)
+    }
+
+    /// The native handle, for callers that want to work inside an entry.
+    #[cfg(not(target_os = "wasi"))]
+    pub(crate) fn cap_dir(&self) -> &cap_std::fs::Dir {
+        self.imp.cap_dir()
+    }
+
+    /// Creates one directory; `AlreadyExists` if the name is taken.
+    pub(crate) fn create_dir(&self, rel: &str) -> io::Result<()> {
+        self.imp.create_dir(rel)
+    }
+
+    /// Creates a new file (never replacing one) holding `bytes`, synced.
+    pub(crate) fn write_new(&self, rel: &str, bytes: &[u8]) -> io::Result<()> {
+        self.imp.write_new(rel, bytes)
+    }
+
+    /// Reads a small regular file whole, refusing symlinks and special files
+    /// (without blocking on a FIFO) and anything longer than `cap` bytes
+    /// ([`io::ErrorKind::InvalidData`] in both cases).
+    pub(crate) fn read(&self, rel: &str, cap: u64) -> io::Result<Vec<u8>> {
+        use std::io::Read;
+        let file = self.imp.open_regular(rel)?;
+        let mut bytes = Vec::new();
+        file.take(cap.saturating_add(1)).read_to_end(&mut bytes)?;
+        if bytes.len() as u64 > cap {
+            return Err(io::Error::new(io::ErrorKind::InvalidData, format!("longer than {cap} bytes")));
+        }
+        Ok(bytes)
+    }
+
+    /// Describes `rel` itself (a symlink is not followed); `None` if absent.
+    pub(crate) fn stat(&self, rel: impl AsRef<Path>) -> io::Result<Option<Meta>> {
+        match self.imp.stat(rel.as_ref()) {
+            Ok(meta) => Ok(Some(meta)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// What `rel` is; `None` if absent.
+    pub(crate) fn kind(&self, rel: impl AsRef<Path>) -> io::Result<Option<FileKind>> {
+        Ok(self.stat(rel)?.map(|m| m.kind))
+    }
+
+    /// When `rel` was last modified; `None` if absent.
+    pub(crate) fn modified(&self, rel: &str) -> io::Result<Option<SystemTime>> {
+        Ok(self.stat(rel)?.and_then(|m| m.modified))
+    }
+
+    /// The names in directory `rel`, sorted by name bytes.
+    pub(crate) fn read_dir(&self, rel: impl AsRef<Path>) -> io::Result<Vec<DirEntry>> {
+        let mut out = self.imp.read_dir(rel.as_ref())?;
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    /// Renames `from` to `to`, atomically replacing a file or an empty
+    /// directory at `to`, as rename(2) does.
+    pub(crate) fn rename(&self, from: impl AsRef<Path>, to: impl AsRef<Path>) -> io::Result<()> {
+        self.imp.rename(from.as_ref(), to.as_ref())
+    }
+
+    /// Renames `from` to `to`, failing with `AlreadyExists` rather than
+    /// replacing anything at `to` (even an empty directory, which plain
+    /// rename(2) would silently replace).
+    ///
+    /// Where the filesystem (or WASI p1) has no `RENAME_NOREPLACE`, this is a
+    /// check followed by a rename. That is race-free only if every process
+    /// that could create `to` meanwhile is excluded, so callers must either
+    /// hold the entry lock of `to`, or rename onto a name that, when present,
+    /// is a non-empty directory (which rename(2) never replaces).
+    pub(crate) fn rename_noreplace(&self, from: &str, to: &str) -> io::Result<()> {
+        match self.imp.rename_noreplace(from, to) {
+            Err(e) if e.kind() == io::ErrorKind::Unsupported => {
+                if self.stat(to)?.is_some() {
+                    return Err(io::Error::from(io::ErrorKind::AlreadyExists));
+                }
+                self.rename(from, to)
+            }
+            result => result,
+        }
+    }
+
+    /// Unlinks a file or a symlink (never its target).
+    pub(crate) fn remove_file(&self, rel: impl AsRef<Path>) -> io::Result<()> {
+        self.imp.remove_file(rel.as_ref())
+    }
+
+    /// Deletes `rel` and everything beneath it by handle, never following a
+    /// symlink: a symlink is unlinked, not entered (CVE-2022-21658). Read-only
+    /// directories inside it (Go's module cache makes them) are made
+    /// writable first. A missing `rel` is not an error.
+    pub(crate) fn remove_tree(&self, rel: impl AsRef<Path>) -> io::Result<()> {
+        let rel = rel.as_ref();
+        match self.kind(rel)? {
+            None => Ok(()),
+            Some(FileKind::Dir) => self.imp.remove_dir_all(rel),
+            Some(_) => self.imp.remove_file(rel),
+        }
+    }
+
+    /// fsyncs every regular file and directory beneath `rel`, and `rel`
+    /// itself, so a rename that publishes it cannot expose unwritten data
+    /// after a power loss. Symlinks are not followed.
+    pub(crate) fn sync_tree(&self, rel: impl AsRef<Path>) -> io::Result<()> {
+        let rel = rel.as_ref();
+        for entry in self.read_dir(rel)? {
+            let child = rel.join(&entry.name);
+            match entry.kind {
+                FileKind::Dir => self.sync_tree(&child)?,
+                FileKind::File => self.imp.sync_file(&child)?,
+                FileKind::Symlink | FileKind::Other => {}
+            }
+        }
+        self.sync_dir(rel)
+    }
+
+    /// fsyncs one directory, after a rename into or out of it. A no-op where
+    /// the target cannot open directories for syncing (WASI p1).
+    pub(crate) fn sync_dir(&self, rel: impl AsRef<Path>) -> io::Result<()> {
+        self.imp.sync_dir(rel.as_ref())
+    }
+
+    /// Sets the modification time of the regular file `rel` to now, creating
+    /// it if needed. The stamp is written to a fresh private file and renamed
+    /// over `rel`, so whatever was at `rel` (a hard link to a file outside the
+    /// cache, a FIFO, a symlink) is replaced, never modified or followed.
+    pub(crate) fn touch(&self, rel: &str, private: &str) -> io::Result<()> {
+        self.imp.create_empty(private)?;
+        self.rename(private, rel).inspect_err(|_| {
+            let _ = self.imp.remove_file(Path::new(private));
+        })
+    }
+
+    /// Total size of the regular files beneath `rel` (symlinks count as
+    /// themselves, never followed) and `rel`'s own modification time.
+    pub(crate) fn usage(&self, rel: impl AsRef<Path>) -> io::Result<Usage> {
+        let rel = rel.as_ref();
+        let meta = self.imp.stat(rel)?;
+        let bytes = match meta.kind {
+            FileKind::Dir => self.tree_bytes(rel)?,
+            FileKind::File => meta.len,
+            FileKind::Symlink | FileKind::Other => 0,
+        };
+        Ok(Usage { bytes, modified: meta.modified })
+    }
+
+    fn tree_bytes(&self, rel: &Path) -> io::Result<u64> {
+        let mut bytes = 0u64;
+        for entry in self.read_dir(rel)? {
+            let child = rel.join(&entry.name);
+            bytes = bytes.saturating_add(match entry.kind {
+                FileKind::Dir => self.tree_bytes(&child)?,
+                FileKind::File => self.imp.stat(&child)?.len,
+                FileKind::Symlink | FileKind::Other => 0,
+            });
+        }
+        Ok(bytes)
+    }
+
+    /// Opens a lock file. With `create`, the file is created if missing but
+    /// never truncated or replaced, so every process locks the same inode. A
+    /// symlink or special file at `rel` is refused (`InvalidData`), never
+    /// followed or blocked on.
+    pub(crate) fn open_lock(&self, rel: &str, create: bool) -> io::Result<LockFile> {
+        self.imp.open_lock(rel, create)
+    }
+
+    /// Creates a new file with `bytes` in it and returns it locked
+    /// exclusively (a holder record).
+    pub(crate) fn create_locked(&self, rel: &str, bytes: &[u8]) -> io::Result<LockFile> {
+        self.imp.create_locked(rel, bytes)
+    }
+}
+
+/// The identity shown in holder records: pid, host name, command line.
+pub(crate) fn process_identity() -> Identity {
+    imp::process_identity()
+}
+
+/// The wall clock, for holder records and last-use stamps.
+#[allow(clippy::disallowed_methods)] // the one place that reads it
+pub(crate) fn now() -> SystemTime {
+    SystemTime::now()
+}
+
+/// The monotonic clock, for wait deadlines.
+#[allow(clippy::disallowed_methods)] // the one place that reads it
+pub(crate) fn monotonic() -> Instant {
+    Instant::now()
+}
+
+/// Sleeps this thread (native lock polling only).
+#[allow(clippy::disallowed_methods, dead_code)] // the one place that sleeps; unused under WASI
+pub(crate) fn sleep(d: Duration) {
+    std::thread::sleep(d);
 }

@@ -1,39 +1,45 @@
-//! This defines the native directory handle: a `cap_std::fs::Dir`, flock
-//! locks through std's `File::lock` family, and `renameat2` with
-//! `RENAME_NOREPLACE` through rustix.
+//! This defines the native primitives behind [`super::Root`]: a
+//! `cap_std::fs::Dir`, flock through std's `File` lock family, and `openat`
+//! / `renameat2` through rustix. The contracts are stated once, in
+//! `sys/mod.rs`.
 //!
-//! Invariant: every path is resolved beneath the handle by cap-std; rename
-//! and fsync, which go through rustix, only ever see a single path component
-//! relative to a directory opened by cap-std, so they cannot be steered
-//! through a symlink either.
+//! Invariant: every path is resolved beneath the handle by cap-std; the
+//! calls that go through rustix only ever see a single path component
+//! relative to a parent directory opened by cap-std, so they cannot be
+//! steered through a symlink either.
 
 use std::fs::{File, TryLockError};
-use std::io::{self, Read, Write};
-use std::path::Path;
-use std::thread;
-use std::time::{Duration, Instant, SystemTime};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use cap_std::ambient_authority;
-use cap_std::fs::{Dir, OpenOptions};
+use cap_std::fs::OpenOptions;
+use rustix::fs::{Mode, OFlags};
 
-use super::{DirEntry, FileKind, Identity, Usage};
-use crate::lock::LockMode;
+use super::{DirEntry, FileKind, Flock, Identity, Meta};
 
 /// The cache root, as a capability.
 #[derive(Debug)]
-pub(crate) struct Root {
-    dir: Dir,
+pub(crate) struct Dir {
+    dir: cap_std::fs::Dir,
 }
 
-impl Root {
-    /// Opens the directory at `path`. This is the one place the native
-    /// library turns an ambient path into a handle.
-    pub(crate) fn open_ambient(path: &Path) -> io::Result<Root> {
-        Ok(Root { dir: Dir::open_ambient_dir(path, ambient_authority())? })
+/// `""` names the root itself.
+fn dot(rel: &Path) -> &Path {
+    if rel.as_os_str().is_empty() { Path::new(".") } else { rel }
+}
+
+pub(crate) fn create_ambient_dir_all(path: &Path) -> io::Result<()> {
+    cap_std::fs::Dir::create_ambient_dir_all(path, ambient_authority())
+}
+
+impl Dir {
+    pub(crate) fn open_ambient(path: &Path) -> io::Result<Dir> {
+        Ok(Dir { dir: cap_std::fs::Dir::open_ambient_dir(path, ambient_authority())? })
     }
 
-    /// The underlying handle, for callers that want to work inside an entry.
-    pub(crate) fn dir(&self) -> &Dir {
+    pub(crate) fn cap_dir(&self) -> &cap_std::fs::Dir {
         &self.dir
     }
 
@@ -47,41 +53,73 @@ impl Root {
         file.sync_all()
     }
 
-    pub(crate) fn read(&self, rel: &str) -> io::Result<Vec<u8>> {
-        let mut bytes = Vec::new();
-        self.dir.open(rel)?.read_to_end(&mut bytes)?;
-        Ok(bytes)
+    pub(crate) fn create_empty(&self, rel: &str) -> io::Result<()> {
+        self.dir.open_with(rel, OpenOptions::new().write(true).create_new(true)).map(drop)
     }
 
-    pub(crate) fn kind(&self, rel: impl AsRef<Path>) -> io::Result<Option<FileKind>> {
-        match self.dir.symlink_metadata(rel) {
-            Ok(meta) => Ok(Some(kind_of(meta.file_type()))),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e),
+    /// Opens the parent directory of `rel` (beneath the root) and returns it
+    /// with the last component.
+    fn open_parent<'a>(&self, rel: &'a Path) -> io::Result<(cap_std::fs::Dir, &'a Path)> {
+        let leaf = rel.file_name().map(Path::new).ok_or_else(|| io::Error::from(io::ErrorKind::InvalidInput))?;
+        match rel.parent().filter(|p| !p.as_os_str().is_empty()) {
+            Some(parent) => Ok((self.dir.open_dir(parent)?, leaf)),
+            None => Ok((self.dir.try_clone()?, leaf)),
         }
     }
 
-    pub(crate) fn read_dir(&self, rel: &str) -> io::Result<Vec<DirEntry>> {
+    /// Opens `rel` read-only without following a symlink or blocking on a
+    /// FIFO, and checks that it is a regular file.
+    pub(crate) fn open_regular(&self, rel: &str) -> io::Result<File> {
+        self.open_file(Path::new(rel), OFlags::RDONLY, false)
+    }
+
+    fn open_file(&self, rel: &Path, access: OFlags, create: bool) -> io::Result<File> {
+        let (parent, leaf) = self.open_parent(rel)?;
+        let mut flags = access | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC | OFlags::NOCTTY;
+        if create {
+            flags |= OFlags::CREATE;
+        }
+        let fd = rustix::fs::openat(&parent, leaf, flags, Mode::from_raw_mode(0o600)).map_err(|e| {
+            // O_NOFOLLOW on a symlink fails with ELOOP.
+            if e == rustix::io::Errno::LOOP {
+                io::Error::new(io::ErrorKind::InvalidData, "a symlink, not a regular file")
+            } else {
+                io::Error::from(e)
+            }
+        })?;
+        let file = File::from(fd);
+        if !file.metadata()?.is_file() {
+            return Err(io::Error::new(io::ErrorKind::InvalidData, "not a regular file"));
+        }
+        Ok(file)
+    }
+
+    pub(crate) fn stat(&self, rel: &Path) -> io::Result<Meta> {
+        let meta = self.dir.symlink_metadata(dot(rel))?;
+        Ok(Meta {
+            kind: FileKind::of(&meta.file_type()),
+            len: meta.len(),
+            modified: meta.modified().ok().map(|t| t.into_std()),
+        })
+    }
+
+    pub(crate) fn read_dir(&self, rel: &Path) -> io::Result<Vec<DirEntry>> {
         let mut out = Vec::new();
-        let rel = if rel.is_empty() { "." } else { rel };
-        for entry in self.dir.read_dir(rel)? {
+        for entry in self.dir.read_dir(dot(rel))? {
             let entry = entry?;
-            out.push(DirEntry { name: entry.file_name(), kind: kind_of(entry.file_type()?) });
+            out.push(DirEntry { name: entry.file_name(), kind: FileKind::of(&entry.file_type()?) });
         }
-        out.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(out)
     }
 
-    pub(crate) fn rename(&self, from: impl AsRef<Path>, to: impl AsRef<Path>) -> io::Result<()> {
+    pub(crate) fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
         self.dir.rename(from, &self.dir, to)
     }
 
-    /// Renames `from` to `to`, failing with `AlreadyExists` rather than
-    /// replacing anything at `to` (even an empty directory, which plain
-    /// rename(2) would silently replace).
+    /// `Unsupported` where the filesystem lacks `RENAME_NOREPLACE`.
     pub(crate) fn rename_noreplace(&self, from: &str, to: &str) -> io::Result<()> {
-        let (from_parent, from_leaf) = self.open_parent(from)?;
-        let (to_parent, to_leaf) = self.open_parent(to)?;
+        let (from_parent, from_leaf) = self.open_parent(Path::new(from))?;
+        let (to_parent, to_leaf) = self.open_parent(Path::new(to))?;
         match rustix::fs::renameat_with(
             &from_parent,
             from_leaf,
@@ -90,124 +128,46 @@ impl Root {
             rustix::fs::RenameFlags::NOREPLACE,
         ) {
             Ok(()) => Ok(()),
-            // The filesystem lacks RENAME_NOREPLACE. The caller holds the
-            // entry lock, so a check followed by a rename is race-free
-            // against every other safecache process.
-            Err(rustix::io::Errno::INVAL | rustix::io::Errno::NOSYS) => {
-                if self.kind(to)?.is_some() {
-                    return Err(io::Error::from(io::ErrorKind::AlreadyExists));
-                }
-                self.rename(from, to)
-            }
+            Err(rustix::io::Errno::INVAL | rustix::io::Errno::NOSYS) => Err(io::ErrorKind::Unsupported.into()),
             Err(e) => Err(e.into()),
         }
     }
 
-    /// Opens the parent directory of `rel` (beneath the root) and returns it
-    /// with the last component.
-    fn open_parent<'a>(&self, rel: &'a str) -> io::Result<(Dir, &'a str)> {
-        match rel.rsplit_once('/') {
-            Some((parent, leaf)) => Ok((self.dir.open_dir(parent)?, leaf)),
-            None => Ok((self.dir.try_clone()?, rel)),
-        }
-    }
-
-    pub(crate) fn remove_file(&self, rel: impl AsRef<Path>) -> io::Result<()> {
+    pub(crate) fn remove_file(&self, rel: &Path) -> io::Result<()> {
         self.dir.remove_file(rel)
     }
 
-    /// Deletes `rel` and everything beneath it by handle, never following a
-    /// symlink: a symlink is unlinked, not entered (CVE-2022-21658).
-    pub(crate) fn remove_tree(&self, rel: impl AsRef<Path>) -> io::Result<()> {
-        let rel = rel.as_ref();
-        match self.kind(rel)? {
-            None => Ok(()),
-            Some(FileKind::Dir) => match self.dir.remove_dir_all(rel) {
-                // Read-only directories (Go's module cache makes them) keep
-                // their entries from being unlinked. The tree is private to
-                // the caller (a temp or trash), so make its directories
-                // writable and try once more.
-                Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
-                    make_dirs_writable(&self.dir, rel)?;
-                    self.dir.remove_dir_all(rel)
-                }
-                result => result,
-            },
-            Some(_) => self.dir.remove_file(rel),
-        }
-    }
-
-    /// fsyncs every file and directory beneath `rel`, and `rel` itself, so a
-    /// rename that publishes it cannot expose unwritten data after a power
-    /// loss.
-    pub(crate) fn sync_tree(&self, rel: &str) -> io::Result<()> {
-        fn walk(dir: &Dir) -> io::Result<()> {
-            for entry in dir.entries()? {
-                let entry = entry?;
-                let ty = entry.file_type()?;
-                if ty.is_dir() {
-                    walk(&dir.open_dir(entry.file_name())?)?;
-                } else if ty.is_file() {
-                    dir.open(entry.file_name())?.sync_all()?;
-                }
+    pub(crate) fn remove_dir_all(&self, rel: &Path) -> io::Result<()> {
+        match self.dir.remove_dir_all(rel) {
+            // Read-only directories keep their entries from being unlinked.
+            // The tree is the caller's to delete, so make its directories
+            // writable and try once more.
+            Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+                make_dirs_writable(&self.dir, rel)?;
+                self.dir.remove_dir_all(rel)
             }
-            fsync_dir(dir)
-        }
-        walk(&self.dir.open_dir(rel)?)
-    }
-
-    /// fsyncs one directory (after a rename into it).
-    pub(crate) fn sync_dir(&self, rel: &str) -> io::Result<()> {
-        let dir = if rel.is_empty() { self.dir.try_clone()? } else { self.dir.open_dir(rel)? };
-        fsync_dir(&dir)
-    }
-
-    /// Sets the modification time of `rel` to now, creating it if needed.
-    pub(crate) fn touch(&self, rel: &str) -> io::Result<()> {
-        let file = self.dir.open_with(rel, OpenOptions::new().write(true).create(true))?;
-        file.into_std().set_modified(SystemTime::now())
-    }
-
-    pub(crate) fn modified(&self, rel: &str) -> io::Result<Option<SystemTime>> {
-        match self.dir.symlink_metadata(rel) {
-            Ok(meta) => Ok(Some(meta.modified()?.into_std())),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e),
+            result => result,
         }
     }
 
-    /// Total size of the regular files beneath `rel` (symlinks count as
-    /// themselves, never followed) and `rel`'s own modification time.
-    pub(crate) fn usage(&self, rel: impl AsRef<Path>) -> io::Result<Usage> {
-        fn walk(dir: &Dir) -> io::Result<u64> {
-            let mut bytes = 0;
-            for entry in dir.entries()? {
-                let entry = entry?;
-                let ty = entry.file_type()?;
-                if ty.is_dir() {
-                    bytes += walk(&dir.open_dir(entry.file_name())?)?;
-                } else {
-                    bytes += entry.metadata()?.len();
-                }
-            }
-            Ok(bytes)
-        }
-        let rel = rel.as_ref();
-        let meta = self.dir.symlink_metadata(rel)?;
-        let bytes = if meta.is_dir() { walk(&self.dir.open_dir(rel)?)? } else { meta.len() };
-        Ok(Usage { bytes, modified: meta.modified().ok().map(|t| t.into_std()) })
+    pub(crate) fn sync_file(&self, rel: &Path) -> io::Result<()> {
+        self.open_file(rel, OFlags::RDONLY, false)?.sync_all()
     }
 
-    /// Opens a lock file. With `create`, the file is created if missing but
-    /// never truncated or replaced, so every process locks the same inode.
+    pub(crate) fn sync_dir(&self, rel: &Path) -> io::Result<()> {
+        // cap-std opens directories with `O_PATH`, which fsync refuses, so
+        // this reopens `.` beneath the handle for reading.
+        let dir = if rel.as_os_str().is_empty() { self.dir.try_clone()? } else { self.dir.open_dir(rel)? };
+        let fd = rustix::fs::openat(&dir, ".", OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())?;
+        rustix::fs::fsync(&fd)?;
+        Ok(())
+    }
+
     pub(crate) fn open_lock(&self, rel: &str, create: bool) -> io::Result<LockFile> {
-        let mut options = OpenOptions::new();
-        options.read(true).write(true).create(create);
-        Ok(LockFile { file: self.dir.open_with(rel, &options)?.into_std() })
+        // flock needs no write access, so a read-only lock file still locks.
+        Ok(LockFile { file: self.open_file(Path::new(rel), OFlags::RDONLY, create)? })
     }
 
-    /// Creates a new file with `bytes` in it and returns it locked
-    /// exclusively (a holder record).
     pub(crate) fn create_locked(&self, rel: &str, bytes: &[u8]) -> io::Result<LockFile> {
         let mut file = self.dir.open_with(rel, OpenOptions::new().read(true).write(true).create_new(true))?;
         file.write_all(bytes)?;
@@ -219,7 +179,7 @@ impl Root {
 
 /// Gives the owner full access to `name` and every directory beneath it,
 /// walking by handle; cap-std refuses any symlink that leads out.
-fn make_dirs_writable(parent: &Dir, name: &Path) -> io::Result<()> {
+fn make_dirs_writable(parent: &cap_std::fs::Dir, name: &Path) -> io::Result<()> {
     use std::os::unix::fs::PermissionsExt;
     let owner_only = cap_std::fs::Permissions::from_std(std::fs::Permissions::from_mode(0o700));
     parent.set_permissions(name, owner_only)?;
@@ -227,31 +187,10 @@ fn make_dirs_writable(parent: &Dir, name: &Path) -> io::Result<()> {
     for entry in dir.entries()? {
         let entry = entry?;
         if entry.file_type()?.is_dir() {
-            make_dirs_writable(&dir, Path::new(&entry.file_name()))?;
+            make_dirs_writable(&dir, &PathBuf::from(entry.file_name()))?;
         }
     }
     Ok(())
-}
-
-/// fsyncs a directory. cap-std opens directories with `O_PATH`, which
-/// fsync refuses, so this reopens `.` beneath the handle for reading.
-fn fsync_dir(dir: &Dir) -> io::Result<()> {
-    use rustix::fs::{Mode, OFlags};
-    let fd = rustix::fs::openat(dir, ".", OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())?;
-    rustix::fs::fsync(&fd)?;
-    Ok(())
-}
-
-fn kind_of(ty: cap_std::fs::FileType) -> FileKind {
-    if ty.is_symlink() {
-        FileKind::Symlink
-    } else if ty.is_dir() {
-        FileKind::Dir
-    } else if ty.is_file() {
-        FileKind::File
-    } else {
-        FileKind::Other
-    }
 }
 
 /// An open lock file. The lock, if taken, belongs to this open file
@@ -269,10 +208,10 @@ impl LockFile {
     }
 
     /// Takes the lock in `mode` if nobody conflicting holds it.
-    pub(crate) fn try_lock(&self, mode: LockMode) -> io::Result<bool> {
+    pub(crate) fn try_lock(&self, mode: Flock) -> io::Result<bool> {
         let result = match mode {
-            LockMode::Shared => self.file.try_lock_shared(),
-            LockMode::Exclusive => self.file.try_lock(),
+            Flock::Shared => self.file.try_lock_shared(),
+            Flock::Exclusive => self.file.try_lock(),
         };
         match result {
             Ok(()) => Ok(true),
@@ -283,16 +222,16 @@ impl LockFile {
 
     /// Waits for the lock, for at most `timeout` (`None`: for as long as it
     /// takes). Returns whether it was taken.
-    pub(crate) fn lock_within(&self, mode: LockMode, timeout: Option<Duration>) -> io::Result<bool> {
+    pub(crate) fn lock_within(&self, mode: Flock, timeout: Option<Duration>) -> io::Result<bool> {
         let Some(timeout) = timeout else {
             match mode {
-                LockMode::Shared => self.file.lock_shared()?,
-                LockMode::Exclusive => self.file.lock()?,
+                Flock::Shared => self.file.lock_shared()?,
+                Flock::Exclusive => self.file.lock()?,
             }
             return Ok(true);
         };
         // flock(2) has no timeout: poll with a capped exponential backoff.
-        let Some(deadline) = Instant::now().checked_add(timeout) else {
+        let Some(deadline) = super::monotonic().checked_add(timeout) else {
             return self.lock_within(mode, None);
         };
         let mut pause = Duration::from_millis(1);
@@ -300,17 +239,16 @@ impl LockFile {
             if self.try_lock(mode)? {
                 return Ok(true);
             }
-            let now = Instant::now();
+            let now = super::monotonic();
             if now >= deadline {
                 return Ok(false);
             }
-            thread::sleep(pause.min(deadline - now));
+            super::sleep(pause.min(deadline - now));
             pause = (pause * 2).min(Duration::from_millis(50));
         }
     }
 }
 
-/// The identity shown in holder records: pid, host name, command line.
 pub(crate) fn process_identity() -> Identity {
     let host = rustix::system::uname().nodename().to_string_lossy().into_owned();
     let command = std::env::args_os().map(|a| a.to_string_lossy().into_owned()).collect::<Vec<_>>().join(" ");

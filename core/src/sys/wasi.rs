@@ -1,6 +1,7 @@
-//! This defines the WASI directory handle: std::fs relative to a preopened
-//! directory, with locks and the process id provided by the host through
-//! imports from the module `safecache_host`.
+//! This defines the WASI primitives behind [`super::Root`]: std::fs
+//! relative to a preopened directory, with locks and the process id provided
+//! by the host through imports from the module `safecache_host`. The
+//! contracts are stated once, in `sys/mod.rs`.
 //!
 //! The WASI host confines every path to the preopen (`..` and escaping
 //! symlinks are refused), so std::fs relative to it is this target's
@@ -20,10 +21,9 @@ use std::cell::Cell;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
-use super::{DirEntry, FileKind, Identity, Usage};
-use crate::lock::LockMode;
+use super::{DirEntry, FileKind, Flock, Identity, Meta};
 
 #[link(wasm_import_module = "safecache_host")]
 unsafe extern "C" {
@@ -37,19 +37,21 @@ unsafe extern "C" {
 
 /// The cache root: a directory beneath a WASI preopen.
 #[derive(Debug)]
-pub(crate) struct Root {
+pub(crate) struct Dir {
     root: PathBuf,
 }
 
-impl Root {
-    /// Names the directory at `path`, which must lie beneath a preopened
-    /// directory. This is the one place the WASI library takes a path.
-    pub(crate) fn open_ambient(path: &Path) -> io::Result<Root> {
+pub(crate) fn create_ambient_dir_all(path: &Path) -> io::Result<()> {
+    fs::create_dir_all(path)
+}
+
+impl Dir {
+    pub(crate) fn open_ambient(path: &Path) -> io::Result<Dir> {
         let meta = fs::metadata(path)?;
         if !meta.is_dir() {
             return Err(io::Error::from(io::ErrorKind::NotADirectory));
         }
-        Ok(Root { root: path.to_owned() })
+        Ok(Dir { root: path.to_owned() })
     }
 
     fn at(&self, rel: impl AsRef<Path>) -> PathBuf {
@@ -67,117 +69,82 @@ impl Root {
         file.sync_all()
     }
 
-    pub(crate) fn read(&self, rel: &str) -> io::Result<Vec<u8>> {
-        fs::read(self.at(rel))
+    pub(crate) fn create_empty(&self, rel: &str) -> io::Result<()> {
+        OpenOptions::new().write(true).create_new(true).open(self.at(rel)).map(drop)
     }
 
-    pub(crate) fn kind(&self, rel: impl AsRef<Path>) -> io::Result<Option<FileKind>> {
-        match fs::symlink_metadata(self.at(rel)) {
-            Ok(meta) => Ok(Some(kind_of(meta.file_type()))),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e),
+    /// WASI p1 has no portable no-follow open in std: the name is checked
+    /// with a no-follow stat first, and the opened file again (the simulator
+    /// never swaps a name between the two).
+    pub(crate) fn open_regular(&self, rel: &str) -> io::Result<File> {
+        self.check_regular(Path::new(rel))?;
+        let file = File::open(self.at(rel))?;
+        if !file.metadata()?.is_file() {
+            return Err(io::Error::new(io::ErrorKind::InvalidData, "not a regular file"));
         }
+        Ok(file)
     }
 
-    pub(crate) fn read_dir(&self, rel: &str) -> io::Result<Vec<DirEntry>> {
-        let mut out = Vec::new();
-        for entry in fs::read_dir(self.at(rel))? {
-            let entry = entry?;
-            out.push(DirEntry { name: entry.file_name(), kind: kind_of(entry.file_type()?) });
+    fn check_regular(&self, rel: &Path) -> io::Result<()> {
+        if self.stat(rel)?.kind != FileKind::File {
+            return Err(io::Error::new(io::ErrorKind::InvalidData, "not a regular file"));
         }
-        out.sort_by(|a, b| a.name.cmp(&b.name));
-        Ok(out)
-    }
-
-    pub(crate) fn rename(&self, from: impl AsRef<Path>, to: impl AsRef<Path>) -> io::Result<()> {
-        fs::rename(self.at(from), self.at(to))
-    }
-
-    /// WASI p1's `path_rename` has no NOREPLACE flag. The caller holds the
-    /// entry lock, so a check followed by a rename is race-free against every
-    /// other safecache process.
-    pub(crate) fn rename_noreplace(&self, from: &str, to: &str) -> io::Result<()> {
-        if self.kind(to)?.is_some() {
-            return Err(io::Error::from(io::ErrorKind::AlreadyExists));
-        }
-        self.rename(from, to)
-    }
-
-    pub(crate) fn remove_file(&self, rel: impl AsRef<Path>) -> io::Result<()> {
-        fs::remove_file(self.at(rel))
-    }
-
-    /// Deletes `rel` and everything beneath it; std's WASI implementation
-    /// walks by directory descriptor and never follows symlinks.
-    pub(crate) fn remove_tree(&self, rel: impl AsRef<Path>) -> io::Result<()> {
-        let rel = rel.as_ref();
-        match self.kind(rel)? {
-            None => Ok(()),
-            Some(FileKind::Dir) => fs::remove_dir_all(self.at(rel)),
-            Some(_) => fs::remove_file(self.at(rel)),
-        }
-    }
-
-    /// Durability is not simulated: the simulator's crash model is a killed
-    /// process, not a lost page cache. Opening directories as files is not
-    /// portable across WASI hosts, so this only syncs regular files.
-    pub(crate) fn sync_tree(&self, rel: &str) -> io::Result<()> {
-        fn walk(path: &Path) -> io::Result<()> {
-            for entry in fs::read_dir(path)? {
-                let entry = entry?;
-                let ty = entry.file_type()?;
-                if ty.is_dir() {
-                    walk(&entry.path())?;
-                } else if ty.is_file() {
-                    File::open(entry.path())?.sync_all()?;
-                }
-            }
-            Ok(())
-        }
-        walk(&self.at(rel))
-    }
-
-    pub(crate) fn sync_dir(&self, _rel: &str) -> io::Result<()> {
         Ok(())
     }
 
-    pub(crate) fn touch(&self, rel: &str) -> io::Result<()> {
-        let file = OpenOptions::new().write(true).create(true).truncate(false).open(self.at(rel))?;
-        file.set_modified(SystemTime::now())
+    pub(crate) fn stat(&self, rel: &Path) -> io::Result<Meta> {
+        let meta = fs::symlink_metadata(self.at(rel))?;
+        Ok(Meta { kind: FileKind::of(&meta.file_type()), len: meta.len(), modified: meta.modified().ok() })
     }
 
-    pub(crate) fn modified(&self, rel: &str) -> io::Result<Option<SystemTime>> {
-        match fs::symlink_metadata(self.at(rel)) {
-            Ok(meta) => Ok(meta.modified().ok()),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(e),
+    pub(crate) fn read_dir(&self, rel: &Path) -> io::Result<Vec<DirEntry>> {
+        let mut out = Vec::new();
+        for entry in fs::read_dir(self.at(rel))? {
+            let entry = entry?;
+            out.push(DirEntry { name: entry.file_name(), kind: FileKind::of(&entry.file_type()?) });
         }
+        Ok(out)
     }
 
-    pub(crate) fn usage(&self, rel: impl AsRef<Path>) -> io::Result<Usage> {
-        fn walk(path: &Path) -> io::Result<u64> {
-            let mut bytes = 0;
-            for entry in fs::read_dir(path)? {
-                let entry = entry?;
-                if entry.file_type()?.is_dir() {
-                    bytes += walk(&entry.path())?;
-                } else {
-                    bytes += fs::symlink_metadata(entry.path())?.len();
-                }
-            }
-            Ok(bytes)
-        }
-        let path = self.at(rel);
-        let meta = fs::symlink_metadata(&path)?;
-        let bytes = if meta.is_dir() { walk(&path)? } else { meta.len() };
-        Ok(Usage { bytes, modified: meta.modified().ok() })
+    pub(crate) fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        fs::rename(self.at(from), self.at(to))
     }
 
-    /// Opens a lock file: the file exists on disk (so `status` and gc see
-    /// it), but the lock itself lives in the host, which keys it by the
-    /// file's identity (its inode), as flock does: a holder record keeps its
-    /// lock across the rename that makes it visible.
+    /// WASI p1's `path_rename` has no NOREPLACE flag.
+    pub(crate) fn rename_noreplace(&self, _from: &str, _to: &str) -> io::Result<()> {
+        Err(io::ErrorKind::Unsupported.into())
+    }
+
+    pub(crate) fn remove_file(&self, rel: &Path) -> io::Result<()> {
+        fs::remove_file(self.at(rel))
+    }
+
+    /// std's WASI implementation walks by directory descriptor and never
+    /// follows symlinks.
+    pub(crate) fn remove_dir_all(&self, rel: &Path) -> io::Result<()> {
+        fs::remove_dir_all(self.at(rel))
+    }
+
+    pub(crate) fn sync_file(&self, rel: &Path) -> io::Result<()> {
+        File::open(self.at(rel))?.sync_all()
+    }
+
+    /// Durability is not simulated: the simulator's crash model is a killed
+    /// process, not a lost page cache, and opening directories as files is
+    /// not portable across WASI hosts.
+    pub(crate) fn sync_dir(&self, _rel: &Path) -> io::Result<()> {
+        Ok(())
+    }
+
+    /// The file exists on disk (so `status` and gc see it), but the lock
+    /// itself lives in the host, which keys it by the file's identity (its
+    /// inode), as flock does: a holder record keeps its lock across the
+    /// rename that makes it visible.
     pub(crate) fn open_lock(&self, rel: &str, create: bool) -> io::Result<LockFile> {
+        match self.check_regular(Path::new(rel)) {
+            Err(e) if create && e.kind() == io::ErrorKind::NotFound => {}
+            other => other?,
+        }
         OpenOptions::new().read(true).write(true).create(create).truncate(false).open(self.at(rel))?;
         Ok(LockFile { rel: rel.to_owned(), handle: Cell::new(None) })
     }
@@ -186,22 +153,10 @@ impl Root {
         let mut file = OpenOptions::new().write(true).create_new(true).open(self.at(rel))?;
         file.write_all(bytes)?;
         let lock = LockFile { rel: rel.to_owned(), handle: Cell::new(None) };
-        if !lock.try_lock(LockMode::Exclusive)? {
+        if !lock.try_lock(Flock::Exclusive)? {
             return Err(io::Error::new(io::ErrorKind::WouldBlock, "a new holder record was already locked"));
         }
         Ok(lock)
-    }
-}
-
-fn kind_of(ty: fs::FileType) -> FileKind {
-    if ty.is_symlink() {
-        FileKind::Symlink
-    } else if ty.is_dir() {
-        FileKind::Dir
-    } else if ty.is_file() {
-        FileKind::File
-    } else {
-        FileKind::Other
     }
 }
 
@@ -214,10 +169,10 @@ pub(crate) struct LockFile {
 }
 
 impl LockFile {
-    fn acquire(&self, mode: LockMode, timeout_ms: i64) -> io::Result<bool> {
+    fn acquire(&self, mode: Flock, timeout_ms: i64) -> io::Result<bool> {
         let mode = match mode {
-            LockMode::Shared => 0,
-            LockMode::Exclusive => 1,
+            Flock::Shared => 0,
+            Flock::Exclusive => 1,
         };
         // SAFETY: the pointer and length describe a live, initialized byte
         // slice for the duration of the call; the host only reads it.
@@ -235,11 +190,11 @@ impl LockFile {
         }
     }
 
-    pub(crate) fn try_lock(&self, mode: LockMode) -> io::Result<bool> {
+    pub(crate) fn try_lock(&self, mode: Flock) -> io::Result<bool> {
         self.acquire(mode, 0)
     }
 
-    pub(crate) fn lock_within(&self, mode: LockMode, timeout: Option<Duration>) -> io::Result<bool> {
+    pub(crate) fn lock_within(&self, mode: Flock, timeout: Option<Duration>) -> io::Result<bool> {
         let ms = match timeout {
             None => -1,
             // Rounded up, so a wait never gives up before its budget is

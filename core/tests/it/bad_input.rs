@@ -1,6 +1,6 @@
 //! Bad keys and bad cache directories are refused without changing anything.
 
-use safecache::{Cache, Error, Key, KeyRule, LockMode, Options, Wait};
+use safecache::{Cache, Error, InvalidKey, Key, KeyRule, LockMode, Options, Wait};
 
 use crate::support::{key, new_cache, publish, tree};
 
@@ -20,7 +20,7 @@ fn bad_keys_are_rejected_naming_key_and_rule() {
     ];
     for (key, expected) in cases {
         match Key::new(key) {
-            Err(Error::InvalidKey { key: shown, rule }) => {
+            Err(InvalidKey { key: shown, rule }) => {
                 assert_eq!(rule, *expected, "{key:?}");
                 let message = Key::new(key).unwrap_err().to_string();
                 assert!(message.starts_with(&format!("invalid key `{shown}`: ")), "{message}");
@@ -28,7 +28,7 @@ fn bad_keys_are_rejected_naming_key_and_rule() {
             other => panic!("{key:?} was not rejected: {other:?}"),
         }
     }
-    assert!(matches!(Key::new(&"k".repeat(300)), Err(Error::InvalidKey { rule: KeyRule::TooLong { len: 300 }, .. })));
+    assert!(matches!(Key::new(&"k".repeat(300)), Err(InvalidKey { rule: KeyRule::TooLong { len: 300 }, .. })));
 }
 
 #[test]

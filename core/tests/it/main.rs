@@ -19,6 +19,7 @@ mod fill;
 mod kill;
 mod pin;
 mod remove;
+mod shape;
 
 /// The entry point of helper processes; a no-op in a normal test run.
 #[test]

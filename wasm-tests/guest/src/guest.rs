@@ -230,7 +230,7 @@ thread_local! {
 
 fn run(args: &[String], opts: Opts) -> Result<(), Fail> {
     let arg = |i: usize| args.get(i).map(String::as_str).ok_or_else(|| other(format!("missing argument {i}")));
-    let key = |i: usize| -> Result<Key, Fail> { Ok(arg(i)?.parse::<Key>()?) };
+    let key = |i: usize| -> Result<Key, Fail> { Ok(arg(i)?.parse::<Key>().map_err(safecache::Error::from)?) };
     let role = arg(0)?;
     let inherited_lease = opts.inherit.then_some(LockMode::Exclusive);
     let cache = Cache::open_ambient(ROOT, Options { inherited_lease, ..Options::default() })?;

@@ -1,0 +1,48 @@
+//! This defines the one liveness rule for leftovers: whether the owner of a
+//! temp (`tmp/<d>.<r>`) or trash item (`trash/<d>.<r>`) may still be alive.
+//! gc, clean and status all ask this one function, so what `status` calls
+//! an orphan is exactly what gc reclaims.
+//!
+//! The rule: a filler or remover of digest `d` holds the entry lock
+//! `locks/<d>.lock` exclusively from before it creates its temp or trash
+//! until after it has deleted it, and a filler also holds its temp's
+//! `owner.lock` exclusively. So the owner is dead when both locks can be
+//! taken shared. A name without a digest was never made by safecache
+//! (nothing in the protocol owns it), so nobody can be alive behind it.
+//!
+//! Invariant: probing creates nothing and never blocks, and it uses shared
+//! try-locks, so two probers never take each other for a live owner and a
+//! pin (which holds the entry lock shared) never makes an orphan look alive.
+
+use std::io;
+
+use crate::layout;
+use crate::sys::{DirEntry, FileKind, Flock, Root};
+
+/// Whether the owner of the leftover `entry` in directory `dir` (the temp or
+/// trash dir) may be alive.
+pub(crate) fn owner_alive(root: &Root, dir: &str, entry: &DirEntry) -> io::Result<bool> {
+    let Some(digest) = entry.name.to_str().and_then(layout::digest_of_item) else {
+        return Ok(false);
+    };
+    if is_held(root, &layout::entry_lock(digest))? {
+        return Ok(true);
+    }
+    if dir == layout::TMP_DIR && entry.kind == FileKind::Dir {
+        let name = entry.name.to_string_lossy();
+        return is_held(root, &format!("{dir}/{name}/{}", layout::OWNER_LOCK));
+    }
+    Ok(false)
+}
+
+/// Whether someone holds the lock file at `rel` exclusively. A missing file,
+/// or something that is not a regular file (which no safecache process can
+/// have locked), is not held.
+fn is_held(root: &Root, rel: &str) -> io::Result<bool> {
+    let file = match root.open_lock(rel, false) {
+        Ok(file) => file,
+        Err(e) if matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::InvalidData) => return Ok(false),
+        Err(e) => return Err(e),
+    };
+    Ok(!file.try_lock(Flock::Shared)?)
+}
