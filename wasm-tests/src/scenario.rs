@@ -141,7 +141,7 @@ pub struct Scenario {
 
 impl Scenario {
     /// Every scenario name.
-    pub const NAMES: [&'static str; 13] = [
+    pub const NAMES: [&'static str; 14] = [
         "fill3",
         "churn",
         "clean",
@@ -155,6 +155,7 @@ impl Scenario {
         "reread",
         "mixed",
         "inherited",
+        "probers",
     ];
 
     /// The scenario `name`, with its concurrent roles in `variant`.
@@ -234,6 +235,13 @@ impl Scenario {
                     "read a repeat=3 inherit",
                     "gc inherit",
                 ],
+            ),
+            // Roles that describe the lease's holders at the same moment,
+            // beside the holder record a dead process left: a prober must
+            // never take another prober for a live holder.
+            "probers" => (
+                &["lease-exit"],
+                &["fill a hold=3", "clean nowait", "clean nowait", "pinread a nowait", "clean nowait"],
             ),
             // A self-test of the harness, not in `NAMES`: a lease parent that
             // lets its lease go before its children run, which invariant 9

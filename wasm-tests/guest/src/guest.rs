@@ -263,6 +263,14 @@ fn run(args: &[String], opts: Opts) -> Result<(), Fail> {
             report(&format!("clean entries={}", r.entries));
             Ok(())
         }
+        "lease-exit" => {
+            // Dies holding the shared lease, as after SIGKILL: its holder
+            // record stays behind (the host releases its locks).
+            let lease = cache.lease(LockMode::Shared, Wait::Forever)?;
+            report("done");
+            std::mem::forget(lease);
+            std::process::exit(0)
+        }
         "lease-parent" => lease_parent(&cache, args.get(1).is_some_and(|a| a == "early")),
         "clean-empties-locks" => clean_empties_locks(&cache, opts),
         "pinread-unlocked" => pinread_unlocked(&cache, &key(1)?, opts),
