@@ -19,6 +19,7 @@ Environment:
   SAFECACHE_LOCK_TIMEOUT  seconds to wait for a lock; 0: don't wait; `never`
                           (default: forever on a terminal, 300 otherwise)
   CARGO_TERM_COLOR        auto, always or never, like --color
+  SAFECACHE_ALLOW_UNTRUSTED_CACHE  1: like --allow-untrusted-cache
   SAFECACHE_LOG           tracing filter for diagnostics on stderr, e.g. `debug`
   `run` exports to CMD: SAFECACHE_DIR, SAFECACHE_LEASE (shared|exclusive),
   SAFECACHE_LEASE_DIR (the canonical cache path) and, with --key, SAFECACHE_OUT.
@@ -30,6 +31,7 @@ Exit codes:
   2    usage error: bad option or argument, invalid key, a cache dir that is
        not a directory or not a cache
   75   a lock timed out, or was busy under --lock-timeout 0
+  77   the cache belongs to another user or others can write to it
   101  any other failure
 
 Full documentation: docs/CLI.md"
@@ -76,6 +78,12 @@ pub(crate) struct GlobalOpts {
     /// terminal, 300 otherwise]
     #[arg(long, global = true, value_name = "SECS", env = "SAFECACHE_LOCK_TIMEOUT", value_parser = parse_timeout)]
     pub(crate) lock_timeout: Option<Duration>,
+
+    /// Open the cache even if another user owns it or others can write to
+    /// it. Without this, such a cache is refused (exit 77): another user
+    /// could redirect this process's writes (docs/SECURITY.md).
+    #[arg(long, global = true, env = "SAFECACHE_ALLOW_UNTRUSTED_CACHE", value_parser = clap::builder::FalseyValueParser::new())]
+    pub(crate) allow_untrusted_cache: bool,
 
     /// When to color status messages.
     #[arg(long, global = true, value_name = "WHEN", env = "CARGO_TERM_COLOR", default_value = "auto")]
@@ -164,7 +172,8 @@ runs only if KEY is absent, with SAFECACHE_OUT set to an empty private
 directory that is published as KEY if CMD exits 0; concurrent runs of one KEY
 run CMD once and all print the entry's path as the last line on stdout.
 
-SIGINT and SIGTERM are forwarded to CMD; `run` exits with CMD's status.\n\n",
+SIGINT, SIGTERM and SIGHUP are forwarded to CMD's process group; whatever
+CMD leaves running is killed when it exits; `run` exits with CMD's status.\n\n",
     reference!()
 );
 

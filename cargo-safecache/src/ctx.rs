@@ -16,12 +16,18 @@ pub(crate) struct Ctx {
     /// The cache directory, absolute.
     pub(crate) cache_dir: PathBuf,
     pub(crate) wait: Wait,
+    /// `--allow-untrusted-cache`.
+    pub(crate) allow_untrusted: bool,
 }
 
 impl Ctx {
     pub(crate) fn options(&self, inherited_lease: Option<LockMode>) -> Options {
         let ui = Arc::clone(&self.ui);
-        Options { inherited_lease, on_wait: Some(Arc::new(move |ev| ui.waiting(ev))) }
+        Options {
+            inherited_lease,
+            on_wait: Some(Arc::new(move |ev| ui.waiting(ev))),
+            allow_untrusted: self.allow_untrusted,
+        }
     }
 
     /// Opens (creating if missing or empty) the cache, under the lease a

@@ -24,7 +24,7 @@ const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
 pub(crate) fn main_impl() -> u8 {
     // An empty variable means "unset", as shells and most tools treat it;
     // clap would reject it as an empty value.
-    for var in ["SAFECACHE_DIR", "SAFECACHE_LOCK_TIMEOUT", "CARGO_TERM_COLOR"] {
+    for var in ["SAFECACHE_DIR", "SAFECACHE_LOCK_TIMEOUT", "CARGO_TERM_COLOR", "SAFECACHE_ALLOW_UNTRUSTED_CACHE"] {
         if std::env::var_os(var).is_some_and(|v| v.is_empty()) {
             // SAFETY: no other thread exists yet, so nothing reads the
             // environment concurrently.
@@ -109,7 +109,12 @@ fn dispatch(app: App, ui: &Arc<Ui>) -> Result<u8> {
         None if std::io::stderr().is_terminal() => None,
         None => Some(DEFAULT_TIMEOUT),
     };
-    let ctx = Ctx { ui: Arc::clone(ui), cache_dir, wait: Wait::from_timeout(timeout) };
+    let ctx = Ctx {
+        ui: Arc::clone(ui),
+        cache_dir,
+        wait: Wait::from_timeout(timeout),
+        allow_untrusted: g.allow_untrusted_cache,
+    };
     tracing::debug!(cache = %ctx.cache_dir.display(), ?timeout, "resolved");
     match app.command {
         Command::Run(args) => run::run(&ctx, args),

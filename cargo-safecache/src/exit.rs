@@ -14,6 +14,8 @@ pub(crate) const ABSENT: u8 = 1;
 pub(crate) const USAGE: u8 = 2;
 /// A lock timeout, or a busy lock under `--lock-timeout 0` (EX_TEMPFAIL).
 pub(crate) const BUSY: u8 = 75;
+/// A cache another user could tamper with (EX_NOPERM).
+pub(crate) const UNTRUSTED: u8 = 77;
 /// Any other failure.
 pub(crate) const FAILURE: u8 = 101;
 
@@ -50,7 +52,11 @@ fn classify(kind: ErrorKind) -> (u8, Option<&'static str>) {
             FAILURE,
             Some("check that the cache dir is writable, or pick another with --cache-dir DIR or SAFECACHE_DIR"),
         ),
-        ErrorKind::UnknownFormat | ErrorKind::NestedCache | ErrorKind::Fill => (FAILURE, None),
+        ErrorKind::UntrustedCache => (UNTRUSTED, None),
+        ErrorKind::LocksUnsupported => {
+            (FAILURE, Some("pick a cache dir on a local filesystem with --cache-dir DIR or SAFECACHE_DIR"))
+        }
+        ErrorKind::UnknownFormat | ErrorKind::NestedCache | ErrorKind::FillMoved | ErrorKind::Fill => (FAILURE, None),
     }
 }
 

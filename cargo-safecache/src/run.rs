@@ -7,31 +7,36 @@
 //! has exited, so nothing `clean`, `rm` or `gc` does can reach what CMD uses.
 //!
 //! Invariants kept here:
-//! - CMD never outlives the process that holds its locks: on Linux it gets
-//!   `PR_SET_PDEATHSIG` = SIGKILL, so a killed `run` cannot leave CMD writing
-//!   into a temp that gc may reclaim;
-//! - SIGINT and SIGTERM are forwarded to CMD, and `run` exits with CMD's
-//!   status (128+N for a death by signal N, as shells report it);
+//! - CMD and everything it starts never outlive the locks: on Linux a
+//!   subreaper supervisor holds copies of the lock descriptors (the lease,
+//!   the pins, the fill's entry and owner locks) and kills every descendant
+//!   when CMD exits or `run` dies (see `tree`), so a killed `run` cannot
+//!   leave anything writing into a temp that gc may reclaim, nor let the
+//!   next fill of the key overlap it;
+//! - SIGINT, SIGTERM and SIGHUP are forwarded to CMD's process group, and
+//!   `run` exits with CMD's status (128+N for a death by signal N, as shells
+//!   report it);
 //! - nested invocations see `SAFECACHE_LEASE` and `SAFECACHE_LEASE_DIR` and
 //!   do not take the lease again.
 
 use std::ffi::OsString;
 use std::io;
-use std::os::unix::process::{CommandExt, ExitStatusExt};
-use std::path::Path;
-use std::process::{Command, ExitStatus, Stdio};
+use std::os::fd::{AsFd, BorrowedFd};
+use std::os::unix::process::ExitStatusExt;
+use std::process::{ExitStatus, Stdio};
 use std::sync::Mutex;
 
 use anyhow::{Context, Result};
-use safecache::{Error, Key, LockMode};
+use safecache::{Error, FillDir, Key, Leased, LockMode, Pin};
 use serde_json::json;
-use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::consts::{SIGCONT, SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
 
 use crate::cli::RunArgs;
 use crate::ctx::Ctx;
 use crate::exit::{self, Coded};
 use crate::inherit;
+use crate::tree::Launch;
 
 pub(crate) fn run(ctx: &Ctx, args: RunArgs) -> Result<u8> {
     let wanted = if args.exclusive { LockMode::Exclusive } else { LockMode::Shared };
@@ -66,7 +71,7 @@ pub(crate) fn run(ctx: &Ctx, args: RunArgs) -> Result<u8> {
     }
 
     let Some(key) = args.key else {
-        let status = spawn_and_wait(ctx, &args.command, &env)?;
+        let status = spawn_and_wait(ctx, &args.command, &env, &lock_fds(&leased, &pins, None))?;
         let code = code_of(status);
         ctx.ui.json(json!({ "reason": "exited", "exit_code": code }));
         return Ok(code);
@@ -78,7 +83,7 @@ pub(crate) fn run(ctx: &Ctx, args: RunArgs) -> Result<u8> {
             ctx.ui.done_waiting();
             ctx.ui.status("Filling", format!("`{key}` by running `{}`", shown(&args.command)));
             env.push(("SAFECACHE_OUT", dir.path().as_os_str().to_owned()));
-            let st = spawn_and_wait(ctx, &args.command, &env)?;
+            let st = spawn_and_wait(ctx, &args.command, &env, &lock_fds(&leased, &pins, Some(dir)))?;
             status = Some(st);
             if st.success() { Ok(()) } else { Err(io::Error::other(format!("the command {}", describe(st)))) }
         })
@@ -107,6 +112,14 @@ pub(crate) fn run(ctx: &Ctx, args: RunArgs) -> Result<u8> {
     Ok(exit::OK)
 }
 
+/// The descriptors whose flocks protect CMD: they must stay held for as
+/// long as any process CMD started lives.
+/// CMD itself never gets them: only the supervisor does (see `tree`).
+fn lock_fds<'a>(leased: &'a Leased, pins: &'a [Pin], dir: Option<&'a FillDir<'_>>) -> Vec<BorrowedFd<'a>> {
+    let fill = dir.into_iter().flat_map(|d| [d.lock_fd(), d.entry_lock_fd()]);
+    leased.lock_fd().into_iter().chain(pins.iter().map(Pin::lock_fd)).chain(fill).collect()
+}
+
 fn shown(cmd: &[OsString]) -> String {
     cmd.iter().map(|a| a.to_string_lossy()).collect::<Vec<_>>().join(" ")
 }
@@ -129,15 +142,15 @@ fn code_of(st: ExitStatus) -> u8 {
     }
 }
 
-/// Where signals go: CMD's pid once it runs, and a signal that arrived
-/// before that. One lock covers both, so a signal that races with CMD's
-/// start is delivered once, never lost.
+/// Where signals go: the process `run` started, once it runs, and a signal
+/// that arrived before that. One lock covers both, so a signal that races
+/// with the start is delivered once, never lost.
 struct Forward {
-    child: Option<i32>,
+    target: Option<i32>,
     pending: Option<i32>,
 }
 
-static FORWARD: Mutex<Forward> = Mutex::new(Forward { child: None, pending: None });
+static FORWARD: Mutex<Forward> = Mutex::new(Forward { target: None, pending: None });
 
 fn forward_state() -> std::sync::MutexGuard<'static, Forward> {
     FORWARD.lock().unwrap_or_else(|p| p.into_inner())
@@ -150,82 +163,51 @@ fn kill(pid: i32, sig: i32) {
     }
 }
 
-/// Runs CMD with `env`, forwarding SIGINT and SIGTERM to it, and waits for it.
-fn spawn_and_wait(ctx: &Ctx, cmd: &[OsString], env: &[(&str, OsString)]) -> io::Result<ExitStatus> {
-    let (program, rest) = cmd.split_first().ok_or_else(|| io::Error::other("no command given"))?;
-    let mut command = Command::new(program);
-    command.args(rest);
+/// Runs CMD with `env` in its own process group, forwarding SIGINT, SIGTERM,
+/// SIGHUP (and SIGCONT, for job control) to that group, and waits for CMD
+/// and every process it started. The locks whose descriptors are `held`
+/// stay held until the last of them is gone, even if this process is killed
+/// first (on Linux; see `tree`).
+fn spawn_and_wait(
+    ctx: &Ctx,
+    cmd: &[OsString],
+    env: &[(&str, OsString)],
+    held: &[BorrowedFd<'_>],
+) -> io::Result<ExitStatus> {
+    let program = cmd.first().ok_or_else(|| io::Error::other("no command given"))?;
+    let mut launch = Launch::new(cmd, held)?;
     for (k, v) in env {
-        command.env(k, v);
+        launch.command.env(k, v);
     }
     if ctx.ui.json {
         // stdout is for JSON lines: CMD's output goes to stderr.
-        command.stdout(Stdio::from(io::stderr().as_fd_owned()?));
+        launch.command.stdout(Stdio::from(io::stderr().as_fd().try_clone_to_owned()?));
     }
-    set_parent_death_signal(&mut command);
-    let mut signals = Signals::new([SIGINT, SIGTERM])?;
+    let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP, SIGCONT])?;
     let handle = signals.handle();
     let forwarder = std::thread::spawn(move || {
         for sig in signals.forever() {
             let mut state = forward_state();
-            match state.child {
+            match state.target {
                 Some(pid) => kill(pid, sig),
-                None => state.pending = Some(sig),
+                None if sig != SIGCONT => state.pending = Some(sig),
+                None => {}
             }
         }
     });
-    let spawned = command
-        .spawn()
-        .map_err(|e| io::Error::new(e.kind(), format!("cannot start `{}`: {e}", Path::new(program).display())));
-    let result = spawned.and_then(|mut child| {
-        let pid = i32::try_from(child.id()).unwrap_or(i32::MAX);
+    let result = launch.spawn(program).and_then(|running| {
+        let target = running.signal_target();
         {
             let mut state = forward_state();
-            state.child = Some(pid);
+            state.target = Some(target);
             if let Some(sig) = state.pending.take() {
-                kill(pid, sig);
+                kill(target, sig);
             }
         }
-        let status = child.wait();
-        forward_state().child = None;
-        status
+        // The target is forgotten before its pid is reaped and may be reused.
+        running.wait(|| forward_state().target = None)
     });
     handle.close();
     let _ = forwarder.join();
     result
 }
-
-trait AsFdOwned {
-    fn as_fd_owned(&self) -> io::Result<std::os::fd::OwnedFd>;
-}
-
-impl AsFdOwned for io::Stderr {
-    fn as_fd_owned(&self) -> io::Result<std::os::fd::OwnedFd> {
-        use std::os::fd::AsFd;
-        self.as_fd().try_clone_to_owned()
-    }
-}
-
-/// Makes CMD die with this process: a `run` killed by SIGKILL must not leave
-/// CMD writing into a temp or an entry it no longer protects.
-#[cfg(target_os = "linux")]
-fn set_parent_death_signal(command: &mut Command) {
-    let parent = std::process::id();
-    // SAFETY: the closure runs between fork and exec and only makes
-    // async-signal-safe calls (prctl, getppid).
-    unsafe {
-        command.pre_exec(move || {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                return Err(io::Error::last_os_error());
-            }
-            // The parent may have died before prctl took effect.
-            if u32::try_from(libc::getppid()).ok() != Some(parent) {
-                return Err(io::Error::other("the safecache process exited before the command started"));
-            }
-            Ok(())
-        });
-    }
-}
-
-#[cfg(not(target_os = "linux"))]
-fn set_parent_death_signal(_command: &mut Command) {}

@@ -44,6 +44,10 @@ pub struct Options {
     pub inherited_lease: Option<LockMode>,
     /// Told when an operation starts to block on a lock.
     pub on_wait: Option<WaitObserver>,
+    /// Open a cache even if another user owns it or others can write to it
+    /// (see [`Error::UntrustedCache`]). Only for a cache whose every writer
+    /// you trust as much as yourself.
+    pub allow_untrusted: bool,
 }
 
 impl std::fmt::Debug for Options {
@@ -51,6 +55,7 @@ impl std::fmt::Debug for Options {
         f.debug_struct("Options")
             .field("inherited_lease", &self.inherited_lease)
             .field("on_wait", &self.on_wait.as_ref().map(|_| ".."))
+            .field("allow_untrusted", &self.allow_untrusted)
             .finish()
     }
 }
@@ -230,7 +235,9 @@ impl Cache {
             }
             Err(e) => return Err(Error::io("open cache dir", &display, e)),
         };
+        check_trust(&root, path, &options)?;
         ensure_marker(&root, path, &mode)?;
+        check_trust(&root, path, &options)?;
         Ok(Cache {
             inner: Arc::new(Inner { root: Arc::new(root), path: path.to_owned(), options, flights: OnceMap::new() }),
         })
@@ -278,8 +285,12 @@ impl Cache {
         Ok(Leased { cache: self.clone(), hold, mode })
     }
 
+    /// Takes a lock, queueing through its gate when it has one (the lease
+    /// and entry locks).
     pub(crate) fn lock(&self, rel: &str, name: LockName, mode: LockMode, deadline: Deadline) -> Result<Held, Error> {
-        lock::acquire(self.root(), rel, name, mode, deadline, self.inner.options.on_wait.as_ref())
+        let gate = layout::gate_of(rel);
+        let queue = gate.as_deref().map_or(lock::Queue::None, lock::Queue::Gate);
+        lock::acquire(self.root(), rel, name, mode, deadline, self.inner.options.on_wait.as_ref(), queue)
     }
 
     pub(crate) fn entry_lock(&self, key: &Key, mode: LockMode, deadline: Deadline) -> Result<Held, Error> {
@@ -373,6 +384,8 @@ fn ensure_marker(root: &Root, path: &Path, mode: &Open) -> Result<(), Error> {
             });
         }
         if matches!(mode, Open::IfEmpty) {
+            #[cfg(test)]
+            tests::pause_before_listing();
             let names = root.read_dir("").map_err(|e| Error::io("list", path.display().to_string(), e))?;
             // The marker itself counts as ours: a peer may have just created it.
             let foreign = names.iter().any(|e| !e.name.to_str().is_some_and(is_internal));
@@ -411,6 +424,39 @@ fn ensure_marker(root: &Root, path: &Path, mode: &Open) -> Result<(), Error> {
     Err(Error::io("initialize", MARKER_DIR, io::Error::other("the marker kept changing")))
 }
 
+/// Refuses a cache that another user could tamper with: one whose root,
+/// marker or marker subdirectories are owned by another user (other than
+/// root), or writable by others. A group-shared cache (setgid and
+/// group-writable, `chmod 2770`) trusts its group's members, if this
+/// process is one. Anything less lets another user swap a temp for a
+/// symlink and redirect this process's writes (docs/SECURITY.md).
+fn check_trust(root: &Root, path: &Path, options: &Options) -> Result<(), Error> {
+    let Some(euid) = sys::effective_uid() else { return Ok(()) };
+    if options.allow_untrusted {
+        return Ok(());
+    }
+    for rel in ["", MARKER_DIR].into_iter().chain(layout::SUBDIRS) {
+        let meta = root.stat(rel).map_err(|e| Error::io("inspect", display_rel(rel), e))?;
+        let Some(owner) = meta.and_then(|m| m.owner) else { continue };
+        let group_shared = owner.mode & 0o2000 != 0 && sys::in_group(owner.gid);
+        let reason = if owner.mode & 0o002 != 0 {
+            "can be written by every user".to_owned()
+        } else if owner.uid != euid && owner.uid != 0 && !group_shared {
+            format!("belongs to another user (uid {})", owner.uid)
+        } else if owner.mode & 0o020 != 0 && !group_shared {
+            format!("can be written by its group (gid {}) but is not a group-shared cache", owner.gid)
+        } else {
+            continue;
+        };
+        return Err(Error::UntrustedCache { path: path.to_owned(), rel: rel.to_owned(), reason });
+    }
+    Ok(())
+}
+
+fn display_rel(rel: &str) -> &str {
+    if rel.is_empty() { "." } else { rel }
+}
+
 fn build_marker(root: &Root, staging: &str) -> io::Result<()> {
     root.create_dir(staging)?;
     for sub in layout::SUBDIRS {
@@ -436,4 +482,45 @@ fn check_format(bytes: &[u8], path: &Path) -> Result<(), Error> {
 /// Whether `name`, at the cache root, is safecache's own.
 pub(crate) fn is_internal(name: &str) -> bool {
     name == MARKER_DIR || name.starts_with(MARKER_STAGING_PREFIX)
+}
+
+#[cfg(test)]
+// The tests build caches from outside, as a peer process would.
+#[allow(clippy::disallowed_methods)]
+mod tests {
+    use std::cell::RefCell;
+
+    use super::*;
+
+    thread_local! {
+        /// Runs once at the pause point in `ensure_marker`, between the check
+        /// for the marker and the listing of the directory.
+        static PAUSE: RefCell<Option<Box<dyn FnOnce()>>> = RefCell::new(None);
+    }
+
+    pub(super) fn pause_before_listing() {
+        if let Some(at_pause) = PAUSE.with(|p| p.borrow_mut().take()) {
+            at_pause();
+        }
+    }
+
+    /// The first-open race: while this process checks an empty directory
+    /// for a marker, a peer creates the cache and publishes an entry. The
+    /// listing then shows that entry, which must not read as "not a cache".
+    #[test]
+    fn a_peer_creating_the_cache_and_an_entry_mid_open_is_not_a_foreign_dir() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("cache");
+        std::fs::create_dir(&path).unwrap();
+        let peer_path = path.clone();
+        PAUSE.with(|p| {
+            *p.borrow_mut() = Some(Box::new(move || {
+                let peer = Cache::open_ambient(&peer_path, Options::default()).unwrap();
+                let key = Key::new("k").unwrap();
+                peer.get_or_fill(&key, Wait::NoWait, |d| std::fs::write(d.path().join("f"), "x")).unwrap();
+            }));
+        });
+        let cache = Cache::open_ambient(&path, Options::default()).unwrap();
+        assert!(cache.get(&Key::new("k").unwrap()).unwrap().is_some());
+    }
 }

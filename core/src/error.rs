@@ -41,6 +41,24 @@ pub enum Error {
         path: PathBuf,
     },
 
+    /// Another user could tamper with the cache: opening it would let them
+    /// redirect this process's writes.
+    #[error(
+        "{} {reason}, so another user could redirect this process's writes; \
+         make it yours and private (`chmod go-w`), share it with a group (`chmod 2770`), \
+         or trust it anyway with --allow-untrusted-cache",
+        if rel.is_empty() { "the cache dir".to_owned() } else { format!("its `{rel}`") }
+    )]
+    UntrustedCache {
+        /// The cache root.
+        path: PathBuf,
+        /// The directory that is not safe, relative to the root (empty for
+        /// the root itself).
+        rel: String,
+        /// Why, as a predicate: "can be written by every user".
+        reason: String,
+    },
+
     /// The marker names a format this build does not know.
     #[error(
         "cache `{}` has format `{found}`, but this safecache reads format {supported}; \
@@ -64,6 +82,21 @@ pub enum Error {
         /// The path, relative to the cache root unless absolute.
         path: String,
         /// The underlying error.
+        #[source]
+        source: io::Error,
+    },
+
+    /// The filesystem does not support the locks safecache needs (NFS
+    /// without a lock daemon, some FUSE and network mounts). safecache
+    /// refuses to go on without them rather than run unlocked.
+    #[error(
+        "the filesystem holding the cache cannot lock `{path}`, so safecache cannot keep processes apart there; \
+         nothing was changed: put the cache on a local filesystem"
+    )]
+    LocksUnsupported {
+        /// The lock file, relative to the cache root.
+        path: String,
+        /// What the OS said.
         #[source]
         source: io::Error,
     },
@@ -94,6 +127,18 @@ pub enum Error {
          run it outside the shared lease, or run the parent with `--exclusive`"
     )]
     LeaseConflict,
+
+    /// The fill's directory moved, or was replaced, while the filler ran:
+    /// what the filler wrote through its path may be elsewhere.
+    #[error("the fill of `{key}` wrote to `{}`, which {how}; nothing was published", path.display())]
+    FillMoved {
+        /// The key being filled.
+        key: String,
+        /// The path the filler was given.
+        path: PathBuf,
+        /// What happened to it.
+        how: String,
+    },
 
     /// The entry holds a safecache cache of its own; deleting it would
     /// delete that cache's entries behind its locks' backs.
@@ -131,14 +176,20 @@ pub enum ErrorKind {
     NotADirectory,
     /// [`Error::UnknownFormat`].
     UnknownFormat,
+    /// [`Error::UntrustedCache`].
+    UntrustedCache,
     /// [`Error::Io`] and [`Error::Random`]: the filesystem or the OS failed.
     Io,
+    /// [`Error::LocksUnsupported`].
+    LocksUnsupported,
     /// [`Error::Busy`] after waiting for the caller's whole timeout.
     TimedOut,
     /// [`Error::Busy`] when the caller asked not to wait.
     WouldBlock,
     /// [`Error::LeaseConflict`].
     LeaseConflict,
+    /// [`Error::FillMoved`].
+    FillMoved,
     /// [`Error::NestedCache`].
     NestedCache,
     /// [`Error::Fill`].
@@ -153,10 +204,13 @@ impl Error {
             Error::NotACache { .. } => ErrorKind::NotACache,
             Error::NotADirectory { .. } => ErrorKind::NotADirectory,
             Error::UnknownFormat { .. } => ErrorKind::UnknownFormat,
+            Error::UntrustedCache { .. } => ErrorKind::UntrustedCache,
             Error::Io { .. } | Error::Random(_) => ErrorKind::Io,
+            Error::LocksUnsupported { .. } => ErrorKind::LocksUnsupported,
             Error::Busy { waited: Some(_), .. } => ErrorKind::TimedOut,
             Error::Busy { waited: None, .. } => ErrorKind::WouldBlock,
             Error::LeaseConflict => ErrorKind::LeaseConflict,
+            Error::FillMoved { .. } => ErrorKind::FillMoved,
             Error::NestedCache { .. } => ErrorKind::NestedCache,
             Error::Fill { .. } => ErrorKind::Fill,
         }
@@ -171,6 +225,24 @@ impl Error {
     #[cold]
     pub(crate) fn io(op: &'static str, path: impl Into<String>, source: io::Error) -> Error {
         Error::Io { op, path: path.into(), source }
+    }
+}
+
+impl Error {
+    /// A failure to take a lock: [`Error::LocksUnsupported`] when the
+    /// filesystem cannot lock at all (ENOLCK, EOPNOTSUPP, ENOSYS, or Linux's
+    /// internal ENOTSUPP 524 that some FUSE and NFS setups leak), else an io
+    /// error.
+    #[cold]
+    pub(crate) fn lock(path: impl Into<String>, source: io::Error) -> Error {
+        const ENOLCK: i32 = 37;
+        const ENOTSUPP: i32 = 524;
+        let unsupported = source.kind() == io::ErrorKind::Unsupported
+            || (cfg!(target_os = "linux") && matches!(source.raw_os_error(), Some(ENOLCK | ENOTSUPP)));
+        if unsupported {
+            return Error::LocksUnsupported { path: path.into(), source };
+        }
+        Error::io("lock", path, source)
     }
 }
 

@@ -26,7 +26,7 @@ use crate::error::Error;
 use crate::holder;
 use crate::key::Key;
 use crate::layout::{self, OWNER_LOCK, TEMP_OUT};
-use crate::lock::Deadline;
+use crate::lock::{Deadline, Held};
 use crate::mode::{LockMode, LockName, Wait};
 use crate::sys::{self, Flock, LockFile, Root};
 
@@ -40,6 +40,8 @@ pub struct FillDir<'a> {
     root: Arc<Root>,
     #[cfg_attr(target_os = "wasi", allow(dead_code))]
     owner: &'a LockFile,
+    #[cfg_attr(target_os = "wasi", allow(dead_code))]
+    entry_lock: &'a Held,
 }
 
 impl FillDir<'_> {
@@ -57,6 +59,15 @@ impl FillDir<'_> {
     #[cfg(not(target_os = "wasi"))]
     pub fn lock_fd(&self) -> std::os::fd::BorrowedFd<'_> {
         self.owner.fd()
+    }
+
+    /// The descriptor whose flock is the key's exclusive entry lock, held
+    /// for the whole fill. A process that inherits it keeps every other fill
+    /// of the key waiting for as long as it lives, so a killed filler's
+    /// command can never overlap the next fill of the same key.
+    #[cfg(not(target_os = "wasi"))]
+    pub fn entry_lock_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        self.entry_lock.fd()
     }
 
     /// A handle to the directory, for writing into it without ambient
@@ -154,7 +165,7 @@ impl Leased {
                 }
             }
         };
-        let _entry_lock = cache.entry_lock(key, LockMode::Exclusive, deadline)?;
+        let entry_lock = cache.entry_lock(key, LockMode::Exclusive, deadline)?;
         if let Some(entry) = cache.lookup(key)? {
             tracing::debug!("published by a peer while waiting");
             return Ok(Filled { entry, filled: false });
@@ -166,9 +177,12 @@ impl Leased {
             rel: out_rel.clone(),
             root: Arc::clone(cache.root()),
             owner: &temp.owner,
+            entry_lock: &entry_lock,
         };
         tracing::debug!(temp = %temp.rel, "filling");
+        let created = cache.root().stat(&out_rel).map_err(|e| Error::io("inspect", &out_rel, e))?.and_then(|m| m.id);
         fill(&dir).map_err(|e| Error::Fill { key: key.to_string(), source: e.into() })?;
+        cache.check_unmoved(key, &dir, created)?;
         cache.publish(key, &out_rel)?;
         drop(temp);
         cache.note_use(key);
@@ -187,7 +201,7 @@ impl Cache {
         let owned = || {
             let owner_rel = format!("{rel}/{OWNER_LOCK}");
             let owner = root.open_lock(&owner_rel, true).map_err(|e| Error::io("create owner lock", &owner_rel, e))?;
-            if !owner.try_lock(Flock::Exclusive).map_err(|e| Error::io("lock", &owner_rel, e))? {
+            if !owner.try_lock(Flock::Exclusive).map_err(|e| Error::lock(&owner_rel, e))? {
                 return Err(Error::io("lock", owner_rel, std::io::ErrorKind::WouldBlock.into()));
             }
             let out = format!("{rel}/{TEMP_OUT}");
@@ -201,6 +215,27 @@ impl Cache {
                 let _ = root.remove_tree(&rel);
                 Err(e)
             }
+        }
+    }
+
+    /// Checks that the fill's directory is still the one it created, both
+    /// through the handle and through the path the filler was given. A temp
+    /// moved or swapped during the fill, or a cache dir renamed mid-fill
+    /// (the rest of the filler's writes then went elsewhere), publishes
+    /// nothing.
+    fn check_unmoved(&self, key: &Key, dir: &FillDir<'_>, created: Option<(u64, u64)>) -> Result<(), Error> {
+        let Some(created) = created else { return Ok(()) };
+        let moved = |how: &str| Error::FillMoved { key: key.to_string(), path: dir.path.clone(), how: how.to_owned() };
+        match self.root().stat(&dir.rel) {
+            Ok(Some(meta)) if meta.id == Some(created) => {}
+            Ok(Some(_)) => return Err(moved("was replaced inside the cache")),
+            Ok(None) => return Err(moved("was moved or removed")),
+            Err(e) => return Err(Error::io("inspect", &dir.rel, e)),
+        }
+        match sys::ambient_id(&dir.path) {
+            Ok(Some(id)) if id == created => Ok(()),
+            Ok(None) => Ok(()),
+            Ok(Some(_)) | Err(_) => Err(moved("is no longer reachable by its path (was the cache dir moved?)")),
         }
     }
 

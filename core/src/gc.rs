@@ -13,7 +13,7 @@ use crate::cache::{Cache, Leased, is_internal};
 use crate::error::Error;
 use crate::holder::{self, Holder};
 use crate::key::Key;
-use crate::layout::{self, GC_LOCK, TMP_DIR, TRASH_DIR};
+use crate::layout::{self, GC_LOCK, LOCKS_DIR, TMP_DIR, TRASH_DIR, USED_DIR};
 use crate::lock::Deadline;
 use crate::mode::{LockMode, LockName, Wait};
 use crate::probe::owner_alive;
@@ -48,6 +48,9 @@ pub struct GcReport {
     pub busy: usize,
     /// Holder records of dead processes deleted.
     pub records: usize,
+    /// Lock files, gates and last-use stamps of absent entries deleted
+    /// (only when the cache was idle: see [`Cache::gc`]).
+    pub locks: usize,
     /// What could not be reclaimed (the next gc retries).
     pub failures: Vec<Failure>,
 }
@@ -103,10 +106,47 @@ pub struct Status {
 }
 
 impl Cache {
-    /// Runs [`Leased::gc`] under a shared lease of its own.
+    /// Runs [`Leased::gc`] under a shared lease of its own. Then, if the
+    /// cache is idle (the exclusive lease can be had without waiting), it
+    /// also deletes the lock files, gates and last-use stamps of entries
+    /// that no longer exist: nobody can hold or wait on those while nobody
+    /// holds the lease. A busy cache keeps them for a later gc.
     pub fn gc(&self, wait: Wait) -> Result<GcReport, Error> {
         let deadline = Deadline::start(wait);
-        self.lease_by(LockMode::Shared, deadline)?.gc_by(deadline)
+        let mut report = self.lease_by(LockMode::Shared, deadline)?.gc_by(deadline)?;
+        match self.lease_by(LockMode::Exclusive, Deadline::start(Wait::NoWait)) {
+            Ok(idle) if idle.is_own() => self.reclaim_locks(&mut report)?,
+            Ok(_) | Err(Error::Busy { .. } | Error::LeaseConflict) => {}
+            Err(e) => return Err(e),
+        }
+        Ok(report)
+    }
+
+    /// Deletes what `locks/` and `used/` hold for entries that do not exist.
+    /// The caller holds the exclusive lease it took itself.
+    fn reclaim_locks(&self, report: &mut GcReport) -> Result<(), Error> {
+        let root = self.root();
+        let live: std::collections::HashSet<String> = root
+            .read_dir("")
+            .map_err(|e| Error::io("list", ".", e))?
+            .iter()
+            .filter_map(|e| e.name.to_str().filter(|n| !is_internal(n)).map(crate::key::digest_of))
+            .collect();
+        for dir in [LOCKS_DIR, USED_DIR] {
+            for entry in root.read_dir(dir).map_err(|e| Error::io("list", dir, e))? {
+                let name = entry.name.to_string_lossy();
+                let digest = name.split('.').next().unwrap_or_default();
+                if live.contains(digest) {
+                    continue;
+                }
+                let rel = std::path::Path::new(dir).join(&entry.name);
+                match root.remove_tree(&rel) {
+                    Ok(()) => report.locks += 1,
+                    Err(e) => report.failures.push(Failure::new(&rel.to_string_lossy(), e)),
+                }
+            }
+        }
+        Ok(())
     }
 }
 

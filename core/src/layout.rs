@@ -40,6 +40,13 @@ pub(crate) fn format_contents() -> String {
     format!("safecache-format {FORMAT_VERSION}\n")
 }
 
+/// The gate of the lease or of an entry lock (`lease.gate`,
+/// `locks/<d>.gate`), where exclusive waiters queue; `None` for other locks.
+pub(crate) fn gate_of(lock: &str) -> Option<String> {
+    let queued = lock == LEASE_LOCK || lock.strip_prefix(LOCKS_DIR).is_some_and(|rest| rest.starts_with('/'));
+    lock.strip_suffix(".lock").filter(|_| queued).map(|stem| format!("{stem}.gate"))
+}
+
 /// A temp's owner lock, inside the temp.
 pub(crate) const OWNER_LOCK: &str = "owner.lock";
 /// What a fill writes, inside the temp.
@@ -118,8 +125,10 @@ mod tests {
         vec![
             FORMAT_FILE.to_owned(),
             LEASE_LOCK.to_owned(),
+            gate_of(LEASE_LOCK).unwrap_or_default(),
             GC_LOCK.to_owned(),
             entry_lock("<d>"),
+            gate_of(&entry_lock("<d>")).unwrap_or_default(),
             holder_record("<r>"),
             used_marker("<d>"),
             temp_dir.clone(),
@@ -160,6 +169,9 @@ mod tests {
     #[test]
     fn entry_locks_live_under_locks() {
         assert_eq!(entry_lock("ab"), ".safecache/locks/ab.lock");
+        assert_eq!(gate_of(&entry_lock("ab")).as_deref(), Some(".safecache/locks/ab.gate"));
+        assert_eq!(gate_of(LEASE_LOCK).as_deref(), Some(".safecache/lease.gate"));
+        assert_eq!(gate_of(GC_LOCK), None);
         assert_eq!(format_contents(), "safecache-format 1\n");
         assert!(is_marker_staging(&format!("{MARKER_STAGING_PREFIX}{}", random_suffix().unwrap())));
         assert!(!is_marker_staging(".safecache.init-notes"), "a user's file with the prefix");

@@ -57,3 +57,5 @@ pub use layout::{FORMAT_VERSION, MARKER_DIR};
 pub use lock::{WaitEvent, WaitObserver};
 pub use mode::{LockMode, LockName, Wait};
 pub use remove::CleanReport;
+#[cfg(feature = "fault-injection")]
+pub use sys::faults;

@@ -115,7 +115,29 @@ impl Drop for Held {
     }
 }
 
-/// Takes the lock at `rel` in `mode`, waiting as `wait` allows.
+/// How long a shared locker defers to a queued exclusive waiter before it
+/// goes ahead anyway. Long enough that a stream of short readers cannot
+/// starve a writer; bounded, so a reader whose own parent holds the lock
+/// shared (a nested pin under a waiting `rm`) is delayed, never deadlocked.
+pub(crate) const COURTESY: Duration = Duration::from_secs(5);
+
+/// Where a lock queues its exclusive waiters, if it does.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Queue<'a> {
+    /// Exclusive waiters hold this gate while they wait, and shared lockers
+    /// pass through it first (a writer-intent gate).
+    Gate(&'a str),
+    /// Only ever taken exclusively (gc), or not worth queueing for.
+    None,
+}
+
+/// Takes the lock at `rel` in `mode`, waiting as `deadline` allows.
+///
+/// With a [`Queue::Gate`], an exclusive locker that has to wait first takes
+/// the gate exclusively and holds it until it has the lock; a shared locker
+/// first passes through the gate (taking and releasing it shared), deferring
+/// to a queued exclusive waiter for at most [`COURTESY`]. So readers that
+/// keep coming cannot starve a writer.
 pub(crate) fn acquire(
     root: &Arc<Root>,
     rel: &str,
@@ -123,20 +145,34 @@ pub(crate) fn acquire(
     mode: LockMode,
     deadline: Deadline,
     observer: Option<&WaitObserver>,
+    queue: Queue<'_>,
 ) -> Result<Held, Error> {
     let file = root.open_lock(rel, true).map_err(|e| Error::io("open lock file", rel, e))?;
-    let taken = file.try_lock(mode.into()).map_err(|e| Error::io("lock", rel, e))?;
+    if let (LockMode::Shared, Queue::Gate(gate)) = (mode, queue) {
+        pass_gate(root, gate, &name, deadline, observer)?;
+    }
+    let taken = file.try_lock(mode.into()).map_err(|e| Error::lock(rel, e))?;
     if !taken {
         let holders = holder::holders_of(root, rel);
         if deadline.no_wait() {
             return Err(Error::Busy { lock: name, mode, holders, waited: None });
         }
-        let timeout = deadline.remaining();
         tracing::info!(lock = %name, %mode, holders = holders.len(), "blocking on lock");
         if let Some(observer) = observer {
-            observer(&WaitEvent { lock: &name, mode, holders: &holders, timeout });
+            observer(&WaitEvent { lock: &name, mode, holders: &holders, timeout: deadline.remaining() });
         }
-        let taken = file.lock_within(mode.into(), timeout).map_err(|e| Error::io("lock", rel, e))?;
+        // Queue first, then wait: readers arriving from now on wait behind
+        // us. Queueing behind another exclusive waiter is part of the same
+        // wait, so it is reported, and times out, as the wait for the lock.
+        let queued = match (mode, queue) {
+            (LockMode::Exclusive, Queue::Gate(gate)) => Some(queue_at(root, gate, &name, deadline)),
+            _ => None,
+        };
+        let taken = match queued {
+            Some(Err(Error::Busy { .. })) => false,
+            Some(Err(e)) => return Err(e),
+            _ => file.lock_within(mode.into(), deadline.remaining()).map_err(|e| Error::lock(rel, e))?,
+        };
         if !taken {
             let holders = holder::holders_of(root, rel);
             return Err(Error::Busy { lock: name, mode, holders, waited: deadline.budget() });
@@ -144,4 +180,45 @@ pub(crate) fn acquire(
     }
     let record = holder::register(root, rel, &name, mode);
     Ok(Held { record, file })
+}
+
+/// Takes the gate of `name` exclusively for as long as the caller waits for
+/// the lock itself, with a holder record so that readers held back can say
+/// whom they wait behind.
+fn queue_at(root: &Arc<Root>, gate: &str, name: &LockName, deadline: Deadline) -> Result<Held, Error> {
+    let queued = LockName::Queue(Box::new(name.clone()));
+    acquire(root, gate, queued, LockMode::Exclusive, deadline, None, Queue::None)
+}
+
+/// Passes through the gate of `name` as a shared locker: at once if no
+/// exclusive waiter is queued; otherwise after it, or after [`COURTESY`].
+fn pass_gate(
+    root: &Arc<Root>,
+    gate: &str,
+    name: &LockName,
+    deadline: Deadline,
+    observer: Option<&WaitObserver>,
+) -> Result<(), Error> {
+    let file = root.open_lock(gate, true).map_err(|e| Error::io("open lock file", gate, e))?;
+    if file.try_lock(Flock::Shared).map_err(|e| Error::lock(gate, e))? {
+        return Ok(());
+    }
+    let queued = LockName::Queue(Box::new(name.clone()));
+    let holders = holder::holders_of(root, gate);
+    if deadline.no_wait() {
+        return Err(Error::Busy { lock: queued, mode: LockMode::Shared, holders, waited: None });
+    }
+    let courtesy = deadline.remaining().map_or(COURTESY, |left| left.min(COURTESY));
+    tracing::info!(lock = %name, holders = holders.len(), "deferring to a queued exclusive waiter");
+    if let Some(observer) = observer {
+        observer(&WaitEvent { lock: &queued, mode: LockMode::Shared, holders: &holders, timeout: Some(courtesy) });
+    }
+    if !file.lock_within(Flock::Shared, Some(courtesy)).map_err(|e| Error::lock(gate, e))? {
+        // The courtesy is spent: go ahead, unless the caller's own budget is.
+        if deadline.remaining().is_some_and(|left| left.is_zero()) {
+            let holders = holder::holders_of(root, gate);
+            return Err(Error::Busy { lock: queued, mode: LockMode::Shared, holders, waited: deadline.budget() });
+        }
+    }
+    Ok(())
 }

@@ -66,6 +66,10 @@ pub enum LockName {
     Entry(String),
     /// The lock that lets one gc run at a time.
     Gc,
+    /// The queue of a lock: held exclusively by a process waiting to take
+    /// that lock exclusively, so shared lockers arriving meanwhile wait
+    /// behind it instead of starving it.
+    Queue(Box<LockName>),
 }
 
 impl fmt::Display for LockName {
@@ -75,6 +79,7 @@ impl fmt::Display for LockName {
             // The key may come from a holder record on disk.
             LockName::Entry(key) => write!(f, "entry `{}`", crate::display::escape(key)),
             LockName::Gc => f.write_str("the cache's gc"),
+            LockName::Queue(of) => write!(f, "the queue for {of}"),
         }
     }
 }

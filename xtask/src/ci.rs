@@ -26,6 +26,13 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
         cargo().args(["check", "-p", "safecache", "--target", WASM_TARGET, "--locked"]),
     )?;
     step("test", cargo().args(["test", "--workspace", "--locked"]))?;
+    // A short stress run: real processes, real kills, through the CLI, with
+    // fills that leave writers behind. Its 20 seconds are most of what it
+    // adds to the gate; docs/STRESS.md.
+    if cfg!(target_os = "linux") {
+        let xtask = std::env::current_exe().context("cannot find the xtask binary")?;
+        step("stress", Command::new(xtask).args(["stress", "--procs", "8", "--secs", "20", "--grandchildren"]))?;
+    }
     step("doc", cargo().args(["doc", "--workspace", "--no-deps", "--locked"]).env("RUSTDOCFLAGS", "-D warnings"))?;
     eprintln!("\nxtask ci: all steps passed (target dir {})", ws.target_dir.display());
     Ok(())

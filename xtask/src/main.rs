@@ -10,6 +10,8 @@ use anyhow::{Context, Result, bail};
 mod bench;
 mod ci;
 mod sim;
+#[cfg(target_os = "linux")]
+mod stress;
 #[cfg(test)]
 mod tidy;
 
@@ -19,7 +21,10 @@ usage: cargo xtask <task>
 tasks:
   ci      the gate: fmt, clippy, tests, docs, and the wasm32-wasip1 build
   sim     larger simulation sweeps: cargo xtask sim --seeds A..B
-  bench   benchmarks against speed and memory targets";
+  bench   benchmarks against speed and memory targets
+  stress  real processes share one cache through the CLI while a killer SIGKILLs them:
+          cargo xtask stress [--procs 16] [--secs 60] [--seed N] [--keep DIR] [--grandchildren]
+          [--tolerate-kill-window]   (docs/STRESS.md)";
 
 fn main() -> ExitCode {
     match main_impl() {
@@ -37,6 +42,14 @@ fn main_impl() -> Result<()> {
         Some("ci") => ci::run(&args[1..]),
         Some("sim") => sim::run(&args[1..]),
         Some("bench") => bench::run(&args[1..]),
+        #[cfg(target_os = "linux")]
+        Some("stress") => stress::run(&args[1..]),
+        #[cfg(target_os = "linux")]
+        Some(stress::WORKER) => stress::worker(&args[1..]),
+        #[cfg(target_os = "linux")]
+        Some(stress::VERIFY) => stress::verify(&args[1..]),
+        #[cfg(not(target_os = "linux"))]
+        Some("stress") => bail!("`cargo xtask stress` needs Linux: it reads /proc and becomes a child subreaper"),
         Some("help" | "--help" | "-h") | None => {
             println!("{USAGE}");
             Ok(())

@@ -216,6 +216,7 @@ fn documented_items_exist() {
                 .iter()
                 .any(|k| [" ", "<", "(", ";", "\n"].iter().any(|end| sources.contains(&format!("{k} {ty}{end}"))));
             let item_defined = sources.contains(&format!("fn {item}("))
+                || sources.contains(&format!("pub {item}:"))
                 || sources.contains(&format!("fn {item}<"))
                 || sources.contains(&format!("const {item}:"))
                 || [" {", "(", ",", " =", "\n"].iter().any(|end| sources.contains(&format!("    {item}{end}")));

@@ -2,7 +2,10 @@
 //! real git. Each test reads like the scenario it covers; the seeds are the
 //! user stories in the project brief.
 
+mod queue;
 mod support;
+mod tree;
+mod trust;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};

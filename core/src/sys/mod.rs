@@ -55,6 +55,32 @@ use wasi as imp;
 
 pub(crate) use imp::LockFile;
 
+#[cfg(any(test, feature = "fault-injection"))]
+pub mod faults;
+
+/// The fault-injection hook: a check per primitive in tests and with the
+/// `fault-injection` feature, nothing otherwise.
+#[cfg(any(test, feature = "fault-injection"))]
+use faults::{Op, check as fault};
+
+#[cfg(not(any(test, feature = "fault-injection")))]
+#[derive(Clone, Copy)]
+enum Op {
+    CreateDir,
+    Write,
+    Open,
+    Lock,
+    Sync,
+    Rename,
+    Remove,
+}
+
+#[cfg(not(any(test, feature = "fault-injection")))]
+#[inline(always)]
+fn fault(_op: Op) -> io::Result<()> {
+    Ok(())
+}
+
 /// What a directory entry is, without following symlinks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum FileKind {
@@ -119,6 +145,43 @@ pub(crate) struct Meta {
     pub(crate) kind: FileKind,
     pub(crate) len: u64,
     pub(crate) modified: Option<SystemTime>,
+    /// Who owns it and its permission bits (`None` under WASI, which has no
+    /// users).
+    pub(crate) owner: Option<Owner>,
+    /// Device and inode (`None` under WASI).
+    pub(crate) id: Option<(u64, u64)>,
+}
+
+/// Ownership and permission bits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Owner {
+    pub(crate) uid: u32,
+    pub(crate) gid: u32,
+    pub(crate) mode: u32,
+}
+
+/// The modes new directories and files get. A cache is private to its
+/// owner (0700, 0600) whatever the umask, unless its root is set up
+/// group-shared: setgid and group-writable (`chmod 2770`), in which case
+/// everything new is too (2770, 0660), set past the umask.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Modes {
+    pub(crate) shared: bool,
+    pub(crate) dir: u32,
+    pub(crate) file: u32,
+}
+
+impl Modes {
+    pub(crate) const PRIVATE: Modes = Modes { shared: false, dir: 0o700, file: 0o600 };
+    const SHARED: Modes = Modes { shared: true, dir: 0o2770, file: 0o660 };
+
+    #[cfg_attr(target_os = "wasi", allow(dead_code))]
+    fn for_root(owner: Option<Owner>) -> Modes {
+        match owner {
+            Some(o) if o.mode & 0o2000 != 0 && o.mode & 0o070 == 0o070 => Modes::SHARED,
+            _ => Modes::PRIVATE,
+        }
+    }
 }
 
 /// Size and last modification of a tree, for `ls` and `status`.
@@ -169,13 +232,16 @@ impl Root {
         self.imp.cap_dir()
     }
 
-    /// Creates one directory; `AlreadyExists` if the name is taken.
+    /// Creates one directory, with [`Modes::dir`]; `AlreadyExists` if the
+    /// name is taken.
     pub(crate) fn create_dir(&self, rel: &str) -> io::Result<()> {
+        fault(Op::CreateDir)?;
         self.imp.create_dir(rel)
     }
 
     /// Creates a new file (never replacing one) holding `bytes`, synced.
     pub(crate) fn write_new(&self, rel: &str, bytes: &[u8]) -> io::Result<()> {
+        fault(Op::Write)?;
         self.imp.write_new(rel, bytes)
     }
 
@@ -184,6 +250,7 @@ impl Root {
     /// ([`io::ErrorKind::InvalidData`] in both cases).
     pub(crate) fn read(&self, rel: &str, cap: u64) -> io::Result<Vec<u8>> {
         use std::io::Read;
+        fault(Op::Open)?;
         let file = self.imp.open_regular(rel)?;
         let mut bytes = Vec::new();
         file.take(cap.saturating_add(1)).read_to_end(&mut bytes)?;
@@ -222,6 +289,7 @@ impl Root {
     /// Renames `from` to `to`, atomically replacing a file or an empty
     /// directory at `to`, as rename(2) does.
     pub(crate) fn rename(&self, from: impl AsRef<Path>, to: impl AsRef<Path>) -> io::Result<()> {
+        fault(Op::Rename)?;
         self.imp.rename(from.as_ref(), to.as_ref())
     }
 
@@ -235,6 +303,7 @@ impl Root {
     /// hold the entry lock of `to`, or rename onto a name that, when present,
     /// is a non-empty directory (which rename(2) never replaces).
     pub(crate) fn rename_noreplace(&self, from: &str, to: &str) -> io::Result<()> {
+        fault(Op::Rename)?;
         match self.imp.rename_noreplace(from, to) {
             Err(e) if e.kind() == io::ErrorKind::Unsupported => {
                 if self.stat(to)?.is_some() {
@@ -248,6 +317,7 @@ impl Root {
 
     /// Unlinks a file or a symlink (never its target).
     pub(crate) fn remove_file(&self, rel: impl AsRef<Path>) -> io::Result<()> {
+        fault(Op::Remove)?;
         self.imp.remove_file(rel.as_ref())
     }
 
@@ -259,8 +329,8 @@ impl Root {
         let rel = rel.as_ref();
         match self.kind(rel)? {
             None => Ok(()),
-            Some(FileKind::Dir) => self.imp.remove_dir_all(rel),
-            Some(_) => self.imp.remove_file(rel),
+            Some(FileKind::Dir) => fault(Op::Remove).and_then(|()| self.imp.remove_dir_all(rel)),
+            Some(_) => fault(Op::Remove).and_then(|()| self.imp.remove_file(rel)),
         }
     }
 
@@ -273,7 +343,7 @@ impl Root {
             let child = rel.join(&entry.name);
             match entry.kind {
                 FileKind::Dir => self.sync_tree(&child)?,
-                FileKind::File => self.imp.sync_file(&child)?,
+                FileKind::File => fault(Op::Sync).and_then(|()| self.imp.sync_file(&child))?,
                 FileKind::Symlink | FileKind::Other => {}
             }
         }
@@ -283,6 +353,7 @@ impl Root {
     /// fsyncs one directory, after a rename into or out of it. A no-op where
     /// the target cannot open directories for syncing (WASI p1).
     pub(crate) fn sync_dir(&self, rel: impl AsRef<Path>) -> io::Result<()> {
+        fault(Op::Sync)?;
         self.imp.sync_dir(rel.as_ref())
     }
 
@@ -291,6 +362,7 @@ impl Root {
     /// over `rel`, so whatever was at `rel` (a hard link to a file outside the
     /// cache, a FIFO, a symlink) is replaced, never modified or followed.
     pub(crate) fn touch(&self, rel: &str, private: &str) -> io::Result<()> {
+        fault(Op::Write)?;
         self.imp.create_empty(private)?;
         self.rename(private, rel).inspect_err(|_| {
             let _ = self.imp.remove_file(Path::new(private));
@@ -328,14 +400,34 @@ impl Root {
     /// symlink or special file at `rel` is refused (`InvalidData`), never
     /// followed or blocked on.
     pub(crate) fn open_lock(&self, rel: &str, create: bool) -> io::Result<LockFile> {
+        fault(Op::Open)?;
         self.imp.open_lock(rel, create)
     }
 
     /// Creates a new file with `bytes` in it and returns it locked
     /// exclusively (a holder record).
     pub(crate) fn create_locked(&self, rel: &str, bytes: &[u8]) -> io::Result<LockFile> {
+        fault(Op::Write)?;
         self.imp.create_locked(rel, bytes)
     }
+}
+
+/// The device and inode that the ambient `path` names, without following a
+/// symlink at its end (`None` where the target has no such identity). Only
+/// for checking that a path handed to another program still leads where
+/// the handle does; never for opening anything.
+pub(crate) fn ambient_id(path: &Path) -> io::Result<Option<(u64, u64)>> {
+    imp::ambient_id(path)
+}
+
+/// This process's effective user id (`None` under WASI).
+pub(crate) fn effective_uid() -> Option<u32> {
+    imp::effective_uid()
+}
+
+/// Whether this process is a member of group `gid`.
+pub(crate) fn in_group(gid: u32) -> bool {
+    imp::in_group(gid)
 }
 
 /// The identity shown in holder records: pid, host name, command line.

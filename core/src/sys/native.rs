@@ -17,12 +17,13 @@ use cap_std::ambient_authority;
 use cap_std::fs::OpenOptions;
 use rustix::fs::{Mode, OFlags};
 
-use super::{DirEntry, FileKind, Flock, Identity, Meta};
+use super::{DirEntry, FileKind, Flock, Identity, Meta, Modes, Owner};
 
 /// The cache root, as a capability.
 #[derive(Debug)]
 pub(crate) struct Dir {
     dir: cap_std::fs::Dir,
+    modes: Modes,
 }
 
 /// `""` names the root itself.
@@ -30,13 +31,48 @@ fn dot(rel: &Path) -> &Path {
     if rel.as_os_str().is_empty() { Path::new(".") } else { rel }
 }
 
+/// Creates `path` and its missing parents private to the owner, whatever
+/// the umask.
+#[allow(clippy::disallowed_methods)] // the one ambient creation, named so
 pub(crate) fn create_ambient_dir_all(path: &Path) -> io::Result<()> {
-    cap_std::fs::Dir::create_ambient_dir_all(path, ambient_authority())
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(path)
+}
+
+#[allow(clippy::disallowed_methods)] // a read-only check of an ambient path, named so
+pub(crate) fn ambient_id(path: &Path) -> io::Result<Option<(u64, u64)>> {
+    use std::os::unix::fs::MetadataExt;
+    let meta = std::fs::symlink_metadata(path)?;
+    Ok(Some((meta.dev(), meta.ino())))
+}
+
+pub(crate) fn effective_uid() -> Option<u32> {
+    Some(rustix::process::geteuid().as_raw())
+}
+
+/// Whether this process is a member of group `gid`.
+pub(crate) fn in_group(gid: u32) -> bool {
+    rustix::process::getegid().as_raw() == gid
+        || rustix::process::getgroups().is_ok_and(|groups| groups.iter().any(|g| g.as_raw() == gid))
 }
 
 impl Dir {
     pub(crate) fn open_ambient(path: &Path) -> io::Result<Dir> {
-        Ok(Dir { dir: cap_std::fs::Dir::open_ambient_dir(path, ambient_authority())? })
+        let dir = cap_std::fs::Dir::open_ambient_dir(path, ambient_authority())?;
+        let mut this = Dir { dir, modes: Modes::PRIVATE };
+        let root = this.stat(Path::new(""))?;
+        this.modes = Modes::for_root(root.owner);
+        Ok(this)
+    }
+
+    /// Sets exactly the mode new things get, past the umask, where the cache
+    /// is group-shared (the umask could take the group's access away).
+    fn fix_mode(&self, rel: &Path, mode: u32) -> io::Result<()> {
+        if self.modes.shared {
+            use std::os::unix::fs::PermissionsExt;
+            self.dir.set_permissions(rel, cap_std::fs::Permissions::from_std(std::fs::Permissions::from_mode(mode)))?;
+        }
+        Ok(())
     }
 
     pub(crate) fn cap_dir(&self) -> &cap_std::fs::Dir {
@@ -44,17 +80,30 @@ impl Dir {
     }
 
     pub(crate) fn create_dir(&self, rel: &str) -> io::Result<()> {
-        self.dir.create_dir(rel)
+        use cap_std::fs::DirBuilderExt;
+        let mut builder = cap_std::fs::DirBuilder::new();
+        builder.mode(self.modes.dir);
+        self.dir.create_dir_with(rel, &builder)?;
+        self.fix_mode(Path::new(rel), self.modes.dir)
+    }
+
+    fn create_new(&self, rel: &str, read: bool) -> io::Result<cap_std::fs::File> {
+        use cap_std::fs::OpenOptionsExt;
+        let file = self
+            .dir
+            .open_with(rel, OpenOptions::new().read(read).write(true).create_new(true).mode(self.modes.file))?;
+        self.fix_mode(Path::new(rel), self.modes.file)?;
+        Ok(file)
     }
 
     pub(crate) fn write_new(&self, rel: &str, bytes: &[u8]) -> io::Result<()> {
-        let mut file = self.dir.open_with(rel, OpenOptions::new().write(true).create_new(true))?;
+        let mut file = self.create_new(rel, false)?;
         file.write_all(bytes)?;
         file.sync_all()
     }
 
     pub(crate) fn create_empty(&self, rel: &str) -> io::Result<()> {
-        self.dir.open_with(rel, OpenOptions::new().write(true).create_new(true)).map(drop)
+        self.create_new(rel, false).map(drop)
     }
 
     /// Opens the parent directory of `rel` (beneath the root) and returns it
@@ -79,7 +128,7 @@ impl Dir {
         if create {
             flags |= OFlags::CREATE;
         }
-        let fd = rustix::fs::openat(&parent, leaf, flags, Mode::from_raw_mode(0o600)).map_err(|e| {
+        let fd = rustix::fs::openat(&parent, leaf, flags, Mode::from_raw_mode(self.modes.file)).map_err(|e| {
             // O_NOFOLLOW on a symlink fails with ELOOP.
             if e == rustix::io::Errno::LOOP {
                 io::Error::new(io::ErrorKind::InvalidData, "a symlink, not a regular file")
@@ -95,11 +144,14 @@ impl Dir {
     }
 
     pub(crate) fn stat(&self, rel: &Path) -> io::Result<Meta> {
+        use cap_std::fs::MetadataExt;
         let meta = self.dir.symlink_metadata(dot(rel))?;
         Ok(Meta {
             kind: FileKind::of(&meta.file_type()),
             len: meta.len(),
             modified: meta.modified().ok().map(|t| t.into_std()),
+            owner: Some(Owner { uid: meta.uid(), gid: meta.gid(), mode: meta.mode() }),
+            id: Some((meta.dev(), meta.ino())),
         })
     }
 
@@ -169,7 +221,7 @@ impl Dir {
     }
 
     pub(crate) fn create_locked(&self, rel: &str, bytes: &[u8]) -> io::Result<LockFile> {
-        let mut file = self.dir.open_with(rel, OpenOptions::new().read(true).write(true).create_new(true))?;
+        let mut file = self.create_new(rel, true)?;
         file.write_all(bytes)?;
         let file = file.into_std();
         file.lock()?;
@@ -209,6 +261,7 @@ impl LockFile {
 
     /// Takes the lock in `mode` if nobody conflicting holds it.
     pub(crate) fn try_lock(&self, mode: Flock) -> io::Result<bool> {
+        super::fault(super::Op::Lock)?;
         let result = match mode {
             Flock::Shared => self.file.try_lock_shared(),
             Flock::Exclusive => self.file.try_lock(),
@@ -223,6 +276,7 @@ impl LockFile {
     /// Waits for the lock, for at most `timeout` (`None`: for as long as it
     /// takes). Returns whether it was taken.
     pub(crate) fn lock_within(&self, mode: Flock, timeout: Option<Duration>) -> io::Result<bool> {
+        super::fault(super::Op::Lock)?;
         let Some(timeout) = timeout else {
             match mode {
                 Flock::Shared => self.file.lock_shared()?,

@@ -45,6 +45,19 @@ pub(crate) fn create_ambient_dir_all(path: &Path) -> io::Result<()> {
     fs::create_dir_all(path)
 }
 
+pub(crate) fn ambient_id(_path: &Path) -> io::Result<Option<(u64, u64)>> {
+    Ok(None)
+}
+
+/// WASI has no users: the host's preopen is the only authority.
+pub(crate) fn effective_uid() -> Option<u32> {
+    None
+}
+
+pub(crate) fn in_group(_gid: u32) -> bool {
+    false
+}
+
 impl Dir {
     pub(crate) fn open_ambient(path: &Path) -> io::Result<Dir> {
         let meta = fs::metadata(path)?;
@@ -94,7 +107,13 @@ impl Dir {
 
     pub(crate) fn stat(&self, rel: &Path) -> io::Result<Meta> {
         let meta = fs::symlink_metadata(self.at(rel))?;
-        Ok(Meta { kind: FileKind::of(&meta.file_type()), len: meta.len(), modified: meta.modified().ok() })
+        Ok(Meta {
+            kind: FileKind::of(&meta.file_type()),
+            len: meta.len(),
+            modified: meta.modified().ok(),
+            owner: None,
+            id: None,
+        })
     }
 
     pub(crate) fn read_dir(&self, rel: &Path) -> io::Result<Vec<DirEntry>> {
@@ -191,10 +210,12 @@ impl LockFile {
     }
 
     pub(crate) fn try_lock(&self, mode: Flock) -> io::Result<bool> {
+        super::fault(super::Op::Lock)?;
         self.acquire(mode, 0)
     }
 
     pub(crate) fn lock_within(&self, mode: Flock, timeout: Option<Duration>) -> io::Result<bool> {
+        super::fault(super::Op::Lock)?;
         let ms = match timeout {
             None => -1,
             // Rounded up, so a wait never gives up before its budget is

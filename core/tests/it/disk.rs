@@ -22,7 +22,9 @@ impl Mount {
         let path = dir.path().join("mnt");
         std::fs::create_dir(&path).unwrap();
         let ok = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            // Private to its owner, as a cache dir must be (a tmpfs root is
+            // world-writable by default, which safecache refuses).
+            .args(["-t", "tmpfs", "-o", &format!("size={size},mode=0700"), "tmpfs"])
             .arg(&path)
             .output()
             .is_ok_and(|o| o.status.success());

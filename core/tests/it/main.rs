@@ -17,6 +17,7 @@ mod bad_input;
 mod disk;
 mod fill;
 mod kill;
+mod mutants;
 mod pin;
 mod remove;
 mod shape;
