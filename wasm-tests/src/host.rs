@@ -212,6 +212,15 @@ fn define_imports(linker: &mut Linker<Proc>) -> Result<()> {
             Ok(())
         })
     })?;
+    // The lease parent waits here, holding its lease, for its children.
+    linker.func_wrap_async("sim", "wait_children", |caller: Caller<'_, Proc>, (): ()| {
+        let pid = caller.data().pid;
+        let world = Arc::clone(&caller.data().world);
+        Box::new(async move {
+            WaitFor(move || lock_world(&world).poll_children(pid).then_some(())).await;
+            Ok(())
+        })
+    })?;
     linker.func_wrap_async(
         "safecache_host",
         "lock",
@@ -224,12 +233,16 @@ fn define_imports(linker: &mut Linker<Proc>) -> Result<()> {
                 let path = path?;
                 let Some(mode) = Mode::from_wasm(mode) else { return Ok(-2) };
                 let Some(host_path) = beneath(&dir, &path) else { return Ok(-2) };
-                // Like flock, the lock belongs to the file the path names now.
-                let Ok(meta) = std::fs::metadata(&host_path) else {
+                // Like flock, the lock belongs to the file the path names now
+                // (or named, if it has been unlinked since the guest opened it).
+                let found = std::fs::metadata(&host_path).ok().map(|meta| (meta.dev(), meta.ino()));
+                let Some((file, unlinked)) = lock_world(&world).resolve(&path, found) else {
                     lock_world(&world).event(pid, format!("lock {path} -> error: no such file"));
                     return Ok(-2);
                 };
-                let file = (meta.dev(), meta.ino());
+                if unlinked {
+                    lock_world(&world).event(pid, format!("lock {path}: the path is gone; locking the file it named"));
+                }
                 let deadline = match timeout_ms {
                     t if t < 0 => None,
                     t => Some(lock_world(&world).clock.now().saturating_add(t.unsigned_abs() * 1_000_000)),

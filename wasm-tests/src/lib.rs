@@ -184,6 +184,8 @@ struct Slot {
     /// Index among the scenario's concurrent roles (None: setup, restart, final gc).
     index: Option<usize>,
     args: Vec<String>,
+    /// Whether it runs under the lease parent's lease.
+    child: bool,
     running: Option<Running>,
     stderr: MemoryOutputPipe,
     steps: u64,
@@ -204,14 +206,20 @@ struct Run<'a> {
 }
 
 impl Run<'_> {
-    fn spawn(&mut self, args: &[String], index: Option<usize>) -> Result<usize> {
+    fn spawn(&mut self, args: &[String], index: Option<usize>, child: bool) -> Result<usize> {
         let pid = u32::try_from(self.slots.len()).unwrap_or(u32::MAX) + 1;
         let (running, stderr) = self.host.spawn(&self.world, self.dir, pid, self.seed, args)?;
-        lock_world(&self.world).event(pid, format!("spawn `{}`", args.join(" ")));
+        let mut world = lock_world(&self.world);
+        world.event(pid, format!("spawn `{}`", args.join(" ")));
+        if child {
+            world.add_child(pid);
+        }
+        drop(world);
         self.slots.push(Slot {
             pid,
             index,
             args: args.to_vec(),
+            child,
             running: Some(running),
             stderr,
             steps: 0,
@@ -220,7 +228,9 @@ impl Run<'_> {
         Ok(self.slots.len() - 1)
     }
 
-    /// Runs the processes in `active` until all have ended.
+    /// Runs the processes in `active` until all have ended, or until all
+    /// that are left wait for children not started yet (a lease parent
+    /// that holds its lease).
     fn drive(&mut self, mut active: Vec<usize>) -> Result<()> {
         let waker = Waker::noop();
         let mut cx = Context::from_waker(waker);
@@ -251,6 +261,9 @@ impl Run<'_> {
             if runnable.is_empty() {
                 let pids: Vec<u32> = active.iter().map(|&i| self.slots[i].pid).collect();
                 let world = lock_world(&self.world);
+                if pids.iter().all(|&p| world.parked(p)) {
+                    return Ok(());
+                }
                 if let Some(t) = world.next_wakeup(&pids) {
                     world.clock.advance_to(t);
                     continue;
@@ -281,7 +294,7 @@ impl Run<'_> {
                 drop(world);
                 if plan.restart {
                     let args = self.slots[i].args.clone();
-                    let new = self.spawn(&args, None)?;
+                    let new = self.spawn(&args, None, self.slots[i].child)?;
                     active.push(new);
                 }
                 continue;
@@ -339,18 +352,30 @@ pub fn run(host: &Host, scenario: &Scenario, seed: u64, kill: Option<KillPlan>) 
         killed: false,
     };
     for role in &scenario.setup {
-        let i = run.spawn(role, None)?;
+        let i = run.spawn(role, None, false)?;
         run.drive(vec![i])?;
     }
     let mut active = Vec::new();
-    for (index, role) in scenario.procs.iter().enumerate() {
-        active.push(run.spawn(role, Some(index))?);
+    if let Some(role) = &scenario.parent {
+        // The parent runs alone until it holds the lease and waits for its
+        // children; they start only then.
+        let parent = run.spawn(role, None, false)?;
+        run.drive(vec![parent])?;
+        active.push(parent);
     }
+    let parent_holds = active.iter().all(|&i| run.slots[i].running.is_some());
+    if parent_holds {
+        for (index, role) in scenario.procs.iter().enumerate() {
+            active.push(run.spawn(role, Some(index), scenario.parent.is_some())?);
+        }
+    }
+    lock_world(&run.world).start_children();
     run.drive(active)?;
-    let gc = run.spawn(&["gc".to_owned()], None)?;
+    let gc = run.spawn(&["gc".to_owned()], None, false)?;
     run.drive(vec![gc])?;
     check_processes(&mut run);
     check_waits(&mut run);
+    check_children(&mut run);
     check_disk(tmp.path(), &mut run.violations)?;
     let mut steps = vec![0; scenario.procs.len()];
     for slot in &run.slots {
@@ -575,6 +600,35 @@ fn check_waits(run: &mut Run<'_>) {
                 }
             }
         }
+    }
+}
+
+/// The children of a lease parent ran only while it held the exclusive
+/// lease, and none of them took the lease itself.
+fn check_children(run: &mut Run<'_>) {
+    let Some(parent) = run.slots.iter().find(|s| s.args.first().is_some_and(|a| a == "lease-parent")) else { return };
+    let world = lock_world(&run.world);
+    let v = &mut run.violations;
+    let lease = ".safecache/lease.lock";
+    let children: Vec<u32> = run.slots.iter().filter(|s| s.child).map(|s| s.pid).collect();
+    let started = world.children_started.unwrap_or(0);
+    let last_end = world.child_ends.iter().map(|&(_, t)| t).max().unwrap_or(started);
+    let covered = world.holds.iter().any(|h| {
+        h.pid == parent.pid
+            && h.path == lease
+            && h.mode == crate::world::Mode::Exclusive
+            && h.acquired <= started
+            && h.released.is_none_or(|r| r >= last_end)
+    });
+    if !children.is_empty() && !covered {
+        v.push(format!(
+            "the lease parent p{} did not hold {lease} exclusively from {started}ns to {last_end}ns, \
+             while its children ran",
+            parent.pid
+        ));
+    }
+    for h in world.holds.iter().filter(|h| h.path == lease && children.contains(&h.pid)) {
+        v.push(format!("child p{} took {lease} ({}) under an inherited exclusive lease", h.pid, h.mode.letter()));
     }
 }
 

@@ -22,22 +22,41 @@ pub enum Variant {
     DeleteCopy,
     /// uv #544: two tasks of one process fill one key, no single-flight map.
     NoDedupe,
+    /// A pin that takes the shared lease but not the shared entry lock.
+    PinUnlocked,
+    /// `remove` under its locks, but deleting the entry where it stands
+    /// instead of renaming it aside first.
+    InplaceDeleteLocked,
+    /// `clean` that deletes the lock files even under an inherited
+    /// exclusive lease, while the parent's other children hold them.
+    InheritedCleanLocks,
 }
 
 impl Variant {
     /// Every variant, the real protocol first.
-    pub const ALL: [Variant; 6] = [
+    pub const ALL: [Variant; 9] = [
         Variant::Correct,
         Variant::SharedTemp,
         Variant::InplaceDelete,
         Variant::UnlockedFill,
         Variant::DeleteCopy,
         Variant::NoDedupe,
+        Variant::PinUnlocked,
+        Variant::InplaceDeleteLocked,
+        Variant::InheritedCleanLocks,
     ];
 
     /// The buggy variants.
-    pub const BUGGY: [Variant; 5] =
-        [Variant::SharedTemp, Variant::InplaceDelete, Variant::UnlockedFill, Variant::DeleteCopy, Variant::NoDedupe];
+    pub const BUGGY: [Variant; 8] = [
+        Variant::SharedTemp,
+        Variant::InplaceDelete,
+        Variant::UnlockedFill,
+        Variant::DeleteCopy,
+        Variant::NoDedupe,
+        Variant::PinUnlocked,
+        Variant::InplaceDeleteLocked,
+        Variant::InheritedCleanLocks,
+    ];
 
     /// The variant's name on the command line and in `SAFECACHE_VARIANT`.
     pub fn name(self) -> &'static str {
@@ -48,6 +67,9 @@ impl Variant {
             Variant::UnlockedFill => "unlocked-fill",
             Variant::DeleteCopy => "delete-copy",
             Variant::NoDedupe => "no-dedupe",
+            Variant::PinUnlocked => "pin-unlocked",
+            Variant::InplaceDeleteLocked => "inplace-delete-locked",
+            Variant::InheritedCleanLocks => "inherited-clean-locks",
         }
     }
 
@@ -60,6 +82,9 @@ impl Variant {
             Variant::UnlockedFill => "unlocked-fill",
             Variant::DeleteCopy => "delete-copy",
             Variant::NoDedupe => "dedupe",
+            Variant::PinUnlocked => "reread",
+            Variant::InplaceDeleteLocked => "reread",
+            Variant::InheritedCleanLocks => "inherited",
         }
     }
 
@@ -71,6 +96,9 @@ impl Variant {
             (Variant::InplaceDelete, "remove") => "remove-inplace",
             (Variant::DeleteCopy, "install") => "install-delete-copy",
             (Variant::NoDedupe, "dedupe") => "dedupe-none",
+            (Variant::PinUnlocked, "pinread") => "pinread-unlocked",
+            (Variant::InplaceDeleteLocked, "remove") => "remove-inplace-locked",
+            (Variant::InheritedCleanLocks, "clean") => "clean-empties-locks",
             (_, role) => role,
         }
     }
@@ -103,11 +131,17 @@ pub struct Scenario {
     pub setup: Vec<Vec<String>>,
     /// Roles run concurrently under the scheduler.
     pub procs: Vec<Vec<String>>,
+    /// The role of a parent process (`lease-parent`) that takes the
+    /// exclusive lease first, so that the concurrent roles (given `inherit`)
+    /// run as its children, only while it holds the lease. It is never
+    /// killed: `cargo safecache run --exclusive` hands its lease's
+    /// descriptor to the command, so the lease outlives it.
+    pub parent: Option<Vec<String>>,
 }
 
 impl Scenario {
     /// Every scenario name.
-    pub const NAMES: [&'static str; 10] = [
+    pub const NAMES: [&'static str; 14] = [
         "fill3",
         "churn",
         "clean",
@@ -118,6 +152,10 @@ impl Scenario {
         "delete-copy",
         "dedupe",
         "timeouts",
+        "reread",
+        "mixed",
+        "inherited",
+        "probers",
     ];
 
     /// The scenario `name`, with its concurrent roles in `variant`.
@@ -148,6 +186,67 @@ impl Scenario {
                     "pinread a nowait",
                 ],
             ),
+            // Readers that read again and again (pinned ones with a pause
+            // under one pin) beside removers and a refill: a pin that does
+            // not keep removers out, or a remover that deletes an entry
+            // where it stands, is seen within a few seeds.
+            "reread" => (
+                &["fill a"],
+                &[
+                    "pinread a hold=1 repeat=3",
+                    "remove a",
+                    "read a repeat=8",
+                    "fill a",
+                    "remove a",
+                    "read a repeat=8",
+                    "read a repeat=8",
+                ],
+            ),
+            // Every kind of role over three keys. Only two roles wait with a
+            // timeout (see `timeouts`).
+            "mixed" => (
+                &[],
+                &[
+                    "fill a hold=1",
+                    "fill b",
+                    "fill c timeout=3",
+                    "pinread a hold=1 repeat=2",
+                    "read b repeat=3",
+                    "pinread c nowait",
+                    "remove a timeout=2",
+                    "remove b",
+                    "read a repeat=2",
+                    "gc",
+                    "clean nowait",
+                    "fill a",
+                ],
+            ),
+            // The children of `cargo safecache run --exclusive`: every role
+            // runs under the lease a parent process holds for them.
+            "inherited" => (
+                &[],
+                &[
+                    "fill a inherit",
+                    "pinread a hold=1 repeat=3 inherit",
+                    "fill b hold=6 inherit",
+                    "clean inherit",
+                    "fill b delay=4 inherit",
+                    "remove a inherit",
+                    "read a repeat=3 inherit",
+                    "gc inherit",
+                ],
+            ),
+            // Roles that describe the lease's holders at the same moment,
+            // beside the holder record a dead process left: a prober must
+            // never take another prober for a live holder.
+            "probers" => (
+                &["lease-exit"],
+                &["fill a hold=3", "clean nowait", "clean nowait", "pinread a nowait", "clean nowait"],
+            ),
+            // A self-test of the harness, not in `NAMES`: a lease parent that
+            // lets its lease go before its children run, which invariant 9
+            // must report.
+            "orphan-children" => (&[], &["fill a inherit", "pinread a inherit"]),
             // A self-test of the harness, not in `NAMES`: two processes take
             // two locks in opposite orders, which must be reported as a
             // deadlock for some seeds.
@@ -163,6 +262,16 @@ impl Scenario {
                 args
             })
             .collect();
-        Ok(Scenario { name: name.to_owned(), variant, setup: setup.iter().map(split).collect(), procs })
+        Ok(Scenario {
+            name: name.to_owned(),
+            variant,
+            setup: setup.iter().map(split).collect(),
+            procs,
+            parent: match name {
+                "inherited" => Some(vec!["lease-parent".to_owned()]),
+                "orphan-children" => Some(vec!["lease-parent".to_owned(), "early".to_owned()]),
+                _ => None,
+            },
+        })
     }
 }

@@ -48,8 +48,9 @@ struct Holder {
     pid: u32,
     mode: Mode,
     /// Kept open while the lock is held, as flock's open file description
-    /// is, so the inode cannot be reused meanwhile.
-    _file: File,
+    /// is, so the inode cannot be reused meanwhile. `None` when the file had
+    /// been unlinked: the guest's own descriptor still names it.
+    _file: Option<File>,
 }
 
 /// Why a process cannot run.
@@ -59,6 +60,9 @@ pub(crate) enum Waiting {
     Lock { file: FileId, path: String, mode: Mode, deadline: Option<u64> },
     /// A `sleep_ms`, until the virtual time `until`.
     Sleep { until: u64 },
+    /// A lease parent's `wait_children`, until its children have started
+    /// and all of them have ended.
+    Children,
 }
 
 /// Virtual time in nanoseconds since the simulation's epoch, shared with the
@@ -136,6 +140,14 @@ pub(crate) struct World {
     pub(crate) timed_waits: Vec<TimedWait>,
     /// `(pid, timeout_ms)` of every `lock` call.
     pub(crate) lock_calls: Vec<(u32, i64)>,
+    /// The live children of the lease parent (roles run under its lease).
+    children: Vec<u32>,
+    /// The file each lock path named when it was last locked by path.
+    last_file: HashMap<String, FileId>,
+    /// When the children were started (virtual ns), once they have been.
+    pub(crate) children_started: Option<u64>,
+    /// `(pid, time)` of each child's end.
+    pub(crate) child_ends: Vec<(u32, u64)>,
 }
 
 impl World {
@@ -163,7 +175,8 @@ impl World {
     /// One poll of a `lock` call on `file` (named `path` in the trace):
     /// `Some(handle)` if granted, `Some(-1)` if busy and not allowed to wait
     /// (any more), `None` to keep waiting. `open` opens the file again for
-    /// the holder.
+    /// the holder; if it has been unlinked meanwhile, the lock is still
+    /// granted, as flock grants it on the descriptor the guest opened.
     pub(crate) fn poll_lock(
         &mut self,
         pid: u32,
@@ -174,10 +187,8 @@ impl World {
     ) -> Option<i32> {
         let waited = self.waiting.remove(&pid).is_some();
         if self.grantable(file, mode) {
-            let Some(opened) = open() else {
-                self.event(pid, format!("lock {} {path} -> error: the file vanished", mode.letter()));
-                return Some(-2);
-            };
+            let opened = open();
+            let unlinked = if opened.is_none() { " (unlinked file)" } else { "" };
             let handle = self.next_handle;
             self.next_handle += 1;
             self.locks.entry(file).or_default().push(Holder { handle, pid, mode, _file: opened });
@@ -187,7 +198,7 @@ impl World {
             self.handles.insert(handle, (file, path.to_owned()));
             self.event(
                 pid,
-                format!("lock {} {path} -> #{handle}{}", mode.letter(), if waited { " (woken)" } else { "" }),
+                format!("lock {} {path} -> #{handle}{}{unlinked}", mode.letter(), if waited { " (woken)" } else { "" }),
             );
             return Some(handle);
         }
@@ -276,10 +287,56 @@ impl World {
         false
     }
 
+    /// The file a `lock` call on `path` locks: the one the path names now
+    /// (`found`), or, if the path is gone, the one it named at the last lock
+    /// call. The guest opens a lock file before it locks it by path, so a
+    /// file unlinked in between is still the one its descriptor names,
+    /// which flock would lock. The flag says the file is unlinked.
+    pub(crate) fn resolve(&mut self, path: &str, found: Option<FileId>) -> Option<(FileId, bool)> {
+        match found {
+            Some(file) => {
+                self.last_file.insert(path.to_owned(), file);
+                Some((file, false))
+            }
+            None => self.last_file.get(path).map(|&file| (file, true)),
+        }
+    }
+
+    /// Notes that `pid` runs under the lease parent's lease.
+    pub(crate) fn add_child(&mut self, pid: u32) {
+        self.children.push(pid);
+    }
+
+    /// Starts the children's phase: from now on the parent's
+    /// `wait_children` returns once no child is left.
+    pub(crate) fn start_children(&mut self) {
+        self.children_started = Some(self.clock.now());
+    }
+
+    /// One poll of a `wait_children` call: whether every child has ended.
+    pub(crate) fn poll_children(&mut self, pid: u32) -> bool {
+        if self.children_started.is_some() && self.children.is_empty() {
+            self.waiting.remove(&pid);
+            return true;
+        }
+        self.waiting.insert(pid, Waiting::Children);
+        false
+    }
+
+    /// Whether `pid` waits for children that have not been started yet.
+    pub(crate) fn parked(&self, pid: u32) -> bool {
+        self.children_started.is_none() && matches!(self.waiting.get(&pid), Some(Waiting::Children))
+    }
+
     /// What the kernel does when a process exits or is killed: its locks
     /// are released and it waits for nothing.
     pub(crate) fn release_all(&mut self, pid: u32) {
         self.waiting.remove(&pid);
+        if self.children.contains(&pid) {
+            self.children.retain(|&c| c != pid);
+            let now = self.clock.now();
+            self.child_ends.push((pid, now));
+        }
         let mut released: Vec<i32> = Vec::new();
         self.locks.retain(|_, holders| {
             holders.retain(|h| {
@@ -312,6 +369,7 @@ impl World {
                 self.grantable(*file, *mode) || deadline.is_some_and(|d| now >= d)
             }
             Some(Waiting::Sleep { until }) => now >= *until,
+            Some(Waiting::Children) => self.children_started.is_some() && self.children.is_empty(),
         }
     }
 
@@ -322,6 +380,7 @@ impl World {
             .filter_map(|pid| match self.waiting.get(pid)? {
                 Waiting::Lock { deadline, .. } => *deadline,
                 Waiting::Sleep { until } => Some(*until),
+                Waiting::Children => None,
             })
             .min()
     }
@@ -333,6 +392,10 @@ impl World {
                 format!("waits for {} {path} held by {}", mode.letter(), self.holders_of(*file))
             }
             Some(Waiting::Sleep { until }) => format!("sleeps until {until}ns"),
+            Some(Waiting::Children) => {
+                let children: Vec<String> = self.children.iter().map(|c| format!("p{c}")).collect();
+                format!("waits for its children {}", children.join(","))
+            }
         }
     }
 }
@@ -384,6 +447,16 @@ mod tests {
         w.clock.advance_to(5_000_000);
         assert!(w.runnable(2));
         assert_eq!(lock(&mut w, 2, Mode::Shared, Some(5_000_000)), Some(-1));
+    }
+
+    #[test]
+    fn a_lock_file_unlinked_after_its_last_lock_is_still_the_one_locked() {
+        let mut w = World::default();
+        assert_eq!(w.resolve("a.lock", None), None, "a path never locked and gone names nothing");
+        assert_eq!(w.resolve("a.lock", Some(A)), Some((A, false)));
+        assert_eq!(w.resolve("a.lock", None), Some((A, true)), "flock locks the unlinked file the descriptor names");
+        let b = (1, 2);
+        assert_eq!(w.resolve("a.lock", Some(b)), Some((b, false)), "a new file at the path is a new lock");
     }
 
     #[test]

@@ -3,7 +3,8 @@
 //! crate (built in release mode).
 //!
 //! ```text
-//! cargo xtask sim --seeds 0..100000                      every scenario, real protocol, random crashes
+//! cargo xtask sim                                        every scenario, seeds 0..20000 each, all cores
+//! cargo xtask sim --seeds 0..100000 --threads 2          every scenario, real protocol, random crashes
 //! cargo xtask sim --scenario churn --seeds 0..5000
 //! cargo xtask sim --variant all --seeds 0..100           also every buggy variant (expected to fail)
 //! cargo xtask sim --scenario fill3 --seeds 42..43 --kill 0@17+restart --trace   replay one run

@@ -13,13 +13,21 @@
 //! Roles that take a lock accept a wait mode as an extra argument: `nowait`,
 //! `timeout=MS` (virtual milliseconds) or `forever` (the default). `fill` and
 //! `pinread` also accept `hold=MS`: they keep the entry lock that long (a
-//! virtual sleep) while filling or reading.
+//! virtual sleep) while filling or reading. `read` and `pinread` accept
+//! `repeat=N`: they read the entry N times (a pinned reader under one pin,
+//! holding it `hold=MS` after each read), reporting each read. Any role
+//! accepts `inherit`: it opens the cache with an inherited exclusive lease,
+//! as a child of `cargo safecache run --exclusive` does; the host starts
+//! such roles only while a `lease-parent` role holds the lease. Any role
+//! accepts `delay=MS`: it sleeps that long (virtual time) before its
+//! operation, so a scenario can order its phases loosely.
 //!
 //! The real protocol roles (`fill`, `read`, `pinread`, `remove`, `gc`,
-//! `clean`, `install`, `dedupe`) use the safecache core. The buggy roles
-//! (`fill-shared-temp`, `fill-unlocked`, `remove-inplace`,
-//! `install-delete-copy`, `dedupe-none`) re-create one seed bug each,
-//! written here against the same directory and the same host locks.
+//! `clean`, `install`, `dedupe`, `lease-parent`) use the safecache core. The
+//! buggy roles (`fill-shared-temp`, `fill-unlocked`, `remove-inplace`,
+//! `remove-inplace-locked`, `pinread-unlocked`, `install-delete-copy`,
+//! `dedupe-none`, `clean-empties-locks`) re-create one bug each, written
+//! here against the same directory and the same host locks.
 
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, HashSet};
@@ -44,6 +52,7 @@ mod host {
         pub(super) fn report(ptr: *const u8, len: usize);
         pub(super) fn sleep_ms(ms: i64);
         pub(super) fn yield_now();
+        pub(super) fn wait_children();
     }
 
     #[link(wasm_import_module = "safecache_host")]
@@ -134,6 +143,12 @@ struct Opts {
     wait: Wait,
     /// Virtual milliseconds to sleep while holding the entry lock.
     hold_ms: i64,
+    /// How many times a reader reads the entry.
+    repeat: u32,
+    /// Whether the cache is opened under an inherited exclusive lease.
+    inherit: bool,
+    /// Virtual milliseconds to sleep before the operation.
+    delay_ms: i64,
 }
 
 impl Opts {
@@ -157,7 +172,7 @@ impl Opts {
 /// Splits the options (`nowait`, `timeout=MS`, `forever`, `hold=MS`) from
 /// the role's positional arguments.
 fn parse_opts(args: &[String]) -> Result<(Vec<String>, Opts), Fail> {
-    let mut opts = Opts { wait: Wait::Forever, hold_ms: 0 };
+    let mut opts = Opts { wait: Wait::Forever, hold_ms: 0, repeat: 1, inherit: false, delay_ms: 0 };
     let mut positional = Vec::new();
     for arg in args {
         let ms = |v: &str| v.parse::<u64>().map_err(|e| other(format!("bad number in `{arg}`: {e}")));
@@ -169,6 +184,12 @@ fn parse_opts(args: &[String]) -> Result<(Vec<String>, Opts), Fail> {
             opts.wait = Wait::from_timeout(Some(Duration::from_millis(ms(v)?)));
         } else if let Some(v) = arg.strip_prefix("hold=") {
             opts.hold_ms = i64::try_from(ms(v)?).unwrap_or(i64::MAX);
+        } else if let Some(v) = arg.strip_prefix("repeat=") {
+            opts.repeat = u32::try_from(ms(v)?).unwrap_or(u32::MAX).max(1);
+        } else if let Some(v) = arg.strip_prefix("delay=") {
+            opts.delay_ms = i64::try_from(ms(v)?).unwrap_or(i64::MAX);
+        } else if arg == "inherit" {
+            opts.inherit = true;
         } else {
             positional.push(arg.clone());
         }
@@ -211,7 +232,12 @@ fn run(args: &[String], opts: Opts) -> Result<(), Fail> {
     let arg = |i: usize| args.get(i).map(String::as_str).ok_or_else(|| other(format!("missing argument {i}")));
     let key = |i: usize| -> Result<Key, Fail> { Ok(arg(i)?.parse::<Key>().map_err(safecache::Error::from)?) };
     let role = arg(0)?;
-    let cache = Cache::open_ambient(ROOT, Options::default())?;
+    let inherited_lease = opts.inherit.then_some(LockMode::Exclusive);
+    let cache = Cache::open_ambient(ROOT, Options { inherited_lease, ..Options::default() })?;
+    if opts.delay_ms > 0 {
+        // SAFETY: a host import; the host sleeps in virtual time.
+        unsafe { host::sleep_ms(opts.delay_ms) };
+    }
     // Only a role told not to wait forever reads the clock: the others'
     // schedules stay exactly as they were.
     if opts.wait != Wait::Forever {
@@ -237,6 +263,18 @@ fn run(args: &[String], opts: Opts) -> Result<(), Fail> {
             report(&format!("clean entries={}", r.entries));
             Ok(())
         }
+        "lease-exit" => {
+            // Dies holding the shared lease, as after SIGKILL: its holder
+            // record stays behind (the host releases its locks).
+            let lease = cache.lease(LockMode::Shared, Wait::Forever)?;
+            report("done");
+            std::mem::forget(lease);
+            std::process::exit(0)
+        }
+        "lease-parent" => lease_parent(&cache, args.get(1).is_some_and(|a| a == "early")),
+        "clean-empties-locks" => clean_empties_locks(&cache, opts),
+        "pinread-unlocked" => pinread_unlocked(&cache, &key(1)?, opts),
+        "remove-inplace-locked" => remove_inplace_locked(&cache, &key(1)?, opts),
         "install" => install(&cache, &key(1)?, &key(2)?, false, opts),
         "dedupe" => dedupe(&key(1)?, true),
         "fill-shared-temp" => fill_shared_temp(&key(1)?),
@@ -339,22 +377,115 @@ fn fill(cache: &Cache, key: &Key, opts: Opts) -> Result<(), Fail> {
 
 fn read(cache: &Cache, key: &Key, pinned: bool, opts: Opts) -> Result<(), Fail> {
     let how = if pinned { "pinned" } else { "unpinned" };
-    let seen = if pinned {
-        match cache.pin(key, opts.wait)? {
-            Some(pin) => {
-                let seen = observe(pin.entry().path())?;
+    if pinned {
+        // One pin for every read: a remover or a cleaner must wait for all.
+        // The last read is reported after the pin is released, as the
+        // single read always was, so the schedules of older seeds stay.
+        let pin = cache.pin(key, opts.wait)?;
+        let mut last = String::new();
+        for i in 0..opts.repeat {
+            let seen = match &pin {
+                Some(pin) => {
+                    let seen = observe(pin.entry().path())?;
+                    opts.hold();
+                    seen
+                }
+                None => "absent".to_owned(),
+            };
+            if i + 1 < opts.repeat {
+                report(&format!("read {key} {how} {seen}"));
+            } else {
+                last = seen;
+            }
+        }
+        drop(pin);
+        report(&format!("read {key} {how} {last}"));
+    } else {
+        for _ in 0..opts.repeat {
+            let seen = match cache.get(key)? {
+                Some(entry) => observe(entry.path())?,
+                None => "absent".to_owned(),
+            };
+            report(&format!("read {key} {how} {seen}"));
+        }
+    }
+    Ok(())
+}
+
+/// The parent of `cargo safecache run --exclusive`: takes the exclusive
+/// lease, tells the host (which then starts the children, the roles with
+/// `inherit`), and keeps the lease until every child has exited. With
+/// `early` (a harness self-test) it lets the lease go before the children
+/// start, which the host must report.
+fn lease_parent(cache: &Cache, early: bool) -> Result<(), Fail> {
+    let lease = cache.lease(LockMode::Exclusive, Wait::Forever)?;
+    report("lease-held");
+    let lease = if early {
+        drop(lease);
+        None
+    } else {
+        Some(lease)
+    };
+    // SAFETY: a host import without arguments; it returns once the host has
+    // seen every child exit.
+    unsafe { host::wait_children() };
+    drop(lease);
+    Ok(())
+}
+
+/// A pinned read whose pin takes the shared lease but not the shared entry
+/// lock, so a remover does not wait for it: the core's `pin` with its entry
+/// lock left out.
+fn pinread_unlocked(cache: &Cache, key: &Key, opts: Opts) -> Result<(), Fail> {
+    let _lease = cache.lease(LockMode::Shared, opts.wait)?;
+    let entry = cache.get(key)?;
+    for _ in 0..opts.repeat {
+        let seen = match &entry {
+            Some(entry) => {
+                let seen = observe(entry.path())?;
                 opts.hold();
                 seen
             }
             None => "absent".to_owned(),
+        };
+        report(&format!("read {key} pinned {seen}"));
+    }
+    Ok(())
+}
+
+/// The core's `remove` with the rename aside left out: under the shared
+/// lease and the exclusive entry lock, it deletes the entry where it stands,
+/// so an unpinned reader can list a half-deleted entry.
+fn remove_inplace_locked(cache: &Cache, key: &Key, opts: Opts) -> Result<(), Fail> {
+    let _lease = cache.lease(LockMode::Shared, opts.wait)?;
+    let process = Process::default();
+    let lock = format!(".safecache/locks/{}.lock", digest(key));
+    process.lock(&lock)?;
+    let target = entry_path(key);
+    let removed = exists(&target)?;
+    let result = if removed { fs::remove_dir_all(&target) } else { Ok(()) };
+    process.unlock(&lock);
+    result?;
+    report(&format!("removed {key} {removed}"));
+    Ok(())
+}
+
+/// The core's `clean`, followed by what it must not do under an inherited
+/// lease: deleting the lock files (and use stamps), which the parent's
+/// other children may hold. A child that then locks a key creates a new
+/// lock file, which excludes nobody holding the old one.
+fn clean_empties_locks(cache: &Cache, opts: Opts) -> Result<(), Fail> {
+    let r = cache.clean(opts.wait)?;
+    for dir in [".safecache/used", ".safecache/locks"] {
+        for entry in fs::read_dir(Path::new(ROOT).join(dir))? {
+            let entry = entry?;
+            match fs::remove_file(entry.path()) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e.into()),
+                _ => {}
+            }
         }
-    } else {
-        match cache.get(key)? {
-            Some(entry) => observe(entry.path())?,
-            None => "absent".to_owned(),
-        }
-    };
-    report(&format!("read {key} {how} {seen}"));
+    }
+    report(&format!("clean entries={}", r.entries));
     Ok(())
 }
 
