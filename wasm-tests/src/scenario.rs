@@ -141,7 +141,7 @@ pub struct Scenario {
 
 impl Scenario {
     /// Every scenario name.
-    pub const NAMES: [&'static str; 14] = [
+    pub const NAMES: [&'static str; 15] = [
         "fill3",
         "churn",
         "clean",
@@ -156,6 +156,7 @@ impl Scenario {
         "mixed",
         "inherited",
         "probers",
+        "faults",
     ];
 
     /// The scenario `name`, with its concurrent roles in `variant`.
@@ -204,6 +205,24 @@ impl Scenario {
             ),
             // Every kind of role over three keys. Only two roles wait with a
             // timeout (see `timeouts`).
+            // One fault per faulty role, at a seeded operation and call: an
+            // ENOSPC, EIO, EACCES, EBUSY, EINTR or ENOLCK where the OS could
+            // give it. Each faulty role fails with it or never meets it; the
+            // others, and the final gc, must find the cache consistent.
+            "faults" => (
+                &[],
+                &[
+                    "fill a fault",
+                    "fill a",
+                    "fill b fault",
+                    "pinread a fault",
+                    "read b",
+                    "remove a fault",
+                    "gc fault",
+                    "clean nowait fault",
+                    "fill b",
+                ],
+            ),
             "mixed" => (
                 &[],
                 &[

@@ -67,6 +67,23 @@ fn sweep_every_role_over_three_keys() {
     assert_eq!(sweep_real("mixed", 0..120), 120);
 }
 
+/// One seeded fault (ENOSPC, EIO, EACCES, EBUSY, EINTR, ENOLCK) in each of
+/// several roles: every faulty role fails with it clearly or never meets
+/// it, and the others and the final gc find the cache consistent.
+#[test]
+fn sweep_faults_at_the_directory_handle() {
+    let scenario = Scenario::new("faults", Variant::Correct).unwrap();
+    assert_eq!(sweep_real("faults", 0..200), 200);
+    // The faults do fire: some runs report a role that failed with one.
+    let faulted = (0..20)
+        .filter(|&seed| {
+            let outcome = run(host(), &scenario, seed, None).unwrap();
+            outcome.report().contains("faulted ")
+        })
+        .count();
+    assert!(faulted > 0, "no fault fired in 20 seeds");
+}
+
 /// Children of a parent that holds the exclusive lease, opened with
 /// `inherited_lease: Some(Exclusive)`: fills, pins, a remove, a clean and
 /// a gc, which all run without taking the lease.

@@ -149,6 +149,9 @@ struct Opts {
     inherit: bool,
     /// Virtual milliseconds to sleep before the operation.
     delay_ms: i64,
+    /// Whether one fault, chosen from the seeded random stream, is injected
+    /// at the directory-handle boundary (`safecache::faults`).
+    fault: bool,
 }
 
 impl Opts {
@@ -172,7 +175,7 @@ impl Opts {
 /// Splits the options (`nowait`, `timeout=MS`, `forever`, `hold=MS`) from
 /// the role's positional arguments.
 fn parse_opts(args: &[String]) -> Result<(Vec<String>, Opts), Fail> {
-    let mut opts = Opts { wait: Wait::Forever, hold_ms: 0, repeat: 1, inherit: false, delay_ms: 0 };
+    let mut opts = Opts { wait: Wait::Forever, hold_ms: 0, repeat: 1, inherit: false, delay_ms: 0, fault: false };
     let mut positional = Vec::new();
     for arg in args {
         let ms = |v: &str| v.parse::<u64>().map_err(|e| other(format!("bad number in `{arg}`: {e}")));
@@ -190,6 +193,8 @@ fn parse_opts(args: &[String]) -> Result<(Vec<String>, Opts), Fail> {
             opts.delay_ms = i64::try_from(ms(v)?).unwrap_or(i64::MAX);
         } else if arg == "inherit" {
             opts.inherit = true;
+        } else if arg == "fault" {
+            opts.fault = true;
         } else {
             positional.push(arg.clone());
         }
@@ -206,8 +211,18 @@ pub(crate) fn main() {
             std::process::exit(1);
         }
     };
+    if opts.fault {
+        inject_fault();
+    }
     match run(&args, opts) {
         Ok(()) => report("done"),
+        // The injected fault fired: failing with it, clearly, is this role's
+        // expected outcome. The run's invariants then check that the cache
+        // stayed consistent.
+        Err(e) if e.msg.contains("injected:") => {
+            report(&format!("faulted {}", e.msg));
+            report("done");
+        }
         Err(Fail { busy_line: Some(line), .. }) if opts.wait != Wait::Forever => {
             // Expected when the role may not wait forever: say what was busy
             // and who held it, for the host to check against its lock table.
@@ -220,6 +235,29 @@ pub(crate) fn main() {
             std::process::exit(1);
         }
     }
+}
+
+/// Plans one fault from the seeded random stream: which operation, which
+/// call of it, and how it fails, as the OS would.
+fn inject_fault() {
+    use safecache::faults::{Failure, Fault, Op, inject};
+    let mut bytes = [0u8; 3];
+    if getrandom::fill(&mut bytes).is_err() {
+        return;
+    }
+    let (op, failures): (Op, &[Failure]) = match bytes[0] % 7 {
+        0 => (Op::CreateDir, &[Failure::NoSpace]),
+        1 => (Op::Write, &[Failure::NoSpace, Failure::Io]),
+        2 => (Op::Open, &[Failure::Interrupted, Failure::Access]),
+        3 => (Op::Lock, &[Failure::Interrupted, Failure::NoLocks]),
+        4 => (Op::Sync, &[Failure::Io]),
+        5 => (Op::Rename, &[Failure::Access, Failure::Busy]),
+        _ => (Op::Remove, &[Failure::Access, Failure::Busy]),
+    };
+    let failure = failures[usize::from(bytes[2]) % failures.len()];
+    let nth = usize::from(bytes[1] % 12);
+    report(&format!("fault {op:?}#{nth} {failure:?}"));
+    inject(&[Fault { op, nth, failure }]);
 }
 
 thread_local! {
