@@ -45,8 +45,13 @@ impl Ctx {
     }
 
     fn open_with(&self, options: Options) -> Result<Cache> {
-        Cache::open_ambient(&self.cache_dir, options)
-            .with_context(|| format!("cannot use cache dir `{}`", self.cache_dir.display()))
+        let cache = Cache::open_ambient(&self.cache_dir, options)
+            .with_context(|| format!("cannot use cache dir `{}`", self.cache_dir.display()))?;
+        // Said once per command: each command opens the cache once.
+        if let Some(warning) = cache.lock_warning() {
+            self.ui.warn(warning);
+        }
+        Ok(cache)
     }
 
     /// Runs a core operation that may block, and clears the wait display

@@ -82,6 +82,8 @@ pub(crate) struct Inner {
     pub(crate) options: Options,
     /// Fills in flight among this process's threads.
     pub(crate) flights: OnceMap<Key>,
+    /// The network or userspace filesystem the cache is on, if any.
+    shared_fs: Option<&'static str>,
 }
 
 /// The cache-wide lease, held: the handle through which code that holds the
@@ -244,8 +246,29 @@ impl Cache {
         check_trust(&root, path, &options)?;
         ensure_marker(&root, path, &mode)?;
         check_trust(&root, path, &options)?;
+        let shared_fs = root.shared_filesystem();
+        if let Some(fs) = shared_fs {
+            tracing::warn!(path = %path.display(), filesystem = fs, "the cache is on a network or userspace filesystem");
+        }
         Ok(Cache {
-            inner: Arc::new(Inner { root: Arc::new(root), path: path.to_owned(), options, flights: OnceMap::new() }),
+            inner: Arc::new(Inner {
+                shared_fs, root: Arc::new(root), path: path.to_owned(), options, flights: OnceMap::new() }),
+        })
+    }
+
+    /// Why locks on this cache may not keep every process apart, if there is
+    /// a reason to think so: the cache is on a network or userspace
+    /// filesystem (NFS, SMB, FUSE, ...), where flock may be emulated or not
+    /// reach other machines. Locks that fail outright are refused
+    /// ([`Error::LocksUnsupported`]); this is the case where they seem to
+    /// work, which a front end should say once.
+    pub fn lock_warning(&self) -> Option<String> {
+        self.inner.shared_fs.map(|fs| {
+            format!(
+                "the cache at `{}` is on {fs}, where file locks may be emulated or not reach other machines: \
+                 share it only between processes on this machine, or move it to a local filesystem",
+                self.inner.path.display()
+            )
         })
     }
 

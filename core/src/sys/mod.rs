@@ -232,6 +232,14 @@ impl Root {
         self.imp.cap_dir()
     }
 
+    /// The name of the network or userspace filesystem the root is on (NFS,
+    /// CIFS/SMB, FUSE, 9p, Ceph, ...), where flock may be missing, emulated,
+    /// or not seen by other machines; `None` for a local filesystem or where
+    /// it cannot be told.
+    pub(crate) fn shared_filesystem(&self) -> Option<&'static str> {
+        shared_filesystem_name(self.imp.fs_magic()?)
+    }
+
     /// Creates one directory, with [`Modes::dir`]; `AlreadyExists` if the
     /// name is taken.
     pub(crate) fn create_dir(&self, rel: &str) -> io::Result<()> {
@@ -412,6 +420,23 @@ impl Root {
     }
 }
 
+/// Network and userspace filesystems by their Linux statfs magic numbers.
+fn shared_filesystem_name(magic: u64) -> Option<&'static str> {
+    Some(match magic {
+        0x6969 => "NFS",
+        0xFF53_4D42 => "CIFS",
+        0xFE53_4D42 => "SMB2",
+        0x517B => "SMB",
+        0x6573_5546 => "FUSE",
+        0x0102_1997 => "9p",
+        0x00C3_6400 => "Ceph",
+        0x5346_414F => "AFS",
+        0x0BD0_0BD0 => "Lustre",
+        0x4750_4653 => "GPFS",
+        _ => return None,
+    })
+}
+
 /// The device and inode that the ambient `path` names, without following a
 /// symlink at its end (`None` where the target has no such identity). Only
 /// for checking that a path handed to another program still leads where
@@ -445,6 +470,15 @@ pub(crate) fn now() -> SystemTime {
 #[allow(clippy::disallowed_methods)] // the one place that reads it
 pub(crate) fn monotonic() -> Instant {
     Instant::now()
+}
+
+#[cfg(test)]
+#[test]
+fn network_filesystems_are_told_apart_from_local_ones() {
+    assert_eq!(shared_filesystem_name(0x6969), Some("NFS"));
+    assert_eq!(shared_filesystem_name(0x6573_5546), Some("FUSE"));
+    assert_eq!(shared_filesystem_name(0xEF53), None, "ext4");
+    assert_eq!(shared_filesystem_name(0x0102_1994), None, "tmpfs");
 }
 
 /// Sleeps this thread (native lock polling only).

@@ -79,6 +79,17 @@ impl Dir {
         &self.dir
     }
 
+    /// The kind of filesystem the root is on, by its statfs magic number.
+    #[cfg(target_os = "linux")]
+    pub(crate) fn fs_magic(&self) -> Option<u64> {
+        rustix::fs::fstatfs(&self.dir).ok().map(|s| u64::try_from(s.f_type).unwrap_or(0))
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    pub(crate) fn fs_magic(&self) -> Option<u64> {
+        None
+    }
+
     pub(crate) fn create_dir(&self, rel: &str) -> io::Result<()> {
         use cap_std::fs::DirBuilderExt;
         let mut builder = cap_std::fs::DirBuilder::new();

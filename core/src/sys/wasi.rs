@@ -67,6 +67,10 @@ impl Dir {
         Ok(Dir { root: path.to_owned() })
     }
 
+    pub(crate) fn fs_magic(&self) -> Option<u64> {
+        None
+    }
+
     fn at(&self, rel: impl AsRef<Path>) -> PathBuf {
         let rel = rel.as_ref();
         if rel.as_os_str().is_empty() { self.root.clone() } else { self.root.join(rel) }
