@@ -33,9 +33,9 @@ impl fmt::Display for LockMode {
 /// How long an operation may wait for a lock.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub enum Wait {
-    /// Fail at once with [`Error::Busy`] if the lock is held.
+    /// Fail at once with [`Error::Busy`](crate::Error::Busy) if the lock is held.
     NoWait,
-    /// Wait at most this long, then fail with [`Error::Busy`].
+    /// Wait at most this long, then fail with [`Error::Busy`](crate::Error::Busy).
     Timeout(Duration),
     /// Wait for as long as it takes.
     #[default]
