@@ -1,20 +1,44 @@
-//! This defines the command line: the global options, the subcommands, and
-//! the two ways to be invoked (`cargo safecache ARGS` through cargo, which
-//! runs `cargo-safecache safecache ARGS`, and `cargo-safecache ARGS`
-//! directly).
+//! This defines the command line: the global options, the subcommands, their
+//! help, and the three ways to be invoked (`cargo safecache ARGS` through
+//! cargo, which runs `cargo-safecache safecache ARGS`; `cargo-safecache ARGS`
+//! and `safecache ARGS` directly). Completions and the man page are generated
+//! from it.
 
 use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
 use safecache::Key;
 
-/// Exit codes and environment, shown at the end of every `--help`.
-macro_rules! reference {
-    () => {
-        "\
-Environment:
+/// Which of the two binaries is running: they are the same program, and
+/// differ only in the name they answer to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Binary {
+    /// `cargo-safecache`, usually run by cargo as `cargo safecache`.
+    CargoSafecache,
+    /// `safecache`, for people who do not go through cargo.
+    Safecache,
+}
+
+/// The cargo form's name, as the user types it.
+const CARGO_FORM: &str = "cargo safecache";
+
+/// The name the user invoked the program by, for usage, help and hints:
+/// `cargo safecache` when cargo ran `cargo-safecache safecache ARGS`, else
+/// the binary's own name.
+pub(crate) fn invoked_as(binary: Binary, args: &[OsString]) -> &'static str {
+    match binary {
+        Binary::Safecache => "safecache",
+        Binary::CargoSafecache if args.get(1).is_some_and(|a| a == "safecache") => CARGO_FORM,
+        Binary::CargoSafecache => "cargo-safecache",
+    }
+}
+
+/// Environment and exit codes, at the end of the top-level `--help` only:
+/// repeating them under every subcommand buried each one's own help.
+const REFERENCE: &str = "\
+Environment (an empty variable counts as unset):
   SAFECACHE_DIR           cache directory (default: $XDG_CACHE_HOME/safecache)
   SAFECACHE_LOCK_TIMEOUT  seconds to wait for a lock; 0: don't wait; `never`
                           (default: forever on a terminal, 300 otherwise)
@@ -22,24 +46,63 @@ Environment:
   SAFECACHE_ALLOW_UNTRUSTED_CACHE  1: like --allow-untrusted-cache
   SAFECACHE_LOG           tracing filter for diagnostics on stderr, e.g. `debug`
   `run` exports to CMD: SAFECACHE_DIR, SAFECACHE_LEASE (shared|exclusive),
-  SAFECACHE_LEASE_DIR (the canonical cache path) and, with --key, SAFECACHE_OUT.
+  SAFECACHE_LEASE_DIR (the canonical cache path) and, with --key,
+  SAFECACHE_OUT (to the fill) and SAFECACHE_ENTRY (the entry's path).
 
 Exit codes:
   0    ok
   N    `run`: CMD's own exit status (128+SIGNAL if a signal killed it)
-  1    `path`: the key is not in the cache
+  1    `path`, `run --pin`: the key is not in the cache
   2    usage error: bad option or argument, invalid key, a cache dir that is
        not a directory or not a cache
   75   a lock timed out, or was busy under --lock-timeout 0
   77   the cache belongs to another user or others can write to it
   101  any other failure
 
-Full documentation: docs/CLI.md"
-    };
-}
+Examples:
+  {bin} run --key demo/hello --fill 'echo hello > \"$SAFECACHE_OUT/greeting\"' \\
+      -- sh -c 'cat \"$SAFECACHE_ENTRY/greeting\"'
+  {bin} ls
+  {bin} --lock-timeout 60 clean";
 
-/// The end of the top-level `--help`.
-pub(crate) const AFTER_HELP: &str = reference!();
+/// Examples at the end of each subcommand's `--help` (not `-h`); `{bin}`
+/// stands for the name the user invoked.
+const EXAMPLES: [(&str, &str); 10] = [
+    (
+        "run",
+        "  # Fill git/serde once, however many run this at once, then use it pinned:
+  {bin} run --key git/serde \\
+      --fill 'git clone -q https://github.com/serde-rs/serde \"$SAFECACHE_OUT\"' \\
+      -- sh -c 'git -C \"$SAFECACHE_ENTRY\" log -1 --oneline'
+  # Hold a shared lease while a tool uses the cache, so `clean` waits:
+  {bin} run -- make
+  # A tool that rewrites the cache itself takes the lease exclusively:
+  {bin} run --exclusive -- pip-compile --rebuild",
+    ),
+    ("path", "  {bin} path git/serde || echo 'not cached'"),
+    ("ls", "  {bin} ls\n  {bin} --message-format json ls"),
+    ("status", "  {bin} status\n  {bin} --message-format json status"),
+    (
+        "rm",
+        "  {bin} rm git/serde git/tokio\n  # Fail at once (exit 75) instead of waiting for a pin:\n  {bin} --lock-timeout 0 rm git/serde",
+    ),
+    (
+        "clean",
+        "  {bin} clean\n  # Wait at most a minute for the processes using the cache:\n  {bin} --lock-timeout 60 clean",
+    ),
+    ("gc", "  {bin} gc"),
+    ("init", "  {bin} init ~/.cache/mytool\n  {bin} --cache-dir ~/.cache/mytool ls"),
+    (
+        "completions",
+        "  {bin} completions bash > ~/.local/share/bash-completion/completions/safecache
+  {bin} completions zsh > ~/.zfunc/_safecache
+  {bin} completions fish > ~/.config/fish/completions/safecache.fish",
+    ),
+    (
+        "man",
+        "  {bin} man > safecache.1 && man -l safecache.1\n  {bin} man --dir ~/.local/share/man/man1 && man safecache-run",
+    ),
+];
 
 /// `cargo safecache ...`, as cargo invokes it: `cargo-safecache safecache ...`.
 #[derive(Debug, Parser)]
@@ -49,13 +112,12 @@ pub(crate) enum CargoCli {
     Safecache(App),
 }
 
-/// `cargo-safecache ...`, invoked directly.
+/// `cargo-safecache ...` or `safecache ...`, invoked directly.
 #[derive(Debug, Parser)]
 #[command(
     name = "cargo-safecache",
     version,
     about = "Run commands with cache leases, single-flight fills and pins on a shared cache directory.",
-    after_help = AFTER_HELP,
     subcommand_required = true
 )]
 pub(crate) struct App {
@@ -76,17 +138,38 @@ pub(crate) struct GlobalOpts {
     /// Seconds to wait for a lock before failing with exit code 75; 0 means
     /// don't wait, `never` waits without limit. [default: forever on a
     /// terminal, 300 otherwise]
-    #[arg(long, global = true, value_name = "SECS", env = "SAFECACHE_LOCK_TIMEOUT", value_parser = parse_timeout)]
+    // Values are hidden because clap shows an unset variable as `NAME=`.
+    #[arg(
+        long,
+        global = true,
+        value_name = "SECS",
+        env = "SAFECACHE_LOCK_TIMEOUT",
+        hide_env_values = true,
+        value_parser = parse_timeout
+    )]
     pub(crate) lock_timeout: Option<Duration>,
 
     /// Open the cache even if another user owns it or others can write to
     /// it. Without this, such a cache is refused (exit 77): another user
-    /// could redirect this process's writes (docs/SECURITY.md).
-    #[arg(long, global = true, env = "SAFECACHE_ALLOW_UNTRUSTED_CACHE", value_parser = clap::builder::FalseyValueParser::new())]
+    /// could redirect this process's writes.
+    #[arg(
+        long,
+        global = true,
+        env = "SAFECACHE_ALLOW_UNTRUSTED_CACHE",
+        hide_env_values = true,
+        value_parser = clap::builder::FalseyValueParser::new()
+    )]
     pub(crate) allow_untrusted_cache: bool,
 
     /// When to color status messages.
-    #[arg(long, global = true, value_name = "WHEN", env = "CARGO_TERM_COLOR", default_value = "auto")]
+    #[arg(
+        long,
+        global = true,
+        value_name = "WHEN",
+        env = "CARGO_TERM_COLOR",
+        hide_env_values = true,
+        default_value = "auto"
+    )]
     pub(crate) color: ColorWhen,
 
     /// More diagnostics on stderr (-v: info, -vv: debug); SAFECACHE_LOG overrides.
@@ -128,54 +211,90 @@ pub(crate) enum MessageFormat {
 pub(crate) enum Command {
     /// Run CMD under a lease on the cache; with --key, fill KEY by running
     /// CMD once (single-flight).
-    #[command(after_help = RUN_AFTER_HELP)]
+    ///
+    /// Without --key, CMD runs while this process holds a shared lease on the
+    /// cache (exclusive with --exclusive), so `clean` waits for it. With
+    /// --key KEY, CMD runs only if KEY is absent, with SAFECACHE_OUT set to an
+    /// empty private directory that is published as KEY if CMD exits 0;
+    /// concurrent runs of one KEY run CMD once and all print the entry's path
+    /// as the last line on stdout. With --key KEY --fill FILL, FILL fills KEY
+    /// that way and CMD then runs with KEY pinned and SAFECACHE_ENTRY set to
+    /// its path.
+    ///
+    /// SIGINT, SIGTERM and SIGHUP are forwarded to CMD's process group;
+    /// whatever CMD leaves running is killed when it exits; `run` exits with
+    /// CMD's status.
     Run(RunArgs),
     /// Print the absolute path of KEY's entry; exit 1 if it is absent.
-    #[command(after_help = AFTER_HELP)]
+    ///
+    /// Without a pin, the entry may be removed at any time after `path`
+    /// returns: to use an entry safely, use `run --key KEY --fill FILL -- CMD`
+    /// or `run --pin KEY -- CMD`.
     Path {
         /// The entry's key, e.g. `git/serde`.
         #[arg(value_parser = parse_key)]
         key: Key,
     },
     /// List entries with size and last use.
-    #[command(after_help = AFTER_HELP)]
+    ///
+    /// The size counts the bytes of regular files only (not symlinks). Files
+    /// adopted by `init` whose names are not valid keys show by their stored
+    /// names.
     Ls,
     /// Show who holds every lease, pin and fill, plus orphans, trash and sizes.
-    #[command(after_help = AFTER_HELP)]
+    ///
+    /// Takes no lock and never waits. Every orphan it lists is one the next
+    /// `gc` reclaims.
     Status,
     /// Remove entries; waits for their pins and fills to finish.
-    #[command(after_help = AFTER_HELP)]
+    ///
+    /// Removing an absent key is not an error. With --lock-timeout 0, a pinned
+    /// entry fails at once with exit 75, naming the process that pins it.
     Rm {
         /// Keys of the entries to remove.
         #[arg(required = true, value_parser = parse_key)]
         keys: Vec<Key>,
     },
     /// Remove every entry; waits until nobody uses the cache.
-    #[command(after_help = AFTER_HELP)]
+    ///
+    /// It needs the exclusive lease, so it waits for every `run` using the
+    /// cache, saying at once whom it waits for and how to stop waiting.
     Clean,
     /// Reclaim what killed processes left behind (orphaned temps and trash).
-    #[command(after_help = AFTER_HELP)]
+    ///
+    /// It runs beside fills, pins and removes without disturbing them and
+    /// never touches a published entry.
     Gc,
     /// Adopt an existing non-empty directory as a cache (its files become entries).
-    #[command(after_help = AFTER_HELP)]
+    ///
+    /// Other commands refuse a non-empty directory without the `.safecache`
+    /// marker, so a typo cannot turn `$HOME` into something `clean` empties.
+    /// On a directory that is already a cache, it changes nothing and says so.
     Init {
         /// The directory. [default: the cache dir]
         dir: Option<PathBuf>,
     },
+    /// Print a shell completion script for `safecache` to stdout.
+    ///
+    /// Save it where the shell loads completions from (see the examples). The
+    /// script completes the `safecache` command, which is installed beside
+    /// `cargo-safecache`.
+    Completions {
+        /// The shell to complete for.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Print the man page for `safecache` (roff) to stdout.
+    ///
+    /// The page lists the subcommands as pages of their own,
+    /// `safecache-run(1)` and so on: --dir DIR writes all of them.
+    Man {
+        /// Write `safecache.1` and one page per subcommand into DIR instead,
+        /// and print their paths.
+        #[arg(long, value_name = "DIR")]
+        dir: Option<PathBuf>,
+    },
 }
-
-const RUN_AFTER_HELP: &str = concat!(
-    "\
-Without --key, CMD runs while this process holds a shared lease on the cache
-(exclusive with --exclusive), so `clean` waits for it. With --key KEY, CMD
-runs only if KEY is absent, with SAFECACHE_OUT set to an empty private
-directory that is published as KEY if CMD exits 0; concurrent runs of one KEY
-run CMD once and all print the entry's path as the last line on stdout.
-
-SIGINT, SIGTERM and SIGHUP are forwarded to CMD's process group; whatever
-CMD leaves running is killed when it exits; `run` exits with CMD's status.\n\n",
-    reference!()
-);
 
 /// `run`'s arguments.
 #[derive(Debug, Args)]
@@ -227,13 +346,66 @@ fn parse_timeout(s: &str) -> Result<Duration, String> {
     }
 }
 
-/// Parses `args` (the full argv), in the cargo form when the first argument
-/// is `safecache`, else directly.
-pub(crate) fn parse(args: Vec<OsString>) -> Result<App, clap::Error> {
-    if args.get(1).is_some_and(|a| a == "safecache") {
-        let CargoCli::Safecache(app) = CargoCli::try_parse_from(args)?;
+/// The command line of the program invoked as `invoked` (see
+/// [`invoked_as`]), with each subcommand's examples in its long help.
+pub(crate) fn command(invoked: &'static str) -> clap::Command {
+    let with_examples = |mut cmd: clap::Command| {
+        for (sub, examples) in EXAMPLES {
+            let text = format!("Examples:\n{}", examples.replace("{bin}", invoked));
+            cmd = cmd.mut_subcommand(sub, |c| c.after_long_help(text));
+        }
+        cmd.after_long_help(REFERENCE.replace("{bin}", invoked))
+    };
+    if invoked == CARGO_FORM {
+        CargoCli::command().mut_subcommand("safecache", with_examples)
+    } else {
+        with_examples(App::command().name(invoked).bin_name(invoked))
+    }
+}
+
+/// Parses `args` (the full argv) as the program invoked as `invoked`.
+pub(crate) fn parse(invoked: &'static str, args: Vec<OsString>) -> Result<App, clap::Error> {
+    let mut cmd = command(invoked);
+    let mut matches = cmd.try_get_matches_from_mut(args)?;
+    if invoked == CARGO_FORM {
+        let CargoCli::Safecache(app) = CargoCli::from_arg_matches_mut(&mut matches).map_err(|e| e.format(&mut cmd))?;
         Ok(app)
     } else {
-        App::try_parse_from(args)
+        App::from_arg_matches_mut(&mut matches).map_err(|e| e.format(&mut cmd))
     }
+}
+
+/// The command completions and the man page describe: `safecache`, the name
+/// people type outside cargo (cargo's own completion covers `cargo <TAB>`),
+/// unless the user ran `cargo-safecache` by that name.
+fn documented(invoked: &'static str) -> (clap::Command, &'static str) {
+    let name = if invoked == "cargo-safecache" { "cargo-safecache" } else { "safecache" };
+    (command(name), name)
+}
+
+/// A completion script for `shell`.
+pub(crate) fn completions(invoked: &'static str, shell: clap_complete::Shell) -> Vec<u8> {
+    let (mut cmd, name) = documented(invoked);
+    let mut out = Vec::new();
+    clap_complete::generate(shell, &mut cmd, name, &mut out);
+    out
+}
+
+/// The man page, in roff.
+pub(crate) fn man_page(invoked: &'static str) -> std::io::Result<Vec<u8>> {
+    let (cmd, _) = documented(invoked);
+    let mut out = Vec::new();
+    // A page for `help` would only repeat `--help`.
+    clap_mangen::Man::new(cmd.disable_help_subcommand(true)).render(&mut out)?;
+    Ok(out)
+}
+
+/// Writes the man page and one per subcommand into `dir`, and returns
+/// their paths.
+pub(crate) fn man_pages(invoked: &'static str, dir: &std::path::Path) -> std::io::Result<Vec<PathBuf>> {
+    let (cmd, name) = documented(invoked);
+    clap_mangen::generate_to(cmd.clone(), dir)?;
+    let subs =
+        cmd.get_subcommands().map(|s| format!("{name}-{}.1", s.get_name())).filter(|f| f != &format!("{name}-help.1"));
+    Ok(std::iter::once(format!("{name}.1")).chain(subs).map(|f| dir.join(f)).collect())
 }

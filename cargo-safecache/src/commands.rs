@@ -12,7 +12,7 @@ use serde_json::json;
 
 use crate::ctx::Ctx;
 use crate::exit::{self, Coded};
-use crate::ui::fmt_bytes;
+use crate::ui::{fmt_bytes, naming_dir};
 
 pub(crate) fn path(ctx: &Ctx, key: &Key) -> Result<u8> {
     let cache = ctx.open()?;
@@ -70,7 +70,7 @@ pub(crate) fn ls(ctx: &Ctx) -> Result<u8> {
         }));
     }
     if entries.is_empty() {
-        ctx.ui.status("Empty", format!("no entries in `{}`", cache.path().display()));
+        ctx.ui.status("Listed", format!("0 entries: the cache at `{}` is empty", cache.path().display()));
     }
     Ok(exit::OK)
 }
@@ -217,10 +217,23 @@ pub(crate) fn init(ctx: &Ctx, dir: Option<PathBuf>) -> Result<u8> {
         Some(dir) => std::path::absolute(&dir).with_context(|| format!("cannot resolve `{}`", dir.display()))?,
         None => ctx.cache_dir.clone(),
     };
-    let cache = Cache::init_ambient(&dir, ctx.options(None))
-        .with_context(|| format!("cannot adopt `{}` as a cache", dir.display()))?;
-    let entries = cache.entries()?.len();
-    ctx.ui.status("Initialized", format!("cache at `{}` with {entries} entries", cache.path().display()));
-    ctx.ui.json(json!({ "reason": "initialized", "path": json_path(cache.path()), "entries": entries }));
+    // Whether it was a cache before is only for the message: a race with
+    // another `init` changes the wording, never what happens.
+    let was_cache = std::fs::symlink_metadata(dir.join(safecache::MARKER_DIR)).is_ok();
+    let cache = naming_dir(Cache::init_ambient(&dir, ctx.options(None)), "cannot adopt", &dir, "as a cache")?;
+    let n = cache.entries()?.len();
+    let entries = count(n, "entry", "entries");
+    let shown = cache.path().display();
+    if was_cache {
+        ctx.ui.status("Unchanged", format!("`{shown}` is already a cache ({entries})"));
+    } else {
+        ctx.ui.status("Initialized", format!("a cache at `{shown}` ({entries})"));
+    }
+    ctx.ui.json(json!({
+        "reason": "initialized",
+        "path": json_path(cache.path()),
+        "entries": n,
+        "already": was_cache,
+    }));
     Ok(exit::OK)
 }

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use safecache::{Cache, LockMode, Options, Wait};
 
 use crate::inherit;
@@ -45,8 +45,12 @@ impl Ctx {
     }
 
     fn open_with(&self, options: Options) -> Result<Cache> {
-        let cache = Cache::open_ambient(&self.cache_dir, options)
-            .with_context(|| format!("cannot use cache dir `{}`", self.cache_dir.display()))?;
+        let cache = crate::ui::naming_dir(
+            Cache::open_ambient(&self.cache_dir, options),
+            "cannot use cache dir",
+            &self.cache_dir,
+            "",
+        )?;
         // Said once per command: each command opens the cache once.
         if let Some(warning) = cache.lock_warning() {
             self.ui.warn(warning);

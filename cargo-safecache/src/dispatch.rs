@@ -21,7 +21,7 @@ use crate::{commands, run};
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// Runs the CLI and returns the process's exit code.
-pub(crate) fn main_impl() -> u8 {
+pub(crate) fn main_impl(binary: cli::Binary) -> u8 {
     // An empty variable means "unset", as shells and most tools treat it;
     // clap would reject it as an empty value.
     for var in ["SAFECACHE_DIR", "SAFECACHE_LOCK_TIMEOUT", "CARGO_TERM_COLOR", "SAFECACHE_ALLOW_UNTRUSTED_CACHE"] {
@@ -31,9 +31,11 @@ pub(crate) fn main_impl() -> u8 {
             unsafe { std::env::remove_var(var) };
         }
     }
-    let app = match cli::parse(std::env::args_os().collect()) {
+    let args: Vec<_> = std::env::args_os().collect();
+    let invoked = cli::invoked_as(binary, &args);
+    let app = match cli::parse(invoked, args) {
         Ok(app) => app,
-        Err(e) => return clap_error(&e),
+        Err(e) => return clap_error(&e, invoked),
     };
     let g = &app.global;
     let color = match g.color {
@@ -43,7 +45,7 @@ pub(crate) fn main_impl() -> u8 {
     };
     let ui = Arc::new(Ui::new(g.message_format == MessageFormat::Json, g.quiet, color));
     init_tracing(g.verbose, color);
-    match dispatch(app, &ui) {
+    match dispatch(app, &ui, invoked) {
         Ok(code) => code,
         Err(e) => {
             let code = exit::code_of(&e);
@@ -56,7 +58,7 @@ pub(crate) fn main_impl() -> u8 {
 
 /// Prints a clap error: help and version as clap renders them, usage errors
 /// as one line (exit 2).
-fn clap_error(e: &clap::Error) -> u8 {
+fn clap_error(e: &clap::Error, invoked: &str) -> u8 {
     use clap::error::ErrorKind;
     match e.kind() {
         ErrorKind::DisplayHelp | ErrorKind::DisplayVersion | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
@@ -76,7 +78,7 @@ fn clap_error(e: &clap::Error) -> u8 {
             if let Some(rest) = msg.strip_prefix("error: ") {
                 msg = rest.to_owned();
             }
-            msg.push_str("; run `cargo safecache help` for usage");
+            msg.push_str(&format!("; run `{invoked} help` for usage"));
             crate::ui::write_stderr(&format!("error: {msg}"));
             exit::USAGE
         }
@@ -101,7 +103,24 @@ fn init_tracing(verbose: u8, color: bool) {
         .try_init();
 }
 
-fn dispatch(app: App, ui: &Arc<Ui>) -> Result<u8> {
+fn dispatch(app: App, ui: &Arc<Ui>, invoked: &'static str) -> Result<u8> {
+    // These describe the program, not a cache: they must work without one
+    // (and without HOME).
+    match app.command {
+        Command::Completions { shell } => return print_stdout(&cli::completions(invoked, shell)),
+        Command::Man { dir: None } => {
+            return print_stdout(&cli::man_page(invoked).context("cannot render the man page")?);
+        }
+        Command::Man { dir: Some(dir) } => {
+            let pages = cli::man_pages(invoked, &dir)
+                .with_context(|| format!("cannot write the man pages into `{}`", dir.display()))?;
+            for page in pages {
+                ui.out_path(&page).context("cannot write to stdout")?;
+            }
+            return Ok(exit::OK);
+        }
+        _ => {}
+    }
     let g = app.global;
     let cache_dir = resolve_cache_dir(g.cache_dir)?;
     let timeout = match g.lock_timeout {
@@ -125,7 +144,17 @@ fn dispatch(app: App, ui: &Arc<Ui>) -> Result<u8> {
         Command::Clean => commands::clean(&ctx),
         Command::Gc => commands::gc(&ctx),
         Command::Init { dir } => commands::init(&ctx, dir),
+        Command::Completions { .. } | Command::Man { .. } => Ok(exit::OK),
     }
+}
+
+/// Writes generated text to stdout; failing to is an error, since the text
+/// is the command's whole result.
+fn print_stdout(bytes: &[u8]) -> Result<u8> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    out.write_all(bytes).and_then(|()| out.flush()).context("cannot write to stdout")?;
+    Ok(exit::OK)
 }
 
 /// `--cache-dir`, else `SAFECACHE_DIR` (clap reads both), else the platform

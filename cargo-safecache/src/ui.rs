@@ -167,3 +167,23 @@ pub(crate) fn fmt_bytes(bytes: u64) -> String {
     }
     if unit == 0 { format!("{bytes} B") } else { format!("{value:.1} {}", UNITS[unit]) }
 }
+
+/// Adds "`before` `dir` `after`" as context to a core error, unless the
+/// error already names `dir`: "cannot use `/c`: `/c` is not a directory"
+/// says the same thing twice.
+pub(crate) fn naming_dir<T>(
+    result: Result<T, safecache::Error>,
+    before: &str,
+    dir: &Path,
+    after: &str,
+) -> anyhow::Result<T> {
+    result.map_err(|e| {
+        let shown = dir.display().to_string();
+        if e.to_string().contains(&shown) {
+            anyhow::Error::new(e)
+        } else {
+            let after = if after.is_empty() { String::new() } else { format!(" {after}") };
+            anyhow::Error::new(e).context(format!("{before} `{shown}`{after}"))
+        }
+    })
+}

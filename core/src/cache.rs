@@ -252,7 +252,12 @@ impl Cache {
         }
         Ok(Cache {
             inner: Arc::new(Inner {
-                shared_fs, root: Arc::new(root), path: path.to_owned(), options, flights: OnceMap::new() }),
+                shared_fs,
+                root: Arc::new(root),
+                path: path.to_owned(),
+                options,
+                flights: OnceMap::new(),
+            }),
         })
     }
 

@@ -1,0 +1,26 @@
+//! The code of `cargo-safecache` and `safecache`: both binaries' `main` is
+//! [`main`], which returns the process's exit code (docs/CLI.md lists
+//! them). It is a library only so that two binaries can share it; it is not
+//! an API.
+
+mod cli;
+mod commands;
+mod ctx;
+mod dispatch;
+mod exit;
+mod inherit;
+mod run;
+mod tree;
+mod ui;
+
+pub use cli::Binary;
+
+/// Runs the program as `binary` and returns the process's exit code.
+pub fn main(binary: Binary) -> std::process::ExitCode {
+    // `run`'s supervisor is this binary re-executed (see `tree`): it must
+    // not parse the command line or read the environment as the CLI does.
+    if let Some(code) = tree::supervisor_main() {
+        return std::process::ExitCode::from(code);
+    }
+    std::process::ExitCode::from(dispatch::main_impl(binary))
+}
