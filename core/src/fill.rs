@@ -146,6 +146,9 @@ impl Leased {
         let _span = tracing::info_span!("fill", %key).entered();
         let cache = &self.cache;
         let started_ms = failed::now_ms();
+        // Whether this call waited for another fill of the key: only then
+        // does that fill's failure become this call's.
+        let mut waited = false;
         let _leader = loop {
             if let Some(entry) = cache.lookup(key)? {
                 return Ok(Filled { entry, filled: false });
@@ -153,6 +156,7 @@ impl Leased {
             match cache.inner.flights.join(key) {
                 Ok(leader) => break leader,
                 Err(follower) => {
+                    waited = true;
                     if deadline.no_wait() || !follower.wait(deadline.end(), sys::monotonic) {
                         // The holder is this very process: another thread's fill.
                         let name = LockName::Entry(key.to_string());
@@ -167,13 +171,20 @@ impl Leased {
                 }
             }
         };
-        let entry_lock = cache.entry_lock(key, LockMode::Exclusive, deadline)?;
+        let entry_lock = match cache.entry_lock(key, LockMode::Exclusive, Deadline::start(Wait::NoWait)) {
+            Ok(lock) => lock,
+            Err(Error::Busy { .. }) => {
+                waited = true;
+                cache.entry_lock(key, LockMode::Exclusive, deadline)?
+            }
+            Err(e) => return Err(e),
+        };
         if let Some(entry) = cache.lookup(key)? {
             tracing::debug!("published by a peer while waiting");
             return Ok(Filled { entry, filled: false });
         }
         let digest = key.digest();
-        if !cache.inner.options.retry_failed {
+        if waited && !cache.inner.options.retry_failed {
             // The fill this call waited for failed: fail the same way rather
             // than run it again.
             if let Some(failure) = failed::read(cache.root(), &digest).filter(|f| f.at_ms >= started_ms) {

@@ -14,6 +14,9 @@ pub(crate) struct Child {
     child: std::process::Child,
     stdin: Option<ChildStdin>,
     stdout: BufReader<ChildStdout>,
+    /// The world-readable copy of this test binary a child of another user
+    /// runs (deleted with the child).
+    _exe_copy: Option<tempfile::TempDir>,
 }
 
 impl Child {
@@ -23,7 +26,18 @@ impl Child {
 
     /// Spawns the helper as another user (`uid` doubles as the gid).
     pub(crate) fn spawn_as(dir: &Path, role: &str, uid: Option<u32>) -> Child {
-        let mut command = Command::new(std::env::current_exe().unwrap());
+        use std::os::unix::fs::PermissionsExt;
+        let exe = std::env::current_exe().unwrap();
+        // Another user may not reach this binary (a clone in root's 0700
+        // home): it runs a world-readable copy instead.
+        let exe_copy = uid.map(|_| {
+            let copy = tempfile::tempdir().unwrap();
+            std::fs::set_permissions(copy.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+            std::fs::copy(&exe, copy.path().join("it")).unwrap();
+            copy
+        });
+        let program = exe_copy.as_ref().map_or(exe, |c| c.path().join("it"));
+        let mut command = Command::new(program);
         command
             .args(["--exact", "child_process", "--nocapture", "--test-threads", "1", "-q"])
             .env(ROLE_VAR, role)
@@ -37,7 +51,7 @@ impl Child {
         let mut child = command.spawn().unwrap();
         let stdin = child.stdin.take();
         let stdout = BufReader::new(child.stdout.take().unwrap());
-        Child { child, stdin, stdout }
+        Child { child, stdin, stdout, _exe_copy: exe_copy }
     }
 
     pub(crate) fn pid(&self) -> u32 {
