@@ -147,6 +147,14 @@ fn fill(
             let st = spawn_and_wait(ctx, fill_cmd, &env, &lock_fds(leased, pins, Some(dir)))?;
             status = Some(st);
             if st.success() {
+                // Usually a forgotten `sh -c` or a wrong path: say so, and
+                // publish what CMD made, empty as it is.
+                if std::fs::read_dir(dir.path()).is_ok_and(|mut d| d.next().is_none()) {
+                    ctx.ui.warn(format!(
+                        "the command wrote nothing into SAFECACHE_OUT; `{key}` is published empty \
+                         (to fill it, write into \"$SAFECACHE_OUT\", e.g. with `sh -c '... > \"$SAFECACHE_OUT/f\"'`)"
+                    ));
+                }
                 Ok::<(), Box<dyn std::error::Error + Send + Sync>>(())
             } else {
                 let description = format!("the command {}", describe(st));

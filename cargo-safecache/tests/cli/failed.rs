@@ -65,3 +65,16 @@ fn retry_failed_runs_the_fill_again() {
     assert_eq!(codes, [Some(7), Some(0)]);
     assert_eq!(std::fs::read_to_string(sb.cache.join("k/f")).expect("published"), "retried\n");
 }
+
+/// A CMD that writes nothing (a forgotten `sh -c`) publishes an empty entry,
+/// and says so.
+#[test]
+fn an_empty_fill_is_published_with_a_warning() {
+    let sb = Sandbox::new();
+    let out = sb.run(["run", "--key", "k", "--", "true"]);
+    out.assert_code(0);
+    assert!(out.stderr.contains("warning: the command wrote nothing into SAFECACHE_OUT"), "{out}");
+    assert!(sb.cache.join("k").is_dir());
+    let out = sb.run(["run", "--key", "k2", "--", "sh", "-c", "echo x > \"$SAFECACHE_OUT/f\""]);
+    assert!(!out.stderr.contains("wrote nothing"), "{out}");
+}
