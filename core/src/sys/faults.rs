@@ -9,11 +9,13 @@
 // Public through `safecache::faults` with the feature; crate-only in tests.
 #![cfg_attr(not(feature = "fault-injection"), allow(unreachable_pub))]
 
+#[cfg(any(test, feature = "fault-injection"))]
 use std::cell::RefCell;
 use std::io;
 
 /// An operation of the directory handle that a fault can hit.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(not(any(test, feature = "fault-injection")), allow(dead_code))]
 pub enum Op {
     /// Creating a directory.
     CreateDir,
@@ -32,6 +34,7 @@ pub enum Op {
 }
 
 /// The failure to inject: what the OS would say.
+#[cfg(any(test, feature = "fault-injection"))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Failure {
     /// ENOSPC: the disk is full.
@@ -49,6 +52,7 @@ pub enum Failure {
     NoLocks,
 }
 
+#[cfg(any(test, feature = "fault-injection"))]
 impl Failure {
     fn error(self) -> io::Error {
         let (kind, what) = match self {
@@ -65,6 +69,7 @@ impl Failure {
 
 /// One planned fault: the `nth` call (from 0) of `op` on this thread fails
 /// with `failure`, once.
+#[cfg(any(test, feature = "fault-injection"))]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Fault {
     /// The operation.
@@ -75,21 +80,25 @@ pub struct Fault {
     pub failure: Failure,
 }
 
+#[cfg(any(test, feature = "fault-injection"))]
 thread_local! {
     static PLAN: RefCell<Vec<(Fault, usize)>> = const { RefCell::new(Vec::new()) };
 }
 
 /// Replaces this thread's plan.
+#[cfg(any(test, feature = "fault-injection"))]
 pub fn inject(plan: &[Fault]) {
     PLAN.with(|p| *p.borrow_mut() = plan.iter().map(|f| (*f, 0)).collect());
 }
 
 /// Clears this thread's plan; returns whether every planned fault fired.
+#[cfg(any(test, feature = "fault-injection"))]
 pub fn clear() -> bool {
     PLAN.with(|p| p.borrow_mut().drain(..).all(|(f, seen)| seen > f.nth))
 }
 
 /// Called by the front door before each primitive.
+#[cfg(any(test, feature = "fault-injection"))]
 pub(crate) fn check(op: Op) -> io::Result<()> {
     PLAN.with(|p| {
         for (fault, seen) in p.borrow_mut().iter_mut().filter(|(f, _)| f.op == op) {
@@ -101,6 +110,13 @@ pub(crate) fn check(op: Op) -> io::Result<()> {
         }
         Ok(())
     })
+}
+
+/// Without the feature, nothing is ever injected.
+#[cfg(not(any(test, feature = "fault-injection")))]
+#[inline(always)]
+pub(crate) fn check(_op: Op) -> io::Result<()> {
+    Ok(())
 }
 
 #[cfg(test)]

@@ -55,31 +55,11 @@ use wasi as imp;
 
 pub(crate) use imp::LockFile;
 
-#[cfg(any(test, feature = "fault-injection"))]
 pub mod faults;
 
 /// The fault-injection hook: a check per primitive in tests and with the
 /// `fault-injection` feature, nothing otherwise.
-#[cfg(any(test, feature = "fault-injection"))]
 use faults::{Op, check as fault};
-
-#[cfg(not(any(test, feature = "fault-injection")))]
-#[derive(Clone, Copy)]
-enum Op {
-    CreateDir,
-    Write,
-    Open,
-    Lock,
-    Sync,
-    Rename,
-    Remove,
-}
-
-#[cfg(not(any(test, feature = "fault-injection")))]
-#[inline(always)]
-fn fault(_op: Op) -> io::Result<()> {
-    Ok(())
-}
 
 /// What a directory entry is, without following symlinks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
