@@ -626,10 +626,12 @@ fn print_summary(
     }
     let c = |name: &str| totals.counters.get(name).copied().unwrap_or(0);
     eprintln!(
-        "  fills: {} ran CMD and published, {} found the entry already there; {} failed as asked",
+        "  fills: {} ran CMD and published, {} found the entry already there; {} failed as asked; \
+         {} failed with the failed fill they waited for",
         c("filled"),
         c("fresh"),
-        c("fill-failed-as-asked")
+        c("fill-failed-as-asked"),
+        c("shared-failure")
     );
     let window: u64 = totals.ops.values().filter_map(|o| o.get("kill-window")).sum();
     if window > 0 {
@@ -1087,6 +1089,13 @@ impl Worker {
                 self.count(if ran { "filled" } else { "fresh" });
                 Ok(self.judge_read(&expected, key))
             }
+            // A fill this run waited for failed (a `fill-fail` of another
+            // worker): the waiter fails the same way instead of running the
+            // fill again (the fill that failed was checked by its own worker).
+            Some(FILL_FAILS) if !fail && stderr.contains("that this run waited for failed") => {
+                self.count("shared-failure");
+                Ok(Outcome::CmdFailed)
+            }
             Some(FILL_FAILS) if fail => {
                 self.count("fill-failed-as-asked");
                 // Nothing of this fill may have been published: an entry
@@ -1146,7 +1155,7 @@ impl Worker {
                 Outcome::Ok
             }
             Some(VERIFY_PARTIAL) => Outcome::Fail(tail(&out.stderr)),
-            Some(101) if stderr.contains("is not in the cache") => Outcome::Absent,
+            Some(1) if stderr.contains("is not in the cache") => Outcome::Absent,
             _ => Outcome::Fail(format!("`run --pin` {}: {}", describe(&out), tail(&out.stderr))),
         })
     }
