@@ -95,6 +95,7 @@ pub(crate) fn status(ctx: &Ctx) -> Result<u8> {
             "mode": h.mode,
             "pid": h.pid,
             "command": h.command,
+            "argv": h.argv,
             "host": h.host,
             "since": h.since,
         }));

@@ -39,6 +39,9 @@ use crate::inherit;
 use crate::tree::Launch;
 
 pub(crate) fn run(ctx: &Ctx, args: RunArgs) -> Result<u8> {
+    // Waiters and `status` name this run by its CMD, not by the safecache
+    // command line that starts it.
+    safecache::set_process_command(args.command.iter().map(|a| a.to_string_lossy().into_owned()).collect());
     let wanted = if args.exclusive { LockMode::Exclusive } else { LockMode::Shared };
     let cache = ctx.open_adjusted(|o| o.retry_failed = args.retry_failed)?;
     // From here on every lock goes through this one lease: pins and the

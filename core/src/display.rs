@@ -49,6 +49,16 @@ pub fn escape(text: &str) -> String {
     out
 }
 
+/// `argv` as a shell would need it typed: words with nothing special stay
+/// bare, others are single-quoted (`sh -c 'echo hi > f'`).
+pub fn shell_words(argv: &[String]) -> String {
+    let word = |w: &String| {
+        let plain = !w.is_empty() && w.chars().all(|c| c.is_ascii_alphanumeric() || "@%+=:,./-_".contains(c));
+        if plain { w.clone() } else { format!("'{}'", w.replace('\'', "'\\''")) }
+    };
+    argv.iter().map(word).collect::<Vec<_>>().join(" ")
+}
+
 /// `n thing` or `n things`, for counts in messages.
 pub fn count(n: usize, singular: &str, plural: &str) -> String {
     format!("{n} {}", if n == 1 { singular } else { plural })
@@ -77,6 +87,14 @@ mod tests {
         assert_eq!(escape("\u{202e}txt"), "\\u{202e}txt");
         assert_eq!(escape("a\\u{1b}"), "a\\\\u{1b}");
         assert_eq!(escape("\u{9b}"), "\\u{9b}");
+    }
+
+    #[test]
+    fn shell_words_quote_what_a_shell_would_split() {
+        let argv = |a: &[&str]| a.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
+        assert_eq!(shell_words(&argv(&["git", "clone", "https://x/y.git"])), "git clone https://x/y.git");
+        assert_eq!(shell_words(&argv(&["sh", "-c", "echo hi > f"])), "sh -c 'echo hi > f'");
+        assert_eq!(shell_words(&argv(&["it's", ""])), "'it'\\''s' ''");
     }
 
     #[test]

@@ -289,6 +289,7 @@ mod tests {
             pid,
             host: "ci-7".into(),
             command: "cargo build".into(),
+            argv: vec!["cargo".into(), "build".into()],
             since: 0,
         }
     }

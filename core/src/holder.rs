@@ -41,8 +41,13 @@ pub struct Holder {
     pub pid: u32,
     /// The holder's host name.
     pub host: String,
-    /// The holder's command line.
+    /// What the holder runs, quoted as a shell would: its command line, or
+    /// what it told [`set_process_command`] (`run` gives its CMD).
     pub command: String,
+    /// The same as separate arguments (empty in records written before
+    /// this field existed).
+    #[serde(default)]
+    pub argv: Vec<String>,
     /// When it took the lock, in seconds since the Unix epoch.
     pub since: u64,
 }
@@ -91,7 +96,17 @@ pub fn describe_holders(holders: &[Holder]) -> String {
             "a process that has not identified itself yet (a gc or status probe holds a lock for an instant)".to_owned()
         }
         [one] => one.to_string(),
-        [first, rest @ ..] => format!("{first} and {}", display::count(rest.len(), "other process", "other processes")),
+        // A process holding the lock twice (a pin and a fill of one key,
+        // say) is one process.
+        [first, rest @ ..] => {
+            let mut pids: Vec<u32> = rest.iter().map(|h| h.pid).filter(|&p| p != first.pid).collect();
+            pids.sort_unstable();
+            pids.dedup();
+            match pids.len() {
+                0 => first.to_string(),
+                n => format!("{first} and {}", display::count(n, "other process", "other processes")),
+            }
+        }
     }
 }
 
@@ -112,9 +127,25 @@ impl Drop for Record {
     }
 }
 
+static COMMAND: OnceLock<Vec<String>> = OnceLock::new();
+
+/// Names this process in holder records by `argv`, what it runs on behalf
+/// of the user (`cargo safecache run` gives its CMD), rather than by its own
+/// command line. Call it before taking any lock: the identity is fixed the
+/// first time a record is written, and later calls are ignored.
+pub fn set_process_command(argv: Vec<String>) {
+    let _ = COMMAND.set(argv);
+}
+
 fn identity() -> &'static sys::Identity {
     static IDENTITY: OnceLock<sys::Identity> = OnceLock::new();
-    IDENTITY.get_or_init(sys::process_identity)
+    IDENTITY.get_or_init(|| {
+        let mut id = sys::process_identity();
+        if let Some(argv) = COMMAND.get() {
+            id.argv.clone_from(argv);
+        }
+        id
+    })
 }
 
 /// This process's identity as a holder of `name`, without writing a record.
@@ -126,7 +157,8 @@ pub(crate) fn this_process(name: &LockName, lock_file: &str, mode: LockMode) -> 
         mode,
         pid: id.pid,
         host: id.host.clone(),
-        command: id.command.clone(),
+        command: display::shell_words(&id.argv),
+        argv: id.argv.clone(),
         since: sys::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
     }
 }

@@ -53,7 +53,7 @@ pub use error::{Error, ErrorKind};
 pub use failed::{CommandFailed, FailedFill};
 pub use fill::{FillDir, Filled};
 pub use gc::{EntryInfo, Failure, GcReport, Item, ItemKind, Status};
-pub use holder::{Holder, describe_holders};
+pub use holder::{Holder, describe_holders, set_process_command};
 pub use key::{InvalidKey, Key, KeyRule, MAX_STORED_LEN};
 pub use layout::{FORMAT_VERSION, MARKER_DIR};
 pub use lock::{WaitEvent, WaitObserver};

@@ -4,6 +4,7 @@
 
 mod failed;
 mod fill_and_use;
+mod holders;
 mod hostile;
 mod queue;
 mod support;

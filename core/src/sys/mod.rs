@@ -176,7 +176,7 @@ pub(crate) struct Usage {
 pub(crate) struct Identity {
     pub(crate) pid: u32,
     pub(crate) host: String,
-    pub(crate) command: String,
+    pub(crate) argv: Vec<String>,
 }
 
 /// How a lock file is locked, in the handle's own terms (the lock module

@@ -316,6 +316,6 @@ impl LockFile {
 
 pub(crate) fn process_identity() -> Identity {
     let host = rustix::system::uname().nodename().to_string_lossy().into_owned();
-    let command = std::env::args_os().map(|a| a.to_string_lossy().into_owned()).collect::<Vec<_>>().join(" ");
-    Identity { pid: std::process::id(), host, command }
+    let argv = std::env::args_os().map(|a| a.to_string_lossy().into_owned()).collect();
+    Identity { pid: std::process::id(), host, argv }
 }

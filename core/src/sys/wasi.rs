@@ -243,6 +243,6 @@ impl Drop for LockFile {
 pub(crate) fn process_identity() -> Identity {
     // SAFETY: a host import with no arguments.
     let pid = unsafe { host_pid() };
-    let command = std::env::args_os().map(|a| a.to_string_lossy().into_owned()).collect::<Vec<_>>().join(" ");
-    Identity { pid, host: "simulated".to_owned(), command }
+    let argv = std::env::args_os().map(|a| a.to_string_lossy().into_owned()).collect();
+    Identity { pid, host: "simulated".to_owned(), argv }
 }
