@@ -59,6 +59,16 @@ pub fn shell_words(argv: &[String]) -> String {
     argv.iter().map(word).collect::<Vec<_>>().join(" ")
 }
 
+/// A command line from disk as one short inert phrase: escaped, and cut to
+/// 60 characters (57 and `...`) so a long script cannot swamp a message.
+pub fn short_command(command: &str) -> String {
+    let escaped = escape(command);
+    if escaped.chars().count() <= 60 {
+        return escaped;
+    }
+    escaped.chars().take(57).collect::<String>() + "..."
+}
+
 /// `n thing` or `n things`, for counts in messages.
 pub fn count(n: usize, singular: &str, plural: &str) -> String {
     format!("{n} {}", if n == 1 { singular } else { plural })
@@ -95,6 +105,14 @@ mod tests {
         assert_eq!(shell_words(&argv(&["git", "clone", "https://x/y.git"])), "git clone https://x/y.git");
         assert_eq!(shell_words(&argv(&["sh", "-c", "echo hi > f"])), "sh -c 'echo hi > f'");
         assert_eq!(shell_words(&argv(&["it's", ""])), "'it'\\''s' ''");
+    }
+
+    #[test]
+    fn short_commands_stay_short_and_inert() {
+        assert_eq!(short_command("cargo build"), "cargo build");
+        let long = short_command(&"x".repeat(100));
+        assert_eq!((long.chars().count(), long.ends_with("...")), (60, true));
+        assert_eq!(short_command("a\nb"), "a\\u{a}b");
     }
 
     #[test]

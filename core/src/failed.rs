@@ -52,15 +52,11 @@ pub struct FailedFill {
 impl fmt::Display for FailedFill {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let ago = now_ms().saturating_sub(self.at_ms);
-        let mut command = escape(&self.command);
-        if command.chars().count() > 60 {
-            command = command.chars().take(57).collect::<String>() + "...";
-        }
         write!(
             f,
             "pid {} (`{}`) on {} failed {} ago: {}",
             self.pid,
-            command,
+            display::short_command(&self.command),
             escape(&self.host),
             display::duration(Duration::from_millis(ago - ago % 1000)),
             escape(&self.message)

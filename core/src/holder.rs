@@ -67,15 +67,11 @@ impl Holder {
 /// Escaped for a terminal: the fields come from a file on disk.
 impl fmt::Display for Holder {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut command = escape(&self.command);
-        if command.chars().count() > 60 {
-            command = command.chars().take(57).collect::<String>() + "...";
-        }
         write!(
             f,
             "pid {} (`{}`) on {}, {} {}",
             self.pid,
-            command,
+            display::short_command(&self.command),
             escape(&self.host),
             self.mode,
             // Records have one-second resolution.
