@@ -320,6 +320,13 @@ pub(crate) struct RunArgs {
     #[arg(long, requires = "key")]
     pub(crate) retry_failed: bool,
 
+    /// With --key: build the entry at its final path (SAFECACHE_OUT is
+    /// SAFECACHE_ENTRY), for outputs that record their own path, such as a
+    /// Python venv or a cargo target dir. Readers see it only once it is
+    /// complete; the fill must not clear the directory's sticky bit.
+    #[arg(long, requires = "key")]
+    pub(crate) in_place: bool,
+
     /// Keep KEY's entry from being removed while CMD runs (repeatable). An
     /// absent KEY fails before CMD starts.
     #[arg(long = "pin", value_name = "KEY", value_parser = parse_key)]

@@ -18,7 +18,7 @@ pub(crate) fn path(ctx: &Ctx, key: &Key) -> Result<u8> {
     let cache = ctx.open()?;
     match cache.get(key)? {
         Some(entry) => {
-            ctx.ui.out_path(entry.path()).context("cannot write the entry's path to stdout")?;
+            ctx.ui.out_path(entry.path(), false).context("cannot write the entry's path to stdout")?;
             ctx.ui.json(json!({ "reason": "entry", "key": key.as_str(), "path": json_path(entry.path()) }));
             Ok(exit::OK)
         }
@@ -105,6 +105,7 @@ pub(crate) fn status(ctx: &Ctx) -> Result<u8> {
         let kind = match item.kind {
             ItemKind::Temp => "temp",
             ItemKind::Trash => "trash",
+            ItemKind::Uncommitted => "uncommitted",
             _ => "other",
         };
         if !item.live {
@@ -171,8 +172,9 @@ pub(crate) fn gc(ctx: &Ctx) -> Result<u8> {
     ctx.ui.status(
         "Collected",
         format!(
-            "{} and {} ({}); {} left alone because their owner is alive",
+            "{}, {} and {} ({}); {} left alone because their owner is alive",
             count(r.temps, "orphaned temp", "orphaned temps"),
+            count(r.uncommitted, "uncommitted in-place entry", "uncommitted in-place entries"),
             count(r.trash, "trash item", "trash items"),
             fmt_bytes(r.bytes),
             count(r.busy, "item", "items"),
@@ -185,6 +187,7 @@ pub(crate) fn gc(ctx: &Ctx) -> Result<u8> {
         "bytes": r.bytes,
         "busy": r.busy,
         "records": r.records,
+        "uncommitted": r.uncommitted,
         "failures": failures_json(&r.failures),
     }));
     report_failures(ctx, "gc", &r.failures)

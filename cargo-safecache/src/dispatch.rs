@@ -115,7 +115,7 @@ fn dispatch(app: App, ui: &Arc<Ui>, invoked: &'static str) -> Result<u8> {
             let pages = cli::man_pages(invoked, &dir)
                 .with_context(|| format!("cannot write the man pages into `{}`", dir.display()))?;
             for page in pages {
-                ui.out_path(&page).context("cannot write to stdout")?;
+                ui.out_path(&page, false).context("cannot write to stdout")?;
             }
             return Ok(exit::OK);
         }

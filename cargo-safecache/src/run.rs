@@ -20,11 +20,12 @@
 //!   do not take the lease again.
 
 use std::ffi::OsString;
-use std::io;
+use std::io::{self, IsTerminal};
 use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::process::ExitStatusExt;
 use std::process::{ExitStatus, Stdio};
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{Context, Result};
 use safecache::{CommandFailed, Error, FillDir, Filled, Key, Leased, LockMode, Pin};
@@ -75,7 +76,7 @@ pub(crate) fn run(ctx: &Ctx, args: RunArgs) -> Result<u8> {
     }
 
     let Some(key) = args.key else {
-        let status = spawn_and_wait(ctx, &args.command, &env, &lock_fds(&leased, &pins, None))?;
+        let status = spawn_and_wait(ctx, &args.command, &env, &lock_fds(&leased, &pins, None), false)?;
         let code = code_of(status);
         ctx.ui.json(json!({ "reason": "exited", "exit_code": code }));
         return Ok(code);
@@ -84,7 +85,7 @@ pub(crate) fn run(ctx: &Ctx, args: RunArgs) -> Result<u8> {
 
     let Some(fill_script) = args.fill else {
         // `run --key K -- CMD`: CMD is the fill.
-        let filled = match fill(ctx, &leased, &pins, &key, &args.command, &env)? {
+        let filled = match fill(ctx, &leased, &pins, &key, args.in_place, &args.command, &env)? {
             Ok(filled) => filled,
             Err(code) => return Ok(code),
         };
@@ -94,8 +95,8 @@ pub(crate) fn run(ctx: &Ctx, args: RunArgs) -> Result<u8> {
         } else {
             ctx.ui.status("Fresh", format!("`{key}` is already in the cache; the command was not run"));
         }
-        // The entry's path is the last line on stdout.
-        ctx.ui.out_path(path).context("cannot write the entry's path to stdout")?;
+        // The entry's path is the last line on stdout, and a line of its own.
+        ctx.ui.out_path(path, MID_LINE.load(Ordering::Relaxed)).context("cannot write the entry's path to stdout")?;
         ctx.ui.json(json!({
             "reason": "entry",
             "key": key.as_str(),
@@ -113,12 +114,12 @@ pub(crate) fn run(ctx: &Ctx, args: RunArgs) -> Result<u8> {
     for _ in 0..3 {
         if let Some(pin) = ctx.blocking(|| leased.pin(&key, ctx.wait)).with_context(|| format!("cannot pin `{key}`"))? {
             pins.push(pin);
-            let status = spawn_and_wait(ctx, &args.command, &env, &lock_fds(&leased, &pins, None))?;
+            let status = spawn_and_wait(ctx, &args.command, &env, &lock_fds(&leased, &pins, None), false)?;
             let code = code_of(status);
             ctx.ui.json(json!({ "reason": "exited", "exit_code": code, "key": key.as_str() }));
             return Ok(code);
         }
-        if let Err(code) = fill(ctx, &leased, &pins, &key, &fill_cmd, &env)? {
+        if let Err(code) = fill(ctx, &leased, &pins, &key, args.in_place, &fill_cmd, &env)? {
             return Ok(code);
         }
     }
@@ -137,17 +138,18 @@ fn fill(
     leased: &Leased,
     pins: &[Pin],
     key: &Key,
+    in_place: bool,
     fill_cmd: &[OsString],
     env: &[(&str, OsString)],
 ) -> Result<Result<Filled, u8>> {
     let mut status = None;
     let filled = ctx.blocking(|| {
-        leased.get_or_fill(key, ctx.wait, |dir| {
+        let fill = |dir: &FillDir<'_>| {
             ctx.ui.done_waiting();
             ctx.ui.status("Filling", format!("`{key}` by running `{}`", shown(fill_cmd)));
             let mut env = env.to_vec();
             env.push(("SAFECACHE_OUT", dir.path().as_os_str().to_owned()));
-            let st = spawn_and_wait(ctx, fill_cmd, &env, &lock_fds(leased, pins, Some(dir)))?;
+            let st = spawn_and_wait(ctx, fill_cmd, &env, &lock_fds(leased, pins, Some(dir)), true)?;
             status = Some(st);
             if st.success() {
                 // Usually a forgotten `sh -c` or a wrong path: say so, and
@@ -163,7 +165,12 @@ fn fill(
                 let description = format!("the command {}", describe(st));
                 Err(CommandFailed { code: i32::from(code_of(st)), description }.into())
             }
-        })
+        };
+        if in_place {
+            leased.get_or_fill_in_place(key, ctx.wait, fill)
+        } else {
+            leased.get_or_fill(key, ctx.wait, fill)
+        }
     });
     match filled {
         Ok(filled) => Ok(Ok(filled)),
@@ -252,15 +259,23 @@ fn spawn_and_wait(
     cmd: &[OsString],
     env: &[(&str, OsString)],
     held: &[BorrowedFd<'_>],
+    fills: bool,
 ) -> io::Result<ExitStatus> {
     let program = cmd.first().ok_or_else(|| io::Error::other("no command given"))?;
     let mut launch = Launch::new(cmd, held)?;
     for (k, v) in env {
         launch.command.env(k, v);
     }
+    let mut relay = None;
     if ctx.ui.json {
         // stdout is for JSON lines: CMD's output goes to stderr.
         launch.command.stdout(Stdio::from(io::stderr().as_fd().try_clone_to_owned()?));
+    } else if fills && !io::stdout().is_terminal() {
+        // A script reads the entry's path as the last line of stdout: pass
+        // the fill's output on, noting whether it ended mid-line.
+        let (reader, writer) = io::pipe()?;
+        launch.command.stdout(writer);
+        relay = Some(std::thread::spawn(move || relay_stdout(reader)));
     }
     let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP, SIGCONT])?;
     let handle = signals.handle();
@@ -288,5 +303,34 @@ fn spawn_and_wait(
     });
     handle.close();
     let _ = forwarder.join();
+    // Every writer is gone once CMD's whole tree has: the relay ends.
+    if let Some(relay) = relay {
+        let _ = relay.join();
+    }
     result
+}
+
+/// Whether the fill's output on stdout ended without a newline, so that the
+/// entry's path must start a line of its own.
+static MID_LINE: AtomicBool = AtomicBool::new(false);
+
+/// Copies CMD's stdout to ours until every writer has closed it, and
+/// records whether it ended mid-line.
+fn relay_stdout(mut reader: io::PipeReader) {
+    use std::io::{Read, Write};
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut out = io::stdout();
+    loop {
+        match reader.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                MID_LINE.store(buf[n - 1] != b'\n', Ordering::Relaxed);
+                // A closed stdout is CMD's to find out about; keep draining
+                // so that CMD never blocks on a full pipe.
+                let _ = out.write_all(&buf[..n]).and_then(|()| out.flush());
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => break,
+        }
+    }
 }

@@ -80,11 +80,14 @@ impl Ui {
     /// a path that is not UTF-8 must still reach `$(cargo safecache path K)`
     /// intact, not with replacement characters. Unlike status lines, the
     /// path is the command's result, so failing to write it is an error.
-    pub(crate) fn out_path(&self, path: &Path) -> std::io::Result<()> {
+    pub(crate) fn out_path(&self, path: &Path, newline_first: bool) -> std::io::Result<()> {
         if self.json {
             return Ok(());
         }
         let mut out = std::io::stdout().lock();
+        if newline_first {
+            out.write_all(b"\n")?;
+        }
         out.write_all(path.as_os_str().as_bytes())?;
         out.write_all(b"\n")?;
         out.flush()

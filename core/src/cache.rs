@@ -21,7 +21,7 @@ use crate::layout::{self, FORMAT_FILE, FORMAT_VERSION, LEASE_LOCK, MARKER_DIR, M
 use crate::lock::{self, Deadline, Held, WaitObserver};
 use crate::mode::{LockMode, LockName, Wait};
 use crate::once_map::OnceMap;
-use crate::sys::{self, Root};
+use crate::sys::{self, Presence, Root};
 
 /// How precisely `ls` knows an entry's last use (cargo tracks it at 300 s).
 pub const USE_RESOLUTION: Duration = Duration::from_secs(60);
@@ -344,15 +344,16 @@ impl Cache {
     }
 
     /// A lookup by one lstat, which never follows a symlink at the
-    /// entry's name.
+    /// entry's name. An entry being built in place, or left uncommitted by
+    /// a dead in-place fill, is absent.
     pub(crate) fn lookup(&self, key: &Key) -> Result<Option<Entry>, Error> {
         let stored = key.stored_name();
-        match self.root().kind(&stored) {
-            Ok(Some(_)) => {
+        match self.root().presence(&stored) {
+            Ok(Presence::Committed(_)) => {
                 self.note_use(key);
                 Ok(Some(self.entry_at(key)))
             }
-            Ok(None) => Ok(None),
+            Ok(Presence::Absent | Presence::Uncommitted) => Ok(None),
             Err(e) => Err(Error::io("look up", stored, e)),
         }
     }

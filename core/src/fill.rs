@@ -13,10 +13,21 @@
 //!    `RENAME_NOREPLACE`, fsync the root;
 //! 6. delete `tmp/d.<random>/` by handle, then release the locks.
 //!
+//! An in-place fill ([`Leased::get_or_fill_in_place`]), for outputs that
+//! record their own absolute path (a Python venv, a cargo target dir),
+//! differs in steps 4 and 5: `out/` gets the uncommitted mark (the sticky
+//! bit) while still private, and is renamed to the entry's name *before*
+//! the fill runs, so the fill writes at the final path; readers take a
+//! marked directory for an absent entry. To commit, it fsyncs the tree,
+//! clears the mark, and fsyncs the entry and the root.
+//!
 //! Invariants: a reader sees an entry absent or complete; a failed or
-//! panicking fill publishes nothing and removes its temp; a killed fill
-//! leaves only `tmp/d.<random>/`, whose entry lock and owner lock are both
-//! free, which is what gc checks before it deletes it.
+//! panicking fill publishes nothing and removes its temp (and, in place,
+//! its uncommitted entry); a killed fill leaves only `tmp/d.<random>/`,
+//! whose entry lock and owner lock are both free, and in place an
+//! uncommitted entry whose entry lock is free, which is what gc checks
+//! before it deletes them; the next fill of the key removes such an entry
+//! too, under the entry lock.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -29,7 +40,16 @@ use crate::key::Key;
 use crate::layout::{self, OWNER_LOCK, TEMP_OUT};
 use crate::lock::{Deadline, Held};
 use crate::mode::{LockMode, LockName, Wait};
-use crate::sys::{self, Flock, LockFile, Root};
+use crate::sys::{self, Flock, LockFile, Presence, Root};
+
+/// Where a fill builds its entry.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Build {
+    /// In a private temp, published by one rename.
+    Temp,
+    /// At the entry's final path, marked uncommitted until committed.
+    InPlace,
+}
 
 /// The private, empty directory a fill writes into.
 #[derive(Debug)]
@@ -115,7 +135,18 @@ impl Cache {
         E: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         let deadline = Deadline::start(wait);
-        self.lease_by(LockMode::Shared, deadline)?.fill_by(key, deadline, fill)
+        self.lease_by(LockMode::Shared, deadline)?.fill_by(key, deadline, Build::Temp, fill)
+    }
+
+    /// Like [`Cache::get_or_fill`], but builds the entry at its final path;
+    /// see [`Leased::get_or_fill_in_place`].
+    pub fn get_or_fill_in_place<F, E>(&self, key: &Key, wait: Wait, fill: F) -> Result<Filled, Error>
+    where
+        F: FnOnce(&FillDir<'_>) -> Result<(), E>,
+        E: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let deadline = Deadline::start(wait);
+        self.lease_by(LockMode::Shared, deadline)?.fill_by(key, deadline, Build::InPlace, fill)
     }
 }
 
@@ -135,10 +166,29 @@ impl Leased {
         F: FnOnce(&FillDir<'_>) -> Result<(), E>,
         E: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
-        self.fill_by(key, Deadline::start(wait), fill)
+        self.fill_by(key, Deadline::start(wait), Build::Temp, fill)
     }
 
-    fn fill_by<F, E>(&self, key: &Key, deadline: Deadline, fill: F) -> Result<Filled, Error>
+    /// Like [`Leased::get_or_fill`], but `fill` writes at the entry's final
+    /// path ([`Cache::entry_path`]), for outputs that record their own
+    /// absolute path and break when renamed: a Python venv's scripts, a
+    /// cargo target dir's fingerprints.
+    ///
+    /// While the fill runs, and after it fails or dies, the directory at that
+    /// path carries the uncommitted mark (its sticky bit): every lookup,
+    /// pin and listing takes it for absent, and gc or the next fill of the
+    /// key removes what a dead fill left. `fill` must not clear that bit;
+    /// if it does, the fill fails and nothing is published. Single-flight
+    /// and the errors are those of [`Leased::get_or_fill`].
+    pub fn get_or_fill_in_place<F, E>(&self, key: &Key, wait: Wait, fill: F) -> Result<Filled, Error>
+    where
+        F: FnOnce(&FillDir<'_>) -> Result<(), E>,
+        E: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        self.fill_by(key, Deadline::start(wait), Build::InPlace, fill)
+    }
+
+    fn fill_by<F, E>(&self, key: &Key, deadline: Deadline, build: Build, fill: F) -> Result<Filled, Error>
     where
         F: FnOnce(&FillDir<'_>) -> Result<(), E>,
         E: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -191,8 +241,16 @@ impl Leased {
                 return Err(Error::PeerFillFailed { key: key.to_string(), failure: Box::new(failure) });
             }
         }
+        // A dead in-place fill's uncommitted entry: under the entry lock
+        // nobody can own it any more.
+        cache.remove_uncommitted(key)?;
         let temp = cache.create_temp(key)?;
-        let out_rel = format!("{}/{TEMP_OUT}", temp.rel);
+        let mut out_rel = format!("{}/{TEMP_OUT}", temp.rel);
+        let mut unfinished = None;
+        if build == Build::InPlace {
+            unfinished = Some(cache.move_into_place(key, &out_rel)?);
+            out_rel = key.stored_name();
+        }
         let dir = FillDir {
             path: cache.inner.path.join(&out_rel),
             rel: out_rel.clone(),
@@ -208,7 +266,10 @@ impl Leased {
             return Err(Error::Fill { key: key.to_string(), source });
         }
         cache.check_unmoved(key, &dir, created)?;
-        cache.publish(key, &out_rel)?;
+        match &mut unfinished {
+            Some(unfinished) => cache.commit(key, unfinished)?,
+            None => cache.publish(key, &out_rel)?,
+        }
         failed::clear(cache.root(), &digest);
         drop(temp);
         cache.note_use(key);
@@ -217,7 +278,83 @@ impl Leased {
     }
 }
 
+/// An in-place entry that is not committed yet. Dropping it, on any path
+/// out of the fill but the commit, renames the entry aside and deletes it;
+/// the caller still holds the entry lock then.
+struct Unfinished {
+    root: Arc<Root>,
+    stored: String,
+    digest: String,
+    committed: bool,
+}
+
+impl Drop for Unfinished {
+    fn drop(&mut self) {
+        if self.committed {
+            return;
+        }
+        let gone = layout::random_suffix()
+            .map_err(std::io::Error::other)
+            .and_then(|r| {
+                let trash = layout::trash_item(&self.digest, &r);
+                self.root.rename(&self.stored, &trash).map(|()| trash)
+            })
+            .and_then(|trash| self.root.remove_tree(&trash));
+        if let Err(e) = gone {
+            tracing::warn!(entry = %self.stored, error = %e, "could not remove an uncommitted entry; gc will");
+        }
+    }
+}
+
 impl Cache {
+    /// Removes what a dead in-place fill of `key` left at the entry's name:
+    /// a directory still marked uncommitted. The caller holds the exclusive
+    /// entry lock, so no live fill owns it.
+    pub(crate) fn remove_uncommitted(&self, key: &Key) -> Result<bool, Error> {
+        let stored = key.stored_name();
+        match self.root().presence(&stored).map_err(|e| Error::io("look up", &stored, e))? {
+            Presence::Uncommitted => {}
+            Presence::Absent | Presence::Committed(_) => return Ok(false),
+        }
+        tracing::info!(entry = %stored, "removing an uncommitted entry a dead fill left");
+        drop(Unfinished { root: Arc::clone(self.root()), stored, digest: key.digest(), committed: false });
+        Ok(true)
+    }
+
+    /// Marks the private, empty `out_rel` uncommitted and renames it to the
+    /// entry's name, where the fill then writes. Marked while still private,
+    /// so no reader ever sees it unmarked.
+    fn move_into_place(&self, key: &Key, out_rel: &str) -> Result<Unfinished, Error> {
+        let root = self.root();
+        let stored = key.stored_name();
+        root.set_uncommitted(out_rel, true).map_err(|e| Error::io("mark uncommitted", out_rel, e))?;
+        root.rename_noreplace(out_rel, &stored).map_err(|e| Error::io("move into place", &stored, e))?;
+        Ok(Unfinished { root: Arc::clone(root), stored, digest: key.digest(), committed: false })
+    }
+
+    /// Commits an in-place entry: makes its tree durable, clears the mark,
+    /// and makes the mode change and the name durable. A fill that cleared
+    /// the mark itself may have been read half-built, so it fails.
+    fn commit(&self, key: &Key, unfinished: &mut Unfinished) -> Result<(), Error> {
+        let root = self.root();
+        let stored = &unfinished.stored;
+        root.sync_tree(stored).map_err(|e| Error::io("sync", stored, e))?;
+        if !root.set_uncommitted(stored, false).map_err(|e| Error::io("commit", stored, e))? {
+            return Err(Error::FillMoved {
+                key: key.to_string(),
+                path: self.entry_path(key),
+                how: "lost its uncommitted mark (the directory's sticky bit) during the fill, so it may have \
+                      been read before it was complete"
+                    .to_owned(),
+            });
+        }
+        unfinished.committed = true;
+        root.sync_dir(stored).map_err(|e| Error::io("sync", stored, e))?;
+        root.sync_dir("").map_err(|e| Error::io("sync", ".", e))?;
+        tracing::info!(entry = %stored, "committed in place");
+        Ok(())
+    }
+
     /// Creates `tmp/<digest>.<random>/` with its owner lock held and an empty
     /// `out/`. The caller holds the exclusive entry lock.
     fn create_temp(&self, key: &Key) -> Result<Temp, Error> {

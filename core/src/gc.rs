@@ -4,8 +4,9 @@
 //! gc deletes a temp `tmp/<d>.<r>` or a trash item `trash/<d>.<r>` only
 //! when it can prove its owner dead: it holds the exclusive entry lock of
 //! digest `d` (fillers and removers hold that lock for as long as their temp
-//! or trash exists) and, for a temp, can take its owner lock. Published
-//! entries, pinned or not, are never touched by gc.
+//! or trash exists) and, for a temp, can take its owner lock. It deletes an
+//! uncommitted in-place entry only under that entry lock, taken without
+//! waiting. Published entries, pinned or not, are never touched by gc.
 
 use std::time::SystemTime;
 
@@ -17,6 +18,7 @@ use crate::layout::{self, FAILED_DIR, GC_LOCK, LOCKS_DIR, TMP_DIR, TRASH_DIR, US
 use crate::lock::Deadline;
 use crate::mode::{LockMode, LockName, Wait};
 use crate::probe::owner_alive;
+use crate::sys::{FileKind, Presence};
 
 /// Something gc or clean could not reclaim, and why. They go on past it,
 /// and report every one.
@@ -48,6 +50,8 @@ pub struct GcReport {
     pub busy: usize,
     /// Holder records of dead processes deleted.
     pub records: usize,
+    /// Uncommitted entries of dead in-place fills deleted.
+    pub uncommitted: usize,
     /// Lock files, gates and last-use stamps of absent entries deleted
     /// (only when the cache was idle: see [`Cache::gc`]).
     pub locks: usize,
@@ -63,6 +67,9 @@ pub enum ItemKind {
     Temp,
     /// An entry renamed aside for deletion.
     Trash,
+    /// An entry being built in place, not committed yet (or never to be:
+    /// its filler died).
+    Uncommitted,
 }
 
 /// A temp or trash item, for `status`.
@@ -175,6 +182,7 @@ impl Leased {
         let root = cache.root();
         let mut report = GcReport::default();
         cache.reclaim_orphans(&mut report)?;
+        cache.reclaim_uncommitted(&mut report)?;
         // A staging dir for the marker is only ever useful to the process
         // that is about to rename it; once the marker exists, that rename
         // fails and its creator discards it anyway.
@@ -225,14 +233,60 @@ impl Cache {
                 tracing::info!(item = %rel, "reclaimed orphan");
                 match kind {
                     ItemKind::Temp => report.temps += 1,
-                    ItemKind::Trash => report.trash += 1,
+                    ItemKind::Trash | ItemKind::Uncommitted => report.trash += 1,
                 }
             }
         }
         Ok(())
     }
 
-    /// Every published entry, with size and last use.
+    /// The names at the root that are uncommitted in-place entries.
+    fn uncommitted_names(&self) -> Result<Vec<String>, Error> {
+        let root = self.root();
+        let mut out = Vec::new();
+        for entry in root.read_dir("").map_err(|e| Error::io("list", ".", e))? {
+            let Some(name) = entry.name.to_str().filter(|n| entry.kind == FileKind::Dir && !is_internal(n)) else {
+                continue;
+            };
+            if root.presence(name).map_err(|e| Error::io("inspect", name, e))? == Presence::Uncommitted {
+                out.push(name.to_owned());
+            }
+        }
+        Ok(out)
+    }
+
+    /// Deletes every uncommitted in-place entry whose filler is dead. It
+    /// takes the entry lock without waiting, so that no new fill of the key
+    /// can start meanwhile (a new fill reuses the name, unlike a temp).
+    fn reclaim_uncommitted(&self, report: &mut GcReport) -> Result<(), Error> {
+        for name in self.uncommitted_names()? {
+            let Some(key) = Key::from_stored_name(&name) else { continue };
+            let _lock = match self.entry_lock(&key, LockMode::Exclusive, Deadline::start(Wait::NoWait)) {
+                Ok(lock) => lock,
+                Err(Error::Busy { .. }) => {
+                    report.busy += 1;
+                    continue;
+                }
+                Err(e) => {
+                    report.failures.push(Failure::new(&name, e));
+                    continue;
+                }
+            };
+            let bytes = self.root().usage(&name).map(|u| u.bytes).unwrap_or(0);
+            match self.remove_uncommitted(&key) {
+                Ok(true) => {
+                    report.uncommitted += 1;
+                    report.bytes += bytes;
+                }
+                Ok(false) => {}
+                Err(e) => report.failures.push(Failure::new(&name, e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Every published entry, with size and last use. Entries being built
+    /// in place are not published yet; `status` lists them.
     pub fn entries(&self) -> Result<Vec<EntryInfo>, Error> {
         let _span = tracing::info_span!("entries").entered();
         let root = self.root();
@@ -240,6 +294,9 @@ impl Cache {
         for entry in root.read_dir("").map_err(|e| Error::io("list", ".", e))? {
             let name = entry.name.to_string_lossy().into_owned();
             if is_internal(&name) {
+                continue;
+            }
+            if entry.kind == FileKind::Dir && matches!(root.presence(&name), Ok(Presence::Uncommitted)) {
                 continue;
             }
             let usage = root.usage(&entry.name).unwrap_or_default();
@@ -266,6 +323,11 @@ impl Cache {
                 let rel = crate::display::escape(&path.to_string_lossy());
                 items.push(Item { kind, rel, bytes, live });
             }
+        }
+        for name in self.uncommitted_names()? {
+            let live = crate::probe::filler_alive(root, &crate::key::digest_of(&name)).unwrap_or(true);
+            let bytes = root.usage(&name).map(|u| u.bytes).unwrap_or(0);
+            items.push(Item { kind: ItemKind::Uncommitted, rel: crate::display::escape(&name), bytes, live });
         }
         let entries = self.entries()?;
         Ok(Status {

@@ -35,6 +35,14 @@ pub(crate) fn owner_alive(root: &Root, dir: &str, entry: &DirEntry) -> io::Resul
     Ok(false)
 }
 
+/// Whether a live fill may own the uncommitted in-place entry of digest
+/// `digest`: an in-place filler holds the entry lock exclusively from
+/// before it moves its directory into place until after it has committed
+/// or removed it.
+pub(crate) fn filler_alive(root: &Root, digest: &str) -> io::Result<bool> {
+    is_held(root, &layout::entry_lock(digest))
+}
+
 /// Whether someone holds the lock file at `rel` exclusively. A missing file,
 /// or something that is not a regular file (which no safecache process can
 /// have locked), is not held.

@@ -265,7 +265,47 @@ fn define_imports(linker: &mut Linker<Proc>) -> Result<()> {
         lock_world(&caller.data().world).unlock(pid, handle);
     })?;
     linker.func_wrap("safecache_host", "pid", |caller: Caller<'_, Proc>| -> u32 { caller.data().pid })?;
+    // The uncommitted mark of a directory built in place: its sticky bit,
+    // which WASI p1 cannot read or set.
+    linker.func_wrap(
+        "safecache_host",
+        "marked",
+        |mut caller: Caller<'_, Proc>, ptr: u32, len: u32| -> Result<i32> {
+            let path = guest_str(&mut caller, ptr, len)?;
+            Ok(beneath(&caller.data().dir, &path).map_or(-2, |p| set_mark(&p, None)))
+        },
+    )?;
+    linker.func_wrap(
+        "safecache_host",
+        "set_mark",
+        |mut caller: Caller<'_, Proc>, ptr: u32, len: u32, on: u32| -> Result<i32> {
+            let path = guest_str(&mut caller, ptr, len)?;
+            Ok(beneath(&caller.data().dir, &path).map_or(-2, |p| set_mark(&p, Some(on != 0))))
+        },
+    )?;
     Ok(())
+}
+
+/// Reads the sticky bit of the directory at `path` (never following a
+/// symlink) and, with `to`, sets or clears it: 1 or 0 for whether it was
+/// set, -1 if absent, -2 if it is not a directory or cannot be changed.
+pub(crate) fn set_mark(path: &Path, to: Option<bool>) -> i32 {
+    use std::os::unix::fs::PermissionsExt;
+    const STICKY: u32 = 0o1000;
+    let meta = match std::fs::symlink_metadata(path) {
+        Ok(meta) if meta.is_dir() => meta,
+        Ok(_) => return -2,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return -1,
+        Err(_) => return -2,
+    };
+    let mode = meta.mode() & 0o7777;
+    if let Some(on) = to {
+        let wanted = if on { mode | STICKY } else { mode & !STICKY };
+        if wanted != mode && std::fs::set_permissions(path, std::fs::Permissions::from_mode(wanted)).is_err() {
+            return -2;
+        }
+    }
+    i32::from(mode & STICKY != 0)
 }
 
 /// A future that polls `f` until it returns `Some`. The scheduler only

@@ -132,6 +132,22 @@ pub(crate) struct Meta {
     pub(crate) id: Option<(u64, u64)>,
 }
 
+/// What a name at the cache root holds, as a lookup sees it in one lstat.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Presence {
+    Absent,
+    /// Published: readers may use it.
+    Committed(FileKind),
+    /// A directory built in place whose fill has not committed it (yet, or
+    /// ever: its filler may have died). Readers treat it as absent.
+    Uncommitted,
+}
+
+/// The mode bit that marks a directory built in place as not yet committed:
+/// the sticky bit, which means nothing else on a directory that only its
+/// owner can write, and which the lookup's lstat already returns.
+pub(crate) const UNCOMMITTED_BIT: u32 = 0o1000;
+
 /// Ownership and permission bits.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct Owner {
@@ -255,6 +271,25 @@ impl Root {
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
             Err(e) => Err(e),
         }
+    }
+
+    /// Whether `rel` holds a committed entry, an uncommitted one (a
+    /// directory carrying [`UNCOMMITTED_BIT`]) or nothing. Natively one
+    /// lstat, as [`Root::kind`] is.
+    pub(crate) fn presence(&self, rel: &str) -> io::Result<Presence> {
+        let Some(meta) = self.stat(rel)? else { return Ok(Presence::Absent) };
+        if meta.kind == FileKind::Dir && self.imp.is_marked(Path::new(rel), &meta)? {
+            return Ok(Presence::Uncommitted);
+        }
+        Ok(Presence::Committed(meta.kind))
+    }
+
+    /// Sets (`on`) or clears the uncommitted mark of the directory `rel`,
+    /// without following a symlink, and returns whether it was set before.
+    /// Its other mode bits are kept.
+    pub(crate) fn set_uncommitted(&self, rel: &str, on: bool) -> io::Result<bool> {
+        fault(Op::Write)?;
+        self.imp.set_mark(Path::new(rel), on)
     }
 
     /// What `rel` is; `None` if absent.

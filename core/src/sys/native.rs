@@ -166,6 +166,23 @@ impl Dir {
         })
     }
 
+    pub(crate) fn is_marked(&self, _rel: &Path, meta: &Meta) -> io::Result<bool> {
+        Ok(meta.owner.is_some_and(|o| o.mode & super::UNCOMMITTED_BIT != 0))
+    }
+
+    pub(crate) fn set_mark(&self, rel: &Path, on: bool) -> io::Result<bool> {
+        let (parent, leaf) = self.open_parent(rel)?;
+        let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC;
+        let fd = rustix::fs::openat(&parent, leaf, flags, Mode::empty())?;
+        let mode = rustix::fs::fstat(&fd)?.st_mode & 0o7777;
+        let was = mode & super::UNCOMMITTED_BIT != 0;
+        let wanted = if on { mode | super::UNCOMMITTED_BIT } else { mode & !super::UNCOMMITTED_BIT };
+        if wanted != mode {
+            rustix::fs::fchmod(&fd, Mode::from_raw_mode(wanted))?;
+        }
+        Ok(was)
+    }
+
     pub(crate) fn read_dir(&self, rel: &Path) -> io::Result<Vec<DirEntry>> {
         let mut out = Vec::new();
         for entry in self.dir.read_dir(dot(rel))? {

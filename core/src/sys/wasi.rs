@@ -15,6 +15,8 @@
 //! | `lock` | `(path_ptr, path_len, mode, timeout_ms: i64) -> i32` | flock-like lock on the file at a path relative to the cache root (the host keys it by inode); mode 0 shared, 1 exclusive; timeout -1 waits forever, 0 only tries; returns a handle >= 0, -1 if busy, -2 on error |
 //! | `unlock` | `(handle)` | releases a handle |
 //! | `pid` | `() -> u32` | the simulated process id |
+//! | `marked` | `(path_ptr, path_len) -> i32` | whether the directory at the path carries the uncommitted mark (the sticky bit): 1 yes, 0 no, -1 absent, -2 error |
+//! | `set_mark` | `(path_ptr, path_len, on) -> i32` | sets (`on` = 1) or clears the mark of the directory at the path, never following a symlink; returns 1 or 0 for whether it was set before, -1 absent, -2 error |
 #![allow(clippy::disallowed_methods)]
 
 use std::cell::Cell;
@@ -33,6 +35,10 @@ unsafe extern "C" {
     fn host_unlock(handle: i32);
     #[link_name = "pid"]
     fn host_pid() -> u32;
+    #[link_name = "marked"]
+    fn host_marked(path_ptr: *const u8, path_len: usize) -> i32;
+    #[link_name = "set_mark"]
+    fn host_set_mark(path_ptr: *const u8, path_len: usize, on: u32) -> i32;
 }
 
 /// The cache root: a directory beneath a WASI preopen.
@@ -120,6 +126,25 @@ impl Dir {
         })
     }
 
+    /// `rel` as the host imports take it: relative to the cache root, which
+    /// the host's shared directory is.
+    fn host_rel(rel: &Path) -> io::Result<String> {
+        rel.to_str().map(str::to_owned).ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "not UTF-8"))
+    }
+
+    /// WASI p1 has no mode bits: the host reads the mark.
+    pub(crate) fn is_marked(&self, rel: &Path, _meta: &Meta) -> io::Result<bool> {
+        let path = Self::host_rel(rel)?;
+        // SAFETY: a host import reading `path.len()` bytes at `path`.
+        mark_result(unsafe { host_marked(path.as_ptr(), path.len()) })
+    }
+
+    pub(crate) fn set_mark(&self, rel: &Path, on: bool) -> io::Result<bool> {
+        let path = Self::host_rel(rel)?;
+        // SAFETY: a host import reading `path.len()` bytes at `path`.
+        mark_result(unsafe { host_set_mark(path.as_ptr(), path.len(), u32::from(on)) })
+    }
+
     pub(crate) fn read_dir(&self, rel: &Path) -> io::Result<Vec<DirEntry>> {
         let mut out = Vec::new();
         for entry in fs::read_dir(self.at(rel))? {
@@ -180,6 +205,16 @@ impl Dir {
             return Err(io::Error::new(io::ErrorKind::WouldBlock, "a new holder record was already locked"));
         }
         Ok(lock)
+    }
+}
+
+/// The answer of the `marked` and `set_mark` imports.
+fn mark_result(code: i32) -> io::Result<bool> {
+    match code {
+        0 => Ok(false),
+        1 => Ok(true),
+        -1 => Err(io::ErrorKind::NotFound.into()),
+        _ => Err(io::Error::other("the host could not read or set the uncommitted mark")),
     }
 }
 
