@@ -6,6 +6,7 @@ mod failed;
 mod fill_and_use;
 mod holders;
 mod hostile;
+mod in_place;
 mod queue;
 mod support;
 mod tree;

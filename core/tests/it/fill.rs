@@ -157,3 +157,69 @@ fn fill_gets_a_private_empty_dir_inside_the_cache() {
     assert!(!filled.filled, "a published key is not filled again");
     assert_eq!(std::fs::read_to_string(filled.entry.path().join("d")).unwrap(), "a");
 }
+
+/// An in-place fill writes at the entry's final path; until it commits, the
+/// entry reads as absent, and a panicking or failing fill removes it.
+#[test]
+fn an_in_place_fill_is_absent_until_committed() {
+    use std::os::unix::fs::PermissionsExt;
+    let (_tmp, cache) = new_cache();
+    let k = key("venv");
+    let final_path = cache.entry_path(&k);
+    let filled = cache
+        .get_or_fill_in_place(&k, Wait::NoWait, |dir| {
+            assert_eq!(dir.path(), final_path, "the fill writes at the final path");
+            assert!(cache.get(&k).unwrap().is_none(), "absent while being built");
+            assert!(cache.entries().unwrap().is_empty(), "not listed while being built");
+            std::fs::write(dir.path().join("f"), "x")
+        })
+        .unwrap();
+    assert!(filled.filled);
+    assert_eq!(filled.entry.path(), final_path);
+    assert_eq!(cache.get(&k).unwrap().unwrap().path(), final_path);
+    let mode = std::fs::symlink_metadata(&final_path).unwrap().permissions().mode();
+    assert_eq!(mode & 0o1000, 0, "committed: the mark is gone");
+
+    let failed = cache.get_or_fill_in_place(&key("bad"), Wait::NoWait, |dir| {
+        std::fs::write(dir.path().join("f"), "half")?;
+        Err(std::io::Error::other("tool failed"))
+    });
+    assert!(matches!(failed, Err(Error::Fill { .. })), "{failed:?}");
+    assert!(!cache.entry_path(&key("bad")).exists(), "a failed in-place fill leaves nothing");
+}
+
+/// What a killed in-place fill leaves, a directory still marked at the
+/// entry's name, is never served; gc removes it once its entry lock is
+/// free, and so does the next fill of the key, in either mode.
+#[test]
+fn an_uncommitted_leftover_is_absent_and_reclaimed() {
+    use std::os::unix::fs::PermissionsExt;
+    let (_tmp, cache) = new_cache();
+    let leave = |name: &str| {
+        let dir = cache.path().join(name);
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::write(dir.join("half"), "x").unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o1700)).unwrap();
+    };
+    leave("a");
+    leave("b");
+    leave("c");
+    assert!(cache.get(&key("a")).unwrap().is_none());
+    assert!(cache.pin(&key("a"), Wait::NoWait).unwrap().is_none());
+    assert!(cache.entries().unwrap().is_empty());
+    let status = cache.status().unwrap();
+    assert_eq!(status.items.iter().filter(|i| !i.live).count(), 3, "{:?}", status.items);
+
+    let filled = cache.get_or_fill(&key("b"), Wait::NoWait, |d| std::fs::write(d.path().join("f"), "b")).unwrap();
+    assert!(filled.filled);
+    let filled =
+        cache.get_or_fill_in_place(&key("c"), Wait::NoWait, |d| std::fs::write(d.path().join("f"), "c")).unwrap();
+    assert!(filled.filled);
+    for k in ["b", "c"] {
+        assert_eq!(names(&cache.path().join(k)), ["f"], "the leftover's files are gone");
+    }
+    let report = cache.gc(Wait::NoWait).unwrap();
+    assert_eq!(report.uncommitted, 1, "{report:?}");
+    assert!(!cache.path().join("a").exists());
+    assert!(names(&cache.path().join(".safecache/trash")).is_empty());
+}
