@@ -698,6 +698,10 @@ fn check_disk(dir: &Path, v: &mut Vec<String>) -> Result<()> {
             v.push(format!("published entry `{name}` is not a directory"));
             continue;
         }
+        if host::set_mark(&entry.path(), None) == 1 {
+            v.push(format!("after the final gc, `{name}` is still an uncommitted in-place entry"));
+            continue;
+        }
         let mut files = Vec::new();
         for file in std::fs::read_dir(entry.path())? {
             let file = file?;

@@ -30,11 +30,14 @@ pub enum Variant {
     /// `clean` that deletes the lock files even under an inherited
     /// exclusive lease, while the parent's other children hold them.
     InheritedCleanLocks,
+    /// An in-place fill that writes at the final path without marking the
+    /// directory uncommitted.
+    InPlaceUnmarked,
 }
 
 impl Variant {
     /// Every variant, the real protocol first.
-    pub const ALL: [Variant; 9] = [
+    pub const ALL: [Variant; 10] = [
         Variant::Correct,
         Variant::SharedTemp,
         Variant::InplaceDelete,
@@ -44,10 +47,11 @@ impl Variant {
         Variant::PinUnlocked,
         Variant::InplaceDeleteLocked,
         Variant::InheritedCleanLocks,
+        Variant::InPlaceUnmarked,
     ];
 
     /// The buggy variants.
-    pub const BUGGY: [Variant; 8] = [
+    pub const BUGGY: [Variant; 9] = [
         Variant::SharedTemp,
         Variant::InplaceDelete,
         Variant::UnlockedFill,
@@ -56,6 +60,7 @@ impl Variant {
         Variant::PinUnlocked,
         Variant::InplaceDeleteLocked,
         Variant::InheritedCleanLocks,
+        Variant::InPlaceUnmarked,
     ];
 
     /// The variant's name on the command line and in `SAFECACHE_VARIANT`.
@@ -70,6 +75,7 @@ impl Variant {
             Variant::PinUnlocked => "pin-unlocked",
             Variant::InplaceDeleteLocked => "inplace-delete-locked",
             Variant::InheritedCleanLocks => "inherited-clean-locks",
+            Variant::InPlaceUnmarked => "in-place-unmarked",
         }
     }
 
@@ -85,6 +91,7 @@ impl Variant {
             Variant::PinUnlocked => "reread",
             Variant::InplaceDeleteLocked => "reread",
             Variant::InheritedCleanLocks => "inherited",
+            Variant::InPlaceUnmarked => "in-place",
         }
     }
 
@@ -99,6 +106,7 @@ impl Variant {
             (Variant::PinUnlocked, "pinread") => "pinread-unlocked",
             (Variant::InplaceDeleteLocked, "remove") => "remove-inplace-locked",
             (Variant::InheritedCleanLocks, "clean") => "clean-empties-locks",
+            (Variant::InPlaceUnmarked, "fill") => "fill-inplace-unmarked",
             (_, role) => role,
         }
     }
@@ -141,7 +149,7 @@ pub struct Scenario {
 
 impl Scenario {
     /// Every scenario name.
-    pub const NAMES: [&'static str; 15] = [
+    pub const NAMES: [&'static str; 16] = [
         "fill3",
         "churn",
         "clean",
@@ -157,6 +165,7 @@ impl Scenario {
         "inherited",
         "probers",
         "faults",
+        "in-place",
     ];
 
     /// The scenario `name`, with its concurrent roles in `variant`.
@@ -221,6 +230,23 @@ impl Scenario {
                     "gc fault",
                     "clean nowait fault",
                     "fill b",
+                ],
+            ),
+            // In-place fills (a venv, a cargo target dir) beside a fill in
+            // a temp, readers that read again and again, a remover and gc:
+            // an entry being built, or left half-built by a killed filler,
+            // must never be read, and the final gc must remove a dead one.
+            "in-place" => (
+                &[],
+                &[
+                    "fill a inplace hold=1",
+                    "read a repeat=6",
+                    "fill a inplace",
+                    "pinread a repeat=2",
+                    "remove a",
+                    "fill a",
+                    "read a repeat=4",
+                    "gc",
                 ],
             ),
             "mixed" => (

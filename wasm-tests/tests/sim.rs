@@ -39,6 +39,11 @@ fn sweep_fill_pin_remove_read_and_gc() {
 }
 
 #[test]
+fn sweep_in_place_fills_beside_readers_removers_and_kills() {
+    assert_eq!(sweep_real("in-place", 0..300), 300);
+}
+
+#[test]
 fn sweep_clean_beside_fills_and_readers() {
     assert_eq!(sweep_real("clean", 0..200), 200);
 }

@@ -146,6 +146,7 @@ pub(crate) enum Presence {
 /// The mode bit that marks a directory built in place as not yet committed:
 /// the sticky bit, which means nothing else on a directory that only its
 /// owner can write, and which the lookup's lstat already returns.
+#[cfg_attr(target_os = "wasi", allow(dead_code))]
 pub(crate) const UNCOMMITTED_BIT: u32 = 0o1000;
 
 /// Ownership and permission bits.
@@ -278,8 +279,15 @@ impl Root {
     /// lstat, as [`Root::kind`] is.
     pub(crate) fn presence(&self, rel: &str) -> io::Result<Presence> {
         let Some(meta) = self.stat(rel)? else { return Ok(Presence::Absent) };
-        if meta.kind == FileKind::Dir && self.imp.is_marked(Path::new(rel), &meta)? {
-            return Ok(Presence::Uncommitted);
+        if meta.kind == FileKind::Dir {
+            // Where reading the mark is a second call (WASI), the name may
+            // have gone in between: then it is absent.
+            match self.imp.is_marked(Path::new(rel), &meta) {
+                Ok(true) => return Ok(Presence::Uncommitted),
+                Ok(false) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Presence::Absent),
+                Err(e) => return Err(e),
+            }
         }
         Ok(Presence::Committed(meta.kind))
     }

@@ -152,6 +152,8 @@ struct Opts {
     /// Whether one fault, chosen from the seeded random stream, is injected
     /// at the directory-handle boundary (`safecache::faults`).
     fault: bool,
+    /// Whether a fill builds its entry in place (at its final path).
+    inplace: bool,
 }
 
 impl Opts {
@@ -175,7 +177,8 @@ impl Opts {
 /// Splits the options (`nowait`, `timeout=MS`, `forever`, `hold=MS`) from
 /// the role's positional arguments.
 fn parse_opts(args: &[String]) -> Result<(Vec<String>, Opts), Fail> {
-    let mut opts = Opts { wait: Wait::Forever, hold_ms: 0, repeat: 1, inherit: false, delay_ms: 0, fault: false };
+    let mut opts =
+        Opts { wait: Wait::Forever, hold_ms: 0, repeat: 1, inherit: false, delay_ms: 0, fault: false, inplace: false };
     let mut positional = Vec::new();
     for arg in args {
         let ms = |v: &str| v.parse::<u64>().map_err(|e| other(format!("bad number in `{arg}`: {e}")));
@@ -195,6 +198,8 @@ fn parse_opts(args: &[String]) -> Result<(Vec<String>, Opts), Fail> {
             opts.inherit = true;
         } else if arg == "fault" {
             opts.fault = true;
+        } else if arg == "inplace" {
+            opts.inplace = true;
         } else {
             positional.push(arg.clone());
         }
@@ -317,6 +322,7 @@ fn run(args: &[String], opts: Opts) -> Result<(), Fail> {
         "dedupe" => dedupe(&key(1)?, true),
         "fill-shared-temp" => fill_shared_temp(&key(1)?),
         "fill-unlocked" => fill_unlocked(&key(1)?),
+        "fill-inplace-unmarked" => fill_inplace_unmarked(&key(1)?, opts),
         "remove-inplace" => remove_inplace(&key(1)?),
         "install-delete-copy" => install(&cache, &key(1)?, &key(2)?, true, opts),
         "dedupe-none" => dedupe(&key(1)?, false),
@@ -403,12 +409,17 @@ fn observe(path: &Path) -> io::Result<String> {
 
 fn fill(cache: &Cache, key: &Key, opts: Opts) -> Result<(), Fail> {
     let token = token();
-    let filled = cache.get_or_fill(key, opts.wait, |dir| {
+    let fill = |dir: &safecache::FillDir<'_>| {
         report(&format!("fill-start {key} {token}"));
         write_entry(dir.path(), key.as_str(), &token)?;
         opts.hold();
         Ok::<(), io::Error>(())
-    })?;
+    };
+    let filled = if opts.inplace {
+        cache.get_or_fill_in_place(key, opts.wait, fill)?
+    } else {
+        cache.get_or_fill(key, opts.wait, fill)?
+    };
     report(&format!("fill-done {key} filled={}", filled.filled));
     Ok(())
 }
@@ -571,6 +582,31 @@ fn fill_shared_temp(key: &Key) -> Result<(), Fail> {
     write_entry(&temp, key.as_str(), &token)?;
     fs::rename(&temp, &target)?;
     report(&format!("fill-done {key} filled=true"));
+    Ok(())
+}
+
+/// An in-place fill under the entry lock that writes at the final path
+/// without the uncommitted mark: readers see it half-built, and a killed
+/// one leaves a half entry that looks published.
+fn fill_inplace_unmarked(key: &Key, opts: Opts) -> Result<(), Fail> {
+    let process = Process::default();
+    let lock = format!(".safecache/locks/{}.lock", digest(key));
+    process.lock(&lock)?;
+    let target = entry_path(key);
+    let filled = if exists(&target)? {
+        false
+    } else {
+        fs::create_dir(&target)?;
+        let token = token();
+        report(&format!("fill-start {key} {token}"));
+        // A tool that takes a while between its first file and the rest.
+        fs::write(target.join("f0"), format!("{key}|{token}|0"))?;
+        opts.hold();
+        write_entry(&target, key.as_str(), &token)?;
+        true
+    };
+    process.unlock(&lock);
+    report(&format!("fill-done {key} filled={filled}"));
     Ok(())
 }
 
