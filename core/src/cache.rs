@@ -53,6 +53,14 @@ pub struct Options {
     /// ([`Error::PeerFillFailed`]) instead of running it again one after
     /// another.
     pub retry_failed: bool,
+    /// The free space, in bytes, that a fill leaves on the cache's
+    /// filesystem: a fill does not start (its command is not run) when the
+    /// filesystem has less than this available, and fails with
+    /// [`Error::BelowReserve`]. 0, the default, starts fills however full the
+    /// filesystem is. `gc`, `rm` and `clean` need no new space, so this is
+    /// not room kept for them; it keeps a fill from running a long command
+    /// that can only fail, and leaves the rest of the system a little room.
+    pub min_free: u64,
 }
 
 impl std::fmt::Debug for Options {
@@ -62,6 +70,7 @@ impl std::fmt::Debug for Options {
             .field("on_wait", &self.on_wait.as_ref().map(|_| ".."))
             .field("allow_untrusted", &self.allow_untrusted)
             .field("retry_failed", &self.retry_failed)
+            .field("min_free", &self.min_free)
             .finish()
     }
 }
