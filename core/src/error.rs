@@ -178,8 +178,8 @@ pub enum Error {
     /// is full (ENOSPC) or the user's quota is used up (EDQUOT). Nothing was
     /// published and the fill's temp is removed.
     #[error(
-        "no space left to {op} `{path}`: the filesystem of cache `{}` has {} free",
-        cache.display(), available.map_or_else(|| "an unknown amount".to_owned(), display::bytes)
+        "no space left to {op} `{path}`: the filesystem of cache `{}` has {}",
+        cache.display(), free_phrase(*available, *inodes)
     )]
     NoSpace {
         /// The cache root.
@@ -187,6 +187,9 @@ pub enum Error {
         /// What the filesystem had left just after the failure (`None` where
         /// it cannot be measured).
         available: Option<u64>,
+        /// How many more files it could hold (`None` where it cannot be
+        /// measured): a filesystem out of inodes is full with bytes to spare.
+        inodes: Option<u64>,
         /// What was being done, as a verb phrase ("publish", "sync").
         op: &'static str,
         /// The path, relative to the cache root.
@@ -330,13 +333,14 @@ impl Error {
     }
 
     /// This error as [`Error::NoSpace`] when it is an io failure because the
-    /// filesystem holding the cache at `cache` is full; `available` measures
-    /// what is left.
+    /// filesystem holding the cache at `cache` is full; `space` measures
+    /// what is left, in bytes and in inodes.
     #[cold]
-    pub(crate) fn or_no_space(self, cache: &Path, available: impl FnOnce() -> Option<u64>) -> Error {
+    pub(crate) fn or_no_space(self, cache: &Path, space: impl FnOnce() -> Option<(u64, u64)>) -> Error {
         match self {
             Error::Io { op, path, source } if crate::sys::is_no_space(&source) => {
-                Error::NoSpace { cache: cache.to_owned(), available: available(), op, path, source }
+                let (available, inodes) = space().unzip();
+                Error::NoSpace { cache: cache.to_owned(), available, inodes, op, path, source }
             }
             e => e,
         }
@@ -376,6 +380,16 @@ impl From<getrandom::Error> for Error {
     #[cold]
     fn from(e: getrandom::Error) -> Error {
         Error::Random(e)
+    }
+}
+
+/// "0 B free", or "1.9 MiB free but no inodes left" for a filesystem that
+/// can hold no new file.
+fn free_phrase(available: Option<u64>, inodes: Option<u64>) -> String {
+    let bytes = available.map_or_else(|| "an unknown amount".to_owned(), display::bytes);
+    match inodes {
+        Some(0) => format!("{bytes} free but no inodes left, so no new file can be made"),
+        _ => format!("{bytes} free"),
     }
 }
 

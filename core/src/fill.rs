@@ -147,8 +147,8 @@ impl Leased {
     {
         let cache = &self.cache;
         // Measured after the temp is removed: the space this cache can use.
-        self.fill_unmapped(key, deadline, fill)
-            .map_err(|e| e.or_no_space(cache.path(), || cache.root().available_space()))
+        let space = || cache.root().space().map(|s| (s.available, s.inodes));
+        self.fill_unmapped(key, deadline, fill).map_err(|e| e.or_no_space(cache.path(), space))
     }
 
     fn fill_unmapped<F, E>(&self, key: &Key, deadline: Deadline, fill: F) -> Result<Filled, Error>

@@ -178,6 +178,10 @@ pub(crate) struct Space {
     pub(crate) available: u64,
     /// The filesystem's size.
     pub(crate) total: u64,
+    /// How many more files an unprivileged process may create
+    /// (`f_favail`): a filesystem out of inodes is full however many bytes
+    /// it has left.
+    pub(crate) inodes: u64,
 }
 
 /// Whether `e` means the filesystem is full: no space (ENOSPC) or the

@@ -99,6 +99,7 @@ impl Dir {
         Ok(super::Space {
             available: st.f_bavail.saturating_mul(st.f_frsize),
             total: st.f_blocks.saturating_mul(st.f_frsize),
+            inodes: st.f_favail,
         })
     }
 
