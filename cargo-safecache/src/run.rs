@@ -177,7 +177,13 @@ fn fill(
             let space = e.low_space().map(|l| format!("; {}: {}", l.note(), exit::NO_SPACE_HINT)).unwrap_or_default();
             ctx.ui.warn(format!("the command {}; nothing was published as `{key}`{space}", describe(st)));
             let code = code_of(st);
-            ctx.ui.json(json!({ "reason": "exited", "exit_code": code, "key": key.as_str(), "published": false }));
+            ctx.ui.json(json!({
+                "reason": "exited",
+                "exit_code": code,
+                "key": key.as_str(),
+                "published": false,
+                "fs_available": e.low_space().map(|l| l.available),
+            }));
             Ok(Err(code))
         }
         Err(Error::PeerFillFailed { failure, .. }) => {

@@ -205,7 +205,7 @@ pub enum Error {
     ///
     /// [`Options::min_free`]: crate::Options::min_free
     #[error(
-        "not filling `{key}`: the filesystem of cache `{}` has {} free, less than the {} kept free; nothing was run",
+        "the filesystem of cache `{}` has {} free, less than the {} kept free, so the fill of `{key}` was not started",
         cache.display(), display::bytes(*available), display::bytes(*reserve)
     )]
     BelowReserve {

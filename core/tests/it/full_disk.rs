@@ -129,7 +129,10 @@ fn a_full_disk_still_serves_reads_and_frees_space_by_rm_gc_and_clean() {
         })
         .unwrap_err();
     assert_eq!(err.kind(), ErrorKind::BelowReserve, "{err:?}");
-    assert!(err.to_string().contains("has 0 B free, less than the 1.0 MiB kept free"), "{err}");
+    assert!(
+        err.to_string().contains("has 0 B free, less than the 1.0 MiB kept free, so the fill of `new` was not started"),
+        "{err}"
+    );
     assert!(!ran, "the fill's command was not run");
 
     // rm, gc and clean need no new space, and free some.
