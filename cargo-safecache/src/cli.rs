@@ -327,6 +327,21 @@ pub(crate) struct RunArgs {
     #[arg(long, requires = "key")]
     pub(crate) in_place: bool,
 
+    /// With --key: don't start a fill (don't run its command) when the
+    /// cache's filesystem has less than SIZE free; exit 74 instead. SIZE is
+    /// bytes, or a number with a K, M or G suffix (powers of 1024); 0 turns
+    /// the check off. [default: 1M]
+    #[arg(
+        long,
+        value_name = "SIZE",
+        env = "SAFECACHE_MIN_FREE",
+        hide_env_values = true,
+        default_value = "1M",
+        hide_default_value = true,
+        value_parser = parse_size
+    )]
+    pub(crate) min_free: u64,
+
     /// Keep KEY's entry from being removed while CMD runs (repeatable). An
     /// absent KEY fails before CMD starts.
     #[arg(long = "pin", value_name = "KEY", value_parser = parse_key)]
@@ -339,6 +354,20 @@ pub(crate) struct RunArgs {
 
 fn parse_key(s: &str) -> Result<Key, String> {
     Key::new(s).map_err(|e| e.to_string())
+}
+
+/// Bytes, or a whole number with a K, M or G suffix (powers of 1024).
+fn parse_size(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    let (digits, shift) = match s.char_indices().last() {
+        Some((i, 'K' | 'k')) => (&s[..i], 10),
+        Some((i, 'M' | 'm')) => (&s[..i], 20),
+        Some((i, 'G' | 'g')) => (&s[..i], 30),
+        _ => (s, 0),
+    };
+    digits.parse::<u64>().ok().and_then(|n| n.checked_mul(1 << shift)).ok_or_else(|| {
+        "expected a size in bytes such as `1048576`, or with a suffix such as `64K`, `1M` or `2G`".to_owned()
+    })
 }
 
 /// Seconds, or `never` for no limit (a timeout too long to represent, which

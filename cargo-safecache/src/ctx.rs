@@ -28,6 +28,7 @@ impl Ctx {
             on_wait: Some(Arc::new(move |ev| ui.waiting(ev))),
             allow_untrusted: self.allow_untrusted,
             retry_failed: false,
+            min_free: 0,
         }
     }
 

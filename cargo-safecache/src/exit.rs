@@ -12,6 +12,10 @@ pub(crate) const ABSENT: u8 = 1;
 /// A usage error: bad option or argument, invalid key, a cache dir that is
 /// not a directory or not a cache.
 pub(crate) const USAGE: u8 = 2;
+/// The cache's filesystem is full: a fill ran out of space in safecache's
+/// own writes, or was not started because less than `--min-free` was left
+/// (EX_IOERR).
+pub(crate) const NO_SPACE: u8 = 74;
 /// A lock timeout, or a busy lock under `--lock-timeout 0` (EX_TEMPFAIL).
 pub(crate) const BUSY: u8 = 75;
 /// A cache another user could tamper with (EX_NOPERM).
@@ -39,6 +43,11 @@ impl std::error::Error for Coded {}
 pub(crate) const TIMEOUT_HINT: &str =
     "set --lock-timeout SECS (or `never`) or SAFECACHE_LOCK_TIMEOUT to change how long to wait";
 
+/// How to get out of a full disk; also the end of the warning `run` gives
+/// when CMD fails on a nearly full one.
+pub(crate) const NO_SPACE_HINT: &str =
+    "free space with `cargo safecache gc` or `cargo safecache rm KEY…`, or delete files on that filesystem";
+
 /// The exit code of each kind of core error, and what to append to its
 /// message so that it says how to fix the problem. The match is exhaustive
 /// on purpose: a new kind in the core fails to compile here until it has a
@@ -57,6 +66,13 @@ fn classify(kind: ErrorKind) -> (u8, Option<&'static str>) {
             (FAILURE, Some("pick a cache dir on a local filesystem with --cache-dir DIR or SAFECACHE_DIR"))
         }
         ErrorKind::PeerFillFailed => (FAILURE, Some("to run the fill yourself instead, pass --retry-failed")),
+        ErrorKind::NoSpace => (NO_SPACE, Some(NO_SPACE_HINT)),
+        ErrorKind::BelowReserve => (
+            NO_SPACE,
+            Some(
+                "free space with `cargo safecache gc` or `cargo safecache rm KEY…`, or lower the reserve with --min-free",
+            ),
+        ),
         ErrorKind::UnknownFormat | ErrorKind::NestedCache | ErrorKind::FillMoved | ErrorKind::Fill => (FAILURE, None),
     }
 }

@@ -44,7 +44,10 @@ pub(crate) fn run(ctx: &Ctx, args: RunArgs) -> Result<u8> {
     // command line that starts it.
     safecache::set_process_command(args.command.iter().map(|a| a.to_string_lossy().into_owned()).collect());
     let wanted = if args.exclusive { LockMode::Exclusive } else { LockMode::Shared };
-    let cache = ctx.open_adjusted(|o| o.retry_failed = args.retry_failed)?;
+    let cache = ctx.open_adjusted(|o| {
+        o.retry_failed = args.retry_failed;
+        o.min_free = args.min_free;
+    })?;
     // From here on every lock goes through this one lease: pins and the
     // fill never open the lease file again (under `--exclusive`, a second
     // open would be a second, conflicting flock).
@@ -174,11 +177,20 @@ fn fill(
     });
     match filled {
         Ok(filled) => Ok(Ok(filled)),
-        Err(Error::Fill { .. }) if status.is_some_and(|s| !s.success()) => {
+        Err(ref e @ Error::Fill { .. }) if status.is_some_and(|s| !s.success()) => {
             let st = status.unwrap_or_default();
-            ctx.ui.warn(format!("the command {}; nothing was published as `{key}`", describe(st)));
+            // A command that failed on a full disk: say so, and how to
+            // make room.
+            let space = e.low_space().map(|l| format!("; {}: {}", l.note(), exit::NO_SPACE_HINT)).unwrap_or_default();
+            ctx.ui.warn(format!("the command {}; nothing was published as `{key}`{space}", describe(st)));
             let code = code_of(st);
-            ctx.ui.json(json!({ "reason": "exited", "exit_code": code, "key": key.as_str(), "published": false }));
+            ctx.ui.json(json!({
+                "reason": "exited",
+                "exit_code": code,
+                "key": key.as_str(),
+                "published": false,
+                "fs_available": e.low_space().map(|l| l.available),
+            }));
             Ok(Err(code))
         }
         Err(Error::PeerFillFailed { failure, .. }) => {

@@ -53,6 +53,14 @@ pub struct Options {
     /// ([`Error::PeerFillFailed`]) instead of running it again one after
     /// another.
     pub retry_failed: bool,
+    /// The free space, in bytes, that a fill leaves on the cache's
+    /// filesystem: a fill does not start (its command is not run) when the
+    /// filesystem has less than this available, and fails with
+    /// [`Error::BelowReserve`]. 0, the default, starts fills however full the
+    /// filesystem is. `gc`, `rm` and `clean` need no new space, so this is
+    /// not room kept for them; it keeps a fill from running a long command
+    /// that can only fail, and leaves the rest of the system a little room.
+    pub min_free: u64,
 }
 
 impl std::fmt::Debug for Options {
@@ -62,6 +70,7 @@ impl std::fmt::Debug for Options {
             .field("on_wait", &self.on_wait.as_ref().map(|_| ".."))
             .field("allow_untrusted", &self.allow_untrusted)
             .field("retry_failed", &self.retry_failed)
+            .field("min_free", &self.min_free)
             .finish()
     }
 }
@@ -504,7 +513,7 @@ fn build_marker(root: &Root, staging: &str) -> io::Result<()> {
 }
 
 fn check_format(bytes: &[u8], path: &Path) -> Result<(), Error> {
-    if bytes == layout::format_contents().as_bytes() {
+    if layout::readable_format(bytes).is_some() {
         return Ok(());
     }
     Err(Error::UnknownFormat {
@@ -512,6 +521,41 @@ fn check_format(bytes: &[u8], path: &Path) -> Result<(), Error> {
         found: crate::display::escape(String::from_utf8_lossy(bytes).trim()),
         supported: FORMAT_VERSION,
     })
+}
+
+impl Cache {
+    /// Upgrades a format-1 cache to the current format before its first
+    /// in-place fill: a format-1 reader would take an uncommitted entry for
+    /// a published one, and refuses a newer format. Idempotent, so racing
+    /// upgraders agree; the new file replaces the old by one rename.
+    pub(crate) fn upgrade_format(&self) -> Result<(), Error> {
+        let root = self.root();
+        let bytes = root.read(FORMAT_FILE, MAX_FORMAT_LEN).map_err(|e| Error::io("read", FORMAT_FILE, e))?;
+        if layout::readable_format(&bytes) == Some(FORMAT_VERSION) {
+            return Ok(());
+        }
+        check_format(&bytes, &self.inner.path)?;
+        // The private file has no digest, so a gc may take it for an orphan
+        // and delete it before the rename: then write it again.
+        let mut tries = 0;
+        loop {
+            let private = layout::temp("format", &layout::random_suffix()?);
+            let written = root
+                .write_new(&private, layout::format_contents().as_bytes())
+                .and_then(|()| root.rename(&private, FORMAT_FILE))
+                .and_then(|()| root.sync_dir(MARKER_DIR));
+            match written {
+                Ok(()) => break,
+                Err(e) if e.kind() == io::ErrorKind::NotFound && tries < 3 => tries += 1,
+                Err(e) => {
+                    let _ = root.remove_file(&private);
+                    return Err(Error::io("upgrade the format of", FORMAT_FILE, e));
+                }
+            }
+        }
+        tracing::info!(format = FORMAT_VERSION, "upgraded the cache's format");
+        Ok(())
+    }
 }
 
 /// Whether `name`, at the cache root, is safecache's own.

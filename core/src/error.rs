@@ -6,7 +6,7 @@
 //! `std::io::Error` as the source rather than repeating it.
 
 use std::io;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::display;
@@ -173,6 +173,90 @@ pub enum Error {
         #[source]
         source: Box<dyn std::error::Error + Send + Sync>,
     },
+
+    /// safecache's own write failed because the filesystem holding the cache
+    /// is full (ENOSPC) or the user's quota is used up (EDQUOT). Nothing was
+    /// published and the fill's temp is removed.
+    #[error(
+        "no space left to {op} `{path}`: the filesystem of cache `{}` has {}",
+        cache.display(), free_phrase(*available, *inodes)
+    )]
+    NoSpace {
+        /// The cache root.
+        cache: PathBuf,
+        /// What the filesystem had left just after the failure (`None` where
+        /// it cannot be measured).
+        available: Option<u64>,
+        /// How many more files it could hold (`None` where it cannot be
+        /// measured): a filesystem out of inodes is full with bytes to spare.
+        inodes: Option<u64>,
+        /// What was being done, as a verb phrase ("publish", "sync").
+        op: &'static str,
+        /// The path, relative to the cache root.
+        path: String,
+        /// The underlying error.
+        #[source]
+        source: io::Error,
+    },
+
+    /// A fill was not started because the filesystem holding the cache has
+    /// less free space than the reserve the caller keeps
+    /// ([`Options::min_free`]); its command was not run.
+    ///
+    /// [`Options::min_free`]: crate::Options::min_free
+    #[error(
+        "the filesystem of cache `{}` has {} free, less than the {} kept free, so the fill of `{key}` was not started",
+        cache.display(), display::bytes(*available), display::bytes(*reserve)
+    )]
+    BelowReserve {
+        /// The key not filled.
+        key: String,
+        /// The cache root.
+        cache: PathBuf,
+        /// What the filesystem has left.
+        available: u64,
+        /// The reserve.
+        reserve: u64,
+    },
+}
+
+/// A fill's own error, with a note that the filesystem holding the cache was
+/// nearly full when the fill failed, which is the likely cause. Its message
+/// is the fill's, then the note; its source is the fill error's source.
+#[derive(Debug)]
+pub struct LowSpace {
+    /// The cache root.
+    pub cache: PathBuf,
+    /// What the filesystem had left when the fill failed, with the failed
+    /// fill's output still in its temp.
+    pub available: u64,
+    /// The fill's error.
+    pub error: Box<dyn std::error::Error + Send + Sync>,
+}
+
+impl LowSpace {
+    /// The note alone: "the filesystem of cache `/c` had 0 B free when the
+    /// fill failed".
+    pub fn note(&self) -> String {
+        format!(
+            "the filesystem of cache `{}` had {} free when the fill failed",
+            self.cache.display(),
+            display::bytes(self.available)
+        )
+    }
+}
+
+impl std::fmt::Display for LowSpace {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({}; free space with `cargo safecache gc` or `rm`)", self.error, self.note())
+    }
+}
+
+impl std::error::Error for LowSpace {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        // The fill's error is shown in this one's message already.
+        self.error.source()
+    }
 }
 
 /// What kind of failure an [`Error`] is. Unlike [`Error`], this enum is
@@ -209,6 +293,10 @@ pub enum ErrorKind {
     NestedCache,
     /// [`Error::Fill`].
     Fill,
+    /// [`Error::NoSpace`].
+    NoSpace,
+    /// [`Error::BelowReserve`].
+    BelowReserve,
 }
 
 impl Error {
@@ -229,6 +317,32 @@ impl Error {
             Error::PeerFillFailed { .. } => ErrorKind::PeerFillFailed,
             Error::NestedCache { .. } => ErrorKind::NestedCache,
             Error::Fill { .. } => ErrorKind::Fill,
+            Error::NoSpace { .. } => ErrorKind::NoSpace,
+            Error::BelowReserve { .. } => ErrorKind::BelowReserve,
+        }
+    }
+
+    /// The note that the cache's filesystem was nearly full when a fill
+    /// failed, if this is such a failure ([`Error::Fill`] whose source is a
+    /// [`LowSpace`]).
+    pub fn low_space(&self) -> Option<&LowSpace> {
+        match self {
+            Error::Fill { source, .. } => source.downcast_ref::<LowSpace>(),
+            _ => None,
+        }
+    }
+
+    /// This error as [`Error::NoSpace`] when it is an io failure because the
+    /// filesystem holding the cache at `cache` is full; `space` measures
+    /// what is left, in bytes and in inodes.
+    #[cold]
+    pub(crate) fn or_no_space(self, cache: &Path, space: impl FnOnce() -> Option<(u64, u64)>) -> Error {
+        match self {
+            Error::Io { op, path, source } if crate::sys::is_no_space(&source) => {
+                let (available, inodes) = space().unzip();
+                Error::NoSpace { cache: cache.to_owned(), available, inodes, op, path, source }
+            }
+            e => e,
         }
     }
 
@@ -266,6 +380,16 @@ impl From<getrandom::Error> for Error {
     #[cold]
     fn from(e: getrandom::Error) -> Error {
         Error::Random(e)
+    }
+}
+
+/// "0 B free", or "1.9 MiB free but no inodes left" for a filesystem that
+/// can hold no new file.
+fn free_phrase(available: Option<u64>, inodes: Option<u64>) -> String {
+    let bytes = available.map_or_else(|| "an unknown amount".to_owned(), display::bytes);
+    match inodes {
+        Some(0) => format!("{bytes} free but no inodes left, so no new file can be made"),
+        _ => format!("{bytes} free"),
     }
 }
 

@@ -33,7 +33,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::cache::{Cache, Entry, Leased};
-use crate::error::Error;
+use crate::error::{Error, LowSpace};
 use crate::failed;
 use crate::holder;
 use crate::key::Key;
@@ -188,7 +188,20 @@ impl Leased {
         self.fill_by(key, Deadline::start(wait), Build::InPlace, fill)
     }
 
+    /// [`Leased::fill_unmapped`], with safecache's own writes failing on a
+    /// full filesystem reported as [`Error::NoSpace`].
     fn fill_by<F, E>(&self, key: &Key, deadline: Deadline, build: Build, fill: F) -> Result<Filled, Error>
+    where
+        F: FnOnce(&FillDir<'_>) -> Result<(), E>,
+        E: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let cache = &self.cache;
+        // Measured after the temp is removed: the space this cache can use.
+        let space = || cache.root().space().map(|s| (s.available, s.inodes));
+        self.fill_unmapped(key, deadline, build, fill).map_err(|e| e.or_no_space(cache.path(), space))
+    }
+
+    fn fill_unmapped<F, E>(&self, key: &Key, deadline: Deadline, build: Build, fill: F) -> Result<Filled, Error>
     where
         F: FnOnce(&FillDir<'_>) -> Result<(), E>,
         E: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -244,6 +257,7 @@ impl Leased {
         // A dead in-place fill's uncommitted entry: under the entry lock
         // nobody can own it any more.
         cache.remove_uncommitted(key)?;
+        cache.check_reserve(key)?;
         let temp = cache.create_temp(key)?;
         let mut out_rel = format!("{}/{TEMP_OUT}", temp.rel);
         let mut unfinished = None;
@@ -263,7 +277,9 @@ impl Leased {
         if let Err(e) = fill(&dir) {
             let source = e.into();
             failed::record(cache.root(), key.as_str(), &digest, &*source);
-            return Err(Error::Fill { key: key.to_string(), source });
+            // Measured before the temp is removed, while the fill's output
+            // still takes the space it took when it failed.
+            return Err(Error::Fill { key: key.to_string(), source: cache.note_low_space(source) });
         }
         cache.check_unmoved(key, &dir, created)?;
         match &mut unfinished {
@@ -275,6 +291,48 @@ impl Leased {
         cache.note_use(key);
         // Still under the entry lock: nothing can have removed it.
         Ok(Filled { entry: cache.entry_at(key), filled: true })
+    }
+}
+
+/// Below this share of the filesystem (1/100), capped at
+/// [`LOW_SPACE_CAP`], free space counts as low when a fill fails.
+const LOW_SPACE_SHARE: u64 = 100;
+/// Free space above this is never low, however large the filesystem.
+const LOW_SPACE_CAP: u64 = 16 << 20;
+
+impl Cache {
+    /// Refuses to start a fill when the cache's filesystem has less free
+    /// space than [`crate::Options::min_free`].
+    fn check_reserve(&self, key: &Key) -> Result<(), Error> {
+        let reserve = self.inner.options.min_free;
+        match self.root().available_space() {
+            Some(available) if reserve > 0 && available < reserve => {
+                Err(Error::BelowReserve { key: key.to_string(), cache: self.inner.path.clone(), available, reserve })
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// The fill's error, with a note of the free space left when the
+    /// filesystem is full or nearly so (the likely cause), or when the error
+    /// itself says the disk is full.
+    fn note_low_space(
+        &self,
+        error: Box<dyn std::error::Error + Send + Sync>,
+    ) -> Box<dyn std::error::Error + Send + Sync> {
+        let Some(space) = self.root().space() else { return error };
+        let mut chain = Some(&*error as &(dyn std::error::Error + 'static));
+        let said_full = std::iter::from_fn(|| {
+            let e = chain?;
+            chain = e.source();
+            Some(e)
+        })
+        .any(|e| e.downcast_ref::<std::io::Error>().is_some_and(sys::is_no_space));
+        let low = space.available < (space.total / LOW_SPACE_SHARE).min(LOW_SPACE_CAP);
+        if !low && !said_full {
+            return error;
+        }
+        Box::new(LowSpace { cache: self.inner.path.clone(), available: space.available, error })
     }
 }
 
@@ -325,6 +383,7 @@ impl Cache {
     /// entry's name, where the fill then writes. Marked while still private,
     /// so no reader ever sees it unmarked.
     fn move_into_place(&self, key: &Key, out_rel: &str) -> Result<Unfinished, Error> {
+        self.upgrade_format()?;
         let root = self.root();
         let stored = key.stored_name();
         root.set_uncommitted(out_rel, true).map_err(|e| Error::io("mark uncommitted", out_rel, e))?;

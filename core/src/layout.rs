@@ -8,8 +8,13 @@
 
 /// The marker directory at the cache root.
 pub const MARKER_DIR: &str = ".safecache";
-/// The format version this build reads and writes.
-pub const FORMAT_VERSION: u32 = 1;
+/// The format version this build writes. Format 2 added entries built in
+/// place, which carry the uncommitted mark until committed; a format-1
+/// reader would serve them half-built, so a cache is upgraded before its
+/// first in-place fill.
+pub const FORMAT_VERSION: u32 = 2;
+/// The oldest format this build reads (and writes, except in-place fills).
+pub const OLDEST_FORMAT_VERSION: u32 = 1;
 
 pub(crate) const FORMAT_FILE: &str = ".safecache/format";
 pub(crate) const LEASE_LOCK: &str = ".safecache/lease.lock";
@@ -39,7 +44,16 @@ pub(crate) fn is_marker_staging(name: &str) -> bool {
 }
 
 pub(crate) fn format_contents() -> String {
-    format!("safecache-format {FORMAT_VERSION}\n")
+    format_contents_of(FORMAT_VERSION)
+}
+
+pub(crate) fn format_contents_of(version: u32) -> String {
+    format!("safecache-format {version}\n")
+}
+
+/// The version a format file's bytes name, if this build reads it.
+pub(crate) fn readable_format(bytes: &[u8]) -> Option<u32> {
+    (OLDEST_FORMAT_VERSION..=FORMAT_VERSION).find(|&v| bytes == format_contents_of(v).as_bytes())
 }
 
 /// The gate of the lease or of an entry lock (`lease.gate`,
@@ -180,7 +194,10 @@ mod tests {
         assert_eq!(gate_of(&entry_lock("ab")).as_deref(), Some(".safecache/locks/ab.gate"));
         assert_eq!(gate_of(LEASE_LOCK).as_deref(), Some(".safecache/lease.gate"));
         assert_eq!(gate_of(GC_LOCK), None);
-        assert_eq!(format_contents(), "safecache-format 1\n");
+        assert_eq!(format_contents(), "safecache-format 2\n");
+        assert_eq!(readable_format(b"safecache-format 1\n"), Some(1));
+        assert_eq!(readable_format(b"safecache-format 2\n"), Some(2));
+        assert_eq!(readable_format(b"safecache-format 3\n"), None);
         assert!(is_marker_staging(&format!("{MARKER_STAGING_PREFIX}{}", random_suffix().unwrap())));
         assert!(!is_marker_staging(".safecache.init-notes"), "a user's file with the prefix");
     }

@@ -49,7 +49,7 @@ mod remove;
 mod sys;
 
 pub use cache::{Cache, Entry, Leased, Options, Pin, USE_RESOLUTION};
-pub use error::{Error, ErrorKind};
+pub use error::{Error, ErrorKind, LowSpace};
 pub use failed::{CommandFailed, FailedFill};
 pub use fill::{FillDir, Filled};
 pub use gc::{EntryInfo, Failure, GcReport, Item, ItemKind, Status};

@@ -4,6 +4,7 @@
 
 mod failed;
 mod fill_and_use;
+mod full_disk;
 mod holders;
 mod hostile;
 mod in_place;

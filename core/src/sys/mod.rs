@@ -188,6 +188,25 @@ pub(crate) struct Usage {
     pub(crate) modified: Option<SystemTime>,
 }
 
+/// How much room the filesystem holding the cache has, in bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Space {
+    /// What an unprivileged process may still write (`f_bavail`).
+    pub(crate) available: u64,
+    /// The filesystem's size.
+    pub(crate) total: u64,
+    /// How many more files an unprivileged process may create
+    /// (`f_favail`): a filesystem out of inodes is full however many bytes
+    /// it has left.
+    pub(crate) inodes: u64,
+}
+
+/// Whether `e` means the filesystem is full: no space (ENOSPC) or the
+/// user's quota is used up (EDQUOT).
+pub(crate) fn is_no_space(e: &io::Error) -> bool {
+    matches!(e.kind(), io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded)
+}
+
 /// The identity a holder record shows.
 #[derive(Clone, Debug)]
 pub(crate) struct Identity {
@@ -237,6 +256,22 @@ impl Root {
         shared_filesystem_name(self.imp.fs_magic()?)
     }
 
+    /// What the filesystem holding the root has left, measured through the
+    /// root's handle; `None` where the target cannot tell (WASI p1 has no
+    /// statvfs) or the query fails.
+    pub(crate) fn space(&self) -> Option<Space> {
+        #[cfg(not(target_os = "wasi"))]
+        return self.imp.space().ok();
+        #[cfg(target_os = "wasi")]
+        return None;
+    }
+
+    /// The bytes an unprivileged process may still write on the filesystem
+    /// holding the root; see [`Root::space`].
+    pub(crate) fn available_space(&self) -> Option<u64> {
+        self.space().map(|s| s.available)
+    }
+
     /// Creates one directory, with [`Modes::dir`]; `AlreadyExists` if the
     /// name is taken.
     pub(crate) fn create_dir(&self, rel: &str) -> io::Result<()> {
@@ -244,7 +279,8 @@ impl Root {
         self.imp.create_dir(rel)
     }
 
-    /// Creates a new file (never replacing one) holding `bytes`, synced.
+    /// Creates a new file (never replacing one) holding `bytes`, synced. A
+    /// write that fails after the file was created (a full disk) removes it.
     pub(crate) fn write_new(&self, rel: &str, bytes: &[u8]) -> io::Result<()> {
         fault(Op::Write)?;
         self.imp.write_new(rel, bytes)
@@ -436,7 +472,8 @@ impl Root {
     }
 
     /// Creates a new file with `bytes` in it and returns it locked
-    /// exclusively (a holder record).
+    /// exclusively (a holder record). A write that fails after the file was
+    /// created (a full disk) removes it.
     pub(crate) fn create_locked(&self, rel: &str, bytes: &[u8]) -> io::Result<LockFile> {
         fault(Op::Write)?;
         self.imp.create_locked(rel, bytes)

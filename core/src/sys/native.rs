@@ -90,6 +90,19 @@ impl Dir {
         None
     }
 
+    /// What the filesystem holding the root has left, by `fstatvfs` on the
+    /// root's own descriptor (an `O_PATH` descriptor is enough for it), so
+    /// it measures the filesystem the handle is on even if the cache dir
+    /// was renamed or a path in front of it replaced.
+    pub(crate) fn space(&self) -> io::Result<super::Space> {
+        let st = rustix::fs::fstatvfs(&self.dir)?;
+        Ok(super::Space {
+            available: st.f_bavail.saturating_mul(st.f_frsize),
+            total: st.f_blocks.saturating_mul(st.f_frsize),
+            inodes: st.f_favail,
+        })
+    }
+
     pub(crate) fn create_dir(&self, rel: &str) -> io::Result<()> {
         use cap_std::fs::DirBuilderExt;
         let mut builder = cap_std::fs::DirBuilder::new();
@@ -109,8 +122,14 @@ impl Dir {
 
     pub(crate) fn write_new(&self, rel: &str, bytes: &[u8]) -> io::Result<()> {
         let mut file = self.create_new(rel, false)?;
-        file.write_all(bytes)?;
-        file.sync_all()
+        // A write that fails (a full disk) leaves no half file behind: the
+        // file is new, so it is this call's to delete.
+        file.write_all(bytes).and_then(|()| file.sync_all()).inspect_err(|_| self.discard(rel))
+    }
+
+    /// Unlinks a file this process just created and failed to fill.
+    fn discard(&self, rel: &str) {
+        let _ = self.dir.remove_file(rel);
     }
 
     pub(crate) fn create_empty(&self, rel: &str) -> io::Result<()> {
@@ -250,9 +269,13 @@ impl Dir {
 
     pub(crate) fn create_locked(&self, rel: &str, bytes: &[u8]) -> io::Result<LockFile> {
         let mut file = self.create_new(rel, true)?;
-        file.write_all(bytes)?;
+        if let Err(e) = file.write_all(bytes) {
+            // A full disk: no half-written record is left to be scanned.
+            self.discard(rel);
+            return Err(e);
+        }
         let file = file.into_std();
-        file.lock()?;
+        file.lock().inspect_err(|_| self.discard(rel))?;
         Ok(LockFile { file })
     }
 }

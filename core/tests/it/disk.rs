@@ -11,25 +11,34 @@ use safecache::{Cache, Error, Options, Wait};
 use crate::support::{key, names, publish, tree};
 
 /// A tmpfs mounted for one test, unmounted on drop.
-struct Mount {
+pub(crate) struct Mount {
     _dir: tempfile::TempDir,
     path: PathBuf,
 }
 
 impl Mount {
-    fn tmpfs(size: &str) -> Option<Mount> {
+    pub(crate) fn tmpfs(size: &str) -> Option<Mount> {
+        Mount::tmpfs_with(&format!("size={size}"))
+    }
+
+    /// A tmpfs with the given mount options (`size=2m,nr_inodes=64`).
+    pub(crate) fn tmpfs_with(options: &str) -> Option<Mount> {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("mnt");
         std::fs::create_dir(&path).unwrap();
-        let ok = Command::new("mount")
+        let out = Command::new("mount")
             // Private to its owner, as a cache dir must be (a tmpfs root is
             // world-writable by default, which safecache refuses).
-            .args(["-t", "tmpfs", "-o", &format!("size={size},mode=0700"), "tmpfs"])
+            .args(["-t", "tmpfs", "-o", &format!("{options},mode=0700"), "tmpfs"])
             .arg(&path)
-            .output()
-            .is_ok_and(|o| o.status.success());
-        if !ok {
-            eprintln!("skipped: cannot mount a tmpfs here (needs root); the full-disk test did not run");
+            .output();
+        let refused = match &out {
+            Ok(o) if o.status.success() => None,
+            Ok(o) => Some(String::from_utf8_lossy(&o.stderr).trim().replace('\n', " ")),
+            Err(e) => Some(e.to_string()),
+        };
+        if let Some(why) = refused {
+            eprintln!("skipped: cannot mount a tmpfs here (needs root or CAP_SYS_ADMIN): {why}");
             return None;
         }
         Some(Mount { _dir: dir, path })
@@ -40,7 +49,7 @@ impl Mount {
         assert!(status.success());
     }
 
-    fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         &self.path
     }
 }

@@ -16,6 +16,7 @@ mod support;
 mod bad_input;
 mod disk;
 mod fill;
+mod full_disk;
 mod hostile;
 mod kill;
 mod model;
