@@ -158,14 +158,7 @@ fn wait_message(ev: &WaitEvent<'_>) -> String {
 
 /// Bytes for people: "0 B", "1.5 KiB".
 pub(crate) fn fmt_bytes(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut value = bytes as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit + 1 < UNITS.len() {
-        value /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 { format!("{bytes} B") } else { format!("{value:.1} {}", UNITS[unit]) }
+    safecache::display::size(bytes)
 }
 
 /// Adds "`before` `dir` `after`" as context to a core error, unless the

@@ -35,6 +35,7 @@
 mod cache;
 pub mod display;
 mod error;
+mod evict;
 mod failed;
 mod fill;
 mod gc;
@@ -50,6 +51,10 @@ mod sys;
 
 pub use cache::{Cache, Entry, Leased, Options, Pin, USE_RESOLUTION};
 pub use error::{Error, ErrorKind};
+pub use evict::{
+    AutoGc, DEFAULT_AUTO_GC_EVERY, DEFAULT_MAX_AGE, EvictReason, EvictReport, GcOptions, Limits, SkipReason, Skipped,
+    Victim,
+};
 pub use failed::{CommandFailed, FailedFill};
 pub use fill::{FillDir, Filled};
 pub use gc::{EntryInfo, Failure, GcReport, Item, ItemKind, Status};
