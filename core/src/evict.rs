@@ -174,6 +174,15 @@ struct Listed {
     last_use: SystemTime,
 }
 
+/// Whether the automatic gc should run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Due {
+    No,
+    Yes,
+    /// No `gc.stamp` yet: write one, and run an interval later.
+    FirstUse,
+}
+
 /// Whether an entry last stamped at `last_use` has been unused for longer
 /// than `max_age` at `now`, even if it was used just before its stamp went
 /// stale (a use within [`USE_RESOLUTION`] of a stamp writes none).
@@ -277,13 +286,21 @@ impl Cache {
         }
     }
 
-    /// Whether the automatic gc is due: `gc.stamp` is missing, or at least
-    /// `every` old, or (after a clock change) more than `every` in the future.
-    fn auto_gc_due(&self, every: Duration) -> bool {
-        let Ok(Some(last)) = self.root().modified(GC_STAMP) else { return true };
-        match sys::now().duration_since(last) {
-            Ok(age) => age >= every,
-            Err(ahead) => ahead.duration() > every,
+    /// Whether the automatic gc is due: `gc.stamp` is at least `every` old,
+    /// or (after a clock change) more than `every` in the future. A missing
+    /// stamp starts the clock instead: a new cache has nothing to evict, and
+    /// a cache first used by a build with automatic gc gets a full interval
+    /// before anything is evicted from it.
+    fn auto_gc_due(&self, every: Duration) -> Due {
+        match self.root().modified(GC_STAMP) {
+            Ok(None) => Due::FirstUse,
+            Ok(Some(last)) => match sys::now().duration_since(last) {
+                Ok(age) if age >= every => Due::Yes,
+                Err(ahead) if ahead.duration() > every => Due::Yes,
+                _ => Due::No,
+            },
+            // Unreadable: let the locked path find out, and report.
+            Err(_) => Due::Yes,
         }
     }
 
@@ -295,10 +312,11 @@ impl Cache {
     /// It only ever tries locks (the lease shared, `gc.lock`, each victim's
     /// entry lock), so it never waits: call it after a command's real work.
     /// It stamps `gc.stamp` before it starts, so that a gc that fails does
-    /// not run again on every call.
+    /// not run again on every call. On a cache without `gc.stamp` it only
+    /// writes the stamp: the first automatic gc comes an interval later.
     pub fn auto_gc(&self) -> Result<Option<GcReport>, Error> {
         let Some(auto) = self.inner.options.auto_gc else { return Ok(None) };
-        if !self.auto_gc_due(auto.every) {
+        if self.auto_gc_due(auto.every) == Due::No {
             return Ok(None);
         }
         let _span = tracing::info_span!("auto_gc").entered();
@@ -313,11 +331,15 @@ impl Cache {
             Err(e) => return busy(e),
         };
         // A peer may have run it between the check above and the lock.
-        if !self.auto_gc_due(auto.every) {
+        let due = self.auto_gc_due(auto.every);
+        if due == Due::No {
             return Ok(None);
         }
         let temp = layout::gc_stamp_temp(&layout::random_suffix()?);
         self.root().touch(GC_STAMP, &temp).map_err(|e| Error::io("write", GC_STAMP, e))?;
+        if due == Due::FirstUse {
+            return Ok(None);
+        }
         let mut report = leased.gc_locked(&auto.limits)?;
         drop(gc);
         drop(leased);
