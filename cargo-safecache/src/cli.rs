@@ -45,6 +45,9 @@ Environment (an empty variable counts as unset):
   CARGO_TERM_COLOR        auto, always or never, like --color
   SAFECACHE_ALLOW_UNTRUSTED_CACHE  1: like --allow-untrusted-cache
   SAFECACHE_LOG           tracing filter for diagnostics on stderr, e.g. `debug`
+  SAFECACHE_AUTO_GC       like --auto-gc: `off`, or how often, e.g. `1d`
+  SAFECACHE_MAX_SIZE      like --max-size, e.g. `10G`
+  SAFECACHE_MAX_AGE       like --max-age, e.g. `30d`, or `never`
   `run` exports to CMD: SAFECACHE_DIR, SAFECACHE_LEASE (shared|exclusive),
   SAFECACHE_LEASE_DIR (the canonical cache path) and, with --key,
   SAFECACHE_OUT (to the fill) and SAFECACHE_ENTRY (the entry's path).
@@ -90,7 +93,13 @@ const EXAMPLES: [(&str, &str); 10] = [
         "clean",
         "  {bin} clean\n  # Wait at most a minute for the processes using the cache:\n  {bin} --lock-timeout 60 clean",
     ),
-    ("gc", "  {bin} gc"),
+    (
+        "gc",
+        "  {bin} gc
+  # Show what evicting down to 10 GB and everything unused for 30 days would remove:
+  {bin} gc --max-size 10G --max-age 30d --dry-run
+  {bin} gc --max-size 10G --max-age 30d",
+    ),
     ("init", "  {bin} init ~/.cache/mytool\n  {bin} --cache-dir ~/.cache/mytool ls"),
     (
         "completions",
@@ -185,6 +194,68 @@ pub(crate) struct GlobalOpts {
     /// field; human text goes to stderr.
     #[arg(long, global = true, value_name = "FMT", default_value = "human")]
     pub(crate) message_format: MessageFormat,
+
+    /// How often the automatic gc may run on a cache, after `run` or
+    /// `path`: an interval such as `1d` or `12h`, or `off`. It evicts what
+    /// --max-size and --max-age allow (by default, entries unused for 30
+    /// days), never waits, and skips a busy cache. [default: 1d]
+    #[arg(
+        long,
+        global = true,
+        value_name = "WHEN",
+        env = "SAFECACHE_AUTO_GC",
+        hide_env_values = true,
+        value_parser = parse_auto_gc
+    )]
+    pub(crate) auto_gc: Option<AutoGcEvery>,
+
+    /// The cache's size limit for `gc` and the automatic gc: least
+    /// recently used entries are evicted until the entries' bytes are at
+    /// most SIZE, e.g. `500M`, `10G`, `1.5GiB`, or bytes. [default: none]
+    #[arg(
+        long,
+        global = true,
+        value_name = "SIZE",
+        env = "SAFECACHE_MAX_SIZE",
+        hide_env_values = true,
+        value_parser = safecache::display::parse_size
+    )]
+    pub(crate) max_size: Option<u64>,
+
+    /// The cache's age limit for `gc` and the automatic gc: entries unused
+    /// for longer than DUR are evicted, e.g. `30d`, `12h`, `90m`, or
+    /// `never`. [default: none for `gc`, 30d for the automatic gc]
+    #[arg(
+        long,
+        global = true,
+        value_name = "DUR",
+        env = "SAFECACHE_MAX_AGE",
+        hide_env_values = true,
+        value_parser = parse_max_age
+    )]
+    pub(crate) max_age: Option<MaxAge>,
+}
+
+/// `--auto-gc`: how often, or `None` for off.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct AutoGcEvery(pub(crate) Option<Duration>);
+
+/// `--max-age`: a limit, or `None` for `never`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct MaxAge(pub(crate) Option<Duration>);
+
+fn parse_auto_gc(s: &str) -> Result<AutoGcEvery, String> {
+    if ["off", "never"].iter().any(|off| s.trim().eq_ignore_ascii_case(off)) {
+        return Ok(AutoGcEvery(None));
+    }
+    match safecache::display::parse_duration(s) {
+        Ok(every) => Ok(AutoGcEvery(every)),
+        Err(e) => Err(format!("{e}; or `off` to turn the automatic gc off")),
+    }
+}
+
+fn parse_max_age(s: &str) -> Result<MaxAge, String> {
+    safecache::display::parse_duration(s).map(MaxAge)
 }
 
 /// `--color`.
@@ -260,11 +331,15 @@ pub(crate) enum Command {
     /// It needs the exclusive lease, so it waits for every `run` using the
     /// cache, saying at once whom it waits for and how to stop waiting.
     Clean,
-    /// Reclaim what killed processes left behind (orphaned temps and trash).
+    /// Reclaim what killed processes left behind; with --max-size or
+    /// --max-age, evict least recently used entries.
     ///
-    /// It runs beside fills, pins and removes without disturbing them and
-    /// never touches a published entry.
-    Gc,
+    /// It runs beside fills, pins and removes without disturbing them.
+    /// Without a limit it never touches a published entry; with one, it
+    /// evicts every entry unused for longer than --max-age, then the least
+    /// recently used until the entries' bytes are at most --max-size,
+    /// skipping (and naming) entries that are pinned or being filled.
+    Gc(GcArgs),
     /// Adopt an existing non-empty directory as a cache (its files become entries).
     ///
     /// Other commands refuse a non-empty directory without the `.safecache`
@@ -294,6 +369,16 @@ pub(crate) enum Command {
         #[arg(long, value_name = "DIR")]
         dir: Option<PathBuf>,
     },
+}
+
+/// `gc`'s arguments (the limits are global options, shared with the
+/// automatic gc).
+#[derive(Debug, Args)]
+pub(crate) struct GcArgs {
+    /// Print what would be reclaimed and evicted, and change nothing (entries
+    /// in use at the time are still skipped by a real run).
+    #[arg(long)]
+    pub(crate) dry_run: bool,
 }
 
 /// `run`'s arguments.
@@ -329,16 +414,16 @@ pub(crate) struct RunArgs {
 
     /// With --key: don't start a fill (don't run its command) when the
     /// cache's filesystem has less than SIZE free; exit 74 instead. SIZE is
-    /// bytes, or a number with a K, M or G suffix (powers of 1024); 0 turns
-    /// the check off. [default: 1M]
+    /// as for --max-size (`1M`, `64MiB`); 0 turns the check off. [default:
+    /// 1MiB]
     #[arg(
         long,
         value_name = "SIZE",
         env = "SAFECACHE_MIN_FREE",
         hide_env_values = true,
-        default_value = "1M",
+        default_value = "1MiB",
         hide_default_value = true,
-        value_parser = parse_size
+        value_parser = safecache::display::parse_size
     )]
     pub(crate) min_free: u64,
 
@@ -354,20 +439,6 @@ pub(crate) struct RunArgs {
 
 fn parse_key(s: &str) -> Result<Key, String> {
     Key::new(s).map_err(|e| e.to_string())
-}
-
-/// Bytes, or a whole number with a K, M or G suffix (powers of 1024).
-fn parse_size(s: &str) -> Result<u64, String> {
-    let s = s.trim();
-    let (digits, shift) = match s.char_indices().last() {
-        Some((i, 'K' | 'k')) => (&s[..i], 10),
-        Some((i, 'M' | 'm')) => (&s[..i], 20),
-        Some((i, 'G' | 'g')) => (&s[..i], 30),
-        _ => (s, 0),
-    };
-    digits.parse::<u64>().ok().and_then(|n| n.checked_mul(1 << shift)).ok_or_else(|| {
-        "expected a size in bytes such as `1048576`, or with a suffix such as `64K`, `1M` or `2G`".to_owned()
-    })
 }
 
 /// Seconds, or `never` for no limit (a timeout too long to represent, which

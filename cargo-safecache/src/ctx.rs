@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Result;
-use safecache::{Cache, LockMode, Options, Wait};
+use safecache::{AutoGc, Cache, Limits, LockMode, Options, Wait};
 
 use crate::inherit;
 use crate::ui::Ui;
@@ -18,6 +18,12 @@ pub(crate) struct Ctx {
     pub(crate) wait: Wait,
     /// `--allow-untrusted-cache`.
     pub(crate) allow_untrusted: bool,
+    /// `--max-size` and `--max-age`, as given (`gc` applies them).
+    pub(crate) limits: Limits,
+    /// The automatic gc (`--auto-gc` and the limits, with its defaults).
+    pub(crate) auto_gc: Option<AutoGc>,
+    /// The cache the command opened, for the automatic gc after it.
+    pub(crate) opened: std::sync::OnceLock<Cache>,
 }
 
 impl Ctx {
@@ -29,6 +35,7 @@ impl Ctx {
             allow_untrusted: self.allow_untrusted,
             retry_failed: false,
             min_free: 0,
+            auto_gc: self.auto_gc,
         }
     }
 
@@ -56,6 +63,7 @@ impl Ctx {
         if let Some(warning) = cache.lock_warning() {
             self.ui.warn(warning);
         }
+        let _ = self.opened.set(cache.clone());
         Ok(cache)
     }
 

@@ -24,7 +24,15 @@ const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
 pub(crate) fn main_impl(binary: cli::Binary) -> u8 {
     // An empty variable means "unset", as shells and most tools treat it;
     // clap would reject it as an empty value.
-    for var in ["SAFECACHE_DIR", "SAFECACHE_LOCK_TIMEOUT", "CARGO_TERM_COLOR", "SAFECACHE_ALLOW_UNTRUSTED_CACHE"] {
+    for var in [
+        "SAFECACHE_DIR",
+        "SAFECACHE_LOCK_TIMEOUT",
+        "CARGO_TERM_COLOR",
+        "SAFECACHE_ALLOW_UNTRUSTED_CACHE",
+        "SAFECACHE_AUTO_GC",
+        "SAFECACHE_MAX_SIZE",
+        "SAFECACHE_MAX_AGE",
+    ] {
         if std::env::var_os(var).is_some_and(|v| v.is_empty()) {
             // SAFETY: no other thread exists yet, so nothing reads the
             // environment concurrently.
@@ -133,19 +141,29 @@ fn dispatch(app: App, ui: &Arc<Ui>, invoked: &'static str) -> Result<u8> {
         cache_dir,
         wait: Wait::from_timeout(timeout),
         allow_untrusted: g.allow_untrusted_cache,
+        limits: commands::limits(g.max_size, g.max_age),
+        auto_gc: commands::auto_gc_options(g.auto_gc, g.max_size, g.max_age),
+        opened: std::sync::OnceLock::new(),
     };
     tracing::debug!(cache = %ctx.cache_dir.display(), ?timeout, "resolved");
-    match app.command {
+    // The automatic gc follows the commands that use entries, once their
+    // real work is done, whatever its outcome.
+    let auto_gc = matches!(app.command, Command::Run(_) | Command::Path { .. });
+    let result = match app.command {
         Command::Run(args) => run::run(&ctx, args),
         Command::Path { key } => commands::path(&ctx, &key),
         Command::Ls => commands::ls(&ctx),
         Command::Status => commands::status(&ctx),
         Command::Rm { keys } => commands::rm(&ctx, &keys),
         Command::Clean => commands::clean(&ctx),
-        Command::Gc => commands::gc(&ctx),
+        Command::Gc(args) => commands::gc(&ctx, &args),
         Command::Init { dir } => commands::init(&ctx, dir),
         Command::Completions { .. } | Command::Man { .. } => Ok(exit::OK),
+    };
+    if auto_gc {
+        commands::auto_gc(&ctx);
     }
+    result
 }
 
 /// Writes generated text to stdout; failing to is an error, since the text

@@ -161,7 +161,7 @@ fn wait_message(ev: &WaitEvent<'_>) -> String {
 
 /// Bytes for people: "0 B", "1.5 KiB".
 pub(crate) fn fmt_bytes(bytes: u64) -> String {
-    safecache::display::bytes(bytes)
+    safecache::display::size(bytes)
 }
 
 /// Adds "`before` `dir` `after`" as context to a core error, unless the

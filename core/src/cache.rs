@@ -23,8 +23,12 @@ use crate::mode::{LockMode, LockName, Wait};
 use crate::once_map::OnceMap;
 use crate::sys::{self, Presence, Root};
 
-/// How precisely `ls` knows an entry's last use (cargo tracks it at 300 s).
-pub const USE_RESOLUTION: Duration = Duration::from_secs(60);
+/// How precisely the cache knows an entry's last use: a use writes a new
+/// stamp only if the old one is at least this old, so an entry costs at most
+/// 24 stamp writes a day however hot it is (Go bumps its mtimes hourly too;
+/// cargo batches at 300 s). Eviction works in days, and counts this hour in
+/// an entry's favour (docs/PROTOCOL.md, "Last use and eviction").
+pub const USE_RESOLUTION: Duration = Duration::from_secs(3600);
 
 /// The largest format file read; the real one is 20 bytes.
 const MAX_FORMAT_LEN: u64 = 4096;
@@ -61,6 +65,10 @@ pub struct Options {
     /// not room kept for them; it keeps a fill from running a long command
     /// that can only fail, and leaves the rest of the system a little room.
     pub min_free: u64,
+    /// Run an automatic gc, at most once per [`AutoGc::every`], when the
+    /// front end calls [`Cache::auto_gc`] after its real work. `None` (the
+    /// library's default): never.
+    pub auto_gc: Option<crate::evict::AutoGc>,
 }
 
 impl std::fmt::Debug for Options {
@@ -71,6 +79,7 @@ impl std::fmt::Debug for Options {
             .field("allow_untrusted", &self.allow_untrusted)
             .field("retry_failed", &self.retry_failed)
             .field("min_free", &self.min_free)
+            .field("auto_gc", &self.auto_gc)
             .finish()
     }
 }
@@ -387,12 +396,17 @@ impl Cache {
         if fresh {
             return;
         }
-        let stamped = layout::random_suffix()
-            .map_err(io::Error::other)
-            .and_then(|r| self.root().touch(&marker, &layout::temp(&digest, &r)));
-        if let Err(e) = stamped {
+        if let Err(e) = self.stamp_use(&digest) {
             tracing::debug!(%key, error = %e, "could not record last use");
         }
+    }
+
+    /// Writes `used/<digest>` now, by a fresh file renamed into place.
+    pub(crate) fn stamp_use(&self, digest: &str) -> io::Result<()> {
+        let marker = layout::used_marker(digest);
+        layout::random_suffix()
+            .map_err(io::Error::other)
+            .and_then(|r| self.root().touch(&marker, &layout::temp(digest, &r)))
     }
 
     /// Pins `key`'s entry under a shared lease of its own; see

@@ -206,7 +206,7 @@ pub enum Error {
     /// [`Options::min_free`]: crate::Options::min_free
     #[error(
         "the filesystem of cache `{}` has {} free, less than the {} kept free, so the fill of `{key}` was not started",
-        cache.display(), display::bytes(*available), display::bytes(*reserve)
+        cache.display(), display::size(*available), display::size(*reserve)
     )]
     BelowReserve {
         /// The key not filled.
@@ -241,7 +241,7 @@ impl LowSpace {
         format!(
             "the filesystem of cache `{}` had {} free when the fill failed",
             self.cache.display(),
-            display::bytes(self.available)
+            display::size(self.available)
         )
     }
 }
@@ -386,7 +386,7 @@ impl From<getrandom::Error> for Error {
 /// "0 B free", or "1.9 MiB free but no inodes left" for a filesystem that
 /// can hold no new file.
 fn free_phrase(available: Option<u64>, inodes: Option<u64>) -> String {
-    let bytes = available.map_or_else(|| "an unknown amount".to_owned(), display::bytes);
+    let bytes = available.map_or_else(|| "an unknown amount".to_owned(), display::size);
     match inodes {
         Some(0) => format!("{bytes} free but no inodes left, so no new file can be made"),
         _ => format!("{bytes} free"),

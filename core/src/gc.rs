@@ -1,17 +1,20 @@
 //! This defines [`Cache::gc`], which reclaims what killed processes left
-//! behind, and the read-only views `entries` and `status`.
+//! behind, [`Cache::gc_with`], which also evicts entries by last use (see
+//! `evict.rs`), and the read-only views `entries` and `status`.
 //!
 //! gc deletes a temp `tmp/<d>.<r>` or a trash item `trash/<d>.<r>` only
 //! when it can prove its owner dead: it holds the exclusive entry lock of
 //! digest `d` (fillers and removers hold that lock for as long as their temp
 //! or trash exists) and, for a temp, can take its owner lock. It deletes an
 //! uncommitted in-place entry only under that entry lock, taken without
-//! waiting. Published entries, pinned or not, are never touched by gc.
+//! waiting. Published entries are touched only by eviction, when limits ask
+//! for it, and never while pinned or being filled.
 
 use std::time::SystemTime;
 
 use crate::cache::{Cache, Leased, is_internal};
 use crate::error::Error;
+use crate::evict::{EvictReport, GcOptions, Limits};
 use crate::holder::{self, Holder};
 use crate::key::Key;
 use crate::layout::{self, FAILED_DIR, GC_LOCK, LOCKS_DIR, TMP_DIR, TRASH_DIR, USED_DIR};
@@ -57,6 +60,8 @@ pub struct GcReport {
     pub locks: usize,
     /// What could not be reclaimed (the next gc retries).
     pub failures: Vec<Failure>,
+    /// What eviction did ([`Cache::gc_with`] with limits).
+    pub evict: EvictReport,
 }
 
 /// Where a leftover lives.
@@ -99,6 +104,18 @@ pub struct EntryInfo {
     pub last_use: Option<SystemTime>,
 }
 
+/// A published entry as a scan of the cache root finds it.
+pub(crate) struct Scanned {
+    pub(crate) stored_name: String,
+    pub(crate) key: Option<Key>,
+    pub(crate) digest: String,
+    pub(crate) bytes: u64,
+    /// The entry's own mtime.
+    pub(crate) modified: Option<SystemTime>,
+    /// The mtime of its last-use stamp, if it has one.
+    pub(crate) stamp: Option<SystemTime>,
+}
+
 /// A snapshot for `status`.
 #[derive(Clone, Debug)]
 pub struct Status {
@@ -119,13 +136,49 @@ impl Cache {
     /// that no longer exist: nobody can hold or wait on those while nobody
     /// holds the lease. A busy cache keeps them for a later gc.
     pub fn gc(&self, wait: Wait) -> Result<GcReport, Error> {
-        let deadline = Deadline::start(wait);
-        let mut report = self.lease_by(LockMode::Shared, deadline)?.gc_by(deadline)?;
-        match self.lease_by(LockMode::Exclusive, Deadline::start(Wait::NoWait)) {
-            Ok(idle) if idle.is_own() => self.reclaim_locks(&mut report)?,
-            Ok(_) | Err(Error::Busy { .. } | Error::LeaseConflict) => {}
-            Err(e) => return Err(e),
+        self.gc_with(&GcOptions::default(), wait)
+    }
+
+    /// Like [`Cache::gc`], and then evicts entries as `options.limits` ask
+    /// ([`Leased::gc_with`]). A dry run takes no lock and changes nothing:
+    /// it reports the orphans gc would reclaim and the entries it would
+    /// evict if none were in use.
+    pub fn gc_with(&self, options: &GcOptions, wait: Wait) -> Result<GcReport, Error> {
+        if options.dry_run {
+            return self.gc_dry_run(&options.limits);
         }
+        let deadline = Deadline::start(wait);
+        let mut report = self.lease_by(LockMode::Shared, deadline)?.gc_by(&options.limits, deadline)?;
+        self.reclaim_locks_if_idle(&mut report)?;
+        Ok(report)
+    }
+
+    /// Deletes stale lock files and stamps if the exclusive lease can be had
+    /// without waiting (see [`Cache::gc`]).
+    pub(crate) fn reclaim_locks_if_idle(&self, report: &mut GcReport) -> Result<(), Error> {
+        match self.lease_by(LockMode::Exclusive, Deadline::start(Wait::NoWait)) {
+            Ok(idle) if idle.is_own() => self.reclaim_locks(report),
+            Ok(_) | Err(Error::Busy { .. } | Error::LeaseConflict) => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// What gc with `limits` would do, found without taking a lock or
+    /// writing anything.
+    fn gc_dry_run(&self, limits: &Limits) -> Result<GcReport, Error> {
+        let mut report = GcReport::default();
+        for item in self.items()? {
+            match (item.live, item.kind) {
+                (true, _) => report.busy += 1,
+                (false, ItemKind::Temp) => report.temps += 1,
+                (false, ItemKind::Trash) => report.trash += 1,
+                (false, ItemKind::Uncommitted) => report.uncommitted += 1,
+            }
+            if !item.live {
+                report.bytes += item.bytes;
+            }
+        }
+        self.evict(limits, None, &mut report.evict)?;
         Ok(report)
     }
 
@@ -172,13 +225,31 @@ impl Leased {
     /// gc. An item it cannot reclaim is reported in
     /// [`GcReport::failures`] and does not stop it.
     pub fn gc(&self, wait: Wait) -> Result<GcReport, Error> {
-        self.gc_by(Deadline::start(wait))
+        self.gc_by(&Limits::default(), Deadline::start(wait))
     }
 
-    fn gc_by(&self, deadline: Deadline) -> Result<GcReport, Error> {
+    /// Like [`Leased::gc`], and then evicts entries as `options.limits`
+    /// ask: every entry unused for longer than `max_age`, then the least
+    /// recently used until the entries' bytes are at most `max_size`. A
+    /// victim that is pinned or being filled is skipped (its entry lock is
+    /// only tried) and reported in [`EvictReport::skipped`], and the next
+    /// one is taken. See [`Cache::gc_with`] for a dry run.
+    pub fn gc_with(&self, options: &GcOptions, wait: Wait) -> Result<GcReport, Error> {
+        if options.dry_run {
+            return self.cache.gc_dry_run(&options.limits);
+        }
+        self.gc_by(&options.limits, Deadline::start(wait))
+    }
+
+    fn gc_by(&self, limits: &Limits, deadline: Deadline) -> Result<GcReport, Error> {
+        let _gc = self.cache.lock(GC_LOCK, LockName::Gc, LockMode::Exclusive, deadline)?;
+        self.gc_locked(limits)
+    }
+
+    /// The work of gc, under `gc.lock`, which the caller holds.
+    pub(crate) fn gc_locked(&self, limits: &Limits) -> Result<GcReport, Error> {
         let _span = tracing::info_span!("gc").entered();
         let cache = &self.cache;
-        let _gc = cache.lock(GC_LOCK, LockName::Gc, LockMode::Exclusive, deadline)?;
         let root = cache.root();
         let mut report = GcReport::default();
         cache.reclaim_orphans(&mut report)?;
@@ -199,6 +270,7 @@ impl Leased {
             }
         }
         report.records = holder::reap_dead(root);
+        cache.evict(limits, Some(self), &mut report.evict)?;
         Ok(report)
     }
 }
@@ -289,20 +361,37 @@ impl Cache {
     /// in place are not published yet; `status` lists them.
     pub fn entries(&self) -> Result<Vec<EntryInfo>, Error> {
         let _span = tracing::info_span!("entries").entered();
+        Ok(self
+            .scan_entries()?
+            .into_iter()
+            .map(|e| EntryInfo {
+                stored_name: e.stored_name,
+                key: e.key,
+                bytes: e.bytes,
+                last_use: e.stamp.or(e.modified),
+            })
+            .collect())
+    }
+
+    /// Every published entry with its size, mtime and last-use stamp, for
+    /// `ls` and eviction alike.
+    pub(crate) fn scan_entries(&self) -> Result<Vec<Scanned>, Error> {
         let root = self.root();
         let mut out = Vec::new();
         for entry in root.read_dir("").map_err(|e| Error::io("list", ".", e))? {
-            let name = entry.name.to_string_lossy().into_owned();
-            if is_internal(&name) {
+            let stored_name = entry.name.to_string_lossy().into_owned();
+            if is_internal(&stored_name) {
                 continue;
             }
-            if entry.kind == FileKind::Dir && matches!(root.presence(&name), Ok(Presence::Uncommitted)) {
+            if entry.kind == FileKind::Dir && matches!(root.presence(&stored_name), Ok(Presence::Uncommitted)) {
                 continue;
             }
             let usage = root.usage(&entry.name).unwrap_or_default();
-            let key = Key::from_stored_name(&name);
-            let used = key.as_ref().and_then(|k| root.modified(&layout::used_marker(&k.digest())).ok().flatten());
-            out.push(EntryInfo { stored_name: name, key, bytes: usage.bytes, last_use: used.or(usage.modified) });
+            // A name that is not UTF-8 is not a key.
+            let key = entry.name.to_str().and_then(Key::from_stored_name);
+            let digest = crate::key::digest_of(&stored_name);
+            let stamp = root.modified(&layout::used_marker(&digest)).ok().flatten();
+            out.push(Scanned { stored_name, key, digest, bytes: usage.bytes, modified: usage.modified, stamp });
         }
         Ok(out)
     }
@@ -311,6 +400,19 @@ impl Cache {
     /// anyone wait: liveness is probed with try-locks only.
     pub fn status(&self) -> Result<Status, Error> {
         let _span = tracing::info_span!("status").entered();
+        let root = self.root();
+        let entries = self.entries()?;
+        Ok(Status {
+            holders: holder::live_holders(root, None),
+            items: self.items()?,
+            entries: entries.len(),
+            entry_bytes: entries.iter().map(|e| e.bytes).sum(),
+        })
+    }
+
+    /// Every temp and trash item, and whether its owner lives, by probes
+    /// that never wait and create nothing.
+    fn items(&self) -> Result<Vec<Item>, Error> {
         let root = self.root();
         let mut items = Vec::new();
         for (dir, kind) in [(TMP_DIR, ItemKind::Temp), (TRASH_DIR, ItemKind::Trash)] {
@@ -329,12 +431,6 @@ impl Cache {
             let bytes = root.usage(&name).map(|u| u.bytes).unwrap_or(0);
             items.push(Item { kind: ItemKind::Uncommitted, rel: crate::display::escape(&name), bytes, live });
         }
-        let entries = self.entries()?;
-        Ok(Status {
-            holders: holder::live_holders(root, None),
-            items,
-            entries: entries.len(),
-            entry_bytes: entries.iter().map(|e| e.bytes).sum(),
-        })
+        Ok(items)
     }
 }

@@ -25,6 +25,8 @@ pub(crate) const USED_DIR: &str = ".safecache/used";
 pub(crate) const TMP_DIR: &str = ".safecache/tmp";
 pub(crate) const TRASH_DIR: &str = ".safecache/trash";
 pub(crate) const FAILED_DIR: &str = ".safecache/failed";
+/// Its mtime is when the automatic gc last ran (see `evict.rs`).
+pub(crate) const GC_STAMP: &str = ".safecache/gc.stamp";
 
 /// The subdirectories `init` creates inside the marker directory. A cache
 /// made before `failed/` existed gets it when a fill first fails.
@@ -80,6 +82,13 @@ pub(crate) fn used_marker(digest: &str) -> String {
 /// being written.
 pub(crate) fn temp(digest: &str, random: &str) -> String {
     format!("{TMP_DIR}/{digest}.{random}")
+}
+
+/// The automatic gc's stamp while it is written, renamed to [`GC_STAMP`].
+/// Only a holder of `gc.lock` writes one, so no gc deletes it in flight; a
+/// killed writer's is an orphan (it has no digest) that the next gc deletes.
+pub(crate) fn gc_stamp_temp(random: &str) -> String {
+    format!("{TMP_DIR}/gc.{random}")
 }
 
 /// An entry renamed aside for deletion.
@@ -148,6 +157,7 @@ mod tests {
             LEASE_LOCK.to_owned(),
             gate_of(LEASE_LOCK).unwrap_or_default(),
             GC_LOCK.to_owned(),
+            GC_STAMP.to_owned(),
             entry_lock("<d>"),
             gate_of(&entry_lock("<d>")).unwrap_or_default(),
             holder_record("<r>"),
@@ -156,6 +166,7 @@ mod tests {
             format!("{temp_dir}{OWNER_LOCK}"),
             format!("{temp_dir}{TEMP_OUT}/"),
             temp("<d>", "<r>"),
+            gc_stamp_temp("<r>"),
             trash_item("<d>", "<r>"),
             failure_record("<d>"),
         ]

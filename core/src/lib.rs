@@ -35,6 +35,7 @@
 mod cache;
 pub mod display;
 mod error;
+mod evict;
 mod failed;
 mod fill;
 mod gc;
@@ -50,12 +51,16 @@ mod sys;
 
 pub use cache::{Cache, Entry, Leased, Options, Pin, USE_RESOLUTION};
 pub use error::{Error, ErrorKind, LowSpace};
+pub use evict::{
+    AutoGc, DEFAULT_AUTO_GC_EVERY, DEFAULT_MAX_AGE, EvictReason, EvictReport, GcOptions, Limits, SkipReason, Skipped,
+    Victim,
+};
 pub use failed::{CommandFailed, FailedFill};
 pub use fill::{FillDir, Filled};
 pub use gc::{EntryInfo, Failure, GcReport, Item, ItemKind, Status};
 pub use holder::{Holder, describe_holders, set_process_command};
 pub use key::{InvalidKey, Key, KeyRule, MAX_STORED_LEN};
-pub use layout::{FORMAT_VERSION, MARKER_DIR};
+pub use layout::{FORMAT_VERSION, MARKER_DIR, OLDEST_FORMAT_VERSION};
 pub use lock::{WaitEvent, WaitObserver};
 pub use mode::{LockMode, LockName, Wait};
 pub use remove::CleanReport;

@@ -15,6 +15,7 @@ mod support;
 
 mod bad_input;
 mod disk;
+mod evict;
 mod fill;
 mod full_disk;
 mod hostile;
