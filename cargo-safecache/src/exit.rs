@@ -58,6 +58,8 @@ fn classify(kind: ErrorKind) -> (u8, Option<&'static str>) {
         }
         ErrorKind::PeerFillFailed => (FAILURE, Some("to run the fill yourself instead, pass --retry-failed")),
         ErrorKind::UnknownFormat | ErrorKind::NestedCache | ErrorKind::FillMoved | ErrorKind::Fill => (FAILURE, None),
+        // The message names the file and the fix.
+        ErrorKind::BadConfig => (FAILURE, None),
     }
 }
 

@@ -12,6 +12,8 @@ pub const MARKER_DIR: &str = ".safecache";
 pub const FORMAT_VERSION: u32 = 1;
 
 pub(crate) const FORMAT_FILE: &str = ".safecache/format";
+/// The per-cache settings (`crate::config`); optional.
+pub(crate) const CONFIG_FILE: &str = ".safecache/config.json";
 pub(crate) const LEASE_LOCK: &str = ".safecache/lease.lock";
 pub(crate) const GC_LOCK: &str = ".safecache/gc.lock";
 pub(crate) const LOCKS_DIR: &str = ".safecache/locks";
@@ -66,6 +68,13 @@ pub(crate) fn used_marker(digest: &str) -> String {
 /// being written.
 pub(crate) fn temp(digest: &str, random: &str) -> String {
     format!("{TMP_DIR}/{digest}.{random}")
+}
+
+/// A new config file being written, renamed over [`CONFIG_FILE`]. It has no
+/// digest, so gc reclaims one a killed writer left; the writer holds
+/// `gc.lock` meanwhile.
+pub(crate) fn config_staging(random: &str) -> String {
+    format!("{TMP_DIR}/config.{random}")
 }
 
 /// An entry renamed aside for deletion.
@@ -131,6 +140,7 @@ mod tests {
         let temp_dir = format!("{}/", temp("<d>", "<r>"));
         vec![
             FORMAT_FILE.to_owned(),
+            CONFIG_FILE.to_owned(),
             LEASE_LOCK.to_owned(),
             gate_of(LEASE_LOCK).unwrap_or_default(),
             GC_LOCK.to_owned(),
@@ -142,6 +152,7 @@ mod tests {
             format!("{temp_dir}{OWNER_LOCK}"),
             format!("{temp_dir}{TEMP_OUT}/"),
             temp("<d>", "<r>"),
+            config_staging("<r>"),
             trash_item("<d>", "<r>"),
             failure_record("<d>"),
         ]

@@ -33,6 +33,7 @@
 #![deny(missing_docs)]
 
 mod cache;
+mod config;
 pub mod display;
 mod error;
 mod failed;
@@ -49,6 +50,7 @@ mod remove;
 mod sys;
 
 pub use cache::{Cache, Entry, Leased, Options, Pin, USE_RESOLUTION};
+pub use config::{Config, Durability, InvalidDurability};
 pub use error::{Error, ErrorKind};
 pub use failed::{CommandFailed, FailedFill};
 pub use fill::{FillDir, Filled};

@@ -107,10 +107,10 @@ impl Dir {
         Ok(file)
     }
 
-    pub(crate) fn write_new(&self, rel: &str, bytes: &[u8]) -> io::Result<()> {
+    pub(crate) fn write_new(&self, rel: &str, bytes: &[u8], sync: bool) -> io::Result<()> {
         let mut file = self.create_new(rel, false)?;
         file.write_all(bytes)?;
-        file.sync_all()
+        if sync { file.sync_all() } else { Ok(()) }
     }
 
     pub(crate) fn create_empty(&self, rel: &str) -> io::Result<()> {
