@@ -30,11 +30,14 @@ pub enum Variant {
     /// `clean` that deletes the lock files even under an inherited
     /// exclusive lease, while the parent's other children hold them.
     InheritedCleanLocks,
+    /// The core's fill, synced, but without the sync of the root after the
+    /// publishing rename: an entry a fill returned can vanish in a power cut.
+    NoParentSync,
 }
 
 impl Variant {
     /// Every variant, the real protocol first.
-    pub const ALL: [Variant; 9] = [
+    pub const ALL: [Variant; 10] = [
         Variant::Correct,
         Variant::SharedTemp,
         Variant::InplaceDelete,
@@ -44,10 +47,11 @@ impl Variant {
         Variant::PinUnlocked,
         Variant::InplaceDeleteLocked,
         Variant::InheritedCleanLocks,
+        Variant::NoParentSync,
     ];
 
     /// The buggy variants.
-    pub const BUGGY: [Variant; 8] = [
+    pub const BUGGY: [Variant; 9] = [
         Variant::SharedTemp,
         Variant::InplaceDelete,
         Variant::UnlockedFill,
@@ -56,6 +60,7 @@ impl Variant {
         Variant::PinUnlocked,
         Variant::InplaceDeleteLocked,
         Variant::InheritedCleanLocks,
+        Variant::NoParentSync,
     ];
 
     /// The variant's name on the command line and in `SAFECACHE_VARIANT`.
@@ -70,6 +75,7 @@ impl Variant {
             Variant::PinUnlocked => "pin-unlocked",
             Variant::InplaceDeleteLocked => "inplace-delete-locked",
             Variant::InheritedCleanLocks => "inherited-clean-locks",
+            Variant::NoParentSync => "no-parent-sync",
         }
     }
 
@@ -85,6 +91,7 @@ impl Variant {
             Variant::PinUnlocked => "reread",
             Variant::InplaceDeleteLocked => "reread",
             Variant::InheritedCleanLocks => "inherited",
+            Variant::NoParentSync => "power",
         }
     }
 
@@ -99,6 +106,7 @@ impl Variant {
             (Variant::PinUnlocked, "pinread") => "pinread-unlocked",
             (Variant::InplaceDeleteLocked, "remove") => "remove-inplace-locked",
             (Variant::InheritedCleanLocks, "clean") => "clean-empties-locks",
+            (Variant::NoParentSync, "fill") => "fill-no-parent-sync",
             (_, role) => role,
         }
     }
@@ -120,6 +128,21 @@ impl FromStr for Variant {
     }
 }
 
+/// The roles of `power`: two fills of a new key and a pinned reader of it,
+/// a remove and a refill of the key filled before the race, a reader and a
+/// gc.
+const POWER: &[&str] = &["fill b", "fill b", "pinread b", "remove a", "fill a", "read a", "gc"];
+/// `power` at durability `none`.
+const POWER_NONE: &[&str] = &[
+    "fill b durability=none",
+    "fill b durability=none",
+    "pinread b durability=none",
+    "remove a durability=none",
+    "fill a durability=none",
+    "read a durability=none",
+    "gc durability=none",
+];
+
 /// Processes to run against one fresh cache directory.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Scenario {
@@ -137,11 +160,15 @@ pub struct Scenario {
     /// killed: `cargo safecache run --exclusive` hands its lease's
     /// descriptor to the command, so the lease outlives it.
     pub parent: Option<Vec<String>>,
+    /// Whether the race ends in a power cut (docs/SIMULATION.md, "Power
+    /// loss"), drawn from the seed by [`crate::power_for_seed`], instead of
+    /// the kills `kill_for_seed` draws.
+    pub power: bool,
 }
 
 impl Scenario {
     /// Every scenario name.
-    pub const NAMES: [&'static str; 15] = [
+    pub const NAMES: [&'static str; 16] = [
         "fill3",
         "churn",
         "clean",
@@ -157,6 +184,7 @@ impl Scenario {
         "inherited",
         "probers",
         "faults",
+        "power",
     ];
 
     /// The scenario `name`, with its concurrent roles in `variant`.
@@ -262,6 +290,13 @@ impl Scenario {
                 &["lease-exit"],
                 &["fill a hold=3", "clean nowait", "clean nowait", "pinread a nowait", "clean nowait"],
             ),
+            // A power cut at a seeded step (or at the end): every fill that
+            // returned must survive it complete, every remove that returned
+            // must stay removed, and gc must reclaim what the cut left.
+            "power" => (&["fill a"], POWER),
+            // The same at durability `none`, not in `NAMES`: expected to
+            // leave corrupt entries (docs/SIMULATION.md).
+            "power-none" => (&["fill a"], POWER_NONE),
             // A self-test of the harness, not in `NAMES`: a lease parent that
             // lets its lease go before its children run, which invariant 9
             // must report.
@@ -286,6 +321,7 @@ impl Scenario {
             variant,
             setup: setup.iter().map(split).collect(),
             procs,
+            power: name.starts_with("power"),
             parent: match name {
                 "inherited" => Some(vec!["lease-parent".to_owned()]),
                 "orphan-children" => Some(vec!["lease-parent".to_owned(), "early".to_owned()]),
