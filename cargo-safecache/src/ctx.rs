@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Result;
-use safecache::{Cache, LockMode, Options, Wait};
+use safecache::{Cache, Durability, LockMode, Options, Wait};
 
 use crate::inherit;
 use crate::ui::Ui;
@@ -18,6 +18,8 @@ pub(crate) struct Ctx {
     pub(crate) wait: Wait,
     /// `--allow-untrusted-cache`.
     pub(crate) allow_untrusted: bool,
+    /// `--durability` or `SAFECACHE_DURABILITY`: overrides the cache's own.
+    pub(crate) durability: Option<Durability>,
 }
 
 impl Ctx {
@@ -28,6 +30,7 @@ impl Ctx {
             on_wait: Some(Arc::new(move |ev| ui.waiting(ev))),
             allow_untrusted: self.allow_untrusted,
             retry_failed: false,
+            durability: self.durability,
         }
     }
 

@@ -250,8 +250,6 @@ struct Run<'a> {
     race_start: Option<usize>,
     /// How many reports came before the power cut, once it has happened.
     cut_reports: Option<usize>,
-    /// The processes the power cut stopped.
-    cut_slots: Vec<usize>,
 }
 
 impl Run<'_> {
@@ -389,7 +387,6 @@ impl Run<'_> {
         for &i in active {
             self.slots[i].running = None;
             self.slots[i].end = End::Killed;
-            self.cut_slots.push(i);
             lock_world(&self.world).release_all(self.slots[i].pid);
         }
         self.killed |= !active.is_empty();
@@ -430,7 +427,6 @@ pub fn run(host: &Host, scenario: &Scenario, seed: u64, kill: Option<KillPlan>) 
         power: power_for_seed(scenario, seed),
         race_start: None,
         cut_reports: None,
-        cut_slots: Vec::new(),
     };
     for role in &scenario.setup {
         let i = run.spawn(role, None, false)?;
@@ -765,8 +761,9 @@ fn check_power(run: &mut Run<'_>, scenario: &Scenario, dir: &Path) {
             _ => {}
         }
     }
-    for &i in &run.cut_slots {
-        let args: Vec<&str> = run.slots[i].args.iter().map(String::as_str).collect();
+    // The processes the cut (or a kill before it) stopped mid-operation.
+    for slot in run.slots.iter().filter(|s| matches!(s.end, End::Killed)) {
+        let args: Vec<&str> = slot.args.iter().map(String::as_str).collect();
         match args.as_slice() {
             [role, key, ..] if role.starts_with("remove") => {
                 expect.insert((*key).to_owned(), Expect::Unknown);

@@ -516,3 +516,32 @@ fn network_filesystems_are_told_apart_from_local_ones() {
 pub(crate) fn sleep(d: Duration) {
     std::thread::sleep(d);
 }
+
+#[cfg(test)]
+mod durability_tests {
+    use super::*;
+    use crate::sys::faults::{Failure, Fault, Op, clear, inject};
+
+    /// Plans a failure of the first sync call, runs `f`, and says whether
+    /// any sync call was made.
+    fn synced(f: impl FnOnce() -> io::Result<()>) -> bool {
+        inject(&[Fault { op: Op::Sync, nth: 0, failure: Failure::Io }]);
+        let _ = f();
+        clear()
+    }
+
+    #[test]
+    fn the_level_decides_every_per_level_sync_and_metadata_is_synced_at_both() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut root = Root::open_ambient(dir.path()).unwrap();
+        root.create_dir("d").unwrap();
+        root.write_new("d/f", b"x").unwrap();
+        for (level, expect) in [(Durability::None, false), (Durability::Full, true)] {
+            root.set_durability(level);
+            assert_eq!(synced(|| root.sync_tree("d")), expect, "sync_tree at {level}");
+            assert_eq!(synced(|| root.sync_dir("")), expect, "sync_dir at {level}");
+            assert!(synced(|| root.sync_metadata_dir("")), "the marker's sync at {level}");
+            assert!(synced(|| root.sync_metadata_tree("d")), "the marker's tree sync at {level}");
+        }
+    }
+}
