@@ -15,67 +15,17 @@
 //! old one, and the marker synced, at every durability level, under the
 //! shared lease and `gc.lock` (so no gc reclaims the fresh file meanwhile).
 
-use std::fmt;
 use std::path::Path;
-use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
+use crate::durability::Durability;
 use crate::error::Error;
 use crate::layout::{self, CONFIG_FILE};
 use crate::sys::Root;
 
 /// The largest config file read.
 pub(crate) const MAX_CONFIG_LEN: u64 = 16 * 1024;
-
-/// What a cache syncs to disk, and so what survives a power cut or a kernel
-/// crash (docs/PROTOCOL.md, "Durability"). A process crash loses nothing at
-/// either level: the page cache survives it.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Durability {
-    /// No syncs. After a power cut recent entries may be lost, and an entry
-    /// may be present with files that are empty or short; `safecache
-    /// verify` finds those.
-    None,
-    /// Every file and directory of an entry is synced before it is
-    /// published, and the root after; the rename aside of a remove is
-    /// synced before the trash is deleted. An entry that a fill returned
-    /// survives a power cut complete.
-    #[default]
-    Full,
-}
-
-impl Durability {
-    /// Every level, in the order the docs list them.
-    pub const ALL: [Durability; 2] = [Durability::None, Durability::Full];
-
-    /// The level's name in the config file and on the command line.
-    pub fn name(self) -> &'static str {
-        match self {
-            Durability::None => "none",
-            Durability::Full => "full",
-        }
-    }
-}
-
-impl fmt::Display for Durability {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-/// A durability level name that is not one.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-#[error("unknown durability `{0}`; one of: none, full")]
-pub struct InvalidDurability(pub String);
-
-impl FromStr for Durability {
-    type Err = InvalidDurability;
-    fn from_str(s: &str) -> Result<Durability, InvalidDurability> {
-        Durability::ALL.into_iter().find(|d| d.name() == s).ok_or_else(|| InvalidDurability(s.to_owned()))
-    }
-}
 
 /// The settings of one cache, as stored in `.safecache/config.json`. Every
 /// field is optional: an absent one takes its default.

@@ -12,7 +12,7 @@ pub const MARKER_DIR: &str = ".safecache";
 pub const FORMAT_VERSION: u32 = 1;
 
 pub(crate) const FORMAT_FILE: &str = ".safecache/format";
-/// The per-cache settings (`crate::config`); optional.
+/// The per-cache settings (config.rs); optional.
 pub(crate) const CONFIG_FILE: &str = ".safecache/config.json";
 pub(crate) const LEASE_LOCK: &str = ".safecache/lease.lock";
 pub(crate) const GC_LOCK: &str = ".safecache/gc.lock";

@@ -35,6 +35,7 @@
 mod cache;
 mod config;
 pub mod display;
+mod durability;
 mod error;
 mod failed;
 mod fill;
@@ -50,7 +51,8 @@ mod remove;
 mod sys;
 
 pub use cache::{Cache, Entry, Leased, Options, Pin, USE_RESOLUTION};
-pub use config::{Config, Durability, InvalidDurability};
+pub use config::Config;
+pub use durability::{Durability, InvalidDurability};
 pub use error::{Error, ErrorKind};
 pub use failed::{CommandFailed, FailedFill};
 pub use fill::{FillDir, Filled};

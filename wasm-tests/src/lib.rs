@@ -109,7 +109,7 @@ pub fn power_for_seed(scenario: &Scenario, seed: u64) -> Option<PowerCut> {
     if !scenario.power {
         return None;
     }
-    let mut rng = StdRng::seed_from_u64(seed ^ 0x706f_7765_72);
+    let mut rng = StdRng::seed_from_u64(seed ^ 0x0070_6f77_6572);
     let step = rng.random_range(0..POWER_SPAN);
     let keep = if rng.random_bool(0.5) { Keep::Nothing } else { Keep::Some };
     Some(PowerCut { step, keep })
@@ -390,7 +390,7 @@ impl Run<'_> {
             lock_world(&self.world).release_all(self.slots[i].pid);
         }
         self.killed |= !active.is_empty();
-        let mut rng = StdRng::seed_from_u64(self.seed ^ 0x6375_74);
+        let mut rng = StdRng::seed_from_u64(self.seed ^ 0x0063_7574);
         let mut world = lock_world(&self.world);
         world.forget_files();
         self.cut_reports = Some(world.reports.len());
@@ -769,10 +769,8 @@ fn check_power(run: &mut Run<'_>, scenario: &Scenario, dir: &Path) {
                 expect.insert((*key).to_owned(), Expect::Unknown);
             }
             [role, ..] if role.starts_with("clean") => expect.values_mut().for_each(|e| *e = Expect::Unknown),
-            [role, key, ..] if role.starts_with("fill") => {
-                if expect.get(*key).is_some_and(|e| *e == Expect::Absent) {
-                    expect.insert((*key).to_owned(), Expect::Unknown);
-                }
+            [role, key, ..] if role.starts_with("fill") && expect.get(*key) == Some(&Expect::Absent) => {
+                expect.insert((*key).to_owned(), Expect::Unknown);
             }
             _ => {}
         }

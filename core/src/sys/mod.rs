@@ -43,7 +43,7 @@ use std::io;
 use std::path::Path;
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::config::Durability;
+use crate::durability::Durability;
 
 #[cfg(not(target_os = "wasi"))]
 mod native;
