@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand, ValueEnum};
-use safecache::Key;
+use safecache::{Durability, Key};
 
 /// Which of the two binaries is running: they are the same program, and
 /// differ only in the name they answer to.
@@ -44,6 +44,7 @@ Environment (an empty variable counts as unset):
                           (default: forever on a terminal, 300 otherwise)
   CARGO_TERM_COLOR        auto, always or never, like --color
   SAFECACHE_ALLOW_UNTRUSTED_CACHE  1: like --allow-untrusted-cache
+  SAFECACHE_DURABILITY    none or full, like --durability
   SAFECACHE_LOG           tracing filter for diagnostics on stderr, e.g. `debug`
   SAFECACHE_AUTO_GC       like --auto-gc: `off`, or how often, e.g. `1d`
   SAFECACHE_MAX_SIZE      like --max-size, e.g. `10G`
@@ -70,7 +71,7 @@ Examples:
 
 /// Examples at the end of each subcommand's `--help` (not `-h`); `{bin}`
 /// stands for the name the user invoked.
-const EXAMPLES: [(&str, &str); 10] = [
+const EXAMPLES: [(&str, &str); 11] = [
     (
         "run",
         "  # Fill git/serde once, however many run this at once, then use it pinned:
@@ -100,7 +101,11 @@ const EXAMPLES: [(&str, &str); 10] = [
   {bin} gc --max-size 10G --max-age 30d --dry-run
   {bin} gc --max-size 10G --max-age 30d",
     ),
-    ("init", "  {bin} init ~/.cache/mytool\n  {bin} --cache-dir ~/.cache/mytool ls"),
+    (
+        "init",
+        "  {bin} init ~/.cache/mytool\n  {bin} --cache-dir ~/.cache/mytool ls\n  {bin} init --durability none /tmp/ci-cache",
+    ),
+    ("config", "  {bin} config\n  {bin} config durability none\n  {bin} --message-format json config"),
     (
         "completions",
         "  {bin} completions bash > ~/.local/share/bash-completion/completions/safecache
@@ -169,6 +174,21 @@ pub(crate) struct GlobalOpts {
         value_parser = clap::builder::FalseyValueParser::new()
     )]
     pub(crate) allow_untrusted_cache: bool,
+
+    /// What to sync to disk: `full` (an entry that was filled survives a
+    /// power cut complete) or `none` (faster; a power cut may lose recent
+    /// entries or leave them empty or short). Overrides the cache's own
+    /// setting (`config durability`) for this command; `init` stores it.
+    /// [default: the cache's setting, else full]
+    #[arg(
+        long,
+        global = true,
+        value_name = "LEVEL",
+        env = "SAFECACHE_DURABILITY",
+        hide_env_values = true,
+        value_parser = parse_durability
+    )]
+    pub(crate) durability: Option<Durability>,
 
     /// When to color status messages.
     #[arg(
@@ -349,6 +369,20 @@ pub(crate) enum Command {
         /// The directory. [default: the cache dir]
         dir: Option<PathBuf>,
     },
+    /// Show or change the cache's settings (`.safecache/config.json`).
+    ///
+    /// Without arguments, print every setting; with NAME, print one; with
+    /// NAME VALUE, store it. The one setting is `durability` (`none` or
+    /// `full`, default `full`). A stored change applies to commands started
+    /// after it.
+    Config {
+        /// The setting: `durability`.
+        #[arg(value_name = "NAME", value_parser = ["durability"])]
+        name: Option<String>,
+        /// Its new value.
+        #[arg(value_name = "VALUE", requires = "name", value_parser = parse_durability)]
+        value: Option<Durability>,
+    },
     /// Print a shell completion script for `safecache` to stdout.
     ///
     /// Save it where the shell loads completions from (see the examples). The
@@ -435,6 +469,10 @@ pub(crate) struct RunArgs {
     /// The command to run, after `--`.
     #[arg(value_name = "CMD", required = true, trailing_var_arg = true)]
     pub(crate) command: Vec<OsString>,
+}
+
+fn parse_durability(s: &str) -> Result<Durability, String> {
+    s.trim().parse::<Durability>().map_err(|e| e.to_string())
 }
 
 fn parse_key(s: &str) -> Result<Key, String> {

@@ -1,5 +1,5 @@
 //! This defines the subcommands other than `run`: `path`, `ls`, `status`,
-//! `rm`, `clean`, `gc` and `init`. Each is a thin front end over one core
+//! `rm`, `clean`, `gc`, `init` and `config`. Each is a thin front end over one core
 //! operation; the core does the locking.
 
 use std::path::{Path, PathBuf};
@@ -7,7 +7,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result};
 use safecache::display::{count, duration, escape, size};
-use safecache::{AutoGc, Cache, EvictReason, Failure, GcOptions, ItemKind, Key, Limits, SkipReason, Victim};
+use safecache::{
+    AutoGc, Cache, Durability, EvictReason, Failure, GcOptions, ItemKind, Key, Limits, SkipReason, Victim,
+};
 use serde_json::json;
 
 use crate::cli::{AutoGcEvery, GcArgs, MaxAge};
@@ -352,6 +354,9 @@ pub(crate) fn init(ctx: &Ctx, dir: Option<PathBuf>) -> Result<u8> {
     // another `init` changes the wording, never what happens.
     let was_cache = std::fs::symlink_metadata(dir.join(safecache::MARKER_DIR)).is_ok();
     let cache = naming_dir(Cache::init_ambient(&dir, ctx.options(None)), "cannot adopt", &dir, "as a cache")?;
+    if let Some(level) = ctx.durability {
+        ctx.blocking(|| cache.update_config(ctx.wait, |c| c.durability = Some(level)))?;
+    }
     let n = cache.entries()?.len();
     let entries = count(n, "entry", "entries");
     let shown = cache.path().display();
@@ -365,6 +370,35 @@ pub(crate) fn init(ctx: &Ctx, dir: Option<PathBuf>) -> Result<u8> {
         "path": json_path(cache.path()),
         "entries": n,
         "already": was_cache,
+    }));
+    Ok(exit::OK)
+}
+
+/// `config [durability [none|full]]`: prints the cache's settings, or
+/// stores a new durability level.
+pub(crate) fn config(ctx: &Ctx, value: Option<Durability>) -> Result<u8> {
+    // Opened at a given level, so that the config file is not read at open:
+    // a garbage one must not stop the command that replaces it.
+    let cache = ctx.open_adjusted(|o| o.durability = Some(o.durability.unwrap_or_default()))?;
+    let config = match value {
+        Some(level) => {
+            let config = ctx.blocking(|| cache.update_config(ctx.wait, |c| c.durability = Some(level)))?;
+            ctx.ui.status("Configured", format!("durability {level} for `{}`", cache.path().display()));
+            config
+        }
+        None => {
+            let config = cache.config()?;
+            let level = config.durability();
+            let note = if config.durability.is_none() { " (default)" } else { "" };
+            ctx.ui.out(format!("durability = {level}{note}"));
+            config
+        }
+    };
+    ctx.ui.json(json!({
+        "reason": "config",
+        "path": json_path(cache.path()),
+        "durability": config.durability().name(),
+        "durability_stored": config.durability.is_some(),
     }));
     Ok(exit::OK)
 }

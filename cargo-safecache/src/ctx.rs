@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Result;
-use safecache::{AutoGc, Cache, Limits, LockMode, Options, Wait};
+use safecache::{AutoGc, Cache, Durability, Limits, LockMode, Options, Wait};
 
 use crate::inherit;
 use crate::ui::Ui;
@@ -24,6 +24,8 @@ pub(crate) struct Ctx {
     pub(crate) auto_gc: Option<AutoGc>,
     /// The cache the command opened, for the automatic gc after it.
     pub(crate) opened: std::sync::OnceLock<Cache>,
+    /// `--durability` or `SAFECACHE_DURABILITY`: overrides the cache's own.
+    pub(crate) durability: Option<Durability>,
 }
 
 impl Ctx {
@@ -36,6 +38,7 @@ impl Ctx {
             retry_failed: false,
             min_free: 0,
             auto_gc: self.auto_gc,
+            durability: self.durability,
         }
     }
 

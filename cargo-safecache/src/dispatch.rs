@@ -32,6 +32,7 @@ pub(crate) fn main_impl(binary: cli::Binary) -> u8 {
         "SAFECACHE_AUTO_GC",
         "SAFECACHE_MAX_SIZE",
         "SAFECACHE_MAX_AGE",
+        "SAFECACHE_DURABILITY",
     ] {
         if std::env::var_os(var).is_some_and(|v| v.is_empty()) {
             // SAFETY: no other thread exists yet, so nothing reads the
@@ -144,6 +145,7 @@ fn dispatch(app: App, ui: &Arc<Ui>, invoked: &'static str) -> Result<u8> {
         limits: commands::limits(g.max_size, g.max_age),
         auto_gc: commands::auto_gc_options(g.auto_gc, g.max_size, g.max_age),
         opened: std::sync::OnceLock::new(),
+        durability: g.durability,
     };
     tracing::debug!(cache = %ctx.cache_dir.display(), ?timeout, "resolved");
     // The automatic gc follows the commands that use entries, once their
@@ -158,6 +160,7 @@ fn dispatch(app: App, ui: &Arc<Ui>, invoked: &'static str) -> Result<u8> {
         Command::Clean => commands::clean(&ctx),
         Command::Gc(args) => commands::gc(&ctx, &args),
         Command::Init { dir } => commands::init(&ctx, dir),
+        Command::Config { name: _, value } => commands::config(&ctx, value),
         Command::Completions { .. } | Command::Man { .. } => Ok(exit::OK),
     };
     if auto_gc {

@@ -15,6 +15,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::config::{self, Config};
+use crate::durability::Durability;
 use crate::error::Error;
 use crate::key::Key;
 use crate::layout::{self, FORMAT_FILE, FORMAT_VERSION, LEASE_LOCK, MARKER_DIR, MARKER_STAGING_PREFIX};
@@ -68,7 +70,11 @@ pub struct Options {
     /// Run an automatic gc, at most once per [`AutoGc::every`], when the
     /// front end calls [`Cache::auto_gc`] after its real work. `None` (the
     /// library's default): never.
-    pub auto_gc: Option<crate::evict::AutoGc>,
+    pub auto_gc: Option<crate::limits::AutoGc>,
+    /// The durability level for this handle's operations, overriding the
+    /// cache's own (its config file, or [`Durability::Full`] without one).
+    /// With it set, the config file is not read at open.
+    pub durability: Option<Durability>,
 }
 
 impl std::fmt::Debug for Options {
@@ -80,6 +86,7 @@ impl std::fmt::Debug for Options {
             .field("retry_failed", &self.retry_failed)
             .field("min_free", &self.min_free)
             .field("auto_gc", &self.auto_gc)
+            .field("durability", &self.durability)
             .finish()
     }
 }
@@ -264,6 +271,12 @@ impl Cache {
         check_trust(&root, path, &options)?;
         ensure_marker(&root, path, &mode)?;
         check_trust(&root, path, &options)?;
+        let mut root = root;
+        let durability = match options.durability {
+            Some(durability) => durability,
+            None => config::read(&root, path)?.durability(),
+        };
+        root.set_durability(durability);
         let shared_fs = root.shared_filesystem();
         if let Some(fs) = shared_fs {
             tracing::warn!(path = %path.display(), filesystem = fs, "the cache is on a network or userspace filesystem");
@@ -293,6 +306,47 @@ impl Cache {
                 self.inner.path.display()
             )
         })
+    }
+
+    /// The durability level this handle's operations keep: the one given in
+    /// [`Options::durability`], else the cache's config's.
+    pub fn durability(&self) -> Durability {
+        self.root().durability()
+    }
+
+    /// The cache's settings as stored now (the default if it has no config
+    /// file).
+    ///
+    /// # Errors
+    /// [`Error::BadConfig`] for a config file this build cannot read.
+    pub fn config(&self) -> Result<Config, Error> {
+        config::read(self.root(), &self.inner.path)
+    }
+
+    /// Changes the cache's stored settings with `change` and returns the
+    /// new ones. Under the shared lease and `gc.lock`, it reads the config,
+    /// applies `change` and replaces the file (synced at every level). A
+    /// config file this build cannot read is replaced as if it were absent:
+    /// this is how a garbage config is fixed. It does not change the level
+    /// of handles already open, this one included.
+    ///
+    /// # Errors
+    /// [`Error::Busy`] if the lease or `gc.lock` could not be had within
+    /// `wait`; an io error if the file could not be written.
+    pub fn update_config(&self, wait: Wait, change: impl FnOnce(&mut Config)) -> Result<Config, Error> {
+        let deadline = Deadline::start(wait);
+        let _lease = self.lease_by(LockMode::Shared, deadline)?;
+        let _gc = self.lock(layout::GC_LOCK, LockName::Gc, LockMode::Exclusive, deadline)?;
+        let mut config = match self.config() {
+            Err(Error::BadConfig { reason, .. }) => {
+                tracing::warn!(%reason, "replacing an unreadable config file");
+                Config::default()
+            }
+            other => other?,
+        };
+        change(&mut config);
+        config::write(self.root(), &config)?;
+        Ok(config)
     }
 
     /// The cache's path, as given when it was opened.
@@ -459,7 +513,7 @@ fn ensure_marker(root: &Root, path: &Path, mode: &Open) -> Result<(), Error> {
         let staging = format!("{MARKER_STAGING_PREFIX}{}", layout::random_suffix()?);
         match build_marker(root, &staging) {
             Ok(()) => {
-                let _ = root.sync_dir("");
+                let _ = root.sync_metadata_dir("");
                 return Ok(());
             }
             Err(e) => {
@@ -521,8 +575,8 @@ fn build_marker(root: &Root, staging: &str) -> io::Result<()> {
         let leaf = sub.strip_prefix(".safecache/").unwrap_or(sub);
         root.create_dir(&format!("{staging}/{leaf}"))?;
     }
-    root.write_new(&format!("{staging}/format"), layout::format_contents().as_bytes())?;
-    root.sync_tree(staging)?;
+    root.write_metadata(&format!("{staging}/format"), layout::format_contents().as_bytes())?;
+    root.sync_metadata_tree(staging)?;
     root.rename_noreplace(staging, MARKER_DIR)
 }
 
@@ -553,7 +607,7 @@ impl Cache {
         // and delete it before the rename: then write it again.
         let mut tries = 0;
         loop {
-            let private = layout::temp("format", &layout::random_suffix()?);
+            let private = layout::format_staging(&layout::random_suffix()?);
             let written = root
                 .write_new(&private, layout::format_contents().as_bytes())
                 .and_then(|()| root.rename(&private, FORMAT_FILE))

@@ -75,6 +75,20 @@ pub enum Error {
         supported: u32,
     },
 
+    /// The cache's config file (`.safecache/config.json`) is not one this
+    /// build can read; nothing was changed.
+    #[error(
+        "the cache config `{}` is unreadable ({reason}); fix it, delete it, \
+         or write a new one with `cargo safecache config durability full`",
+        path.display()
+    )]
+    BadConfig {
+        /// The config file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+
     /// A filesystem operation failed.
     #[error("failed to {op} `{path}`")]
     Io {
@@ -297,6 +311,8 @@ pub enum ErrorKind {
     NoSpace,
     /// [`Error::BelowReserve`].
     BelowReserve,
+    /// [`Error::BadConfig`].
+    BadConfig,
 }
 
 impl Error {
@@ -319,6 +335,7 @@ impl Error {
             Error::Fill { .. } => ErrorKind::Fill,
             Error::NoSpace { .. } => ErrorKind::NoSpace,
             Error::BelowReserve { .. } => ErrorKind::BelowReserve,
+            Error::BadConfig { .. } => ErrorKind::BadConfig,
         }
     }
 

@@ -387,6 +387,10 @@ impl Cache {
         let root = self.root();
         let stored = key.stored_name();
         root.set_uncommitted(out_rel, true).map_err(|e| Error::io("mark uncommitted", out_rel, e))?;
+        // The mark must be durable before the name is: after a power cut, a
+        // name whose directory lost its mark would be a half entry that
+        // looks committed.
+        root.sync_dir(out_rel).map_err(|e| Error::io("sync", out_rel, e))?;
         root.rename_noreplace(out_rel, &stored).map_err(|e| Error::io("move into place", &stored, e))?;
         Ok(Unfinished { root: Arc::clone(root), stored, digest: key.digest(), committed: false })
     }

@@ -14,10 +14,10 @@ use std::time::SystemTime;
 
 use crate::cache::{Cache, Leased, is_internal};
 use crate::error::Error;
-use crate::evict::{EvictReport, GcOptions, Limits};
 use crate::holder::{self, Holder};
 use crate::key::Key;
 use crate::layout::{self, FAILED_DIR, GC_LOCK, LOCKS_DIR, TMP_DIR, TRASH_DIR, USED_DIR};
+use crate::limits::{EvictReport, GcOptions, Limits};
 use crate::lock::Deadline;
 use crate::mode::{LockMode, LockName, Wait};
 use crate::probe::owner_alive;

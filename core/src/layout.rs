@@ -17,6 +17,8 @@ pub const FORMAT_VERSION: u32 = 2;
 pub const OLDEST_FORMAT_VERSION: u32 = 1;
 
 pub(crate) const FORMAT_FILE: &str = ".safecache/format";
+/// The per-cache settings (config.rs); optional.
+pub(crate) const CONFIG_FILE: &str = ".safecache/config.json";
 pub(crate) const LEASE_LOCK: &str = ".safecache/lease.lock";
 pub(crate) const GC_LOCK: &str = ".safecache/gc.lock";
 pub(crate) const LOCKS_DIR: &str = ".safecache/locks";
@@ -91,6 +93,20 @@ pub(crate) fn gc_stamp_temp(random: &str) -> String {
     format!("{TMP_DIR}/gc.{random}")
 }
 
+/// A new config file being written, renamed over [`CONFIG_FILE`]. It has no
+/// digest, so gc reclaims one a killed writer left; the writer holds
+/// `gc.lock` meanwhile.
+pub(crate) fn config_staging(random: &str) -> String {
+    format!("{TMP_DIR}/config.{random}")
+}
+
+/// A new format file being written, renamed over [`FORMAT_FILE`] to upgrade
+/// the cache's format. It has no digest, so gc may delete one in flight (the
+/// upgrader then writes it again) or one a killed upgrader left.
+pub(crate) fn format_staging(random: &str) -> String {
+    format!("{TMP_DIR}/format.{random}")
+}
+
 /// An entry renamed aside for deletion.
 pub(crate) fn trash_item(digest: &str, random: &str) -> String {
     format!("{TRASH_DIR}/{digest}.{random}")
@@ -154,6 +170,7 @@ mod tests {
         let temp_dir = format!("{}/", temp("<d>", "<r>"));
         vec![
             FORMAT_FILE.to_owned(),
+            CONFIG_FILE.to_owned(),
             LEASE_LOCK.to_owned(),
             gate_of(LEASE_LOCK).unwrap_or_default(),
             GC_LOCK.to_owned(),
@@ -167,6 +184,8 @@ mod tests {
             format!("{temp_dir}{TEMP_OUT}/"),
             temp("<d>", "<r>"),
             gc_stamp_temp("<r>"),
+            config_staging("<r>"),
+            format_staging("<r>"),
             trash_item("<d>", "<r>"),
             failure_record("<d>"),
         ]

@@ -33,7 +33,9 @@
 #![deny(missing_docs)]
 
 mod cache;
+mod config;
 pub mod display;
+mod durability;
 mod error;
 mod evict;
 mod failed;
@@ -42,6 +44,7 @@ mod gc;
 mod holder;
 mod key;
 mod layout;
+mod limits;
 mod lock;
 mod mode;
 mod once_map;
@@ -50,6 +53,8 @@ mod remove;
 mod sys;
 
 pub use cache::{Cache, Entry, Leased, Options, Pin, USE_RESOLUTION};
+pub use config::Config;
+pub use durability::{Durability, InvalidDurability};
 pub use error::{Error, ErrorKind, LowSpace};
 pub use evict::{
     AutoGc, DEFAULT_AUTO_GC_EVERY, DEFAULT_MAX_AGE, EvictReason, EvictReport, GcOptions, Limits, SkipReason, Skipped,

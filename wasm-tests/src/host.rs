@@ -283,6 +283,14 @@ fn define_imports(linker: &mut Linker<Proc>) -> Result<()> {
             Ok(beneath(&caller.data().dir, &path).map_or(-2, |p| set_mark(&p, Some(on != 0))))
         },
     )?;
+    // An fsync: the host records the synced state as durable (power.rs).
+    linker.func_wrap("safecache_host", "sync", |mut caller: Caller<'_, Proc>, ptr: u32, len: u32| -> Result<i32> {
+        let path = guest_str(&mut caller, ptr, len)?;
+        let dir = Arc::clone(&caller.data().dir);
+        let host_path = if path.is_empty() { Some(dir.to_path_buf()) } else { beneath(&dir, &path) };
+        let Some(host_path) = host_path else { return Ok(-2) };
+        Ok(lock_world(&caller.data().world).durable.sync(&host_path))
+    })?;
     Ok(())
 }
 

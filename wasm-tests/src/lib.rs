@@ -12,6 +12,7 @@
 //! docs/SIMULATION.md explains how to read a trace and replay a seed.
 
 mod host;
+mod power;
 mod scenario;
 mod world;
 
@@ -28,6 +29,7 @@ use rand::{Rng, SeedableRng};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 
 pub use host::Host;
+pub use power::Keep;
 pub use scenario::{Scenario, Variant};
 
 use host::{Running, lock_world};
@@ -78,6 +80,41 @@ impl FromStr for KillPlan {
     }
 }
 
+/// Steps of the race within which [`power_for_seed`] draws the cut: about
+/// one cut in five falls after the race has ended (then the power goes
+/// just before the final gc, which checks that everything that returned is
+/// durable).
+const POWER_SPAN: u64 = 1_500;
+
+/// Cut the power just before the race's `step`-th scheduling step (or when
+/// it ends, if it ends sooner), keeping what `keep` says of the state that
+/// no fsync made durable.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PowerCut {
+    /// Steps of the race (all processes) before the cut.
+    pub step: u64,
+    /// What of the pending state survives.
+    pub keep: Keep,
+}
+
+impl fmt::Display for PowerCut {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "at race step {} ({})", self.step, self.keep)
+    }
+}
+
+/// The power cut of a seed, for scenarios that have one: a step drawn
+/// uniformly below [`POWER_SPAN`], and half the time nothing pending kept.
+pub fn power_for_seed(scenario: &Scenario, seed: u64) -> Option<PowerCut> {
+    if !scenario.power {
+        return None;
+    }
+    let mut rng = StdRng::seed_from_u64(seed ^ 0x0070_6f77_6572);
+    let step = rng.random_range(0..POWER_SPAN);
+    let keep = if rng.random_bool(0.5) { Keep::Nothing } else { Keep::Some };
+    Some(PowerCut { step, keep })
+}
+
 /// What one run did and what it violated.
 #[derive(Clone, Debug)]
 pub struct Outcome {
@@ -87,6 +124,8 @@ pub struct Outcome {
     pub scenario: Scenario,
     /// The crash injected, if any.
     pub kill: Option<KillPlan>,
+    /// The power cut, if the scenario has one.
+    pub power: Option<PowerCut>,
     /// Lock events, reports, exits and kills, in order, with virtual time.
     pub trace: Vec<String>,
     /// The pid scheduled at each step.
@@ -132,6 +171,9 @@ impl Outcome {
             self.seed,
             self.kill.map_or("none".to_owned(), |k| k.to_string())
         ));
+        if let Some(power) = self.power {
+            out.push_str(&format!("power cut {power} (drawn from the seed)\n"));
+        }
         for v in &self.violations {
             out.push_str(&format!("  violation: {v}\n"));
         }
@@ -203,6 +245,11 @@ struct Run<'a> {
     violations: Vec<String>,
     kill: Option<KillPlan>,
     killed: bool,
+    power: Option<PowerCut>,
+    /// The schedule's length when the race began, once it has.
+    race_start: Option<usize>,
+    /// How many reports came before the power cut, once it has happened.
+    cut_reports: Option<usize>,
 }
 
 impl Run<'_> {
@@ -238,6 +285,11 @@ impl Run<'_> {
             active.retain(|&i| self.slots[i].running.is_some());
             if active.is_empty() {
                 return Ok(());
+            }
+            if let (Some(cut), Some(start), None) = (self.power, self.race_start, self.cut_reports)
+                && (self.schedule.len() - start) as u64 >= cut.step
+            {
+                return self.power_cut(&active);
             }
             if self.schedule.len() as u64 >= MAX_STEPS {
                 self.violations.push(format!("livelock: no end after {MAX_STEPS} steps"));
@@ -325,6 +377,28 @@ impl Run<'_> {
         }
     }
 
+    /// Cuts the power: every process in `active` stops where it is, the
+    /// kernel's locks go, and the directory is rebuilt from what was durable
+    /// (power.rs).
+    fn power_cut(&mut self, active: &[usize]) -> Result<()> {
+        let Some(cut) = self.power else { return Ok(()) };
+        let step = self.race_start.map_or(0, |start| self.schedule.len() - start);
+        lock_world(&self.world).event(0, format!("POWER CUT at race step {step}"));
+        for &i in active {
+            self.slots[i].running = None;
+            self.slots[i].end = End::Killed;
+            lock_world(&self.world).release_all(self.slots[i].pid);
+        }
+        self.killed |= !active.is_empty();
+        let mut rng = StdRng::seed_from_u64(self.seed ^ 0x0063_7574);
+        let mut world = lock_world(&self.world);
+        world.forget_files();
+        self.cut_reports = Some(world.reports.len());
+        let line = world.durable.cut(self.dir, cut.keep, &mut rng).context("rebuilding after the power cut")?;
+        world.event(0, format!("rebuilt: {line}"));
+        Ok(())
+    }
+
     /// Drops every process in `active` (after a deadlock or livelock).
     fn abandon(&mut self, active: &[usize]) {
         for &i in active {
@@ -350,10 +424,18 @@ pub fn run(host: &Host, scenario: &Scenario, seed: u64, kill: Option<KillPlan>) 
         violations: Vec::new(),
         kill,
         killed: false,
+        power: power_for_seed(scenario, seed),
+        race_start: None,
+        cut_reports: None,
     };
     for role in &scenario.setup {
         let i = run.spawn(role, None, false)?;
         run.drive(vec![i])?;
+    }
+    if run.power.is_some() {
+        // Everything before the race is durable, as after a `sync`.
+        lock_world(&run.world).durable.enable(tmp.path()).context("recording the durable image")?;
+        run.race_start = Some(run.schedule.len());
     }
     let mut active = Vec::new();
     if let Some(role) = &scenario.parent {
@@ -371,9 +453,13 @@ pub fn run(host: &Host, scenario: &Scenario, seed: u64, kill: Option<KillPlan>) 
     }
     lock_world(&run.world).start_children();
     run.drive(active)?;
+    if run.power.is_some() && run.cut_reports.is_none() {
+        run.power_cut(&[])?;
+    }
     let gc = run.spawn(&["gc".to_owned()], None, false)?;
     run.drive(vec![gc])?;
     check_processes(&mut run);
+    check_power(&mut run, scenario, tmp.path());
     check_waits(&mut run);
     check_children(&mut run);
     check_disk(tmp.path(), &mut run.violations)?;
@@ -388,6 +474,7 @@ pub fn run(host: &Host, scenario: &Scenario, seed: u64, kill: Option<KillPlan>) 
         seed,
         scenario: scenario.clone(),
         kill,
+        power: run.power,
         trace: world.trace,
         schedule: run.schedule,
         steps,
@@ -637,6 +724,72 @@ fn check_children(run: &mut Run<'_>) {
     }
 }
 
+/// What a key's entry must be after a power cut.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Expect {
+    /// A fill of it returned: it must be there (and complete, which
+    /// `check_disk` checks of every entry).
+    Present,
+    /// A remove of it returned: it must not come back.
+    Absent,
+    /// Something that changes it was running at the cut.
+    Unknown,
+}
+
+/// The durability invariants of a power cut: every fill that returned
+/// before it survives it, and every remove that returned stays done.
+/// Completeness of what survives is `check_disk`'s invariant 3.
+fn check_power(run: &mut Run<'_>, scenario: &Scenario, dir: &Path) {
+    let Some(before) = run.cut_reports else { return };
+    let world = lock_world(&run.world);
+    let mut expect: BTreeMap<String, Expect> = BTreeMap::new();
+    for role in &scenario.setup {
+        if let ["fill", key, ..] = role.iter().map(String::as_str).collect::<Vec<_>>().as_slice() {
+            expect.insert((*key).to_owned(), Expect::Present);
+        }
+    }
+    for (_, _, line) in world.reports.iter().take(before) {
+        let words: Vec<&str> = line.split(' ').collect();
+        match words.as_slice() {
+            ["fill-done", key, "filled=true"] => {
+                expect.insert((*key).to_owned(), Expect::Present);
+            }
+            ["removed", key, "true"] => {
+                expect.insert((*key).to_owned(), Expect::Absent);
+            }
+            ["clean", ..] => expect.values_mut().for_each(|e| *e = Expect::Absent),
+            _ => {}
+        }
+    }
+    // The processes the cut (or a kill before it) stopped mid-operation.
+    for slot in run.slots.iter().filter(|s| matches!(s.end, End::Killed)) {
+        let args: Vec<&str> = slot.args.iter().map(String::as_str).collect();
+        match args.as_slice() {
+            [role, key, ..] if role.starts_with("remove") => {
+                expect.insert((*key).to_owned(), Expect::Unknown);
+            }
+            [role, ..] if role.starts_with("clean") => expect.values_mut().for_each(|e| *e = Expect::Unknown),
+            [role, key, ..] if role.starts_with("fill") && expect.get(*key) == Some(&Expect::Absent) => {
+                expect.insert((*key).to_owned(), Expect::Unknown);
+            }
+            _ => {}
+        }
+    }
+    drop(world);
+    for (key, expect) in expect {
+        let present = dir.join(&key).exists();
+        match expect {
+            Expect::Present if !present => run
+                .violations
+                .push(format!("power cut: a fill of `{key}` returned before the cut, but the entry is gone after it")),
+            Expect::Absent if present => run.violations.push(format!(
+                "power cut: a remove of `{key}` returned before the cut, but the entry is back after it"
+            )),
+            _ => {}
+        }
+    }
+}
+
 /// Checks a reader's `files f0=..,f1=..` observation: all files, one fill.
 fn check_entry_listing(seen: &str) -> Result<(), String> {
     let Some(list) = seen.strip_prefix("files ").or_else(|| (seen == "files").then_some("")) else {
@@ -779,6 +932,10 @@ pub fn kill_every_step(
 /// otherwise a random process killed at a random early step, sometimes
 /// restarted.
 pub fn kill_for_seed(scenario: &Scenario, seed: u64) -> Option<KillPlan> {
+    // A scenario with a power cut has that crash instead.
+    if scenario.power {
+        return None;
+    }
     let mut rng = StdRng::seed_from_u64(seed ^ 0x6b69_6c6c);
     if !rng.random_bool(0.3) {
         return None;

@@ -33,11 +33,14 @@ pub enum Variant {
     /// An in-place fill that writes at the final path without marking the
     /// directory uncommitted.
     InPlaceUnmarked,
+    /// The core's fill, synced, but without the sync of the root after the
+    /// publishing rename: an entry a fill returned can vanish in a power cut.
+    NoParentSync,
 }
 
 impl Variant {
     /// Every variant, the real protocol first.
-    pub const ALL: [Variant; 10] = [
+    pub const ALL: [Variant; 11] = [
         Variant::Correct,
         Variant::SharedTemp,
         Variant::InplaceDelete,
@@ -48,10 +51,11 @@ impl Variant {
         Variant::InplaceDeleteLocked,
         Variant::InheritedCleanLocks,
         Variant::InPlaceUnmarked,
+        Variant::NoParentSync,
     ];
 
     /// The buggy variants.
-    pub const BUGGY: [Variant; 9] = [
+    pub const BUGGY: [Variant; 10] = [
         Variant::SharedTemp,
         Variant::InplaceDelete,
         Variant::UnlockedFill,
@@ -61,6 +65,7 @@ impl Variant {
         Variant::InplaceDeleteLocked,
         Variant::InheritedCleanLocks,
         Variant::InPlaceUnmarked,
+        Variant::NoParentSync,
     ];
 
     /// The variant's name on the command line and in `SAFECACHE_VARIANT`.
@@ -76,6 +81,7 @@ impl Variant {
             Variant::InplaceDeleteLocked => "inplace-delete-locked",
             Variant::InheritedCleanLocks => "inherited-clean-locks",
             Variant::InPlaceUnmarked => "in-place-unmarked",
+            Variant::NoParentSync => "no-parent-sync",
         }
     }
 
@@ -92,6 +98,7 @@ impl Variant {
             Variant::InplaceDeleteLocked => "reread",
             Variant::InheritedCleanLocks => "inherited",
             Variant::InPlaceUnmarked => "in-place",
+            Variant::NoParentSync => "power",
         }
     }
 
@@ -107,6 +114,7 @@ impl Variant {
             (Variant::InplaceDeleteLocked, "remove") => "remove-inplace-locked",
             (Variant::InheritedCleanLocks, "clean") => "clean-empties-locks",
             (Variant::InPlaceUnmarked, "fill") => "fill-inplace-unmarked",
+            (Variant::NoParentSync, "fill") => "fill-no-parent-sync",
             (_, role) => role,
         }
     }
@@ -128,6 +136,25 @@ impl FromStr for Variant {
     }
 }
 
+/// The roles of `power`: two fills of a new key and a pinned reader of it,
+/// a remove and a refill of the key filled before the race, a reader and a
+/// gc.
+const POWER: &[&str] = &["fill b", "fill b", "pinread b", "remove a", "fill a", "read a", "gc"];
+/// `power` with in-place fills: a power cut must never turn an entry built
+/// in place, half-written, into one that looks committed.
+const POWER_IN_PLACE: &[&str] =
+    &["fill b inplace hold=1", "fill b inplace", "pinread b", "remove a", "fill a inplace", "read a", "gc"];
+/// `power` at durability `none`.
+const POWER_NONE: &[&str] = &[
+    "fill b durability=none",
+    "fill b durability=none",
+    "pinread b durability=none",
+    "remove a durability=none",
+    "fill a durability=none",
+    "read a durability=none",
+    "gc durability=none",
+];
+
 /// Processes to run against one fresh cache directory.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Scenario {
@@ -145,11 +172,15 @@ pub struct Scenario {
     /// killed: `cargo safecache run --exclusive` hands its lease's
     /// descriptor to the command, so the lease outlives it.
     pub parent: Option<Vec<String>>,
+    /// Whether the race ends in a power cut (docs/SIMULATION.md, "Power
+    /// loss"), drawn from the seed by [`crate::power_for_seed`], instead of
+    /// the kills `kill_for_seed` draws.
+    pub power: bool,
 }
 
 impl Scenario {
     /// Every scenario name.
-    pub const NAMES: [&'static str; 16] = [
+    pub const NAMES: [&'static str; 18] = [
         "fill3",
         "churn",
         "clean",
@@ -166,6 +197,8 @@ impl Scenario {
         "probers",
         "faults",
         "in-place",
+        "power",
+        "power-in-place",
     ];
 
     /// The scenario `name`, with its concurrent roles in `variant`.
@@ -288,6 +321,14 @@ impl Scenario {
                 &["lease-exit"],
                 &["fill a hold=3", "clean nowait", "clean nowait", "pinread a nowait", "clean nowait"],
             ),
+            // A power cut at a seeded step (or at the end): every fill that
+            // returned must survive it complete, every remove that returned
+            // must stay removed, and gc must reclaim what the cut left.
+            "power" => (&["fill a"], POWER),
+            "power-in-place" => (&["fill a inplace"], POWER_IN_PLACE),
+            // The same at durability `none`, not in `NAMES`: expected to
+            // leave corrupt entries (docs/SIMULATION.md).
+            "power-none" => (&["fill a"], POWER_NONE),
             // A self-test of the harness, not in `NAMES`: a lease parent that
             // lets its lease go before its children run, which invariant 9
             // must report.
@@ -312,6 +353,7 @@ impl Scenario {
             variant,
             setup: setup.iter().map(split).collect(),
             procs,
+            power: name.starts_with("power"),
             parent: match name {
                 "inherited" => Some(vec!["lease-parent".to_owned()]),
                 "orphan-children" => Some(vec!["lease-parent".to_owned(), "early".to_owned()]),

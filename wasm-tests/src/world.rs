@@ -148,6 +148,8 @@ pub(crate) struct World {
     pub(crate) children_started: Option<u64>,
     /// `(pid, time)` of each child's end.
     pub(crate) child_ends: Vec<(u32, u64)>,
+    /// What of the directory is durable (the power-loss model).
+    pub(crate) durable: crate::power::Durable,
 }
 
 impl World {
@@ -300,6 +302,12 @@ impl World {
             }
             None => self.last_file.get(path).map(|&file| (file, true)),
         }
+    }
+
+    /// Forgets which file each lock path named: after a power cut the
+    /// directory is rebuilt, with new inodes.
+    pub(crate) fn forget_files(&mut self) {
+        self.last_file.clear();
     }
 
     /// Notes that `pid` runs under the lease parent's lease.

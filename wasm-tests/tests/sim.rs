@@ -97,6 +97,39 @@ fn sweep_children_under_an_inherited_exclusive_lease() {
     assert_eq!(sweep_real("inherited", 0..200), 200);
 }
 
+/// A power cut at a seeded step of fills, a pinned reader, a remove, a
+/// refill and a gc, at durability `full`: every fill that returned
+/// survives complete, every remove that returned stays done, and gc
+/// reclaims what the cut left.
+#[test]
+fn sweep_power_cuts_at_durability_full() {
+    assert_eq!(sweep_real("power", 0..150), 150);
+    assert_eq!(sweep_real("power-in-place", 0..150), 150);
+}
+
+/// The same at durability `none` loses what `full` keeps: the model can
+/// fail, and does, in the three ways docs/SIMULATION.md lists.
+#[test]
+fn power_cuts_at_durability_none_lose_entries_and_leave_corrupt_ones() {
+    let scenario = Scenario::new("power-none", Variant::Correct).unwrap();
+    let mut seen = std::collections::BTreeSet::new();
+    for seed in 0..40 {
+        let outcome = run(host(), &scenario, seed, None).unwrap();
+        for v in &outcome.violations {
+            if v.contains("is incomplete") {
+                seen.insert("corrupt entry");
+            } else if v.contains("returned before the cut, but the entry is gone") {
+                seen.insert("lost entry");
+            } else if v.contains("returned before the cut, but the entry is back") {
+                seen.insert("resurrected entry");
+            } else {
+                panic!("unexpected violation at durability none: {v}\n{}", outcome.report());
+            }
+        }
+    }
+    assert_eq!(seen.len(), 3, "only {seen:?} in 40 seeds of `power-none`");
+}
+
 /// `pinread a nowait` was told that p6 held the entry lock when the host's
 /// lock table had no such hold: p6 had been killed and left its holder
 /// record, and p7 found that record's flock taken because another process
@@ -178,6 +211,7 @@ fn a_seed_replays_exactly() {
         ("timeouts", Variant::Correct),
         ("mixed", Variant::Correct),
         ("inherited", Variant::Correct),
+        ("power", Variant::Correct),
     ] {
         let scenario = Scenario::new(name, variant).unwrap();
         for seed in 0..8 {
@@ -194,7 +228,7 @@ fn a_seed_replays_exactly() {
             distinct.insert(first.schedule.clone());
         }
     }
-    assert_eq!(distinct.len(), 56, "different seeds should give different schedules");
+    assert_eq!(distinct.len(), 64, "different seeds should give different schedules");
 }
 
 /// How many seeds each buggy variant may take to be caught.

@@ -2,6 +2,7 @@
 //! real git. Each test reads like the scenario it covers; the seeds are the
 //! user stories in the project brief.
 
+mod durability;
 mod evict;
 mod failed;
 mod fill_and_use;

@@ -43,6 +43,8 @@ use std::io;
 use std::path::Path;
 use std::time::{Duration, Instant, SystemTime};
 
+use crate::durability::Durability;
+
 #[cfg(not(target_os = "wasi"))]
 mod native;
 #[cfg(not(target_os = "wasi"))]
@@ -227,13 +229,33 @@ pub(crate) enum Flock {
 #[derive(Debug)]
 pub(crate) struct Root {
     imp: imp::Dir,
+    /// What the per-level syncs below do: this is the one place that reads
+    /// the level, so no caller can forget it.
+    durability: Durability,
 }
 
 impl Root {
     /// Opens the directory at `path`. This is the one place the library
     /// turns an ambient path into a handle.
     pub(crate) fn open_ambient(path: &Path) -> io::Result<Root> {
-        Ok(Root { imp: imp::Dir::open_ambient(path)? })
+        Ok(Root { imp: imp::Dir::open_ambient(path)?, durability: Durability::Full })
+    }
+
+    /// Sets the durability level of the per-level syncs ([`Root::sync_tree`],
+    /// [`Root::sync_dir`], [`Root::write_new`]); [`Durability::Full`] until
+    /// the cache's config is read.
+    pub(crate) fn set_durability(&mut self, durability: Durability) {
+        self.durability = durability;
+    }
+
+    /// The level in effect.
+    pub(crate) fn durability(&self) -> Durability {
+        self.durability
+    }
+
+    /// Whether the per-level syncs sync.
+    fn syncs(&self) -> bool {
+        self.durability == Durability::Full
     }
 
     /// Creates every missing directory of `path` (ambient, for a cache dir
@@ -279,11 +301,20 @@ impl Root {
         self.imp.create_dir(rel)
     }
 
-    /// Creates a new file (never replacing one) holding `bytes`, synced. A
-    /// write that fails after the file was created (a full disk) removes it.
+    /// Creates a new file (never replacing one) holding `bytes`, synced if
+    /// the durability level syncs. A write that fails after the file was
+    /// created (a full disk) removes it.
     pub(crate) fn write_new(&self, rel: &str, bytes: &[u8]) -> io::Result<()> {
         fault(Op::Write)?;
-        self.imp.write_new(rel, bytes)
+        self.imp.write_new(rel, bytes, self.syncs())
+    }
+
+    /// [`Root::write_new`], synced at every durability level: for the
+    /// metadata without which the cache does not open (the format file, the
+    /// config), written once, where a torn file would refuse the cache.
+    pub(crate) fn write_metadata(&self, rel: &str, bytes: &[u8]) -> io::Result<()> {
+        fault(Op::Write)?;
+        self.imp.write_new(rel, bytes, true)
     }
 
     /// Reads a small regular file whole, refusing symlinks and special files
@@ -403,23 +434,42 @@ impl Root {
 
     /// fsyncs every regular file and directory beneath `rel`, and `rel`
     /// itself, so a rename that publishes it cannot expose unwritten data
-    /// after a power loss. Symlinks are not followed.
+    /// after a power loss. Symlinks are not followed. Nothing under
+    /// [`Durability::None`].
     pub(crate) fn sync_tree(&self, rel: impl AsRef<Path>) -> io::Result<()> {
+        if !self.syncs() {
+            return Ok(());
+        }
+        self.sync_metadata_tree(rel.as_ref())
+    }
+
+    /// [`Root::sync_tree`] at every durability level (see
+    /// [`Root::write_metadata`]).
+    pub(crate) fn sync_metadata_tree(&self, rel: impl AsRef<Path>) -> io::Result<()> {
         let rel = rel.as_ref();
         for entry in self.read_dir(rel)? {
             let child = rel.join(&entry.name);
             match entry.kind {
-                FileKind::Dir => self.sync_tree(&child)?,
+                FileKind::Dir => self.sync_metadata_tree(&child)?,
                 FileKind::File => fault(Op::Sync).and_then(|()| self.imp.sync_file(&child))?,
                 FileKind::Symlink | FileKind::Other => {}
             }
         }
-        self.sync_dir(rel)
+        self.sync_metadata_dir(rel)
     }
 
-    /// fsyncs one directory, after a rename into or out of it. A no-op where
-    /// the target cannot open directories for syncing (WASI p1).
+    /// fsyncs one directory, after a rename into or out of it. Nothing
+    /// under [`Durability::None`].
     pub(crate) fn sync_dir(&self, rel: impl AsRef<Path>) -> io::Result<()> {
+        if !self.syncs() {
+            return Ok(());
+        }
+        self.sync_metadata_dir(rel)
+    }
+
+    /// [`Root::sync_dir`] at every durability level (see
+    /// [`Root::write_metadata`]).
+    pub(crate) fn sync_metadata_dir(&self, rel: impl AsRef<Path>) -> io::Result<()> {
         fault(Op::Sync)?;
         self.imp.sync_dir(rel.as_ref())
     }
@@ -545,4 +595,33 @@ fn network_filesystems_are_told_apart_from_local_ones() {
 #[allow(clippy::disallowed_methods, dead_code)] // the one place that sleeps; unused under WASI
 pub(crate) fn sleep(d: Duration) {
     std::thread::sleep(d);
+}
+
+#[cfg(test)]
+mod durability_tests {
+    use super::*;
+    use crate::sys::faults::{Failure, Fault, Op, clear, inject};
+
+    /// Plans a failure of the first sync call, runs `f`, and says whether
+    /// any sync call was made.
+    fn synced(f: impl FnOnce() -> io::Result<()>) -> bool {
+        inject(&[Fault { op: Op::Sync, nth: 0, failure: Failure::Io }]);
+        let _ = f();
+        clear()
+    }
+
+    #[test]
+    fn the_level_decides_every_per_level_sync_and_metadata_is_synced_at_both() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut root = Root::open_ambient(dir.path()).unwrap();
+        root.create_dir("d").unwrap();
+        root.write_new("d/f", b"x").unwrap();
+        for (level, expect) in [(Durability::None, false), (Durability::Full, true)] {
+            root.set_durability(level);
+            assert_eq!(synced(|| root.sync_tree("d")), expect, "sync_tree at {level}");
+            assert_eq!(synced(|| root.sync_dir("")), expect, "sync_dir at {level}");
+            assert!(synced(|| root.sync_metadata_dir("")), "the marker's sync at {level}");
+            assert!(synced(|| root.sync_metadata_tree("d")), "the marker's tree sync at {level}");
+        }
+    }
 }

@@ -120,11 +120,13 @@ impl Dir {
         Ok(file)
     }
 
-    pub(crate) fn write_new(&self, rel: &str, bytes: &[u8]) -> io::Result<()> {
+    pub(crate) fn write_new(&self, rel: &str, bytes: &[u8], sync: bool) -> io::Result<()> {
         let mut file = self.create_new(rel, false)?;
         // A write that fails (a full disk) leaves no half file behind: the
         // file is new, so it is this call's to delete.
-        file.write_all(bytes).and_then(|()| file.sync_all()).inspect_err(|_| self.discard(rel))
+        file.write_all(bytes)
+            .and_then(|()| if sync { file.sync_all() } else { Ok(()) })
+            .inspect_err(|_| self.discard(rel))
     }
 
     /// Unlinks a file this process just created and failed to fill.

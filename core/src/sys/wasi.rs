@@ -17,6 +17,7 @@
 //! | `pid` | `() -> u32` | the simulated process id |
 //! | `marked` | `(path_ptr, path_len) -> i32` | whether the directory at the path carries the uncommitted mark (the sticky bit): 1 yes, 0 no, -1 absent, -2 error |
 //! | `set_mark` | `(path_ptr, path_len, on) -> i32` | sets (`on` = 1) or clears the mark of the directory at the path, never following a symlink; returns 1 or 0 for whether it was set before, -1 absent, -2 error |
+//! | `sync` | `(path_ptr, path_len) -> i32` | fsync of the file or directory at a path relative to the cache root: the host records its state as durable (its power-loss model, docs/SIMULATION.md); returns 0, -1 if absent, -2 on error |
 #![allow(clippy::disallowed_methods)]
 
 use std::cell::Cell;
@@ -39,6 +40,22 @@ unsafe extern "C" {
     fn host_marked(path_ptr: *const u8, path_len: usize) -> i32;
     #[link_name = "set_mark"]
     fn host_set_mark(path_ptr: *const u8, path_len: usize, on: u32) -> i32;
+    #[link_name = "sync"]
+    fn host_sync(path_ptr: *const u8, path_len: usize) -> i32;
+}
+
+/// fsyncs `rel` through the host, which keeps the durable image that a
+/// simulated power cut restores. WASI p1 cannot open a directory for
+/// syncing, and the host must see every sync anyway.
+fn sync(rel: &Path) -> io::Result<()> {
+    let rel = rel.to_str().ok_or_else(|| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: the pointer and length describe a live, initialized byte
+    // slice for the duration of the call; the host only reads it.
+    match unsafe { host_sync(rel.as_ptr(), rel.len()) } {
+        0 => Ok(()),
+        -1 => Err(io::ErrorKind::NotFound.into()),
+        _ => Err(io::Error::other(format!("host refused to sync `{rel}`"))),
+    }
 }
 
 /// The cache root: a directory beneath a WASI preopen.
@@ -86,10 +103,10 @@ impl Dir {
         fs::create_dir(self.at(rel))
     }
 
-    pub(crate) fn write_new(&self, rel: &str, bytes: &[u8]) -> io::Result<()> {
+    pub(crate) fn write_new(&self, rel: &str, bytes: &[u8], sync: bool) -> io::Result<()> {
         let mut file = OpenOptions::new().write(true).create_new(true).open(self.at(rel))?;
         file.write_all(bytes)?;
-        file.sync_all()
+        if sync { self::sync(Path::new(rel)) } else { Ok(()) }
     }
 
     pub(crate) fn create_empty(&self, rel: &str) -> io::Result<()> {
@@ -174,14 +191,11 @@ impl Dir {
     }
 
     pub(crate) fn sync_file(&self, rel: &Path) -> io::Result<()> {
-        File::open(self.at(rel))?.sync_all()
+        sync(rel)
     }
 
-    /// Durability is not simulated: the simulator's crash model is a killed
-    /// process, not a lost page cache, and opening directories as files is
-    /// not portable across WASI hosts.
-    pub(crate) fn sync_dir(&self, _rel: &Path) -> io::Result<()> {
-        Ok(())
+    pub(crate) fn sync_dir(&self, rel: &Path) -> io::Result<()> {
+        sync(rel)
     }
 
     /// The file exists on disk (so `status` and gc see it), but the lock

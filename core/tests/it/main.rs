@@ -14,6 +14,7 @@ mod child;
 mod support;
 
 mod bad_input;
+mod config;
 mod disk;
 mod evict;
 mod fill;

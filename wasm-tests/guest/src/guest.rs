@@ -24,7 +24,7 @@
 //!
 //! The real protocol roles (`fill`, `read`, `pinread`, `remove`, `gc`,
 //! `clean`, `install`, `dedupe`, `lease-parent`) use the safecache core. The
-//! buggy roles (`fill-shared-temp`, `fill-unlocked`, `remove-inplace`,
+//! buggy roles (`fill-shared-temp`, `fill-unlocked`, `fill-no-parent-sync`, `remove-inplace`,
 //! `remove-inplace-locked`, `pinread-unlocked`, `install-delete-copy`,
 //! `dedupe-none`, `clean-empties-locks`) re-create one bug each, written
 //! here against the same directory and the same host locks.
@@ -39,7 +39,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
-use safecache::{Cache, Key, LockMode, LockName, Options, Wait};
+use safecache::{Cache, Durability, Key, LockMode, LockName, Options, Wait};
 
 /// Where the host preopens the shared cache directory.
 const ROOT: &str = "/cache";
@@ -60,6 +60,7 @@ mod host {
         pub(super) fn lock(path_ptr: *const u8, path_len: usize, mode: u32, timeout_ms: i64) -> i32;
         pub(super) fn unlock(handle: i32);
         pub(super) fn pid() -> u32;
+        pub(super) fn sync(path_ptr: *const u8, path_len: usize) -> i32;
     }
 }
 
@@ -154,6 +155,8 @@ struct Opts {
     fault: bool,
     /// Whether a fill builds its entry in place (at its final path).
     inplace: bool,
+    /// The durability level the cache is opened with (`durability=none`).
+    durability: Option<Durability>,
 }
 
 impl Opts {
@@ -177,8 +180,16 @@ impl Opts {
 /// Splits the options (`nowait`, `timeout=MS`, `forever`, `hold=MS`) from
 /// the role's positional arguments.
 fn parse_opts(args: &[String]) -> Result<(Vec<String>, Opts), Fail> {
-    let mut opts =
-        Opts { wait: Wait::Forever, hold_ms: 0, repeat: 1, inherit: false, delay_ms: 0, fault: false, inplace: false };
+    let mut opts = Opts {
+        wait: Wait::Forever,
+        hold_ms: 0,
+        repeat: 1,
+        inherit: false,
+        delay_ms: 0,
+        fault: false,
+        durability: None,
+        inplace: false,
+    };
     let mut positional = Vec::new();
     for arg in args {
         let ms = |v: &str| v.parse::<u64>().map_err(|e| other(format!("bad number in `{arg}`: {e}")));
@@ -200,6 +211,8 @@ fn parse_opts(args: &[String]) -> Result<(Vec<String>, Opts), Fail> {
             opts.fault = true;
         } else if arg == "inplace" {
             opts.inplace = true;
+        } else if let Some(v) = arg.strip_prefix("durability=") {
+            opts.durability = Some(v.parse().map_err(|e: safecache::InvalidDurability| other(e.to_string()))?);
         } else {
             positional.push(arg.clone());
         }
@@ -276,7 +289,8 @@ fn run(args: &[String], opts: Opts) -> Result<(), Fail> {
     let key = |i: usize| -> Result<Key, Fail> { Ok(arg(i)?.parse::<Key>().map_err(safecache::Error::from)?) };
     let role = arg(0)?;
     let inherited_lease = opts.inherit.then_some(LockMode::Exclusive);
-    let cache = Cache::open_ambient(ROOT, Options { inherited_lease, ..Options::default() })?;
+    let cache =
+        Cache::open_ambient(ROOT, Options { inherited_lease, durability: opts.durability, ..Options::default() })?;
     if opts.delay_ms > 0 {
         // SAFETY: a host import; the host sleeps in virtual time.
         unsafe { host::sleep_ms(opts.delay_ms) };
@@ -323,6 +337,7 @@ fn run(args: &[String], opts: Opts) -> Result<(), Fail> {
         "fill-shared-temp" => fill_shared_temp(&key(1)?),
         "fill-unlocked" => fill_unlocked(&key(1)?),
         "fill-inplace-unmarked" => fill_inplace_unmarked(&key(1)?, opts),
+        "fill-no-parent-sync" => fill_no_parent_sync(&cache, &key(1)?, opts),
         "remove-inplace" => remove_inplace(&key(1)?),
         "install-delete-copy" => install(&cache, &key(1)?, &key(2)?, true, opts),
         "dedupe-none" => dedupe(&key(1)?, false),
@@ -634,6 +649,52 @@ fn fill_unlocked(key: &Key) -> Result<(), Fail> {
     fs::remove_dir_all(&temp)?;
     report(&format!("fill-done {key} filled={filled}"));
     Ok(())
+}
+
+/// An fsync through the host, which records what it makes durable.
+fn sync(rel: &str) -> io::Result<()> {
+    // SAFETY: pointer and length describe a live byte slice the host only reads.
+    match unsafe { host::sync(rel.as_ptr(), rel.len()) } {
+        0 => Ok(()),
+        code => Err(io::Error::other(format!("host sync of `{rel}` failed: {code}"))),
+    }
+}
+
+/// The core's fill, with every file and the tree synced before the
+/// publishing rename, but without the sync of the root after it: the
+/// published name can be lost in a power cut after the fill has returned.
+/// Under the shared lease and the exclusive entry lock, as the core's.
+fn fill_no_parent_sync(cache: &Cache, key: &Key, opts: Opts) -> Result<(), Fail> {
+    let _lease = cache.lease(LockMode::Shared, opts.wait)?;
+    let process = Process::default();
+    let lock = format!(".safecache/locks/{}.lock", digest(key));
+    process.lock(&lock)?;
+    let result = fill_no_parent_sync_locked(key);
+    process.unlock(&lock);
+    let filled = result?;
+    report(&format!("fill-done {key} filled={filled}"));
+    Ok(())
+}
+
+fn fill_no_parent_sync_locked(key: &Key) -> Result<bool, Fail> {
+    if exists(&entry_path(key))? {
+        return Ok(false);
+    }
+    let temp = format!(".safecache/tmp/{}.{}", digest(key), random_suffix()?);
+    let out = format!("{temp}/out");
+    fs::create_dir(Path::new(ROOT).join(&temp))?;
+    fs::create_dir(Path::new(ROOT).join(&out))?;
+    let token = token();
+    report(&format!("fill-start {key} {token}"));
+    write_entry(&Path::new(ROOT).join(&out), key.as_str(), &token)?;
+    for i in 0..FILES {
+        sync(&format!("{out}/f{i}"))?;
+    }
+    sync(&out)?;
+    fs::rename(Path::new(ROOT).join(&out), entry_path(key))?;
+    // The mutant: no `sync("")` here.
+    fs::remove_dir_all(Path::new(ROOT).join(&temp))?;
+    Ok(true)
 }
 
 /// pip-tools #2384: `rmtree` of the entry where it stands, with no lock.
