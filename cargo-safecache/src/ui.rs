@@ -56,7 +56,7 @@ impl Ui {
     /// stdout in JSON mode.
     pub(crate) fn error(&self, msg: &str, code: u8) {
         self.stderr_line(&format!("{}: {msg}", self.paint("1;31", "error")));
-        self.json(json!({ "reason": "error", "message": msg, "exit_code": code }));
+        self.json(json!({ "reason": "error", "message": in_invoked_form(msg), "exit_code": code }));
     }
 
     fn stderr_line(&self, line: &str) {
@@ -140,8 +140,29 @@ impl Ui {
 /// read must not turn a working command into a crash.
 pub(crate) fn write_stderr(line: &str) {
     let mut err = std::io::stderr().lock();
-    let _ = writeln!(err, "{line}");
+    let _ = writeln!(err, "{}", in_invoked_form(line));
     let _ = err.flush();
+}
+
+/// How the user invoked this program (`cargo safecache`, `safecache`,
+/// `cargo-safecache`), set once at start.
+static INVOKED_AS: std::sync::OnceLock<&'static str> = std::sync::OnceLock::new();
+
+pub(crate) fn set_invoked_as(invoked: &'static str) {
+    let _ = INVOKED_AS.set(invoked);
+}
+
+/// `text` with the hints it gives (written, in the library and here, as
+/// `cargo safecache ...`) in the form the user invoked, so that someone who
+/// ran `safecache` is told to run `safecache gc`, not a cargo subcommand
+/// they may not have.
+pub(crate) fn in_invoked_form(text: &str) -> std::borrow::Cow<'_, str> {
+    match INVOKED_AS.get() {
+        Some(&invoked) if invoked != "cargo safecache" && text.contains("`cargo safecache ") => {
+            text.replace("`cargo safecache ", &format!("`{invoked} ")).into()
+        }
+        _ => text.into(),
+    }
 }
 
 fn wait_message(ev: &WaitEvent<'_>) -> String {

@@ -270,6 +270,10 @@ impl Cache {
         };
         check_trust(&root, path, &options)?;
         ensure_marker(&root, path, &mode)?;
+        if matches!(mode, Open::Adopt) {
+            // `init` of a cache made before the tag existed adds it.
+            write_cachedir_tag(&root);
+        }
         check_trust(&root, path, &options)?;
         let mut root = root;
         let durability = match options.durability {
@@ -513,6 +517,7 @@ fn ensure_marker(root: &Root, path: &Path, mode: &Open) -> Result<(), Error> {
         let staging = format!("{MARKER_STAGING_PREFIX}{}", layout::random_suffix()?);
         match build_marker(root, &staging) {
             Ok(()) => {
+                write_cachedir_tag(root);
                 let _ = root.sync_metadata_dir("");
                 return Ok(());
             }
@@ -628,7 +633,18 @@ impl Cache {
 
 /// Whether `name`, at the cache root, is safecache's own.
 pub(crate) fn is_internal(name: &str) -> bool {
-    name == MARKER_DIR || name.starts_with(MARKER_STAGING_PREFIX)
+    name == MARKER_DIR || name == layout::CACHEDIR_TAG || name.starts_with(MARKER_STAGING_PREFIX)
+}
+
+/// Writes `CACHEDIR.TAG` at the root unless something is there already.
+/// Best effort: backup tools that skip caches are a courtesy, and a cache
+/// works without its tag.
+fn write_cachedir_tag(root: &Root) {
+    match root.write_new(layout::CACHEDIR_TAG, layout::CACHEDIR_TAG_CONTENTS.as_bytes()) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+        Err(e) => tracing::debug!(error = %e, "could not write CACHEDIR.TAG"),
+    }
 }
 
 #[cfg(test)]

@@ -34,6 +34,15 @@ pub(crate) const GC_STAMP: &str = ".safecache/gc.stamp";
 /// made before `failed/` existed gets it when a fill first fails.
 pub(crate) const SUBDIRS: [&str; 6] = [LOCKS_DIR, HOLDERS_DIR, USED_DIR, TMP_DIR, TRASH_DIR, FAILED_DIR];
 
+/// The cache directory tag (https://bford.info/cachedir/) at the cache root,
+/// which backup and archiving tools (tar --exclude-caches, restic, borg)
+/// take as "skip this directory", as they do cargo's and uv's.
+pub(crate) const CACHEDIR_TAG: &str = "CACHEDIR.TAG";
+
+pub(crate) const CACHEDIR_TAG_CONTENTS: &str = "Signature: 8a477f597d28d172789f06886806bc55\n\
+     # This file is a cache directory tag created by safecache.\n\
+     # For information about cache directory tags, see https://bford.info/cachedir/\n";
+
 /// Prefix of the staging directory a new marker is built in before it is
 /// renamed into place, so that two processes initializing one empty
 /// directory at once both end up with one complete marker.

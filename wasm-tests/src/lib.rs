@@ -840,7 +840,7 @@ fn check_disk(dir: &Path, v: &mut Vec<String>) -> Result<()> {
     for entry in std::fs::read_dir(dir)? {
         let entry = entry?;
         let name = entry.file_name().to_string_lossy().into_owned();
-        if name == ".safecache" {
+        if name == ".safecache" || name == "CACHEDIR.TAG" {
             continue;
         }
         if name.starts_with(".safecache.init-") {

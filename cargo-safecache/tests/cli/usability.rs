@@ -493,3 +493,57 @@ fn defined_options(help: &str) -> BTreeSet<String> {
         .filter_map(|l| flags_in(l.trim_start().split("  ").next().unwrap_or_default()).into_iter().next())
         .collect()
 }
+
+/// New caches, and directories adopted by `init`, carry a `CACHEDIR.TAG`,
+/// so that backup tools skip them as they skip cargo's and uv's; it is not
+/// an entry, and `clean` leaves it.
+#[test]
+fn caches_carry_a_cachedir_tag_that_tar_honours() {
+    let sb = Sandbox::new();
+    sb.fill("k", "content");
+    let tag = sb.cache.join("CACHEDIR.TAG");
+    let text = std::fs::read_to_string(&tag).expect("a new cache has CACHEDIR.TAG");
+    assert!(text.starts_with("Signature: 8a477f597d28d172789f06886806bc55"), "{text}");
+    let ls = sb.run(["ls"]);
+    assert!(!ls.stdout.contains("CACHEDIR"), "{ls}");
+    let archive = std::process::Command::new("tar")
+        .args(["-cf", "-", "--exclude-caches-all", "-C"])
+        .arg(sb.tmp.path())
+        .arg("cache")
+        .output()
+        .expect("run tar");
+    assert!(archive.status.success());
+    let listed = std::process::Command::new("tar")
+        .args(["-tf", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut t| {
+            use std::io::Write;
+            t.stdin.take().expect("stdin").write_all(&archive.stdout)?;
+            t.wait_with_output()
+        })
+        .expect("list the archive");
+    let names = String::from_utf8_lossy(&listed.stdout);
+    assert!(!names.contains("cache/k"), "tar --exclude-caches-all skips the cache: {names}");
+    sb.run(["clean"]).assert_code(0);
+    assert!(tag.is_file(), "clean keeps the tag");
+
+    let adopted = sb.path("adopted");
+    std::fs::create_dir(&adopted).expect("dir");
+    std::fs::write(adopted.join("wheel.whl"), "w").expect("file");
+    sb.run([std::ffi::OsStr::new("init"), adopted.as_os_str()]).assert_code(0);
+    assert!(adopted.join("CACHEDIR.TAG").is_file(), "init adds the tag");
+}
+
+/// Hints name the command as the user invoked it: `safecache ...` for the
+/// `safecache` binary, `cargo safecache ...` through cargo.
+#[test]
+fn hints_name_the_command_as_invoked() {
+    let sb = Sandbox::new();
+    let plain = safecache(&sb, ["path", "nope"]);
+    plain.assert_error(1, "`safecache run --key nope -- CMD`");
+    assert!(!plain.stderr.contains("cargo safecache"), "{plain}");
+    let through_cargo = sb.run(["safecache", "path", "nope"]);
+    through_cargo.assert_error(1, "`cargo safecache run --key nope -- CMD`");
+}

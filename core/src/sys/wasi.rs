@@ -105,8 +105,11 @@ impl Dir {
 
     pub(crate) fn write_new(&self, rel: &str, bytes: &[u8], sync: bool) -> io::Result<()> {
         let mut file = OpenOptions::new().write(true).create_new(true).open(self.at(rel))?;
-        file.write_all(bytes)?;
-        if sync { self::sync(Path::new(rel)) } else { Ok(()) }
+        // A write that fails (a full disk) leaves no half file behind: the
+        // file is new, so it is this call's to delete.
+        file.write_all(bytes).and_then(|()| if sync { self::sync(Path::new(rel)) } else { Ok(()) }).inspect_err(|_| {
+            let _ = fs::remove_file(self.at(rel));
+        })
     }
 
     pub(crate) fn create_empty(&self, rel: &str) -> io::Result<()> {
@@ -213,7 +216,9 @@ impl Dir {
 
     pub(crate) fn create_locked(&self, rel: &str, bytes: &[u8]) -> io::Result<LockFile> {
         let mut file = OpenOptions::new().write(true).create_new(true).open(self.at(rel))?;
-        file.write_all(bytes)?;
+        file.write_all(bytes).inspect_err(|_| {
+            let _ = fs::remove_file(self.at(rel));
+        })?;
         let lock = LockFile { rel: rel.to_owned(), handle: Cell::new(None) };
         if !lock.try_lock(Flock::Exclusive)? {
             return Err(io::Error::new(io::ErrorKind::WouldBlock, "a new holder record was already locked"));
