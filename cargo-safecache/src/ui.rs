@@ -158,7 +158,7 @@ pub(crate) fn set_invoked_as(invoked: &'static str) {
 /// they may not have.
 pub(crate) fn in_invoked_form(text: &str) -> std::borrow::Cow<'_, str> {
     match INVOKED_AS.get() {
-        Some(&invoked) if invoked != "cargo safecache" && text.contains("`cargo safecache ") => {
+        Some(&invoked) if invoked == "safecache" && text.contains("`cargo safecache ") => {
             text.replace("`cargo safecache ", &format!("`{invoked} ")).into()
         }
         _ => text.into(),

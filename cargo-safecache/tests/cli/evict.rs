@@ -45,7 +45,7 @@ fn keys_of(lines: &[Value], reason: &str) -> Vec<String> {
 
 /// The published entries, by stored name.
 fn entries(sb: &Sandbox) -> BTreeSet<String> {
-    names(&sb.cache).into_iter().filter(|n| n != ".safecache").collect()
+    names(&sb.cache).into_iter().filter(|n| n != ".safecache" && n != "CACHEDIR.TAG").collect()
 }
 
 fn set(names: &[&str]) -> BTreeSet<String> {

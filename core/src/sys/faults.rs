@@ -174,7 +174,7 @@ mod tests {
     fn check_consistent(root: &Path, cache: &Cache, context: &str) {
         for entry in fs::read_dir(root).unwrap() {
             let name = entry.unwrap().file_name().to_string_lossy().into_owned();
-            if name.starts_with(".safecache") {
+            if name.starts_with(".safecache") || name == crate::layout::CACHEDIR_TAG {
                 continue;
             }
             let data = fs::read_to_string(root.join(&name).join("sub/data"));
