@@ -164,6 +164,23 @@ pub enum Error {
         key: String,
     },
 
+    /// With [`Options::verify_on_read`], the entry differs from its
+    /// manifest, and it could not be set aside at once because another
+    /// process (or the caller itself) holds its lock.
+    ///
+    /// [`Options::verify_on_read`]: crate::Options::verify_on_read
+    #[error(
+        "entry `{key}` is corrupt ({}); it is in use, so it was not set aside: \
+         run `cargo safecache verify {key}` once it is free",
+        differences.join("; ")
+    )]
+    Corrupt {
+        /// The entry's key.
+        key: String,
+        /// What differs, escaped for display.
+        differences: Vec<String>,
+    },
+
     /// The caller's fill function failed; nothing was published.
     #[error("fill of `{key}` failed; nothing was published")]
     Fill {
@@ -209,6 +226,8 @@ pub enum ErrorKind {
     NestedCache,
     /// [`Error::Fill`].
     Fill,
+    /// [`Error::Corrupt`].
+    Corrupt,
 }
 
 impl Error {
@@ -229,6 +248,7 @@ impl Error {
             Error::PeerFillFailed { .. } => ErrorKind::PeerFillFailed,
             Error::NestedCache { .. } => ErrorKind::NestedCache,
             Error::Fill { .. } => ErrorKind::Fill,
+            Error::Corrupt { .. } => ErrorKind::Corrupt,
         }
     }
 

@@ -271,6 +271,7 @@ impl Cache {
         let root = self.root();
         let stored = key.stored_name();
         root.sync_tree(out_rel).map_err(|e| Error::io("sync", out_rel, e))?;
+        crate::manifest::write(root, key, out_rel)?;
         root.rename_noreplace(out_rel, &stored).map_err(|e| Error::io("publish", &stored, e))?;
         root.sync_dir("").map_err(|e| Error::io("sync", ".", e))?;
         tracing::info!(entry = %stored, "published");

@@ -42,11 +42,13 @@ mod holder;
 mod key;
 mod layout;
 mod lock;
+mod manifest;
 mod mode;
 mod once_map;
 mod probe;
 mod remove;
 mod sys;
+mod verify;
 
 pub use cache::{Cache, Entry, Leased, Options, Pin, USE_RESOLUTION};
 pub use error::{Error, ErrorKind};
@@ -59,5 +61,6 @@ pub use layout::{FORMAT_VERSION, MARKER_DIR};
 pub use lock::{WaitEvent, WaitObserver};
 pub use mode::{LockMode, LockName, Wait};
 pub use remove::CleanReport;
+pub use verify::{Action, QUARANTINE_KEEP, Verified, VerifyReport, VerifyState};
 #[cfg(feature = "fault-injection")]
 pub use sys::faults;
