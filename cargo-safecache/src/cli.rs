@@ -45,6 +45,7 @@ Environment (an empty variable counts as unset):
   CARGO_TERM_COLOR        auto, always or never, like --color
   SAFECACHE_ALLOW_UNTRUSTED_CACHE  1: like --allow-untrusted-cache
   SAFECACHE_LOG           tracing filter for diagnostics on stderr, e.g. `debug`
+  SAFECACHE_VERIFY_ON_READ  1: like --verify-on-read
   `run` exports to CMD: SAFECACHE_DIR, SAFECACHE_LEASE (shared|exclusive),
   SAFECACHE_LEASE_DIR (the canonical cache path) and, with --key,
   SAFECACHE_OUT (to the fill) and SAFECACHE_ENTRY (the entry's path).
@@ -55,6 +56,7 @@ Exit codes:
   1    `path`, `run --pin`: the key is not in the cache
   2    usage error: bad option or argument, invalid key, a cache dir that is
        not a directory or not a cache
+  65   `verify`: an entry is corrupt; --verify-on-read: a corrupt entry in use
   75   a lock timed out, or was busy under --lock-timeout 0
   77   the cache belongs to another user or others can write to it
   101  any other failure
@@ -67,7 +69,7 @@ Examples:
 
 /// Examples at the end of each subcommand's `--help` (not `-h`); `{bin}`
 /// stands for the name the user invoked.
-const EXAMPLES: [(&str, &str); 10] = [
+const EXAMPLES: [(&str, &str); 11] = [
     (
         "run",
         "  # Fill git/serde once, however many run this at once, then use it pinned:
@@ -91,6 +93,10 @@ const EXAMPLES: [(&str, &str); 10] = [
         "  {bin} clean\n  # Wait at most a minute for the processes using the cache:\n  {bin} --lock-timeout 60 clean",
     ),
     ("gc", "  {bin} gc"),
+    (
+        "verify",
+        "  {bin} verify\n  {bin} verify git/serde\n  # Remove corrupt entries, then fill one again:\n  {bin} verify --repair && {bin} run --key git/serde --fill 'git clone -q https://github.com/serde-rs/serde \"$SAFECACHE_OUT\"' -- true",
+    ),
     ("init", "  {bin} init ~/.cache/mytool\n  {bin} --cache-dir ~/.cache/mytool ls"),
     (
         "completions",
@@ -185,6 +191,19 @@ pub(crate) struct GlobalOpts {
     /// field; human text goes to stderr.
     #[arg(long, global = true, value_name = "FMT", default_value = "human")]
     pub(crate) message_format: MessageFormat,
+
+    /// Check an entry against its manifest before using it (`path`, `run
+    /// --key`, `run --pin`); a corrupt one is quarantined and treated as
+    /// absent, so `run --key` fills it again. Hashes the whole entry each
+    /// time.
+    #[arg(
+        long,
+        global = true,
+        env = "SAFECACHE_VERIFY_ON_READ",
+        hide_env_values = true,
+        value_parser = clap::builder::FalseyValueParser::new()
+    )]
+    pub(crate) verify_on_read: bool,
 }
 
 /// `--color`.
@@ -265,6 +284,24 @@ pub(crate) enum Command {
     /// It runs beside fills, pins and removes without disturbing them and
     /// never touches a published entry.
     Gc,
+    /// Check entries against the manifests written when they were published.
+    ///
+    /// Every entry (or each KEY) is checked under a pin, several at once. A
+    /// corrupt entry (a file changed, missing, added, or of another kind,
+    /// mode or size; or a manifest that fails its own hash) is quarantined:
+    /// renamed aside into `.safecache/quarantine/`, kept for inspection for 7
+    /// days, and the key reads as absent. Entries published by an older
+    /// version have no manifest and are reported as unverified. Exit 65 if
+    /// any entry was corrupt.
+    Verify {
+        /// Keys of the entries to check. [default: every entry]
+        #[arg(value_parser = parse_key)]
+        keys: Vec<Key>,
+        /// Remove corrupt entries instead of quarantining them, so the next
+        /// fill fetches them again.
+        #[arg(long)]
+        repair: bool,
+    },
     /// Adopt an existing non-empty directory as a cache (its files become entries).
     ///
     /// Other commands refuse a non-empty directory without the `.safecache`

@@ -18,6 +18,8 @@ pub(crate) struct Ctx {
     pub(crate) wait: Wait,
     /// `--allow-untrusted-cache`.
     pub(crate) allow_untrusted: bool,
+    /// `--verify-on-read`.
+    pub(crate) verify_on_read: bool,
 }
 
 impl Ctx {
@@ -28,6 +30,7 @@ impl Ctx {
             on_wait: Some(Arc::new(move |ev| ui.waiting(ev))),
             allow_untrusted: self.allow_untrusted,
             retry_failed: false,
+            verify_on_read: self.verify_on_read,
         }
     }
 

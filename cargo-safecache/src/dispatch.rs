@@ -24,7 +24,13 @@ const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
 pub(crate) fn main_impl(binary: cli::Binary) -> u8 {
     // An empty variable means "unset", as shells and most tools treat it;
     // clap would reject it as an empty value.
-    for var in ["SAFECACHE_DIR", "SAFECACHE_LOCK_TIMEOUT", "CARGO_TERM_COLOR", "SAFECACHE_ALLOW_UNTRUSTED_CACHE"] {
+    for var in [
+        "SAFECACHE_DIR",
+        "SAFECACHE_LOCK_TIMEOUT",
+        "CARGO_TERM_COLOR",
+        "SAFECACHE_ALLOW_UNTRUSTED_CACHE",
+        "SAFECACHE_VERIFY_ON_READ",
+    ] {
         if std::env::var_os(var).is_some_and(|v| v.is_empty()) {
             // SAFETY: no other thread exists yet, so nothing reads the
             // environment concurrently.
@@ -133,6 +139,7 @@ fn dispatch(app: App, ui: &Arc<Ui>, invoked: &'static str) -> Result<u8> {
         cache_dir,
         wait: Wait::from_timeout(timeout),
         allow_untrusted: g.allow_untrusted_cache,
+        verify_on_read: g.verify_on_read,
     };
     tracing::debug!(cache = %ctx.cache_dir.display(), ?timeout, "resolved");
     match app.command {
@@ -143,6 +150,7 @@ fn dispatch(app: App, ui: &Arc<Ui>, invoked: &'static str) -> Result<u8> {
         Command::Rm { keys } => commands::rm(&ctx, &keys),
         Command::Clean => commands::clean(&ctx),
         Command::Gc => commands::gc(&ctx),
+        Command::Verify { keys, repair } => crate::verify::verify(&ctx, &keys, repair),
         Command::Init { dir } => commands::init(&ctx, dir),
         Command::Completions { .. } | Command::Man { .. } => Ok(exit::OK),
     }

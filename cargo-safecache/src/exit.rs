@@ -12,6 +12,9 @@ pub(crate) const ABSENT: u8 = 1;
 /// A usage error: bad option or argument, invalid key, a cache dir that is
 /// not a directory or not a cache.
 pub(crate) const USAGE: u8 = 2;
+/// `verify` found a corrupt entry, or verify-on-read found one it could
+/// not set aside (EX_DATAERR).
+pub(crate) const CORRUPT: u8 = 65;
 /// A lock timeout, or a busy lock under `--lock-timeout 0` (EX_TEMPFAIL).
 pub(crate) const BUSY: u8 = 75;
 /// A cache another user could tamper with (EX_NOPERM).
@@ -58,6 +61,7 @@ fn classify(kind: ErrorKind) -> (u8, Option<&'static str>) {
         }
         ErrorKind::PeerFillFailed => (FAILURE, Some("to run the fill yourself instead, pass --retry-failed")),
         ErrorKind::UnknownFormat | ErrorKind::NestedCache | ErrorKind::FillMoved | ErrorKind::Fill => (FAILURE, None),
+        ErrorKind::Corrupt => (CORRUPT, None),
     }
 }
 

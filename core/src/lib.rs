@@ -61,6 +61,6 @@ pub use layout::{FORMAT_VERSION, MARKER_DIR};
 pub use lock::{WaitEvent, WaitObserver};
 pub use mode::{LockMode, LockName, Wait};
 pub use remove::CleanReport;
-pub use verify::{Action, QUARANTINE_KEEP, Verified, VerifyReport, VerifyState};
 #[cfg(feature = "fault-injection")]
 pub use sys::faults;
+pub use verify::{Action, QUARANTINE_KEEP, Verified, VerifyReport, VerifyState};

@@ -183,8 +183,15 @@ fn visit(root: &Root, rel: &Path, inner: &mut Vec<u8>, out: &mut Vec<Record>, bu
     if inner.is_empty() {
         mode = mode.map(|m| m & !UNCOMMITTED_BIT);
     }
-    let mut record =
-        Record { path: Text::of(inner), kind: Kind::Other, mode, size: None, blake3: None, target: None, unreadable: None };
+    let mut record = Record {
+        path: Text::of(inner),
+        kind: Kind::Other,
+        mode,
+        size: None,
+        blake3: None,
+        target: None,
+        unreadable: None,
+    };
     match meta.kind {
         FileKind::File => {
             record.kind = Kind::File;
@@ -363,7 +370,9 @@ pub(crate) fn read(root: &Root, digest: &str) -> io::Result<Stored> {
         Ok(bytes) => Ok(Manifest::parse(&bytes)),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Stored::Absent),
         // A symlink, a FIFO or an oversized file where a manifest belongs.
-        Err(e) if e.kind() == io::ErrorKind::InvalidData => Ok(Stored::Broken(format!("the manifest is unreadable: {e}"))),
+        Err(e) if e.kind() == io::ErrorKind::InvalidData => {
+            Ok(Stored::Broken(format!("the manifest is unreadable: {e}")))
+        }
         Err(e) => Err(e),
     }
 }

@@ -180,7 +180,12 @@ impl Leased {
         let targets = match keys {
             Some(keys) => keys
                 .iter()
-                .map(|k| Target { stored: k.stored_name().into(), name: k.to_string(), digest: k.digest(), named: true })
+                .map(|k| Target {
+                    stored: k.stored_name().into(),
+                    name: k.to_string(),
+                    digest: k.digest(),
+                    named: true,
+                })
                 .collect(),
             None => {
                 let names = cache.root().read_dir("").map_err(|e| Error::io("list", ".", e))?;
@@ -292,7 +297,9 @@ impl Cache {
                 return Ok(Check::Unverified("no manifest (published by a version that wrote none)".to_owned()));
             }
             Stored::Unsupported(format) => {
-                return Ok(Check::Unverified(format!("its manifest has format {format}, which this build cannot read")));
+                return Ok(Check::Unverified(format!(
+                    "its manifest has format {format}, which this build cannot read"
+                )));
             }
             Stored::Broken(why) => return Ok(Check::Corrupt(vec![why])),
             Stored::Sealed(manifest) => manifest,
@@ -380,7 +387,8 @@ impl Cache {
     pub(crate) fn verify_on_read_by(&self, key: &Key, deadline: Deadline) -> Result<bool, Error> {
         let digest = key.digest();
         let name = key.to_string();
-        let _lock = self.lock(&layout::entry_lock(&digest), LockName::Entry(name.clone()), LockMode::Exclusive, deadline)?;
+        let _lock =
+            self.lock(&layout::entry_lock(&digest), LockName::Entry(name.clone()), LockMode::Exclusive, deadline)?;
         self.settle_locked(&OsString::from(key.stored_name()), &digest, &name)
     }
 
