@@ -185,6 +185,7 @@ pub(crate) fn gc(ctx: &Ctx) -> Result<u8> {
         "bytes": r.bytes,
         "busy": r.busy,
         "records": r.records,
+        "quarantined": r.quarantined,
         "failures": failures_json(&r.failures),
     }));
     report_failures(ctx, "gc", &r.failures)

@@ -283,3 +283,33 @@ fn two_thousand_entries_verify_in_one_call() {
         .collect();
     assert_eq!(corrupt, ["e1234", "e1999", "e7"]);
 }
+
+/// gc keeps a quarantined entry for inspection for 7 days, then deletes
+/// it; when the cache is idle it also deletes the manifests of entries that
+/// are gone.
+#[test]
+fn gc_deletes_week_old_quarantine_and_manifests_of_gone_entries() {
+    let (_dir, cache) = new_cache();
+    for name in ["old", "new"] {
+        let entry = publish(&cache, name);
+        std::fs::write(entry.join("a"), "HELLO").unwrap();
+    }
+    publish(&cache, "gone");
+    cache.remove(&key("gone"), Wait::NoWait).unwrap();
+    let report = cache.verify(None, false, Wait::NoWait).unwrap();
+    assert_eq!(report.corrupt(), 2);
+    let old = match state_of(&report, "old") {
+        VerifyState::Corrupt { action: Action::Quarantined { rel }, .. } => cache.path().join(rel),
+        other => panic!("{other:?}"),
+    };
+    // Quarantined eight days ago, as far as its modification time says.
+    let touched = std::process::Command::new("touch").arg("-d").arg("8 days ago").arg(&old).status().unwrap();
+    assert!(touched.success());
+    assert_eq!(crate::support::names(&manifests(&cache)).len(), 1, "the manifest of `gone` is left by remove");
+
+    let gc = cache.gc(Wait::NoWait).unwrap();
+    assert_eq!(gc.quarantined, 1, "{gc:?}");
+    assert!(!old.exists());
+    assert_eq!(crate::support::names(&quarantine(&cache)).len(), 1, "the fresh one is kept");
+    assert!(crate::support::names(&manifests(&cache)).is_empty(), "the manifest of a gone entry is reclaimed");
+}
