@@ -49,6 +49,7 @@ Environment (an empty variable counts as unset):
   SAFECACHE_AUTO_GC       like --auto-gc: `off`, or how often, e.g. `1d`
   SAFECACHE_MAX_SIZE      like --max-size, e.g. `10G`
   SAFECACHE_MAX_AGE       like --max-age, e.g. `30d`, or `never`
+  SAFECACHE_VERIFY_ON_READ  1: like --verify-on-read
   `run` exports to CMD: SAFECACHE_DIR, SAFECACHE_LEASE (shared|exclusive),
   SAFECACHE_LEASE_DIR (the canonical cache path) and, with --key,
   SAFECACHE_OUT (to the fill) and SAFECACHE_ENTRY (the entry's path).
@@ -59,6 +60,7 @@ Exit codes:
   1    `path`, `run --pin`: the key is not in the cache
   2    usage error: bad option or argument, invalid key, a cache dir that is
        not a directory or not a cache
+  65   `verify`: an entry is corrupt; --verify-on-read: a corrupt entry in use
   75   a lock timed out, or was busy under --lock-timeout 0
   77   the cache belongs to another user or others can write to it
   101  any other failure
@@ -71,7 +73,7 @@ Examples:
 
 /// Examples at the end of each subcommand's `--help` (not `-h`); `{bin}`
 /// stands for the name the user invoked.
-const EXAMPLES: [(&str, &str); 11] = [
+const EXAMPLES: [(&str, &str); 12] = [
     (
         "run",
         "  # Fill git/serde once, however many run this at once, then use it pinned:
@@ -106,6 +108,10 @@ const EXAMPLES: [(&str, &str); 11] = [
         "  {bin} init ~/.cache/mytool\n  {bin} --cache-dir ~/.cache/mytool ls\n  {bin} init --durability none /tmp/ci-cache",
     ),
     ("config", "  {bin} config\n  {bin} config durability none\n  {bin} --message-format json config"),
+    (
+        "verify",
+        "  {bin} verify\n  {bin} verify git/serde\n  # Remove corrupt entries, then fill one again:\n  {bin} verify --repair && {bin} run --key git/serde --fill 'git clone -q https://github.com/serde-rs/serde \"$SAFECACHE_OUT\"' -- true",
+    ),
     (
         "completions",
         "  {bin} completions bash > ~/.local/share/bash-completion/completions/safecache
@@ -254,6 +260,19 @@ pub(crate) struct GlobalOpts {
         value_parser = parse_max_age
     )]
     pub(crate) max_age: Option<MaxAge>,
+
+    /// Check an entry against its manifest before using it (`path`, `run
+    /// --key`, `run --pin`); a corrupt one is quarantined and treated as
+    /// absent, so `run --key` fills it again. Hashes the whole entry each
+    /// time.
+    #[arg(
+        long,
+        global = true,
+        env = "SAFECACHE_VERIFY_ON_READ",
+        hide_env_values = true,
+        value_parser = clap::builder::FalseyValueParser::new()
+    )]
+    pub(crate) verify_on_read: bool,
 }
 
 /// `--auto-gc`: how often, or `None` for off.
@@ -360,6 +379,24 @@ pub(crate) enum Command {
     /// recently used until the entries' bytes are at most --max-size,
     /// skipping (and naming) entries that are pinned or being filled.
     Gc(GcArgs),
+    /// Check entries against the manifests written when they were published.
+    ///
+    /// Every entry (or each KEY) is checked under a pin, several at once. A
+    /// corrupt entry (a file changed, missing, added, or of another kind,
+    /// mode or size; or a manifest that fails its own hash) is quarantined:
+    /// renamed aside into `.safecache/quarantine/`, kept for inspection for 7
+    /// days, and the key reads as absent. Entries published by an older
+    /// version have no manifest and are reported as unverified. Exit 65 if
+    /// any entry was corrupt.
+    Verify {
+        /// Keys of the entries to check. [default: every entry]
+        #[arg(value_parser = parse_key)]
+        keys: Vec<Key>,
+        /// Remove corrupt entries instead of quarantining them, so the next
+        /// fill fetches them again.
+        #[arg(long)]
+        repair: bool,
+    },
     /// Adopt an existing non-empty directory as a cache (its files become entries).
     ///
     /// Other commands refuse a non-empty directory without the `.safecache`

@@ -233,6 +233,7 @@ pub(crate) fn gc(ctx: &Ctx, args: &GcArgs) -> Result<u8> {
         "entries_before": e.entries,
         "entry_bytes_before": e.entry_bytes,
         "entry_bytes_after": e.entry_bytes_after(),
+        "quarantined": r.quarantined,
         "failures": failures_json(&failures),
     }));
     report_failures(ctx, "gc", &failures)

@@ -26,6 +26,8 @@ pub(crate) struct Ctx {
     pub(crate) opened: std::sync::OnceLock<Cache>,
     /// `--durability` or `SAFECACHE_DURABILITY`: overrides the cache's own.
     pub(crate) durability: Option<Durability>,
+    /// `--verify-on-read`.
+    pub(crate) verify_on_read: bool,
 }
 
 impl Ctx {
@@ -39,6 +41,7 @@ impl Ctx {
             min_free: 0,
             auto_gc: self.auto_gc,
             durability: self.durability,
+            verify_on_read: self.verify_on_read,
         }
     }
 

@@ -33,6 +33,7 @@ pub(crate) fn main_impl(binary: cli::Binary) -> u8 {
         "SAFECACHE_MAX_SIZE",
         "SAFECACHE_MAX_AGE",
         "SAFECACHE_DURABILITY",
+        "SAFECACHE_VERIFY_ON_READ",
     ] {
         if std::env::var_os(var).is_some_and(|v| v.is_empty()) {
             // SAFETY: no other thread exists yet, so nothing reads the
@@ -147,6 +148,7 @@ fn dispatch(app: App, ui: &Arc<Ui>, invoked: &'static str) -> Result<u8> {
         auto_gc: commands::auto_gc_options(g.auto_gc, g.max_size, g.max_age),
         opened: std::sync::OnceLock::new(),
         durability: g.durability,
+        verify_on_read: g.verify_on_read,
     };
     tracing::debug!(cache = %ctx.cache_dir.display(), ?timeout, "resolved");
     // The automatic gc follows the commands that use entries, once their
@@ -160,6 +162,7 @@ fn dispatch(app: App, ui: &Arc<Ui>, invoked: &'static str) -> Result<u8> {
         Command::Rm { keys } => commands::rm(&ctx, &keys),
         Command::Clean => commands::clean(&ctx),
         Command::Gc(args) => commands::gc(&ctx, &args),
+        Command::Verify { keys, repair } => crate::verify::verify(&ctx, &keys, repair),
         Command::Init { dir } => commands::init(&ctx, dir),
         Command::Config { name: _, value } => commands::config(&ctx, value),
         Command::Completions { .. } | Command::Man { .. } => Ok(exit::OK),

@@ -16,6 +16,9 @@ pub(crate) const USAGE: u8 = 2;
 /// own writes, or was not started because less than `--min-free` was left
 /// (EX_IOERR).
 pub(crate) const NO_SPACE: u8 = 74;
+/// `verify` found a corrupt entry, or verify-on-read found one it could
+/// not set aside (EX_DATAERR).
+pub(crate) const CORRUPT: u8 = 65;
 /// A lock timeout, or a busy lock under `--lock-timeout 0` (EX_TEMPFAIL).
 pub(crate) const BUSY: u8 = 75;
 /// A cache another user could tamper with (EX_NOPERM).
@@ -76,6 +79,7 @@ fn classify(kind: ErrorKind) -> (u8, Option<&'static str>) {
         ErrorKind::UnknownFormat | ErrorKind::NestedCache | ErrorKind::FillMoved | ErrorKind::Fill => (FAILURE, None),
         // The message names the file and the fix.
         ErrorKind::BadConfig => (FAILURE, None),
+        ErrorKind::Corrupt => (CORRUPT, None),
     }
 }
 

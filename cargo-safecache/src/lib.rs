@@ -12,6 +12,7 @@ mod inherit;
 mod run;
 mod tree;
 mod ui;
+mod verify;
 
 pub use cli::Binary;
 

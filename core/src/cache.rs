@@ -75,6 +75,13 @@ pub struct Options {
     /// cache's own (its config file, or [`Durability::Full`] without one).
     /// With it set, the config file is not read at open.
     pub durability: Option<Durability>,
+    /// Check an entry against its manifest before `get`, `pin` or
+    /// `get_or_fill` returns it (hashing every file: costly for large
+    /// entries). A corrupt entry is quarantined and reads as absent, so
+    /// `get_or_fill` fills it again; if it is in use and cannot be set
+    /// aside at once, the call fails with [`Error::Corrupt`]. An entry
+    /// without a manifest is returned unverified.
+    pub verify_on_read: bool,
 }
 
 impl std::fmt::Debug for Options {
@@ -87,6 +94,7 @@ impl std::fmt::Debug for Options {
             .field("min_free", &self.min_free)
             .field("auto_gc", &self.auto_gc)
             .field("durability", &self.durability)
+            .field("verify_on_read", &self.verify_on_read)
             .finish()
     }
 }
@@ -174,7 +182,21 @@ impl Leased {
     pub(crate) fn pin_by(&self, key: &Key, deadline: Deadline) -> Result<Option<Pin>, Error> {
         let _span = tracing::info_span!("pin", %key).entered();
         let lock = self.cache.entry_lock(key, LockMode::Shared, deadline)?;
-        Ok(self.cache.lookup(key)?.map(|entry| Pin { entry, _entry_lock: lock, _lease: Arc::clone(&self.hold) }))
+        let found = match self.cache.lookup(key) {
+            // Verify-on-read found it corrupt, but this pin's own shared
+            // lock kept it from being set aside: let go, and settle it
+            // under the exclusive lock.
+            Err(Error::Corrupt { .. }) if self.cache.inner.options.verify_on_read => {
+                drop(lock);
+                if self.cache.verify_on_read_by(key, deadline)? {
+                    // Refilled meanwhile by someone else: pin that.
+                    return self.pin_by(key, deadline);
+                }
+                return Ok(None);
+            }
+            found => found?,
+        };
+        Ok(found.map(|entry| Pin { entry, _entry_lock: lock, _lease: Arc::clone(&self.hold) }))
     }
 }
 
@@ -426,6 +448,9 @@ impl Cache {
         let stored = key.stored_name();
         match self.root().presence(&stored) {
             Ok(Presence::Committed(_)) => {
+                if self.inner.options.verify_on_read && !self.verify_on_read(key)? {
+                    return Ok(None);
+                }
                 self.note_use(key);
                 Ok(Some(self.entry_at(key)))
             }

@@ -178,6 +178,23 @@ pub enum Error {
         key: String,
     },
 
+    /// With [`Options::verify_on_read`], the entry differs from its
+    /// manifest, and it could not be set aside at once because another
+    /// process (or the caller itself) holds its lock.
+    ///
+    /// [`Options::verify_on_read`]: crate::Options::verify_on_read
+    #[error(
+        "entry `{key}` is corrupt ({}); it is in use, so it was not set aside: \
+         run `cargo safecache verify {key}` once it is free",
+        differences.join("; ")
+    )]
+    Corrupt {
+        /// The entry's key.
+        key: String,
+        /// What differs, escaped for display.
+        differences: Vec<String>,
+    },
+
     /// The caller's fill function failed; nothing was published.
     #[error("fill of `{key}` failed; nothing was published")]
     Fill {
@@ -313,6 +330,8 @@ pub enum ErrorKind {
     BelowReserve,
     /// [`Error::BadConfig`].
     BadConfig,
+    /// [`Error::Corrupt`].
+    Corrupt,
 }
 
 impl Error {
@@ -336,6 +355,7 @@ impl Error {
             Error::NoSpace { .. } => ErrorKind::NoSpace,
             Error::BelowReserve { .. } => ErrorKind::BelowReserve,
             Error::BadConfig { .. } => ErrorKind::BadConfig,
+            Error::Corrupt { .. } => ErrorKind::Corrupt,
         }
     }
 

@@ -402,6 +402,8 @@ impl Cache {
         let root = self.root();
         let stored = &unfinished.stored;
         root.sync_tree(stored).map_err(|e| Error::io("sync", stored, e))?;
+        // Still marked: a committed entry always has its manifest.
+        crate::manifest::write(root, key, stored)?;
         if !root.set_uncommitted(stored, false).map_err(|e| Error::io("commit", stored, e))? {
             return Err(Error::FillMoved {
                 key: key.to_string(),
@@ -471,6 +473,7 @@ impl Cache {
         let root = self.root();
         let stored = key.stored_name();
         root.sync_tree(out_rel).map_err(|e| Error::io("sync", out_rel, e))?;
+        crate::manifest::write(root, key, out_rel)?;
         root.rename_noreplace(out_rel, &stored).map_err(|e| Error::io("publish", &stored, e))?;
         root.sync_dir("").map_err(|e| Error::io("sync", ".", e))?;
         tracing::info!(entry = %stored, "published");

@@ -62,6 +62,8 @@ pub struct GcReport {
     pub failures: Vec<Failure>,
     /// What eviction did ([`Cache::gc_with`] with limits).
     pub evict: EvictReport,
+    /// Quarantined entries deleted (older than [`crate::QUARANTINE_KEEP`]).
+    pub quarantined: usize,
 }
 
 /// Where a leftover lives.
@@ -192,10 +194,11 @@ impl Cache {
             .iter()
             .filter_map(|e| e.name.to_str().filter(|n| !is_internal(n)).map(crate::key::digest_of))
             .collect();
-        for dir in [LOCKS_DIR, USED_DIR, FAILED_DIR] {
+        for dir in [LOCKS_DIR, USED_DIR, FAILED_DIR, layout::MANIFESTS_DIR] {
             let names = match root.read_dir(dir) {
                 Ok(names) => names,
-                // `failed/` is made on first need in caches older than it.
+                // `failed/` and `manifests/` are made on first need in
+                // caches older than them.
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
                 Err(e) => return Err(Error::io("list", dir, e)),
             };
@@ -271,7 +274,35 @@ impl Leased {
         }
         report.records = holder::reap_dead(root);
         cache.evict(limits, Some(self), &mut report.evict)?;
+        cache.reclaim_quarantine(&mut report);
         Ok(report)
+    }
+}
+
+impl Cache {
+    /// Deletes quarantine items older than [`crate::QUARANTINE_KEEP`], by
+    /// their modification time (set when `verify` filled them). Nothing
+    /// else uses an item once it is made, so no lock is needed; a younger
+    /// item is being made or kept for inspection.
+    fn reclaim_quarantine(&self, report: &mut GcReport) {
+        let root = self.root();
+        let Ok(items) = root.read_dir(layout::QUARANTINE_DIR) else { return };
+        let now = crate::sys::now();
+        for entry in items {
+            let path = std::path::Path::new(layout::QUARANTINE_DIR).join(&entry.name);
+            let old = root.stat(&path).ok().flatten().and_then(|m| m.modified).and_then(|t| now.duration_since(t).ok());
+            if old.is_none_or(|age| age < crate::QUARANTINE_KEEP) {
+                continue;
+            }
+            let bytes = root.usage(&path).map(|u| u.bytes).unwrap_or(0);
+            match root.remove_tree(&path) {
+                Ok(()) => {
+                    report.bytes += bytes;
+                    report.quarantined += 1;
+                }
+                Err(e) => report.failures.push(Failure::new(&path.to_string_lossy(), e)),
+            }
+        }
     }
 }
 

@@ -30,6 +30,27 @@ pub(crate) const FAILED_DIR: &str = ".safecache/failed";
 /// Its mtime is when the automatic gc last ran (see `evict.rs`).
 pub(crate) const GC_STAMP: &str = ".safecache/gc.stamp";
 
+/// Manifests of published entries (made on first need).
+pub(crate) const MANIFESTS_DIR: &str = ".safecache/manifests";
+/// Corrupt entries set aside by `verify` (made on first need).
+pub(crate) const QUARANTINE_DIR: &str = ".safecache/quarantine";
+/// Inside a quarantine item: the corrupt entry itself.
+pub(crate) const QUARANTINED_ENTRY: &str = "entry";
+/// Inside a quarantine item: the entry's manifest, as it was.
+pub(crate) const QUARANTINED_MANIFEST: &str = "manifest.json";
+/// Inside a quarantine item: what `verify` found different, one per line.
+pub(crate) const QUARANTINED_REPORT: &str = "differences.txt";
+
+/// The manifest of the entry whose digest is `<d>`.
+pub(crate) fn manifest(digest: &str) -> String {
+    format!("{MANIFESTS_DIR}/{digest}.json")
+}
+
+/// A corrupt entry set aside, with its manifest and what differed.
+pub(crate) fn quarantine_item(digest: &str, random: &str) -> String {
+    format!("{QUARANTINE_DIR}/{digest}.{random}")
+}
+
 /// The subdirectories `init` creates inside the marker directory. A cache
 /// made before `failed/` existed gets it when a fill first fails.
 pub(crate) const SUBDIRS: [&str; 6] = [LOCKS_DIR, HOLDERS_DIR, USED_DIR, TMP_DIR, TRASH_DIR, FAILED_DIR];
@@ -197,6 +218,11 @@ mod tests {
             format_staging("<r>"),
             trash_item("<d>", "<r>"),
             failure_record("<d>"),
+            manifest("<d>"),
+            format!("{}/", quarantine_item("<d>", "<r>")),
+            format!("{}/{QUARANTINED_ENTRY}", quarantine_item("<d>", "<r>")),
+            format!("{}/{QUARANTINED_MANIFEST}", quarantine_item("<d>", "<r>")),
+            format!("{}/{QUARANTINED_REPORT}", quarantine_item("<d>", "<r>")),
         ]
     }
 

@@ -46,11 +46,13 @@ mod key;
 mod layout;
 mod limits;
 mod lock;
+mod manifest;
 mod mode;
 mod once_map;
 mod probe;
 mod remove;
 mod sys;
+mod verify;
 
 pub use cache::{Cache, Entry, Leased, Options, Pin, USE_RESOLUTION};
 pub use config::Config;
@@ -71,3 +73,4 @@ pub use mode::{LockMode, LockName, Wait};
 pub use remove::CleanReport;
 #[cfg(feature = "fault-injection")]
 pub use sys::faults;
+pub use verify::{Action, QUARANTINE_KEEP, Verified, VerifyReport, VerifyState};

@@ -17,7 +17,7 @@ use crate::cache::{Cache, Leased, is_internal};
 use crate::error::Error;
 use crate::gc::{Failure, GcReport};
 use crate::key::{Key, digest_of};
-use crate::layout::{self, FAILED_DIR, LOCKS_DIR, USED_DIR};
+use crate::layout::{self, FAILED_DIR, LOCKS_DIR, MANIFESTS_DIR, QUARANTINE_DIR, USED_DIR};
 use crate::lock::{Deadline, Held};
 use crate::mode::{LockMode, LockName, Wait};
 
@@ -80,6 +80,8 @@ impl Leased {
             tracing::warn!(%trash, error = %e, "could not delete trash; gc will retry");
         }
         let _ = cache.root().remove_file(layout::used_marker(&key.digest()));
+        // Under the entry lock: no fill of the key can be writing a new one.
+        let _ = cache.root().remove_file(layout::manifest(&key.digest()));
         Ok(true)
     }
 
@@ -135,6 +137,7 @@ impl Cache {
                 Err(e) => report.failures.push(Failure::new(&trash, e)),
             }
             let _ = self.root().remove_file(layout::used_marker(&digest));
+            let _ = self.root().remove_file(layout::manifest(&digest));
             drop(lock);
         }
         Ok(())
@@ -215,6 +218,8 @@ impl Leased {
             cache.empty_dir(USED_DIR, &mut report)?;
             cache.empty_dir(LOCKS_DIR, &mut report)?;
             cache.empty_dir(FAILED_DIR, &mut report)?;
+            cache.empty_dir(MANIFESTS_DIR, &mut report)?;
+            cache.empty_dir(QUARANTINE_DIR, &mut report)?;
         }
         crate::holder::reap_dead(root);
         Ok(report)

@@ -15,6 +15,7 @@ mod support;
 mod tree;
 mod trust;
 mod usability;
+mod verify;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};

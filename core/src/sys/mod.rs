@@ -332,6 +332,21 @@ impl Root {
         Ok(bytes)
     }
 
+    /// Opens the regular file `rel` for reading in a stream (a manifest's
+    /// hashing), refusing symlinks and special files as [`Root::read`] does,
+    /// without blocking on a FIFO. The caller bounds what it keeps.
+    pub(crate) fn open_read(&self, rel: &Path) -> io::Result<std::fs::File> {
+        fault(Op::Open)?;
+        self.imp.open_read(rel)
+    }
+
+    /// The target text of the symlink `rel`, as raw bytes; the link is never
+    /// followed. `InvalidInput` if `rel` is not a symlink.
+    pub(crate) fn read_link(&self, rel: &Path) -> io::Result<Vec<u8>> {
+        fault(Op::Open)?;
+        self.imp.read_link(rel)
+    }
+
     /// Describes `rel` itself (a symlink is not followed); `None` if absent.
     pub(crate) fn stat(&self, rel: impl AsRef<Path>) -> io::Result<Option<Meta>> {
         match self.imp.stat(rel.as_ref()) {

@@ -154,6 +154,11 @@ impl Dir {
         self.open_file(Path::new(rel), OFlags::RDONLY, false)
     }
 
+    /// [`Dir::open_regular`] for a name that need not be UTF-8.
+    pub(crate) fn open_read(&self, rel: &Path) -> io::Result<File> {
+        self.open_file(rel, OFlags::RDONLY, false)
+    }
+
     fn open_file(&self, rel: &Path, access: OFlags, create: bool) -> io::Result<File> {
         let (parent, leaf) = self.open_parent(rel)?;
         let mut flags = access | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC | OFlags::NOCTTY;
@@ -173,6 +178,21 @@ impl Dir {
             return Err(io::Error::new(io::ErrorKind::InvalidData, "not a regular file"));
         }
         Ok(file)
+    }
+
+    /// readlinkat on the parent opened beneath the handle, so the link
+    /// itself is read and never followed (cap-std's `read_link` refuses
+    /// absolute targets, which an entry may hold).
+    pub(crate) fn read_link(&self, rel: &Path) -> io::Result<Vec<u8>> {
+        let (parent, leaf) = self.open_parent(rel)?;
+        let target = rustix::fs::readlinkat(&parent, leaf, Vec::new()).map_err(|e| {
+            if e == rustix::io::Errno::INVAL {
+                io::Error::new(io::ErrorKind::InvalidInput, "not a symlink")
+            } else {
+                io::Error::from(e)
+            }
+        })?;
+        Ok(target.into_bytes())
     }
 
     pub(crate) fn stat(&self, rel: &Path) -> io::Result<Meta> {

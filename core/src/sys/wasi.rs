@@ -128,11 +128,26 @@ impl Dir {
         Ok(file)
     }
 
+    /// [`Dir::open_regular`] for a name that need not be UTF-8.
+    pub(crate) fn open_read(&self, rel: &Path) -> io::Result<File> {
+        self.check_regular(rel)?;
+        let file = File::open(self.at(rel))?;
+        if !file.metadata()?.is_file() {
+            return Err(io::Error::new(io::ErrorKind::InvalidData, "not a regular file"));
+        }
+        Ok(file)
+    }
+
     fn check_regular(&self, rel: &Path) -> io::Result<()> {
         if self.stat(rel)?.kind != FileKind::File {
             return Err(io::Error::new(io::ErrorKind::InvalidData, "not a regular file"));
         }
         Ok(())
+    }
+
+    /// WASI's `path_readlink` reads the link itself, never its target.
+    pub(crate) fn read_link(&self, rel: &Path) -> io::Result<Vec<u8>> {
+        Ok(fs::read_link(self.at(rel))?.into_os_string().into_encoded_bytes())
     }
 
     pub(crate) fn stat(&self, rel: &Path) -> io::Result<Meta> {

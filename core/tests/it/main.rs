@@ -26,6 +26,7 @@ mod mutants;
 mod pin;
 mod remove;
 mod shape;
+mod verify;
 
 /// The entry point of helper processes; a no-op in a normal test run.
 #[test]

@@ -1,0 +1,442 @@
+//! This defines [`Leased::verify`]: checking entries against their
+//! manifests (manifest.rs), in parallel, and setting corrupt ones aside
+//! (quarantine) or removing them (repair); and the check behind
+//! [`Options::verify_on_read`](crate::Options::verify_on_read).
+//!
+//! Each entry is checked under its shared entry lock (a pin), so no fill or
+//! remove of it runs meanwhile. A corrupt entry is confirmed again under
+//! the exclusive entry lock (released shared, then taken exclusive: flock
+//! cannot upgrade in place) before anything moves it, since the key may
+//! have been removed or refilled in between.
+//!
+//! Invariants: a corrupt entry leaves its name by one rename, into
+//! `quarantine/<d>.<r>/entry` (kept, with its manifest and what differed)
+//! or into `trash/<d>.<r>` (repair, then deleted there by handle), so a
+//! reader sees it whole or absent, never half deleted; an entry without a
+//! manifest, or whose manifest belongs to an earlier entry of the key, is
+//! "unverified", never called corrupt.
+
+use std::ffi::{OsStr, OsString};
+use std::path::Path;
+
+use crate::cache::{Cache, Leased, is_internal};
+use crate::display::escape;
+use crate::error::Error;
+use crate::key::{Key, digest_of};
+use crate::layout::{self, QUARANTINE_DIR, QUARANTINED_ENTRY, QUARANTINED_MANIFEST, QUARANTINED_REPORT};
+use crate::lock::Deadline;
+use crate::manifest::{self, Manifest, Stored};
+use crate::mode::{LockMode, LockName, Wait};
+
+/// The most threads one `verify` uses.
+const MAX_THREADS: usize = 16;
+
+/// What `verify` found for one entry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Verified {
+    /// The entry's key, or its stored name for an adopted file whose name
+    /// is not a key (escaped for display).
+    pub key: String,
+    /// What it found.
+    pub state: VerifyState,
+}
+
+/// The outcome of checking one entry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum VerifyState {
+    /// The entry matches its manifest.
+    Good,
+    /// The entry has no manifest it can be checked against.
+    Unverified {
+        /// Why (no manifest: published by an older version; a manifest of
+        /// an earlier entry of the key; an unknown manifest format).
+        reason: String,
+    },
+    /// The entry differs from its manifest, or its manifest fails its own
+    /// hash.
+    Corrupt {
+        /// The first differences, escaped for display.
+        differences: Vec<String>,
+        /// What was done about it.
+        action: Action,
+    },
+    /// The key was not in the cache (only for keys asked for by name).
+    Absent,
+    /// The entry could not be checked (an io error, a busy lock).
+    Failed {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// What `verify` did with a corrupt entry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Action {
+    /// Renamed aside into this quarantine item (relative to the cache root),
+    /// kept for inspection; the key reads as absent.
+    Quarantined {
+        /// `.safecache/quarantine/<d>.<r>`.
+        rel: String,
+    },
+    /// Removed (`--repair`); the next fill fetches it again.
+    Removed,
+    /// Left in place, and why (it holds a cache of its own; its exclusive
+    /// lock could not be had in time).
+    Kept {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// What [`Leased::verify`] found, entry by entry.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct VerifyReport {
+    /// One line per entry checked (or asked for), in name order.
+    pub entries: Vec<Verified>,
+}
+
+impl VerifyReport {
+    fn count(&self, f: impl Fn(&VerifyState) -> bool) -> usize {
+        self.entries.iter().filter(|e| f(&e.state)).count()
+    }
+
+    /// Entries looked at (absent keys are not counted).
+    pub fn checked(&self) -> usize {
+        self.count(|s| !matches!(s, VerifyState::Absent))
+    }
+
+    /// Entries that match their manifests.
+    pub fn good(&self) -> usize {
+        self.count(|s| matches!(s, VerifyState::Good))
+    }
+
+    /// Corrupt entries.
+    pub fn corrupt(&self) -> usize {
+        self.count(|s| matches!(s, VerifyState::Corrupt { .. }))
+    }
+
+    /// Entries without a manifest to check against.
+    pub fn unverified(&self) -> usize {
+        self.count(|s| matches!(s, VerifyState::Unverified { .. }))
+    }
+
+    /// Entries that could not be checked.
+    pub fn failed(&self) -> usize {
+        self.count(|s| matches!(s, VerifyState::Failed { .. }))
+    }
+}
+
+/// How many differences a report keeps per entry.
+const MAX_DIFFERENCES: usize = 8;
+
+/// One entry to check.
+struct Target {
+    /// Its name at the root.
+    stored: OsString,
+    /// Its key, or its stored name (for lock names and messages).
+    name: String,
+    digest: String,
+    /// Asked for by name: absence is reported.
+    named: bool,
+}
+
+/// The result of one check, before anything is done about it.
+enum Check {
+    Good,
+    Unverified(String),
+    Corrupt(Vec<String>),
+    Absent,
+}
+
+impl Cache {
+    /// Runs [`Leased::verify`] under a shared lease of its own.
+    pub fn verify(&self, keys: Option<&[Key]>, repair: bool, wait: Wait) -> Result<VerifyReport, Error> {
+        let deadline = Deadline::start(wait);
+        self.lease_by(LockMode::Shared, deadline)?.verify_by(keys, repair, deadline)
+    }
+}
+
+impl Leased {
+    /// Checks entries (all of them, or `keys`) against their manifests, in
+    /// parallel, each under its shared entry lock. A corrupt entry is
+    /// renamed aside into `.safecache/quarantine/` (kept for inspection; gc
+    /// deletes it after [`QUARANTINE_KEEP`]), or with `repair` removed, so
+    /// the next fill fetches it again; both take its exclusive entry lock
+    /// first and check it once more. Entries without a manifest are
+    /// reported as unverified.
+    ///
+    /// # Errors
+    /// Only for the cache as a whole (listing it); what goes wrong with one
+    /// entry is reported in its [`VerifyState::Failed`].
+    pub fn verify(&self, keys: Option<&[Key]>, repair: bool, wait: Wait) -> Result<VerifyReport, Error> {
+        self.verify_by(keys, repair, Deadline::start(wait))
+    }
+
+    fn verify_by(&self, keys: Option<&[Key]>, repair: bool, deadline: Deadline) -> Result<VerifyReport, Error> {
+        let _span = tracing::info_span!("verify").entered();
+        let cache = &self.cache;
+        let targets = match keys {
+            Some(keys) => keys
+                .iter()
+                .map(|k| Target {
+                    stored: k.stored_name().into(),
+                    name: k.to_string(),
+                    digest: k.digest(),
+                    named: true,
+                })
+                .collect(),
+            None => {
+                let names = cache.root().read_dir("").map_err(|e| Error::io("list", ".", e))?;
+                names
+                    .into_iter()
+                    .filter(|e| !e.name.to_str().is_some_and(is_internal))
+                    .map(|e| {
+                        let lossy = e.name.to_string_lossy().into_owned();
+                        let name = Key::from_stored_name(&lossy).map_or_else(|| lossy.clone(), |k| k.to_string());
+                        Target { digest: digest_of(&lossy), stored: e.name, name, named: false }
+                    })
+                    .collect::<Vec<_>>()
+            }
+        };
+        let states = run_all(&targets, |t| cache.verify_one(t, repair, deadline));
+        let entries = targets
+            .iter()
+            .zip(states)
+            .filter(|(t, s)| t.named || *s != VerifyState::Absent)
+            .map(|(t, state)| Verified { key: escape(&t.name), state })
+            .collect();
+        Ok(VerifyReport { entries })
+    }
+}
+
+/// Runs `f` on every target, on up to `available_parallelism` threads
+/// (natively; one after another under WASI, which has no threads).
+#[cfg(not(target_os = "wasi"))]
+fn run_all(targets: &[Target], f: impl Fn(&Target) -> VerifyState + Sync) -> Vec<VerifyState> {
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, MAX_THREADS);
+    let threads = threads.min(targets.len()).max(1);
+    let next = AtomicUsize::new(0);
+    let results: Mutex<Vec<Option<VerifyState>>> = Mutex::new(vec![None; targets.len()]);
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            s.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    let Some(target) = targets.get(i) else { break };
+                    let state = f(target);
+                    results.lock().unwrap_or_else(|p| p.into_inner())[i] = Some(state);
+                }
+            });
+        }
+    });
+    let results = results.into_inner().unwrap_or_else(|p| p.into_inner());
+    results.into_iter().map(|s| s.unwrap_or(VerifyState::Failed { reason: "not checked".to_owned() })).collect()
+}
+
+#[cfg(target_os = "wasi")]
+fn run_all(targets: &[Target], f: impl Fn(&Target) -> VerifyState) -> Vec<VerifyState> {
+    let _ = MAX_THREADS;
+    targets.iter().map(f).collect()
+}
+
+impl Cache {
+    /// Checks one entry under its pin, then settles a corrupt one under its
+    /// exclusive lock.
+    fn verify_one(&self, target: &Target, repair: bool, deadline: Deadline) -> VerifyState {
+        let lock_rel = layout::entry_lock(&target.digest);
+        let lock_name = LockName::Entry(target.name.clone());
+        let failed = |e: Error| VerifyState::Failed { reason: error_chain(&e) };
+        let first = {
+            let _pin = match self.lock(&lock_rel, lock_name.clone(), LockMode::Shared, deadline) {
+                Ok(pin) => pin,
+                Err(e) => return failed(e),
+            };
+            match self.check(&target.stored, &target.digest, &target.name) {
+                Ok(check) => check,
+                Err(e) => return failed(e),
+            }
+        };
+        let Check::Corrupt(differences) = first else { return settled_state(first) };
+        // Confirm under the exclusive lock: the shared one is gone, so the
+        // key may have been removed or refilled meanwhile.
+        let _lock = match self.lock(&lock_rel, lock_name, LockMode::Exclusive, deadline) {
+            Ok(lock) => lock,
+            Err(e) => {
+                let action = Action::Kept { reason: format!("could not lock it to set it aside: {}", error_chain(&e)) };
+                return VerifyState::Corrupt { differences: cut(differences), action };
+            }
+        };
+        match self.check(&target.stored, &target.digest, &target.name) {
+            Ok(Check::Corrupt(differences)) => {
+                let action = match self.set_aside(&target.stored, &target.digest, &differences, repair) {
+                    Ok(action) => action,
+                    Err(e) => Action::Kept { reason: error_chain(&e) },
+                };
+                VerifyState::Corrupt { differences: cut(differences), action }
+            }
+            Ok(other) => settled_state(other),
+            Err(e) => failed(e),
+        }
+    }
+
+    /// Checks the entry stored as `stored` against its manifest. The caller
+    /// holds its entry lock, or (verify-on-read) confirms a bad result
+    /// under it.
+    fn check(&self, stored: &OsStr, digest: &str, name: &str) -> Result<Check, Error> {
+        let root = self.root();
+        let shown = stored.to_string_lossy();
+        let Some(meta) = root.stat(stored).map_err(|e| Error::io("look up", shown.as_ref(), e))? else {
+            return Ok(Check::Absent);
+        };
+        let manifest = match manifest::read(root, digest).map_err(|e| Error::io("read the manifest of", name, e))? {
+            Stored::Absent => {
+                return Ok(Check::Unverified("no manifest (published by a version that wrote none)".to_owned()));
+            }
+            Stored::Unsupported(format) => {
+                return Ok(Check::Unverified(format!(
+                    "its manifest has format {format}, which this build cannot read"
+                )));
+            }
+            Stored::Broken(why) => return Ok(Check::Corrupt(vec![why])),
+            Stored::Sealed(manifest) => manifest,
+        };
+        if manifest.key != name {
+            return Ok(Check::Unverified("its manifest is another key's".to_owned()));
+        }
+        if let (Some(id), Some([dev, ino])) = (meta.id, manifest.entry_id)
+            && id != (dev, ino)
+        {
+            return Ok(Check::Unverified("its manifest belongs to an earlier entry of the key".to_owned()));
+        }
+        let actual = manifest::scan(root, Path::new(stored)).map_err(|e| Error::io("read", shown.as_ref(), e))?;
+        let differences = Manifest::differences(&manifest, &actual);
+        Ok(if differences.is_empty() { Check::Good } else { Check::Corrupt(differences) })
+    }
+
+    /// Moves a corrupt entry out of its name by one rename: into quarantine
+    /// (with its manifest and what differed), or with `repair` into trash,
+    /// then deletes it there. The caller holds the exclusive entry lock.
+    fn set_aside(&self, stored: &OsStr, digest: &str, differences: &[String], repair: bool) -> Result<Action, Error> {
+        let root = self.root();
+        let shown = stored.to_string_lossy().into_owned();
+        if self.is_nested_cache(Path::new(stored)) {
+            return Ok(Action::Kept { reason: "it holds a safecache cache of its own".to_owned() });
+        }
+        let manifest_rel = layout::manifest(digest);
+        if repair {
+            let trash = layout::trash_item(digest, &layout::random_suffix()?);
+            root.rename(stored, &trash).map_err(|e| Error::io("rename aside", &shown, e))?;
+            // Without this fsync a power loss could bring the entry back
+            // after some of its files were unlinked from the trash.
+            root.sync_dir("").map_err(|e| Error::io("sync", ".", e))?;
+            let _ = root.remove_file(&manifest_rel);
+            if let Err(e) = root.remove_tree(&trash) {
+                tracing::warn!(%trash, error = %e, "could not delete trash; gc will retry");
+            }
+            tracing::warn!(entry = %shown, "removed a corrupt entry");
+            return Ok(Action::Removed);
+        }
+        manifest::ensure_dir(root, QUARANTINE_DIR)?;
+        let item = layout::quarantine_item(digest, &layout::random_suffix()?);
+        root.create_dir(&item).map_err(|e| Error::io("create", &item, e))?;
+        let entry_rel = format!("{item}/{QUARANTINED_ENTRY}");
+        if let Err(e) = root.rename(stored, &entry_rel) {
+            let _ = root.remove_tree(&item);
+            return Err(Error::io("quarantine", shown, e));
+        }
+        // The entry is out of its name; what follows is for inspection only.
+        let _ = root.rename(&manifest_rel, format!("{item}/{QUARANTINED_MANIFEST}"));
+        let report = differences.join("\n") + "\n";
+        let _ = root.write_new(&format!("{item}/{QUARANTINED_REPORT}"), report.as_bytes());
+        root.sync_dir("").map_err(|e| Error::io("sync", ".", e))?;
+        let _ = root.sync_dir(&item);
+        tracing::warn!(entry = %shown, quarantine = %item, "quarantined a corrupt entry");
+        Ok(Action::Quarantined { rel: item })
+    }
+
+    /// Verify-on-read: whether `key`'s present entry may be returned. A
+    /// good or unverified entry may; a corrupt one is quarantined (if its
+    /// exclusive lock is free at once) and reads as absent.
+    ///
+    /// # Errors
+    /// [`Error::Corrupt`] if the entry is corrupt but someone holds its
+    /// lock (a pin, this very call's caller), so it cannot be set aside now.
+    pub(crate) fn verify_on_read(&self, key: &Key) -> Result<bool, Error> {
+        let stored = OsString::from(key.stored_name());
+        let digest = key.digest();
+        let name = key.to_string();
+        let Check::Corrupt(differences) = self.check(&stored, &digest, &name)? else { return Ok(true) };
+        let lock_rel = layout::entry_lock(&digest);
+        let entry = LockName::Entry(name.clone());
+        let _lock = match self.lock(&lock_rel, entry, LockMode::Exclusive, Deadline::start(Wait::NoWait)) {
+            Ok(lock) => lock,
+            Err(Error::Busy { .. }) => return Err(Error::Corrupt { key: name, differences: cut(differences) }),
+            Err(e) => return Err(e),
+        };
+        self.settle_locked(&stored, &digest, &name)
+    }
+
+    /// [`Cache::verify_on_read`] for a caller that held the shared entry
+    /// lock and has released it: waits for the exclusive lock within
+    /// `deadline`, checks again and quarantines. Returns whether the entry
+    /// may be used.
+    pub(crate) fn verify_on_read_by(&self, key: &Key, deadline: Deadline) -> Result<bool, Error> {
+        let digest = key.digest();
+        let name = key.to_string();
+        let _lock =
+            self.lock(&layout::entry_lock(&digest), LockName::Entry(name.clone()), LockMode::Exclusive, deadline)?;
+        self.settle_locked(&OsString::from(key.stored_name()), &digest, &name)
+    }
+
+    /// Under the exclusive entry lock: checks again and quarantines a
+    /// corrupt entry. Returns whether the entry is present and usable.
+    fn settle_locked(&self, stored: &OsStr, digest: &str, name: &str) -> Result<bool, Error> {
+        match self.check(stored, digest, name)? {
+            Check::Corrupt(differences) => {
+                self.set_aside(stored, digest, &differences, false)?;
+                Ok(false)
+            }
+            Check::Absent => Ok(false),
+            Check::Good | Check::Unverified(_) => Ok(true),
+        }
+    }
+}
+
+fn settled_state(check: Check) -> VerifyState {
+    match check {
+        Check::Good => VerifyState::Good,
+        Check::Unverified(reason) => VerifyState::Unverified { reason },
+        Check::Absent => VerifyState::Absent,
+        Check::Corrupt(differences) => {
+            VerifyState::Corrupt { differences: cut(differences), action: Action::Kept { reason: String::new() } }
+        }
+    }
+}
+
+/// The first differences, and how many more there were.
+fn cut(mut differences: Vec<String>) -> Vec<String> {
+    if differences.len() > MAX_DIFFERENCES {
+        let more = differences.len() - MAX_DIFFERENCES + 1;
+        differences.truncate(MAX_DIFFERENCES - 1);
+        differences.push(format!("and {more} more"));
+    }
+    differences
+}
+
+fn error_chain(e: &Error) -> String {
+    let mut out = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        out.push_str(&format!(": {s}"));
+        source = s.source();
+    }
+    out
+}
+
+/// How long gc keeps a quarantined entry for inspection, by the quarantine
+/// item's modification time (when it was quarantined).
+pub const QUARANTINE_KEEP: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3600);
