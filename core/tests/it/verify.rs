@@ -294,8 +294,14 @@ fn gc_deletes_week_old_quarantine_and_manifests_of_gone_entries() {
         let entry = publish(&cache, name);
         std::fs::write(entry.join("a"), "HELLO").unwrap();
     }
-    publish(&cache, "gone");
-    cache.remove(&key("gone"), Wait::NoWait).unwrap();
+    // `rm` deletes the manifest with the entry.
+    publish(&cache, "removed");
+    cache.remove(&key("removed"), Wait::NoWait).unwrap();
+    // A fill killed between writing its manifest and publishing leaves a
+    // manifest without an entry; so does an entry deleted behind the
+    // cache's back.
+    let gone = publish(&cache, "gone");
+    std::fs::rename(&gone, _dir.path().join("elsewhere")).unwrap();
     let report = cache.verify(None, false, Wait::NoWait).unwrap();
     assert_eq!(report.corrupt(), 2);
     let old = match state_of(&report, "old") {
@@ -305,7 +311,7 @@ fn gc_deletes_week_old_quarantine_and_manifests_of_gone_entries() {
     // Quarantined eight days ago, as far as its modification time says.
     let touched = std::process::Command::new("touch").arg("-d").arg("8 days ago").arg(&old).status().unwrap();
     assert!(touched.success());
-    assert_eq!(crate::support::names(&manifests(&cache)).len(), 1, "the manifest of `gone` is left by remove");
+    assert_eq!(crate::support::names(&manifests(&cache)).len(), 1, "only the manifest of `gone` is left");
 
     let gc = cache.gc(Wait::NoWait).unwrap();
     assert_eq!(gc.quarantined, 1, "{gc:?}");
