@@ -15,6 +15,7 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
     let ws = workspace()?;
     std::env::set_current_dir(&ws.root)?;
     ensure_rustup_parts()?;
+    ensure_system_tools()?;
     step("fmt", cargo().args(["fmt", "--all", "--check"]))?;
     step("clippy", cargo().args(["clippy", "--workspace", "--all-targets", "--locked", "--", "-D", "warnings"]))?;
     step(
@@ -35,6 +36,45 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
     }
     step("doc", cargo().args(["doc", "--workspace", "--no-deps", "--locked"]).env("RUSTDOCFLAGS", "-D warnings"))?;
     eprintln!("\nxtask ci: all steps passed (target dir {})", ws.target_dir.display());
+    Ok(())
+}
+
+/// The real tools the tests start, each with a command that succeeds only
+/// when the tool works, and the Debian package that provides it.
+const SYSTEM_TOOLS: [(&str, &[&str], &str); 5] = [
+    ("git", &["git", "--version"], "git"),
+    ("tar", &["tar", "--version"], "tar"),
+    ("python3 -m venv", &["python3", "-c", "import venv, ensurepip"], "python3-venv"),
+    ("mount", &["mount", "--version"], "mount"),
+    ("setsid", &["setsid", "--version"], "util-linux"),
+];
+
+/// Installs the Debian packages of the real tools the tests run (git, tar,
+/// a Python with venv and ensurepip, mount, setsid) when any is missing and
+/// apt-get can; otherwise fails naming the packages.
+fn ensure_system_tools() -> Result<()> {
+    let works = |argv: &[&str]| Command::new(argv[0]).args(&argv[1..]).output().is_ok_and(|o| o.status.success());
+    let missing: Vec<(&str, &str)> =
+        SYSTEM_TOOLS.iter().filter(|(_, argv, _)| !works(argv)).map(|(name, _, package)| (*name, *package)).collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let packages: Vec<&str> = missing.iter().map(|(_, package)| *package).collect();
+    let names: Vec<&str> = missing.iter().map(|(name, _)| *name).collect();
+    if !works(&["apt-get", "--version"]) {
+        bail!("the tests need {}: install the packages {} (Debian names)", names.join(", "), packages.join(" "));
+    }
+    step("apt-get update", Command::new("apt-get").args(["update", "-qq"]))?;
+    step(
+        &format!("install {}", packages.join(" ")),
+        Command::new("apt-get")
+            .args(["install", "-y", "-qq", "--no-install-recommends"])
+            .args(&packages)
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+    )?;
+    if let Some((name, _)) = SYSTEM_TOOLS.iter().find(|(_, argv, _)| !works(argv)).map(|(n, _, p)| (n, p)) {
+        bail!("`{name}` still does not work after installing {}", packages.join(" "));
+    }
     Ok(())
 }
 
