@@ -144,6 +144,11 @@ fn reporter(rest: &str) -> String {
     format!(r#"sh -c 'echo $$ > "$T/up"; {rest}'"#)
 }
 
+/// Like [`reporter`], but runs `setup` (a trap) before it reports.
+fn trapped_reporter(setup: &str, rest: &str) -> String {
+    format!(r#"sh -c '{setup}; echo $$ > "$T/up"; {rest}'"#)
+}
+
 fn gc_temps(sb: &Sandbox) -> i64 {
     let out = sb.run(["--message-format", "json", "gc"]);
     out.assert_code(0);
@@ -297,7 +302,9 @@ fn signals_reach_every_process_of_a_script_and_nothing_is_published() {
         // Each child reports its pid again when the signal reaches it, then
         // exits. The script, on the signal, waits for the test to have seen
         // both reports, then dies of the same signal.
-        let polite = reporter(&format!(r#"trap "echo \$\$ > \"\$T/up\"; exit 0" {name}; sleep 1000 & wait"#));
+        // Each reports only once its trap is set: a signal sent as soon as
+        // the test has seen every report must find it in place.
+        let polite = trapped_reporter(&format!(r#"trap "echo \$\$ > \"\$T/up\"; exit 0" {name}"#), "sleep 1000 & wait");
         let script = format!(
             r#"echo partial > "$SAFECACHE_OUT/f"
             {polite} &
@@ -307,7 +314,7 @@ fn signals_reach_every_process_of_a_script_and_nothing_is_published() {
             trap 'read go < "$T/go"; trap - {name}; kill -{name} $$' {name}
             echo $$ > "$T/up"
             wait"#,
-            stubborn = reporter(&format!(r#"trap "" {name}; read x < "$T/never""#)),
+            stubborn = trapped_reporter(&format!(r#"trap "" {name}"#), r#"read x < "$T/never""#),
             sleeper = reporter("exec sleep 1000"),
         );
         let run = sb.spawn(["run", "--key", "k", "--", "bash", "-c", &script]);
