@@ -387,6 +387,15 @@ impl Cache {
         let root = self.root();
         let stored = key.stored_name();
         root.set_uncommitted(out_rel, true).map_err(|e| Error::io("mark uncommitted", out_rel, e))?;
+        // A filesystem that drops the sticky bit would publish the entry
+        // the moment it is moved into place, half-built.
+        if !root.set_uncommitted(out_rel, true).map_err(|e| Error::io("mark uncommitted", out_rel, e))? {
+            let kept = std::io::Error::other(
+                "the filesystem does not keep a directory's sticky bit, which marks an entry built in place as \
+                 uncommitted; fill without --in-place, or put the cache on a local filesystem",
+            );
+            return Err(Error::io("mark uncommitted", out_rel, kept));
+        }
         // The mark must be durable before the name is: after a power cut, a
         // name whose directory lost its mark would be a half entry that
         // looks committed.
