@@ -199,7 +199,16 @@ fn pass_gate(
     deadline: Deadline,
     observer: Option<&WaitObserver>,
 ) -> Result<(), Error> {
-    let file = root.open_lock(gate, true).map_err(|e| Error::io("open lock file", gate, e))?;
+    let file = match root.open_lock(gate, true) {
+        Ok(file) => file,
+        // A gate that cannot be created on a full filesystem cannot have
+        // been created by an exclusive waiter either: nobody is queued.
+        Err(e) if crate::sys::is_no_space(&e) => {
+            tracing::debug!(%gate, "no space for the gate; nobody can be queued at it");
+            return Ok(());
+        }
+        Err(e) => return Err(Error::io("open lock file", gate, e)),
+    };
     if file.try_lock(Flock::Shared).map_err(|e| Error::lock(gate, e))? {
         return Ok(());
     }

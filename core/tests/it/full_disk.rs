@@ -182,7 +182,11 @@ fn safecaches_own_writes_on_a_disk_out_of_inodes_fail_with_no_space() {
     assert!(cache.get(&key("new")).unwrap().is_none());
     assert_eq!(leftovers(cache.path()), Vec::<String>::new());
 
-    // The published entry is still served and still removable.
+    // The published entry is still served, pinned (though its entry lock's
+    // gate cannot be created) and removable.
     assert_eq!(std::fs::read_to_string(cache.get(&key("a")).unwrap().unwrap().path().join("data")).unwrap(), "kept");
+    let pin = cache.pin(&key("a"), Wait::NoWait).unwrap().expect("a is pinned");
+    assert_eq!(std::fs::read_to_string(pin.entry().path().join("data")).unwrap(), "kept");
+    drop(pin);
     assert!(cache.remove(&key("a"), Wait::NoWait).unwrap());
 }
