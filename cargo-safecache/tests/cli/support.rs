@@ -67,6 +67,13 @@ impl Sandbox {
             .env_remove("SAFECACHE_LEASE_DIR")
             .env_remove("SAFECACHE_OUT")
             .env_remove("SAFECACHE_LOG")
+            // A developer's settings must not change what the tests see.
+            .env_remove("SAFECACHE_DURABILITY")
+            .env_remove("SAFECACHE_AUTO_GC")
+            .env_remove("SAFECACHE_MAX_SIZE")
+            .env_remove("SAFECACHE_MAX_AGE")
+            .env_remove("SAFECACHE_MIN_FREE")
+            .env_remove("SAFECACHE_VERIFY_ON_READ")
             .stdin(Stdio::null());
         cmd
     }
