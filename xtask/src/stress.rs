@@ -527,10 +527,17 @@ fn final_checks(bin: &Path, cache: &Path, failures: &mut Failures) -> EndState {
             Vec::new()
         }
     };
-    for name in names.iter().filter(|n| *n != ".safecache") {
+    for name in names.iter().filter(|n| *n != ".safecache" && *n != "CACHEDIR.TAG") {
         let key = name.replace("%2F", "/");
         if !KEYS.contains(&key.as_str()) {
             failures.add(format!("unexpected item `{name}` at the cache root after gc"));
+            continue;
+        }
+        // A killed in-place fill's entry keeps the sticky bit until gc
+        // removes it: none may be left once every process has ended.
+        let mode = fs::symlink_metadata(cache.join(name)).map(|m| std::os::unix::fs::MetadataExt::mode(&m));
+        if mode.is_ok_and(|m| m & 0o1000 != 0) {
+            failures.add(format!("after gc, `{key}` is still an uncommitted in-place entry"));
             continue;
         }
         match verify_entry(&cache.join(name), &key) {
@@ -626,9 +633,10 @@ fn print_summary(
     }
     let c = |name: &str| totals.counters.get(name).copied().unwrap_or(0);
     eprintln!(
-        "  fills: {} ran CMD and published, {} found the entry already there; {} failed as asked; \
-         {} failed with the failed fill they waited for",
-        c("filled"),
+        "  fills: {} ran CMD and published ({} of them in place), {} found the entry already there; \
+         {} failed as asked; {} failed with the failed fill they waited for",
+        c("filled") + c("filled-in-place"),
+        c("filled-in-place"),
         c("fresh"),
         c("fill-failed-as-asked"),
         c("shared-failure")
@@ -714,14 +722,20 @@ fn killer(bin: &str, marker: &str, deadline: Instant, seed: u64) -> KillStats {
         let of_kind: Vec<_> = targets.iter().filter(|(_, l)| *l == kind).collect();
         let Some(&&(target, label)) = of_kind.get(rng.below(of_kind.len() as u64) as usize) else { continue };
         let with_tree = rng.below(2) == 0;
-        let tree = descendants(&procs, target.pid);
-        if !sigkill(target.pid) {
-            continue;
-        }
         if with_tree {
+            // The whole tree at once, as `kill -9 -PGID` or cgroup.kill
+            // would: freeze it first, so no process it forks between the
+            // listing and the kills escapes them.
+            let tree = freeze_tree(target.pid);
+            if !sigkill(target.pid) {
+                continue;
+            }
             stats.tree += 1;
             stats.descendants += tree.iter().filter(|d| sigkill(**d)).count() as u64;
         } else {
+            if !sigkill(target.pid) {
+                continue;
+            }
             stats.alone += 1;
         }
         *stats.by_target.entry(label.to_owned()).or_default() += 1;
@@ -743,6 +757,25 @@ fn target_label(cmdline: &[String]) -> Option<&'static str> {
         (Some("gc"), _) => Some("gc"),
         (Some("clean"), _) => Some("clean"),
         _ => None,
+    }
+}
+
+/// Stops `pid` and every descendant it has, looking again until no new one
+/// appears (a stopped process forks nothing), and returns the descendants.
+fn freeze_tree(pid: i32) -> Vec<i32> {
+    // SAFETY: kill(2) has no memory-safety preconditions.
+    let stop = |p: i32| unsafe { libc::kill(p, libc::SIGSTOP) };
+    stop(pid);
+    let mut frozen: Vec<i32> = Vec::new();
+    loop {
+        let fresh: Vec<i32> = descendants(&snapshot(), pid).into_iter().filter(|d| !frozen.contains(d)).collect();
+        if fresh.is_empty() {
+            return frozen;
+        }
+        for d in fresh {
+            stop(d);
+            frozen.push(d);
+        }
     }
 }
 
@@ -1063,10 +1096,14 @@ impl Worker {
         } else {
             OsString::new()
         };
-        let mut args: Vec<OsString> = ["run", "--key", key, "--", "sh", "-c", FILL_SCRIPT, "stress-fill", key, &nonce]
-            .iter()
-            .map(OsString::from)
-            .collect();
+        // Half the fills build in place: a killed one leaves an uncommitted
+        // entry at the final path, which no reader may ever be given.
+        let in_place = self.rng.below(2) == 0;
+        let mut args: Vec<OsString> = ["run", "--key", key].iter().map(OsString::from).collect();
+        if in_place {
+            args.push("--in-place".into());
+        }
+        args.extend(["--", "sh", "-c", FILL_SCRIPT, "stress-fill", key, &nonce].iter().map(OsString::from));
         args.push(n.to_string().into());
         args.push(failat.to_string().into());
         args.push(if self.grandchildren && self.rng.below(4) == 0 { "1" } else { "0" }.into());
@@ -1086,7 +1123,11 @@ impl Worker {
                 if fail && ran {
                     return Ok(Outcome::Fail("a fill whose CMD exited 7 was published".to_owned()));
                 }
-                self.count(if ran { "filled" } else { "fresh" });
+                self.count(match (ran, in_place) {
+                    (true, true) => "filled-in-place",
+                    (true, false) => "filled",
+                    (false, _) => "fresh",
+                });
                 Ok(self.judge_read(&expected, key))
             }
             // A fill this run waited for failed (a `fill-fail` of another
