@@ -535,7 +535,7 @@ fn final_checks(bin: &Path, cache: &Path, failures: &mut Failures) -> EndState {
         }
         // A killed in-place fill's entry keeps the sticky bit until gc
         // removes it: none may be left once every process has ended.
-        let mode = fs::symlink_metadata(cache.join(name)).map(|m| std::os::unix::fs::MetadataExt::mode(&m));
+        let mode = fs::symlink_metadata(cache.join(name)).map(|m| m.mode());
         if mode.is_ok_and(|m| m & 0o1000 != 0) {
             failures.add(format!("after gc, `{key}` is still an uncommitted in-place entry"));
             continue;
@@ -904,6 +904,13 @@ fn verify_unpinned(path: &Path, key: &str) -> Read {
         Err(e) => return Read::Partial(format!("cannot open `{}`: {e}", path.display())),
     };
     let Ok(meta) = handle.metadata() else { return Read::Partial(format!("cannot stat `{}`", path.display())) };
+    // The entry this reader was given is gone, and an in-place fill of the
+    // key is building the next one at the same path: its directory carries
+    // the uncommitted mark, so it is no entry yet. An unpinned reader can
+    // meet it (docs/CLI.md, `--in-place`); a pinned one cannot.
+    if meta.mode() & 0o1000 != 0 {
+        return Read::Vanished;
+    }
     match verify_entry(path, key) {
         Ok(_) => Read::Verified,
         Err(reason) => match fs::symlink_metadata(path) {
