@@ -67,7 +67,7 @@ pub struct Options {
     /// not room kept for them; it keeps a fill from running a long command
     /// that can only fail, and leaves the rest of the system a little room.
     pub min_free: u64,
-    /// Run an automatic gc, at most once per [`AutoGc::every`], when the
+    /// Run an automatic gc, at most once per [`AutoGc::every`](crate::AutoGc::every), when the
     /// front end calls [`Cache::auto_gc`] after its real work. `None` (the
     /// library's default): never.
     pub auto_gc: Option<crate::limits::AutoGc>,

@@ -84,7 +84,7 @@ impl FromStr for KillPlan {
 /// one cut in five falls after the race has ended (then the power goes
 /// just before the final gc, which checks that everything that returned is
 /// durable).
-const POWER_SPAN: u64 = 1_500;
+pub const POWER_SPAN: u64 = 1_500;
 
 /// Cut the power just before the race's `step`-th scheduling step (or when
 /// it ends, if it ends sooner), keeping what `keep` says of the state that
