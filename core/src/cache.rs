@@ -23,7 +23,7 @@ use crate::layout::{self, FORMAT_FILE, FORMAT_VERSION, LEASE_LOCK, MARKER_DIR, M
 use crate::lock::{self, Deadline, Held, WaitObserver};
 use crate::mode::{LockMode, LockName, Wait};
 use crate::once_map::OnceMap;
-use crate::sys::{self, Presence, Root};
+use crate::sys::{self, FileKind, Presence, Root};
 
 /// How precisely the cache knows an entry's last use: a use writes a new
 /// stamp only if the old one is at least this old, so an entry costs at most
@@ -539,6 +539,9 @@ fn ensure_marker(root: &Root, path: &Path, mode: &Open) -> Result<(), Error> {
                 return Err(Error::NotACache { path: path.to_owned() });
             }
         }
+        if matches!(mode, Open::Adopt) {
+            clear_adopted_marks(root)?;
+        }
         let staging = format!("{MARKER_STAGING_PREFIX}{}", layout::random_suffix()?);
         match build_marker(root, &staging) {
             Ok(()) => {
@@ -659,6 +662,22 @@ impl Cache {
 /// Whether `name`, at the cache root, is safecache's own.
 pub(crate) fn is_internal(name: &str) -> bool {
     name == MARKER_DIR || name == layout::CACHEDIR_TAG || name.starts_with(MARKER_STAGING_PREFIX)
+}
+
+/// Clears the sticky bit of every directory `init` is about to adopt: at a
+/// cache's root that bit means "an in-place fill has not committed this",
+/// and an adopted directory is an entry. Runs before the marker exists, so
+/// no in-place fill can have marked anything yet.
+fn clear_adopted_marks(root: &Root) -> Result<(), Error> {
+    for entry in root.read_dir("").map_err(|e| Error::io("list", ".", e))? {
+        let Some(name) = entry.name.to_str().filter(|n| entry.kind == FileKind::Dir && !is_internal(n)) else {
+            continue;
+        };
+        if root.presence(name).map_err(|e| Error::io("inspect", name, e))? == Presence::Uncommitted {
+            root.set_uncommitted(name, false).map_err(|e| Error::io("adopt", name, e))?;
+        }
+    }
+    Ok(())
 }
 
 /// Writes `CACHEDIR.TAG` at the root unless something is there already.

@@ -481,6 +481,10 @@ impl Cache {
     fn publish(&self, key: &Key, out_rel: &str) -> Result<(), Error> {
         let root = self.root();
         let stored = key.stored_name();
+        // At the root the sticky bit means "not committed yet": a filler
+        // that set it on its output (`rsync -a` of a sticky directory) must
+        // not publish an entry every reader takes for absent and gc deletes.
+        root.set_uncommitted(out_rel, false).map_err(|e| Error::io("publish", out_rel, e))?;
         root.sync_tree(out_rel).map_err(|e| Error::io("sync", out_rel, e))?;
         crate::manifest::write(root, key, out_rel)?;
         root.rename_noreplace(out_rel, &stored).map_err(|e| Error::io("publish", &stored, e))?;

@@ -148,3 +148,32 @@ fn the_entry_path_starts_a_line_of_its_own() {
     let lines: Vec<&str> = out.stdout.lines().collect();
     assert_eq!(lines, ["progress 100%", sb.cache.join("k").to_str().expect("utf-8")], "{out}");
 }
+
+/// A fill in a temp whose command sets the sticky bit on its output (as
+/// `rsync -a src/ "$SAFECACHE_OUT"` does when `src` has it) is published
+/// committed: it is served, and gc never takes it for a dead in-place
+/// fill. So are directories `init` adopts.
+#[test]
+fn a_sticky_output_or_adopted_dir_is_a_committed_entry() {
+    let sb = sandbox();
+    let out =
+        sb.run(["run", "--key", "k", "--", "sh", "-c", "echo x > \"$SAFECACHE_OUT/f\"; chmod 1700 \"$SAFECACHE_OUT\""]);
+    out.assert_code(0);
+    sb.run(["path", "k"]).assert_code(0);
+    sb.run(["gc"]).assert_code(0);
+    assert_eq!(std::fs::read_to_string(sb.cache.join("k/f")).expect("k survives gc"), "x\n");
+
+    let adopted = sb.path("adopted");
+    std::fs::create_dir_all(adopted.join("shared")).expect("dir");
+    std::fs::write(adopted.join("shared/f"), "y").expect("file");
+    let sticky = std::process::Command::new("chmod").arg("1777").arg(adopted.join("shared")).status();
+    assert!(sticky.is_ok_and(|s| s.success()));
+    sb.run([std::ffi::OsStr::new("init"), adopted.as_os_str()]).assert_code(0);
+    let mut at = sb.cmd(["path", "shared"]);
+    at.env("SAFECACHE_DIR", &adopted);
+    crate::support::Out::of(&mut at).assert_code(0);
+    let mut gc = sb.cmd(["gc"]);
+    gc.env("SAFECACHE_DIR", &adopted);
+    crate::support::Out::of(&mut gc).assert_code(0);
+    assert!(adopted.join("shared/f").is_file(), "gc keeps the adopted directory");
+}
