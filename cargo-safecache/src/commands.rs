@@ -81,8 +81,18 @@ pub(crate) fn ls(ctx: &Ctx) -> Result<u8> {
 pub(crate) fn status(ctx: &Ctx) -> Result<u8> {
     let cache = ctx.open()?;
     let status = cache.status()?;
+    let described = cache.describe()?;
     let ui = &ctx.ui;
-    ui.out(format!("cache: {} (format {})", cache.path().display(), safecache::FORMAT_VERSION));
+    ui.out(format!("cache: {} (format {})", cache.path().display(), described.format));
+    let filesystem = match described.filesystem {
+        Some(fs) => format!(
+            "{}, {}",
+            if fs.case_insensitive { "case-insensitive" } else { "case-sensitive" },
+            if fs.normalizes_unicode { "normalizes Unicode names" } else { "keeps Unicode names as written" }
+        ),
+        None => "not probed".to_owned(),
+    };
+    ui.out(format!("filesystem: {filesystem}"));
     ui.out(format!("entries: {} ({})", status.entries, fmt_bytes(status.entry_bytes)));
     if status.holders.is_empty() {
         ui.out("holders: none");
@@ -131,7 +141,9 @@ pub(crate) fn status(ctx: &Ctx) -> Result<u8> {
     ui.json(json!({
         "reason": "summary",
         "path": json_path(cache.path()),
-        "format": safecache::FORMAT_VERSION,
+        "format": described.format,
+        "case_insensitive": described.filesystem.map(|fs| fs.case_insensitive),
+        "normalizes_unicode": described.filesystem.map(|fs| fs.normalizes_unicode),
         "entries": status.entries,
         "entry_bytes": status.entry_bytes,
         "holders": status.holders.len(),

@@ -1,11 +1,7 @@
 //! This defines [`Cache`]: opening (and initializing) a cache directory, the
 //! cache-wide lease, lookups and pins.
 //!
-//! Invariants kept here:
-//! - a directory becomes a cache only if it is empty or `init` adopts it
-//!   explicitly, and the marker appears by one atomic rename, complete;
-//! - a cache whose format this build does not know is refused before
-//!   anything in it is touched;
+//! Invariants kept here (the marker's own are in `format.rs`):
 //! - every mutating operation holds the lease (shared, or exclusive for
 //!   `clean`) for its whole duration, and takes it before any entry lock, so
 //!   locks are always taken in the order lease → gc → entry → owner.
@@ -19,11 +15,12 @@ use crate::config::{self, Config};
 use crate::durability::Durability;
 use crate::error::Error;
 use crate::key::Key;
-use crate::layout::{self, FORMAT_FILE, FORMAT_VERSION, LEASE_LOCK, MARKER_DIR, MARKER_STAGING_PREFIX};
+use crate::format::{self as marker, check_trust, ensure_marker, write_cachedir_tag};
+use crate::layout::{self, FORMAT_VERSION, LEASE_LOCK};
 use crate::lock::{self, Deadline, Held, WaitObserver};
 use crate::mode::{LockMode, LockName, Wait};
 use crate::once_map::OnceMap;
-use crate::sys::{self, FileKind, Presence, Root};
+use crate::sys::{self, Presence, Root};
 
 /// How precisely the cache knows an entry's last use: a use writes a new
 /// stamp only if the old one is at least this old, so an entry costs at most
@@ -31,9 +28,6 @@ use crate::sys::{self, FileKind, Presence, Root};
 /// cargo batches at 300 s). Eviction works in days, and counts this hour in
 /// an entry's favour (docs/PROTOCOL.md, "Last use and eviction").
 pub const USE_RESOLUTION: Duration = Duration::from_secs(3600);
-
-/// The largest format file read; the real one is 20 bytes.
-const MAX_FORMAT_LEN: u64 = 4096;
 
 /// How a [`Cache`] behaves beyond its directory.
 #[derive(Clone, Default)]
@@ -82,6 +76,10 @@ pub struct Options {
     /// aside at once, the call fails with [`Error::Corrupt`]. An entry
     /// without a manifest is returned unverified.
     pub verify_on_read: bool,
+    /// How long opening a cache of an older format waits for the exclusive
+    /// lease it upgrades the cache under (until every process of an older
+    /// build has let go of it). The default waits forever.
+    pub upgrade_wait: Wait,
 }
 
 impl std::fmt::Debug for Options {
@@ -95,6 +93,7 @@ impl std::fmt::Debug for Options {
             .field("auto_gc", &self.auto_gc)
             .field("durability", &self.durability)
             .field("verify_on_read", &self.verify_on_read)
+            .field("upgrade_wait", &self.upgrade_wait)
             .finish()
     }
 }
@@ -244,7 +243,7 @@ impl Pin {
     }
 }
 
-enum Open {
+pub(crate) enum Open {
     /// Create the marker only in an empty directory.
     IfEmpty,
     /// Adopt a non-empty directory (`init`).
@@ -291,7 +290,7 @@ impl Cache {
             Err(e) => return Err(Error::io("open cache dir", &display, e)),
         };
         check_trust(&root, path, &options)?;
-        ensure_marker(&root, path, &mode)?;
+        let format = ensure_marker(&root, path, &mode)?;
         if matches!(mode, Open::Adopt) {
             // `init` of a cache made before the tag existed adds it.
             write_cachedir_tag(&root);
@@ -307,7 +306,8 @@ impl Cache {
         if let Some(fs) = shared_fs {
             tracing::warn!(path = %path.display(), filesystem = fs, "the cache is on a network or userspace filesystem");
         }
-        Ok(Cache {
+        let upgrade_wait = options.upgrade_wait;
+        let cache = Cache {
             inner: Arc::new(Inner {
                 shared_fs,
                 root: Arc::new(root),
@@ -315,7 +315,11 @@ impl Cache {
                 options,
                 flights: OnceMap::new(),
             }),
-        })
+        };
+        if format != FORMAT_VERSION {
+            marker::upgrade(&cache, Deadline::start(upgrade_wait))?;
+        }
+        Ok(cache)
     }
 
     /// Why locks on this cache may not keep every process apart, if there is
@@ -500,234 +504,3 @@ impl Cache {
     }
 }
 
-/// Checks the marker, creating it if allowed. Two processes racing here
-/// both build a complete marker in a private staging dir; the first rename
-/// wins and the other discards its copy.
-fn ensure_marker(root: &Root, path: &Path, mode: &Open) -> Result<(), Error> {
-    for _ in 0..8 {
-        match root.read(FORMAT_FILE, MAX_FORMAT_LEN) {
-            Ok(bytes) => return check_format(&bytes, path),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(Error::io("read", FORMAT_FILE, e)),
-        }
-        if root.kind(MARKER_DIR).map_err(|e| Error::io("inspect", MARKER_DIR, e))?.is_some() {
-            // A peer may have renamed a complete marker into place since
-            // the read above.
-            match root.read(FORMAT_FILE, MAX_FORMAT_LEN) {
-                Ok(bytes) => return check_format(&bytes, path),
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-                Err(e) => return Err(Error::io("read", FORMAT_FILE, e)),
-            }
-            return Err(Error::UnknownFormat {
-                path: path.to_owned(),
-                found: "a marker without a format file".to_owned(),
-                supported: FORMAT_VERSION,
-            });
-        }
-        if matches!(mode, Open::IfEmpty) {
-            #[cfg(test)]
-            tests::pause_before_listing();
-            let names = root.read_dir("").map_err(|e| Error::io("list", path.display().to_string(), e))?;
-            // The marker itself counts as ours: a peer may have just created it.
-            let foreign = names.iter().any(|e| !e.name.to_str().is_some_and(is_internal));
-            if foreign {
-                // A peer may have created the marker and published an entry
-                // since the checks above: look again before refusing.
-                if root.kind(FORMAT_FILE).map_err(|e| Error::io("inspect", FORMAT_FILE, e))?.is_some() {
-                    continue;
-                }
-                return Err(Error::NotACache { path: path.to_owned() });
-            }
-        }
-        if matches!(mode, Open::Adopt) {
-            clear_adopted_marks(root)?;
-        }
-        let staging = format!("{MARKER_STAGING_PREFIX}{}", layout::random_suffix()?);
-        match build_marker(root, &staging) {
-            Ok(()) => {
-                write_cachedir_tag(root);
-                let _ = root.sync_metadata_dir("");
-                return Ok(());
-            }
-            Err(e) => {
-                let _ = root.remove_tree(&staging);
-                // Losing the rename to a peer is expected; anything else (a
-                // read-only or full filesystem) is the caller's to see.
-                // So is a peer's gc deleting this staging dir once the
-                // marker exists; WASI does not classify every such error.
-                let marker_now = matches!(root.kind(FORMAT_FILE), Ok(Some(_)));
-                if !marker_now
-                    && e.kind() != io::ErrorKind::AlreadyExists
-                    && e.kind() != io::ErrorKind::DirectoryNotEmpty
-                {
-                    return Err(Error::io("create the cache marker in", path.display().to_string(), e));
-                }
-                tracing::debug!(error = %e, "marker creation lost a race; checking again");
-            }
-        }
-    }
-    Err(Error::io("initialize", MARKER_DIR, io::Error::other("the marker kept changing")))
-}
-
-/// Refuses a cache that another user could tamper with: one whose root,
-/// marker or marker subdirectories are owned by another user (other than
-/// root), or writable by others. A group-shared cache (setgid and
-/// group-writable, `chmod 2770`) trusts its group's members, if this
-/// process is one. Anything less lets another user swap a temp for a
-/// symlink and redirect this process's writes (docs/SECURITY.md).
-fn check_trust(root: &Root, path: &Path, options: &Options) -> Result<(), Error> {
-    let Some(euid) = sys::effective_uid() else { return Ok(()) };
-    if options.allow_untrusted {
-        return Ok(());
-    }
-    for rel in ["", MARKER_DIR].into_iter().chain(layout::SUBDIRS) {
-        let meta = root.stat(rel).map_err(|e| Error::io("inspect", display_rel(rel), e))?;
-        let Some(owner) = meta.and_then(|m| m.owner) else { continue };
-        let group_shared = owner.mode & 0o2000 != 0 && sys::in_group(owner.gid);
-        let reason = if owner.mode & 0o002 != 0 {
-            "can be written by every user".to_owned()
-        } else if owner.uid != euid && owner.uid != 0 && !group_shared {
-            format!("belongs to another user (uid {})", owner.uid)
-        } else if owner.mode & 0o020 != 0 && !group_shared {
-            format!("can be written by its group (gid {}) but is not a group-shared cache", owner.gid)
-        } else {
-            continue;
-        };
-        return Err(Error::UntrustedCache { path: path.to_owned(), rel: rel.to_owned(), reason });
-    }
-    Ok(())
-}
-
-fn display_rel(rel: &str) -> &str {
-    if rel.is_empty() { "." } else { rel }
-}
-
-fn build_marker(root: &Root, staging: &str) -> io::Result<()> {
-    root.create_dir(staging)?;
-    for sub in layout::SUBDIRS {
-        let leaf = sub.strip_prefix(".safecache/").unwrap_or(sub);
-        root.create_dir(&format!("{staging}/{leaf}"))?;
-    }
-    root.write_metadata(&format!("{staging}/format"), layout::format_contents().as_bytes())?;
-    root.sync_metadata_tree(staging)?;
-    root.rename_noreplace(staging, MARKER_DIR)
-}
-
-fn check_format(bytes: &[u8], path: &Path) -> Result<(), Error> {
-    if layout::readable_format(bytes).is_some() {
-        return Ok(());
-    }
-    Err(Error::UnknownFormat {
-        path: path.to_owned(),
-        found: crate::display::escape(String::from_utf8_lossy(bytes).trim()),
-        supported: FORMAT_VERSION,
-    })
-}
-
-impl Cache {
-    /// Upgrades a format-1 cache to the current format before its first
-    /// in-place fill: a format-1 reader would take an uncommitted entry for
-    /// a published one, and refuses a newer format. Idempotent, so racing
-    /// upgraders agree; the new file replaces the old by one rename.
-    pub(crate) fn upgrade_format(&self) -> Result<(), Error> {
-        let root = self.root();
-        let bytes = root.read(FORMAT_FILE, MAX_FORMAT_LEN).map_err(|e| Error::io("read", FORMAT_FILE, e))?;
-        if layout::readable_format(&bytes) == Some(FORMAT_VERSION) {
-            return Ok(());
-        }
-        check_format(&bytes, &self.inner.path)?;
-        // The private file has no digest, so a gc may take it for an orphan
-        // and delete it before the rename: then write it again.
-        let mut tries = 0;
-        loop {
-            let private = layout::format_staging(&layout::random_suffix()?);
-            let written = root
-                .write_new(&private, layout::format_contents().as_bytes())
-                .and_then(|()| root.rename(&private, FORMAT_FILE))
-                .and_then(|()| root.sync_dir(MARKER_DIR));
-            match written {
-                Ok(()) => break,
-                Err(e) if e.kind() == io::ErrorKind::NotFound && tries < 3 => tries += 1,
-                Err(e) => {
-                    let _ = root.remove_file(&private);
-                    return Err(Error::io("upgrade the format of", FORMAT_FILE, e));
-                }
-            }
-        }
-        tracing::info!(format = FORMAT_VERSION, "upgraded the cache's format");
-        Ok(())
-    }
-}
-
-/// Whether `name`, at the cache root, is safecache's own.
-pub(crate) fn is_internal(name: &str) -> bool {
-    name == MARKER_DIR || name == layout::CACHEDIR_TAG || name.starts_with(MARKER_STAGING_PREFIX)
-}
-
-/// Clears the sticky bit of every directory `init` is about to adopt: at a
-/// cache's root that bit means "an in-place fill has not committed this",
-/// and an adopted directory is an entry. Runs before the marker exists, so
-/// no in-place fill can have marked anything yet.
-fn clear_adopted_marks(root: &Root) -> Result<(), Error> {
-    for entry in root.read_dir("").map_err(|e| Error::io("list", ".", e))? {
-        let Some(name) = entry.name.to_str().filter(|n| entry.kind == FileKind::Dir && !is_internal(n)) else {
-            continue;
-        };
-        if root.presence(name).map_err(|e| Error::io("inspect", name, e))? == Presence::Uncommitted {
-            root.set_uncommitted(name, false).map_err(|e| Error::io("adopt", name, e))?;
-        }
-    }
-    Ok(())
-}
-
-/// Writes `CACHEDIR.TAG` at the root unless something is there already.
-/// Best effort: backup tools that skip caches are a courtesy, and a cache
-/// works without its tag.
-fn write_cachedir_tag(root: &Root) {
-    match root.write_new(layout::CACHEDIR_TAG, layout::CACHEDIR_TAG_CONTENTS.as_bytes()) {
-        Ok(()) => {}
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-        Err(e) => tracing::debug!(error = %e, "could not write CACHEDIR.TAG"),
-    }
-}
-
-#[cfg(test)]
-// The tests build caches from outside, as a peer process would.
-#[allow(clippy::disallowed_methods)]
-mod tests {
-    use std::cell::RefCell;
-
-    use super::*;
-
-    thread_local! {
-        /// Runs once at the pause point in `ensure_marker`, between the check
-        /// for the marker and the listing of the directory.
-        static PAUSE: RefCell<Option<Box<dyn FnOnce()>>> = RefCell::new(None);
-    }
-
-    pub(super) fn pause_before_listing() {
-        if let Some(at_pause) = PAUSE.with(|p| p.borrow_mut().take()) {
-            at_pause();
-        }
-    }
-
-    /// The first-open race: while this process checks an empty directory
-    /// for a marker, a peer creates the cache and publishes an entry. The
-    /// listing then shows that entry, which must not read as "not a cache".
-    #[test]
-    fn a_peer_creating_the_cache_and_an_entry_mid_open_is_not_a_foreign_dir() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("cache");
-        std::fs::create_dir(&path).unwrap();
-        let peer_path = path.clone();
-        PAUSE.with(|p| {
-            *p.borrow_mut() = Some(Box::new(move || {
-                let peer = Cache::open_ambient(&peer_path, Options::default()).unwrap();
-                let key = Key::new("k").unwrap();
-                peer.get_or_fill(&key, Wait::NoWait, |d| std::fs::write(d.path().join("f"), "x")).unwrap();
-            }));
-        });
-        let cache = Cache::open_ambient(&path, Options::default()).unwrap();
-        assert!(cache.get(&Key::new("k").unwrap()).unwrap().is_some());
-    }
-}

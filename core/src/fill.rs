@@ -383,7 +383,6 @@ impl Cache {
     /// entry's name, where the fill then writes. Marked while still private,
     /// so no reader ever sees it unmarked.
     fn move_into_place(&self, key: &Key, out_rel: &str) -> Result<Unfinished, Error> {
-        self.upgrade_format()?;
         let root = self.root();
         let stored = key.stored_name();
         root.set_uncommitted(out_rel, true).map_err(|e| Error::io("mark uncommitted", out_rel, e))?;

@@ -12,7 +12,8 @@
 
 use std::time::SystemTime;
 
-use crate::cache::{Cache, Leased, is_internal};
+use crate::cache::{Cache, Leased};
+use crate::listing::{self, Class};
 use crate::error::Error;
 use crate::holder::{self, Holder};
 use crate::key::Key;
@@ -21,7 +22,7 @@ use crate::limits::{EvictReport, GcOptions, Limits};
 use crate::lock::Deadline;
 use crate::mode::{LockMode, LockName, Wait};
 use crate::probe::owner_alive;
-use crate::sys::{FileKind, Presence};
+
 
 /// Something gc or clean could not reclaim, and why. They go on past it,
 /// and report every one.
@@ -188,12 +189,8 @@ impl Cache {
     /// The caller holds the exclusive lease it took itself.
     fn reclaim_locks(&self, report: &mut GcReport) -> Result<(), Error> {
         let root = self.root();
-        let live: std::collections::HashSet<String> = root
-            .read_dir("")
-            .map_err(|e| Error::io("list", ".", e))?
-            .iter()
-            .filter_map(|e| e.name.to_str().filter(|n| !is_internal(n)).map(crate::key::digest_of))
-            .collect();
+        let live: std::collections::HashSet<String> =
+            listing::list(root)?.into_iter().filter(|i| i.is_entry()).map(|i| i.digest).collect();
         for dir in [LOCKS_DIR, USED_DIR, FAILED_DIR, layout::MANIFESTS_DIR] {
             let names = match root.read_dir(dir) {
                 Ok(names) => names,
@@ -260,9 +257,9 @@ impl Leased {
         // A staging dir for the marker is only ever useful to the process
         // that is about to rename it; once the marker exists, that rename
         // fails and its creator discards it anyway.
-        for entry in root.read_dir("").map_err(|e| Error::io("list", ".", e))? {
-            let staging = entry.kind == crate::sys::FileKind::Dir;
-            if let Some(name) = entry.name.to_str().filter(|n| staging && layout::is_marker_staging(n)) {
+        for item in listing::list(root)?.into_iter().filter(|i| i.class == Class::MarkerStaging) {
+            let name = item.lossy.as_str();
+            {
                 let bytes = root.usage(name).map(|u| u.bytes).unwrap_or(0);
                 // Its creator, having lost the marker race, may be deleting
                 // it at the same time.
@@ -271,6 +268,13 @@ impl Leased {
                     _ => report.bytes += bytes,
                 }
             }
+        }
+        // An upgrade that wrote the new format but was stopped before it
+        // removed its journal left only the plan: every held item had been
+        // moved out before the format was written, and no upgrade runs
+        // beside a gc (it holds the exclusive lease).
+        if let Ok(Some(_)) = root.kind(layout::UPGRADE_DIR) {
+            let _ = root.remove_tree(layout::UPGRADE_DIR);
         }
         report.records = holder::reap_dead(root);
         cache.evict(limits, Some(self), &mut report.evict)?;
@@ -345,17 +349,7 @@ impl Cache {
 
     /// The names at the root that are uncommitted in-place entries.
     fn uncommitted_names(&self) -> Result<Vec<String>, Error> {
-        let root = self.root();
-        let mut out = Vec::new();
-        for entry in root.read_dir("").map_err(|e| Error::io("list", ".", e))? {
-            let Some(name) = entry.name.to_str().filter(|n| entry.kind == FileKind::Dir && !is_internal(n)) else {
-                continue;
-            };
-            if root.presence(name).map_err(|e| Error::io("inspect", name, e))? == Presence::Uncommitted {
-                out.push(name.to_owned());
-            }
-        }
-        Ok(out)
+        Ok(listing::list(self.root())?.into_iter().filter(|i| i.class == Class::Uncommitted).map(|i| i.lossy).collect())
     }
 
     /// Deletes every uncommitted in-place entry whose filler is dead. It
@@ -409,20 +403,17 @@ impl Cache {
     pub(crate) fn scan_entries(&self) -> Result<Vec<Scanned>, Error> {
         let root = self.root();
         let mut out = Vec::new();
-        for entry in root.read_dir("").map_err(|e| Error::io("list", ".", e))? {
-            let stored_name = entry.name.to_string_lossy().into_owned();
-            if is_internal(&stored_name) {
-                continue;
-            }
-            if entry.kind == FileKind::Dir && matches!(root.presence(&stored_name), Ok(Presence::Uncommitted)) {
-                continue;
-            }
-            let usage = root.usage(&entry.name).unwrap_or_default();
-            // A name that is not UTF-8 is not a key.
-            let key = entry.name.to_str().and_then(Key::from_stored_name);
-            let digest = crate::key::digest_of(&stored_name);
-            let stamp = root.modified(&layout::used_marker(&digest)).ok().flatten();
-            out.push(Scanned { stored_name, key, digest, bytes: usage.bytes, modified: usage.modified, stamp });
+        for item in listing::list(root)?.into_iter().filter(|i| i.class == Class::Committed) {
+            let usage = root.usage(&item.name).unwrap_or_default();
+            let stamp = root.modified(&layout::used_marker(&item.digest)).ok().flatten();
+            out.push(Scanned {
+                stored_name: item.lossy,
+                key: item.key,
+                digest: item.digest,
+                bytes: usage.bytes,
+                modified: usage.modified,
+                stamp,
+            });
         }
         Ok(out)
     }

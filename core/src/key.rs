@@ -15,8 +15,9 @@ pub const MAX_STORED_LEN: usize = 255;
 
 /// A validated, relative, `/`-separated entry name.
 ///
-/// Keys are stored flat at the cache root: `/` becomes `%2F` in the stored
-/// name, which is why `%` itself is reserved.
+/// Keys are stored flat at the cache root, under a name that only uses
+/// lowercase ASCII letters, digits and `. - _ + @` (see `name.rs` and
+/// docs/PROTOCOL.md): `git/serde` is stored as `git+serde`, `Lib` as `@lib`.
 ///
 /// ```
 /// use safecache::Key;
@@ -46,13 +47,13 @@ impl Key {
 
     /// The name of the entry at the cache root.
     pub fn stored_name(&self) -> String {
-        self.0.replace('/', "%2F")
+        crate::name::encode(&self.0)
     }
 
     /// Recovers the key from a name stored at the cache root, if that name is
-    /// one a key maps to.
+    /// exactly the one a key maps to.
     pub fn from_stored_name(name: &str) -> Option<Key> {
-        Key::new(&name.replace("%2F", "/")).ok()
+        crate::name::decode(name)
     }
 
     /// A short, fixed-length digest of the key, used to name its lock file and
@@ -91,8 +92,6 @@ pub enum KeyRule {
     Nul,
     /// The key contains a backslash.
     Backslash,
-    /// The key contains `%`, which is reserved for encoding `/`.
-    Percent,
     /// The key contains a control character.
     Control,
     /// The key has an empty component (`a//b`, a trailing `/`).
@@ -115,7 +114,6 @@ impl fmt::Display for KeyRule {
             KeyRule::Absolute => f.write_str("the key is absolute; keys are relative paths inside the cache"),
             KeyRule::Nul => f.write_str("the key contains a NUL byte"),
             KeyRule::Backslash => f.write_str("the key contains a backslash; separate components with `/`"),
-            KeyRule::Percent => f.write_str("the key contains `%`, which safecache reserves"),
             KeyRule::Control => f.write_str("the key contains a control character"),
             KeyRule::EmptyComponent => {
                 f.write_str("the key has an empty component (`//` or a leading or trailing `/`)")
@@ -125,7 +123,11 @@ impl fmt::Display for KeyRule {
             }
             KeyRule::Reserved => f.write_str("names starting with `.safecache` are reserved for safecache's own files"),
             KeyRule::TooLong { len } => {
-                write!(f, "the key is {len} bytes once stored (each `/` counts 3); the limit is {}", MAX_STORED_LEN)
+                write!(
+                    f,
+                    "the key's stored name is {len} bytes (an uppercase letter counts 2, a byte other than \
+                     `a-z 0-9 . - _ /` counts 4); the limit is {MAX_STORED_LEN}"
+                )
             }
         }
     }
@@ -142,7 +144,6 @@ fn check(key: &str) -> Result<(), KeyRule> {
         match c {
             '\0' => return Err(KeyRule::Nul),
             '\\' => return Err(KeyRule::Backslash),
-            '%' => return Err(KeyRule::Percent),
             c if c.is_control() => return Err(KeyRule::Control),
             _ => {}
         }
@@ -157,7 +158,7 @@ fn check(key: &str) -> Result<(), KeyRule> {
             _ => {}
         }
     }
-    let stored = key.len() + 2 * key.matches('/').count();
+    let stored = crate::name::encode(key).len();
     if stored > MAX_STORED_LEN {
         return Err(KeyRule::TooLong { len: stored });
     }
@@ -196,7 +197,7 @@ mod tests {
 
     #[test]
     fn accepts_ordinary_keys() {
-        for key in ["a", "git/serde", "wheels-v6/numpy-2.1.0.whl", ".git", "a b", "é/ü"] {
+        for key in ["a", "git/serde", "wheels-v6/numpy-2.1.0.whl", ".git", "a b", "é/ü", "50%"] {
             assert_eq!(Key::new(key).unwrap().as_str(), key);
         }
     }
@@ -207,7 +208,6 @@ mod tests {
         assert_eq!(rule("/etc/passwd"), KeyRule::Absolute);
         assert_eq!(rule("a\0b"), KeyRule::Nul);
         assert_eq!(rule("a\\b"), KeyRule::Backslash);
-        assert_eq!(rule("a%2Fb"), KeyRule::Percent);
         assert_eq!(rule("a\nb"), KeyRule::Control);
         assert_eq!(rule("a//b"), KeyRule::EmptyComponent);
         assert_eq!(rule("a/"), KeyRule::EmptyComponent);
@@ -223,16 +223,17 @@ mod tests {
 
     #[test]
     fn length_counts_the_stored_form() {
-        let key = "a/".repeat(63) + "a"; // 127 bytes, 63 slashes: 253 stored
-        assert!(Key::new(&key).is_ok());
-        let key = "a/".repeat(64) + "a"; // 129 bytes, 64 slashes: 257 stored
-        assert_eq!(rule(&key), KeyRule::TooLong { len: 257 });
+        assert!(Key::new(&"a/".repeat(127)[..253]).is_ok(), "a slash counts 1");
+        let key = "A".repeat(128); // 128 bytes: 256 stored
+        assert_eq!(rule(&key), KeyRule::TooLong { len: 256 });
+        let key = " ".repeat(64); // 64 bytes: 256 stored
+        assert_eq!(rule(&key), KeyRule::TooLong { len: 256 });
     }
 
     #[test]
     fn stored_name_round_trips() {
         let key = Key::new("git/deps/serde").unwrap();
-        assert_eq!(key.stored_name(), "git%2Fdeps%2Fserde");
+        assert_eq!(key.stored_name(), "git+deps+serde");
         assert_eq!(Key::from_stored_name(&key.stored_name()), Some(key));
         assert_eq!(Key::from_stored_name(".safecache"), None);
     }
@@ -241,7 +242,7 @@ mod tests {
         /// Whatever a caller passes, an accepted key maps to exactly one
         /// safe name directly at the cache root, and back.
         #[test]
-        fn accepted_keys_stay_inside_the_cache(raw in "[a-z./%\\\\\\x00\\n -]{0,12}|\\PC{0,40}") {
+        fn accepted_keys_stay_inside_the_cache(raw in "[a-zA-Z./%\\\\\\x00\\n -]{0,12}|\\PC{0,40}") {
             if let Ok(key) = Key::new(&raw) {
                 let stored = key.stored_name();
                 proptest::prop_assert!(!stored.contains('/') && !stored.contains('\\') && !stored.contains('\0'));

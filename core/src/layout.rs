@@ -9,14 +9,24 @@
 /// The marker directory at the cache root.
 pub const MARKER_DIR: &str = ".safecache";
 /// The format version this build writes. Format 2 added entries built in
-/// place, which carry the uncommitted mark until committed; a format-1
-/// reader would serve them half-built, so a cache is upgraded before its
-/// first in-place fill.
-pub const FORMAT_VERSION: u32 = 2;
-/// The oldest format this build reads (and writes, except in-place fills).
+/// place, which carry the uncommitted mark until committed. Format 3 names
+/// entries so that no two keys share a directory on any filesystem and
+/// every name is safe where tools put paths (`name.rs`), and records the
+/// filesystem probe. A format-2 reader would take `git+serde` for the key
+/// `git+serde`, so it must refuse format 3, and does.
+pub const FORMAT_VERSION: u32 = 3;
+/// The oldest format this build reads: a cache in it is upgraded to
+/// [`FORMAT_VERSION`] when this build first opens it (`format.rs`).
 pub const OLDEST_FORMAT_VERSION: u32 = 1;
 
 pub(crate) const FORMAT_FILE: &str = ".safecache/format";
+/// What the filesystem does to names, probed when the cache was made
+/// (`format.rs`).
+pub(crate) const FILESYSTEM_FILE: &str = ".safecache/filesystem";
+/// The upgrade's journal, while an upgrade is under way (`format.rs`).
+pub(crate) const UPGRADE_DIR: &str = ".safecache/upgrade";
+/// The upgrade's plan, inside its journal.
+pub(crate) const UPGRADE_PLAN: &str = ".safecache/upgrade/plan.json";
 /// The per-cache settings (config.rs); optional.
 pub(crate) const CONFIG_FILE: &str = ".safecache/config.json";
 pub(crate) const LEASE_LOCK: &str = ".safecache/lease.lock";
@@ -88,6 +98,23 @@ pub(crate) fn format_contents_of(version: u32) -> String {
 /// The version a format file's bytes name, if this build reads it.
 pub(crate) fn readable_format(bytes: &[u8]) -> Option<u32> {
     (OLDEST_FORMAT_VERSION..=FORMAT_VERSION).find(|&v| bytes == format_contents_of(v).as_bytes())
+}
+
+/// The journal being written, renamed to [`UPGRADE_DIR`] once its plan is
+/// durable. Only a holder of the exclusive lease writes one.
+pub(crate) fn upgrade_staging(random: &str) -> String {
+    format!("{MARKER_DIR}/upgrade.{random}")
+}
+
+/// Present once every old name has been moved into the journal.
+pub(crate) fn upgrade_phase2() -> String {
+    format!("{UPGRADE_DIR}/phase2")
+}
+
+/// An item the upgrade holds between its two phases: the entry, manifest
+/// or last-use stamp of the plan's `i`-th rename.
+pub(crate) fn upgrade_held(i: &str, what: &str) -> String {
+    format!("{UPGRADE_DIR}/{i}.{what}")
 }
 
 /// The gate of the lease or of an entry lock (`lease.gate`,
@@ -200,6 +227,7 @@ mod tests {
         let temp_dir = format!("{}/", temp("<d>", "<r>"));
         vec![
             FORMAT_FILE.to_owned(),
+            FILESYSTEM_FILE.to_owned(),
             CONFIG_FILE.to_owned(),
             LEASE_LOCK.to_owned(),
             gate_of(LEASE_LOCK).unwrap_or_default(),
@@ -223,6 +251,11 @@ mod tests {
             format!("{}/{QUARANTINED_ENTRY}", quarantine_item("<d>", "<r>")),
             format!("{}/{QUARANTINED_MANIFEST}", quarantine_item("<d>", "<r>")),
             format!("{}/{QUARANTINED_REPORT}", quarantine_item("<d>", "<r>")),
+            format!("{UPGRADE_DIR}/"),
+            UPGRADE_PLAN.to_owned(),
+            upgrade_phase2(),
+            upgrade_held("<i>", "<entry|manifest|used>"),
+            format!("{}/", upgrade_staging("<r>")),
         ]
     }
 
@@ -259,10 +292,11 @@ mod tests {
         assert_eq!(gate_of(&entry_lock("ab")).as_deref(), Some(".safecache/locks/ab.gate"));
         assert_eq!(gate_of(LEASE_LOCK).as_deref(), Some(".safecache/lease.gate"));
         assert_eq!(gate_of(GC_LOCK), None);
-        assert_eq!(format_contents(), "safecache-format 2\n");
+        assert_eq!(format_contents(), "safecache-format 3\n");
         assert_eq!(readable_format(b"safecache-format 1\n"), Some(1));
         assert_eq!(readable_format(b"safecache-format 2\n"), Some(2));
-        assert_eq!(readable_format(b"safecache-format 3\n"), None);
+        assert_eq!(readable_format(b"safecache-format 3\n"), Some(3));
+        assert_eq!(readable_format(b"safecache-format 4\n"), None);
         assert!(is_marker_staging(&format!("{MARKER_STAGING_PREFIX}{}", random_suffix().unwrap())));
         assert!(!is_marker_staging(".safecache.init-notes"), "a user's file with the prefix");
     }

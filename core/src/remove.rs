@@ -13,7 +13,8 @@
 
 use std::path::Path;
 
-use crate::cache::{Cache, Leased, is_internal};
+use crate::cache::{Cache, Leased};
+use crate::format::is_internal;
 use crate::error::Error;
 use crate::gc::{Failure, GcReport};
 use crate::key::{Key, digest_of};

@@ -19,7 +19,8 @@
 use std::ffi::{OsStr, OsString};
 use std::path::Path;
 
-use crate::cache::{Cache, Leased, is_internal};
+use crate::cache::{Cache, Leased};
+use crate::format::is_internal;
 use crate::display::escape;
 use crate::error::Error;
 use crate::key::{Key, digest_of};

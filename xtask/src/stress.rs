@@ -40,6 +40,12 @@ pub(crate) const VERIFY: &str = "__stress-verify";
 /// The keys every worker picks from: few, so that operations collide; with
 /// `/` so that the stored-name encoding is exercised.
 const KEYS: [&str; 6] = ["alpha", "stress/beta", "stress/gamma", "a/b/delta", "epsilon", "zeta"];
+
+/// The entry name of one of [`KEYS`] (lowercase, digits and `/`), as
+/// format 3 writes it (docs/PROTOCOL.md, "Entry names").
+fn stored_name(key: &str) -> String {
+    key.replace('/', "+")
+}
 /// The `--lock-timeout` values an operation picks from.
 const TIMEOUTS: [&str; 4] = ["0", "0.5", "2", "5"];
 /// Every process of one stress run carries `SAFECACHE_STRESS_RUN=<tag>`,
@@ -528,7 +534,7 @@ fn final_checks(bin: &Path, cache: &Path, failures: &mut Failures) -> EndState {
         }
     };
     for name in names.iter().filter(|n| *n != ".safecache" && *n != "CACHEDIR.TAG") {
-        let key = name.replace("%2F", "/");
+        let key = name.replace('+', "/");
         if !KEYS.contains(&key.as_str()) {
             failures.add(format!("unexpected item `{name}` at the cache root after gc"));
             continue;
@@ -926,7 +932,7 @@ fn verify_unpinned(path: &Path, key: &str) -> Read {
 pub(crate) fn verify(args: &[String]) -> Result<()> {
     let [key] = args else { bail!("usage: xtask {VERIFY} KEY") };
     let dir = std::env::var_os("SAFECACHE_DIR").context("SAFECACHE_DIR is not set: run this under `run --pin`")?;
-    let path = Path::new(&dir).join(key.replace('/', "%2F"));
+    let path = Path::new(&dir).join(stored_name(key));
     if let Err(reason) = verify_entry(&path, key) {
         eprintln!("stress-verify: the pinned entry `{key}` at {} is incomplete: {reason}", path.display());
         std::process::exit(VERIFY_PARTIAL);
@@ -1076,7 +1082,7 @@ impl Worker {
     }
 
     fn entry_path(&self, key: &str) -> PathBuf {
-        self.cache.join(key.replace('/', "%2F"))
+        self.cache.join(stored_name(key))
     }
 
     /// The entry's path, which `run --key` and `path` print as their last
