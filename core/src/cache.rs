@@ -14,8 +14,8 @@ use std::time::Duration;
 use crate::config::{self, Config};
 use crate::durability::Durability;
 use crate::error::Error;
-use crate::key::Key;
 use crate::format::{self as marker, check_trust, ensure_marker, write_cachedir_tag};
+use crate::key::Key;
 use crate::layout::{self, FORMAT_VERSION, LEASE_LOCK};
 use crate::lock::{self, Deadline, Held, WaitObserver};
 use crate::mode::{LockMode, LockName, Wait};
@@ -503,4 +503,3 @@ impl Cache {
         self.lease_by(LockMode::Shared, deadline)?.pin_by(key, deadline)
     }
 }
-

@@ -21,10 +21,10 @@ use serde::{Deserialize, Serialize};
 use crate::cache::{Cache, Open, Options};
 use crate::error::Error;
 use crate::layout::{self, FORMAT_FILE, FORMAT_VERSION, MARKER_DIR, MARKER_STAGING_PREFIX};
+use crate::listing::Class;
 use crate::lock::Deadline;
 use crate::mode::LockMode;
 use crate::name;
-use crate::listing::Class;
 use crate::sys::{self, Root};
 
 /// The largest format file read; the real one is 20 bytes.
@@ -259,6 +259,11 @@ fn clear_adopted_marks(root: &Root) -> Result<(), Error> {
     for item in crate::listing::list(root)?.into_iter().filter(|i| i.class == Class::Uncommitted) {
         let name = item.lossy.as_str();
         root.set_uncommitted(name, false).map_err(|e| Error::io("adopt", name, e))?;
+        // The mode is the directory's own metadata: only its own fsync makes
+        // the cleared bit durable. Without it, a power cut after the new
+        // marker or format is durable brings the bit back, and gc deletes
+        // the entry as a dead in-place fill (power-upgrade, seed 1).
+        root.sync_metadata_dir(name).map_err(|e| Error::io("sync", name, e))?;
     }
     Ok(())
 }
@@ -319,7 +324,10 @@ pub(crate) fn upgrade(cache: &Cache, deadline: Deadline) -> Result<(), Error> {
         Some(_) => {
             let bytes = root.read(layout::UPGRADE_PLAN, MAX_PLAN_LEN).map_err(|e| upgrade_error(path, e))?;
             serde_json::from_slice::<Plan>(&bytes).map_err(|e| {
-                upgrade_error(path, io::Error::new(io::ErrorKind::InvalidData, format!("its journal is unreadable: {e}")))
+                upgrade_error(
+                    path,
+                    io::Error::new(io::ErrorKind::InvalidData, format!("its journal is unreadable: {e}")),
+                )
             })?
         }
         None => {
@@ -435,7 +443,10 @@ fn apply_plan(root: &Root, plan: &Plan) -> io::Result<()> {
                         // behind the journal's back: keep the one in place,
                         // and let gc reclaim the other.
                         tracing::warn!(entry = %to, "an entry already had its new name; the old one goes to trash");
-                        let trash = layout::trash_item(&crate::key::digest_of(&to), &layout::random_suffix().map_err(io::Error::other)?);
+                        let trash = layout::trash_item(
+                            &crate::key::digest_of(&to),
+                            &layout::random_suffix().map_err(io::Error::other)?,
+                        );
                         root.rename(&held, &trash)?;
                     }
                     other => other?,
@@ -565,7 +576,9 @@ pub(crate) mod tests {
             fs::create_dir_all(path.join(".safecache").join(sub)).unwrap();
         }
         fs::write(path.join(".safecache/format"), format!("safecache-format {version}\n")).unwrap();
-        for (old, content) in [("a%2Fb", "a/b"), ("a+b", "a+b"), ("git%2Fserde", "git/serde"), ("Lib", "Lib"), ("plain", "plain")] {
+        for (old, content) in
+            [("a%2Fb", "a/b"), ("a+b", "a+b"), ("git%2Fserde", "git/serde"), ("Lib", "Lib"), ("plain", "plain")]
+        {
             fs::create_dir(path.join(old)).unwrap();
             fs::write(path.join(old).join("f"), content).unwrap();
         }

@@ -14,8 +14,8 @@
 use std::path::Path;
 
 use crate::cache::{Cache, Leased};
-use crate::format::is_internal;
 use crate::error::Error;
+use crate::format::is_internal;
 use crate::gc::{Failure, GcReport};
 use crate::key::{Key, digest_of};
 use crate::layout::{self, FAILED_DIR, LOCKS_DIR, MANIFESTS_DIR, QUARANTINE_DIR, USED_DIR};

@@ -20,9 +20,9 @@ use std::ffi::{OsStr, OsString};
 use std::path::Path;
 
 use crate::cache::{Cache, Leased};
-use crate::format::is_internal;
 use crate::display::escape;
 use crate::error::Error;
+use crate::format::is_internal;
 use crate::key::{Key, digest_of};
 use crate::layout::{self, QUARANTINE_DIR, QUARANTINED_ENTRY, QUARANTINED_MANIFEST, QUARANTINED_REPORT};
 use crate::lock::Deadline;

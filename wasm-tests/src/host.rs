@@ -15,6 +15,7 @@ use rand::{RngCore, SeedableRng};
 use wasmtime::Result;
 use wasmtime::{CallHook, Caller, Config, Engine, InstancePre, Linker, Module, Store, StoreContextMut};
 use wasmtime_wasi::p1::WasiP1Ctx;
+use wasmtime_wasi::p1::wasi_snapshot_preview1;
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{FsPerms, HostMonotonicClock, HostWallClock, WasiCtxBuilder};
 
@@ -35,6 +36,11 @@ pub(crate) struct Proc {
     /// The shared directory on the host, to find the files locks name.
     dir: Arc<PathBuf>,
     world: Arc<Mutex<World>>,
+    /// Whether this process sees a filesystem that folds case and Unicode
+    /// normalization (see [`fold`]).
+    fold: bool,
+    /// A page of guest memory the host grew for folded paths, once it has.
+    scratch: Option<u64>,
 }
 
 pub(crate) fn lock_world(world: &Mutex<World>) -> MutexGuard<'_, World> {
@@ -77,6 +83,9 @@ impl Host {
         let module = load_module(&engine, wasm, &bytes)?;
         let mut linker: Linker<Proc> = Linker::new(&engine);
         wasmtime_wasi::p1::add_to_linker_async(&mut linker, |p: &mut Proc| &mut p.wasi)?;
+        linker.allow_shadowing(true);
+        define_folding(&mut linker)?;
+        linker.allow_shadowing(false);
         define_imports(&mut linker)?;
         let pre = linker.instantiate_pre(&module)?;
         Ok(Host { engine, pre })
@@ -90,8 +99,10 @@ impl Host {
         pid: u32,
         seed: u64,
         args: &[String],
+        fold: bool,
     ) -> anyhow::Result<(Running, MemoryOutputPipe)> {
-        self.spawn_inner(world, dir, pid, seed, args).map_err(|e| anyhow::anyhow!("starting process {pid}: {e:?}"))
+        self.spawn_inner(world, dir, pid, seed, args, fold)
+            .map_err(|e| anyhow::anyhow!("starting process {pid}: {e:?}"))
     }
 
     fn spawn_inner(
@@ -101,6 +112,7 @@ impl Host {
         pid: u32,
         seed: u64,
         args: &[String],
+        fold: bool,
     ) -> Result<(Running, MemoryOutputPipe)> {
         let clock = lock_world(world).clock.clone();
         let stderr = MemoryOutputPipe::new(64 * 1024);
@@ -123,7 +135,14 @@ impl Host {
             .insecure_random_seed(u128::from(rng.next_u64()))
             .wall_clock(WallClock(clock.clone()))
             .monotonic_clock(MonotonicClock(clock));
-        let proc = Proc { wasi: builder.build_p1(), pid, dir: Arc::new(dir.to_owned()), world: Arc::clone(world) };
+        let proc = Proc {
+            wasi: builder.build_p1(),
+            pid,
+            dir: Arc::new(dir.to_owned()),
+            world: Arc::clone(world),
+            fold,
+            scratch: None,
+        };
         let mut store = Store::new(&self.engine, proc);
         store.set_fuel(u64::MAX)?;
         store.fuel_async_yield_interval(Some(FUEL_SLICE))?;
@@ -194,6 +213,218 @@ fn beneath(dir: &Path, rel: &str) -> Option<PathBuf> {
     rel.components().all(|c| matches!(c, std::path::Component::Normal(_))).then(|| dir.join(rel))
 }
 
+/// `rel` (relative to the cache root) on the host, as the process's
+/// filesystem resolves it (folded, in a case-folding run).
+fn host_path(proc: &Proc, rel: &str) -> Option<PathBuf> {
+    let path = beneath(&proc.dir, rel)?;
+    Some(if proc.fold { fold_host_path(&proc.dir, &path) } else { path })
+}
+
+/// The descriptor of the cache directory the host preopens (the first
+/// after stdin, stdout and stderr). std's WASI resolves every absolute
+/// path beneath `/cache` against it, and the core's root uses such paths.
+const PREOPEN_FD: i32 = 3;
+
+/// Replaces one WASI path function with one that first folds its paths
+/// (see [`define_folding`]) and then calls WASI's own implementation.
+macro_rules! folded {
+    ($linker:ident, $func:ident, ($($arg:ident: $ty:ty),*), [$(($slot:literal, $fd:ident, $ptr:ident, $len:ident)),*]) => {
+        $linker.func_wrap_async(
+            "wasi_snapshot_preview1",
+            stringify!($func),
+            #[allow(unused_mut)]
+            |mut caller: Caller<'_, Proc>, ($(mut $arg,)*): ($($ty,)*)| {
+                Box::new(async move {
+                    if caller.data().fold {
+                        $(fold_arg(&mut caller, $slot, $fd, &mut $ptr, &mut $len)?;)*
+                    }
+                    let memory = guest_memory(&mut caller)?;
+                    let (mem, proc) = memory.data_and_store_mut(&mut caller);
+                    let mut mem = wiggle::GuestMemory::Unshared(mem);
+                    wasi_snapshot_preview1::$func(&mut proc.wasi, &mut mem, $($arg),*).await
+                })
+            },
+        )?;
+    };
+}
+
+/// Replaces WASI's path functions with ones that, in a case-folding run,
+/// first resolve each path beneath the preopened directory as a
+/// case-insensitive, normalization-insensitive, case-preserving filesystem
+/// would (APFS, ext4 casefold, SMB): a name that folds to an existing one
+/// in its directory names that one. The folded path is written to a page
+/// of guest memory the host grew for it, which the guest's allocator never
+/// hands out, and WASI's own function reads it there. Names the process
+/// reads back (`fd_readdir`) keep the spelling they were made with.
+fn define_folding(linker: &mut Linker<Proc>) -> Result<()> {
+    folded!(linker, path_create_directory, (fd: i32, p: i32, l: i32), [(0, fd, p, l)]);
+    folded!(linker, path_filestat_get, (fd: i32, flags: i32, p: i32, l: i32, buf: i32), [(0, fd, p, l)]);
+    folded!(
+        linker,
+        path_filestat_set_times,
+        (fd: i32, flags: i32, p: i32, l: i32, atim: i64, mtim: i64, fst: i32),
+        [(0, fd, p, l)]
+    );
+    folded!(
+        linker,
+        path_link,
+        (fd: i32, flags: i32, p: i32, l: i32, fd2: i32, p2: i32, l2: i32),
+        [(0, fd, p, l), (1, fd2, p2, l2)]
+    );
+    folded!(
+        linker,
+        path_open,
+        (fd: i32, dirflags: i32, p: i32, l: i32, oflags: i32, base: i64, inheriting: i64, fdflags: i32, out: i32),
+        [(0, fd, p, l)]
+    );
+    folded!(linker, path_readlink, (fd: i32, p: i32, l: i32, buf: i32, buf_len: i32, used: i32), [(0, fd, p, l)]);
+    folded!(linker, path_remove_directory, (fd: i32, p: i32, l: i32), [(0, fd, p, l)]);
+    folded!(
+        linker,
+        path_rename,
+        (fd: i32, p: i32, l: i32, fd2: i32, p2: i32, l2: i32),
+        [(0, fd, p, l), (1, fd2, p2, l2)]
+    );
+    folded!(linker, path_symlink, (target: i32, target_len: i32, fd: i32, p: i32, l: i32), [(0, fd, p, l)]);
+    folded!(linker, path_unlink_file, (fd: i32, p: i32, l: i32), [(0, fd, p, l)]);
+    Ok(())
+}
+
+fn guest_memory(caller: &mut Caller<'_, Proc>) -> Result<wasmtime::Memory> {
+    caller
+        .get_export("memory")
+        .and_then(|e| e.into_memory())
+        .ok_or_else(|| wasmtime::format_err!("the guest exports no memory"))
+}
+
+/// Folds the path at `(ptr, len)` if it is relative to the preopened
+/// directory: writes the folded spelling to half `slot` of the scratch page
+/// and points `ptr` and `len` at it.
+fn fold_arg(caller: &mut Caller<'_, Proc>, slot: u64, fd: i32, ptr: &mut i32, len: &mut i32) -> Result<()> {
+    const HALF: u64 = 32_768;
+    if fd != PREOPEN_FD {
+        // Beneath a directory the process opened: names it read there.
+        return Ok(());
+    }
+    let memory = guest_memory(caller)?;
+    let (p, l) = (ptr.cast_unsigned() as usize, len.cast_unsigned() as usize);
+    let Some(raw) = memory.data(&*caller).get(p..p.saturating_add(l)).map(<[u8]>::to_vec) else { return Ok(()) };
+    let folded = fold_rel(&caller.data().dir, &raw);
+    if folded == raw {
+        return Ok(());
+    }
+    if folded.len() as u64 > HALF {
+        return Err(wasmtime::format_err!("a folded path longer than {HALF} bytes"));
+    }
+    let base = match caller.data().scratch {
+        Some(base) => base,
+        None => {
+            let base = memory.grow(&mut *caller, 1)? * 65_536;
+            caller.data_mut().scratch = Some(base);
+            base
+        }
+    };
+    let at = base + slot * HALF;
+    memory.write(&mut *caller, at as usize, &folded)?;
+    *ptr = (at as u32).cast_signed();
+    *len = (folded.len() as u32).cast_signed();
+    Ok(())
+}
+
+/// `path` beneath `dir`, each component resolved by [`fold_rel`].
+pub(crate) fn fold_host_path(dir: &Path, path: &Path) -> PathBuf {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(rel) = path.strip_prefix(dir) else { return path.to_owned() };
+    let folded = fold_rel(dir, rel.as_os_str().as_bytes());
+    dir.join(std::ffi::OsStr::from_bytes(&folded))
+}
+
+/// Resolves `rel` beneath `dir` as a case-insensitive, case-preserving
+/// filesystem does: each component that is not there as spelled, but
+/// folds (see [`fold`]) to a name that is, becomes that name. A path with
+/// `..` is left alone.
+fn fold_rel(dir: &Path, rel: &[u8]) -> Vec<u8> {
+    use std::os::unix::ffi::OsStrExt;
+    let parts: Vec<&[u8]> = rel.split(|&b| b == b'/').collect();
+    if parts.iter().any(|p| *p == b"..") {
+        return rel.to_vec();
+    }
+    let mut host = dir.to_path_buf();
+    let mut out: Vec<Vec<u8>> = Vec::new();
+    for part in parts {
+        if part.is_empty() || part == b"." {
+            out.push(part.to_vec());
+            continue;
+        }
+        let name = std::ffi::OsStr::from_bytes(part);
+        let mut chosen = part.to_vec();
+        if std::fs::symlink_metadata(host.join(name)).is_err()
+            && let Ok(entries) = std::fs::read_dir(&host)
+        {
+            let want = fold(&String::from_utf8_lossy(part));
+            let mut found: Vec<Vec<u8>> = entries
+                .filter_map(|e| e.ok())
+                .map(|e| e.file_name().as_bytes().to_vec())
+                .filter(|n| fold(&String::from_utf8_lossy(n)) == want)
+                .collect();
+            found.sort();
+            if let Some(first) = found.into_iter().next() {
+                chosen = first;
+            }
+        }
+        host.push(std::ffi::OsStr::from_bytes(&chosen));
+        out.push(chosen);
+    }
+    out.join(&b'/')
+}
+
+/// What a case-insensitive, normalizing filesystem compares: the name in
+/// lowercase, with the Latin-1 letters decomposed into a base letter and a
+/// combining accent (`é` as U+00E9 and as `e` + U+0301 are one name, as on
+/// APFS). Other compositions are not modelled: the names safecache writes
+/// are ASCII, and the scenario's keys use these.
+pub(crate) fn fold(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    for c in name.chars().flat_map(char::to_lowercase) {
+        let (base, accent) = match c {
+            'à' => ('a', '\u{300}'),
+            'á' => ('a', '\u{301}'),
+            'â' => ('a', '\u{302}'),
+            'ã' => ('a', '\u{303}'),
+            'ä' => ('a', '\u{308}'),
+            'å' => ('a', '\u{30a}'),
+            'ç' => ('c', '\u{327}'),
+            'è' => ('e', '\u{300}'),
+            'é' => ('e', '\u{301}'),
+            'ê' => ('e', '\u{302}'),
+            'ë' => ('e', '\u{308}'),
+            'ì' => ('i', '\u{300}'),
+            'í' => ('i', '\u{301}'),
+            'î' => ('i', '\u{302}'),
+            'ï' => ('i', '\u{308}'),
+            'ñ' => ('n', '\u{303}'),
+            'ò' => ('o', '\u{300}'),
+            'ó' => ('o', '\u{301}'),
+            'ô' => ('o', '\u{302}'),
+            'õ' => ('o', '\u{303}'),
+            'ö' => ('o', '\u{308}'),
+            'ù' => ('u', '\u{300}'),
+            'ú' => ('u', '\u{301}'),
+            'û' => ('u', '\u{302}'),
+            'ü' => ('u', '\u{308}'),
+            'ý' => ('y', '\u{301}'),
+            'ÿ' => ('y', '\u{308}'),
+            other => {
+                out.push(other);
+                continue;
+            }
+        };
+        out.push(base);
+        out.push(accent);
+    }
+    out
+}
+
 fn define_imports(linker: &mut Linker<Proc>) -> Result<()> {
     linker.func_wrap("sim", "report", |mut caller: Caller<'_, Proc>, ptr: u32, len: u32| -> Result<()> {
         let line = guest_str(&mut caller, ptr, len)?;
@@ -227,12 +458,14 @@ fn define_imports(linker: &mut Linker<Proc>) -> Result<()> {
         |mut caller: Caller<'_, Proc>, (ptr, len, mode, timeout_ms): (u32, u32, u32, i64)| {
             let path = guest_str(&mut caller, ptr, len);
             let pid = caller.data().pid;
+            let fold = caller.data().fold;
             let dir = Arc::clone(&caller.data().dir);
             let world = Arc::clone(&caller.data().world);
             Box::new(async move {
                 let path = path?;
                 let Some(mode) = Mode::from_wasm(mode) else { return Ok(-2) };
                 let Some(host_path) = beneath(&dir, &path) else { return Ok(-2) };
+                let host_path = if fold { fold_host_path(&dir, &host_path) } else { host_path };
                 // Like flock, the lock belongs to the file the path names now
                 // (or named, if it has been unlinked since the guest opened it).
                 let found = std::fs::metadata(&host_path).ok().map(|meta| (meta.dev(), meta.ino()));
@@ -272,7 +505,7 @@ fn define_imports(linker: &mut Linker<Proc>) -> Result<()> {
         "marked",
         |mut caller: Caller<'_, Proc>, ptr: u32, len: u32| -> Result<i32> {
             let path = guest_str(&mut caller, ptr, len)?;
-            Ok(beneath(&caller.data().dir, &path).map_or(-2, |p| set_mark(&p, None)))
+            Ok(host_path(caller.data(), &path).map_or(-2, |p| set_mark(&p, None)))
         },
     )?;
     linker.func_wrap(
@@ -280,14 +513,14 @@ fn define_imports(linker: &mut Linker<Proc>) -> Result<()> {
         "set_mark",
         |mut caller: Caller<'_, Proc>, ptr: u32, len: u32, on: u32| -> Result<i32> {
             let path = guest_str(&mut caller, ptr, len)?;
-            Ok(beneath(&caller.data().dir, &path).map_or(-2, |p| set_mark(&p, Some(on != 0))))
+            Ok(host_path(caller.data(), &path).map_or(-2, |p| set_mark(&p, Some(on != 0))))
         },
     )?;
     // An fsync: the host records the synced state as durable (power.rs).
     linker.func_wrap("safecache_host", "sync", |mut caller: Caller<'_, Proc>, ptr: u32, len: u32| -> Result<i32> {
         let path = guest_str(&mut caller, ptr, len)?;
         let dir = Arc::clone(&caller.data().dir);
-        let host_path = if path.is_empty() { Some(dir.to_path_buf()) } else { beneath(&dir, &path) };
+        let host_path = if path.is_empty() { Some(dir.to_path_buf()) } else { host_path(caller.data(), &path) };
         let Some(host_path) = host_path else { return Ok(-2) };
         Ok(lock_world(&caller.data().world).durable.sync(&host_path))
     })?;

@@ -30,7 +30,7 @@ use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 
 pub use host::Host;
 pub use power::Keep;
-pub use scenario::{Scenario, Variant};
+pub use scenario::{OldFormat, Scenario, Variant};
 
 use host::{Running, lock_world};
 use world::World;
@@ -40,6 +40,8 @@ use world::World;
 const FILES: usize = 3;
 /// How [`check_files`] names files of two different fills in one entry.
 const MIXED: &str = "mixed fills";
+/// How [`check_owner`] names an entry that holds another key's content.
+const OTHER_KEY: &str = "it holds the content of another key,";
 /// Virtual time that passes per scheduling step.
 const STEP_NS: u64 = 10_000;
 /// A run that takes more steps than this is reported as a livelock.
@@ -250,12 +252,14 @@ struct Run<'a> {
     race_start: Option<usize>,
     /// How many reports came before the power cut, once it has happened.
     cut_reports: Option<usize>,
+    /// Whether the guests see a case-insensitive filesystem.
+    case_fold: bool,
 }
 
 impl Run<'_> {
     fn spawn(&mut self, args: &[String], index: Option<usize>, child: bool) -> Result<usize> {
         let pid = u32::try_from(self.slots.len()).unwrap_or(u32::MAX) + 1;
-        let (running, stderr) = self.host.spawn(&self.world, self.dir, pid, self.seed, args)?;
+        let (running, stderr) = self.host.spawn(&self.world, self.dir, pid, self.seed, args, self.case_fold)?;
         let mut world = lock_world(&self.world);
         world.event(pid, format!("spawn `{}`", args.join(" ")));
         if child {
@@ -427,7 +431,13 @@ pub fn run(host: &Host, scenario: &Scenario, seed: u64, kill: Option<KillPlan>) 
         power: power_for_seed(scenario, seed),
         race_start: None,
         cut_reports: None,
+        case_fold: scenario.case_fold,
     };
+    let old_format = scenario.old_format(seed);
+    if let Some(version) = old_format {
+        write_old_cache(tmp.path(), version).context("writing the old-format cache")?;
+        lock_world(&run.world).event(0, format!("wrote a format-{version} cache by hand"));
+    }
     for role in &scenario.setup {
         let i = run.spawn(role, None, false)?;
         run.drive(vec![i])?;
@@ -462,7 +472,13 @@ pub fn run(host: &Host, scenario: &Scenario, seed: u64, kill: Option<KillPlan>) 
     check_power(&mut run, scenario, tmp.path());
     check_waits(&mut run);
     check_children(&mut run);
-    check_disk(tmp.path(), &mut run.violations)?;
+    check_disk(tmp.path(), scenario, &mut run.violations)?;
+    if old_format.is_some() {
+        check_upgraded(&mut run, scenario, tmp.path())?;
+    }
+    if scenario.case_fold {
+        check_folding(tmp.path(), &mut run.violations);
+    }
     let mut steps = vec![0; scenario.procs.len()];
     for slot in &run.slots {
         if let Some(index) = slot.index {
@@ -513,6 +529,7 @@ fn check_processes(run: &mut Run<'_>) {
     // more fill.
     let mut faulted = 0;
     let mut unpinned_mixed = Vec::new();
+    let installs = install_sources(run.slots.iter().map(|s| &s.args));
     let v = &mut run.violations;
     for slot in &run.slots {
         let name = format!("p{} `{}`", slot.pid, slot.args.join(" "));
@@ -530,7 +547,7 @@ fn check_processes(run: &mut Run<'_>) {
                             v.push(format!("{name}: pinned entry `{key}` vanished while it was read"));
                         }
                     } else if *seen != "absent"
-                        && let Err(why) = check_entry_listing(seen)
+                        && let Err(why) = check_entry_listing(seen, &allowed_content(&installs, key))
                     {
                         // An unpinned reader reads file by file by path: if
                         // the entry is removed and filled again meanwhile, it
@@ -777,7 +794,7 @@ fn check_power(run: &mut Run<'_>, scenario: &Scenario, dir: &Path) {
     }
     drop(world);
     for (key, expect) in expect {
-        let present = dir.join(&key).exists();
+        let present = stored_name(&key).is_some_and(|name| dir.join(name).exists());
         match expect {
             Expect::Present if !present => run
                 .violations
@@ -790,8 +807,69 @@ fn check_power(run: &mut Run<'_>, scenario: &Scenario, dir: &Path) {
     }
 }
 
-/// Checks a reader's `files f0=..,f1=..` observation: all files, one fill.
-fn check_entry_listing(seen: &str) -> Result<(), String> {
+/// `install S D` roles: the entry of `D` holds a copy of `S`'s files.
+fn install_sources<'a>(roles: impl Iterator<Item = &'a Vec<String>>) -> BTreeMap<String, Vec<String>> {
+    let mut out: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for args in roles {
+        if let [role, src, dst, ..] = args.as_slice()
+            && role.starts_with("install")
+        {
+            out.entry(dst.clone()).or_default().push(src.clone());
+        }
+    }
+    out
+}
+
+/// The keys whose fills may have written the files of `key`'s entry: the
+/// key itself, or the source of an install into it.
+fn allowed_content(installs: &BTreeMap<String, Vec<String>>, key: &str) -> Vec<String> {
+    let mut out = vec![key.to_owned()];
+    out.extend(installs.get(key).into_iter().flatten().cloned());
+    out
+}
+
+/// The name of `key`'s entry at the cache root in format 3, spelled here
+/// from docs/PROTOCOL.md's table ("Entry names"), independently of the
+/// core (`core/src/name.rs`), so the oracle checks the core's spelling too:
+/// `a`-`z`, `0`-`9`, `.`, `-`, `_` as themselves, `/` as `+`, an uppercase
+/// letter as `@` and the letter, any other byte as `@@` and two hex digits,
+/// and a first (or last) byte escaped where the name would start with `.`
+/// or `-`, end with `.`, or be a reserved name.
+fn stored_name(key: &str) -> Option<String> {
+    let bytes = key.as_bytes();
+    if bytes.is_empty() || bytes.contains(&0) || key.split('/').any(str::is_empty) {
+        return None;
+    }
+    let plain = |b: u8| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'.' | b'-' | b'_');
+    let flat = key.replace('/', "+");
+    let stem = flat.split('.').next().unwrap_or(&flat);
+    let reserved = flat == "lost+found"
+        || matches!(stem, "con" | "prn" | "aux" | "nul")
+        || (stem.len() == 4
+            && (stem.starts_with("com") || stem.starts_with("lpt"))
+            && stem.as_bytes()[3].is_ascii_digit());
+    let last = bytes.len() - 1;
+    let mut out = String::new();
+    for (i, &b) in bytes.iter().enumerate() {
+        let edge = (b == b'.' && (i == 0 || i == last)) || (b == b'-' && i == 0) || (i == 0 && reserved);
+        if edge || !(plain(b) || b == b'/' || b.is_ascii_uppercase()) {
+            out.push_str(&format!("@@{b:02x}"));
+        } else if b == b'/' {
+            out.push('+');
+        } else if b.is_ascii_uppercase() {
+            out.push('@');
+            out.push(char::from(b.to_ascii_lowercase()));
+        } else {
+            out.push(char::from(b));
+        }
+    }
+    Some(out)
+}
+
+/// Checks a reader's `files f0=..,f1=..` observation: all files, one fill
+/// of one of the keys `allowed` (the read key: a read of `lib` must never
+/// see the entry of `Lib`).
+fn check_entry_listing(seen: &str, allowed: &[String]) -> Result<(), String> {
     let Some(list) = seen.strip_prefix("files ").or_else(|| (seen == "files").then_some("")) else {
         return Err("unreadable observation".to_owned());
     };
@@ -803,7 +881,15 @@ fn check_entry_listing(seen: &str) -> Result<(), String> {
             (k.to_owned(), v.to_owned())
         })
         .collect();
-    check_files(&files)
+    check_files(&files)?;
+    check_owner(&files, allowed)
+}
+
+/// Fails if the (complete) files of an entry were written by a fill of a
+/// key not in `allowed`.
+fn check_owner(files: &[(String, String)], allowed: &[String]) -> Result<(), String> {
+    let owner = files.first().and_then(|(_, c)| c.split('|').next()).unwrap_or_default();
+    if allowed.iter().any(|k| k == owner) { Ok(()) } else { Err(format!("{OTHER_KEY} `{owner}`")) }
 }
 
 /// An entry is complete when it holds exactly `f0`..`f2`, all written by
@@ -836,11 +922,12 @@ fn check_files(files: &[(String, String)]) -> Result<(), String> {
 
 /// The invariants read from the directory once everything, including a
 /// final gc, has run.
-fn check_disk(dir: &Path, v: &mut Vec<String>) -> Result<()> {
+fn check_disk(dir: &Path, scenario: &Scenario, v: &mut Vec<String>) -> Result<()> {
+    let installs = install_sources(scenario.setup.iter().chain(&scenario.procs));
     for entry in std::fs::read_dir(dir)? {
         let entry = entry?;
         let name = entry.file_name().to_string_lossy().into_owned();
-        if name == ".safecache" || name == "CACHEDIR.TAG" {
+        if name == ".safecache" || name == "CACHEDIR.TAG" || name == "lost+found" {
             continue;
         }
         if name.starts_with(".safecache.init-") {
@@ -864,6 +951,17 @@ fn check_disk(dir: &Path, v: &mut Vec<String>) -> Result<()> {
         files.sort();
         if let Err(why) = check_files(&files) {
             v.push(format!("published entry `{name}` is incomplete: {why}: {files:?}"));
+            continue;
+        }
+        // Every entry is at the name of the key whose content it holds:
+        // no key's content under another key's name.
+        let owner = files[0].1.split('|').next().unwrap_or_default().to_owned();
+        let names: Vec<String> = std::iter::once(owner.clone())
+            .chain(installs.iter().filter(|(_, srcs)| srcs.contains(&owner)).map(|(dst, _)| dst.clone()))
+            .filter_map(|k| stored_name(&k))
+            .collect();
+        if !names.contains(&name) {
+            v.push(format!("entry `{name}` holds the content of key `{owner}`, whose entry is named {names:?}"));
         }
     }
     for sub in ["tmp", "trash", "holders"] {
@@ -945,4 +1043,157 @@ pub fn kill_for_seed(scenario: &Scenario, seed: u64) -> Option<KillPlan> {
         step: rng.random_range(0..120),
         restart: rng.random_bool(0.5),
     })
+}
+
+/// The entries of the old-format cache the host writes for the upgrade
+/// scenarios: keys whose old and new names differ in every way that
+/// matters (`x/y` was `x%2Fy` and is now `x+y`, the old name of `x+y`, which
+/// becomes `x@@2by`; `Up` becomes `@up`), one that keeps its name, and one
+/// a role removes and fills again. Each file holds `<key>|old|<i>`.
+pub const OLD_ENTRIES: [&str; 5] = ["x/y", "x+y", "Up", "plain", "git/serde"];
+
+/// The digest safecache names a stored name's lock, stamp and manifest by.
+fn digest_of(name: &str) -> String {
+    blake3::hash(name.as_bytes()).to_hex()[..32].to_owned()
+}
+
+/// Writes, by hand, a cache as a build of format `version` (1 or 2) left
+/// it: the marker, every entry of [`OLD_ENTRIES`] under its old name (`/`
+/// as `%2F`, every other byte as is) with a manifest and a last-use stamp
+/// named by the digest of that name, and a `lost+found` the filesystem owns.
+/// In format 1 there were no in-place fills, so `plain` carries the sticky
+/// bit the user gave it (an adopted directory), which format 3 reads as
+/// "uncommitted": the upgrade must clear it, never delete the entry.
+fn write_old_cache(dir: &Path, version: u32) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let marker = dir.join(".safecache");
+    for sub in ["locks", "holders", "used", "tmp", "trash", "failed", "manifests"] {
+        std::fs::create_dir_all(marker.join(sub))?;
+    }
+    std::fs::write(marker.join("format"), format!("safecache-format {version}\n"))?;
+    for key in OLD_ENTRIES {
+        let old = key.replace('/', "%2F");
+        let entry = dir.join(&old);
+        std::fs::create_dir(&entry)?;
+        for i in 0..FILES {
+            std::fs::write(entry.join(format!("f{i}")), format!("{key}|old|{i}"))?;
+        }
+        let digest = digest_of(&old);
+        std::fs::write(marker.join("manifests").join(format!("{digest}.json")), format!("m-{key}"))?;
+        std::fs::write(marker.join("used").join(&digest), "")?;
+        if version == 1 && key == "plain" {
+            std::fs::set_permissions(&entry, std::fs::Permissions::from_mode(0o1755))?;
+        }
+    }
+    std::fs::create_dir(dir.join("lost+found"))?;
+    std::fs::write(dir.join("lost+found/#12"), "fsck's")?;
+    Ok(())
+}
+
+/// The invariants of the upgrade scenarios, once the final gc has run
+/// (its open finishes any upgrade a kill or a power cut interrupted):
+///
+/// - the format file says 3, and no journal (`.safecache/upgrade`) or
+///   journal being written (`.safecache/upgrade.*`) is left;
+/// - `lost+found` is untouched;
+/// - every old key that no role removes is present under its new name with
+///   its old content (`check_disk` checks that every entry holds its own
+///   key's content, complete), its manifest followed it, and no reader
+///   ever found it absent (every open upgrades first);
+/// - an old key a role removes is absent only if a remove of it returned
+///   `true`, or its remover (or the power) was cut off.
+fn check_upgraded(run: &mut Run<'_>, scenario: &Scenario, dir: &Path) -> Result<()> {
+    let v = &mut run.violations;
+    let marker = dir.join(".safecache");
+    match std::fs::read_to_string(marker.join("format")) {
+        Ok(text) if text == "safecache-format 3\n" => {}
+        other => v.push(format!("after the final gc, the format file holds {other:?}, not format 3")),
+    }
+    for item in std::fs::read_dir(&marker)? {
+        let name = item?.file_name().to_string_lossy().into_owned();
+        if name == "upgrade" || name.starts_with("upgrade.") {
+            v.push(format!("after the final gc, the upgrade's journal `.safecache/{name}` is left"));
+        }
+    }
+    if std::fs::read_to_string(dir.join("lost+found/#12")).ok().as_deref() != Some("fsck's") {
+        v.push("lost+found/#12 was changed or removed".to_owned());
+    }
+    let world = lock_world(&run.world);
+    let roles = || scenario.procs.iter().map(|a| a.iter().map(String::as_str).collect::<Vec<_>>());
+    let cleans = roles().any(|a| a.first().is_some_and(|r| r.starts_with("clean")));
+    for key in OLD_ENTRIES {
+        let Some(name) = stored_name(key) else { continue };
+        let entry = dir.join(&name);
+        let removable =
+            cleans || roles().any(|a| matches!(a.as_slice(), [r, k, ..] if r.starts_with("remove") && *k == key));
+        if !removable {
+            let content = std::fs::read_to_string(entry.join("f0")).ok();
+            if content.as_deref() != Some(&format!("{key}|old|0")) {
+                let mut listing: Vec<String> = std::fs::read_dir(dir)?
+                    .chain(std::fs::read_dir(&marker)?)
+                    .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
+                    .collect();
+                listing.sort();
+                v.push(format!(
+                    "old entry `{key}` is not at `{name}` with its old content after the upgrade: f0 is {content:?} \
+                     (the root and marker hold {listing:?})"
+                ));
+            }
+            let manifest = marker.join("manifests").join(format!("{}.json", digest_of(&name)));
+            let found = std::fs::read_to_string(&manifest).ok();
+            if found.as_deref() != Some(&format!("m-{key}")) {
+                v.push(format!("the manifest of old entry `{key}` did not follow it to `{name}`: {found:?}"));
+            }
+            for (pid, _, line) in &world.reports {
+                if line == &format!("read {key} pinned absent") || line == &format!("read {key} unpinned absent") {
+                    v.push(format!("p{pid} read old entry `{key}`, which no role removes, as absent"));
+                }
+            }
+        } else if !entry.exists() {
+            let removed = world.reports.iter().any(|(_, _, l)| l == &format!("removed {key} true"));
+            let cut_off = run.slots.iter().any(|s| {
+                matches!(s.end, End::Killed)
+                    && s.args.first().is_some_and(|r| r.starts_with("remove") || r.starts_with("clean"))
+            });
+            if !removed && !cut_off {
+                v.push(format!("old entry `{key}` is gone, but no remove of it returned true"));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// In a case-folding run, the core's probe must have seen the folding: the
+/// cache records that its filesystem is case-insensitive and normalizes
+/// Unicode (format.rs, `probe_filesystem`).
+fn check_folding(dir: &Path, v: &mut Vec<String>) {
+    let record = std::fs::read_to_string(dir.join(".safecache/filesystem")).ok();
+    if record.as_deref() != Some("case-insensitive yes\nnormalizes-unicode yes\n") {
+        v.push(format!("the host folds names, but the cache recorded its filesystem as {record:?}"));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_oracle_spells_names_as_protocol_md_does() {
+        for (key, name) in [
+            ("a", "a"),
+            ("git/serde-1.0.219", "git+serde-1.0.219"),
+            ("Lib", "@lib"),
+            ("x/y", "x+y"),
+            ("x+y", "x@@2by"),
+            ("Up", "@up"),
+            ("\u{e9}", "@@c3@@a9"),
+            ("e\u{301}", "e@@cc@@81"),
+            (".git", "@@2egit"),
+            ("foo.", "foo@@2e"),
+            ("-rf", "@@2drf"),
+            ("lost/found", "@@6cost+found"),
+            ("com1", "@@63om1"),
+            ("console", "console"),
+        ] {
+            assert_eq!(super::stored_name(key).as_deref(), Some(name), "{key}");
+        }
+    }
 }

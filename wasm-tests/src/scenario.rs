@@ -36,11 +36,20 @@ pub enum Variant {
     /// The core's fill, synced, but without the sync of the root after the
     /// publishing rename: an entry a fill returned can vanish in a power cut.
     NoParentSync,
+    /// The upgrade from an older format done by renaming each entry in
+    /// place, without the journal and its two phases: a kill between two
+    /// renames (or the order of the listing) loses an entry or gives one
+    /// key's content to another.
+    UpgradeNoJournal,
+    /// Entries stored under their keys as they are (format 2's names, with
+    /// `/` as `%2F`), on a case-insensitive host: `lib` finds the entry of
+    /// `Lib`.
+    CaseLegacyNames,
 }
 
 impl Variant {
     /// Every variant, the real protocol first.
-    pub const ALL: [Variant; 11] = [
+    pub const ALL: [Variant; 13] = [
         Variant::Correct,
         Variant::SharedTemp,
         Variant::InplaceDelete,
@@ -52,10 +61,12 @@ impl Variant {
         Variant::InheritedCleanLocks,
         Variant::InPlaceUnmarked,
         Variant::NoParentSync,
+        Variant::UpgradeNoJournal,
+        Variant::CaseLegacyNames,
     ];
 
     /// The buggy variants.
-    pub const BUGGY: [Variant; 10] = [
+    pub const BUGGY: [Variant; 12] = [
         Variant::SharedTemp,
         Variant::InplaceDelete,
         Variant::UnlockedFill,
@@ -66,6 +77,8 @@ impl Variant {
         Variant::InheritedCleanLocks,
         Variant::InPlaceUnmarked,
         Variant::NoParentSync,
+        Variant::UpgradeNoJournal,
+        Variant::CaseLegacyNames,
     ];
 
     /// The variant's name on the command line and in `SAFECACHE_VARIANT`.
@@ -82,6 +95,8 @@ impl Variant {
             Variant::InheritedCleanLocks => "inherited-clean-locks",
             Variant::InPlaceUnmarked => "in-place-unmarked",
             Variant::NoParentSync => "no-parent-sync",
+            Variant::UpgradeNoJournal => "upgrade-no-journal",
+            Variant::CaseLegacyNames => "case-legacy-names",
         }
     }
 
@@ -99,6 +114,8 @@ impl Variant {
             Variant::InheritedCleanLocks => "inherited",
             Variant::InPlaceUnmarked => "in-place",
             Variant::NoParentSync => "power",
+            Variant::UpgradeNoJournal => "upgrade",
+            Variant::CaseLegacyNames => "case-fold",
         }
     }
 
@@ -115,8 +132,22 @@ impl Variant {
             (Variant::InheritedCleanLocks, "clean") => "clean-empties-locks",
             (Variant::InPlaceUnmarked, "fill") => "fill-inplace-unmarked",
             (Variant::NoParentSync, "fill") => "fill-no-parent-sync",
+            (Variant::CaseLegacyNames, "fill") => "fill-legacy-name",
+            (Variant::CaseLegacyNames, "read") => "read-legacy-name",
+            (Variant::CaseLegacyNames, "pinread") => "pinread-legacy-name",
+            (Variant::CaseLegacyNames, "remove") => "remove-legacy-name",
             (_, role) => role,
         }
+    }
+}
+
+impl Scenario {
+    /// The format of the cache this scenario starts from with `seed`.
+    pub fn old_format(&self, seed: u64) -> Option<u32> {
+        self.old_format.map(|f| match f {
+            OldFormat::Version(v) => v,
+            OldFormat::BySeed => 2 - u32::from(seed % 2 == 1),
+        })
     }
 }
 
@@ -155,6 +186,38 @@ const POWER_NONE: &[&str] = &[
     "gc durability=none",
 ];
 
+/// The roles of `upgrade`: readers, pinned readers and a fill of keys the
+/// old cache holds (`x/y` was `x%2Fy` and is now `x+y`, which was the name
+/// of `x+y`), a remove and a refill of one, and a gc.
+const UPGRADE: &[&str] = &[
+    "read x/y repeat=2",
+    "pinread x+y hold=1",
+    "fill Up",
+    "remove git/serde",
+    "pinread plain",
+    "read git/serde",
+    "fill git/serde",
+    "gc",
+];
+/// `upgrade` with a power cut instead of kills.
+const POWER_UPGRADE: &[&str] =
+    &["read x/y", "pinread x+y", "fill Up", "remove git/serde", "pinread plain", "fill git/serde", "gc"];
+/// The roles of `case-fold`.
+const CASE_FOLD: &[&str] = &[
+    "fill Lib hold=1",
+    "fill lib",
+    "pinread Lib hold=1 repeat=2",
+    "fill LIB",
+    "remove lib",
+    "read LIB repeat=2",
+    "fill \u{e9}",
+    "fill e\u{301}",
+    "pinread \u{e9} hold=1",
+    "remove e\u{301}",
+    "read lib",
+    "gc",
+];
+
 /// Processes to run against one fresh cache directory.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Scenario {
@@ -176,11 +239,27 @@ pub struct Scenario {
     /// loss"), drawn from the seed by [`crate::power_for_seed`], instead of
     /// the kills `kill_for_seed` draws.
     pub power: bool,
+    /// The format of the cache the host writes by hand before the setup
+    /// roles run (`None`: the directory starts empty). See
+    /// [`Scenario::old_format`] for the one a seed gets.
+    pub old_format: Option<OldFormat>,
+    /// Whether the host's filesystem folds case and Unicode normalization
+    /// for the guests (docs/SIMULATION.md, "Case-insensitive host").
+    pub case_fold: bool,
+}
+
+/// Which older format a scenario's cache starts in.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OldFormat {
+    /// Always this version (1 or 2).
+    Version(u32),
+    /// Version 1 for odd seeds, 2 for even ones.
+    BySeed,
 }
 
 impl Scenario {
     /// Every scenario name.
-    pub const NAMES: [&'static str; 18] = [
+    pub const NAMES: [&'static str; 22] = [
         "fill3",
         "churn",
         "clean",
@@ -199,6 +278,10 @@ impl Scenario {
         "in-place",
         "power",
         "power-in-place",
+        "upgrade",
+        "upgrade-v1",
+        "power-upgrade",
+        "case-fold",
     ];
 
     /// The scenario `name`, with its concurrent roles in `variant`.
@@ -326,6 +409,19 @@ impl Scenario {
             // must stay removed, and gc must reclaim what the cut left.
             "power" => (&["fill a"], POWER),
             "power-in-place" => (&["fill a inplace"], POWER_IN_PLACE),
+            // A cache of format 2 (`upgrade`, `power-upgrade` at even seeds)
+            // or 1 (`upgrade-v1`, odd seeds of `power-upgrade`), written by
+            // the host with entries under their old names (see
+            // `OLD_ENTRIES` in lib.rs): every role's open upgrades it, under
+            // kills or a power cut, while the others wait for the lease and
+            // then read, pin, fill and remove the old keys.
+            "upgrade" | "upgrade-v1" => (&[], UPGRADE),
+            "power-upgrade" => (&[], POWER_UPGRADE),
+            // Keys that differ only in case or in Unicode normalization, on
+            // a host that folds both: each key's entry holds its own
+            // content, and a remove of one never takes another's pinned
+            // entry.
+            "case-fold" => (&[], CASE_FOLD),
             // The same at durability `none`, not in `NAMES`: expected to
             // leave corrupt entries (docs/SIMULATION.md).
             "power-none" => (&["fill a"], POWER_NONE),
@@ -345,6 +441,11 @@ impl Scenario {
             .map(|role| {
                 let mut args = split(role);
                 args[0] = variant.substitute(&args[0]).to_owned();
+                if variant == Variant::UpgradeNoJournal {
+                    // Every role upgrades the cache by hand before the
+                    // core opens it.
+                    args.push("naive-upgrade".to_owned());
+                }
                 args
             })
             .collect();
@@ -354,6 +455,13 @@ impl Scenario {
             setup: setup.iter().map(split).collect(),
             procs,
             power: name.starts_with("power"),
+            old_format: match name {
+                "upgrade" => Some(OldFormat::Version(2)),
+                "upgrade-v1" => Some(OldFormat::Version(1)),
+                "power-upgrade" => Some(OldFormat::BySeed),
+                _ => None,
+            },
+            case_fold: name == "case-fold",
             parent: match name {
                 "inherited" => Some(vec!["lease-parent".to_owned()]),
                 "orphan-children" => Some(vec!["lease-parent".to_owned(), "early".to_owned()]),

@@ -101,6 +101,23 @@ fn sweep_children_under_an_inherited_exclusive_lease() {
 /// refill and a gc, at durability `full`: every fill that returned
 /// survives complete, every remove that returned stays done, and gc
 /// reclaims what the cut left.
+/// An old-format cache (2, then 1 with a sticky adopted directory) that
+/// every role's open upgrades, with kills during the upgrade: every old key
+/// stays under its key with its content, its manifest follows it, and the
+/// final gc leaves format 3 and no journal.
+#[test]
+fn sweep_upgrades_from_formats_1_and_2_under_kills() {
+    assert_eq!(sweep_real("upgrade", 0..100), 100);
+    assert_eq!(sweep_real("upgrade-v1", 0..100), 100);
+}
+
+/// Keys that differ only in case or normalization on a host that folds
+/// both: each key's entry holds its own content.
+#[test]
+fn sweep_keys_differing_in_case_on_a_case_insensitive_host() {
+    assert_eq!(sweep_real("case-fold", 0..60), 60);
+}
+
 #[test]
 fn sweep_power_cuts_at_durability_full() {
     assert_eq!(sweep_real("power", 0..150), 150);

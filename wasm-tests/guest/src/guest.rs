@@ -157,6 +157,9 @@ struct Opts {
     inplace: bool,
     /// The durability level the cache is opened with (`durability=none`).
     durability: Option<Durability>,
+    /// Whether the role first upgrades an older cache by hand, renaming
+    /// each entry in place (the `upgrade-no-journal` variant).
+    naive_upgrade: bool,
 }
 
 impl Opts {
@@ -189,6 +192,7 @@ fn parse_opts(args: &[String]) -> Result<(Vec<String>, Opts), Fail> {
         fault: false,
         durability: None,
         inplace: false,
+        naive_upgrade: false,
     };
     let mut positional = Vec::new();
     for arg in args {
@@ -211,6 +215,8 @@ fn parse_opts(args: &[String]) -> Result<(Vec<String>, Opts), Fail> {
             opts.fault = true;
         } else if arg == "inplace" {
             opts.inplace = true;
+        } else if arg == "naive-upgrade" {
+            opts.naive_upgrade = true;
         } else if let Some(v) = arg.strip_prefix("durability=") {
             opts.durability = Some(v.parse().map_err(|e: safecache::InvalidDurability| other(e.to_string()))?);
         } else {
@@ -289,6 +295,9 @@ fn run(args: &[String], opts: Opts) -> Result<(), Fail> {
     let key = |i: usize| -> Result<Key, Fail> { Ok(arg(i)?.parse::<Key>().map_err(safecache::Error::from)?) };
     let role = arg(0)?;
     let inherited_lease = opts.inherit.then_some(LockMode::Exclusive);
+    if opts.naive_upgrade {
+        naive_upgrade()?;
+    }
     let cache =
         Cache::open_ambient(ROOT, Options { inherited_lease, durability: opts.durability, ..Options::default() })?;
     if opts.delay_ms > 0 {
@@ -338,6 +347,10 @@ fn run(args: &[String], opts: Opts) -> Result<(), Fail> {
         "fill-unlocked" => fill_unlocked(&key(1)?),
         "fill-inplace-unmarked" => fill_inplace_unmarked(&key(1)?, opts),
         "fill-no-parent-sync" => fill_no_parent_sync(&cache, &key(1)?, opts),
+        "fill-legacy-name" => fill_legacy_name(&cache, &key(1)?, opts),
+        "read-legacy-name" => read_legacy_name(&cache, &key(1)?, false, opts),
+        "pinread-legacy-name" => read_legacy_name(&cache, &key(1)?, true, opts),
+        "remove-legacy-name" => remove_legacy_name(&cache, &key(1)?, opts),
         "remove-inplace" => remove_inplace(&key(1)?),
         "install-delete-copy" => install(&cache, &key(1)?, &key(2)?, true, opts),
         "dedupe-none" => dedupe(&key(1)?, false),
@@ -864,4 +877,168 @@ fn dedupe(key: &Key, single_flight: bool) -> Result<(), Fail> {
         }
     }
     first_error.map_or(Ok(()), Err)
+}
+
+/// The upgrade without its journal: under the exclusive lease, each entry
+/// of a format-1 or format-2 cache is renamed from its old name to its new
+/// one where it stands, in listing order, and then the format file says 3.
+/// The entry's manifest and stamp move with it. An old name can be another
+/// key's new name: in sorted order `x%2Fy` comes before `x+y`, so it is
+/// renamed onto the entry of `x+y` (which fails, or on a filesystem that
+/// replaces an empty directory, loses it), and a kill between two renames
+/// leaves names the next upgrade reads by the old format's rules (`x@@2by`
+/// read as a key of its own).
+fn naive_upgrade() -> Result<(), Fail> {
+    let format = Path::new(ROOT).join(".safecache/format");
+    let old = match fs::read_to_string(&format) {
+        Ok(text) => text != "safecache-format 3\n",
+        Err(e) if e.kind() == io::ErrorKind::NotFound => false,
+        Err(e) => return Err(e.into()),
+    };
+    if !old {
+        return Ok(());
+    }
+    let process = Process::default();
+    let lease = ".safecache/lease.lock";
+    process.lock(lease)?;
+    let result = naive_upgrade_locked(&format);
+    process.unlock(lease);
+    result
+}
+
+fn naive_upgrade_locked(format: &Path) -> Result<(), Fail> {
+    if fs::read_to_string(format)? == "safecache-format 3\n" {
+        return Ok(());
+    }
+    let mut names = Vec::new();
+    for entry in fs::read_dir(ROOT)? {
+        names.push(entry?.file_name().to_string_lossy().into_owned());
+    }
+    names.sort();
+    for name in names {
+        if name.starts_with('.') || name == "lost+found" || name == "CACHEDIR.TAG" {
+            continue;
+        }
+        let Ok(key) = name.replace("%2F", "/").parse::<Key>() else { continue };
+        let new = key.stored_name();
+        if new == name {
+            continue;
+        }
+        let at = |rel: String| Path::new(ROOT).join(rel);
+        fs::rename(at(name.clone()), at(new.clone()))?;
+        // The entry's manifest and last-use stamp, named by the digest of
+        // its name, follow it.
+        let (od, nd) = (blake3::hash(name.as_bytes()).to_hex(), blake3::hash(new.as_bytes()).to_hex());
+        let (od, nd) = (&od[..32], &nd[..32]);
+        for (from, to) in [
+            (format!(".safecache/manifests/{od}.json"), format!(".safecache/manifests/{nd}.json")),
+            (format!(".safecache/used/{od}"), format!(".safecache/used/{nd}")),
+        ] {
+            match fs::rename(at(from), at(to)) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e.into()),
+                _ => {}
+            }
+        }
+    }
+    fs::write(Path::new(ROOT).join(".safecache/tmp/format.new"), "safecache-format 3\n")?;
+    fs::rename(Path::new(ROOT).join(".safecache/tmp/format.new"), format)?;
+    Ok(())
+}
+
+/// An entry's path under format 2's names: the key as it is, `/` as `%2F`.
+fn legacy_path(key: &Key) -> PathBuf {
+    Path::new(ROOT).join(key.as_str().replace('/', "%2F"))
+}
+
+/// The lock of a key under format 2's names.
+fn legacy_lock(key: &Key) -> String {
+    let name = key.as_str().replace('/', "%2F");
+    format!(".safecache/locks/{}.lock", &blake3::hash(name.as_bytes()).to_hex()[..32])
+}
+
+/// The core's fill (shared lease, entry lock, private temp, rename), with
+/// the entry named as format 2 named it. On a case-insensitive filesystem
+/// `lib` then finds the entry of `Lib`, and takes it for its own.
+fn fill_legacy_name(cache: &Cache, key: &Key, opts: Opts) -> Result<(), Fail> {
+    let _lease = cache.lease(LockMode::Shared, opts.wait)?;
+    let process = Process::default();
+    let lock = legacy_lock(key);
+    process.lock(&lock)?;
+    let result = (|| -> Result<bool, Fail> {
+        let target = legacy_path(key);
+        if exists(&target)? {
+            return Ok(false);
+        }
+        let temp = Path::new(ROOT).join(format!(".safecache/tmp/{}.{}", digest(key), random_suffix()?));
+        let out = temp.join("out");
+        fs::create_dir(&temp)?;
+        fs::create_dir(&out)?;
+        let token = token();
+        report(&format!("fill-start {key} {token}"));
+        write_entry(&out, key.as_str(), &token)?;
+        opts.hold();
+        fs::rename(&out, &target)?;
+        fs::remove_dir_all(&temp)?;
+        Ok(true)
+    })();
+    process.unlock(&lock);
+    let filled = result?;
+    report(&format!("fill-done {key} filled={filled}"));
+    Ok(())
+}
+
+/// A read (pinned: under the entry lock) of the entry at its format-2 name.
+fn read_legacy_name(cache: &Cache, key: &Key, pinned: bool, opts: Opts) -> Result<(), Fail> {
+    let how = if pinned { "pinned" } else { "unpinned" };
+    let _lease = cache.lease(LockMode::Shared, opts.wait)?;
+    let process = Process::default();
+    let lock = legacy_lock(key);
+    if pinned {
+        process.lock(&lock)?;
+    }
+    let mut result = Ok(());
+    for _ in 0..opts.repeat {
+        let target = legacy_path(key);
+        let seen = match exists(&target) {
+            Ok(true) => observe(&target),
+            Ok(false) => Ok("absent".to_owned()),
+            Err(e) => Err(e),
+        };
+        match seen {
+            Ok(seen) => report(&format!("read {key} {how} {seen}")),
+            Err(e) => {
+                result = Err(e.into());
+                break;
+            }
+        }
+        opts.hold();
+    }
+    if pinned {
+        process.unlock(&lock);
+    }
+    result
+}
+
+/// The core's remove (entry lock, rename aside, delete), at the format-2
+/// name: on a case-insensitive filesystem `remove lib` takes `Lib`, whose
+/// pin is on another lock.
+fn remove_legacy_name(cache: &Cache, key: &Key, opts: Opts) -> Result<(), Fail> {
+    let _lease = cache.lease(LockMode::Shared, opts.wait)?;
+    let process = Process::default();
+    let lock = legacy_lock(key);
+    process.lock(&lock)?;
+    let result = (|| -> Result<bool, Fail> {
+        let target = legacy_path(key);
+        if !exists(&target)? {
+            return Ok(false);
+        }
+        let trash = Path::new(ROOT).join(format!(".safecache/trash/{}.{}", digest(key), random_suffix()?));
+        fs::rename(&target, &trash)?;
+        fs::remove_dir_all(&trash)?;
+        Ok(true)
+    })();
+    process.unlock(&lock);
+    let removed = result?;
+    report(&format!("removed {key} {removed}"));
+    Ok(())
 }
