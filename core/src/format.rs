@@ -313,6 +313,11 @@ pub(crate) fn upgrade(cache: &Cache, deadline: Deadline) -> Result<(), Error> {
     let lease = cache.lease_by(LockMode::Exclusive, deadline)?;
     let from = read_format(root, path)?;
     let journal = root.kind(layout::UPGRADE_PLAN).map_err(|e| Error::io("inspect", layout::UPGRADE_PLAN, e))?;
+    // A journal being written by an upgrader killed before it renamed it in
+    // (only a holder of this lease writes one, so none is in flight): the
+    // format is still the old one, so this open is the one to discard it
+    // (upgrade, seed 0, kill 6@98+restart left `.safecache/upgrade.<r>`).
+    remove_stale_staging(root).map_err(|e| upgrade_error(path, e))?;
     if from == FORMAT_VERSION && journal.is_none() {
         // A peer finished while this one waited; a journal dir left without
         // a plan (a crash before the plan was renamed in) is discarded below.
@@ -340,6 +345,18 @@ pub(crate) fn upgrade(cache: &Cache, deadline: Deadline) -> Result<(), Error> {
     apply_plan(root, &plan).map_err(|e| upgrade_error(path, e))?;
     drop(lease);
     tracing::info!(from = plan.from, to = FORMAT_VERSION, renamed = plan.renames.len(), "upgraded the cache's format");
+    Ok(())
+}
+
+fn remove_stale_staging(root: &Root) -> io::Result<()> {
+    let prefix = layout::upgrade_staging("");
+    for entry in root.read_dir(MARKER_DIR)? {
+        let Some(name) = entry.name.to_str() else { continue };
+        let rel = format!("{MARKER_DIR}/{name}");
+        if rel.starts_with(&prefix) && entry.kind == crate::sys::FileKind::Dir {
+            root.remove_tree(&rel)?;
+        }
+    }
     Ok(())
 }
 
