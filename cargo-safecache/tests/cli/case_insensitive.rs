@@ -40,11 +40,17 @@ fn keys_that_differ_in_case_run_their_own_commands() {
         Err(why) => return skip(why),
     };
     let upper = sb.fill("Lib", "upper");
-    let out = sb.run(["run", "--key", "lib", "--", "sh", "-c", r#"echo lower > "$SAFECACHE_OUT/f"; touch "$T/lib-ran""#]);
+    let out =
+        sb.run(["run", "--key", "lib", "--", "sh", "-c", r#"echo lower > "$SAFECACHE_OUT/f"; touch "$T/lib-ran""#]);
     out.assert_code(0);
     assert!(sb.path("lib-ran").exists(), "`run --key lib` was served the entry of `Lib` without running: {out}");
     let lower = PathBuf::from(out.last_stdout_line());
-    assert!(!same_dir(&upper, &lower), "`Lib` and `lib` share one directory: {} and {}", upper.display(), lower.display());
+    assert!(
+        !same_dir(&upper, &lower),
+        "`Lib` and `lib` share one directory: {} and {}",
+        upper.display(),
+        lower.display()
+    );
     assert_eq!(read(&lower.join("f")), "lower\n");
     assert_eq!(read(&upper.join("f")), "upper\n", "filling `lib` changed `Lib`");
 
@@ -114,7 +120,8 @@ fn keys_that_differ_in_normalization_get_distinct_entries() {
     };
     let (nfc, nfd) = ("caf\u{e9}", "cafe\u{301}");
     let composed = sb.fill(nfc, "composed");
-    let out = sb.run(["run", "--key", nfd, "--", "sh", "-c", r#"echo decomposed > "$SAFECACHE_OUT/f"; touch "$T/nfd-ran""#]);
+    let out =
+        sb.run(["run", "--key", nfd, "--", "sh", "-c", r#"echo decomposed > "$SAFECACHE_OUT/f"; touch "$T/nfd-ran""#]);
     out.assert_code(0);
     assert!(sb.path("nfd-ran").exists(), "the NFD key was served the NFC key's entry: {out}");
     let decomposed = PathBuf::from(out.last_stdout_line());
@@ -125,7 +132,11 @@ fn keys_that_differ_in_normalization_get_distinct_entries() {
     sb.run(["rm", nfd]).assert_code(0);
     let out = sb.run(["path", nfc]);
     out.assert_code(0);
-    assert_eq!(read(&PathBuf::from(out.last_stdout_line()).join("f")), "composed\n", "`rm` of the NFD key removed the NFC key");
+    assert_eq!(
+        read(&PathBuf::from(out.last_stdout_line()).join("f")),
+        "composed\n",
+        "`rm` of the NFD key removed the NFC key"
+    );
 }
 
 /// The passthrough itself behaves as a case-insensitive filesystem should,

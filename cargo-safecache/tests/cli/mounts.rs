@@ -107,7 +107,9 @@ impl Mount {
         }
         let probe = Command::new(SYSTEM_PYTHON).args(["-c", "import fusepy"]).output();
         if !probe.is_ok_and(|o| o.status.success()) {
-            return Err(format!("{SYSTEM_PYTHON} cannot import fusepy: install the Debian packages python3-fusepy fuse"));
+            return Err(format!(
+                "{SYSTEM_PYTHON} cannot import fusepy: install the Debian packages python3-fusepy fuse"
+            ));
         }
         if !Command::new("fusermount").arg("-V").output().is_ok_and(|o| o.status.success()) {
             return Err("no fusermount: install the Debian package fuse".into());

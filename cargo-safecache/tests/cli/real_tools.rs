@@ -62,31 +62,44 @@ fn git_clones_an_entry_through_a_file_url() {
 fn an_entrys_bin_dir_works_in_path() {
     let sb = Sandbox::new();
     let fill = r#"mkdir "$SAFECACHE_OUT/bin" && printf '#!/bin/sh\necho hello from the entry\n' > "$SAFECACHE_OUT/bin/hello" && chmod +x "$SAFECACHE_OUT/bin/hello""#;
-    let out = sb.run(["run", "--key", KEY, "--fill", fill, "--", "sh", "-c", r#"PATH="$SAFECACHE_ENTRY/bin:$PATH" hello"#]);
+    let out =
+        sb.run(["run", "--key", KEY, "--fill", fill, "--", "sh", "-c", r#"PATH="$SAFECACHE_ENTRY/bin:$PATH" hello"#]);
     out.assert_code(0);
     assert!(out.stdout.contains("hello from the entry"), "{out}");
 }
 
-/// A Makefile with the entry as its target directory (filling it) and as a
-/// prerequisite (using it), with real make. A `%` in a target is a pattern
-/// to make, so `git%2Fserde/lib.a` is no file name there.
+/// A Makefile whose pattern rule builds into the entry (the entry as a
+/// target directory, as for an object dir) and whose `use` target has the
+/// entry's file as a prerequisite, with real make. A `%` in the entry's
+/// name is a second `%` in the pattern, which then matches nothing: "No rule
+/// to make target".
 #[test]
-fn make_uses_an_entry_as_target_and_prerequisite() {
+fn make_uses_an_entry_as_target_dir_and_prerequisite() {
     let sb = Sandbox::new();
-    std::fs::write(sb.path("input.txt"), "made by make\n").expect("write input");
+    std::fs::write(sb.path("out.in"), "made by make\n").expect("write input");
     std::fs::write(
         sb.path("Makefile"),
-        "all: $(ENTRY)/out.txt\n\n$(ENTRY)/out.txt: input.txt\n\tcp input.txt $@\n\nuse: $(ENTRY)/out.txt\n\tcat $(ENTRY)/out.txt\n",
+        "all: $(ENTRY)/out.txt\n\n$(ENTRY)/%.txt: %.in\n\tcp $< $@\n\nuse: $(ENTRY)/out.txt\n\tcat $<\n",
     )
     .expect("write Makefile");
     let fill = r#"make -s -C "$T" ENTRY="$SAFECACHE_OUT" all"#;
-    let out = sb.run(["run", "--key", KEY, "--fill", fill, "--", "sh", "-c", r#"make -s -C "$T" ENTRY="$SAFECACHE_ENTRY" use"#]);
+    let out = sb.run([
+        "run",
+        "--key",
+        KEY,
+        "--fill",
+        fill,
+        "--",
+        "sh",
+        "-c",
+        r#"make -s -C "$T" ENTRY="$SAFECACHE_ENTRY" use"#,
+    ]);
     out.assert_code(0);
     assert!(out.stdout.contains("made by make"), "make read the entry as an up-to-date prerequisite: {out}");
-    assert_eq!(std::fs::read_to_string(path_of(&sb, KEY).join("out.txt")).expect("read"), "made by make\n");
-    // Up to date: make has nothing to do in the published entry.
     let entry = path_of(&sb, KEY);
-    let out = Command::new("make")
+    assert_eq!(std::fs::read_to_string(entry.join("out.txt")).expect("read"), "made by make\n");
+    // Up to date: make has nothing to do in the published entry.
+    let status = Command::new("make")
         .arg("-q")
         .arg("-C")
         .arg(sb.tmp.path())
@@ -94,7 +107,7 @@ fn make_uses_an_entry_as_target_and_prerequisite() {
         .arg("all")
         .status()
         .expect("run make");
-    assert!(out.success(), "make -q: the entry's target is up to date");
+    assert!(status.success(), "make -q: the entry's target is up to date");
 }
 
 /// A fresh filesystem's root holds `lost+found`: the directory becomes a
@@ -140,7 +153,10 @@ fn leaves_lost_and_found_alone(sb: &Sandbox, root: &Path) {
     for args in [&["ls"][..], &["status"], &["verify"], &["--message-format", "json", "ls"]] {
         let out = sb.run(args);
         out.assert_code(0);
-        assert!(!out.stdout.contains("lost+found") && !out.stderr.contains("lost+found"), "`{args:?}` lists lost+found: {out}");
+        assert!(
+            !out.stdout.contains("lost+found") && !out.stderr.contains("lost+found"),
+            "`{args:?}` lists lost+found: {out}"
+        );
     }
     let out = sb.run(["gc", "--max-age", "0s", "--max-size", "0"]);
     out.assert_code(0);
