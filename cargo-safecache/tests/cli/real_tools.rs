@@ -69,10 +69,10 @@ fn an_entrys_bin_dir_works_in_path() {
 }
 
 /// A Makefile whose pattern rule builds into the entry (the entry as a
-/// target directory, as for an object dir) and whose `use` target has the
-/// entry's file as a prerequisite, with real make. A `%` in the entry's
-/// name is a second `%` in the pattern, which then matches nothing: "No rule
-/// to make target".
+/// target directory, as for an object dir, built in place at its final
+/// path) and whose `use` target has the entry's file as a prerequisite,
+/// with real make. A `%` in the entry's name is a second `%` in the
+/// pattern, which then matches nothing: "No rule to make target".
 #[test]
 fn make_uses_an_entry_as_target_dir_and_prerequisite() {
     let sb = Sandbox::new();
@@ -83,17 +83,8 @@ fn make_uses_an_entry_as_target_dir_and_prerequisite() {
     )
     .expect("write Makefile");
     let fill = r#"make -s -C "$T" ENTRY="$SAFECACHE_OUT" all"#;
-    let out = sb.run([
-        "run",
-        "--key",
-        KEY,
-        "--fill",
-        fill,
-        "--",
-        "sh",
-        "-c",
-        r#"make -s -C "$T" ENTRY="$SAFECACHE_ENTRY" use"#,
-    ]);
+    let use_it = r#"make -s -C "$T" ENTRY="$SAFECACHE_ENTRY" use"#;
+    let out = sb.run(["run", "--key", KEY, "--in-place", "--fill", fill, "--", "sh", "-c", use_it]);
     out.assert_code(0);
     assert!(out.stdout.contains("made by make"), "make read the entry as an up-to-date prerequisite: {out}");
     let entry = path_of(&sb, KEY);
