@@ -88,6 +88,9 @@ fn rm_of_another_spelling_never_deletes_a_pinned_entry() {
     let mut reader = sb.spawn(["run", "--key", "Lib", "--fill", "exit 9", "--", "sh", "-c", script]);
     reader.expect_stdout("ready");
 
+    // The cache's locks work on this mount: `rm Lib` cannot take it.
+    sb.run(["rm", "Lib", "--lock-timeout", "0"]).assert_code(75);
+
     // `lib` was never filled: there is nothing to remove, and `Lib` stays.
     let out = sb.run(["rm", "lib", "--lock-timeout", "0"]);
     assert!(upper.join("f").exists(), "`rm lib` deleted `Lib` while it was pinned: {out}");

@@ -13,10 +13,17 @@ casefold directory or an SMB share does for the names in it:
   renaming a name to another spelling of itself changes its spelling.
 
 Everything else passes through to BACKING: data, modes, owners, times,
-symlinks, hard links, statfs, xattrs and inode numbers (`use_ino`). Locks
-are not implemented here, so the kernel keeps flock and POSIX/OFD locks
-itself, which is right for processes on this machine. Names that are not
-UTF-8 pass through as bytes and fold only in their UTF-8 parts.
+symlinks, hard links, statfs, xattrs and inode numbers (`use_ino`). Names
+that are not UTF-8 pass through as bytes and fold only in their UTF-8 parts.
+
+Locks: fusepy has no flock operation and this class defines no `lock`, so
+libfuse2 does not ask for FUSE_FLOCK_LOCKS or FUSE_POSIX_LOCKS and the
+kernel keeps flock and POSIX/OFD locks itself, which keeps the processes of
+this machine apart. One difference from APFS: libfuse2's high-level API
+gives each spelling its own node, so `Lib/x` and `lib/x` are two inodes to
+the kernel, and a flock taken through one spelling does not exclude one
+taken through the other. safecache locks files whose names it spells one
+way (lowercase hex digests), so this does not weaken its locks here.
 
 It needs Debian's python3-fusepy and fuse (libfuse2); run it with
 /usr/bin/python3. It runs in the foreground until unmounted

@@ -135,6 +135,19 @@ fn a_fresh_filesystem_with_lost_and_found_becomes_a_cache() {
     assert!(out.stdout.contains("legacy"), "init adopted the user's file: {out}");
     sb.fill("k", "v");
     leaves_lost_and_found_alone(&sb, adopted.path());
+
+    // A key that would be stored as `lost+found` is refused or stored
+    // apart; either way the filesystem's `lost+found` is not its entry.
+    let lost = adopted.path().join("lost+found");
+    let out = sb.run(["run", "--key", "lost/found", "--", "sh", "-c", r#"echo mine > "$SAFECACHE_OUT/f""#]);
+    match out.code {
+        Some(2) => {}
+        Some(0) => assert_ne!(PathBuf::from(out.last_stdout_line()), lost, "{out}"),
+        _ => panic!("`run --key lost/found` neither refused nor filled\n{out}"),
+    }
+    sb.run(["rm", "lost/found"]);
+    assert!(lost.join("#12").is_file(), "`rm lost/found` deleted lost+found");
+    assert!(!lost.join("f").exists(), "a fill wrote into lost+found");
 }
 
 /// `ls`, `status`, `verify`, `gc` (evicting everything it may) and `clean`
