@@ -17,6 +17,7 @@ mod queue;
 mod real_tools;
 mod support;
 mod tree;
+mod upgrade;
 mod trust;
 mod usability;
 mod verify;
