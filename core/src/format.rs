@@ -99,15 +99,25 @@ pub(crate) fn ensure_marker(root: &Root, path: &Path, mode: &Open) -> Result<u32
                 return Err(Error::NotACache { path: path.to_owned() });
             }
         }
-        if matches!(mode, Open::Adopt) {
-            clear_adopted_marks(root)?;
-        }
+        // What `init` adopts is named as the user named it: the way format 1
+        // named entries (but for `%2F`). So the marker it makes says format
+        // 1, and the upgrade that follows at once renames each item whose
+        // name is not the one format 3 writes for it (`Makefile` becomes
+        // `@makefile`, the entry of the key `Makefile`), by its journal.
+        let version = match mode {
+            Open::Adopt => {
+                clear_adopted_marks(root)?;
+                let adopted = root.read_dir("").map_err(|e| Error::io("list", path.display().to_string(), e))?;
+                if adopted.iter().any(|e| !e.name.to_str().is_some_and(is_internal)) { 1 } else { FORMAT_VERSION }
+            }
+            Open::IfEmpty => FORMAT_VERSION,
+        };
         let staging = format!("{MARKER_STAGING_PREFIX}{}", layout::random_suffix()?);
-        match build_marker(root, &staging) {
+        match build_marker(root, &staging, version) {
             Ok(()) => {
                 write_cachedir_tag(root);
                 let _ = root.sync_metadata_dir("");
-                return Ok(FORMAT_VERSION);
+                return Ok(version);
             }
             Err(e) => {
                 let _ = root.remove_tree(&staging);
@@ -162,13 +172,13 @@ fn display_rel(rel: &str) -> &str {
     if rel.is_empty() { "." } else { rel }
 }
 
-fn build_marker(root: &Root, staging: &str) -> io::Result<()> {
+fn build_marker(root: &Root, staging: &str, version: u32) -> io::Result<()> {
     root.create_dir(staging)?;
     for sub in layout::SUBDIRS {
         let leaf = sub.strip_prefix(".safecache/").unwrap_or(sub);
         root.create_dir(&format!("{staging}/{leaf}"))?;
     }
-    root.write_metadata(&format!("{staging}/format"), layout::format_contents().as_bytes())?;
+    root.write_metadata(&format!("{staging}/format"), layout::format_contents_of(version).as_bytes())?;
     let probed = probe_filesystem(root, staging)?;
     root.write_metadata(&format!("{staging}/filesystem"), probed.contents().as_bytes())?;
     root.sync_metadata_tree(staging)?;
@@ -642,6 +652,28 @@ pub(crate) mod tests {
         assert!(cache.get(&Key::new("plain").unwrap()).unwrap().is_some());
         cache.gc(Wait::NoWait).unwrap();
         assert_eq!(fs::read_to_string(path.join("plain/f")).unwrap(), "plain");
+    }
+
+    /// `init` adopts what a directory holds under the names format 3 writes
+    /// for them, so `path Makefile` finds what was `Makefile`.
+    #[test]
+    fn init_names_adopted_items_as_entries() {
+        let dir = tempfile::tempdir().unwrap();
+        for name in ["Makefile", "plain", "a%20b"] {
+            fs::write(dir.path().join(name), name).unwrap();
+        }
+        fs::create_dir(dir.path().join("lost+found")).unwrap();
+        let cache = Cache::init_ambient(dir.path(), Options::default()).unwrap();
+        assert_eq!(cache.describe().unwrap().format, FORMAT_VERSION);
+        let entry = cache.get(&Key::new("Makefile").unwrap()).unwrap().unwrap();
+        assert_eq!(entry.path(), dir.path().join("@makefile"));
+        assert!(cache.get(&Key::new("plain").unwrap()).unwrap().is_some());
+        let mut keys: Vec<Option<String>> =
+            cache.entries().unwrap().into_iter().map(|e| e.key.map(|k| k.to_string())).collect();
+        keys.sort();
+        // `a%20b` was no key in format 1 either: a file without a key.
+        assert_eq!(keys, [None, Some("Makefile".to_owned()), Some("plain".to_owned())]);
+        assert!(dir.path().join("lost+found").is_dir());
     }
 
     #[test]
