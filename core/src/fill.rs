@@ -412,7 +412,7 @@ impl Cache {
         let stored = &unfinished.stored;
         root.sync_tree(stored).map_err(|e| Error::io("sync", stored, e))?;
         // Still marked: a committed entry always has its manifest.
-        crate::manifest::write(root, key, stored)?;
+        crate::manifest::write(root, key, stored, &self.inner.options.cancel)?;
         if !root.set_uncommitted(stored, false).map_err(|e| Error::io("commit", stored, e))? {
             return Err(Error::FillMoved {
                 key: key.to_string(),
@@ -486,7 +486,7 @@ impl Cache {
         // not publish an entry every reader takes for absent and gc deletes.
         root.set_uncommitted(out_rel, false).map_err(|e| Error::io("publish", out_rel, e))?;
         root.sync_tree(out_rel).map_err(|e| Error::io("sync", out_rel, e))?;
-        crate::manifest::write(root, key, out_rel)?;
+        crate::manifest::write(root, key, out_rel, &self.inner.options.cancel)?;
         root.rename_noreplace(out_rel, &stored).map_err(|e| Error::io("publish", &stored, e))?;
         root.sync_dir("").map_err(|e| Error::io("sync", ".", e))?;
         tracing::info!(entry = %stored, "published");

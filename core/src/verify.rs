@@ -25,7 +25,7 @@ use crate::error::Error;
 use crate::key::{Key, digest_of};
 use crate::layout::{self, QUARANTINE_DIR, QUARANTINED_ENTRY, QUARANTINED_MANIFEST, QUARANTINED_REPORT};
 use crate::lock::Deadline;
-use crate::manifest::{self, Manifest, Stored};
+use crate::manifest::{self, Stored};
 use crate::mode::{LockMode, LockName, Wait};
 
 /// The most threads one `verify` uses.
@@ -145,9 +145,28 @@ struct Target {
 /// The result of one check, before anything is done about it.
 enum Check {
     Good,
+    /// No manifest can be tied to it: nothing can be said either way.
     Unverified(String),
+    /// Something in it could not be read: nothing can be said either way.
+    Unchecked(Vec<String>),
     Corrupt(Vec<String>),
     Absent,
+}
+
+impl Check {
+    /// Why an entry that is neither good nor corrupt could not be checked.
+    fn reason(&self) -> Option<String> {
+        match self {
+            Check::Unverified(reason) => Some(reason.clone()),
+            Check::Unchecked(what) => Some(unchecked_reason(what)),
+            Check::Good | Check::Corrupt(_) | Check::Absent => None,
+        }
+    }
+}
+
+/// One line for what could not be read.
+fn unchecked_reason(what: &[String]) -> String {
+    format!("could not be checked: {}", cut(what.to_vec()).join("; "))
 }
 
 impl Cache {
@@ -285,7 +304,9 @@ impl Cache {
 
     /// Checks the entry stored as `stored` against its manifest. The caller
     /// holds its entry lock, or (verify-on-read) confirms a bad result
-    /// under it.
+    /// under it. Only what the manifest proves is corrupt: a manifest that
+    /// cannot be tied to the entry, or a file that cannot be read, is no
+    /// verdict.
     fn check(&self, stored: &OsStr, digest: &str, name: &str) -> Result<Check, Error> {
         let root = self.root();
         let shown = stored.to_string_lossy();
@@ -294,7 +315,11 @@ impl Cache {
         };
         let manifest = match manifest::read(root, digest).map_err(|e| Error::io("read the manifest of", name, e))? {
             Stored::Absent => {
-                return Ok(Check::Unverified("no manifest (published by a version that wrote none)".to_owned()));
+                return Ok(Check::Unverified(
+                    "it has no manifest (published by a version that wrote none, adopted by `init`, or restored \
+                     without its `.safecache/manifests`)"
+                        .to_owned(),
+                ));
             }
             Stored::Unsupported(format) => {
                 return Ok(Check::Unverified(format!(
@@ -307,14 +332,27 @@ impl Cache {
         if manifest.key != name {
             return Ok(Check::Unverified("its manifest is another key's".to_owned()));
         }
-        if let (Some(id), Some([dev, ino])) = (meta.id, manifest.entry_id)
-            && id != (dev, ino)
-        {
-            return Ok(Check::Unverified("its manifest belongs to an earlier entry of the key".to_owned()));
+        let cancel = &self.inner.options.cancel;
+        let hashing = manifest::Hashing { format: manifest.format, cancel };
+        let actual = manifest::scan(root, Path::new(stored), hashing).map_err(|e| {
+            if cancel.is_cancelled() {
+                Error::Cancelled { doing: format!("verifying `{}`", escape(name)) }
+            } else {
+                Error::io("read", shown.as_ref(), e)
+            }
+        })?;
+        let findings = manifest.findings(&actual);
+        if findings.differences.is_empty() {
+            return Ok(if findings.unchecked.is_empty() { Check::Good } else { Check::Unchecked(findings.unchecked) });
         }
-        let actual = manifest::scan(root, Path::new(stored)).map_err(|e| Error::io("read", shown.as_ref(), e))?;
-        let differences = Manifest::differences(&manifest, &actual);
-        Ok(if differences.is_empty() { Check::Good } else { Check::Corrupt(differences) })
+        if let Some(why) = manifest.untied(&meta) {
+            let differences = cut(findings.differences).join("; ");
+            return Ok(Check::Unverified(format!(
+                "its manifest cannot be tied to it ({why}); it differs from that manifest ({differences}), so it \
+                 may be damaged, but it was left in place"
+            )));
+        }
+        Ok(Check::Corrupt(findings.differences))
     }
 
     /// Moves a corrupt entry out of its name by one rename: into quarantine
@@ -359,17 +397,23 @@ impl Cache {
     }
 
     /// Verify-on-read: whether `key`'s present entry may be returned. A
-    /// good or unverified entry may; a corrupt one is quarantined (if its
-    /// exclusive lock is free at once) and reads as absent.
+    /// good entry may; a corrupt one is quarantined (if its exclusive lock
+    /// is free at once) and reads as absent.
     ///
     /// # Errors
     /// [`Error::Corrupt`] if the entry is corrupt but someone holds its
-    /// lock (a pin, this very call's caller), so it cannot be set aside now.
+    /// lock (a pin, this very call's caller), so it cannot be set aside now;
+    /// [`Error::Unverifiable`] if it could not be checked (it is never
+    /// returned unchecked, and nothing is moved).
     pub(crate) fn verify_on_read(&self, key: &Key) -> Result<bool, Error> {
         let stored = OsString::from(key.stored_name());
         let digest = key.digest();
         let name = key.to_string();
-        let Check::Corrupt(differences) = self.check(&stored, &digest, &name)? else { return Ok(true) };
+        let differences = match self.check(&stored, &digest, &name)? {
+            Check::Corrupt(differences) => differences,
+            Check::Good | Check::Absent => return Ok(true),
+            other => return Err(unverifiable(&name, &other)),
+        };
         let lock_rel = layout::entry_lock(&digest);
         let entry = LockName::Entry(name.clone());
         let _lock = match self.lock(&lock_rel, entry, LockMode::Exclusive, Deadline::start(Wait::NoWait)) {
@@ -401,15 +445,22 @@ impl Cache {
                 Ok(false)
             }
             Check::Absent => Ok(false),
-            Check::Good | Check::Unverified(_) => Ok(true),
+            Check::Good => Ok(true),
+            other => Err(unverifiable(name, &other)),
         }
     }
+}
+
+/// The error verify-on-read gives for an entry it could not check.
+fn unverifiable(name: &str, check: &Check) -> Error {
+    Error::Unverifiable { key: escape(name), reason: check.reason().unwrap_or_default() }
 }
 
 fn settled_state(check: Check) -> VerifyState {
     match check {
         Check::Good => VerifyState::Good,
         Check::Unverified(reason) => VerifyState::Unverified { reason },
+        Check::Unchecked(what) => VerifyState::Failed { reason: unchecked_reason(&what) },
         Check::Absent => VerifyState::Absent,
         Check::Corrupt(differences) => {
             VerifyState::Corrupt { differences: cut(differences), action: Action::Kept { reason: String::new() } }

@@ -41,15 +41,16 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
 
 /// The real tools the tests start, each with a command that succeeds only
 /// when the tool works, and the Debian package that provides it.
-const SYSTEM_TOOLS: [(&str, &[&str], &str); 5] = [
+const SYSTEM_TOOLS: [(&str, &[&str], &str); 6] = [
     ("git", &["git", "--version"], "git"),
     ("tar", &["tar", "--version"], "tar"),
     ("python3 -m venv", &["python3", "-c", "import venv, ensurepip"], "python3-venv"),
     ("mount", &["mount", "--version"], "mount"),
     ("setsid", &["setsid", "--version"], "util-linux"),
+    ("rsync", &["rsync", "--version"], "rsync"),
 ];
 
-/// Installs the Debian packages of the real tools the tests run (git, tar,
+/// Installs the Debian packages of the real tools the tests run (git, tar, rsync,
 /// a Python with venv and ensurepip, mount, setsid) when any is missing and
 /// apt-get can; otherwise fails naming the packages.
 fn ensure_system_tools() -> Result<()> {

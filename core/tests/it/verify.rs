@@ -319,3 +319,68 @@ fn gc_deletes_week_old_quarantine_and_manifests_of_gone_entries() {
     assert_eq!(crate::support::names(&quarantine(&cache)).len(), 1, "the fresh one is kept");
     assert!(crate::support::names(&manifests(&cache)).is_empty(), "the manifest of a gone entry is reclaimed");
 }
+
+/// Holes are hashed as what they read as, zeros, without being read: a
+/// sparse file and a dense file of the same bytes (as `tar` or `rsync`
+/// without `-S` restore it) have the same manifest, and a byte written into
+/// what was a hole is found.
+#[test]
+fn sparse_files_are_hashed_by_their_bytes_not_their_holes() {
+    use std::io::{Seek, SeekFrom, Write};
+    let (_dir, cache) = new_cache();
+    let entry = cache
+        .get_or_fill(&key("sparse"), Wait::NoWait, |dir| {
+            let mut f = std::fs::File::create(dir.path().join("f"))?;
+            f.seek(SeekFrom::Start(3 << 20))?;
+            f.write_all(b"data in the middle")?;
+            f.set_len(8 << 20)?;
+            // A whole file of holes, and one whose size is not a block's.
+            std::fs::File::create(dir.path().join("empty"))?.set_len(1 << 30)?;
+            std::fs::File::create(dir.path().join("odd"))?.set_len((1 << 20) + 7)
+        })
+        .unwrap()
+        .entry
+        .path()
+        .to_owned();
+    let report = cache.verify(None, false, Wait::NoWait).unwrap();
+    assert_eq!(state_of(&report, "sparse"), &VerifyState::Good);
+    // The same bytes, written out densely (no holes at all).
+    let bytes = std::fs::read(entry.join("f")).unwrap();
+    std::fs::write(entry.join("f"), &bytes).unwrap();
+    let report = cache.verify(None, false, Wait::NoWait).unwrap();
+    assert_eq!(state_of(&report, "sparse"), &VerifyState::Good, "a dense copy hashes the same");
+    // One byte where a hole was, in the middle of a zero block.
+    let mut f = std::fs::OpenOptions::new().write(true).open(entry.join("empty")).unwrap();
+    f.seek(SeekFrom::Start((1 << 29) + 12345)).unwrap();
+    f.write_all(b"x").unwrap();
+    drop(f);
+    let report = cache.verify(None, false, Wait::NoWait).unwrap();
+    assert!(differences(state_of(&report, "sparse")).contains("`empty`: content differs"), "{report:?}");
+}
+
+/// A fill whose handle is cancelled while its output is hashed publishes
+/// nothing, records no failure, and leaves the key free for the next fill.
+#[test]
+fn a_fill_cancelled_while_hashing_publishes_nothing() {
+    let (dir, _plain) = new_cache();
+    let cancel = safecache::Cancel::new();
+    let options = Options { cancel: cancel.clone(), ..Options::default() };
+    let cache = Cache::open_ambient(dir.path().join("cache"), options).unwrap();
+    let result = cache.get_or_fill(&key("k"), Wait::NoWait, |d| {
+        std::fs::write(d.path().join("f"), "x")?;
+        // The signal comes after the fill's command has exited.
+        cancel.cancel();
+        Ok::<(), std::io::Error>(())
+    });
+    match result {
+        Err(e @ Error::Cancelled { .. }) => assert!(e.to_string().contains("nothing was published"), "{e}"),
+        other => panic!("expected Error::Cancelled, got {other:?}"),
+    }
+    let plain = Cache::open_ambient(dir.path().join("cache"), Options::default()).unwrap();
+    assert!(plain.get(&key("k")).unwrap().is_none());
+    assert!(crate::support::names(&dir.path().join("cache/.safecache/tmp")).is_empty(), "the temp is removed");
+    let failed = dir.path().join("cache/.safecache/failed");
+    assert!(!failed.exists() || crate::support::names(&failed).is_empty(), "no failure is recorded");
+    let filled = plain.get_or_fill(&key("k"), Wait::NoWait, |d| std::fs::write(d.path().join("f"), "x")).unwrap();
+    assert!(filled.filled);
+}
