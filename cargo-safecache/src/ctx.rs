@@ -42,6 +42,7 @@ impl Ctx {
             auto_gc: self.auto_gc,
             durability: self.durability,
             verify_on_read: self.verify_on_read,
+            cancel: safecache::Cancel::default(),
         }
     }
 
