@@ -211,7 +211,7 @@ fn fill(
             // A signal stopped the publish (while hashing): nothing was
             // published; exit as the signal would have.
             let sig = CANCEL_SIGNAL.load(Ordering::Relaxed);
-            let code = u8::try_from(128 + sig).unwrap_or(exit::FAILURE);
+            let code = if sig == 0 { exit::FAILURE } else { u8::try_from(128 + sig).unwrap_or(exit::FAILURE) };
             ctx.ui.error(&format!("cancelled by signal {sig}; nothing was published as `{key}`"), code);
             Ok(Err(code))
         }

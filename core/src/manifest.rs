@@ -13,10 +13,10 @@
 //! Invariant: the manifest of an entry is written (a fresh file, synced,
 //! renamed into place, its directory synced) before the rename that
 //! publishes the entry, under the exclusive entry lock. It is tied to its
-//! entry by the key and by the entry root's modification time (format 2),
-//! which copies keep (`tar`, `cp -a`, `rsync -a`) and the publishing rename
-//! does not change; format 1 tied it by device and inode, which no copy
-//! keeps, and is still read. A manifest that cannot be tied to its entry
+//! entry by the key, and by the entry root's device and inode (which the
+//! publishing rename keeps) or its modification time (format 2; copies
+//! keep it: `tar`, `cp -a`, `rsync -a`); format 1 had only device and
+//! inode, which no copy keeps, and is still read. A manifest that cannot be tied to its entry
 //! never makes the entry corrupt: the entry is unverified.
 
 use std::collections::BTreeMap;
@@ -163,9 +163,8 @@ pub(crate) struct Manifest {
     pub(crate) format: u32,
     /// The key of the entry.
     pub(crate) key: String,
-    /// Format 1: device and inode of the entry's root when it was
-    /// published. Never written by format 2 (no copy keeps them, and a new
-    /// directory may reuse an old inode).
+    /// Device and inode of the entry's root when it was published (the
+    /// publishing rename keeps both; no copy does).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) entry_id: Option<[u64; 2]>,
     /// Format 2: the entry root's modification time when it was
@@ -507,7 +506,9 @@ impl Manifest {
     /// a file out would make the entry unverifiable for good) or if
     /// cancelled (kind `Interrupted`).
     pub(crate) fn build(root: &Root, key: &str, rel: &Path, cancel: &Cancel) -> io::Result<Manifest> {
-        let entry_mtime = root.stat(rel)?.and_then(|m| m.modified).and_then(epoch);
+        let top = root.stat(rel)?;
+        let entry_id = top.and_then(|m| m.id).map(|(dev, ino)| [dev, ino]);
+        let entry_mtime = top.and_then(|m| m.modified).and_then(epoch);
         let files = scan(root, rel, Hashing { format: FORMAT, cancel })?;
         if let Some(r) = files.iter().find(|r| r.unreadable.is_some() && r.kind != Kind::File) {
             let why = r.unreadable.as_deref().unwrap_or_default();
@@ -516,31 +517,40 @@ impl Manifest {
         // Apparent sizes: sparse files can add up past u64.
         let bytes =
             files.iter().filter(|r| r.kind == Kind::File).filter_map(|r| r.size).fold(0u64, u64::saturating_add);
-        Ok(Manifest { format: FORMAT, key: key.to_owned(), entry_id: None, entry_mtime, bytes, files })
+        Ok(Manifest { format: FORMAT, key: key.to_owned(), entry_id, entry_mtime, bytes, files })
     }
 
     /// Why this manifest cannot be tied to the entry whose root is `meta`,
-    /// or `None` if it can: format 2 by the root's modification time (to
-    /// the second, as `tar` keeps it), format 1 by device and inode. A
-    /// manifest without the field (written where the platform had none) is
-    /// tied by its key alone.
+    /// or `None` if it can: by the root's device and inode (kept while the
+    /// entry stays where it was published, whatever is written into it), or
+    /// (format 2) by the root's modification time to the second, as `tar`
+    /// keeps it (kept by a copy or restore). A manifest without either
+    /// field (written where the platform had none) is tied by its key alone.
     pub(crate) fn untied(&self, meta: &Meta) -> Option<String> {
-        if self.format == 1 {
-            let (Some(id), Some([dev, ino])) = (meta.id, self.entry_id) else { return None };
-            return (id != (dev, ino)).then(|| {
+        let id = match (meta.id, self.entry_id) {
+            (Some(id), Some([dev, ino])) => Some(id == (dev, ino)),
+            _ => None,
+        };
+        let mtime = match (meta.modified.and_then(epoch), self.entry_mtime) {
+            (Some(now), Some([secs, _])) if self.format >= 2 => Some(now[0] == secs),
+            _ => None,
+        };
+        match (id, mtime) {
+            (Some(true), _) | (_, Some(true)) | (None, None) => None,
+            (_, None) => Some(
                 "its manifest (format 1) names the entry by device and inode, which a copy or restore \
                  (tar, cp -a, rsync) does not keep, and this entry's differ; or it is an earlier entry's, \
                  left when a version that writes no manifest published this one"
-                    .to_owned()
-            });
+                    .to_owned(),
+            ),
+            (_, Some(false)) => Some(
+                "it was moved or copied, and its top directory's modification time is not the one its \
+                 manifest recorded (a copy that did not keep times, or a change to the entry's top \
+                 directory), or the manifest is an earlier entry's, left when a version that writes no \
+                 manifest published this one"
+                    .to_owned(),
+            ),
         }
-        let (Some(now), Some([secs, _])) = (meta.modified.and_then(epoch), self.entry_mtime) else { return None };
-        (now[0] != secs).then(|| {
-            "the entry's modification time is not the one its manifest recorded: a copy that did not keep \
-             times, a change to the entry's top directory, or an earlier entry's manifest left when a version \
-             that writes no manifest published this one"
-                .to_owned()
-        })
     }
 
     /// The file's bytes: the manifest on one line, then its seal.
@@ -772,6 +782,75 @@ mod tests {
                 "`c\\u{1b}` was added (a symlink)",
             ],
         );
+    }
+
+    #[test]
+    fn a_manifest_is_tied_by_inode_or_by_the_second_of_its_mtime() {
+        let meta = |id: (u64, u64), secs: u64| Meta {
+            kind: FileKind::Dir,
+            len: 0,
+            modified: Some(UNIX_EPOCH + std::time::Duration::new(secs, 999)),
+            owner: None,
+            id: Some(id),
+        };
+        let mut m = manifest(vec![]);
+        m.entry_id = Some([1, 2]);
+        m.entry_mtime = Some([100, 5]);
+        assert_eq!(m.untied(&meta((1, 2), 100)), None, "where it was published");
+        assert_eq!(m.untied(&meta((1, 2), 200)), None, "its top directory changed in place: still its manifest");
+        assert_eq!(m.untied(&meta((7, 8), 100)), None, "copied with its times (tar keeps whole seconds)");
+        assert!(m.untied(&meta((7, 8), 200)).is_some(), "copied without its times, or another entry's manifest");
+        m.format = 1;
+        m.entry_mtime = None;
+        assert_eq!(m.untied(&meta((1, 2), 200)), None);
+        assert!(m.untied(&meta((7, 8), 100)).is_some(), "format 1 has only the inode");
+        m.entry_id = None;
+        assert_eq!(m.untied(&meta((7, 8), 100)), None, "no tie field (WASI): the key alone");
+    }
+
+    #[test]
+    // The test makes a sparse file from outside, as a filler would.
+    #[allow(clippy::disallowed_methods)]
+    fn zero_blocks_hash_the_same_whether_holes_or_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = Root::open_ambient(dir.path()).unwrap();
+        let block = ZERO_BLOCK as usize;
+        // Data, two zero blocks, data ending mid-block, a zero tail block
+        // and a short zero tail.
+        let mut bytes = vec![7u8; block + 3];
+        bytes.resize(3 * block + 3, 0);
+        bytes.extend_from_slice(&[9u8; 10]);
+        bytes.resize(6 * block + 17, 0);
+        root.write_new("dense", &bytes).unwrap();
+        let sparse = {
+            use std::io::{Seek, Write};
+            let mut f = std::fs::File::create(dir.path().join("sparse")).unwrap();
+            f.write_all(&bytes[..block + 3]).unwrap();
+            f.seek(SeekFrom::Start(3 * block as u64 + 3)).unwrap();
+            f.write_all(&[9u8; 10]).unwrap();
+            f.set_len(bytes.len() as u64).unwrap();
+            "sparse"
+        };
+        let cancel = Cancel::new();
+        let hashing = Hashing { format: 2, cancel: &cancel };
+        let mut buf = vec![0u8; CHUNK];
+        let a = hash_file(&root, Path::new("dense"), &mut buf, hashing).unwrap();
+        let b = hash_file(&root, Path::new(sparse), &mut buf, hashing).unwrap();
+        assert_eq!((a.size, &a.blake3, &a.zeros), (b.size, &b.blake3, &b.zeros));
+        assert!(a.zeros.is_some());
+        // Data hash: the non-zero blocks' bytes, in order.
+        let mut data = bytes[..block].to_vec();
+        data.extend_from_slice(&bytes[block..2 * block]);
+        data.extend_from_slice(&bytes[3 * block..4 * block]);
+        data.extend_from_slice(&bytes[6 * block..]);
+        assert_eq!(a.blake3, blake3::hash(&data).to_hex().to_string());
+        // A file without zero blocks hashes as b3sum does.
+        root.write_new("plain", b"hello").unwrap();
+        let c = hash_file(&root, Path::new("plain"), &mut buf, hashing).unwrap();
+        assert_eq!((c.blake3, c.zeros), (blake3::hash(b"hello").to_hex().to_string(), None));
+        cancel.cancel();
+        let e = hash_file(&root, Path::new("dense"), &mut buf, hashing).err().unwrap();
+        assert_eq!(e.kind(), io::ErrorKind::Interrupted);
     }
 
     #[test]

@@ -53,8 +53,11 @@ fn differences(state: &VerifyState) -> String {
 fn every_kind_of_damage_is_found_named_and_quarantined_whole() {
     let (_dir, cache) = new_cache();
     type Damage = fn(&Path, &Path);
-    let cases: [(&str, Damage, &str); 8] = [
+    let cases: [(&str, Damage, &str); 9] = [
         ("flip", |e, _| std::fs::write(e.join("a"), "hellp").unwrap(), "`a`: content differs"),
+        // Changes the entry's top directory's modification time: still
+        // tied to its manifest by device and inode, so corrupt.
+        ("add-top", |e, _| std::fs::write(e.join("new"), "x").unwrap(), "`new` was added (a file)"),
         ("truncate", |e, _| std::fs::write(e.join("d/b"), "wor").unwrap(), "`d/b`: size 5 is now 3 bytes"),
         ("add", |e, _| std::fs::write(e.join("d/new"), "x").unwrap(), "`d/new` was added (a file)"),
         ("delete", |e, _| std::fs::remove_file(e.join("d/b")).unwrap(), "`d/b` is missing"),
