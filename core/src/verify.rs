@@ -12,9 +12,12 @@
 //! Invariants: a corrupt entry leaves its name by one rename, into
 //! `quarantine/<d>.<r>/entry` (kept, with its manifest and what differed)
 //! or into `trash/<d>.<r>` (repair, then deleted there by handle), so a
-//! reader sees it whole or absent, never half deleted; an entry without a
-//! manifest, or whose manifest belongs to an earlier entry of the key, is
-//! "unverified", never called corrupt.
+//! reader sees it whole or absent, never half deleted; only a difference
+//! from a manifest tied to the entry (manifest.rs) makes it corrupt. An
+//! entry without a manifest, or with one that cannot be tied to it, is
+//! "unverified"; one with a name that cannot be read (permission denied,
+//! vanished, an I/O error) is "failed" (not checked). Neither is ever
+//! moved, and verify-on-read never returns either.
 
 use std::ffi::{OsStr, OsString};
 use std::path::Path;
@@ -47,10 +50,12 @@ pub struct Verified {
 pub enum VerifyState {
     /// The entry matches its manifest.
     Good,
-    /// The entry has no manifest it can be checked against.
+    /// The entry has no manifest it can be checked against; nothing was
+    /// done about it.
     Unverified {
-        /// Why (no manifest: published by an older version; a manifest of
-        /// an earlier entry of the key; an unknown manifest format).
+        /// Why (no manifest: published by an older version or adopted; an
+        /// unknown manifest format; a manifest that cannot be tied to the
+        /// entry, and how the entry differs from it).
         reason: String,
     },
     /// The entry differs from its manifest, or its manifest fails its own
@@ -63,7 +68,8 @@ pub enum VerifyState {
     },
     /// The key was not in the cache (only for keys asked for by name).
     Absent,
-    /// The entry could not be checked (an io error, a busy lock).
+    /// The entry could not be checked (a name in it that cannot be read, an
+    /// io error, a busy lock); nothing was done about it.
     Failed {
         /// Why.
         reason: String,
@@ -183,8 +189,9 @@ impl Leased {
     /// renamed aside into `.safecache/quarantine/` (kept for inspection; gc
     /// deletes it after [`QUARANTINE_KEEP`]), or with `repair` removed, so
     /// the next fill fetches it again; both take its exclusive entry lock
-    /// first and check it once more. Entries without a manifest are
-    /// reported as unverified.
+    /// first and check it once more. Entries without a manifest tied to
+    /// them are reported as unverified, and entries with something that
+    /// cannot be read as failed; neither is moved, even with `repair`.
     ///
     /// # Errors
     /// Only for the cache as a whole (listing it); what goes wrong with one
