@@ -155,6 +155,9 @@ pub(crate) struct Record {
     /// `mode` and `size` are unknown (never written).
     #[serde(skip)]
     pub(crate) unstat: bool,
+    /// It could not be read for want of permission (never written).
+    #[serde(skip)]
+    pub(crate) denied: bool,
 }
 
 /// A manifest, format 2 or 1 (docs/PROTOCOL.md, "Manifests").
@@ -246,6 +249,7 @@ fn visit(
         target: None,
         unreadable: None,
         unstat: false,
+        denied: false,
     };
     let meta = match root.stat(rel) {
         Ok(Some(meta)) => meta,
@@ -278,7 +282,10 @@ fn visit(
                     record.zeros = hashed.zeros;
                 }
                 Err(_) if hashing.cancel.is_cancelled() => return hashing.cancel.check(),
-                Err(e) => record.unreadable = Some(why(&e)),
+                Err(e) => {
+                    record.denied = e.kind() == io::ErrorKind::PermissionDenied;
+                    record.unreadable = Some(why(&e));
+                }
             }
         }
         FileKind::Symlink => match root.read_link(rel) {
@@ -510,7 +517,10 @@ impl Manifest {
         let entry_id = top.and_then(|m| m.id).map(|(dev, ino)| [dev, ino]);
         let entry_mtime = top.and_then(|m| m.modified).and_then(epoch);
         let files = scan(root, rel, Hashing { format: FORMAT, cancel })?;
-        if let Some(r) = files.iter().find(|r| r.unreadable.is_some() && r.kind != Kind::File) {
+        // A file its owner may not read (mode 000) is recorded without a
+        // hash; anything else unreadable (an I/O error, a name gone) fails
+        // the publish rather than leave an entry that can never be checked.
+        if let Some(r) = files.iter().find(|r| r.unreadable.is_some() && !(r.kind == Kind::File && r.denied)) {
             let why = r.unreadable.as_deref().unwrap_or_default();
             return Err(io::Error::other(format!("cannot read `{}` in it: {why}", r.path.show())));
         }
@@ -736,6 +746,7 @@ mod tests {
             target: None,
             unreadable: None,
             unstat: false,
+            denied: false,
         }
     }
 
