@@ -390,4 +390,17 @@ fn a_fill_cancelled_while_hashing_publishes_nothing() {
     assert!(!failed.exists() || crate::support::names(&failed).is_empty(), "no failure is recorded");
     let filled = plain.get_or_fill(&key("k"), Wait::NoWait, |d| std::fs::write(d.path().join("f"), "x")).unwrap();
     assert!(filled.filled);
+
+    // In place: the uncommitted entry leaves its name (into the trash, for
+    // gc), and the key reads as absent.
+    let result = cache.get_or_fill_in_place(&key("p"), Wait::NoWait, |d| {
+        std::fs::write(d.path().join("f"), "x")?;
+        cancel.cancel();
+        Ok::<(), std::io::Error>(())
+    });
+    assert!(matches!(result, Err(Error::Cancelled { .. })), "{result:?}");
+    assert!(plain.get(&key("p")).unwrap().is_none());
+    assert!(!plain.entry_path(&key("p")).exists(), "the uncommitted entry left its name");
+    plain.gc(Wait::NoWait).unwrap();
+    assert!(crate::support::names(&dir.path().join("cache/.safecache/trash")).is_empty(), "gc left the trash");
 }
