@@ -498,3 +498,51 @@ fn error_chain(e: &Error) -> String {
 /// How long gc keeps a quarantined entry for inspection, by the quarantine
 /// item's modification time (when it was quarantined).
 pub const QUARANTINE_KEEP: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3600);
+
+#[cfg(test)]
+// The test builds and damages caches from outside, as a user would.
+#[allow(clippy::disallowed_methods)]
+mod tests {
+    use crate::sys::faults::{Failure, Fault, Op, clear, inject};
+    use crate::{Cache, ErrorKind, Key, Options, Wait};
+
+    /// An I/O error or a permission error at any open while an intact
+    /// entry is checked (verify-on-read, in this thread) means "could not
+    /// be checked": the entry is never called corrupt, never set aside.
+    #[test]
+    fn a_fault_while_checking_is_never_corruption() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = Options { verify_on_read: true, ..Options::default() };
+        let cache = Cache::open_ambient(dir.path().join("cache"), options).unwrap();
+        let key = Key::new("k").unwrap();
+        cache
+            .get_or_fill(&key, Wait::NoWait, |d| {
+                std::fs::create_dir(d.path().join("d"))?;
+                std::fs::write(d.path().join("d/f"), "x")?;
+                std::fs::write(d.path().join("g"), "y")
+            })
+            .unwrap();
+        let mut fired = 0;
+        for failure in [Failure::Io, Failure::Access] {
+            for nth in 0.. {
+                inject(&[Fault { op: Op::Open, nth, failure }]);
+                let got = cache.get(&key);
+                let hit = clear();
+                match got {
+                    Ok(Some(_)) => assert!(!hit, "{failure:?} at open {nth}: served unchecked"),
+                    Err(e) => assert!(
+                        matches!(e.kind(), ErrorKind::Unverifiable | ErrorKind::Io),
+                        "{failure:?} at open {nth}: {e}"
+                    ),
+                    Ok(None) => panic!("{failure:?} at open {nth}: the intact entry was set aside"),
+                }
+                assert!(cache.entry_path(&key).join("d/f").exists(), "{failure:?} at open {nth}: moved");
+                if !hit {
+                    break;
+                }
+                fired += 1;
+            }
+        }
+        assert!(fired >= 4, "only {fired} faults fired");
+    }
+}
