@@ -15,7 +15,9 @@
 //!   next fill of the key overlap it;
 //! - SIGINT, SIGTERM and SIGHUP are forwarded to CMD's process group, and
 //!   `run` exits with CMD's status (128+N for a death by signal N, as shells
-//!   report it);
+//!   report it); one that comes after CMD has exited, while its output is
+//!   hashed for the manifest, cancels the fill (nothing is published) and
+//!   `run` exits with 128+N;
 //! - nested invocations see `SAFECACHE_LEASE` and `SAFECACHE_LEASE_DIR` and
 //!   do not take the lease again.
 
@@ -210,7 +212,7 @@ fn fill(
         Err(Error::Cancelled { .. }) => {
             // A signal stopped the publish (while hashing): nothing was
             // published; exit as the signal would have.
-            let sig = CANCEL_SIGNAL.load(Ordering::Relaxed);
+            let sig = CANCEL_SIGNAL.load(Ordering::SeqCst);
             let code = if sig == 0 { exit::FAILURE } else { u8::try_from(128 + sig).unwrap_or(exit::FAILURE) };
             ctx.ui.error(&format!("cancelled by signal {sig}; nothing was published as `{key}`"), code);
             Ok(Err(code))

@@ -29,7 +29,7 @@ impl Cancel {
 
     /// Whether [`Cancel::cancel`] was called (or the flag set).
     pub fn is_cancelled(&self) -> bool {
-        self.0.load(Ordering::Relaxed)
+        self.0.load(Ordering::SeqCst)
     }
 
     /// The flag itself, for a signal handler to set (e.g.
