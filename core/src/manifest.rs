@@ -796,6 +796,54 @@ mod tests {
     }
 
     #[test]
+    fn what_cannot_be_read_is_unchecked_not_different() {
+        let m = manifest(vec![
+            record("", Kind::Dir),
+            record("a", Kind::File),
+            record("d", Kind::Dir),
+            record("d/x", Kind::File),
+            record("gone", Kind::File),
+            record("short", Kind::File),
+        ]);
+        let unreadable = |path: &str, kind: Kind, why: &str, unstat: bool| {
+            let mut r = record(path, kind);
+            r.unreadable = Some(why.to_owned());
+            r.unstat = unstat;
+            if unstat {
+                (r.mode, r.size) = (None, None);
+            }
+            r.blake3 = None;
+            r
+        };
+        let mut short = unreadable("short", Kind::File, "Permission denied", false);
+        short.size = Some(0);
+        let actual = vec![
+            record("", Kind::Dir),
+            unreadable("a", Kind::File, "Permission denied", false),
+            // A directory that cannot be listed: `d/x` is unknown, not missing.
+            unreadable("d", Kind::Dir, "Permission denied", false),
+            unreadable("gone", Kind::File, "it vanished while being checked", true),
+            short,
+        ];
+        let found = m.findings(&actual);
+        assert_eq!(found.differences, vec!["`short`: size 1 is now 0 bytes"], "lstat still shows a truncation");
+        assert_eq!(
+            found.unchecked,
+            vec![
+                "`a` cannot be read: Permission denied",
+                "`d` cannot be read: Permission denied",
+                "`gone` cannot be read: it vanished while being checked",
+                "`short` cannot be read: Permission denied",
+            ]
+        );
+        let mut unhashed = m.clone();
+        unhashed.files[1].blake3 = None;
+        let found = unhashed.findings(&m.files);
+        assert_eq!(found.differences, Vec::<String>::new());
+        assert!(found.unchecked[0].contains("its content was not recorded"), "{found:?}");
+    }
+
+    #[test]
     fn a_manifest_is_tied_by_inode_or_by_the_second_of_its_mtime() {
         let meta = |id: (u64, u64), secs: u64| Meta {
             kind: FileKind::Dir,
