@@ -404,3 +404,24 @@ fn a_fill_cancelled_while_hashing_publishes_nothing() {
     plain.gc(Wait::NoWait).unwrap();
     assert!(crate::support::names(&dir.path().join("cache/.safecache/trash")).is_empty(), "gc left the trash");
 }
+
+/// A manifest that an older build wrote (format 1: tied by device and
+/// inode, plain hashes) is still read and checked by its own rules.
+#[test]
+fn format_1_manifests_are_still_checked() {
+    let (_dir, cache) = new_cache();
+    let entry = publish(&cache, "old");
+    let path = manifests(&cache).join(format!("{}.json", digest_of(&cache, "old")));
+    let text = std::fs::read_to_string(&path).unwrap();
+    let mut body: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+    body["format"] = 1.into();
+    body.as_object_mut().unwrap().remove("entry_mtime");
+    let body = serde_json::to_string(&body).unwrap() + "\n";
+    let seal = format!("{{\"blake3\":\"{}\"}}\n", blake3::hash(body.as_bytes()).to_hex());
+    std::fs::write(&path, body + &seal).unwrap();
+    let report = cache.verify(None, false, Wait::NoWait).unwrap();
+    assert_eq!(state_of(&report, "old"), &VerifyState::Good);
+    std::fs::write(entry.join("a"), "hellp").unwrap();
+    let report = cache.verify(None, false, Wait::NoWait).unwrap();
+    assert!(differences(state_of(&report, "old")).contains("`a`: content differs"), "{report:?}");
+}
