@@ -43,6 +43,7 @@ impl Ctx {
             durability: self.durability,
             verify_on_read: self.verify_on_read,
             upgrade_wait: self.wait,
+            cancel: safecache::Cancel::default(),
         }
     }
 

@@ -80,6 +80,9 @@ fn classify(kind: ErrorKind) -> (u8, Option<&'static str>) {
         // The message names the file and the fix.
         ErrorKind::BadConfig => (FAILURE, None),
         ErrorKind::Corrupt => (CORRUPT, None),
+        // The message names the fix.
+        ErrorKind::Unverifiable => (FAILURE, None),
+        ErrorKind::Cancelled => (FAILURE, None),
     }
 }
 

@@ -15,7 +15,9 @@
 //!   next fill of the key overlap it;
 //! - SIGINT, SIGTERM and SIGHUP are forwarded to CMD's process group, and
 //!   `run` exits with CMD's status (128+N for a death by signal N, as shells
-//!   report it);
+//!   report it); one that comes after CMD has exited, while its output is
+//!   hashed for the manifest, cancels the fill (nothing is published) and
+//!   `run` exits with 128+N;
 //! - nested invocations see `SAFECACHE_LEASE` and `SAFECACHE_LEASE_DIR` and
 //!   do not take the lease again.
 
@@ -47,6 +49,7 @@ pub(crate) fn run(ctx: &Ctx, args: RunArgs) -> Result<u8> {
     let cache = ctx.open_adjusted(|o| {
         o.retry_failed = args.retry_failed;
         o.min_free = args.min_free;
+        o.cancel = CANCEL.clone();
     })?;
     // From here on every lock goes through this one lease: pins and the
     // fill never open the lease file again (under `--exclusive`, a second
@@ -206,8 +209,40 @@ fn fill(
             );
             Ok(Err(code))
         }
+        Err(Error::Cancelled { .. }) => {
+            // A signal stopped the publish (while hashing): nothing was
+            // published; exit as the signal would have.
+            let sig = CANCEL_SIGNAL.load(Ordering::SeqCst);
+            let code = if sig == 0 { exit::FAILURE } else { u8::try_from(128 + sig).unwrap_or(exit::FAILURE) };
+            ctx.ui.error(&format!("cancelled by signal {sig}; nothing was published as `{key}`"), code);
+            Ok(Err(code))
+        }
         Err(e) => Err(anyhow::Error::new(e).context(format!("cannot fill `{key}`"))),
     }
+}
+
+/// Set by SIGINT, SIGTERM and SIGHUP from the first time `run` handles
+/// them (once CMD starts) until it exits: the core's hashing stops at its
+/// next check, so a signal that comes after CMD has exited, while the fill
+/// is being hashed for its manifest, stops `run` promptly with nothing
+/// published. [`CANCEL_SIGNAL`] says which signal it was.
+static CANCEL: std::sync::LazyLock<safecache::Cancel> = std::sync::LazyLock::new(safecache::Cancel::new);
+static CANCEL_SIGNAL: std::sync::LazyLock<std::sync::Arc<std::sync::atomic::AtomicUsize>> =
+    std::sync::LazyLock::new(Default::default);
+
+/// Registers [`CANCEL`] for the signals `run` forwards, once: the handlers
+/// stay for the life of the process, as signal-hook's do.
+fn watch_cancel() -> io::Result<()> {
+    static ONCE: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+    if ONCE.get().is_some() {
+        return Ok(());
+    }
+    for sig in [SIGINT, SIGTERM, SIGHUP] {
+        signal_hook::flag::register_usize(sig, std::sync::Arc::clone(&CANCEL_SIGNAL), sig as usize)?;
+        signal_hook::flag::register(sig, CANCEL.flag())?;
+    }
+    let _ = ONCE.set(());
+    Ok(())
 }
 
 /// The descriptors whose flocks protect CMD: they must stay held for as
@@ -290,6 +325,7 @@ fn spawn_and_wait(
         relay = Some(std::thread::spawn(move || relay_stdout(reader)));
     }
     let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP, SIGCONT])?;
+    watch_cancel()?;
     let handle = signals.handle();
     let forwarder = std::thread::spawn(move || {
         for sig in signals.forever() {

@@ -74,12 +74,19 @@ pub struct Options {
     /// entries). A corrupt entry is quarantined and reads as absent, so
     /// `get_or_fill` fills it again; if it is in use and cannot be set
     /// aside at once, the call fails with [`Error::Corrupt`]. An entry
-    /// without a manifest is returned unverified.
+    /// that cannot be checked (no manifest, a manifest that cannot be tied
+    /// to it, a file that cannot be read) is never returned: the call fails
+    /// with [`Error::Unverifiable`] and nothing is moved.
     pub verify_on_read: bool,
     /// How long opening a cache of an older format waits for the exclusive
     /// lease it upgrades the cache under (until every process of an older
     /// build has let go of it). The default waits forever.
     pub upgrade_wait: Wait,
+    /// Stops hashing (a fill's manifest, a verify) at its next check once
+    /// cancelled: a fill then publishes nothing and fails with
+    /// [`Error::Cancelled`]. The CLI sets it from SIGINT, SIGTERM and
+    /// SIGHUP.
+    pub cancel: crate::Cancel,
 }
 
 impl std::fmt::Debug for Options {
@@ -94,6 +101,7 @@ impl std::fmt::Debug for Options {
             .field("durability", &self.durability)
             .field("verify_on_read", &self.verify_on_read)
             .field("upgrade_wait", &self.upgrade_wait)
+            .field("cancel", &self.cancel.is_cancelled())
             .finish()
     }
 }

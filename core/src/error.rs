@@ -195,6 +195,33 @@ pub enum Error {
         differences: Vec<String>,
     },
 
+    /// With [`Options::verify_on_read`], the entry could not be checked
+    /// against a manifest (it has none, its manifest cannot be tied to it,
+    /// or a file in it cannot be read), so it was not used. Nothing was
+    /// moved or removed.
+    ///
+    /// [`Options::verify_on_read`]: crate::Options::verify_on_read
+    #[error(
+        "entry `{key}` could not be checked, so it was not used: {reason}; \
+         `cargo safecache verify {key}` says more, and `cargo safecache rm {key}` lets the next run fill it afresh"
+    )]
+    Unverifiable {
+        /// The entry's key.
+        key: String,
+        /// Why it could not be checked, escaped for display.
+        reason: String,
+    },
+
+    /// The operation was cancelled through [`Options::cancel`] (a signal,
+    /// for the CLI) while it ran; a fill publishes nothing.
+    ///
+    /// [`Options::cancel`]: crate::Options::cancel
+    #[error("cancelled while {doing}; nothing was published")]
+    Cancelled {
+        /// What was under way (e.g. "hashing `git/serde` for its manifest").
+        doing: String,
+    },
+
     /// The caller's fill function failed; nothing was published.
     #[error("fill of `{key}` failed; nothing was published")]
     Fill {
@@ -332,6 +359,10 @@ pub enum ErrorKind {
     BadConfig,
     /// [`Error::Corrupt`].
     Corrupt,
+    /// [`Error::Unverifiable`].
+    Unverifiable,
+    /// [`Error::Cancelled`].
+    Cancelled,
 }
 
 impl Error {
@@ -356,6 +387,8 @@ impl Error {
             Error::BelowReserve { .. } => ErrorKind::BelowReserve,
             Error::BadConfig { .. } => ErrorKind::BadConfig,
             Error::Corrupt { .. } => ErrorKind::Corrupt,
+            Error::Unverifiable { .. } => ErrorKind::Unverifiable,
+            Error::Cancelled { .. } => ErrorKind::Cancelled,
         }
     }
 

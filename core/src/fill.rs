@@ -114,10 +114,18 @@ struct Temp {
     root: Arc<Root>,
     rel: String,
     owner: LockFile,
+    /// Left for gc rather than deleted (a cancelled fill: deleting a large
+    /// output would delay the exit the cancel asked for). gc reclaims it
+    /// once the entry lock and its owner lock are free.
+    leave: bool,
 }
 
 impl Drop for Temp {
     fn drop(&mut self) {
+        if self.leave {
+            tracing::debug!(temp = %self.rel, "left for gc");
+            return;
+        }
         // Delete while still holding the owner lock, so gc cannot mistake
         // a half-deleted temp for an orphan of someone else's.
         if let Err(e) = self.root.remove_tree(&self.rel) {
@@ -258,7 +266,7 @@ impl Leased {
         // nobody can own it any more.
         cache.remove_uncommitted(key)?;
         cache.check_reserve(key)?;
-        let temp = cache.create_temp(key)?;
+        let mut temp = cache.create_temp(key)?;
         let mut out_rel = format!("{}/{TEMP_OUT}", temp.rel);
         let mut unfinished = None;
         if build == Build::InPlace {
@@ -282,9 +290,19 @@ impl Leased {
             return Err(Error::Fill { key: key.to_string(), source: cache.note_low_space(source) });
         }
         cache.check_unmoved(key, &dir, created)?;
-        match &mut unfinished {
-            Some(unfinished) => cache.commit(key, unfinished)?,
-            None => cache.publish(key, &out_rel)?,
+        let published = match &mut unfinished {
+            Some(unfinished) => cache.commit(key, unfinished),
+            None => cache.publish(key, &out_rel),
+        };
+        if let Err(e) = published {
+            if matches!(e, Error::Cancelled { .. }) {
+                // Nothing is published; what was built is gc's to delete.
+                temp.leave = true;
+                if let Some(unfinished) = &mut unfinished {
+                    unfinished.leave = true;
+                }
+            }
+            return Err(e);
         }
         failed::clear(cache.root(), &digest);
         drop(temp);
@@ -344,6 +362,9 @@ struct Unfinished {
     stored: String,
     digest: String,
     committed: bool,
+    /// Renamed aside into the trash but not deleted there (as
+    /// [`Temp::leave`]).
+    leave: bool,
 }
 
 impl Drop for Unfinished {
@@ -357,7 +378,7 @@ impl Drop for Unfinished {
                 let trash = layout::trash_item(&self.digest, &r);
                 self.root.rename(&self.stored, &trash).map(|()| trash)
             })
-            .and_then(|trash| self.root.remove_tree(&trash));
+            .and_then(|trash| if self.leave { Ok(()) } else { self.root.remove_tree(&trash) });
         if let Err(e) = gone {
             tracing::warn!(entry = %self.stored, error = %e, "could not remove an uncommitted entry; gc will");
         }
@@ -375,7 +396,13 @@ impl Cache {
             Presence::Absent | Presence::Committed(_) => return Ok(false),
         }
         tracing::info!(entry = %stored, "removing an uncommitted entry a dead fill left");
-        drop(Unfinished { root: Arc::clone(self.root()), stored, digest: key.digest(), committed: false });
+        drop(Unfinished {
+            root: Arc::clone(self.root()),
+            stored,
+            digest: key.digest(),
+            committed: false,
+            leave: false,
+        });
         Ok(true)
     }
 
@@ -400,7 +427,7 @@ impl Cache {
         // looks committed.
         root.sync_dir(out_rel).map_err(|e| Error::io("sync", out_rel, e))?;
         root.rename_noreplace(out_rel, &stored).map_err(|e| Error::io("move into place", &stored, e))?;
-        Ok(Unfinished { root: Arc::clone(root), stored, digest: key.digest(), committed: false })
+        Ok(Unfinished { root: Arc::clone(root), stored, digest: key.digest(), committed: false, leave: false })
     }
 
     /// Commits an in-place entry: makes its tree durable, clears the mark,
@@ -411,7 +438,7 @@ impl Cache {
         let stored = &unfinished.stored;
         root.sync_tree(stored).map_err(|e| Error::io("sync", stored, e))?;
         // Still marked: a committed entry always has its manifest.
-        crate::manifest::write(root, key, stored)?;
+        crate::manifest::write(root, key, stored, &self.inner.options.cancel)?;
         if !root.set_uncommitted(stored, false).map_err(|e| Error::io("commit", stored, e))? {
             return Err(Error::FillMoved {
                 key: key.to_string(),
@@ -445,7 +472,7 @@ impl Cache {
             Ok(owner)
         };
         match owned() {
-            Ok(owner) => Ok(Temp { root: Arc::clone(root), rel, owner }),
+            Ok(owner) => Ok(Temp { root: Arc::clone(root), rel, owner, leave: false }),
             Err(e) => {
                 // Still under the entry lock, so nobody else can own it.
                 let _ = root.remove_tree(&rel);
@@ -485,7 +512,7 @@ impl Cache {
         // not publish an entry every reader takes for absent and gc deletes.
         root.set_uncommitted(out_rel, false).map_err(|e| Error::io("publish", out_rel, e))?;
         root.sync_tree(out_rel).map_err(|e| Error::io("sync", out_rel, e))?;
-        crate::manifest::write(root, key, out_rel)?;
+        crate::manifest::write(root, key, out_rel, &self.inner.options.cancel)?;
         root.rename_noreplace(out_rel, &stored).map_err(|e| Error::io("publish", &stored, e))?;
         root.sync_dir("").map_err(|e| Error::io("sync", ".", e))?;
         tracing::info!(entry = %stored, "published");

@@ -33,6 +33,7 @@
 #![deny(missing_docs)]
 
 mod cache;
+mod cancel;
 mod config;
 pub mod display;
 mod durability;
@@ -58,6 +59,7 @@ mod sys;
 mod verify;
 
 pub use cache::{Cache, Entry, Leased, Options, Pin, USE_RESOLUTION};
+pub use cancel::Cancel;
 pub use config::Config;
 pub use durability::{Durability, InvalidDurability};
 pub use error::{Error, ErrorKind, LowSpace};

@@ -45,7 +45,7 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
 /// case_insensitive.rs) make ext4, xfs and btrfs images and mount a
 /// case-insensitive FUSE passthrough written with Debian's fusepy, run by
 /// /usr/bin/python3 (not whatever python3 comes first on PATH).
-const SYSTEM_TOOLS: [(&str, &[&str], &str); 11] = [
+const SYSTEM_TOOLS: [(&str, &[&str], &str); 12] = [
     ("git", &["git", "--version"], "git"),
     ("tar", &["tar", "--version"], "tar"),
     ("make", &["make", "--version"], "make"),
@@ -56,11 +56,12 @@ const SYSTEM_TOOLS: [(&str, &[&str], &str); 11] = [
     ("mkfs.xfs", &["mkfs.xfs", "-V"], "xfsprogs"),
     ("mkfs.btrfs", &["mkfs.btrfs", "--version"], "btrfs-progs"),
     ("fusermount (libfuse2)", &["fusermount", "-V"], "fuse"),
+    ("rsync", &["rsync", "--version"], "rsync"),
     ("fusepy", &["/usr/bin/python3", "-c", "import fusepy"], "python3-fusepy"),
 ];
 
 /// Installs the Debian packages of the real tools the tests run (git, tar,
-/// make, a Python with venv and ensurepip, mount, setsid, mkfs for ext4,
+/// rsync, make, a Python with venv and ensurepip, mount, setsid, mkfs for ext4,
 /// xfs and btrfs, libfuse2 and fusepy) when any is missing and apt-get can;
 /// otherwise fails naming the packages.
 fn ensure_system_tools() -> Result<()> {

@@ -570,6 +570,15 @@ pub(crate) fn ambient_id(path: &Path) -> io::Result<Option<(u64, u64)>> {
     imp::ambient_id(path)
 }
 
+/// Where the next data of the open regular file `file` is at or after
+/// `pos`, and where it ends: `(data, hole)` with `pos <= data <= hole`;
+/// `None` when only a hole is left up to the end. `Unsupported` where the
+/// target or filesystem cannot tell holes from data (WASI): then every
+/// byte counts as data and the caller reads it.
+pub(crate) fn next_data(file: &std::fs::File, pos: u64) -> io::Result<Option<(u64, u64)>> {
+    imp::next_data(file, pos)
+}
+
 /// This process's effective user id (`None` under WASI).
 pub(crate) fn effective_uid() -> Option<u32> {
     imp::effective_uid()

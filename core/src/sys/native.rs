@@ -46,6 +46,29 @@ pub(crate) fn ambient_id(path: &Path) -> io::Result<Option<(u64, u64)>> {
     Ok(Some((meta.dev(), meta.ino())))
 }
 
+/// Where the next data of `file` is at or after `pos`, and where that data
+/// ends (the next hole, or the end of the file), by `SEEK_DATA` and
+/// `SEEK_HOLE`; `None` if only a hole is left. `Unsupported` where the
+/// filesystem cannot tell (the caller then reads everything).
+pub(crate) fn next_data(file: &std::fs::File, pos: u64) -> io::Result<Option<(u64, u64)>> {
+    use rustix::fs::{SeekFrom, seek};
+    let data = match seek(file, SeekFrom::Data(pos)) {
+        Ok(data) => data,
+        Err(rustix::io::Errno::NXIO) => return Ok(None),
+        Err(e) if e == rustix::io::Errno::INVAL || e == rustix::io::Errno::NOTSUP => {
+            return Err(io::ErrorKind::Unsupported.into());
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let hole = match seek(file, SeekFrom::Hole(data)) {
+        Ok(hole) => hole,
+        // Truncated meanwhile: the caller's read finds out.
+        Err(rustix::io::Errno::NXIO) => data,
+        Err(e) => return Err(e.into()),
+    };
+    Ok(Some((data, hole.max(data))))
+}
+
 pub(crate) fn effective_uid() -> Option<u32> {
     Some(rustix::process::geteuid().as_raw())
 }
