@@ -10,6 +10,7 @@ mod full_disk;
 mod holders;
 mod hostile;
 mod in_place;
+mod outside;
 mod queue;
 mod support;
 mod tree;
