@@ -262,6 +262,12 @@ fn read_only_outputs_publish_and_delete_for_a_user_who_is_not_root() {
     }
     nobody(&["verify"]).assert_code(0);
 
+    // Entries published read-only to the top (by an older version, or made
+    // so since) are removed as well.
+    for key in ["chmod", "untar"] {
+        let entry = PathBuf::from(nobody(&["path", key]).last_stdout_line());
+        std::fs::set_permissions(&entry, std::fs::Permissions::from_mode(0o555)).expect("chmod");
+    }
     nobody(&["rm", "chmod"]).assert_code(0);
     nobody(&["path", "chmod"]).assert_code(1);
     nobody(&["clean"]).assert_code(0);

@@ -49,7 +49,7 @@ impl fmt::Display for MountPoints {
             write!(
                 f,
                 "{list} {is} (another filesystem, or a bind mount, inside the cache): {them} and everything under \
-                 {them} were left in place, not deleted; unmount {them}, then run `safecache gc` to finish"
+                 {them} were left in place, not deleted; unmount {them}, then run `cargo safecache gc` to finish"
             )
         } else {
             write!(
