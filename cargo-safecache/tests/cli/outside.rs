@@ -249,6 +249,10 @@ fn read_only_outputs_publish_and_delete_for_a_user_who_is_not_root() {
     let nobody = |args: &[&str]| run_as(&sb, 65534, 65534, args);
 
     let chmod = r#"mkdir -p "$SAFECACHE_OUT/d" && echo x > "$SAFECACHE_OUT/d/f" && chmod -R a-w "$SAFECACHE_OUT""#;
+    // A failed fill's read-only output is deleted too.
+    let failed = format!("{chmod} && exit 3");
+    nobody(&["run", "--key", "failed", "--", "sh", "-c", &failed]).assert_code(3);
+    assert!(support::names(&sb.cache.join(".safecache/tmp")).is_empty(), "the failed fill's temp is deleted");
     nobody(&["run", "--key", "chmod", "--", "sh", "-c", chmod]).assert_code(0);
     let untar = r#"tar -xpf "$T/tree.tar" -C "$SAFECACHE_OUT""#;
     nobody(&["run", "--key", "untar", "--", "sh", "-c", untar]).assert_code(0);
