@@ -298,7 +298,7 @@ fn publish_takes_write_access_from_others() {
 
 /// In a group-shared cache, member A publishes what CMD wrote under umask
 /// 077 (a 0600 file in a 0700 directory); member B, another uid in the
-/// same group, can read it.
+/// same group, can read it, and remove it.
 #[test]
 fn every_member_of_a_group_shared_cache_can_read_every_entry() {
     if !can_switch_users() {
@@ -320,4 +320,7 @@ fn every_member_of_a_group_shared_cache_can_read_every_entry() {
     out.assert_code(0);
     assert!(out.stdout.contains("secret"), "member B reads member A's entry: {out}");
     run_as(&sb, 65533, GROUP, &["verify"]).assert_code(0);
+    // And remove it: nothing is left behind in the trash.
+    run_as(&sb, 65533, GROUP, &["rm", "k"]).assert_code(0);
+    assert!(support::names(&sb.cache.join(".safecache/trash")).is_empty(), "member B deleted all of it");
 }

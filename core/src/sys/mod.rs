@@ -195,9 +195,12 @@ impl Modes {
 /// wrote, from the mode the fill left (`top`: the entry's own directory):
 /// - no write for others (a CMD under umask 000 leaves files
 ///   world-writable);
-/// - in a group-shared cache, read for the group, and search (`x`) on
-///   directories and on files the owner may execute, so every member can
-///   read every entry; the group's other access is kept;
+/// - in a group-shared cache, read for the group (and search, `x`, on
+///   files the owner may execute), so every member can read every entry,
+///   and full access for the group on directories, as the cache's own
+///   directories have (2770), so every member can delete every entry
+///   (`rm`, `clean`, and gc's eviction); the group's write on files is
+///   kept as the fill left it;
 /// - the entry's own directory writable by its owner, since a directory
 ///   moved to a new parent must be (its `..` changes): publishing and
 ///   removing it are such moves.
@@ -207,8 +210,8 @@ impl Modes {
 pub(crate) fn settled_mode(mode: u32, dir: bool, top: bool, shared: bool) -> u32 {
     let mut settled = mode & !0o002;
     if shared {
-        settled |= 0o040;
-        if dir || mode & 0o100 != 0 {
+        settled |= if dir { 0o070 } else { 0o040 };
+        if mode & 0o100 != 0 {
             settled |= 0o010;
         }
     }
@@ -227,7 +230,8 @@ fn settled_modes_take_write_from_others_and_give_read_to_a_shared_group() {
     assert_eq!(settled_mode(0o555, true, false, false), 0o555, "directories inside it stay read-only");
     assert_eq!(settled_mode(0o600, false, false, true), 0o640, "umask 077 in a group cache");
     assert_eq!(settled_mode(0o700, false, false, true), 0o750, "an executable");
-    assert_eq!(settled_mode(0o2700, true, false, true), 0o2750);
+    assert_eq!(settled_mode(0o2700, true, false, true), 0o2770, "members can delete what is in it");
+    assert_eq!(settled_mode(0o2555, true, false, true), 0o2575);
     assert_eq!(settled_mode(0o660, false, false, true), 0o660, "the group's write is kept");
     assert_eq!(settled_mode(0o1700, true, true, false), 0o1700, "the uncommitted mark is kept");
 }
