@@ -324,3 +324,43 @@ fn every_member_of_a_group_shared_cache_can_read_every_entry() {
     run_as(&sb, 65533, GROUP, &["rm", "k"]).assert_code(0);
     assert!(support::names(&sb.cache.join(".safecache/trash")).is_empty(), "member B deleted all of it");
 }
+
+/// `cargo-safecache ARGS` as [`Sandbox::cmd`] runs it, with at most 64 open
+/// files.
+fn with_few_files(sb: &Sandbox, args: &[&str]) -> Out {
+    let env = sb.cmd(Vec::<&str>::new());
+    let mut cmd = Command::new("sh");
+    cmd.args(["-c", r#"ulimit -n 64 && exec "$0" "$@""#, support::bin()]).args(args);
+    for (k, v) in env.get_envs() {
+        match v {
+            Some(v) => cmd.env(k, v),
+            None => cmd.env_remove(k),
+        };
+    }
+    Out::of(&mut cmd)
+}
+
+/// A CMD can build a tree hundreds or thousands of directories deep (by relative
+/// `mkdir` and `chdir`). With only 64 files open at once, such a tree is
+/// still published, removed, and deleted when its fill fails: the walks
+/// keep a bounded number of directories open.
+#[test]
+fn a_tree_deeper_than_the_open_file_limit_is_published_and_deleted() {
+    let sb = Sandbox::new();
+    let deep = |code: u8| {
+        format!(
+            r#"import os
+os.chdir(os.environ["SAFECACHE_OUT"])
+for _ in range(300):
+    os.mkdir("d"); os.chdir("d")
+open("f", "w").write("x")
+raise SystemExit({code})"#
+        )
+    };
+    let out = with_few_files(&sb, &["run", "--key", "failed", "--", "python3", "-c", &deep(3)]);
+    out.assert_code(3);
+    assert!(support::names(&sb.cache.join(".safecache/tmp")).is_empty(), "the failed fill's temp is deleted: {out}");
+    with_few_files(&sb, &["run", "--key", "k", "--", "python3", "-c", &deep(0)]).assert_code(0);
+    with_few_files(&sb, &["rm", "k"]).assert_code(0);
+    assert!(support::names(&sb.cache.join(".safecache/trash")).is_empty(), "all of it is deleted");
+}

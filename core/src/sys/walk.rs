@@ -87,6 +87,8 @@ struct Info {
     mode: u32,
     uid: u32,
     gid: u32,
+    /// Device and inode.
+    id: (u64, u64),
 }
 
 impl Info {
@@ -116,6 +118,7 @@ fn info(dir: BorrowedFd<'_>, name: &Path) -> io::Result<Info> {
                 mode: u32::from(st.stx_mode) & 0o7777,
                 uid: st.stx_uid,
                 gid: st.stx_gid,
+                id: (rustix::fs::makedev(st.stx_dev_major, st.stx_dev_minor), st.stx_ino),
             })
         }
         Err(Errno::NOSYS | Errno::PERM) => {
@@ -128,6 +131,8 @@ fn info(dir: BorrowedFd<'_>, name: &Path) -> io::Result<Info> {
                 mode: st.st_mode & 0o7777,
                 uid: st.st_uid,
                 gid: st.st_gid,
+                #[allow(clippy::useless_conversion)] // the types of st_dev and st_ino differ between targets
+                id: (u64::from(st.st_dev), u64::from(st.st_ino)),
             })
         }
         Err(e) => Err(e.into()),
@@ -183,74 +188,91 @@ fn list(dir: BorrowedFd<'_>) -> io::Result<Vec<(OsString, Option<FileType>)>> {
     Ok(out)
 }
 
+/// How many directory descriptors a deletion keeps open at once: deeper
+/// than this, the ancestors' are closed and reopened through `..` on the
+/// way back up, so a tree of any depth is deleted within a small share of
+/// the descriptor limit (a CMD can build one thousands of levels deep).
+const MAX_OPEN: usize = 32;
+
+/// One directory on a deletion's path down the tree.
+struct Frame {
+    /// Open unless closed to bound the descriptors in use.
+    fd: Option<OwnedFd>,
+    /// Device and inode, to check a reopened descriptor.
+    id: (u64, u64),
+    /// Its name in its parent.
+    name: PathBuf,
+    /// Its absolute path, for messages.
+    shown: PathBuf,
+    /// The names in it not yet deleted.
+    names: std::vec::IntoIter<(OsString, Option<FileType>)>,
+    /// How many mount points had been found when it was entered: more, when
+    /// it is done, means it cannot be removed.
+    kept_before: usize,
+}
+
+impl Frame {
+    /// Enters the open directory `fd`: makes it writable for its owner and
+    /// lists it.
+    fn enter(fd: OwnedFd, here: &Info, name: &Path, shown: PathBuf, kept_before: usize) -> io::Result<Frame> {
+        // Read-only directories keep their names from being unlinked; the
+        // tree is the caller's to delete. Another user's directory stays as
+        // it is (an unlink in it then says why).
+        if here.mode & 0o700 != 0o700 && Some(here.uid) == super::effective_uid() {
+            rustix::fs::fchmod(&fd, Mode::from_raw_mode(here.mode | 0o700))?;
+        }
+        let names = list(fd.as_fd())?.into_iter();
+        Ok(Frame { fd: Some(fd), id: here.id, name: name.to_owned(), shown, names, kept_before })
+    }
+}
+
 /// Deletes the directory `leaf` in `parent` and everything beneath it, by
 /// descriptor, never following a symlink and never crossing into another
 /// mount. `shown` is its absolute path, for messages. If a mount point was
 /// found, everything else is deleted and the error is [`MountPoints`].
 pub(super) fn remove_dir_all(parent: BorrowedFd<'_>, leaf: &Path, shown: &Path) -> io::Result<()> {
     let tree = info(parent, Path::new(""))?.mount;
-    let mut kept = Vec::new();
-    if !remove_child_dir(parent, leaf, tree, shown, &mut kept)? {
+    let Some(top) = open_for_delete(parent, leaf)? else {
         // Not a directory (any more): unlinked like a file.
         return Ok(rustix::fs::unlinkat(parent, leaf, AtFlags::empty())?);
-    }
-    if !kept.is_empty() {
-        return Err(io::Error::other(MountPoints { paths: kept, deleting: true }));
-    }
-    Ok(())
-}
-
-/// Deletes the directory `name` in `dir` (on mount `tree`); adds to `kept`
-/// what it left because it is a mount point. Returns false if `name` turned
-/// out not to be a directory (the caller unlinks it instead).
-fn remove_child_dir(
-    dir: BorrowedFd<'_>,
-    name: &Path,
-    tree: Mount,
-    shown: &Path,
-    kept: &mut Vec<PathBuf>,
-) -> io::Result<bool> {
-    let child = match open_dir(dir, name) {
-        Ok(child) => child,
-        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
-            // Its owner cannot read or search it: give the owner access
-            // through a descriptor of it, then open it.
-            if !chmod_nofollow(dir, name, |i| (i.kind == FileType::Directory).then_some(i.mode | 0o700))? {
-                return Ok(false);
-            }
-            open_dir(dir, name)?
-        }
-        Err(e) if matches!(Errno::from_io_error(&e), Some(Errno::LOOP | Errno::NOTDIR)) => return Ok(false),
-        Err(e) => return Err(e),
     };
-    let here = info(child.as_fd(), Path::new(""))?;
+    let here = info(top.as_fd(), Path::new(""))?;
     if here.crosses(tree) {
-        kept.push(shown.to_owned());
-        return Ok(true);
+        return Err(io::Error::other(MountPoints { paths: vec![shown.to_owned()], deleting: true }));
     }
-    let before = kept.len();
-    empty_dir(child.as_fd(), &here, tree, shown, kept)?;
-    drop(child);
-    if kept.len() == before {
-        match rustix::fs::unlinkat(dir, name, AtFlags::REMOVEDIR) {
-            Ok(()) | Err(Errno::NOENT) => {}
-            Err(e) => return Err(e.into()),
-        }
-    }
-    Ok(true)
-}
-
-/// Unlinks everything in the open directory `dir`.
-fn empty_dir(dir: BorrowedFd<'_>, here: &Info, tree: Mount, shown: &Path, kept: &mut Vec<PathBuf>) -> io::Result<()> {
-    // Read-only directories keep their names from being unlinked; the tree
-    // is the caller's to delete. Another user's directory stays as it is
-    // (the unlink below then says why).
-    if here.mode & 0o700 != 0o700 && Some(here.uid) == super::effective_uid() {
-        rustix::fs::fchmod(dir, Mode::from_raw_mode(here.mode | 0o700))?;
-    }
-    for (name, kind) in list(dir)? {
+    let mut kept = Vec::new();
+    let mut stack = vec![Frame::enter(top, &here, leaf, shown.to_owned(), 0)?];
+    while let Some(frame) = stack.last_mut() {
+        let Some((name, kind)) = frame.names.next() else {
+            // Done with it: remove it from its parent (reopened if it was
+            // closed), unless a mount point below keeps it.
+            let Some(done) = stack.pop() else { break };
+            let Some(done_fd) = done.fd else { return Err(io::Error::other("a deletion lost its place")) };
+            let keep = kept.len() > done.kept_before;
+            match stack.last_mut() {
+                Some(up) => {
+                    if up.fd.is_none() {
+                        up.fd = Some(reopen_parent(done_fd.as_fd(), up.id)?);
+                    }
+                    drop(done_fd);
+                    if !keep && let Some(up_fd) = &up.fd {
+                        remove_empty_dir(up_fd.as_fd(), &done.name)?;
+                    }
+                }
+                None => {
+                    drop(done_fd);
+                    if !keep {
+                        remove_empty_dir(parent, leaf)?;
+                    }
+                }
+            }
+            continue;
+        };
+        let Some(dir) = frame.fd.as_ref().map(|fd| fd.as_fd()) else {
+            return Err(io::Error::other("a deletion lost its place"));
+        };
         let name = PathBuf::from(name);
-        let child_shown = shown.join(&name);
+        let child_shown = frame.shown.join(&name);
         let kind = match kind {
             Some(kind) => kind,
             None => match info(dir, &name) {
@@ -259,7 +281,20 @@ fn empty_dir(dir: BorrowedFd<'_>, here: &Info, tree: Mount, shown: &Path, kept: 
                 Err(e) => return Err(e),
             },
         };
-        if kind == FileType::Directory && remove_child_dir(dir, &name, tree, &child_shown, kept)? {
+        if kind == FileType::Directory
+            && let Some(child) = open_for_delete(dir, &name)?
+        {
+            let here = info(child.as_fd(), Path::new(""))?;
+            if here.crosses(tree) {
+                kept.push(child_shown);
+                continue;
+            }
+            let entered = Frame::enter(child, &here, &name, child_shown, kept.len())?;
+            stack.push(entered);
+            if stack.len() > MAX_OPEN {
+                let far = stack.len() - MAX_OPEN - 1;
+                stack[far].fd = None;
+            }
             continue;
         }
         match rustix::fs::unlinkat(dir, &name, AtFlags::empty()) {
@@ -269,7 +304,46 @@ fn empty_dir(dir: BorrowedFd<'_>, here: &Info, tree: Mount, shown: &Path, kept: 
             Err(e) => return Err(e.into()),
         }
     }
+    if !kept.is_empty() {
+        return Err(io::Error::other(MountPoints { paths: kept, deleting: true }));
+    }
     Ok(())
+}
+
+/// Opens the directory `name` in `dir` for deleting what is in it; `None`
+/// if it is not a directory (any more). One its owner cannot read or
+/// search is given owner access first, through a descriptor of it.
+fn open_for_delete(dir: BorrowedFd<'_>, name: &Path) -> io::Result<Option<OwnedFd>> {
+    match open_dir(dir, name) {
+        Ok(child) => Ok(Some(child)),
+        Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+            if !chmod_nofollow(dir, name, |i| (i.kind == FileType::Directory).then_some(i.mode | 0o700))? {
+                return Ok(None);
+            }
+            open_dir(dir, name).map(Some)
+        }
+        Err(e) if matches!(Errno::from_io_error(&e), Some(Errno::LOOP | Errno::NOTDIR)) => Ok(None),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// The parent of the open directory `child` through its `..`, checked to be
+/// the directory `id` the deletion came down through.
+fn reopen_parent(child: BorrowedFd<'_>, id: (u64, u64)) -> io::Result<OwnedFd> {
+    let up = open_dir(child, Path::new(".."))?;
+    if info(up.as_fd(), Path::new(""))?.id != id {
+        return Err(io::Error::other("the tree was moved while it was being deleted"));
+    }
+    Ok(up)
+}
+
+/// rmdir of `name` in `dir`; a name already gone is not an error.
+fn remove_empty_dir(dir: BorrowedFd<'_>, name: &Path) -> io::Result<()> {
+    match rustix::fs::unlinkat(dir, name, AtFlags::REMOVEDIR) {
+        Ok(()) | Err(Errno::NOENT) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// What [`settle_tree`] does to each name.
@@ -294,31 +368,49 @@ pub(super) fn settle_tree(parent: BorrowedFd<'_>, leaf: &Path, shown: &Path, set
     if top.kind != FileType::Directory {
         return settle_file(parent, leaf, Some(&top), tree, shown, settle, true);
     }
-    settle_dir(parent, leaf, tree, shown, settle, true)
+    settle_dir(parent, leaf, tree, shown, settle, 0)
 }
 
+/// How deep [`settle_tree`] goes: a path deeper than this is longer than
+/// `PATH_MAX` (4096 bytes) even with one-letter names, so no tool could
+/// open what is there, and the manifest could not name it either.
+const MAX_DEPTH: usize = 2048;
+
+/// Settles the directory `name` in `parent`, `depth` levels below the tree.
 fn settle_dir(
     parent: BorrowedFd<'_>,
     name: &Path,
     tree: Mount,
     shown: &Path,
     settle: Settle,
-    top: bool,
+    depth: usize,
 ) -> io::Result<()> {
     let dir = open_dir(parent, name)?;
+    settle_open_dir(dir, tree, shown, settle, depth).map(drop)
+}
+
+/// Settles the open directory `dir` and what is beneath it; returns its
+/// descriptor, which it may have closed and reopened on the way: deeper
+/// than [`MAX_OPEN`] levels an ancestor's descriptor is closed while a
+/// subdirectory is settled and reopened through the subdirectory's `..`,
+/// so a tree of any depth needs a bounded number of descriptors.
+fn settle_open_dir(mut dir: OwnedFd, tree: Mount, shown: &Path, settle: Settle, depth: usize) -> io::Result<OwnedFd> {
+    if depth > MAX_DEPTH {
+        return Err(io::Error::other(format!(
+            "`{}` is more than {MAX_DEPTH} directories deep",
+            crate::display::escape(&shown.to_string_lossy())
+        )));
+    }
     let here = info(dir.as_fd(), Path::new(""))?;
     if here.crosses(tree) {
         return Err(io::Error::other(MountPoints { paths: vec![shown.to_owned()], deleting: false }));
     }
-    fix(dir.as_fd(), &here, settle, top, shown)?;
+    fix(dir.as_fd(), &here, settle, depth == 0, shown)?;
     for (child, kind) in list(dir.as_fd())? {
         let child = PathBuf::from(child);
         let child_shown = shown.join(&child);
-        if kind == Some(FileType::Directory) {
-            settle_dir(dir.as_fd(), &child, tree, &child_shown, settle, false)?;
-            continue;
-        }
         let found = match kind {
+            Some(FileType::Directory) => None,
             Some(FileType::RegularFile) if settle.sync => None,
             Some(FileType::RegularFile | FileType::Unknown) | None => match info(dir.as_fd(), &child) {
                 Ok(found) => Some(found),
@@ -329,8 +421,17 @@ fn settle_dir(
             // left as they are.
             Some(_) => continue,
         };
-        match found.map(|f| f.kind) {
-            Some(FileType::Directory) => settle_dir(dir.as_fd(), &child, tree, &child_shown, settle, false)?,
+        match found.map_or(kind, |f| Some(f.kind)) {
+            Some(FileType::Directory) => {
+                let sub = open_dir(dir.as_fd(), &child)?;
+                if depth + 1 < MAX_OPEN {
+                    settle_open_dir(sub, tree, &child_shown, settle, depth + 1)?;
+                } else {
+                    drop(dir);
+                    let sub = settle_open_dir(sub, tree, &child_shown, settle, depth + 1)?;
+                    dir = reopen_parent(sub.as_fd(), here.id)?;
+                }
+            }
             None | Some(FileType::RegularFile) => {
                 settle_file(dir.as_fd(), &child, found.as_ref(), tree, &child_shown, settle, false)?;
             }
@@ -341,7 +442,7 @@ fn settle_dir(
         super::fault(super::Op::Sync)?;
         rustix::fs::fsync(&dir)?;
     }
-    Ok(())
+    Ok(dir)
 }
 
 /// Settles the regular file `name` in `dir`. `found` is what a statx of it
