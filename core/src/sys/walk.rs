@@ -100,8 +100,44 @@ impl Info {
 
 /// statx of `name` in `dir` (`""`: `dir` itself), never following a
 /// symlink; fstat where statx is missing (old kernels, some seccomp
-/// filters), which knows only the device.
+/// filters). Where statx gives no mount id (before Linux 5.8), the mount id
+/// of a descriptor (`name` empty) comes from `/proc/self/fdinfo` (Linux
+/// 3.15); without either, only the device tells mounts apart.
 fn info(dir: BorrowedFd<'_>, name: &Path) -> io::Result<Info> {
+    let mut info = statx_info(dir, name)?;
+    if info.mount.id.is_none() && name.as_os_str().is_empty() {
+        info.mount.id = fdinfo_mount_id(dir);
+    }
+    Ok(info)
+}
+
+/// The mount id `/proc/self/fdinfo/<fd>` gives for `fd` (its `mnt_id:`
+/// line), if procfs can be had.
+#[cfg(target_os = "linux")]
+fn fdinfo_mount_id(fd: BorrowedFd<'_>) -> Option<u64> {
+    use std::io::Read;
+    // `fdinfo/` beside the checked `/proc/self/fd` (the crate's own
+    // `proc_self_fdinfo_fd` refuses it on some kernels), on procfs.
+    const PROC_SUPER_MAGIC: u64 = 0x9fa0;
+    let proc_fd = rustix_linux_procfs::proc_self_fd().ok()?;
+    let name = format!("../fdinfo/{}", rustix::path::DecInt::from_fd(fd).as_ref().to_string_lossy());
+    let flags = OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC | OFlags::NOCTTY;
+    let info = rustix::fs::openat(proc_fd, name.as_str(), flags, Mode::empty()).ok()?;
+    let magic = rustix::fs::fstatfs(&info).ok().map(|s| u64::try_from(s.f_type).unwrap_or(0));
+    if magic != Some(PROC_SUPER_MAGIC) {
+        return None;
+    }
+    let mut text = String::new();
+    std::fs::File::from(info).take(4096).read_to_string(&mut text).ok()?;
+    text.lines().find_map(|l| l.strip_prefix("mnt_id:")).and_then(|v| v.trim().parse().ok())
+}
+
+#[cfg(not(target_os = "linux"))]
+fn fdinfo_mount_id(_: BorrowedFd<'_>) -> Option<u64> {
+    None
+}
+
+fn statx_info(dir: BorrowedFd<'_>, name: &Path) -> io::Result<Info> {
     use rustix::fs::{StatxAttributes, StatxFlags};
     let flags =
         if name.as_os_str().is_empty() { AtFlags::EMPTY_PATH } else { AtFlags::empty() } | AtFlags::SYMLINK_NOFOLLOW;
@@ -533,4 +569,19 @@ pub(super) fn make_writable_dir(parent: BorrowedFd<'_>, leaf: &Path) -> io::Resu
     chmod_nofollow(parent, leaf, |i| {
         (i.kind == FileType::Directory && i.mode & 0o200 == 0 && Some(i.uid) == uid).then_some(i.mode | 0o200)
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The fallback for kernels without statx's mount id reads the same id.
+    #[test]
+    fn fdinfo_and_statx_agree_on_the_mount_id() {
+        let dir = tempfile::tempdir().unwrap();
+        let fd = open_dir(rustix::fs::CWD, dir.path()).unwrap();
+        let from_statx = statx_info(fd.as_fd(), Path::new("")).unwrap().mount.id;
+        assert!(from_statx.is_some(), "this kernel's statx gives a mount id");
+        assert_eq!(fdinfo_mount_id(fd.as_fd()), from_statx);
+    }
 }
