@@ -117,6 +117,7 @@ fn rm_and_gc_stop_at_a_bind_mount_inside_an_entry() {
     assert!(mount.0.ends_with("sub/mnt"), "the error names the mount point: {out}");
     assert_eq!(std::fs::read_to_string(mount.0.join("precious")).expect("seen through the mount"), "keep me");
     assert!(out.stderr.contains("unmount"), "the error says what to do: {out}");
+    assert!(!out.stderr.contains("writable"), "and nothing misleading: {out}");
     assert_eq!(std::fs::read_to_string(outside.join("precious")).expect("the outside file survives"), "keep me");
     sb.run(["path", "k"]).assert_code(1);
 
@@ -167,6 +168,7 @@ fn a_mount_left_by_cmd_is_never_published_or_deleted_through() {
     out.assert_code(101);
     assert!(out.stderr.contains("/mnt` is a mount point"), "{out}");
     assert!(out.stderr.contains("nothing was published"), "{out}");
+    assert!(!out.stderr.contains("writable"), "the error blames the mount point alone: {out}");
     sb.run(["path", "k"]).assert_code(1);
     assert_eq!(std::fs::read_to_string(outside.join("precious")).expect("the outside file survives"), "keep me");
     let out = sb.run(["gc"]);
