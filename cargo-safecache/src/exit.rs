@@ -77,6 +77,8 @@ fn classify(kind: ErrorKind) -> (u8, Option<&'static str>) {
             ),
         ),
         ErrorKind::UnknownFormat | ErrorKind::NestedCache | ErrorKind::FillMoved | ErrorKind::Fill => (FAILURE, None),
+        // The message names each mount point and says to unmount it.
+        ErrorKind::MountPoint => (FAILURE, None),
         // The message names the file and the fix.
         ErrorKind::BadConfig => (FAILURE, None),
         ErrorKind::Corrupt => (CORRUPT, None),

@@ -101,6 +101,21 @@ pub enum Error {
         source: io::Error,
     },
 
+    /// A mount point inside the cache (another filesystem, or a bind mount,
+    /// left in an entry or in a fill's directory) stopped a deletion, which
+    /// left it and what is under it in place and deleted the rest, or a
+    /// publish, which published nothing. The source names each mount point.
+    #[error("failed to {op} `{path}`")]
+    MountPoint {
+        /// What was being done, as a verb phrase.
+        op: &'static str,
+        /// The item, relative to the cache root.
+        path: String,
+        /// Which mount points, and what to do.
+        #[source]
+        source: io::Error,
+    },
+
     /// The filesystem does not support the locks safecache needs (NFS
     /// without a lock daemon, some FUSE and network mounts). safecache
     /// refuses to go on without them rather than run unlocked.
@@ -337,6 +352,8 @@ pub enum ErrorKind {
     Io,
     /// [`Error::LocksUnsupported`].
     LocksUnsupported,
+    /// [`Error::MountPoint`].
+    MountPoint,
     /// [`Error::Busy`] after waiting for the caller's whole timeout.
     TimedOut,
     /// [`Error::Busy`] when the caller asked not to wait.
@@ -376,6 +393,7 @@ impl Error {
             Error::UntrustedCache { .. } => ErrorKind::UntrustedCache,
             Error::Io { .. } | Error::Random(_) => ErrorKind::Io,
             Error::LocksUnsupported { .. } => ErrorKind::LocksUnsupported,
+            Error::MountPoint { .. } => ErrorKind::MountPoint,
             Error::Busy { waited: Some(_), .. } => ErrorKind::TimedOut,
             Error::Busy { waited: None, .. } => ErrorKind::WouldBlock,
             Error::LeaseConflict => ErrorKind::LeaseConflict,
@@ -424,6 +442,9 @@ impl Error {
 
     #[cold]
     pub(crate) fn io(op: &'static str, path: impl Into<String>, source: io::Error) -> Error {
+        if crate::sys::is_mount_points(&source) {
+            return Error::MountPoint { op, path: path.into(), source };
+        }
         Error::Io { op, path: path.into(), source }
     }
 }

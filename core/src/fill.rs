@@ -430,13 +430,14 @@ impl Cache {
         Ok(Unfinished { root: Arc::clone(root), stored, digest: key.digest(), committed: false, leave: false })
     }
 
-    /// Commits an in-place entry: makes its tree durable, clears the mark,
+    /// Commits an in-place entry: settles its tree (modes, durability: see
+    /// [`Root::settle_tree`]), clears the mark,
     /// and makes the mode change and the name durable. A fill that cleared
     /// the mark itself may have been read half-built, so it fails.
     fn commit(&self, key: &Key, unfinished: &mut Unfinished) -> Result<(), Error> {
         let root = self.root();
         let stored = &unfinished.stored;
-        root.sync_tree(stored).map_err(|e| Error::io("sync", stored, e))?;
+        root.settle_tree(stored).map_err(|e| Error::io("prepare for publishing", stored, e))?;
         // Still marked: a committed entry always has its manifest.
         crate::manifest::write(root, key, stored, &self.inner.options.cancel)?;
         if !root.set_uncommitted(stored, false).map_err(|e| Error::io("commit", stored, e))? {
@@ -502,8 +503,9 @@ impl Cache {
         }
     }
 
-    /// Makes the filled tree durable, then publishes it by one rename that
-    /// never replaces anything.
+    /// Settles the filled tree (its modes, then its durability: see
+    /// [`Root::settle_tree`]), then publishes it by one rename that never
+    /// replaces anything.
     fn publish(&self, key: &Key, out_rel: &str) -> Result<(), Error> {
         let root = self.root();
         let stored = key.stored_name();
@@ -511,7 +513,7 @@ impl Cache {
         // that set it on its output (`rsync -a` of a sticky directory) must
         // not publish an entry every reader takes for absent and gc deletes.
         root.set_uncommitted(out_rel, false).map_err(|e| Error::io("publish", out_rel, e))?;
-        root.sync_tree(out_rel).map_err(|e| Error::io("sync", out_rel, e))?;
+        root.settle_tree(out_rel).map_err(|e| Error::io("prepare for publishing", out_rel, e))?;
         crate::manifest::write(root, key, out_rel, &self.inner.options.cancel)?;
         root.rename_noreplace(out_rel, &stored).map_err(|e| Error::io("publish", &stored, e))?;
         root.sync_dir("").map_err(|e| Error::io("sync", ".", e))?;

@@ -77,12 +77,18 @@ impl Leased {
         // Without this fsync a power loss could bring back the entry after
         // some of its files were unlinked from the trash.
         cache.root().sync_dir("").map_err(|e| Error::io("sync", ".", e))?;
-        if let Err(e) = cache.delete_trash(&trash) {
-            tracing::warn!(%trash, error = %e, "could not delete trash; gc will retry");
-        }
+        let deleted = cache.delete_trash(&trash);
         let _ = cache.root().remove_file(layout::used_marker(&key.digest()));
         // Under the entry lock: no fill of the key can be writing a new one.
         let _ = cache.root().remove_file(layout::manifest(&key.digest()));
+        match deleted {
+            Ok(_) => {}
+            // The entry is gone from the cache, but a mount point inside it
+            // was left in place with what is under it: the user must know,
+            // and unmount it.
+            Err(e) if crate::sys::is_mount_points(&e) => return Err(Error::io("delete the removed entry", trash, e)),
+            Err(e) => tracing::warn!(%trash, error = %e, "could not delete trash; gc will retry"),
+        }
         Ok(true)
     }
 

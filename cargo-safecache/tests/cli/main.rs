@@ -13,6 +13,7 @@ mod holders;
 mod hostile;
 mod in_place;
 mod mounts;
+mod outside;
 mod queue;
 mod real_tools;
 mod support;
