@@ -372,13 +372,10 @@ impl Drop for Unfinished {
         if self.committed {
             return;
         }
-        let gone = layout::random_suffix()
-            .map_err(std::io::Error::other)
-            .and_then(|r| {
-                let trash = layout::trash_item(&self.digest, &r);
-                self.root.rename(&self.stored, &trash).map(|()| trash)
-            })
-            .and_then(|trash| if self.leave { Ok(()) } else { self.root.remove_tree(&trash) });
+        // Still marked: readers take it for absent whether it is renamed
+        // aside or deleted where it stands.
+        let gone = crate::aside::set_aside(&self.root, &self.stored, &self.digest)
+            .and_then(|aside| if self.leave { Ok(()) } else { crate::aside::delete(&self.root, &aside).map(drop) });
         if let Err(e) = gone {
             tracing::warn!(entry = %self.stored, error = %e, "could not remove an uncommitted entry; gc will");
         }

@@ -32,6 +32,7 @@
 //! The on-disk format and its invariants are in docs/PROTOCOL.md.
 #![deny(missing_docs)]
 
+mod aside;
 mod cache;
 mod cancel;
 mod config;

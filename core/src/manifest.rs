@@ -53,7 +53,6 @@ pub(crate) const ZERO_BLOCK: u64 = 64 << 10;
 /// The permission bit that marks an entry root as not yet committed (an
 /// in-place fill); the entry root's mode is recorded without it, so
 /// committing does not change the manifest.
-const UNCOMMITTED_BIT: u32 = 0o1000;
 
 /// Text from disk (a name, a symlink target): a JSON string when it is
 /// UTF-8, else `{"hex": "..."}` of its raw bytes.
@@ -268,7 +267,7 @@ fn visit(
     };
     let mut mode = meta.owner.map(|o| o.mode & 0o7777);
     if inner.is_empty() {
-        mode = mode.map(|m| m & !UNCOMMITTED_BIT);
+        mode = mode.map(|m| m & !crate::sys::UNCOMMITTED_BIT);
     }
     record.kind = Kind::of(meta.kind);
     record.mode = mode;

@@ -23,10 +23,10 @@ use std::ffi::{OsStr, OsString};
 use std::path::Path;
 
 use crate::cache::{Cache, Leased};
-use crate::format::is_internal;
+use crate::aside;
 use crate::display::escape;
 use crate::error::Error;
-use crate::key::{Key, digest_of};
+use crate::key::Key;
 use crate::layout::{self, QUARANTINE_DIR, QUARANTINED_ENTRY, QUARANTINED_MANIFEST, QUARANTINED_REPORT};
 use crate::lock::Deadline;
 use crate::manifest::{self, Stored};
@@ -215,14 +215,14 @@ impl Leased {
                 })
                 .collect(),
             None => {
-                let names = cache.root().read_dir("").map_err(|e| Error::io("list", ".", e))?;
-                names
+                // Entries being built in place are not published: nothing to
+                // check yet.
+                crate::listing::list(cache.root())?
                     .into_iter()
-                    .filter(|e| !e.name.to_str().is_some_and(is_internal))
-                    .map(|e| {
-                        let lossy = e.name.to_string_lossy().into_owned();
-                        let name = Key::from_stored_name(&lossy).map_or_else(|| lossy.clone(), |k| k.to_string());
-                        Target { digest: digest_of(&lossy), stored: e.name, name, named: false }
+                    .filter(|i| i.class == crate::listing::Class::Committed)
+                    .map(|i| {
+                        let name = i.key.map_or_else(|| i.lossy.clone(), |k| k.to_string());
+                        Target { digest: i.digest, stored: i.name, name, named: false }
                     })
                     .collect::<Vec<_>>()
             }
@@ -373,18 +373,24 @@ impl Cache {
             return Ok(Action::Kept { reason: "it holds a safecache cache of its own".to_owned() });
         }
         let manifest_rel = layout::manifest(digest);
-        if repair {
-            let trash = layout::trash_item(digest, &layout::random_suffix()?);
-            root.rename(stored, &trash).map_err(|e| Error::io("rename aside", &shown, e))?;
+        // Repair removes the entry the way `remove` does, stamp and all.
+        let remove = |shown: &str| -> Result<Action, Error> {
+            let aside = aside::set_aside(root, shown, digest).map_err(|e| Error::io("rename aside", shown, e))?;
             // Without this fsync a power loss could bring the entry back
             // after some of its files were unlinked from the trash.
             root.sync_dir("").map_err(|e| Error::io("sync", ".", e))?;
-            let _ = root.remove_file(&manifest_rel);
-            if let Err(e) = root.remove_tree(&trash) {
-                tracing::warn!(%trash, error = %e, "could not delete trash; gc will retry");
+            aside::forget(root, digest);
+            if let Err(e) = aside::delete(root, &aside) {
+                tracing::warn!(item = %aside.rel, error = %e, "could not delete trash; gc will retry");
             }
             tracing::warn!(entry = %shown, "removed a corrupt entry");
-            return Ok(Action::Removed);
+            Ok(Action::Removed)
+        };
+        let Some(utf8) = stored.to_str() else {
+            return Ok(Action::Kept { reason: "its name is not UTF-8; remove it by hand".to_owned() });
+        };
+        if repair {
+            return remove(utf8);
         }
         manifest::ensure_dir(root, QUARANTINE_DIR)?;
         let item = layout::quarantine_item(digest, &layout::random_suffix()?);
@@ -392,6 +398,13 @@ impl Cache {
         let entry_rel = format!("{item}/{QUARANTINED_ENTRY}");
         if let Err(e) = root.rename(stored, &entry_rel) {
             let _ = root.remove_tree(&item);
+            if e.kind() == std::io::ErrorKind::CrossesDevices {
+                // It cannot be moved (a directory of an overlayfs lower
+                // layer): it is not kept for inspection, but it is never
+                // served again.
+                tracing::warn!(entry = %shown, "cannot move a corrupt entry into quarantine on this filesystem");
+                return remove(utf8);
+            }
             return Err(Error::io("quarantine", shown, e));
         }
         // The entry is out of its name; what follows is for inspection only.
