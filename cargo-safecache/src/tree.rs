@@ -168,10 +168,7 @@ impl Launch {
         // releases its own copies of the locks (see `Running::wait`).
         // SAFETY: prctl with integer arguments.
         if unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1 as libc::c_ulong) } != 0 {
-            return Err(io::Error::other(format!(
-                "cannot make `run` a subreaper: {}",
-                io::Error::last_os_error()
-            )));
+            return Err(io::Error::other(format!("cannot make `run` a subreaper: {}", io::Error::last_os_error())));
         }
         let inherit: Vec<RawFd> = held.iter().map(AsRawFd::as_raw_fd).chain([report_w.as_raw_fd()]).collect();
         let list = held.iter().map(|fd| fd.as_raw_fd().to_string()).collect::<Vec<_>>().join(",");
@@ -595,9 +592,9 @@ mod linux {
     fn status_pids(path: &str) -> Option<(i32, Vec<i32>)> {
         let text = std::fs::read_to_string(path).ok()?;
         let field = |name: &str| {
-            text.lines().find_map(|l| l.strip_prefix(name)).map(|rest| {
-                rest.split_whitespace().filter_map(|p| p.parse::<i32>().ok()).collect::<Vec<_>>()
-            })
+            text.lines()
+                .find_map(|l| l.strip_prefix(name))
+                .map(|rest| rest.split_whitespace().filter_map(|p| p.parse::<i32>().ok()).collect::<Vec<_>>())
         };
         let pid = *field("Pid:")?.first()?;
         Some((pid, field("NSpid:").unwrap_or_default()))

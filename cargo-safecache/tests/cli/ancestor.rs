@@ -22,7 +22,11 @@ fn nested(sb: &Sandbox, outer: &[&str], nested: &str) -> (i32, String, u32) {
     let started = Instant::now();
     let mut cmd = sb.cmd(&args);
     cmd.env("SC", crate::support::bin());
-    let child = cmd.stdout(std::process::Stdio::null()).spawn().expect("start the outer run");
+    let child = cmd
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start the outer run");
     let pid = child.id();
     let out = child.wait_with_output().expect("wait for the outer run");
     let took = started.elapsed();

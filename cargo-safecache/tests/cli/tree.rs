@@ -383,15 +383,15 @@ fn unshare_works() -> bool {
 /// The only child of `pid`, once it has one.
 #[track_caller]
 fn only_child(pid: i32, what: &str) -> Proc {
-    let mut found = None;
+    let found = std::cell::Cell::new(None);
     observe(what, || {
-        found = match children(pid).as_slice() {
+        found.set(match children(pid).as_slice() {
             [one] => Proc::of(*one),
             _ => None,
-        };
-        found.is_some()
+        });
+        found.get().is_some()
     });
-    found.unwrap_or_else(|| panic!("{what}"))
+    found.get().unwrap_or_else(|| panic!("{what}"))
 }
 
 /// In a new pid namespace, with /proc remounted for it or still showing
@@ -428,7 +428,9 @@ fn any_single_kill_in_a_pid_namespace_ends_the_tree_and_only_it() {
                 read x < "$T/never""#
             );
             let mut unshare = Command::new("unshare");
-            unshare.args(["--pid", "--fork"]);
+            // With --kill-child, killing unshare kills the namespace's init,
+            // and with it every process of the namespace.
+            unshare.args(["--pid", "--fork", "--kill-child"]);
             if mount_proc {
                 unshare.arg("--mount-proc");
             }
@@ -441,7 +443,8 @@ fn any_single_kill_in_a_pid_namespace_ends_the_tree_and_only_it() {
                 .env_remove("SAFECACHE_LEASE")
                 .env_remove("SAFECACHE_LEASE_DIR")
                 .env_remove("SAFECACHE_RUN_PIDS")
-                .stdin(std::process::Stdio::null());
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null());
             let mut child = unshare.spawn().expect("start unshare");
             let mut guard = OnDrop::kill(child.id() as i32);
             reports.pids(1);
@@ -453,14 +456,14 @@ fn any_single_kill_in_a_pid_namespace_ends_the_tree_and_only_it() {
             assert!(below.len() >= 2, "{what}: CMD's two sleeps run: {below:?}");
             let mut mirrored: Vec<i32> = below.iter().map(|p| p.pid).collect();
             mirrored.push(cmd.pid);
-            std::fs::write(sb.path("decoys"), format!("{}\n", mirrored.iter().map(i32::to_string).collect::<Vec<_>>().join(" ")))
-                .expect("ask for decoys");
+            std::fs::write(
+                sb.path("decoys"),
+                format!("{}\n", mirrored.iter().map(i32::to_string).collect::<Vec<_>>().join(" ")),
+            )
+            .expect("ask for decoys");
             let made = reports.pids(mirrored.len());
-            let decoys: BTreeSet<Proc> = children(ns_init.pid)
-                .into_iter()
-                .filter(|&p| p != run.pid)
-                .filter_map(Proc::of)
-                .collect();
+            let decoys: BTreeSet<Proc> =
+                children(ns_init.pid).into_iter().filter(|&p| p != run.pid).filter_map(Proc::of).collect();
             assert_eq!(decoys.len(), mirrored.len(), "{what}: the decoys run: {decoys:?}");
             let at_mirrored = made.iter().filter(|p| mirrored.contains(p)).count();
             if at_mirrored < mirrored.len() {
