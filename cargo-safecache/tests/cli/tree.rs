@@ -346,11 +346,13 @@ fn entry_lock_free(sb: &Sandbox) -> bool {
 
 /// Waits until the fill's locks are free and every process of `tree` is
 /// gone, checking that none of them was still alive once the locks were
-/// free.
+/// free, and that every one of `decoys` lives throughout.
 #[track_caller]
-fn await_released_after(sb: &Sandbox, tree: &BTreeSet<Proc>, what: &str) {
+fn await_released_after(sb: &Sandbox, tree: &BTreeSet<Proc>, decoys: &BTreeSet<Proc>, what: &str) {
     let deadline = Instant::now() + PATIENCE;
     loop {
+        let hit: Vec<&Proc> = decoys.iter().filter(|p| !p.alive()).collect();
+        assert!(hit.is_empty(), "{what}: decoys outside the tree were killed: {hit:?}");
         let free = entry_lock_free(sb);
         // Looked at after the locks were seen free: anything alive now was
         // alive then.
@@ -478,7 +480,7 @@ fn any_single_kill_in_a_pid_namespace_ends_the_tree_and_only_it() {
                 _ => cmd,
             };
             kill(target.pid, libc::SIGKILL);
-            await_released_after(&sb, &tree, &what);
+            await_released_after(&sb, &tree, &decoys, &what);
             await_gone(&tree);
             let hit: Vec<&Proc> = decoys.iter().filter(|p| !p.alive()).collect();
             assert!(hit.is_empty(), "{what}: decoys outside the tree were killed: {hit:?}");
