@@ -439,7 +439,8 @@ impl Cache {
         let gate = layout::gate_of(rel);
         let queue = gate.as_deref().map_or(lock::Queue::None, lock::Queue::Gate);
         let options = &self.inner.options;
-        lock::acquire(self.root(), rel, name, mode, deadline, options.on_wait.as_ref(), &options.ancestors, queue)
+        let waiter = lock::Waiter { observer: options.on_wait.as_ref(), ancestors: &options.ancestors };
+        lock::acquire(self.root(), rel, name, mode, deadline, waiter, queue)
     }
 
     pub(crate) fn entry_lock(&self, key: &Key, mode: LockMode, deadline: Deadline) -> Result<Held, Error> {

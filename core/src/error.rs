@@ -141,7 +141,8 @@ pub enum Error {
     /// the operation fails at once.
     #[error(
         "the {mode} lock on {lock} is held by this process's own ancestor, {holder}, which keeps it until this \
-         process ends, so waiting for it would never end; run this outside that command"
+         process ends, so waiting for it would never end; run this outside that command{}",
+        if *lock == LockName::Lease { ", or run that command with `--exclusive`" } else { "" }
     )]
     HeldByAncestor {
         /// The lock wanted.

@@ -133,6 +133,14 @@ pub(crate) enum Queue<'a> {
     None,
 }
 
+/// Who waits for a lock: whom to tell when it blocks, and the processes
+/// whose locks it must never wait for (see [`crate::Options::ancestors`]).
+#[derive(Clone, Copy, Default)]
+pub(crate) struct Waiter<'a> {
+    pub(crate) observer: Option<&'a WaitObserver>,
+    pub(crate) ancestors: &'a [u32],
+}
+
 /// Takes the lock at `rel` in `mode`, waiting as `deadline` allows.
 ///
 /// With a [`Queue::Gate`], an exclusive locker that has to wait first takes
@@ -146,10 +154,10 @@ pub(crate) fn acquire(
     name: LockName,
     mode: LockMode,
     deadline: Deadline,
-    observer: Option<&WaitObserver>,
-    ancestors: &[u32],
+    waiter: Waiter<'_>,
     queue: Queue<'_>,
 ) -> Result<Held, Error> {
+    let Waiter { observer, ancestors } = waiter;
     let file = root.open_lock(rel, true).map_err(|e| Error::io("open lock file", rel, e))?;
     if let (LockMode::Shared, Queue::Gate(gate)) = (mode, queue) {
         pass_gate(root, gate, &name, deadline, observer)?;
@@ -193,7 +201,7 @@ pub(crate) fn acquire(
 /// whom they wait behind.
 fn queue_at(root: &Arc<Root>, gate: &str, name: &LockName, deadline: Deadline) -> Result<Held, Error> {
     let queued = LockName::Queue(Box::new(name.clone()));
-    acquire(root, gate, queued, LockMode::Exclusive, deadline, None, &[], Queue::None)
+    acquire(root, gate, queued, LockMode::Exclusive, deadline, Waiter::default(), Queue::None)
 }
 
 /// The holder among `holders` that is an ancestor of this process (its pid

@@ -419,16 +419,14 @@ fn any_single_kill_in_a_pid_namespace_ends_the_tree_and_only_it() {
             // The namespace's init starts `run`, then on request makes a
             // decoy at each pid it is given (ns_last_pid names the pid the
             // next fork gets), and stays until the test ends.
-            let init = format!(
-                r#""$SC" run --key k -- sh -c 'sleep 1000 & setsid sleep 1000 & echo $$ > "$T/up"; wait' &
+            let init = r#""$SC" run --key k -- sh -c 'sleep 1000 & setsid sleep 1000 & echo $$ > "$T/up"; wait' &
                 read pids < "$T/decoys"
                 for p in $pids; do
                     echo $((p - 1)) > /proc/sys/kernel/ns_last_pid
                     sleep 1000 &
                     echo $! > "$T/up"
                 done
-                read x < "$T/never""#
-            );
+                read x < "$T/never""#;
             let mut unshare = Command::new("unshare");
             // With --kill-child, killing unshare kills the namespace's init,
             // and with it every process of the namespace.
@@ -437,7 +435,7 @@ fn any_single_kill_in_a_pid_namespace_ends_the_tree_and_only_it() {
                 unshare.arg("--mount-proc");
             }
             unshare
-                .args(["sh", "-c", &init])
+                .args(["sh", "-c", init])
                 .env("SAFECACHE_DIR", &sb.cache)
                 .env("T", sb.tmp.path())
                 .env("SC", crate::support::bin())
