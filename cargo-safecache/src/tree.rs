@@ -146,6 +146,25 @@ fn wait_exited_unreaped(pid: i32) -> io::Result<()> {
     }
 }
 
+/// This very binary, to start as the supervisor: /proc/self/exe, which is
+/// it even if its path was replaced or deleted since `run` started; where
+/// /proc is not mounted (a container, a chroot), the path `run` was started
+/// by, searched in `PATH` when it has no `/`.
+#[cfg(target_os = "linux")]
+fn own_exe() -> io::Result<std::path::PathBuf> {
+    let proc_exe = Path::new("/proc/self/exe");
+    if proc_exe.exists() {
+        return Ok(proc_exe.to_owned());
+    }
+    let unknown = || io::Error::other("cannot find this program's own executable: /proc is not mounted");
+    let argv0 = std::path::PathBuf::from(std::env::args_os().next().ok_or_else(unknown)?);
+    if argv0.components().count() > 1 {
+        return Ok(argv0);
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path).map(|dir| dir.join(&argv0)).find(|p| p.is_file()).ok_or_else(unknown)
+}
+
 impl Launch {
     /// Prepares to run `cmd` while the locks whose descriptors are `held`
     /// stay held by the process tree as long as any descendant lives.
@@ -172,9 +191,7 @@ impl Launch {
         }
         let inherit: Vec<RawFd> = held.iter().map(AsRawFd::as_raw_fd).chain([report_w.as_raw_fd()]).collect();
         let list = held.iter().map(|fd| fd.as_raw_fd().to_string()).collect::<Vec<_>>().join(",");
-        // /proc/self/exe is this very binary even if its path was replaced
-        // or deleted since `run` started.
-        let mut command = Command::new("/proc/self/exe");
+        let mut command = Command::new(own_exe()?);
         command.arg0("cargo-safecache").arg(SUPERVISE).args([
             me.to_string(),
             pgrp.to_string(),
@@ -270,13 +287,27 @@ impl Running {
         }
         let status = self.child.wait()?;
         let Some(report) = self.report.take() else { return Ok(status) };
+        let mut text = String::new();
+        let read = File::from(report).read_to_string(&mut text);
+        // The supervisor says CMD's pid first, then how CMD ended.
+        let (cmd_pid, text) = match text.split_once('\n') {
+            Some((first, rest)) if first.starts_with("pid ") => {
+                (first.strip_prefix("pid ").and_then(|p| p.parse::<i32>().ok()), rest.to_owned())
+            }
+            _ => (None, text),
+        };
         // A supervisor that was killed left CMD's descendants to this
         // subreaper: they end before the locks this process holds are
         // released. After a supervisor that finished, there are none.
         #[cfg(target_os = "linux")]
-        linux::end_descendants();
-        let mut text = String::new();
-        File::from(report).read_to_string(&mut text)?;
+        {
+            let finished = text.starts_with("status ") || text.starts_with("error ");
+            if let Some(cmd_pid) = cmd_pid.filter(|_| !finished) {
+                linux::end_orphaned_group(cmd_pid);
+            }
+            linux::end_descendants();
+        }
+        read?;
         match text.split_once(' ') {
             Some(("status", raw)) => {
                 let raw =
@@ -400,7 +431,7 @@ mod linux {
         }
         // SAFETY: checked open above; `run` gave it to this process alone.
         let mut report = unsafe { File::from_raw_fd(a.report) };
-        let outcome = run_tree(&a, &set);
+        let outcome = run_tree(&a, &set, &mut report);
         // Our copies of the locks go before stdout and stderr close on exit:
         // whoever waits for this process to be gone through its output then
         // finds the locks free.
@@ -420,7 +451,7 @@ mod linux {
 
     /// Starts CMD, relays signals until CMD exits or `run` dies, then ends
     /// and reaps every remaining descendant. Returns CMD's wait status.
-    fn run_tree(a: &Args, set: &libc::sigset_t) -> io::Result<i32> {
+    fn run_tree(a: &Args, set: &libc::sigset_t, report: &mut File) -> io::Result<i32> {
         // SAFETY: prctl with integer arguments.
         if unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1 as libc::c_ulong) } != 0 {
             return Err(io::Error::other(format!(
@@ -452,6 +483,10 @@ mod linux {
             .spawn()
             .map_err(|e| io::Error::new(e.kind(), format!("cannot start `{}`: {e}", Path::new(program).display())));
         let cmd_pid = i32::try_from(child?.id()).unwrap_or(i32::MAX);
+        // So that `run` can end CMD's group if this process is killed (CMD
+        // is then reparented to `run`, which finds it unreaped). A pipe
+        // write this small never blocks.
+        let _ = report.write_all(format!("pid {cmd_pid}\n").as_bytes());
         let status = relay(a, set, cmd_pid);
         if status.is_none() {
             // `run` died: CMD is unreaped, so its group id is still its own.
@@ -511,6 +546,23 @@ mod linux {
                 // parent again.
                 _ => {}
             }
+        }
+    }
+
+    /// After the supervisor was killed: SIGKILLs CMD's process group, if CMD
+    /// is this process's unreaped child (reparented here from the dead
+    /// supervisor), so that its id is still CMD's. This ends the group even
+    /// where /proc cannot list the processes in it.
+    pub(super) fn end_orphaned_group(cmd_pid: i32) {
+        // SAFETY: waitid writes into a zeroed siginfo_t we own; it fails with
+        // ECHILD unless `cmd_pid` is our child, exited or not.
+        let ours = unsafe {
+            let mut info = std::mem::zeroed::<libc::siginfo_t>();
+            let flags = libc::WEXITED | libc::WNOHANG | libc::WNOWAIT;
+            libc::waitid(libc::P_PID, cmd_pid as libc::id_t, &mut info, flags) == 0
+        };
+        if ours {
+            kill(-cmd_pid, libc::SIGKILL);
         }
     }
 

@@ -396,46 +396,55 @@ fn only_child(pid: i32, what: &str) -> Proc {
     found.get().unwrap_or_else(|| panic!("{what}"))
 }
 
-/// In a new pid namespace, with /proc remounted for it or still showing
-/// the parent namespace's pids (`unshare --pid --fork` alone), SIGKILL one
-/// process of `run`'s tree (the supervisor, `run`, CMD): no descendant of
-/// CMD (a background job, one in a session of its own) is alive once the
-/// fill's locks are free, and decoys outside the tree survive. The decoys
-/// are processes of the namespace whose pids there equal the outer pids of
-/// CMD and its children, which a supervisor that took /proc's pids for its
-/// own namespace's signalled (and then waited forever for its real
-/// children); before `run` was a subreaper, a killed supervisor left CMD's
-/// descendants running after `run` released the locks.
+/// In a new pid namespace, with /proc remounted for it, still showing the
+/// parent namespace's pids (`unshare --pid --fork` alone), or not mounted at
+/// all, SIGKILL one process of `run`'s tree (the supervisor, `run`, CMD): no
+/// descendant of CMD (background jobs; with a /proc, one in a session of its
+/// own) is alive once the fill's locks are free, and decoys outside the
+/// tree survive. The decoys are processes of the namespace whose pids there
+/// equal the outer pids of CMD and its children, which a supervisor that
+/// took /proc's pids for its own namespace's signalled (and then waited
+/// forever for its real children); before `run` was a subreaper, a killed
+/// supervisor left CMD's descendants running; without /proc, `run` could not
+/// start at all.
 #[test]
 fn any_single_kill_in_a_pid_namespace_ends_the_tree_and_only_it() {
     if !unshare_works() {
         return;
     }
-    for mount_proc in [true, false] {
+    for proc in ["own", "parent's", "none"] {
         for victim in ["supervisor", "run", "cmd"] {
-            let what = format!("kill the {victim}, /proc remounted: {mount_proc}");
+            let what = format!("kill the {victim}, /proc: {proc}");
             let (sb, reports) = sandbox();
             mkfifo(&sb.path("decoys"));
+            // Without /proc nothing can find a process that left CMD's
+            // group: it is waited for (with the locks held), not killed.
+            let detached = if proc == "none" { "sleep 1000 &" } else { "setsid sleep 1000 &" };
             // The namespace's init starts `run`, then on request makes a
             // decoy at each pid it is given (ns_last_pid names the pid the
             // next fork gets), and stays until the test ends.
-            let init = r#""$SC" run --key k -- sh -c 'sleep 1000 & setsid sleep 1000 & echo $$ > "$T/up"; wait' &
+            let init = format!(
+                r#"{hide}"$SC" run --key k -- sh -c 'sleep 1000 & {detached} echo $$ > "$T/up"; wait' &
                 read pids < "$T/decoys"
                 for p in $pids; do
-                    echo $((p - 1)) > /proc/sys/kernel/ns_last_pid
+                    echo $((p - 1)) 2> /dev/null > /proc/sys/kernel/ns_last_pid
                     sleep 1000 &
                     echo $! > "$T/up"
                 done
-                read x < "$T/never""#;
+                read x < "$T/never""#,
+                hide = if proc == "none" { "mount -t tmpfs none /proc && " } else { "" },
+            );
             let mut unshare = Command::new("unshare");
             // With --kill-child, killing unshare kills the namespace's init,
             // and with it every process of the namespace.
             unshare.args(["--pid", "--fork", "--kill-child"]);
-            if mount_proc {
-                unshare.arg("--mount-proc");
-            }
+            match proc {
+                "own" => unshare.arg("--mount-proc"),
+                "none" => unshare.arg("--mount"),
+                _ => &mut unshare,
+            };
             unshare
-                .args(["sh", "-c", init])
+                .args(["sh", "-c", &init])
                 .env("SAFECACHE_DIR", &sb.cache)
                 .env("T", sb.tmp.path())
                 .env("SC", crate::support::bin())
