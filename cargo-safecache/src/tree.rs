@@ -28,7 +28,8 @@
 //! namespace than ours (a container that did not remount it): its pids are
 //! then translated through `NSpid`, never signalled as they are. Where /proc
 //! cannot tell at all, the group kill still ends CMD's group and the rest
-//! are waited for, with the locks held.
+//! are waited for, with the locks held; without /proc the supervisor is
+//! started by `argv[0]` rather than /proc/self/exe.
 //!
 //! Without a terminal, CMD's group is a new session, so no process outside
 //! CMD's tree can join the group that forwarded signals go to.
