@@ -414,6 +414,7 @@ impl Cache {
         let _span = tracing::info_span!("lease", %mode).entered();
         let (hold, mode) = match (self.inner.options.inherited_lease, mode) {
             (Some(LockMode::Exclusive), _) => (None, LockMode::Exclusive),
+            (Some(LockMode::Shared), LockMode::Exclusive) if deadline.no_wait() => return Err(Error::LeaseConflict),
             (Some(LockMode::Shared), LockMode::Exclusive) => {
                 // Name the ancestor that holds it shared, when its record says.
                 let holders = crate::holder::holders_of(self.root(), LEASE_LOCK);

@@ -165,11 +165,13 @@ pub(crate) fn acquire(
     let taken = file.try_lock(mode.into()).map_err(|e| Error::lock(rel, e))?;
     if !taken {
         let holders = holder::holders_of(root, rel);
-        if let Some(holder) = held_by_ancestor(holders.clone(), ancestors) {
-            return Err(Error::HeldByAncestor { lock: name, mode, holder: Box::new(holder) });
-        }
+        // A try without waiting is only busy: callers probe with it (gc
+        // skips what is in use).
         if deadline.no_wait() {
             return Err(Error::Busy { lock: name, mode, holders, waited: None });
+        }
+        if let Some(holder) = held_by_ancestor(holders.clone(), ancestors) {
+            return Err(Error::HeldByAncestor { lock: name, mode, holder: Box::new(holder) });
         }
         tracing::info!(lock = %name, %mode, holders = holders.len(), "blocking on lock");
         if let Some(observer) = observer {

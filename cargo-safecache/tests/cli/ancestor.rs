@@ -89,3 +89,20 @@ fn clean_under_a_run_fails_at_once() {
     );
     assert_refused("clean without the exported lease", got, "cache lease");
 }
+
+/// What only tries a lock, without waiting, is not refused: `gc` (with the
+/// exported lease or without it) under a filling `run` skips what that run
+/// holds and exits 0.
+#[test]
+fn gc_under_a_run_skips_what_its_ancestor_holds() {
+    let sb = Sandbox::new();
+    let (code, err, _) = nested(&sb, &["run", "--key", "k"], r#""$SC" gc"#);
+    assert_eq!(code, 0, "{err}");
+    let sb = Sandbox::new();
+    let (code, err, _) = nested(
+        &sb,
+        &["run", "--key", "k"],
+        r#"env -u SAFECACHE_LEASE -u SAFECACHE_LEASE_DIR -u SAFECACHE_RUN_PIDS "$SC" gc"#,
+    );
+    assert_eq!(code, 0, "{err}");
+}
