@@ -31,8 +31,9 @@
 //! are waited for, with the locks held; without /proc the supervisor is
 //! started by `argv[0]` rather than /proc/self/exe.
 //!
-//! Without a terminal, CMD's group is a new session, so no process outside
-//! CMD's tree can join the group that forwarded signals go to.
+//! When none of stdin, stdout and stderr is a terminal, CMD's group is a new
+//! session, so no process outside CMD's tree can join the group that
+//! forwarded signals go to.
 //!
 //! Pid reuse: the supervisor only ever signals its own unreaped children
 //! and CMD's process group while CMD is unreaped; `run` only signals the
@@ -91,18 +92,19 @@ fn foreground_tty() -> Option<RawFd> {
 /// survives exec. Only async-signal-safe calls: this runs between fork and
 /// exec.
 ///
-/// Without a terminal the group is in a new session of its own, so that no
-/// process outside CMD's tree can join it (`setpgid` only joins a group of
-/// the caller's own session) and a signal to the group reaches CMD's
-/// processes alone. On a terminal it stays in the terminal's session, which
-/// job control needs; only the user's own processes in that session could
-/// join it, and only on purpose.
-fn own_group_pre_exec(tty: Option<RawFd>) -> io::Result<()> {
+/// With `new_session` (see [`no_terminal`]) the group is in a new session
+/// of its own, so that no process outside CMD's tree can join it (`setpgid`
+/// only joins a group of the caller's own session) and a signal to the
+/// group reaches CMD's processes alone. On a terminal it stays in the
+/// terminal's session, which job control needs (a background job that reads
+/// the terminal must still be stopped); only the user's own processes in
+/// that session could join it, and only on purpose.
+fn own_group_pre_exec(tty: Option<RawFd>, new_session: bool) -> io::Result<()> {
     // SAFETY: setsid, setpgid, sigemptyset, sigaddset, pthread_sigmask,
     // tcsetpgrp and getpid are async-signal-safe and get valid pointers to
     // locals.
     unsafe {
-        let grouped = if tty.is_some() { libc::setpgid(0, 0) } else { libc::setsid() };
+        let grouped = if new_session { libc::setsid() } else { libc::setpgid(0, 0) };
         if grouped < 0 {
             return Err(io::Error::last_os_error());
         }
@@ -119,6 +121,13 @@ fn own_group_pre_exec(tty: Option<RawFd>) -> io::Result<()> {
         libc::pthread_sigmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
     }
     Ok(())
+}
+
+/// Whether none of stdin, stdout and stderr is a terminal: CMD's group can
+/// then be a session of its own without changing anything CMD can see.
+fn no_terminal() -> bool {
+    // SAFETY: isatty has no memory-safety preconditions.
+    (0..3).all(|fd| unsafe { libc::isatty(fd) } == 0)
 }
 
 fn kill(pid: i32, sig: i32) {
@@ -246,7 +255,8 @@ impl Launch {
         if own_group {
             // SAFETY: the closure only makes async-signal-safe calls.
             unsafe {
-                command.pre_exec(|| own_group_pre_exec(None));
+                let new_session = no_terminal();
+                command.pre_exec(move || own_group_pre_exec(None, new_session));
             }
         }
         Ok(Launch { command, report: None, report_w: None, own_group })
@@ -352,7 +362,7 @@ mod linux {
     use std::path::Path;
     use std::process::Command;
 
-    use super::{kill, own_group_pre_exec};
+    use super::{kill, no_terminal, own_group_pre_exec};
 
     /// What `run` passes on the supervisor's command line.
     struct Args {
@@ -466,6 +476,7 @@ mod linux {
         // SAFETY: getpid has no preconditions.
         let me = unsafe { libc::getpid() };
         let tty = a.tty;
+        let new_session = tty.is_none() && no_terminal();
         // SAFETY: the closure runs between fork and exec and only makes
         // async-signal-safe calls.
         unsafe {
@@ -477,7 +488,7 @@ mod linux {
                 if libc::getppid() != me {
                     return Err(io::Error::from_raw_os_error(libc::ESRCH));
                 }
-                own_group_pre_exec(tty)
+                own_group_pre_exec(tty, new_session)
             });
         }
         let child = command
