@@ -61,7 +61,8 @@ Exit codes:
   2    usage error: bad option or argument, invalid key, a cache dir that is
        not a directory or not a cache
   65   `verify`: an entry is corrupt; --verify-on-read: a corrupt entry in use
-  75   a lock timed out, or was busy under --lock-timeout 0
+  75   a lock timed out, or was busy under --lock-timeout 0, or is held by
+       the command's own ancestor (a `run` it runs under)
   77   the cache belongs to another user or others can write to it
   101  any other failure
 

@@ -44,6 +44,14 @@ pub struct Options {
     pub inherited_lease: Option<LockMode>,
     /// Told when an operation starts to block on a lock.
     pub on_wait: Option<WaitObserver>,
+    /// The process ids of this process's ancestors, as far as the front end
+    /// knows them (its parent chain; the `cargo safecache run`s it runs
+    /// under). A busy lock whose live holder record names one of them on
+    /// this host is never waited for: that ancestor keeps the lock until
+    /// this process ends, so the operation fails at once with
+    /// [`Error::HeldByAncestor`] instead of deadlocking (`run --key k --
+    /// safecache rm k`).
+    pub ancestors: Vec<u32>,
     /// Open a cache even if another user owns it or others can write to it
     /// (see [`Error::UntrustedCache`]). Only for a cache whose every writer
     /// you trust as much as yourself.
@@ -94,6 +102,7 @@ impl std::fmt::Debug for Options {
         f.debug_struct("Options")
             .field("inherited_lease", &self.inherited_lease)
             .field("on_wait", &self.on_wait.as_ref().map(|_| ".."))
+            .field("ancestors", &self.ancestors)
             .field("allow_untrusted", &self.allow_untrusted)
             .field("retry_failed", &self.retry_failed)
             .field("min_free", &self.min_free)
@@ -417,7 +426,15 @@ impl Cache {
         let _span = tracing::info_span!("lease", %mode).entered();
         let (hold, mode) = match (self.inner.options.inherited_lease, mode) {
             (Some(LockMode::Exclusive), _) => (None, LockMode::Exclusive),
-            (Some(LockMode::Shared), LockMode::Exclusive) => return Err(Error::LeaseConflict),
+            (Some(LockMode::Shared), LockMode::Exclusive) if deadline.no_wait() => return Err(Error::LeaseConflict),
+            (Some(LockMode::Shared), LockMode::Exclusive) => {
+                // Name the ancestor that holds it shared, when its record says.
+                let holders = crate::holder::holders_of(self.root(), LEASE_LOCK);
+                return Err(match lock::held_by_ancestor(holders, &self.inner.options.ancestors) {
+                    Some(holder) => Error::HeldByAncestor { lock: LockName::Lease, mode, holder: Box::new(holder) },
+                    None => Error::LeaseConflict,
+                });
+            }
             // Under an inherited shared lease this still takes a shared
             // lease of its own: shared leases never block each other, and
             // the parent may die first.
@@ -434,7 +451,9 @@ impl Cache {
     pub(crate) fn lock(&self, rel: &str, name: LockName, mode: LockMode, deadline: Deadline) -> Result<Held, Error> {
         let gate = layout::gate_of(rel);
         let queue = gate.as_deref().map_or(lock::Queue::None, lock::Queue::Gate);
-        lock::acquire(self.root(), rel, name, mode, deadline, self.inner.options.on_wait.as_ref(), queue)
+        let options = &self.inner.options;
+        let waiter = lock::Waiter { observer: options.on_wait.as_ref(), ancestors: &options.ancestors };
+        lock::acquire(self.root(), rel, name, mode, deadline, waiter, queue)
     }
 
     pub(crate) fn entry_lock(&self, key: &Key, mode: LockMode, deadline: Deadline) -> Result<Held, Error> {

@@ -150,6 +150,24 @@ pub enum Error {
         waited: Option<Duration>,
     },
 
+    /// The lock is held by an ancestor of this process (a `cargo safecache
+    /// run` it runs under, see [`crate::Options::ancestors`]), which will
+    /// not release it before this process ends: waiting would deadlock, so
+    /// the operation fails at once.
+    #[error(
+        "the {mode} lock on {lock} is held by this process's own ancestor, {holder}, which keeps it until this \
+         process ends, so waiting for it would never end; run this outside that command{}",
+        if *lock == LockName::Lease { ", or run that command with `--exclusive`" } else { "" }
+    )]
+    HeldByAncestor {
+        /// The lock wanted.
+        lock: LockName,
+        /// The mode it was wanted in.
+        mode: LockMode,
+        /// The ancestor that holds it.
+        holder: Box<Holder>,
+    },
+
     /// The operation needs the exclusive lease, but this process runs under
     /// a shared lease inherited from a parent (`cargo safecache run`).
     #[error(
@@ -360,6 +378,8 @@ pub enum ErrorKind {
     WouldBlock,
     /// [`Error::LeaseConflict`].
     LeaseConflict,
+    /// [`Error::HeldByAncestor`].
+    HeldByAncestor,
     /// [`Error::FillMoved`].
     FillMoved,
     /// [`Error::PeerFillFailed`].
@@ -397,6 +417,7 @@ impl Error {
             Error::Busy { waited: Some(_), .. } => ErrorKind::TimedOut,
             Error::Busy { waited: None, .. } => ErrorKind::WouldBlock,
             Error::LeaseConflict => ErrorKind::LeaseConflict,
+            Error::HeldByAncestor { .. } => ErrorKind::HeldByAncestor,
             Error::FillMoved { .. } => ErrorKind::FillMoved,
             Error::PeerFillFailed { .. } => ErrorKind::PeerFillFailed,
             Error::NestedCache { .. } => ErrorKind::NestedCache,
@@ -437,7 +458,10 @@ impl Error {
     /// Whether this error means "a lock was busy" (a timeout or a no-wait
     /// conflict). The CLI maps it to exit code 75.
     pub fn is_busy(&self) -> bool {
-        matches!(self.kind(), ErrorKind::TimedOut | ErrorKind::WouldBlock | ErrorKind::LeaseConflict)
+        matches!(
+            self.kind(),
+            ErrorKind::TimedOut | ErrorKind::WouldBlock | ErrorKind::LeaseConflict | ErrorKind::HeldByAncestor
+        )
     }
 
     #[cold]

@@ -21,8 +21,8 @@
 //! marked directory for an absent entry. To commit, it fsyncs the tree,
 //! clears the mark, and fsyncs the entry and the root.
 //!
-//! Invariants: a reader sees an entry absent or complete; a failed or
-//! panicking fill publishes nothing and removes its temp (and, in place,
+//! Invariants: a reader sees an entry absent or complete; a failed,
+//! cancelled or panicking fill publishes nothing and removes its temp (and, in place,
 //! its uncommitted entry); a killed fill leaves only `tmp/d.<random>/`,
 //! whose entry lock and owner lock are both free, and in place an
 //! uncommitted entry whose entry lock is free, which is what gc checks
@@ -107,6 +107,13 @@ pub struct Filled {
     /// Whether this call ran the fill (false: it was already published, or
     /// another process or thread published it while this one waited).
     pub filled: bool,
+    /// What went wrong after the publishing rename (or, in place, after the
+    /// commit), which therefore did not undo it: the entry is published and
+    /// complete, but its publication may not survive a power cut (an fsync
+    /// of the cache dir failed). Nothing is ever reported as a failure once
+    /// the entry is visible, so that the outcome never contradicts what the
+    /// cache holds.
+    pub warning: Option<String>,
 }
 
 /// A temp directory owned by this fill; dropping it deletes it by handle.
@@ -222,7 +229,7 @@ impl Leased {
         let mut waited = false;
         let _leader = loop {
             if let Some(entry) = cache.lookup(key)? {
-                return Ok(Filled { entry, filled: false });
+                return Ok(Filled { entry, filled: false, warning: None });
             }
             match cache.inner.flights.join(key) {
                 Ok(leader) => break leader,
@@ -252,7 +259,7 @@ impl Leased {
         };
         if let Some(entry) = cache.lookup(key)? {
             tracing::debug!("published by a peer while waiting");
-            return Ok(Filled { entry, filled: false });
+            return Ok(Filled { entry, filled: false, warning: None });
         }
         let digest = key.digest();
         if waited && !cache.inner.options.retry_failed {
@@ -284,7 +291,10 @@ impl Leased {
         let created = cache.root().stat(&out_rel).map_err(|e| Error::io("inspect", &out_rel, e))?.and_then(|m| m.id);
         if let Err(e) = fill(&dir) {
             let source = e.into();
-            failed::record(cache.root(), key.as_str(), &digest, &*source);
+            // A cancelled fill is no failure to share: a waiter fills the key.
+            if !failed::is_cancelled(&*source) {
+                failed::record(cache.root(), key.as_str(), &digest, &*source);
+            }
             // Measured before the temp is removed, while the fill's output
             // still takes the space it took when it failed.
             return Err(Error::Fill { key: key.to_string(), source: cache.note_low_space(source) });
@@ -294,21 +304,24 @@ impl Leased {
             Some(unfinished) => cache.commit(key, unfinished),
             None => cache.publish(key, &out_rel),
         };
-        if let Err(e) = published {
-            if matches!(e, Error::Cancelled { .. }) {
-                // Nothing is published; what was built is gc's to delete.
-                temp.leave = true;
-                if let Some(unfinished) = &mut unfinished {
-                    unfinished.leave = true;
+        let warning = match published {
+            Ok(warning) => warning,
+            Err(e) => {
+                if matches!(e, Error::Cancelled { .. }) {
+                    // Nothing is published; what was built is gc's to delete.
+                    temp.leave = true;
+                    if let Some(unfinished) = &mut unfinished {
+                        unfinished.leave = true;
+                    }
                 }
+                return Err(e);
             }
-            return Err(e);
-        }
+        };
         failed::clear(cache.root(), &digest);
         drop(temp);
         cache.note_use(key);
         // Still under the entry lock: nothing can have removed it.
-        Ok(Filled { entry: cache.entry_at(key), filled: true })
+        Ok(Filled { entry: cache.entry_at(key), filled: true, warning })
     }
 }
 
@@ -430,8 +443,10 @@ impl Cache {
     /// Commits an in-place entry: settles its tree (modes, durability: see
     /// [`Root::settle_tree`]), clears the mark,
     /// and makes the mode change and the name durable. A fill that cleared
-    /// the mark itself may have been read half-built, so it fails.
-    fn commit(&self, key: &Key, unfinished: &mut Unfinished) -> Result<(), Error> {
+    /// the mark itself may have been read half-built, so it fails. Once the
+    /// mark is cleared the entry is published: a later error is returned as
+    /// a warning (see [`Filled::warning`]), never as a failure.
+    fn commit(&self, key: &Key, unfinished: &mut Unfinished) -> Result<Option<String>, Error> {
         let root = self.root();
         let stored = &unfinished.stored;
         root.settle_tree(stored).map_err(|e| Error::io("prepare for publishing", stored, e))?;
@@ -447,10 +462,12 @@ impl Cache {
             });
         }
         unfinished.committed = true;
-        root.sync_dir(stored).map_err(|e| Error::io("sync", stored, e))?;
-        root.sync_dir("").map_err(|e| Error::io("sync", ".", e))?;
+        let synced = root
+            .sync_dir(stored)
+            .map_err(|e| Error::io("sync", stored, e))
+            .and_then(|()| root.sync_dir("").map_err(|e| Error::io("sync", ".", e)));
         tracing::info!(entry = %stored, "committed in place");
-        Ok(())
+        Ok(after_publish(key, synced))
     }
 
     /// Creates `tmp/<digest>.<random>/` with its owner lock held and an empty
@@ -502,8 +519,9 @@ impl Cache {
 
     /// Settles the filled tree (its modes, then its durability: see
     /// [`Root::settle_tree`]), then publishes it by one rename that never
-    /// replaces anything.
-    fn publish(&self, key: &Key, out_rel: &str) -> Result<(), Error> {
+    /// replaces anything. An error after that rename is returned as a
+    /// warning (see [`Filled::warning`]): the entry is published.
+    fn publish(&self, key: &Key, out_rel: &str) -> Result<Option<String>, Error> {
         let root = self.root();
         let stored = key.stored_name();
         // At the root the sticky bit means "not committed yet": a filler
@@ -513,8 +531,24 @@ impl Cache {
         root.settle_tree(out_rel).map_err(|e| Error::io("prepare for publishing", out_rel, e))?;
         crate::manifest::write(root, key, out_rel, &self.inner.options.cancel)?;
         root.rename_noreplace(out_rel, &stored).map_err(|e| Error::io("publish", &stored, e))?;
-        root.sync_dir("").map_err(|e| Error::io("sync", ".", e))?;
+        let synced = root.sync_dir("").map_err(|e| Error::io("sync", ".", e));
         tracing::info!(entry = %stored, "published");
-        Ok(())
+        Ok(after_publish(key, synced))
     }
+}
+
+/// The warning for an error after `key` was published: the entry stays (it
+/// is complete, its tree was synced before it was published), and only its
+/// name may be lost in a power cut, which leaves it absent, never partial.
+fn after_publish(key: &Key, synced: Result<(), Error>) -> Option<String> {
+    let e = synced.err()?;
+    tracing::warn!(%key, error = %e, "published, but could not make the publication durable");
+    let mut message = format!("`{key}` is published, but its publication may not survive a power cut: {e}");
+    let mut source = std::error::Error::source(&e);
+    while let Some(cause) = source {
+        message.push_str(": ");
+        message.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    Some(message)
 }

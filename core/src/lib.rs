@@ -68,7 +68,7 @@ pub use evict::{
     AutoGc, DEFAULT_AUTO_GC_EVERY, DEFAULT_MAX_AGE, EvictReason, EvictReport, GcOptions, Limits, SkipReason, Skipped,
     Victim,
 };
-pub use failed::{CommandFailed, FailedFill};
+pub use failed::{Cancelled, CommandFailed, FailedFill};
 pub use fill::{FillDir, Filled};
 pub use gc::{EntryInfo, Failure, GcReport, Item, ItemKind, Status};
 pub use holder::{Holder, describe_holders, set_process_command};

@@ -2,6 +2,8 @@
 //! real git. Each test reads like the scenario it covers; the seeds are the
 //! user stories in the project brief.
 
+mod ancestor;
+mod cancel;
 mod case_insensitive;
 mod durability;
 mod evict;
