@@ -322,18 +322,31 @@ fn a_file_another_member_cannot_read_is_not_corrupt() {
         return;
     }
     let sb = open_sandbox();
-    // Members 65533 and 65534 of group 65534.
+    // The cache is made by 65533 alone, and the entry published there keeps
+    // its 0600 file (publish gives the group read access only in a
+    // group-shared cache: outside.rs tests that).
     std::fs::create_dir(&sb.cache).unwrap();
     std::os::unix::fs::chown(&sb.cache, Some(65533), Some(65534)).unwrap();
-    std::fs::set_permissions(&sb.cache, std::fs::Permissions::from_mode(0o2770)).unwrap();
     let script = r#"echo secret > "$SAFECACHE_OUT/private"; chmod 600 "$SAFECACHE_OUT/private"; echo open > "$SAFECACHE_OUT/open""#;
     let out = as_user(&sb, 65533, &["run", "--key", "k", "--", "sh", "-c", script]);
     out.assert_code(0);
     let entry = PathBuf::from(out.last_stdout_line());
+    // Then it is shared with group 65534 (members 65533 and 65534), as
+    // docs/SECURITY.md says: the cache's own directories, not the entries.
+    let share = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(r#"chgrp 65534 "$1" && chgrp -R 65534 "$1/.safecache" && chmod 2770 "$1" && find "$1/.safecache" -type d -exec chmod 2770 {} + && find "$1/.safecache" -type f -exec chmod g+rw {} +"#)
+        .arg("sh")
+        .arg(&sb.cache)
+        .status()
+        .unwrap();
+    assert!(share.success());
     for args in [&["verify"][..], &["verify", "--repair"]] {
         let out = as_nobody(&sb, args);
         out.assert_error(101, "1 entry could not be checked");
-        assert!(out.stderr.contains("`private` cannot be read"), "{out}");
+        // The entry's directory is the filler's own (0700): the member
+        // cannot even list it.
+        assert!(out.stderr.contains("cannot be read"), "{out}");
         assert!(!out.stderr.contains("is corrupt"), "{out}");
     }
     assert_eq!(std::fs::read_to_string(entry.join("private")).unwrap(), "secret\n", "left intact");
