@@ -14,8 +14,8 @@ use std::time::Duration;
 use crate::config::{self, Config};
 use crate::durability::Durability;
 use crate::error::Error;
+use crate::format::{self as marker, Described, Open, check_trust, ensure_marker, write_cachedir_tag};
 use crate::key::Key;
-use crate::format::{self as marker, check_trust, ensure_marker, write_cachedir_tag};
 use crate::layout::{self, FORMAT_VERSION, LEASE_LOCK};
 use crate::lock::{self, Deadline, Held, WaitObserver};
 use crate::mode::{LockMode, LockName, Wait};
@@ -260,13 +260,6 @@ impl Pin {
     }
 }
 
-pub(crate) enum Open {
-    /// Create the marker only in an empty directory.
-    IfEmpty,
-    /// Adopt a non-empty directory (`init`).
-    Adopt,
-}
-
 impl Cache {
     /// Opens the cache at `path`, creating the directory and its marker if
     /// the directory is missing or empty.
@@ -306,13 +299,13 @@ impl Cache {
             }
             Err(e) => return Err(Error::io("open cache dir", &display, e)),
         };
-        check_trust(&root, path, &options)?;
+        check_trust(&root, path, options.allow_untrusted)?;
         let format = ensure_marker(&root, path, &mode)?;
         if matches!(mode, Open::Adopt) {
             // `init` of a cache made before the tag existed adds it.
             write_cachedir_tag(&root);
         }
-        check_trust(&root, path, &options)?;
+        check_trust(&root, path, options.allow_untrusted)?;
         let mut root = root;
         let durability = match options.durability {
             Some(durability) => durability,
@@ -334,7 +327,8 @@ impl Cache {
             }),
         };
         if format != FORMAT_VERSION {
-            marker::upgrade(&cache, Deadline::start(upgrade_wait))?;
+            let deadline = Deadline::start(upgrade_wait);
+            marker::upgrade(cache.root(), cache.path(), || cache.lease_by(LockMode::Exclusive, deadline))?;
         }
         Ok(cache)
     }
@@ -531,3 +525,17 @@ impl Cache {
     }
 }
 
+impl Cache {
+    /// The cache's own format (read from its marker now, not this build's)
+    /// and what its filesystem does to names.
+    ///
+    /// # Errors
+    /// The format file cannot be read or names a format this build does not
+    /// know.
+    pub fn describe(&self) -> Result<Described, Error> {
+        Ok(Described {
+            format: marker::read_format(self.root(), self.path())?,
+            filesystem: marker::read_filesystem(self.root()),
+        })
+    }
+}

@@ -18,13 +18,10 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::cache::{Cache, Open, Options};
 use crate::error::Error;
 use crate::layout::{self, FORMAT_FILE, FORMAT_VERSION, MARKER_DIR, MARKER_STAGING_PREFIX};
-use crate::lock::Deadline;
-use crate::mode::LockMode;
+use crate::listing::{Class, is_internal};
 use crate::name;
-use crate::listing::Class;
 use crate::sys::{self, Root};
 
 /// The largest format file read; the real one is 20 bytes.
@@ -34,14 +31,12 @@ const MAX_PLAN_LEN: u64 = 128 << 20;
 /// The largest filesystem record read.
 const MAX_FILESYSTEM_LEN: u64 = 4096;
 
-/// Whether `name`, at the cache root, is not an entry: safecache's own
-/// (the marker, `CACHEDIR.TAG`, a marker staging dir) or the filesystem's
-/// (`lost+found` and the like, see [`name::is_filesystem_owned`]).
-pub(crate) fn is_internal(name: &str) -> bool {
-    name == MARKER_DIR
-        || name == layout::CACHEDIR_TAG
-        || name.starts_with(MARKER_STAGING_PREFIX)
-        || name::is_filesystem_owned(name)
+/// How opening treats a directory without a marker.
+pub(crate) enum Open {
+    /// Create the marker only in an empty directory.
+    IfEmpty,
+    /// Adopt a non-empty directory (`init`).
+    Adopt,
 }
 
 /// The format a cache's format file names, or the error that refuses it.
@@ -145,9 +140,9 @@ pub(crate) fn ensure_marker(root: &Root, path: &Path, mode: &Open) -> Result<u32
 /// group-writable, `chmod 2770`) trusts its group's members, if this
 /// process is one. Anything less lets another user swap a temp for a
 /// symlink and redirect this process's writes (docs/SECURITY.md).
-pub(crate) fn check_trust(root: &Root, path: &Path, options: &Options) -> Result<(), Error> {
+pub(crate) fn check_trust(root: &Root, path: &Path, allow_untrusted: bool) -> Result<(), Error> {
     let Some(euid) = sys::effective_uid() else { return Ok(()) };
-    if options.allow_untrusted {
+    if allow_untrusted {
         return Ok(());
     }
     for rel in ["", MARKER_DIR].into_iter().chain(layout::SUBDIRS) {
@@ -298,8 +293,8 @@ struct Plan {
 }
 
 /// Upgrades the cache to this build's format, if it is older, under the
-/// exclusive lease taken within `deadline` (the upgrade waits for every
-/// process of an older build to let go of the cache). Idempotent and
+/// exclusive lease (the upgrade waits, as the caller's deadline allows, for
+/// every process of an older build to let go of the cache). Idempotent and
 /// resumable: racing upgraders agree, and one killed at any step leaves a
 /// journal the next finishes.
 ///
@@ -312,10 +307,10 @@ struct Plan {
 ///   last-use stamp (both named by the digest of the name). Its failure
 ///   record, if any, is dropped: nobody waits on it under the exclusive
 ///   lease.
-pub(crate) fn upgrade(cache: &Cache, deadline: Deadline) -> Result<(), Error> {
-    let root = cache.root();
-    let path = cache.path();
-    let lease = cache.lease_by(LockMode::Exclusive, deadline)?;
+/// `lease` takes the exclusive lease; the upgrade holds what it returns
+/// until it is done.
+pub(crate) fn upgrade<L>(root: &Root, path: &Path, lease: impl FnOnce() -> Result<L, Error>) -> Result<(), Error> {
+    let lease = lease()?;
     let from = read_format(root, path)?;
     let journal = root.kind(layout::UPGRADE_PLAN).map_err(|e| Error::io("inspect", layout::UPGRADE_PLAN, e))?;
     if from == FORMAT_VERSION && journal.is_none() {
@@ -329,7 +324,10 @@ pub(crate) fn upgrade(cache: &Cache, deadline: Deadline) -> Result<(), Error> {
         Some(_) => {
             let bytes = root.read(layout::UPGRADE_PLAN, MAX_PLAN_LEN).map_err(|e| upgrade_error(path, e))?;
             serde_json::from_slice::<Plan>(&bytes).map_err(|e| {
-                upgrade_error(path, io::Error::new(io::ErrorKind::InvalidData, format!("its journal is unreadable: {e}")))
+                upgrade_error(
+                    path,
+                    io::Error::new(io::ErrorKind::InvalidData, format!("its journal is unreadable: {e}")),
+                )
             })?
         }
         None => {
@@ -445,7 +443,10 @@ fn apply_plan(root: &Root, plan: &Plan) -> io::Result<()> {
                         // behind the journal's back: keep the one in place,
                         // and let gc reclaim the other.
                         tracing::warn!(entry = %to, "an entry already had its new name; the old one goes to trash");
-                        let trash = layout::trash_item(&crate::key::digest_of(&to), &layout::random_suffix().map_err(io::Error::other)?);
+                        let trash = layout::trash_item(
+                            &crate::key::digest_of(&to),
+                            &layout::random_suffix().map_err(io::Error::other)?,
+                        );
                         root.rename(&held, &trash)?;
                     }
                     other => other?,
@@ -505,27 +506,17 @@ pub struct Described {
     pub filesystem: Option<Filesystem>,
 }
 
-impl Cache {
-    /// The cache's own format (read from its marker now, not this build's)
-    /// and what its filesystem does to names.
-    ///
-    /// # Errors
-    /// The format file cannot be read or names a format this build does not
-    /// know.
-    pub fn describe(&self) -> Result<Described, Error> {
-        Ok(Described { format: read_format(self.root(), self.path())?, filesystem: read_filesystem(self.root()) })
-    }
-}
-
 #[cfg(test)]
-// The tests build caches from outside, as a peer process would.
-#[allow(clippy::disallowed_methods)]
-pub(crate) mod tests {
+mod tests {
+    // The tests build caches from outside, as a peer process would.
+    #![allow(clippy::disallowed_methods)]
+
     use std::cell::RefCell;
 
     use super::*;
     use crate::key::Key;
     use crate::mode::Wait;
+    use crate::{Cache, Options};
 
     thread_local! {
         /// Runs once at the pause point in `ensure_marker`, between the check
@@ -575,7 +566,9 @@ pub(crate) mod tests {
             fs::create_dir_all(path.join(".safecache").join(sub)).unwrap();
         }
         fs::write(path.join(".safecache/format"), format!("safecache-format {version}\n")).unwrap();
-        for (old, content) in [("a%2Fb", "a/b"), ("a+b", "a+b"), ("git%2Fserde", "git/serde"), ("Lib", "Lib"), ("plain", "plain")] {
+        for (old, content) in
+            [("a%2Fb", "a/b"), ("a+b", "a+b"), ("git%2Fserde", "git/serde"), ("Lib", "Lib"), ("plain", "plain")]
+        {
             fs::create_dir(path.join(old)).unwrap();
             fs::write(path.join(old).join("f"), content).unwrap();
         }

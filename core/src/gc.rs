@@ -13,16 +13,15 @@
 use std::time::SystemTime;
 
 use crate::cache::{Cache, Leased};
-use crate::listing::{self, Class};
 use crate::error::Error;
 use crate::holder::{self, Holder};
 use crate::key::Key;
 use crate::layout::{self, FAILED_DIR, GC_LOCK, LOCKS_DIR, TMP_DIR, TRASH_DIR, USED_DIR};
 use crate::limits::{EvictReport, GcOptions, Limits};
+use crate::listing::{self, Class};
 use crate::lock::Deadline;
 use crate::mode::{LockMode, LockName, Wait};
 use crate::probe::owner_alive;
-
 
 /// Something gc or clean could not reclaim, and why. They go on past it,
 /// and report every one.

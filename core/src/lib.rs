@@ -70,10 +70,10 @@ pub use evict::{
 };
 pub use failed::{Cancelled, CommandFailed, FailedFill};
 pub use fill::{FillDir, Filled};
+pub use format::{Described, Filesystem};
 pub use gc::{EntryInfo, Failure, GcReport, Item, ItemKind, Status};
 pub use holder::{Holder, describe_holders, set_process_command};
 pub use key::{InvalidKey, Key, KeyRule, MAX_STORED_LEN};
-pub use format::{Described, Filesystem};
 pub use layout::{FORMAT_VERSION, MARKER_DIR, OLDEST_FORMAT_VERSION};
 pub use lock::{WaitEvent, WaitObserver};
 pub use mode::{LockMode, LockName, Wait};

@@ -50,10 +50,6 @@ const CHUNK: usize = 256 << 10;
 /// left out of the data hash and counted in the zero-run list instead.
 pub(crate) const ZERO_BLOCK: u64 = 64 << 10;
 
-/// The permission bit that marks an entry root as not yet committed (an
-/// in-place fill); the entry root's mode is recorded without it, so
-/// committing does not change the manifest.
-
 /// Text from disk (a name, a symlink target): a JSON string when it is
 /// UTF-8, else `{"hex": "..."}` of its raw bytes.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -267,6 +263,8 @@ fn visit(
     };
     let mut mode = meta.owner.map(|o| o.mode & 0o7777);
     if inner.is_empty() {
+        // The entry root's mode is recorded without the uncommitted mark
+        // (an in-place fill's), so committing does not change the manifest.
         mode = mode.map(|m| m & !crate::sys::UNCOMMITTED_BIT);
     }
     record.kind = Kind::of(meta.kind);

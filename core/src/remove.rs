@@ -13,13 +13,13 @@
 
 use std::path::Path;
 
-use crate::cache::{Cache, Leased};
 use crate::aside::{self, Aside};
-use crate::listing;
+use crate::cache::{Cache, Leased};
 use crate::error::Error;
 use crate::gc::{Failure, GcReport};
 use crate::key::Key;
 use crate::layout::{self, FAILED_DIR, LOCKS_DIR, MANIFESTS_DIR, QUARANTINE_DIR, USED_DIR};
+use crate::listing;
 use crate::lock::{Deadline, Held};
 use crate::mode::{LockMode, LockName, Wait};
 
@@ -75,7 +75,8 @@ impl Leased {
             return Err(Error::NestedCache { key: key.to_string() });
         }
         let root = cache.root();
-        let aside = aside::set_aside(root, &stored, &key.digest()).map_err(|e| Error::io("rename aside", &stored, e))?;
+        let aside =
+            aside::set_aside(root, &stored, &key.digest()).map_err(|e| Error::io("rename aside", &stored, e))?;
         // Without this fsync a power loss could bring back the entry after
         // some of its files were unlinked from the trash.
         root.sync_dir("").map_err(|e| Error::io("sync", ".", e))?;

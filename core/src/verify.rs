@@ -22,8 +22,8 @@
 use std::ffi::{OsStr, OsString};
 use std::path::Path;
 
-use crate::cache::{Cache, Leased};
 use crate::aside;
+use crate::cache::{Cache, Leased};
 use crate::display::escape;
 use crate::error::Error;
 use crate::key::Key;

@@ -20,8 +20,8 @@ mod queue;
 mod real_tools;
 mod support;
 mod tree;
-mod upgrade;
 mod trust;
+mod upgrade;
 mod usability;
 mod verify;
 

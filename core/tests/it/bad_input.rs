@@ -11,7 +11,6 @@ fn bad_keys_are_rejected_naming_key_and_rule() {
         ("/etc/passwd", KeyRule::Absolute),
         ("a\0b", KeyRule::Nul),
         ("a\\b", KeyRule::Backslash),
-        
         ("tab\there", KeyRule::Control),
         ("a//b", KeyRule::EmptyComponent),
         ("../../home", KeyRule::DotComponent),
