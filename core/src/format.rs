@@ -307,6 +307,7 @@ struct Plan {
 ///   last-use stamp (both named by the digest of the name). Its failure
 ///   record, if any, is dropped: nobody waits on it under the exclusive
 ///   lease.
+///
 /// `lease` takes the exclusive lease; the upgrade holds what it returns
 /// until it is done.
 pub(crate) fn upgrade<L>(root: &Root, path: &Path, lease: impl FnOnce() -> Result<L, Error>) -> Result<(), Error> {
