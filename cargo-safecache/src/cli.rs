@@ -61,7 +61,8 @@ Exit codes:
   2    usage error: bad option or argument, invalid key, a cache dir that is
        not a directory or not a cache
   65   `verify`: an entry is corrupt; --verify-on-read: a corrupt entry in use
-  75   a lock timed out, or was busy under --lock-timeout 0
+  75   a lock timed out, or was busy under --lock-timeout 0, or is held by
+       the command's own ancestor (a `run` it runs under)
   77   the cache belongs to another user or others can write to it
   101  any other failure
 
@@ -263,7 +264,8 @@ pub(crate) struct GlobalOpts {
 
     /// Check an entry against its manifest before using it (`path`, `run
     /// --key`, `run --pin`); a corrupt one is quarantined and treated as
-    /// absent, so `run --key` fills it again. Hashes the whole entry each
+    /// absent, so `run --key` fills it again; one that cannot be checked is
+    /// not used (exit 101). Hashes the whole entry (but its holes) each
     /// time.
     #[arg(
         long,
@@ -385,9 +387,11 @@ pub(crate) enum Command {
     /// corrupt entry (a file changed, missing, added, or of another kind,
     /// mode or size; or a manifest that fails its own hash) is quarantined:
     /// renamed aside into `.safecache/quarantine/`, kept for inspection for 7
-    /// days, and the key reads as absent. Entries published by an older
-    /// version have no manifest and are reported as unverified. Exit 65 if
-    /// any entry was corrupt.
+    /// days, and the key reads as absent. An entry that cannot be checked
+    /// (no manifest tied to it, as for entries published by an older
+    /// version; a file this user cannot read) is reported and never moved.
+    /// Exit 65 if any entry was corrupt, else 101 if any could not be
+    /// checked.
     Verify {
         /// Keys of the entries to check. [default: every entry]
         #[arg(value_parser = parse_key)]

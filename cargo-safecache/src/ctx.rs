@@ -36,6 +36,7 @@ impl Ctx {
         Options {
             inherited_lease,
             on_wait: Some(Arc::new(move |ev| ui.waiting(ev))),
+            ancestors: inherit::ancestors(),
             allow_untrusted: self.allow_untrusted,
             retry_failed: false,
             min_free: 0,
@@ -43,6 +44,7 @@ impl Ctx {
             durability: self.durability,
             verify_on_read: self.verify_on_read,
             upgrade_wait: self.wait,
+            cancel: safecache::Cancel::default(),
         }
     }
 

@@ -59,7 +59,7 @@ fn classify(kind: ErrorKind) -> (u8, Option<&'static str>) {
     match kind {
         ErrorKind::InvalidKey | ErrorKind::NotACache | ErrorKind::NotADirectory => (USAGE, None),
         ErrorKind::TimedOut | ErrorKind::WouldBlock => (BUSY, Some(TIMEOUT_HINT)),
-        ErrorKind::LeaseConflict => (BUSY, None),
+        ErrorKind::LeaseConflict | ErrorKind::HeldByAncestor => (BUSY, None),
         ErrorKind::Io => (
             FAILURE,
             Some("check that the cache dir is writable, or pick another with --cache-dir DIR or SAFECACHE_DIR"),
@@ -77,9 +77,14 @@ fn classify(kind: ErrorKind) -> (u8, Option<&'static str>) {
             ),
         ),
         ErrorKind::UnknownFormat | ErrorKind::NestedCache | ErrorKind::FillMoved | ErrorKind::Fill => (FAILURE, None),
+        // The message names each mount point and says to unmount it.
+        ErrorKind::MountPoint => (FAILURE, None),
         // The message names the file and the fix.
         ErrorKind::BadConfig => (FAILURE, None),
         ErrorKind::Corrupt => (CORRUPT, None),
+        // The message names the fix.
+        ErrorKind::Unverifiable => (FAILURE, None),
+        ErrorKind::Cancelled => (FAILURE, None),
     }
 }
 

@@ -15,7 +15,12 @@
 //!   next fill of the key overlap it;
 //! - SIGINT, SIGTERM and SIGHUP are forwarded to CMD's process group, and
 //!   `run` exits with CMD's status (128+N for a death by signal N, as shells
-//!   report it);
+//!   report it); one that comes after CMD has exited, while its output is
+//!   hashed for the manifest, cancels the fill (nothing is published) and
+//!   `run` exits with 128+N;
+//! - a fill ended by one of those signals (forwarded by `run`, or CMD's own
+//!   death by it) is cancelled, not failed: nothing is published, no failure
+//!   is recorded, and a run waiting for the fill runs it itself;
 //! - nested invocations see `SAFECACHE_LEASE` and `SAFECACHE_LEASE_DIR` and
 //!   do not take the lease again.
 
@@ -28,7 +33,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{Context, Result};
-use safecache::{CommandFailed, Error, FillDir, Filled, Key, Leased, LockMode, Pin};
+use safecache::{Cancelled, CommandFailed, Error, FillDir, Filled, Key, Leased, LockMode, Pin};
 use serde_json::json;
 use signal_hook::consts::{SIGCONT, SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
@@ -47,6 +52,7 @@ pub(crate) fn run(ctx: &Ctx, args: RunArgs) -> Result<u8> {
     let cache = ctx.open_adjusted(|o| {
         o.retry_failed = args.retry_failed;
         o.min_free = args.min_free;
+        o.cancel = CANCEL.clone();
     })?;
     // From here on every lock goes through this one lease: pins and the
     // fill never open the lease file again (under `--exclusive`, a second
@@ -93,6 +99,9 @@ pub(crate) fn run(ctx: &Ctx, args: RunArgs) -> Result<u8> {
             Err(code) => return Ok(code),
         };
         let path = filled.entry.path();
+        if let Some(warning) = &filled.warning {
+            ctx.ui.warn(warning);
+        }
         if filled.filled {
             ctx.ui.status("Filled", format!("`{key}` at {}", path.display()));
         } else {
@@ -122,8 +131,10 @@ pub(crate) fn run(ctx: &Ctx, args: RunArgs) -> Result<u8> {
             ctx.ui.json(json!({ "reason": "exited", "exit_code": code, "key": key.as_str() }));
             return Ok(code);
         }
-        if let Err(code) = fill(ctx, &leased, &pins, &key, args.in_place, &fill_cmd, &env)? {
-            return Ok(code);
+        match fill(ctx, &leased, &pins, &key, args.in_place, &fill_cmd, &env)? {
+            Ok(Filled { warning: Some(warning), .. }) => ctx.ui.warn(warning),
+            Ok(_) => {}
+            Err(code) => return Ok(code),
         }
     }
     Err(Coded {
@@ -146,6 +157,7 @@ fn fill(
     env: &[(&str, OsString)],
 ) -> Result<Result<Filled, u8>> {
     let mut status = None;
+    let mut cancelled = None;
     let filled = ctx.blocking(|| {
         let fill = |dir: &FillDir<'_>| {
             ctx.ui.done_waiting();
@@ -164,6 +176,10 @@ fn fill(
                     ));
                 }
                 Ok::<(), Box<dyn std::error::Error + Send + Sync>>(())
+            } else if let Some(sig) = cancelled_by(st) {
+                cancelled = Some(sig);
+                let description = format!("the command {} (cancelled by {})", describe(st), signal_name(sig));
+                Err(Cancelled { code: i32::from(code_of(st)), description }.into())
             } else {
                 let description = format!("the command {}", describe(st));
                 Err(CommandFailed { code: i32::from(code_of(st)), description }.into())
@@ -177,6 +193,24 @@ fn fill(
     });
     match filled {
         Ok(filled) => Ok(Ok(filled)),
+        Err(Error::Fill { .. }) if cancelled.is_some() => {
+            let (st, sig) = (status.unwrap_or_default(), cancelled.unwrap_or(SIGTERM));
+            ctx.ui.warn(format!(
+                "the fill was cancelled by {}: the command {}; nothing was published as `{key}` and no \
+                 failure was recorded, so a run waiting for it fills it instead",
+                signal_name(sig),
+                describe(st)
+            ));
+            let code = code_of(st);
+            ctx.ui.json(json!({
+                "reason": "exited",
+                "exit_code": code,
+                "key": key.as_str(),
+                "published": false,
+                "cancelled": true,
+            }));
+            Ok(Err(code))
+        }
         Err(ref e @ Error::Fill { .. }) if status.is_some_and(|s| !s.success()) => {
             let st = status.unwrap_or_default();
             // A command that failed on a full disk: say so, and how to
@@ -206,8 +240,40 @@ fn fill(
             );
             Ok(Err(code))
         }
+        Err(Error::Cancelled { .. }) => {
+            // A signal stopped the publish (while hashing): nothing was
+            // published; exit as the signal would have.
+            let sig = CANCEL_SIGNAL.load(Ordering::SeqCst);
+            let code = if sig == 0 { exit::FAILURE } else { u8::try_from(128 + sig).unwrap_or(exit::FAILURE) };
+            ctx.ui.error(&format!("cancelled by signal {sig}; nothing was published as `{key}`"), code);
+            Ok(Err(code))
+        }
         Err(e) => Err(anyhow::Error::new(e).context(format!("cannot fill `{key}`"))),
     }
+}
+
+/// Set by SIGINT, SIGTERM and SIGHUP from the first time `run` handles
+/// them (once CMD starts) until it exits: the core's hashing stops at its
+/// next check, so a signal that comes after CMD has exited, while the fill
+/// is being hashed for its manifest, stops `run` promptly with nothing
+/// published. [`CANCEL_SIGNAL`] says which signal it was.
+static CANCEL: std::sync::LazyLock<safecache::Cancel> = std::sync::LazyLock::new(safecache::Cancel::new);
+static CANCEL_SIGNAL: std::sync::LazyLock<std::sync::Arc<std::sync::atomic::AtomicUsize>> =
+    std::sync::LazyLock::new(Default::default);
+
+/// Registers [`CANCEL`] for the signals `run` forwards, once: the handlers
+/// stay for the life of the process, as signal-hook's do.
+fn watch_cancel() -> io::Result<()> {
+    static ONCE: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+    if ONCE.get().is_some() {
+        return Ok(());
+    }
+    for sig in [SIGINT, SIGTERM, SIGHUP] {
+        signal_hook::flag::register_usize(sig, std::sync::Arc::clone(&CANCEL_SIGNAL), sig as usize)?;
+        signal_hook::flag::register(sig, CANCEL.flag())?;
+    }
+    let _ = ONCE.set(());
+    Ok(())
 }
 
 /// The descriptors whose flocks protect CMD: they must stay held for as
@@ -230,6 +296,28 @@ fn describe(st: ExitStatus) -> String {
     }
 }
 
+/// The signals that cancel a fill rather than fail it.
+const CANCELLING: [i32; 3] = [SIGINT, SIGTERM, SIGHUP];
+
+/// The signal that cancelled a fill which ended with `st`: CMD died of
+/// SIGINT, SIGTERM or SIGHUP, or `run` received one and passed it on before
+/// CMD failed. `None` for a command that failed by itself.
+fn cancelled_by(st: ExitStatus) -> Option<i32> {
+    if st.success() {
+        return None;
+    }
+    st.signal().filter(|sig| CANCELLING.contains(sig)).or(forward_state().received)
+}
+
+fn signal_name(sig: i32) -> &'static str {
+    match sig {
+        SIGINT => "SIGINT",
+        SIGTERM => "SIGTERM",
+        SIGHUP => "SIGHUP",
+        _ => "a signal",
+    }
+}
+
 /// CMD's status as `run`'s exit code: its own code, or 128+N for a death by
 /// signal N.
 fn code_of(st: ExitStatus) -> u8 {
@@ -246,9 +334,11 @@ fn code_of(st: ExitStatus) -> u8 {
 struct Forward {
     target: Option<i32>,
     pending: Option<i32>,
+    /// The last cancelling signal received while the current CMD ran.
+    received: Option<i32>,
 }
 
-static FORWARD: Mutex<Forward> = Mutex::new(Forward { target: None, pending: None });
+static FORWARD: Mutex<Forward> = Mutex::new(Forward { target: None, pending: None, received: None });
 
 fn forward_state() -> std::sync::MutexGuard<'static, Forward> {
     FORWARD.lock().unwrap_or_else(|p| p.into_inner())
@@ -289,11 +379,16 @@ fn spawn_and_wait(
         launch.command.stdout(writer);
         relay = Some(std::thread::spawn(move || relay_stdout(reader)));
     }
+    forward_state().received = None;
     let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP, SIGCONT])?;
+    watch_cancel()?;
     let handle = signals.handle();
     let forwarder = std::thread::spawn(move || {
         for sig in signals.forever() {
             let mut state = forward_state();
+            if CANCELLING.contains(&sig) {
+                state.received = Some(sig);
+            }
             match state.target {
                 Some(pid) => kill(pid, sig),
                 None if sig != SIGCONT => state.pending = Some(sig),

@@ -13,14 +13,33 @@
 //!   fork, a `setsid`) is reparented to it instead of to init;
 //! - learns of `run`'s death through `PR_SET_PDEATHSIG`;
 //! - forwards the signals `run` forwards to it to CMD's process group;
-//! - when CMD exits or `run` dies, SIGKILLs every remaining descendant and
-//!   reaps them all, then exits, reporting CMD's wait status to `run` on a
-//!   pipe.
+//! - when CMD exits or `run` dies, SIGKILLs CMD's process group (while CMD
+//!   is unreaped, so its id is still CMD's) and then every remaining
+//!   descendant, and reaps them all, then exits, reporting CMD's wait status
+//!   to `run` on a pipe.
+//!
+//! Any single process of the tree may be SIGKILLed: `run` (the supervisor
+//! ends the tree, holding the locks meanwhile), CMD (the supervisor ends the
+//! rest), or the supervisor itself: CMD dies with it (its parent-death
+//! signal), and since `run` is a subreaper too, CMD's other descendants are
+//! reparented to `run`, which ends them before it releases the locks.
+//!
+//! Descendants are found in /proc, which may belong to another pid
+//! namespace than ours (a container that did not remount it): its pids are
+//! then translated through `NSpid`, never signalled as they are. Where /proc
+//! cannot tell at all, the group kill still ends CMD's group and the rest
+//! are waited for, with the locks held; without /proc the supervisor is
+//! started by `argv[0]` rather than /proc/self/exe.
+//!
+//! When none of stdin, stdout and stderr is a terminal, CMD's group is a new
+//! session, so no process outside CMD's tree can join the group that
+//! forwarded signals go to.
 //!
 //! Pid reuse: the supervisor only ever signals its own unreaped children
-//! (found in /proc) and CMD's process group while CMD is unreaped; `run` only
-//! signals the supervisor while it is unreaped. A pid that has not been
-//! reaped cannot be reused, so no signal can reach an unrelated process.
+//! and CMD's process group while CMD is unreaped; `run` only signals the
+//! supervisor while it is unreaped, and its own unreaped children. A pid
+//! that has not been reaped cannot be reused, so no signal can reach an
+//! unrelated process.
 //!
 //! On other Unixes there is no subreaper or parent-death signal: `run` starts
 //! CMD directly in its own process group, forwards signals to the group and
@@ -72,11 +91,21 @@ fn foreground_tty() -> Option<RawFd> {
 /// since the supervisor blocks the ones it waits for and a blocked mask
 /// survives exec. Only async-signal-safe calls: this runs between fork and
 /// exec.
-fn own_group_pre_exec(tty: Option<RawFd>) -> io::Result<()> {
-    // SAFETY: setpgid, sigemptyset, sigaddset, pthread_sigmask, tcsetpgrp
-    // and getpid are async-signal-safe and get valid pointers to locals.
+///
+/// With `new_session` (see [`no_terminal`]) the group is in a new session
+/// of its own, so that no process outside CMD's tree can join it (`setpgid`
+/// only joins a group of the caller's own session) and a signal to the
+/// group reaches CMD's processes alone. On a terminal it stays in the
+/// terminal's session, which job control needs (a background job that reads
+/// the terminal must still be stopped); only the user's own processes in
+/// that session could join it, and only on purpose.
+fn own_group_pre_exec(tty: Option<RawFd>, new_session: bool) -> io::Result<()> {
+    // SAFETY: setsid, setpgid, sigemptyset, sigaddset, pthread_sigmask,
+    // tcsetpgrp and getpid are async-signal-safe and get valid pointers to
+    // locals.
     unsafe {
-        if libc::setpgid(0, 0) != 0 {
+        let grouped = if new_session { libc::setsid() } else { libc::setpgid(0, 0) };
+        if grouped < 0 {
             return Err(io::Error::last_os_error());
         }
         let mut set = std::mem::zeroed::<libc::sigset_t>();
@@ -92,6 +121,13 @@ fn own_group_pre_exec(tty: Option<RawFd>) -> io::Result<()> {
         libc::pthread_sigmask(libc::SIG_SETMASK, &set, std::ptr::null_mut());
     }
     Ok(())
+}
+
+/// Whether none of stdin, stdout and stderr is a terminal: CMD's group can
+/// then be a session of its own without changing anything CMD can see.
+fn no_terminal() -> bool {
+    // SAFETY: isatty has no memory-safety preconditions.
+    (0..3).all(|fd| unsafe { libc::isatty(fd) } == 0)
 }
 
 fn kill(pid: i32, sig: i32) {
@@ -120,6 +156,25 @@ fn wait_exited_unreaped(pid: i32) -> io::Result<()> {
     }
 }
 
+/// This very binary, to start as the supervisor: /proc/self/exe, which is
+/// it even if its path was replaced or deleted since `run` started; where
+/// /proc is not mounted (a container, a chroot), the path `run` was started
+/// by, searched in `PATH` when it has no `/`.
+#[cfg(target_os = "linux")]
+fn own_exe() -> io::Result<std::path::PathBuf> {
+    let proc_exe = Path::new("/proc/self/exe");
+    if proc_exe.exists() {
+        return Ok(proc_exe.to_owned());
+    }
+    let unknown = || io::Error::other("cannot find this program's own executable: /proc is not mounted");
+    let argv0 = std::path::PathBuf::from(std::env::args_os().next().ok_or_else(unknown)?);
+    if argv0.components().count() > 1 {
+        return Ok(argv0);
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path).map(|dir| dir.join(&argv0)).find(|p| p.is_file()).ok_or_else(unknown)
+}
+
 impl Launch {
     /// Prepares to run `cmd` while the locks whose descriptors are `held`
     /// stay held by the process tree as long as any descendant lives.
@@ -137,11 +192,16 @@ impl Launch {
         let tty = foreground_tty();
         // SAFETY: getpid and getpgrp have no preconditions.
         let (me, pgrp) = unsafe { (libc::getpid(), libc::getpgrp()) };
+        // `run` is a subreaper too: if the supervisor is killed, CMD's
+        // orphaned descendants come to `run`, which ends them before it
+        // releases its own copies of the locks (see `Running::wait`).
+        // SAFETY: prctl with integer arguments.
+        if unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1 as libc::c_ulong) } != 0 {
+            return Err(io::Error::other(format!("cannot make `run` a subreaper: {}", io::Error::last_os_error())));
+        }
         let inherit: Vec<RawFd> = held.iter().map(AsRawFd::as_raw_fd).chain([report_w.as_raw_fd()]).collect();
         let list = held.iter().map(|fd| fd.as_raw_fd().to_string()).collect::<Vec<_>>().join(",");
-        // /proc/self/exe is this very binary even if its path was replaced
-        // or deleted since `run` started.
-        let mut command = Command::new("/proc/self/exe");
+        let mut command = Command::new(own_exe()?);
         command.arg0("cargo-safecache").arg(SUPERVISE).args([
             me.to_string(),
             pgrp.to_string(),
@@ -195,7 +255,8 @@ impl Launch {
         if own_group {
             // SAFETY: the closure only makes async-signal-safe calls.
             unsafe {
-                command.pre_exec(|| own_group_pre_exec(None));
+                let new_session = no_terminal();
+                command.pre_exec(move || own_group_pre_exec(None, new_session));
             }
         }
         Ok(Launch { command, report: None, report_w: None, own_group })
@@ -238,7 +299,26 @@ impl Running {
         let status = self.child.wait()?;
         let Some(report) = self.report.take() else { return Ok(status) };
         let mut text = String::new();
-        File::from(report).read_to_string(&mut text)?;
+        let read = File::from(report).read_to_string(&mut text);
+        // The supervisor says CMD's pid first, then how CMD ended.
+        let (cmd_pid, text) = match text.split_once('\n') {
+            Some((first, rest)) if first.starts_with("pid ") => {
+                (first.strip_prefix("pid ").and_then(|p| p.parse::<i32>().ok()), rest.to_owned())
+            }
+            _ => (None, text),
+        };
+        // A supervisor that was killed left CMD's descendants to this
+        // subreaper: they end before the locks this process holds are
+        // released. After a supervisor that finished, there are none.
+        #[cfg(target_os = "linux")]
+        {
+            let finished = text.starts_with("status ") || text.starts_with("error ");
+            if let Some(cmd_pid) = cmd_pid.filter(|_| !finished) {
+                linux::end_orphaned_group(cmd_pid);
+            }
+            linux::end_descendants();
+        }
+        read?;
         match text.split_once(' ') {
             Some(("status", raw)) => {
                 let raw =
@@ -282,7 +362,7 @@ mod linux {
     use std::path::Path;
     use std::process::Command;
 
-    use super::{kill, own_group_pre_exec};
+    use super::{kill, no_terminal, own_group_pre_exec};
 
     /// What `run` passes on the supervisor's command line.
     struct Args {
@@ -362,7 +442,7 @@ mod linux {
         }
         // SAFETY: checked open above; `run` gave it to this process alone.
         let mut report = unsafe { File::from_raw_fd(a.report) };
-        let outcome = run_tree(&a, &set);
+        let outcome = run_tree(&a, &set, &mut report);
         // Our copies of the locks go before stdout and stderr close on exit:
         // whoever waits for this process to be gone through its output then
         // finds the locks free.
@@ -382,7 +462,7 @@ mod linux {
 
     /// Starts CMD, relays signals until CMD exits or `run` dies, then ends
     /// and reaps every remaining descendant. Returns CMD's wait status.
-    fn run_tree(a: &Args, set: &libc::sigset_t) -> io::Result<i32> {
+    fn run_tree(a: &Args, set: &libc::sigset_t, report: &mut File) -> io::Result<i32> {
         // SAFETY: prctl with integer arguments.
         if unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1 as libc::c_ulong) } != 0 {
             return Err(io::Error::other(format!(
@@ -396,6 +476,7 @@ mod linux {
         // SAFETY: getpid has no preconditions.
         let me = unsafe { libc::getpid() };
         let tty = a.tty;
+        let new_session = tty.is_none() && no_terminal();
         // SAFETY: the closure runs between fork and exec and only makes
         // async-signal-safe calls.
         unsafe {
@@ -407,14 +488,22 @@ mod linux {
                 if libc::getppid() != me {
                     return Err(io::Error::from_raw_os_error(libc::ESRCH));
                 }
-                own_group_pre_exec(tty)
+                own_group_pre_exec(tty, new_session)
             });
         }
         let child = command
             .spawn()
             .map_err(|e| io::Error::new(e.kind(), format!("cannot start `{}`: {e}", Path::new(program).display())));
         let cmd_pid = i32::try_from(child?.id()).unwrap_or(i32::MAX);
+        // So that `run` can end CMD's group if this process is killed (CMD
+        // is then reparented to `run`, which finds it unreaped). A pipe
+        // write this small never blocks.
+        let _ = report.write_all(format!("pid {cmd_pid}\n").as_bytes());
         let status = relay(a, set, cmd_pid);
+        if status.is_none() {
+            // `run` died: CMD is unreaped, so its group id is still its own.
+            kill(-cmd_pid, libc::SIGKILL);
+        }
         end_descendants();
         if let Some(fd) = a.tty {
             give_terminal(fd, cmd_pid, a.run_pgrp);
@@ -447,6 +536,11 @@ mod linux {
             let sig = unsafe { libc::sigwaitinfo(set, std::ptr::null_mut()) };
             match sig {
                 libc::SIGCHLD => {
+                    if exited_unreaped(cmd_pid) {
+                        // What is left of CMD's group goes with it, even where
+                        // /proc cannot list it; its id is still CMD's.
+                        kill(-cmd_pid, libc::SIGKILL);
+                    }
                     if let Some(status) = reap(a, cmd_pid) {
                         return Some(status);
                     }
@@ -464,6 +558,34 @@ mod linux {
                 // parent again.
                 _ => {}
             }
+        }
+    }
+
+    /// After the supervisor was killed: SIGKILLs CMD's process group, if CMD
+    /// is this process's unreaped child (reparented here from the dead
+    /// supervisor), so that its id is still CMD's. This ends the group even
+    /// where /proc cannot list the processes in it.
+    pub(super) fn end_orphaned_group(cmd_pid: i32) {
+        // SAFETY: waitid writes into a zeroed siginfo_t we own; it fails with
+        // ECHILD unless `cmd_pid` is our child, exited or not.
+        let ours = unsafe {
+            let mut info = std::mem::zeroed::<libc::siginfo_t>();
+            let flags = libc::WEXITED | libc::WNOHANG | libc::WNOWAIT;
+            libc::waitid(libc::P_PID, cmd_pid as libc::id_t, &mut info, flags) == 0
+        };
+        if ours {
+            kill(-cmd_pid, libc::SIGKILL);
+        }
+    }
+
+    /// Whether our child `pid` has exited and is not reaped yet.
+    fn exited_unreaped(pid: i32) -> bool {
+        // SAFETY: waitid writes into a zeroed siginfo_t we own; si_pid is
+        // valid for a child that changed state, and 0 when none did.
+        unsafe {
+            let mut info = std::mem::zeroed::<libc::siginfo_t>();
+            let flags = libc::WEXITED | libc::WNOHANG | libc::WNOWAIT;
+            libc::waitid(libc::P_PID, pid as libc::id_t, &mut info, flags) == 0 && info.si_pid() == pid
         }
     }
 
@@ -501,15 +623,18 @@ mod linux {
     /// SIGKILLs and reaps every descendant. Each round kills this process's
     /// current children; their own children are then orphans, reparented to
     /// this subreaper, and become children for the next round. Only unreaped
-    /// children are signalled, so no pid can have been reused.
-    fn end_descendants() {
+    /// children are signalled, so no pid can have been reused. Where /proc
+    /// cannot tell this process's children (no /proc, or another pid
+    /// namespace's), it waits for each of them to exit instead: the locks
+    /// stay held until the last one has.
+    pub(super) fn end_descendants() {
         loop {
             let kids = children();
-            for &pid in &kids {
+            for &pid in kids.iter().flatten() {
                 kill(pid, libc::SIGKILL);
             }
             let mut status = 0;
-            let flags = if kids.is_empty() { libc::WNOHANG } else { 0 };
+            let flags = if kids.as_ref().is_some_and(Vec::is_empty) { libc::WNOHANG } else { 0 };
             // SAFETY: waitpid writes into a local.
             let pid = unsafe { libc::waitpid(-1, &mut status, flags) };
             match pid {
@@ -525,9 +650,58 @@ mod linux {
         }
     }
 
-    /// This process's children, from /proc/self/task/*/children, or from a
-    /// scan of /proc/*/stat where the kernel lacks that file.
-    fn children() -> Vec<i32> {
+    /// The `Pid:` and `NSpid:` lines of a /proc status file: the pid as the
+    /// mounted /proc's namespace numbers it, and as each namespace from
+    /// that one down to the process's own does.
+    fn status_pids(path: &str) -> Option<(i32, Vec<i32>)> {
+        let text = std::fs::read_to_string(path).ok()?;
+        let field = |name: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(name))
+                .map(|rest| rest.split_whitespace().filter_map(|p| p.parse::<i32>().ok()).collect::<Vec<_>>())
+        };
+        let pid = *field("Pid:")?.first()?;
+        Some((pid, field("NSpid:").unwrap_or_default()))
+    }
+
+    /// This process's children, by their pids in this process's own pid
+    /// namespace, or `None` if /proc cannot tell.
+    ///
+    /// The mounted /proc may belong to another pid namespace than this
+    /// process's (a container that did not remount it: `unshare --pid
+    /// --fork` without `--mount-proc`), and then numbers every process
+    /// differently: signalling the pids it lists would reach other
+    /// processes. So the pids it lists are translated through each child's
+    /// `NSpid:` line, at this process's depth; if /proc does not show this
+    /// process at all, or cannot be read, nothing is listed.
+    pub(super) fn children() -> Option<Vec<i32>> {
+        // SAFETY: getpid has no preconditions.
+        let me = unsafe { libc::getpid() };
+        let (shown, nspids) = status_pids("/proc/self/status")?;
+        // Where in each NSpid list this namespace's pid is.
+        let depth = match nspids.as_slice() {
+            // /proc is this namespace's own.
+            [] | [_] if shown == me => None,
+            // /proc is an ancestor namespace's: the last pid is this one's.
+            [.., last] if *last == me => Some(nspids.len() - 1),
+            // /proc numbers this process otherwise, and says nothing to
+            // translate with.
+            _ => return None,
+        };
+        let listed = listed_children(shown)?;
+        let Some(depth) = depth else { return Some(listed) };
+        Some(
+            listed
+                .into_iter()
+                .filter_map(|p| status_pids(&format!("/proc/{p}/status"))?.1.get(depth).copied())
+                .collect(),
+        )
+    }
+
+    /// The children of the process that /proc numbers `shown` (this one), as
+    /// /proc numbers them: from /proc/self/task/*/children, or from a scan of
+    /// /proc/*/stat where the kernel lacks that file.
+    fn listed_children(shown: i32) -> Option<Vec<i32>> {
         let mut out = Vec::new();
         let listed = std::fs::read_dir("/proc/self/task").and_then(|tasks| {
             for task in tasks {
@@ -537,20 +711,20 @@ mod linux {
             Ok(())
         });
         if listed.is_ok() {
-            return out;
+            return Some(out);
         }
-        // SAFETY: getpid has no preconditions.
-        let me = unsafe { libc::getpid() };
-        let Ok(procs) = std::fs::read_dir("/proc") else { return Vec::new() };
-        procs
-            .filter_map(|p| p.ok()?.file_name().to_str()?.parse::<i32>().ok())
-            .filter(|pid| {
-                // The parent is the second field after the command name,
-                // which is in parentheses and may itself contain any byte.
-                let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return false };
-                let after = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or_default();
-                after.split_whitespace().nth(1).and_then(|p| p.parse::<i32>().ok()) == Some(me)
-            })
-            .collect()
+        let procs = std::fs::read_dir("/proc").ok()?;
+        Some(
+            procs
+                .filter_map(|p| p.ok()?.file_name().to_str()?.parse::<i32>().ok())
+                .filter(|pid| {
+                    // The parent is the second field after the command name,
+                    // which is in parentheses and may itself contain any byte.
+                    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return false };
+                    let after = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or_default();
+                    after.split_whitespace().nth(1).and_then(|p| p.parse::<i32>().ok()) == Some(shown)
+                })
+                .collect(),
+        )
     }
 }

@@ -1,6 +1,7 @@
 //! This defines `verify [KEY...] [--repair]`: checks entries against their
 //! manifests through the core's `Cache::verify` and reports each corrupt or
-//! unverified one, then a summary. Exit code 65 if any entry was corrupt.
+//! unverified one, then a summary. Exit code 65 if any entry was corrupt,
+//! else 101 if any could not be checked (unverified or unreadable).
 
 use anyhow::{Context, Result};
 use safecache::display::count;
@@ -89,10 +90,13 @@ pub(crate) fn verify(ctx: &Ctx, keys: &[Key], repair: bool) -> Result<u8> {
         }
         .into());
     }
-    if failed > 0 {
+    if failed + unverified > 0 {
         return Err(Coded {
             code: exit::FAILURE,
-            message: format!("{} could not be checked (listed above)", count(failed, "entry", "entries")),
+            message: format!(
+                "{} could not be checked (listed above); nothing was moved for that",
+                count(failed + unverified, "entry", "entries")
+            ),
         }
         .into());
     }

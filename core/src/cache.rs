@@ -14,7 +14,7 @@ use std::time::Duration;
 use crate::config::{self, Config};
 use crate::durability::Durability;
 use crate::error::Error;
-use crate::format::{self as marker, check_trust, ensure_marker, write_cachedir_tag};
+use crate::format::{self as marker, Described, Open, check_trust, ensure_marker, write_cachedir_tag};
 use crate::key::Key;
 use crate::layout::{self, FORMAT_VERSION, LEASE_LOCK};
 use crate::lock::{self, Deadline, Held, WaitObserver};
@@ -44,6 +44,14 @@ pub struct Options {
     pub inherited_lease: Option<LockMode>,
     /// Told when an operation starts to block on a lock.
     pub on_wait: Option<WaitObserver>,
+    /// The process ids of this process's ancestors, as far as the front end
+    /// knows them (its parent chain; the `cargo safecache run`s it runs
+    /// under). A busy lock whose live holder record names one of them on
+    /// this host is never waited for: that ancestor keeps the lock until
+    /// this process ends, so the operation fails at once with
+    /// [`Error::HeldByAncestor`] instead of deadlocking (`run --key k --
+    /// safecache rm k`).
+    pub ancestors: Vec<u32>,
     /// Open a cache even if another user owns it or others can write to it
     /// (see [`Error::UntrustedCache`]). Only for a cache whose every writer
     /// you trust as much as yourself.
@@ -74,12 +82,19 @@ pub struct Options {
     /// entries). A corrupt entry is quarantined and reads as absent, so
     /// `get_or_fill` fills it again; if it is in use and cannot be set
     /// aside at once, the call fails with [`Error::Corrupt`]. An entry
-    /// without a manifest is returned unverified.
+    /// that cannot be checked (no manifest, a manifest that cannot be tied
+    /// to it, a file that cannot be read) is never returned: the call fails
+    /// with [`Error::Unverifiable`] and nothing is moved.
     pub verify_on_read: bool,
     /// How long opening a cache of an older format waits for the exclusive
     /// lease it upgrades the cache under (until every process of an older
     /// build has let go of it). The default waits forever.
     pub upgrade_wait: Wait,
+    /// Stops hashing (a fill's manifest, a verify) at its next check once
+    /// cancelled: a fill then publishes nothing and fails with
+    /// [`Error::Cancelled`]. The CLI sets it from SIGINT, SIGTERM and
+    /// SIGHUP.
+    pub cancel: crate::Cancel,
 }
 
 impl std::fmt::Debug for Options {
@@ -87,6 +102,7 @@ impl std::fmt::Debug for Options {
         f.debug_struct("Options")
             .field("inherited_lease", &self.inherited_lease)
             .field("on_wait", &self.on_wait.as_ref().map(|_| ".."))
+            .field("ancestors", &self.ancestors)
             .field("allow_untrusted", &self.allow_untrusted)
             .field("retry_failed", &self.retry_failed)
             .field("min_free", &self.min_free)
@@ -94,6 +110,7 @@ impl std::fmt::Debug for Options {
             .field("durability", &self.durability)
             .field("verify_on_read", &self.verify_on_read)
             .field("upgrade_wait", &self.upgrade_wait)
+            .field("cancel", &self.cancel.is_cancelled())
             .finish()
     }
 }
@@ -243,13 +260,6 @@ impl Pin {
     }
 }
 
-pub(crate) enum Open {
-    /// Create the marker only in an empty directory.
-    IfEmpty,
-    /// Adopt a non-empty directory (`init`).
-    Adopt,
-}
-
 impl Cache {
     /// Opens the cache at `path`, creating the directory and its marker if
     /// the directory is missing or empty.
@@ -289,13 +299,13 @@ impl Cache {
             }
             Err(e) => return Err(Error::io("open cache dir", &display, e)),
         };
-        check_trust(&root, path, &options)?;
+        check_trust(&root, path, options.allow_untrusted)?;
         let format = ensure_marker(&root, path, &mode)?;
         if matches!(mode, Open::Adopt) {
             // `init` of a cache made before the tag existed adds it.
             write_cachedir_tag(&root);
         }
-        check_trust(&root, path, &options)?;
+        check_trust(&root, path, options.allow_untrusted)?;
         let mut root = root;
         let durability = match options.durability {
             Some(durability) => durability,
@@ -317,7 +327,8 @@ impl Cache {
             }),
         };
         if format != FORMAT_VERSION {
-            marker::upgrade(&cache, Deadline::start(upgrade_wait))?;
+            let deadline = Deadline::start(upgrade_wait);
+            marker::upgrade(cache.root(), cache.path(), || cache.lease_by(LockMode::Exclusive, deadline))?;
         }
         Ok(cache)
     }
@@ -409,7 +420,15 @@ impl Cache {
         let _span = tracing::info_span!("lease", %mode).entered();
         let (hold, mode) = match (self.inner.options.inherited_lease, mode) {
             (Some(LockMode::Exclusive), _) => (None, LockMode::Exclusive),
-            (Some(LockMode::Shared), LockMode::Exclusive) => return Err(Error::LeaseConflict),
+            (Some(LockMode::Shared), LockMode::Exclusive) if deadline.no_wait() => return Err(Error::LeaseConflict),
+            (Some(LockMode::Shared), LockMode::Exclusive) => {
+                // Name the ancestor that holds it shared, when its record says.
+                let holders = crate::holder::holders_of(self.root(), LEASE_LOCK);
+                return Err(match lock::held_by_ancestor(holders, &self.inner.options.ancestors) {
+                    Some(holder) => Error::HeldByAncestor { lock: LockName::Lease, mode, holder: Box::new(holder) },
+                    None => Error::LeaseConflict,
+                });
+            }
             // Under an inherited shared lease this still takes a shared
             // lease of its own: shared leases never block each other, and
             // the parent may die first.
@@ -426,7 +445,9 @@ impl Cache {
     pub(crate) fn lock(&self, rel: &str, name: LockName, mode: LockMode, deadline: Deadline) -> Result<Held, Error> {
         let gate = layout::gate_of(rel);
         let queue = gate.as_deref().map_or(lock::Queue::None, lock::Queue::Gate);
-        lock::acquire(self.root(), rel, name, mode, deadline, self.inner.options.on_wait.as_ref(), queue)
+        let options = &self.inner.options;
+        let waiter = lock::Waiter { observer: options.on_wait.as_ref(), ancestors: &options.ancestors };
+        lock::acquire(self.root(), rel, name, mode, deadline, waiter, queue)
     }
 
     pub(crate) fn entry_lock(&self, key: &Key, mode: LockMode, deadline: Deadline) -> Result<Held, Error> {
@@ -501,5 +522,20 @@ impl Cache {
     pub fn pin(&self, key: &Key, wait: Wait) -> Result<Option<Pin>, Error> {
         let deadline = Deadline::start(wait);
         self.lease_by(LockMode::Shared, deadline)?.pin_by(key, deadline)
+    }
+}
+
+impl Cache {
+    /// The cache's own format (read from its marker now, not this build's)
+    /// and what its filesystem does to names.
+    ///
+    /// # Errors
+    /// The format file cannot be read or names a format this build does not
+    /// know.
+    pub fn describe(&self) -> Result<Described, Error> {
+        Ok(Described {
+            format: marker::read_format(self.root(), self.path())?,
+            filesystem: marker::read_filesystem(self.root()),
+        })
     }
 }

@@ -101,6 +101,21 @@ pub enum Error {
         source: io::Error,
     },
 
+    /// A mount point inside the cache (another filesystem, or a bind mount,
+    /// left in an entry or in a fill's directory) stopped a deletion, which
+    /// left it and what is under it in place and deleted the rest, or a
+    /// publish, which published nothing. The source names each mount point.
+    #[error("failed to {op} `{path}`")]
+    MountPoint {
+        /// What was being done, as a verb phrase.
+        op: &'static str,
+        /// The item, relative to the cache root.
+        path: String,
+        /// Which mount points, and what to do.
+        #[source]
+        source: io::Error,
+    },
+
     /// The filesystem does not support the locks safecache needs (NFS
     /// without a lock daemon, some FUSE and network mounts). safecache
     /// refuses to go on without them rather than run unlocked.
@@ -133,6 +148,24 @@ pub enum Error {
         holders: Vec<Holder>,
         /// How long the caller waited; `None` for a no-wait attempt.
         waited: Option<Duration>,
+    },
+
+    /// The lock is held by an ancestor of this process (a `cargo safecache
+    /// run` it runs under, see [`crate::Options::ancestors`]), which will
+    /// not release it before this process ends: waiting would deadlock, so
+    /// the operation fails at once.
+    #[error(
+        "the {mode} lock on {lock} is held by this process's own ancestor, {holder}, which keeps it until this \
+         process ends, so waiting for it would never end; run this outside that command{}",
+        if *lock == LockName::Lease { ", or run that command with `--exclusive`" } else { "" }
+    )]
+    HeldByAncestor {
+        /// The lock wanted.
+        lock: LockName,
+        /// The mode it was wanted in.
+        mode: LockMode,
+        /// The ancestor that holds it.
+        holder: Box<Holder>,
     },
 
     /// The operation needs the exclusive lease, but this process runs under
@@ -193,6 +226,33 @@ pub enum Error {
         key: String,
         /// What differs, escaped for display.
         differences: Vec<String>,
+    },
+
+    /// With [`Options::verify_on_read`], the entry could not be checked
+    /// against a manifest (it has none, its manifest cannot be tied to it,
+    /// or a file in it cannot be read), so it was not used. Nothing was
+    /// moved or removed.
+    ///
+    /// [`Options::verify_on_read`]: crate::Options::verify_on_read
+    #[error(
+        "entry `{key}` could not be checked, so it was not used: {reason}; \
+         `cargo safecache verify {key}` says more, and `cargo safecache rm {key}` lets the next run fill it afresh"
+    )]
+    Unverifiable {
+        /// The entry's key.
+        key: String,
+        /// Why it could not be checked, escaped for display.
+        reason: String,
+    },
+
+    /// The operation was cancelled through [`Options::cancel`] (a signal,
+    /// for the CLI) while it ran; a fill publishes nothing.
+    ///
+    /// [`Options::cancel`]: crate::Options::cancel
+    #[error("cancelled while {doing}; nothing was published")]
+    Cancelled {
+        /// What was under way (e.g. "hashing `git/serde` for its manifest").
+        doing: String,
     },
 
     /// The caller's fill function failed; nothing was published.
@@ -310,12 +370,16 @@ pub enum ErrorKind {
     Io,
     /// [`Error::LocksUnsupported`].
     LocksUnsupported,
+    /// [`Error::MountPoint`].
+    MountPoint,
     /// [`Error::Busy`] after waiting for the caller's whole timeout.
     TimedOut,
     /// [`Error::Busy`] when the caller asked not to wait.
     WouldBlock,
     /// [`Error::LeaseConflict`].
     LeaseConflict,
+    /// [`Error::HeldByAncestor`].
+    HeldByAncestor,
     /// [`Error::FillMoved`].
     FillMoved,
     /// [`Error::PeerFillFailed`].
@@ -332,6 +396,10 @@ pub enum ErrorKind {
     BadConfig,
     /// [`Error::Corrupt`].
     Corrupt,
+    /// [`Error::Unverifiable`].
+    Unverifiable,
+    /// [`Error::Cancelled`].
+    Cancelled,
 }
 
 impl Error {
@@ -345,9 +413,11 @@ impl Error {
             Error::UntrustedCache { .. } => ErrorKind::UntrustedCache,
             Error::Io { .. } | Error::Random(_) => ErrorKind::Io,
             Error::LocksUnsupported { .. } => ErrorKind::LocksUnsupported,
+            Error::MountPoint { .. } => ErrorKind::MountPoint,
             Error::Busy { waited: Some(_), .. } => ErrorKind::TimedOut,
             Error::Busy { waited: None, .. } => ErrorKind::WouldBlock,
             Error::LeaseConflict => ErrorKind::LeaseConflict,
+            Error::HeldByAncestor { .. } => ErrorKind::HeldByAncestor,
             Error::FillMoved { .. } => ErrorKind::FillMoved,
             Error::PeerFillFailed { .. } => ErrorKind::PeerFillFailed,
             Error::NestedCache { .. } => ErrorKind::NestedCache,
@@ -356,6 +426,8 @@ impl Error {
             Error::BelowReserve { .. } => ErrorKind::BelowReserve,
             Error::BadConfig { .. } => ErrorKind::BadConfig,
             Error::Corrupt { .. } => ErrorKind::Corrupt,
+            Error::Unverifiable { .. } => ErrorKind::Unverifiable,
+            Error::Cancelled { .. } => ErrorKind::Cancelled,
         }
     }
 
@@ -386,11 +458,17 @@ impl Error {
     /// Whether this error means "a lock was busy" (a timeout or a no-wait
     /// conflict). The CLI maps it to exit code 75.
     pub fn is_busy(&self) -> bool {
-        matches!(self.kind(), ErrorKind::TimedOut | ErrorKind::WouldBlock | ErrorKind::LeaseConflict)
+        matches!(
+            self.kind(),
+            ErrorKind::TimedOut | ErrorKind::WouldBlock | ErrorKind::LeaseConflict | ErrorKind::HeldByAncestor
+        )
     }
 
     #[cold]
     pub(crate) fn io(op: &'static str, path: impl Into<String>, source: io::Error) -> Error {
+        if crate::sys::is_mount_points(&source) {
+            return Error::MountPoint { op, path: path.into(), source };
+        }
         Error::Io { op, path: path.into(), source }
     }
 }

@@ -8,6 +8,10 @@
 //! compares the record's time with the time it started, so a process that
 //! starts later tries the fill itself. A successful fill deletes the record.
 //!
+//! A fill that was cancelled ([`Cancelled`]: its command was interrupted or
+//! terminated by a signal) is not a failure of the fill: it writes no record,
+//! and one of its waiters runs the fill itself, as after a SIGKILL.
+//!
 //! Invariant: records are advice, read only under the entry lock, and never
 //! decide anything about an entry, a temp or trash; a garbage record reads
 //! as none.
@@ -73,6 +77,32 @@ pub struct CommandFailed {
     pub code: i32,
     /// How it failed: "the command exited with status 7".
     pub description: String,
+}
+
+/// What a fill function returns when it was cancelled rather than failed:
+/// its command was ended by SIGINT, SIGTERM or SIGHUP (sent to it, or to the
+/// process that ran it and passed it on). Nothing is published and no
+/// failure record is written, so a process waiting for the fill runs it
+/// itself instead of failing too.
+#[derive(Debug, thiserror::Error)]
+#[error("{description}")]
+pub struct Cancelled {
+    /// The exit code to report (128+N for signal N).
+    pub code: i32,
+    /// How it ended: "the command was killed by signal 15".
+    pub description: String,
+}
+
+/// Whether `error`, or any error in its chain, is a [`Cancelled`].
+pub(crate) fn is_cancelled(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(error);
+    while let Some(e) = next {
+        if e.is::<Cancelled>() {
+            return true;
+        }
+        next = e.source();
+    }
+    false
 }
 
 pub(crate) fn now_ms() -> u64 {

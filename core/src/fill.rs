@@ -21,8 +21,8 @@
 //! marked directory for an absent entry. To commit, it fsyncs the tree,
 //! clears the mark, and fsyncs the entry and the root.
 //!
-//! Invariants: a reader sees an entry absent or complete; a failed or
-//! panicking fill publishes nothing and removes its temp (and, in place,
+//! Invariants: a reader sees an entry absent or complete; a failed,
+//! cancelled or panicking fill publishes nothing and removes its temp (and, in place,
 //! its uncommitted entry); a killed fill leaves only `tmp/d.<random>/`,
 //! whose entry lock and owner lock are both free, and in place an
 //! uncommitted entry whose entry lock is free, which is what gc checks
@@ -107,6 +107,13 @@ pub struct Filled {
     /// Whether this call ran the fill (false: it was already published, or
     /// another process or thread published it while this one waited).
     pub filled: bool,
+    /// What went wrong after the publishing rename (or, in place, after the
+    /// commit), which therefore did not undo it: the entry is published and
+    /// complete, but its publication may not survive a power cut (an fsync
+    /// of the cache dir failed). Nothing is ever reported as a failure once
+    /// the entry is visible, so that the outcome never contradicts what the
+    /// cache holds.
+    pub warning: Option<String>,
 }
 
 /// A temp directory owned by this fill; dropping it deletes it by handle.
@@ -114,10 +121,18 @@ struct Temp {
     root: Arc<Root>,
     rel: String,
     owner: LockFile,
+    /// Left for gc rather than deleted (a cancelled fill: deleting a large
+    /// output would delay the exit the cancel asked for). gc reclaims it
+    /// once the entry lock and its owner lock are free.
+    leave: bool,
 }
 
 impl Drop for Temp {
     fn drop(&mut self) {
+        if self.leave {
+            tracing::debug!(temp = %self.rel, "left for gc");
+            return;
+        }
         // Delete while still holding the owner lock, so gc cannot mistake
         // a half-deleted temp for an orphan of someone else's.
         if let Err(e) = self.root.remove_tree(&self.rel) {
@@ -214,7 +229,7 @@ impl Leased {
         let mut waited = false;
         let _leader = loop {
             if let Some(entry) = cache.lookup(key)? {
-                return Ok(Filled { entry, filled: false });
+                return Ok(Filled { entry, filled: false, warning: None });
             }
             match cache.inner.flights.join(key) {
                 Ok(leader) => break leader,
@@ -244,7 +259,7 @@ impl Leased {
         };
         if let Some(entry) = cache.lookup(key)? {
             tracing::debug!("published by a peer while waiting");
-            return Ok(Filled { entry, filled: false });
+            return Ok(Filled { entry, filled: false, warning: None });
         }
         let digest = key.digest();
         if waited && !cache.inner.options.retry_failed {
@@ -258,7 +273,7 @@ impl Leased {
         // nobody can own it any more.
         cache.remove_uncommitted(key)?;
         cache.check_reserve(key)?;
-        let temp = cache.create_temp(key)?;
+        let mut temp = cache.create_temp(key)?;
         let mut out_rel = format!("{}/{TEMP_OUT}", temp.rel);
         let mut unfinished = None;
         if build == Build::InPlace {
@@ -276,21 +291,37 @@ impl Leased {
         let created = cache.root().stat(&out_rel).map_err(|e| Error::io("inspect", &out_rel, e))?.and_then(|m| m.id);
         if let Err(e) = fill(&dir) {
             let source = e.into();
-            failed::record(cache.root(), key.as_str(), &digest, &*source);
+            // A cancelled fill is no failure to share: a waiter fills the key.
+            if !failed::is_cancelled(&*source) {
+                failed::record(cache.root(), key.as_str(), &digest, &*source);
+            }
             // Measured before the temp is removed, while the fill's output
             // still takes the space it took when it failed.
             return Err(Error::Fill { key: key.to_string(), source: cache.note_low_space(source) });
         }
         cache.check_unmoved(key, &dir, created)?;
-        match &mut unfinished {
-            Some(unfinished) => cache.commit(key, unfinished)?,
-            None => cache.publish(key, &out_rel)?,
-        }
+        let published = match &mut unfinished {
+            Some(unfinished) => cache.commit(key, unfinished),
+            None => cache.publish(key, &out_rel),
+        };
+        let warning = match published {
+            Ok(warning) => warning,
+            Err(e) => {
+                if matches!(e, Error::Cancelled { .. }) {
+                    // Nothing is published; what was built is gc's to delete.
+                    temp.leave = true;
+                    if let Some(unfinished) = &mut unfinished {
+                        unfinished.leave = true;
+                    }
+                }
+                return Err(e);
+            }
+        };
         failed::clear(cache.root(), &digest);
         drop(temp);
         cache.note_use(key);
         // Still under the entry lock: nothing can have removed it.
-        Ok(Filled { entry: cache.entry_at(key), filled: true })
+        Ok(Filled { entry: cache.entry_at(key), filled: true, warning })
     }
 }
 
@@ -344,6 +375,9 @@ struct Unfinished {
     stored: String,
     digest: String,
     committed: bool,
+    /// Renamed aside into the trash but not deleted there (as
+    /// [`Temp::leave`]).
+    leave: bool,
 }
 
 impl Drop for Unfinished {
@@ -351,13 +385,10 @@ impl Drop for Unfinished {
         if self.committed {
             return;
         }
-        let gone = layout::random_suffix()
-            .map_err(std::io::Error::other)
-            .and_then(|r| {
-                let trash = layout::trash_item(&self.digest, &r);
-                self.root.rename(&self.stored, &trash).map(|()| trash)
-            })
-            .and_then(|trash| self.root.remove_tree(&trash));
+        // Still marked: readers take it for absent whether it is renamed
+        // aside or deleted where it stands.
+        let gone = crate::aside::set_aside(&self.root, &self.stored, &self.digest)
+            .and_then(|aside| if self.leave { Ok(()) } else { crate::aside::delete(&self.root, &aside).map(drop) });
         if let Err(e) = gone {
             tracing::warn!(entry = %self.stored, error = %e, "could not remove an uncommitted entry; gc will");
         }
@@ -375,7 +406,13 @@ impl Cache {
             Presence::Absent | Presence::Committed(_) => return Ok(false),
         }
         tracing::info!(entry = %stored, "removing an uncommitted entry a dead fill left");
-        drop(Unfinished { root: Arc::clone(self.root()), stored, digest: key.digest(), committed: false });
+        drop(Unfinished {
+            root: Arc::clone(self.root()),
+            stored,
+            digest: key.digest(),
+            committed: false,
+            leave: false,
+        });
         Ok(true)
     }
 
@@ -400,18 +437,21 @@ impl Cache {
         // looks committed.
         root.sync_dir(out_rel).map_err(|e| Error::io("sync", out_rel, e))?;
         root.rename_noreplace(out_rel, &stored).map_err(|e| Error::io("move into place", &stored, e))?;
-        Ok(Unfinished { root: Arc::clone(root), stored, digest: key.digest(), committed: false })
+        Ok(Unfinished { root: Arc::clone(root), stored, digest: key.digest(), committed: false, leave: false })
     }
 
-    /// Commits an in-place entry: makes its tree durable, clears the mark,
+    /// Commits an in-place entry: settles its tree (modes, durability: see
+    /// [`Root::settle_tree`]), clears the mark,
     /// and makes the mode change and the name durable. A fill that cleared
-    /// the mark itself may have been read half-built, so it fails.
-    fn commit(&self, key: &Key, unfinished: &mut Unfinished) -> Result<(), Error> {
+    /// the mark itself may have been read half-built, so it fails. Once the
+    /// mark is cleared the entry is published: a later error is returned as
+    /// a warning (see [`Filled::warning`]), never as a failure.
+    fn commit(&self, key: &Key, unfinished: &mut Unfinished) -> Result<Option<String>, Error> {
         let root = self.root();
         let stored = &unfinished.stored;
-        root.sync_tree(stored).map_err(|e| Error::io("sync", stored, e))?;
+        root.settle_tree(stored).map_err(|e| Error::io("prepare for publishing", stored, e))?;
         // Still marked: a committed entry always has its manifest.
-        crate::manifest::write(root, key, stored)?;
+        crate::manifest::write(root, key, stored, &self.inner.options.cancel)?;
         if !root.set_uncommitted(stored, false).map_err(|e| Error::io("commit", stored, e))? {
             return Err(Error::FillMoved {
                 key: key.to_string(),
@@ -422,10 +462,12 @@ impl Cache {
             });
         }
         unfinished.committed = true;
-        root.sync_dir(stored).map_err(|e| Error::io("sync", stored, e))?;
-        root.sync_dir("").map_err(|e| Error::io("sync", ".", e))?;
+        let synced = root
+            .sync_dir(stored)
+            .map_err(|e| Error::io("sync", stored, e))
+            .and_then(|()| root.sync_dir("").map_err(|e| Error::io("sync", ".", e)));
         tracing::info!(entry = %stored, "committed in place");
-        Ok(())
+        Ok(after_publish(key, synced))
     }
 
     /// Creates `tmp/<digest>.<random>/` with its owner lock held and an empty
@@ -445,7 +487,7 @@ impl Cache {
             Ok(owner)
         };
         match owned() {
-            Ok(owner) => Ok(Temp { root: Arc::clone(root), rel, owner }),
+            Ok(owner) => Ok(Temp { root: Arc::clone(root), rel, owner, leave: false }),
             Err(e) => {
                 // Still under the entry lock, so nobody else can own it.
                 let _ = root.remove_tree(&rel);
@@ -475,20 +517,38 @@ impl Cache {
         }
     }
 
-    /// Makes the filled tree durable, then publishes it by one rename that
-    /// never replaces anything.
-    fn publish(&self, key: &Key, out_rel: &str) -> Result<(), Error> {
+    /// Settles the filled tree (its modes, then its durability: see
+    /// [`Root::settle_tree`]), then publishes it by one rename that never
+    /// replaces anything. An error after that rename is returned as a
+    /// warning (see [`Filled::warning`]): the entry is published.
+    fn publish(&self, key: &Key, out_rel: &str) -> Result<Option<String>, Error> {
         let root = self.root();
         let stored = key.stored_name();
         // At the root the sticky bit means "not committed yet": a filler
         // that set it on its output (`rsync -a` of a sticky directory) must
         // not publish an entry every reader takes for absent and gc deletes.
         root.set_uncommitted(out_rel, false).map_err(|e| Error::io("publish", out_rel, e))?;
-        root.sync_tree(out_rel).map_err(|e| Error::io("sync", out_rel, e))?;
-        crate::manifest::write(root, key, out_rel)?;
+        root.settle_tree(out_rel).map_err(|e| Error::io("prepare for publishing", out_rel, e))?;
+        crate::manifest::write(root, key, out_rel, &self.inner.options.cancel)?;
         root.rename_noreplace(out_rel, &stored).map_err(|e| Error::io("publish", &stored, e))?;
-        root.sync_dir("").map_err(|e| Error::io("sync", ".", e))?;
+        let synced = root.sync_dir("").map_err(|e| Error::io("sync", ".", e));
         tracing::info!(entry = %stored, "published");
-        Ok(())
+        Ok(after_publish(key, synced))
     }
+}
+
+/// The warning for an error after `key` was published: the entry stays (it
+/// is complete, its tree was synced before it was published), and only its
+/// name may be lost in a power cut, which leaves it absent, never partial.
+fn after_publish(key: &Key, synced: Result<(), Error>) -> Option<String> {
+    let e = synced.err()?;
+    tracing::warn!(%key, error = %e, "published, but could not make the publication durable");
+    let mut message = format!("`{key}` is published, but its publication may not survive a power cut: {e}");
+    let mut source = std::error::Error::source(&e);
+    while let Some(cause) = source {
+        message.push_str(": ");
+        message.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    Some(message)
 }

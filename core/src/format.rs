@@ -18,12 +18,9 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::cache::{Cache, Open, Options};
 use crate::error::Error;
 use crate::layout::{self, FORMAT_FILE, FORMAT_VERSION, MARKER_DIR, MARKER_STAGING_PREFIX};
-use crate::listing::Class;
-use crate::lock::Deadline;
-use crate::mode::LockMode;
+use crate::listing::{Class, is_internal};
 use crate::name;
 use crate::sys::{self, Root};
 
@@ -34,14 +31,12 @@ const MAX_PLAN_LEN: u64 = 128 << 20;
 /// The largest filesystem record read.
 const MAX_FILESYSTEM_LEN: u64 = 4096;
 
-/// Whether `name`, at the cache root, is not an entry: safecache's own
-/// (the marker, `CACHEDIR.TAG`, a marker staging dir) or the filesystem's
-/// (`lost+found` and the like, see [`name::is_filesystem_owned`]).
-pub(crate) fn is_internal(name: &str) -> bool {
-    name == MARKER_DIR
-        || name == layout::CACHEDIR_TAG
-        || name.starts_with(MARKER_STAGING_PREFIX)
-        || name::is_filesystem_owned(name)
+/// How opening treats a directory without a marker.
+pub(crate) enum Open {
+    /// Create the marker only in an empty directory.
+    IfEmpty,
+    /// Adopt a non-empty directory (`init`).
+    Adopt,
 }
 
 /// The format a cache's format file names, or the error that refuses it.
@@ -99,15 +94,25 @@ pub(crate) fn ensure_marker(root: &Root, path: &Path, mode: &Open) -> Result<u32
                 return Err(Error::NotACache { path: path.to_owned() });
             }
         }
-        if matches!(mode, Open::Adopt) {
-            clear_adopted_marks(root)?;
-        }
+        // What `init` adopts is named as the user named it: the way format 1
+        // named entries (but for `%2F`). So the marker it makes says format
+        // 1, and the upgrade that follows at once renames each item whose
+        // name is not the one format 3 writes for it (`Makefile` becomes
+        // `@makefile`, the entry of the key `Makefile`), by its journal.
+        let version = match mode {
+            Open::Adopt => {
+                clear_adopted_marks(root)?;
+                let adopted = root.read_dir("").map_err(|e| Error::io("list", path.display().to_string(), e))?;
+                if adopted.iter().any(|e| !e.name.to_str().is_some_and(is_internal)) { 1 } else { FORMAT_VERSION }
+            }
+            Open::IfEmpty => FORMAT_VERSION,
+        };
         let staging = format!("{MARKER_STAGING_PREFIX}{}", layout::random_suffix()?);
-        match build_marker(root, &staging) {
+        match build_marker(root, &staging, version) {
             Ok(()) => {
                 write_cachedir_tag(root);
                 let _ = root.sync_metadata_dir("");
-                return Ok(FORMAT_VERSION);
+                return Ok(version);
             }
             Err(e) => {
                 let _ = root.remove_tree(&staging);
@@ -135,9 +140,9 @@ pub(crate) fn ensure_marker(root: &Root, path: &Path, mode: &Open) -> Result<u32
 /// group-writable, `chmod 2770`) trusts its group's members, if this
 /// process is one. Anything less lets another user swap a temp for a
 /// symlink and redirect this process's writes (docs/SECURITY.md).
-pub(crate) fn check_trust(root: &Root, path: &Path, options: &Options) -> Result<(), Error> {
+pub(crate) fn check_trust(root: &Root, path: &Path, allow_untrusted: bool) -> Result<(), Error> {
     let Some(euid) = sys::effective_uid() else { return Ok(()) };
-    if options.allow_untrusted {
+    if allow_untrusted {
         return Ok(());
     }
     for rel in ["", MARKER_DIR].into_iter().chain(layout::SUBDIRS) {
@@ -162,13 +167,13 @@ fn display_rel(rel: &str) -> &str {
     if rel.is_empty() { "." } else { rel }
 }
 
-fn build_marker(root: &Root, staging: &str) -> io::Result<()> {
+fn build_marker(root: &Root, staging: &str, version: u32) -> io::Result<()> {
     root.create_dir(staging)?;
     for sub in layout::SUBDIRS {
         let leaf = sub.strip_prefix(".safecache/").unwrap_or(sub);
         root.create_dir(&format!("{staging}/{leaf}"))?;
     }
-    root.write_metadata(&format!("{staging}/format"), layout::format_contents().as_bytes())?;
+    root.write_metadata(&format!("{staging}/format"), layout::format_contents_of(version).as_bytes())?;
     let probed = probe_filesystem(root, staging)?;
     root.write_metadata(&format!("{staging}/filesystem"), probed.contents().as_bytes())?;
     root.sync_metadata_tree(staging)?;
@@ -293,8 +298,8 @@ struct Plan {
 }
 
 /// Upgrades the cache to this build's format, if it is older, under the
-/// exclusive lease taken within `deadline` (the upgrade waits for every
-/// process of an older build to let go of the cache). Idempotent and
+/// exclusive lease (the upgrade waits, as the caller's deadline allows, for
+/// every process of an older build to let go of the cache). Idempotent and
 /// resumable: racing upgraders agree, and one killed at any step leaves a
 /// journal the next finishes.
 ///
@@ -307,10 +312,11 @@ struct Plan {
 ///   last-use stamp (both named by the digest of the name). Its failure
 ///   record, if any, is dropped: nobody waits on it under the exclusive
 ///   lease.
-pub(crate) fn upgrade(cache: &Cache, deadline: Deadline) -> Result<(), Error> {
-    let root = cache.root();
-    let path = cache.path();
-    let lease = cache.lease_by(LockMode::Exclusive, deadline)?;
+///
+/// `lease` takes the exclusive lease; the upgrade holds what it returns
+/// until it is done.
+pub(crate) fn upgrade<L>(root: &Root, path: &Path, lease: impl FnOnce() -> Result<L, Error>) -> Result<(), Error> {
+    let lease = lease()?;
     let from = read_format(root, path)?;
     let journal = root.kind(layout::UPGRADE_PLAN).map_err(|e| Error::io("inspect", layout::UPGRADE_PLAN, e))?;
     // A journal being written by an upgrader killed before it renamed it in
@@ -318,10 +324,12 @@ pub(crate) fn upgrade(cache: &Cache, deadline: Deadline) -> Result<(), Error> {
     // format is still the old one, so this open is the one to discard it
     // (upgrade, seed 0, kill 6@98+restart left `.safecache/upgrade.<r>`).
     remove_stale_staging(root).map_err(|e| upgrade_error(path, e))?;
-    if from == FORMAT_VERSION && journal.is_none() {
-        // A peer finished while this one waited; a journal dir left without
-        // a plan (a crash before the plan was renamed in) is discarded below.
-        let _ = root.remove_tree(layout::UPGRADE_DIR);
+    if from == FORMAT_VERSION {
+        // A peer finished while this one waited. The format is written only
+        // once the plan is carried out, so a journal beside it (its
+        // upgrader was stopped while deleting it) is never replayed: that
+        // would move entries that already have their new names.
+        let _ = discard_journal(root);
         return Ok(());
     }
     let _span = tracing::info_span!("upgrade", from).entered();
@@ -417,16 +425,16 @@ fn write_plan(root: &Root, plan: &Plan) -> io::Result<Plan> {
 fn places(old: &str, new: &str, i: usize) -> [(String, String, String); 3] {
     let (od, nd) = (crate::key::digest_of(old), crate::key::digest_of(new));
     let i = i.to_string();
-    let held = |what: &str| layout::upgrade_held(&i, what);
+    let held = |what| layout::upgrade_held(&i, what);
     [
-        (old.to_owned(), held("entry"), new.to_owned()),
-        (layout::manifest(&od), held("manifest"), layout::manifest(&nd)),
-        (layout::used_marker(&od), held("used"), layout::used_marker(&nd)),
+        (old.to_owned(), held(layout::Held::Entry), new.to_owned()),
+        (layout::manifest(&od), held(layout::Held::Manifest), layout::manifest(&nd)),
+        (layout::used_marker(&od), held(layout::Held::Used), layout::used_marker(&nd)),
     ]
 }
 
 /// Carries the plan out in two phases, each resumable: first every old name
-/// is moved into the journal dir, then every held item to its new name. No
+/// is moved to its held name, then every held item to its new name. No
 /// new name is made before every old one is gone, so an old name that is
 /// also a new one (`a+b`) is never mistaken for the other.
 fn apply_plan(root: &Root, plan: &Plan) -> io::Result<()> {
@@ -441,7 +449,7 @@ fn apply_plan(root: &Root, plan: &Plan) -> io::Result<()> {
             let od = crate::key::digest_of(old);
             let _ = root.remove_file(layout::failure_record(&od));
         }
-        for dir in ["", layout::MANIFESTS_DIR, layout::USED_DIR, layout::UPGRADE_DIR] {
+        for dir in ["", layout::MANIFESTS_DIR, layout::USED_DIR] {
             sync_if_there(root, dir)?;
         }
         root.write_metadata(&phase2, b"")?;
@@ -478,7 +486,20 @@ fn apply_plan(root: &Root, plan: &Plan) -> io::Result<()> {
         sync_if_there(root, dir)?;
     }
     write_format(root)?;
-    root.remove_tree(layout::UPGRADE_DIR)?;
+    discard_journal(root)
+}
+
+/// Deletes the journal of a finished upgrade: its plan first, so that no
+/// half-deleted journal ever reads as one with a plan to resume.
+fn discard_journal(root: &Root) -> io::Result<()> {
+    match root.remove_file(layout::UPGRADE_PLAN) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    match root.remove_tree(layout::UPGRADE_DIR) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
     root.sync_metadata_dir(MARKER_DIR)
 }
 
@@ -523,27 +544,17 @@ pub struct Described {
     pub filesystem: Option<Filesystem>,
 }
 
-impl Cache {
-    /// The cache's own format (read from its marker now, not this build's)
-    /// and what its filesystem does to names.
-    ///
-    /// # Errors
-    /// The format file cannot be read or names a format this build does not
-    /// know.
-    pub fn describe(&self) -> Result<Described, Error> {
-        Ok(Described { format: read_format(self.root(), self.path())?, filesystem: read_filesystem(self.root()) })
-    }
-}
-
 #[cfg(test)]
-// The tests build caches from outside, as a peer process would.
-#[allow(clippy::disallowed_methods)]
-pub(crate) mod tests {
+mod tests {
+    // The tests build caches from outside, as a peer process would.
+    #![allow(clippy::disallowed_methods)]
+
     use std::cell::RefCell;
 
     use super::*;
     use crate::key::Key;
     use crate::mode::Wait;
+    use crate::{Cache, Options};
 
     thread_local! {
         /// Runs once at the pause point in `ensure_marker`, between the check
@@ -672,6 +683,28 @@ pub(crate) mod tests {
         assert!(cache.get(&Key::new("plain").unwrap()).unwrap().is_some());
         cache.gc(Wait::NoWait).unwrap();
         assert_eq!(fs::read_to_string(path.join("plain/f")).unwrap(), "plain");
+    }
+
+    /// `init` adopts what a directory holds under the names format 3 writes
+    /// for them, so `path Makefile` finds what was `Makefile`.
+    #[test]
+    fn init_names_adopted_items_as_entries() {
+        let dir = tempfile::tempdir().unwrap();
+        for name in ["Makefile", "plain", "a%20b"] {
+            fs::write(dir.path().join(name), name).unwrap();
+        }
+        fs::create_dir(dir.path().join("lost+found")).unwrap();
+        let cache = Cache::init_ambient(dir.path(), Options::default()).unwrap();
+        assert_eq!(cache.describe().unwrap().format, FORMAT_VERSION);
+        let entry = cache.get(&Key::new("Makefile").unwrap()).unwrap().unwrap();
+        assert_eq!(entry.path(), dir.path().join("@makefile"));
+        assert!(cache.get(&Key::new("plain").unwrap()).unwrap().is_some());
+        let mut keys: Vec<Option<String>> =
+            cache.entries().unwrap().into_iter().map(|e| e.key.map(|k| k.to_string())).collect();
+        keys.sort();
+        // `a%20b` was no key in format 1 either: a file without a key.
+        assert_eq!(keys, [None, Some("Makefile".to_owned()), Some("plain".to_owned())]);
+        assert!(dir.path().join("lost+found").is_dir());
     }
 
     #[test]

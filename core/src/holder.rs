@@ -6,8 +6,9 @@
 //! to a dead holder (the kernel released its locks), so it is not shown, and
 //! gc removes it.
 //!
-//! Invariant: records are only ever read for display; no decision about an
-//! entry, a temp or trash is taken from a record.
+//! Invariant: records are only ever read for display, and to refuse to wait
+//! for a lock that an ancestor of the caller holds (which would never end);
+//! no decision about an entry, a temp or trash is taken from a record.
 
 use std::fmt;
 use std::sync::{Arc, OnceLock};
@@ -142,6 +143,11 @@ fn identity() -> &'static sys::Identity {
         }
         id
     })
+}
+
+/// This host's name, as holder records give it.
+pub(crate) fn this_host() -> &'static str {
+    &identity().host
 }
 
 /// This process's identity as a holder of `name`, without writing a record.

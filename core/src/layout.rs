@@ -112,10 +112,30 @@ pub(crate) fn upgrade_phase2() -> String {
 }
 
 /// An item the upgrade holds between its two phases: the entry, manifest
-/// or last-use stamp of the plan's `i`-th rename.
-pub(crate) fn upgrade_held(i: &str, what: &str) -> String {
-    format!("{UPGRADE_DIR}/{i}.{what}")
+/// or last-use stamp of the plan's `i`-th rename. Each is held in the
+/// directory it lives in (an entry at the root, under a name no key maps
+/// to), so that every move of the upgrade is a rename within one directory,
+/// atomic even where a power cut keeps one directory's changes and not
+/// another's.
+pub(crate) fn upgrade_held(i: &str, what: Held) -> String {
+    match what {
+        Held::Entry => format!("{UPGRADE_HELD_PREFIX}{i}"),
+        Held::Manifest => format!("{MANIFESTS_DIR}/held-{i}.json"),
+        Held::Used => format!("{USED_DIR}/held-{i}"),
+    }
 }
+
+/// What [`upgrade_held`] holds.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Held {
+    Entry,
+    Manifest,
+    Used,
+}
+
+/// Prefix of an entry the upgrade holds at the root (no key's name starts
+/// with `.`).
+pub(crate) const UPGRADE_HELD_PREFIX: &str = ".safecache.held-";
 
 /// The gate of the lease or of an entry lock (`lease.gate`,
 /// `locks/<d>.gate`), where exclusive waiters queue; `None` for other locks.
@@ -254,7 +274,8 @@ mod tests {
             format!("{UPGRADE_DIR}/"),
             UPGRADE_PLAN.to_owned(),
             upgrade_phase2(),
-            upgrade_held("<i>", "<entry|manifest|used>"),
+            upgrade_held("<i>", Held::Manifest),
+            upgrade_held("<i>", Held::Used),
             format!("{}/", upgrade_staging("<r>")),
         ]
     }

@@ -32,7 +32,9 @@
 //! The on-disk format and its invariants are in docs/PROTOCOL.md.
 #![deny(missing_docs)]
 
+mod aside;
 mod cache;
+mod cancel;
 mod config;
 pub mod display;
 mod durability;
@@ -58,6 +60,7 @@ mod sys;
 mod verify;
 
 pub use cache::{Cache, Entry, Leased, Options, Pin, USE_RESOLUTION};
+pub use cancel::Cancel;
 pub use config::Config;
 pub use durability::{Durability, InvalidDurability};
 pub use error::{Error, ErrorKind, LowSpace};
@@ -65,7 +68,7 @@ pub use evict::{
     AutoGc, DEFAULT_AUTO_GC_EVERY, DEFAULT_MAX_AGE, EvictReason, EvictReport, GcOptions, Limits, SkipReason, Skipped,
     Victim,
 };
-pub use failed::{CommandFailed, FailedFill};
+pub use failed::{Cancelled, CommandFailed, FailedFill};
 pub use fill::{FillDir, Filled};
 pub use format::{Described, Filesystem};
 pub use gc::{EntryInfo, Failure, GcReport, Item, ItemKind, Status};

@@ -3,15 +3,26 @@
 //! and the upgrade agree on what is an entry.
 //!
 //! Invariant: a name is an entry (committed or not) only if it is neither
-//! safecache's own nor the filesystem's (`format::is_internal`); whatever
+//! safecache's own nor the filesystem's ([`is_internal`]); whatever
 //! else a command does with the root, it reads it through [`list`].
 
 use std::ffi::OsString;
 
 use crate::error::Error;
 use crate::key::{Key, digest_of};
-use crate::layout;
+use crate::layout::{self, MARKER_DIR, MARKER_STAGING_PREFIX};
 use crate::sys::{FileKind, Presence, Root};
+
+/// Whether `name`, at the cache root, is not an entry: safecache's own
+/// (the marker, `CACHEDIR.TAG`, a marker staging dir) or the filesystem's
+/// (`lost+found` and the like, see [`crate::name::is_filesystem_owned`]).
+pub(crate) fn is_internal(name: &str) -> bool {
+    name == MARKER_DIR
+        || name == layout::CACHEDIR_TAG
+        || name.starts_with(MARKER_STAGING_PREFIX)
+        || name.starts_with(layout::UPGRADE_HELD_PREFIX)
+        || crate::name::is_filesystem_owned(name)
+}
 
 /// What a name at the root is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -69,7 +80,7 @@ fn classify(root: &Root, name: &str, kind: FileKind) -> Result<Class, Error> {
     if kind == FileKind::Dir && layout::is_marker_staging(name) {
         return Ok(Class::MarkerStaging);
     }
-    if crate::format::is_internal(name) {
+    if is_internal(name) {
         return Ok(Class::Internal);
     }
     if kind != FileKind::Dir {

@@ -6,6 +6,8 @@
 //! - every wait first tries without blocking; when it has to block it says
 //!   who holds the lock (through the caller's [`WaitObserver`] and tracing)
 //!   and it can time out or not wait at all;
+//! - a lock held by an ancestor of the caller is never waited for (the
+//!   ancestor waits for the caller): it fails at once;
 //! - lock files are opened with create-but-never-truncate, so every process
 //!   locks the same inode, and this module never deletes one;
 //! - the holder record is written only after the lock is taken and removed
@@ -131,6 +133,14 @@ pub(crate) enum Queue<'a> {
     None,
 }
 
+/// Who waits for a lock: whom to tell when it blocks, and the processes
+/// whose locks it must never wait for (see [`crate::Options::ancestors`]).
+#[derive(Clone, Copy, Default)]
+pub(crate) struct Waiter<'a> {
+    pub(crate) observer: Option<&'a WaitObserver>,
+    pub(crate) ancestors: &'a [u32],
+}
+
 /// Takes the lock at `rel` in `mode`, waiting as `deadline` allows.
 ///
 /// With a [`Queue::Gate`], an exclusive locker that has to wait first takes
@@ -144,9 +154,10 @@ pub(crate) fn acquire(
     name: LockName,
     mode: LockMode,
     deadline: Deadline,
-    observer: Option<&WaitObserver>,
+    waiter: Waiter<'_>,
     queue: Queue<'_>,
 ) -> Result<Held, Error> {
+    let Waiter { observer, ancestors } = waiter;
     let file = root.open_lock(rel, true).map_err(|e| Error::io("open lock file", rel, e))?;
     if let (LockMode::Shared, Queue::Gate(gate)) = (mode, queue) {
         pass_gate(root, gate, &name, deadline, observer)?;
@@ -154,8 +165,13 @@ pub(crate) fn acquire(
     let taken = file.try_lock(mode.into()).map_err(|e| Error::lock(rel, e))?;
     if !taken {
         let holders = holder::holders_of(root, rel);
+        // A try without waiting is only busy: callers probe with it (gc
+        // skips what is in use).
         if deadline.no_wait() {
             return Err(Error::Busy { lock: name, mode, holders, waited: None });
+        }
+        if let Some(holder) = held_by_ancestor(holders.clone(), ancestors) {
+            return Err(Error::HeldByAncestor { lock: name, mode, holder: Box::new(holder) });
         }
         tracing::info!(lock = %name, %mode, holders = holders.len(), "blocking on lock");
         if let Some(observer) = observer {
@@ -187,7 +203,17 @@ pub(crate) fn acquire(
 /// whom they wait behind.
 fn queue_at(root: &Arc<Root>, gate: &str, name: &LockName, deadline: Deadline) -> Result<Held, Error> {
     let queued = LockName::Queue(Box::new(name.clone()));
-    acquire(root, gate, queued, LockMode::Exclusive, deadline, None, Queue::None)
+    acquire(root, gate, queued, LockMode::Exclusive, deadline, Waiter::default(), Queue::None)
+}
+
+/// The holder among `holders` that is an ancestor of this process (its pid
+/// is in `ancestors`, and it runs on this host), if any.
+pub(crate) fn held_by_ancestor(holders: Vec<Holder>, ancestors: &[u32]) -> Option<Holder> {
+    if ancestors.is_empty() {
+        return None;
+    }
+    let host = holder::this_host();
+    holders.into_iter().find(|h| h.host == host && ancestors.contains(&h.pid))
 }
 
 /// Passes through the gate of `name` as a shared locker: at once if no

@@ -13,12 +13,13 @@
 
 use std::path::Path;
 
+use crate::aside::{self, Aside};
 use crate::cache::{Cache, Leased};
 use crate::error::Error;
-use crate::format::is_internal;
 use crate::gc::{Failure, GcReport};
-use crate::key::{Key, digest_of};
+use crate::key::Key;
 use crate::layout::{self, FAILED_DIR, LOCKS_DIR, MANIFESTS_DIR, QUARANTINE_DIR, USED_DIR};
+use crate::listing;
 use crate::lock::{Deadline, Held};
 use crate::mode::{LockMode, LockName, Wait};
 
@@ -73,16 +74,24 @@ impl Leased {
         if cache.is_nested_cache(Path::new(&stored)) {
             return Err(Error::NestedCache { key: key.to_string() });
         }
-        let trash = cache.rename_aside(Path::new(&stored), &key.digest())?;
+        let root = cache.root();
+        let aside =
+            aside::set_aside(root, &stored, &key.digest()).map_err(|e| Error::io("rename aside", &stored, e))?;
         // Without this fsync a power loss could bring back the entry after
         // some of its files were unlinked from the trash.
-        cache.root().sync_dir("").map_err(|e| Error::io("sync", ".", e))?;
-        if let Err(e) = cache.delete_trash(&trash) {
-            tracing::warn!(%trash, error = %e, "could not delete trash; gc will retry");
+        root.sync_dir("").map_err(|e| Error::io("sync", ".", e))?;
+        let deleted = aside::delete(root, &aside);
+        aside::forget(root, &key.digest());
+        match deleted {
+            Ok(_) => {}
+            // The entry is gone from the cache, but a mount point inside it
+            // was left in place with what is under it: the user must know,
+            // and unmount it.
+            Err(e) if crate::sys::is_mount_points(&e) => {
+                return Err(Error::io("delete the removed entry", aside.rel, e));
+            }
+            Err(e) => tracing::warn!(item = %aside.rel, error = %e, "could not delete trash; gc will retry"),
         }
-        let _ = cache.root().remove_file(layout::used_marker(&key.digest()));
-        // Under the entry lock: no fill of the key can be writing a new one.
-        let _ = cache.root().remove_file(layout::manifest(&key.digest()));
         Ok(true)
     }
 
@@ -101,22 +110,6 @@ impl Leased {
 }
 
 impl Cache {
-    /// Renames `name` (at the root) to `trash/<digest>.<random>`; returns
-    /// the trash path. The caller holds the entry lock of `digest`.
-    fn rename_aside(&self, name: &Path, digest: &str) -> Result<String, Error> {
-        let trash = layout::trash_item(digest, &layout::random_suffix()?);
-        self.root().rename(name, &trash).map_err(|e| Error::io("rename aside", name.display().to_string(), e))?;
-        tracing::debug!(entry = %name.display(), %trash, "renamed aside");
-        Ok(trash)
-    }
-
-    /// Deletes a trash item by handle and returns the bytes freed.
-    fn delete_trash(&self, trash: &str) -> std::io::Result<u64> {
-        let bytes = self.root().usage(trash).map(|u| u.bytes).unwrap_or(0);
-        self.root().remove_tree(trash)?;
-        Ok(bytes)
-    }
-
     /// Whether the entry stored as `name` holds a cache of its own (a
     /// `.safecache` marker inside it): deleting it would delete that cache's
     /// pinned entries behind its locks' backs.
@@ -127,18 +120,18 @@ impl Cache {
     /// Makes a batch of renames aside durable with one fsync, then deletes
     /// the trash and releases the entry locks. A trash item that cannot be
     /// deleted is reported; gc retries it.
-    fn flush_aside(&self, batch: &mut Vec<(Held, String, String)>, report: &mut CleanReport) -> Result<(), Error> {
+    fn flush_aside(&self, batch: &mut Vec<(Held, Aside, String)>, report: &mut CleanReport) -> Result<(), Error> {
         if batch.is_empty() {
             return Ok(());
         }
-        self.root().sync_dir("").map_err(|e| Error::io("sync", ".", e))?;
-        for (lock, trash, digest) in batch.drain(..) {
-            match self.delete_trash(&trash) {
+        let root = self.root();
+        root.sync_dir("").map_err(|e| Error::io("sync", ".", e))?;
+        for (lock, aside, digest) in batch.drain(..) {
+            match aside::delete(root, &aside) {
                 Ok(bytes) => report.bytes += bytes,
-                Err(e) => report.failures.push(Failure::new(&trash, e)),
+                Err(e) => report.failures.push(Failure::new(&aside.rel, e)),
             }
-            let _ = self.root().remove_file(layout::used_marker(&digest));
-            let _ = self.root().remove_file(layout::manifest(&digest));
+            aside::forget(root, &digest);
             drop(lock);
         }
         Ok(())
@@ -175,18 +168,15 @@ impl Leased {
         // Renamed aside in batches: one fsync per batch, and a bounded number
         // of entry locks held at once.
         let mut batch = Vec::new();
-        for entry in root.read_dir("").map_err(|e| Error::io("list", ".", e))? {
-            if entry.name.to_str().is_some_and(is_internal) {
-                continue;
-            }
-            let name = entry.name.to_string_lossy().into_owned();
-            if cache.is_nested_cache(Path::new(&entry.name)) {
+        for item in listing::list(root)?.into_iter().filter(listing::RootItem::is_entry) {
+            let name = item.lossy;
+            if cache.is_nested_cache(Path::new(&item.name)) {
                 report
                     .failures
                     .push(Failure::new(&name, "it holds a safecache cache of its own; clean that cache first"));
                 continue;
             }
-            let digest = digest_of(&name);
+            let digest = item.digest;
             // Under a lease taken here nobody holds an entry lock, so this
             // never waits; under an inherited exclusive lease it respects the
             // pins and fills of the parent's other children.
@@ -196,12 +186,18 @@ impl Leased {
                 LockMode::Exclusive,
                 deadline,
             )?;
-            match cache.rename_aside(Path::new(&entry.name), &digest) {
-                Ok(trash) => {
-                    batch.push((lock, trash, digest));
+            // A name that is not UTF-8 (an adopted file) is set aside by
+            // its lossy spelling only if that is the same name.
+            let Some(utf8) = item.name.to_str() else {
+                report.failures.push(Failure::new(&name, "its name is not UTF-8; remove it by hand"));
+                continue;
+            };
+            match aside::set_aside(root, utf8, &digest) {
+                Ok(aside) => {
+                    batch.push((lock, aside, digest));
                     report.entries += 1;
                 }
-                Err(e) => report.failures.push(Failure::new(&name, e)),
+                Err(e) => report.failures.push(Failure::new(&name, Error::io("rename aside", &name, e))),
             }
             if batch.len() == CLEAN_BATCH {
                 cache.flush_aside(&mut batch, &mut report)?;

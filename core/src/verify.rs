@@ -12,21 +12,24 @@
 //! Invariants: a corrupt entry leaves its name by one rename, into
 //! `quarantine/<d>.<r>/entry` (kept, with its manifest and what differed)
 //! or into `trash/<d>.<r>` (repair, then deleted there by handle), so a
-//! reader sees it whole or absent, never half deleted; an entry without a
-//! manifest, or whose manifest belongs to an earlier entry of the key, is
-//! "unverified", never called corrupt.
+//! reader sees it whole or absent, never half deleted; only a difference
+//! from a manifest tied to the entry (manifest.rs) makes it corrupt. An
+//! entry without a manifest, or with one that cannot be tied to it, is
+//! "unverified"; one with a name that cannot be read (permission denied,
+//! vanished, an I/O error) is "failed" (not checked). Neither is ever
+//! moved, and verify-on-read never returns either.
 
 use std::ffi::{OsStr, OsString};
 use std::path::Path;
 
+use crate::aside;
 use crate::cache::{Cache, Leased};
 use crate::display::escape;
 use crate::error::Error;
-use crate::format::is_internal;
-use crate::key::{Key, digest_of};
+use crate::key::Key;
 use crate::layout::{self, QUARANTINE_DIR, QUARANTINED_ENTRY, QUARANTINED_MANIFEST, QUARANTINED_REPORT};
 use crate::lock::Deadline;
-use crate::manifest::{self, Manifest, Stored};
+use crate::manifest::{self, Stored};
 use crate::mode::{LockMode, LockName, Wait};
 
 /// The most threads one `verify` uses.
@@ -48,10 +51,12 @@ pub struct Verified {
 pub enum VerifyState {
     /// The entry matches its manifest.
     Good,
-    /// The entry has no manifest it can be checked against.
+    /// The entry has no manifest it can be checked against; nothing was
+    /// done about it.
     Unverified {
-        /// Why (no manifest: published by an older version; a manifest of
-        /// an earlier entry of the key; an unknown manifest format).
+        /// Why (no manifest: published by an older version or adopted; an
+        /// unknown manifest format; a manifest that cannot be tied to the
+        /// entry, and how the entry differs from it).
         reason: String,
     },
     /// The entry differs from its manifest, or its manifest fails its own
@@ -64,7 +69,8 @@ pub enum VerifyState {
     },
     /// The key was not in the cache (only for keys asked for by name).
     Absent,
-    /// The entry could not be checked (an io error, a busy lock).
+    /// The entry could not be checked (a name in it that cannot be read, an
+    /// io error, a busy lock); nothing was done about it.
     Failed {
         /// Why.
         reason: String,
@@ -146,9 +152,28 @@ struct Target {
 /// The result of one check, before anything is done about it.
 enum Check {
     Good,
+    /// No manifest can be tied to it: nothing can be said either way.
     Unverified(String),
+    /// Something in it could not be read: nothing can be said either way.
+    Unchecked(Vec<String>),
     Corrupt(Vec<String>),
     Absent,
+}
+
+impl Check {
+    /// Why an entry that is neither good nor corrupt could not be checked.
+    fn reason(&self) -> Option<String> {
+        match self {
+            Check::Unverified(reason) => Some(reason.clone()),
+            Check::Unchecked(what) => Some(unchecked_reason(what)),
+            Check::Good | Check::Corrupt(_) | Check::Absent => None,
+        }
+    }
+}
+
+/// One line for what could not be read.
+fn unchecked_reason(what: &[String]) -> String {
+    format!("could not be checked: {}", cut(what.to_vec()).join("; "))
 }
 
 impl Cache {
@@ -165,8 +190,9 @@ impl Leased {
     /// renamed aside into `.safecache/quarantine/` (kept for inspection; gc
     /// deletes it after [`QUARANTINE_KEEP`]), or with `repair` removed, so
     /// the next fill fetches it again; both take its exclusive entry lock
-    /// first and check it once more. Entries without a manifest are
-    /// reported as unverified.
+    /// first and check it once more. Entries without a manifest tied to
+    /// them are reported as unverified, and entries with something that
+    /// cannot be read as failed; neither is moved, even with `repair`.
     ///
     /// # Errors
     /// Only for the cache as a whole (listing it); what goes wrong with one
@@ -189,14 +215,14 @@ impl Leased {
                 })
                 .collect(),
             None => {
-                let names = cache.root().read_dir("").map_err(|e| Error::io("list", ".", e))?;
-                names
+                // Entries being built in place are not published: nothing to
+                // check yet.
+                crate::listing::list(cache.root())?
                     .into_iter()
-                    .filter(|e| !e.name.to_str().is_some_and(is_internal))
-                    .map(|e| {
-                        let lossy = e.name.to_string_lossy().into_owned();
-                        let name = Key::from_stored_name(&lossy).map_or_else(|| lossy.clone(), |k| k.to_string());
-                        Target { digest: digest_of(&lossy), stored: e.name, name, named: false }
+                    .filter(|i| i.class == crate::listing::Class::Committed)
+                    .map(|i| {
+                        let name = i.key.map_or_else(|| i.lossy.clone(), |k| k.to_string());
+                        Target { digest: i.digest, stored: i.name, name, named: false }
                     })
                     .collect::<Vec<_>>()
             }
@@ -286,7 +312,9 @@ impl Cache {
 
     /// Checks the entry stored as `stored` against its manifest. The caller
     /// holds its entry lock, or (verify-on-read) confirms a bad result
-    /// under it.
+    /// under it. Only what the manifest proves is corrupt: a manifest that
+    /// cannot be tied to the entry, or a file that cannot be read, is no
+    /// verdict.
     fn check(&self, stored: &OsStr, digest: &str, name: &str) -> Result<Check, Error> {
         let root = self.root();
         let shown = stored.to_string_lossy();
@@ -295,7 +323,11 @@ impl Cache {
         };
         let manifest = match manifest::read(root, digest).map_err(|e| Error::io("read the manifest of", name, e))? {
             Stored::Absent => {
-                return Ok(Check::Unverified("no manifest (published by a version that wrote none)".to_owned()));
+                return Ok(Check::Unverified(
+                    "it has no manifest (published by a version that wrote none, adopted by `init`, or restored \
+                     without its `.safecache/manifests`)"
+                        .to_owned(),
+                ));
             }
             Stored::Unsupported(format) => {
                 return Ok(Check::Unverified(format!(
@@ -308,14 +340,27 @@ impl Cache {
         if manifest.key != name {
             return Ok(Check::Unverified("its manifest is another key's".to_owned()));
         }
-        if let (Some(id), Some([dev, ino])) = (meta.id, manifest.entry_id)
-            && id != (dev, ino)
-        {
-            return Ok(Check::Unverified("its manifest belongs to an earlier entry of the key".to_owned()));
+        let cancel = &self.inner.options.cancel;
+        let hashing = manifest::Hashing { format: manifest.format, cancel };
+        let actual = manifest::scan(root, Path::new(stored), hashing).map_err(|e| {
+            if cancel.is_cancelled() {
+                Error::Cancelled { doing: format!("verifying `{}`", escape(name)) }
+            } else {
+                Error::io("read", shown.as_ref(), e)
+            }
+        })?;
+        let findings = manifest.findings(&actual);
+        if findings.differences.is_empty() {
+            return Ok(if findings.unchecked.is_empty() { Check::Good } else { Check::Unchecked(findings.unchecked) });
         }
-        let actual = manifest::scan(root, Path::new(stored)).map_err(|e| Error::io("read", shown.as_ref(), e))?;
-        let differences = Manifest::differences(&manifest, &actual);
-        Ok(if differences.is_empty() { Check::Good } else { Check::Corrupt(differences) })
+        if let Some(why) = manifest.untied(&meta) {
+            let differences = cut(findings.differences).join("; ");
+            return Ok(Check::Unverified(format!(
+                "its manifest cannot be tied to it ({why}); it differs from that manifest ({differences}), so it \
+                 may be damaged, but it was left in place"
+            )));
+        }
+        Ok(Check::Corrupt(findings.differences))
     }
 
     /// Moves a corrupt entry out of its name by one rename: into quarantine
@@ -328,18 +373,24 @@ impl Cache {
             return Ok(Action::Kept { reason: "it holds a safecache cache of its own".to_owned() });
         }
         let manifest_rel = layout::manifest(digest);
-        if repair {
-            let trash = layout::trash_item(digest, &layout::random_suffix()?);
-            root.rename(stored, &trash).map_err(|e| Error::io("rename aside", &shown, e))?;
+        // Repair removes the entry the way `remove` does, stamp and all.
+        let remove = |shown: &str| -> Result<Action, Error> {
+            let aside = aside::set_aside(root, shown, digest).map_err(|e| Error::io("rename aside", shown, e))?;
             // Without this fsync a power loss could bring the entry back
             // after some of its files were unlinked from the trash.
             root.sync_dir("").map_err(|e| Error::io("sync", ".", e))?;
-            let _ = root.remove_file(&manifest_rel);
-            if let Err(e) = root.remove_tree(&trash) {
-                tracing::warn!(%trash, error = %e, "could not delete trash; gc will retry");
+            aside::forget(root, digest);
+            if let Err(e) = aside::delete(root, &aside) {
+                tracing::warn!(item = %aside.rel, error = %e, "could not delete trash; gc will retry");
             }
             tracing::warn!(entry = %shown, "removed a corrupt entry");
-            return Ok(Action::Removed);
+            Ok(Action::Removed)
+        };
+        let Some(utf8) = stored.to_str() else {
+            return Ok(Action::Kept { reason: "its name is not UTF-8; remove it by hand".to_owned() });
+        };
+        if repair {
+            return remove(utf8);
         }
         manifest::ensure_dir(root, QUARANTINE_DIR)?;
         let item = layout::quarantine_item(digest, &layout::random_suffix()?);
@@ -347,6 +398,13 @@ impl Cache {
         let entry_rel = format!("{item}/{QUARANTINED_ENTRY}");
         if let Err(e) = root.rename(stored, &entry_rel) {
             let _ = root.remove_tree(&item);
+            if e.kind() == std::io::ErrorKind::CrossesDevices {
+                // It cannot be moved (a directory of an overlayfs lower
+                // layer): it is not kept for inspection, but it is never
+                // served again.
+                tracing::warn!(entry = %shown, "cannot move a corrupt entry into quarantine on this filesystem");
+                return remove(utf8);
+            }
             return Err(Error::io("quarantine", shown, e));
         }
         // The entry is out of its name; what follows is for inspection only.
@@ -360,17 +418,23 @@ impl Cache {
     }
 
     /// Verify-on-read: whether `key`'s present entry may be returned. A
-    /// good or unverified entry may; a corrupt one is quarantined (if its
-    /// exclusive lock is free at once) and reads as absent.
+    /// good entry may; a corrupt one is quarantined (if its exclusive lock
+    /// is free at once) and reads as absent.
     ///
     /// # Errors
     /// [`Error::Corrupt`] if the entry is corrupt but someone holds its
-    /// lock (a pin, this very call's caller), so it cannot be set aside now.
+    /// lock (a pin, this very call's caller), so it cannot be set aside now;
+    /// [`Error::Unverifiable`] if it could not be checked (it is never
+    /// returned unchecked, and nothing is moved).
     pub(crate) fn verify_on_read(&self, key: &Key) -> Result<bool, Error> {
         let stored = OsString::from(key.stored_name());
         let digest = key.digest();
         let name = key.to_string();
-        let Check::Corrupt(differences) = self.check(&stored, &digest, &name)? else { return Ok(true) };
+        let differences = match self.check(&stored, &digest, &name)? {
+            Check::Corrupt(differences) => differences,
+            Check::Good | Check::Absent => return Ok(true),
+            other => return Err(unverifiable(&name, &other)),
+        };
         let lock_rel = layout::entry_lock(&digest);
         let entry = LockName::Entry(name.clone());
         let _lock = match self.lock(&lock_rel, entry, LockMode::Exclusive, Deadline::start(Wait::NoWait)) {
@@ -402,15 +466,22 @@ impl Cache {
                 Ok(false)
             }
             Check::Absent => Ok(false),
-            Check::Good | Check::Unverified(_) => Ok(true),
+            Check::Good => Ok(true),
+            other => Err(unverifiable(name, &other)),
         }
     }
+}
+
+/// The error verify-on-read gives for an entry it could not check.
+fn unverifiable(name: &str, check: &Check) -> Error {
+    Error::Unverifiable { key: escape(name), reason: check.reason().unwrap_or_default() }
 }
 
 fn settled_state(check: Check) -> VerifyState {
     match check {
         Check::Good => VerifyState::Good,
         Check::Unverified(reason) => VerifyState::Unverified { reason },
+        Check::Unchecked(what) => VerifyState::Failed { reason: unchecked_reason(&what) },
         Check::Absent => VerifyState::Absent,
         Check::Corrupt(differences) => {
             VerifyState::Corrupt { differences: cut(differences), action: Action::Kept { reason: String::new() } }
@@ -441,3 +512,55 @@ fn error_chain(e: &Error) -> String {
 /// How long gc keeps a quarantined entry for inspection, by the quarantine
 /// item's modification time (when it was quarantined).
 pub const QUARANTINE_KEEP: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3600);
+
+#[cfg(test)]
+// The test builds and damages caches from outside, as a user would.
+#[allow(clippy::disallowed_methods)]
+mod tests {
+    use crate::sys::faults::{Failure, Fault, Op, clear, inject};
+    use crate::{Cache, ErrorKind, Key, Options, Wait};
+
+    /// I/O errors or permission errors from some open on, while an intact
+    /// entry is checked (verify-on-read, in this thread), mean "could not
+    /// be checked": the entry is never called corrupt, never set aside, and
+    /// only served after a check that could read it all.
+    #[test]
+    fn a_fault_while_checking_is_never_corruption() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = Options { verify_on_read: true, ..Options::default() };
+        let cache = Cache::open_ambient(dir.path().join("cache"), options).unwrap();
+        let key = Key::new("k").unwrap();
+        cache
+            .get_or_fill(&key, Wait::NoWait, |d| {
+                std::fs::create_dir(d.path().join("d"))?;
+                std::fs::write(d.path().join("d/f"), "x")?;
+                std::fs::write(d.path().join("g"), "y")
+            })
+            .unwrap();
+        let mut refused = 0;
+        for failure in [Failure::Io, Failure::Access] {
+            // Past the last open of a check, nothing fires and it is good.
+            for nth in 0..24 {
+                // Every open from the nth on fails, so the second check
+                // under the exclusive lock fails too.
+                let plan: Vec<Fault> = (nth..nth + 64).map(|nth| Fault { op: Op::Open, nth, failure }).collect();
+                inject(&plan);
+                let got = cache.get(&key);
+                clear();
+                match got {
+                    Ok(Some(_)) => {}
+                    Err(e) => {
+                        assert!(
+                            matches!(e.kind(), ErrorKind::Unverifiable | ErrorKind::Io),
+                            "{failure:?} from open {nth}: {e}"
+                        );
+                        refused += usize::from(e.kind() == ErrorKind::Unverifiable);
+                    }
+                    Ok(None) => panic!("{failure:?} from open {nth}: the intact entry was set aside"),
+                }
+                assert!(cache.entry_path(&key).join("d/f").exists(), "{failure:?} from open {nth}: moved");
+            }
+        }
+        assert!(refused >= 4, "only {refused} checks could not read the entry");
+    }
+}

@@ -40,18 +40,30 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
 }
 
 /// The real tools the tests start, each with a command that succeeds only
-/// when the tool works, and the Debian package that provides it.
-const SYSTEM_TOOLS: [(&str, &[&str], &str); 5] = [
+/// when the tool works, and the Debian package that provides it. The
+/// filesystem tests (cargo-safecache/tests/cli/filesystems.rs and
+/// case_insensitive.rs) make ext4, xfs and btrfs images and mount a
+/// case-insensitive FUSE passthrough written with Debian's fusepy, run by
+/// /usr/bin/python3 (not whatever python3 comes first on PATH).
+const SYSTEM_TOOLS: [(&str, &[&str], &str); 12] = [
     ("git", &["git", "--version"], "git"),
     ("tar", &["tar", "--version"], "tar"),
+    ("make", &["make", "--version"], "make"),
     ("python3 -m venv", &["python3", "-c", "import venv, ensurepip"], "python3-venv"),
     ("mount", &["mount", "--version"], "mount"),
     ("setsid", &["setsid", "--version"], "util-linux"),
+    ("mkfs.ext4", &["mkfs.ext4", "-V"], "e2fsprogs"),
+    ("mkfs.xfs", &["mkfs.xfs", "-V"], "xfsprogs"),
+    ("mkfs.btrfs", &["mkfs.btrfs", "--version"], "btrfs-progs"),
+    ("fusermount (libfuse2)", &["fusermount", "-V"], "fuse"),
+    ("rsync", &["rsync", "--version"], "rsync"),
+    ("fusepy", &["/usr/bin/python3", "-c", "import fusepy"], "python3-fusepy"),
 ];
 
 /// Installs the Debian packages of the real tools the tests run (git, tar,
-/// a Python with venv and ensurepip, mount, setsid) when any is missing and
-/// apt-get can; otherwise fails naming the packages.
+/// rsync, make, a Python with venv and ensurepip, mount, setsid, mkfs for ext4,
+/// xfs and btrfs, libfuse2 and fusepy) when any is missing and apt-get can;
+/// otherwise fails naming the packages.
 fn ensure_system_tools() -> Result<()> {
     let works = |argv: &[&str]| Command::new(argv[0]).args(&argv[1..]).output().is_ok_and(|o| o.status.success());
     let missing: Vec<(&str, &str)> =

@@ -2,18 +2,26 @@
 //! real git. Each test reads like the scenario it covers; the seeds are the
 //! user stories in the project brief.
 
+mod ancestor;
+mod cancel;
+mod case_insensitive;
 mod durability;
 mod evict;
 mod failed;
+mod filesystems;
 mod fill_and_use;
 mod full_disk;
 mod holders;
 mod hostile;
 mod in_place;
+mod mounts;
+mod outside;
 mod queue;
+mod real_tools;
 mod support;
 mod tree;
 mod trust;
+mod upgrade;
 mod usability;
 mod verify;
 

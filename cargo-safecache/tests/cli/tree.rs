@@ -333,3 +333,203 @@ fn signals_reach_every_process_of_a_script_and_nothing_is_published() {
         assert!(names(&sb.cache.join(".safecache/tmp")).is_empty(), "the failed fill's temp is removed");
     }
 }
+
+/// The entry lock of `k` is free: `rm` of the absent key takes it at once.
+fn entry_lock_free(sb: &Sandbox) -> bool {
+    let out = sb.run(["rm", "--lock-timeout", "0", "k"]);
+    match out.code {
+        Some(0) => true,
+        Some(75) => false,
+        _ => panic!("rm of the absent key: {out}"),
+    }
+}
+
+/// Waits until the fill's locks are free and every process of `tree` is
+/// gone, checking that none of them was still alive once the locks were
+/// free, and that every one of `decoys` lives throughout.
+#[track_caller]
+fn await_released_after(sb: &Sandbox, tree: &BTreeSet<Proc>, decoys: &BTreeSet<Proc>, what: &str) {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let hit: Vec<&Proc> = decoys.iter().filter(|p| !p.alive()).collect();
+        assert!(hit.is_empty(), "{what}: decoys outside the tree were killed: {hit:?}");
+        let free = entry_lock_free(sb);
+        // Looked at after the locks were seen free: anything alive now was
+        // alive then.
+        let alive: Vec<&Proc> = tree.iter().filter(|p| p.alive()).collect();
+        if free {
+            assert!(alive.is_empty(), "{what}: the locks were released while {alive:?} still ran");
+            return;
+        }
+        assert!(Instant::now() < deadline, "{what}: the locks are still held by {alive:?}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Whether `unshare --pid --fork` works here; prints why the test skips
+/// otherwise.
+fn unshare_works() -> bool {
+    match Command::new("unshare").args(["--pid", "--fork", "--mount-proc", "true"]).output() {
+        Ok(out) if out.status.success() => true,
+        Ok(out) => {
+            eprintln!("skip: `unshare --pid --fork --mount-proc` is refused: {}", String::from_utf8_lossy(&out.stderr));
+            false
+        }
+        Err(e) => {
+            eprintln!("skip: cannot run unshare: {e}");
+            false
+        }
+    }
+}
+
+/// The only child of `pid`, once it has one.
+#[track_caller]
+fn only_child(pid: i32, what: &str) -> Proc {
+    let found = std::cell::Cell::new(None);
+    observe(what, || {
+        found.set(match children(pid).as_slice() {
+            [one] => Proc::of(*one),
+            _ => None,
+        });
+        found.get().is_some()
+    });
+    found.get().unwrap_or_else(|| panic!("{what}"))
+}
+
+/// In a new pid namespace, with /proc remounted for it, still showing the
+/// parent namespace's pids (`unshare --pid --fork` alone), or not mounted at
+/// all, SIGKILL one process of `run`'s tree (the supervisor, `run`, CMD): no
+/// descendant of CMD (background jobs; with a /proc, one in a session of its
+/// own) is alive once the fill's locks are free, and decoys outside the
+/// tree survive. The decoys are processes of the namespace whose pids there
+/// equal the outer pids of CMD and its children, which a supervisor that
+/// took /proc's pids for its own namespace's signalled (and then waited
+/// forever for its real children); before `run` was a subreaper, a killed
+/// supervisor left CMD's descendants running; without /proc, `run` could not
+/// start at all.
+#[test]
+fn any_single_kill_in_a_pid_namespace_ends_the_tree_and_only_it() {
+    if !unshare_works() {
+        return;
+    }
+    for proc in ["own", "parent's", "none"] {
+        for victim in ["supervisor", "run", "cmd"] {
+            let what = format!("kill the {victim}, /proc: {proc}");
+            let (sb, reports) = sandbox();
+            mkfifo(&sb.path("decoys"));
+            // Without /proc nothing can find a process that left CMD's
+            // group: it is waited for (with the locks held), not killed.
+            let detached = if proc == "none" { "sleep 1000 &" } else { "setsid sleep 1000 &" };
+            // The namespace's init starts `run`, then on request makes a
+            // decoy at each pid it is given (ns_last_pid names the pid the
+            // next fork gets), and stays until the test ends.
+            let init = format!(
+                r#"{hide}"$SC" run --key k -- sh -c 'sleep 1000 & {detached} echo $$ > "$T/up"; wait' &
+                read pids < "$T/decoys"
+                for p in $pids; do
+                    echo $((p - 1)) 2> /dev/null > /proc/sys/kernel/ns_last_pid
+                    sleep 1000 &
+                    echo $! > "$T/up"
+                done
+                read x < "$T/never""#,
+                hide = if proc == "none" { "mount -t tmpfs none /proc && " } else { "" },
+            );
+            let mut unshare = Command::new("unshare");
+            // With --kill-child, killing unshare kills the namespace's init,
+            // and with it every process of the namespace.
+            unshare.args(["--pid", "--fork", "--kill-child"]);
+            match proc {
+                "own" => unshare.arg("--mount-proc"),
+                "none" => unshare.arg("--mount"),
+                _ => &mut unshare,
+            };
+            unshare
+                .args(["sh", "-c", &init])
+                .env("SAFECACHE_DIR", &sb.cache)
+                .env("T", sb.tmp.path())
+                .env("SC", crate::support::bin())
+                .env_remove("SAFECACHE_LOCK_TIMEOUT")
+                .env_remove("SAFECACHE_LEASE")
+                .env_remove("SAFECACHE_LEASE_DIR")
+                .env_remove("SAFECACHE_RUN_PIDS")
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null());
+            let mut child = unshare.spawn().expect("start unshare");
+            let mut guard = OnDrop::kill(child.id() as i32);
+            reports.pids(1);
+            let ns_init = only_child(child.id() as i32, "the namespace's init runs");
+            let run = children(ns_init.pid).into_iter().find_map(Proc::of).expect("run runs");
+            let supervisor = only_child(run.pid, "the supervisor runs");
+            let cmd = only_child(supervisor.pid, "CMD runs");
+            let below: BTreeSet<Proc> = descendants(cmd.pid);
+            assert!(below.len() >= 2, "{what}: CMD's two sleeps run: {below:?}");
+            let mut mirrored: Vec<i32> = below.iter().map(|p| p.pid).collect();
+            mirrored.push(cmd.pid);
+            std::fs::write(
+                sb.path("decoys"),
+                format!("{}\n", mirrored.iter().map(i32::to_string).collect::<Vec<_>>().join(" ")),
+            )
+            .expect("ask for decoys");
+            let made = reports.pids(mirrored.len());
+            let decoys: BTreeSet<Proc> =
+                children(ns_init.pid).into_iter().filter(|&p| p != run.pid).filter_map(Proc::of).collect();
+            assert_eq!(decoys.len(), mirrored.len(), "{what}: the decoys run: {decoys:?}");
+            let at_mirrored = made.iter().filter(|p| mirrored.contains(p)).count();
+            if at_mirrored < mirrored.len() {
+                eprintln!("{what}: only {at_mirrored} decoys got the pid asked for (ns_last_pid refused?)");
+            }
+            let mut tree = below.clone();
+            tree.insert(cmd);
+            tree.insert(supervisor);
+            let target = match victim {
+                "supervisor" => supervisor,
+                "run" => run,
+                _ => cmd,
+            };
+            kill(target.pid, libc::SIGKILL);
+            await_released_after(&sb, &tree, &decoys, &what);
+            await_gone(&tree);
+            let hit: Vec<&Proc> = decoys.iter().filter(|p| !p.alive()).collect();
+            assert!(hit.is_empty(), "{what}: decoys outside the tree were killed: {hit:?}");
+            guard.disarm();
+            child.kill().expect("end the namespace");
+            child.wait().expect("reap unshare");
+        }
+    }
+}
+
+/// A process outside CMD's tree that joins CMD's process group (it runs
+/// in the same session as `run`) got the signals `run` forwards to that
+/// group. Now CMD's group is a session of its own when there is no
+/// terminal, so nothing outside the tree can join it.
+#[test]
+fn a_process_outside_the_tree_cannot_get_forwarded_signals() {
+    let (sb, reports) = sandbox();
+    let run = sb.spawn(["run", "--key", "k", "--", "sh", "-c", &format!("{} & wait", reporter("exec sleep 1000"))]);
+    let mut guard = OnDrop::kill(run.pid() as i32);
+    let cmd = only_child(only_child(run.pid() as i32, "the supervisor runs").pid, "CMD runs");
+    reports.pids(1);
+    let decoy = Command::new("sleep").arg("1000").process_group(cmd.pid).spawn();
+    let mut decoy = match decoy {
+        Ok(decoy) => decoy,
+        Err(e) => {
+            assert_eq!(e.raw_os_error(), Some(libc::EPERM), "joining CMD's group is refused: {e}");
+            guard.disarm();
+            kill(run.pid() as i32, libc::SIGTERM);
+            let (status, _) = run.finish_keeping_stdin();
+            assert_eq!(status.code(), Some(128 + libc::SIGTERM));
+            return;
+        }
+    };
+    let mut decoy_guard = OnDrop::kill(decoy.id() as i32);
+    let decoy_proc = Proc::of(decoy.id() as i32).expect("the decoy runs");
+    guard.disarm();
+    kill(run.pid() as i32, libc::SIGTERM);
+    let (status, lines) = run.finish_keeping_stdin();
+    assert_eq!(status.code(), Some(128 + libc::SIGTERM), "{lines:?}");
+    let alive = decoy_proc.alive();
+    decoy_guard.disarm();
+    let _ = decoy.kill();
+    let _ = decoy.wait();
+    assert!(alive, "a process outside CMD's tree got the signal forwarded to CMD's group");
+}

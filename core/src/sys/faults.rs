@@ -188,6 +188,49 @@ mod tests {
         }
     }
 
+    /// An fsync that fails at any point of a fill, the ones after the
+    /// publishing rename included, never makes the outcome contradict the
+    /// cache: a fill that reports an error left the key absent, and one that
+    /// reports success left it complete. The fsync of the cache dir after the
+    /// rename used to fail the fill with the entry published and served.
+    #[test]
+    fn a_failed_sync_never_contradicts_what_the_cache_holds() {
+        for in_place in [false, true] {
+            let mut warned = 0;
+            for nth in 0.. {
+                let dir = tempfile::tempdir().unwrap();
+                let root = dir.path().join("cache");
+                let cache = Cache::open_ambient(&root, Options::default()).unwrap();
+                let write = |dir: &crate::FillDir<'_>| fs::write(dir.path().join("data"), "a");
+                inject(&[Fault { op: Op::Sync, nth, failure: Failure::Io }]);
+                let filled = if in_place {
+                    cache.get_or_fill_in_place(&key("a"), Wait::NoWait, write)
+                } else {
+                    cache.get_or_fill(&key("a"), Wait::NoWait, write)
+                };
+                let hit = clear();
+                let context = format!("sync {nth} fails (in place: {in_place})");
+                let held = cache.get(&key("a")).unwrap();
+                match filled {
+                    Ok(filled) => {
+                        let entry = held.unwrap_or_else(|| panic!("{context}: reported filled, but absent"));
+                        let data = fs::read_to_string(entry.path().join("data")).unwrap();
+                        assert_eq!(data, "a", "{context}");
+                        if let Some(warning) = filled.warning {
+                            assert!(warning.contains("injected"), "{context}: {warning}");
+                            warned += 1;
+                        }
+                    }
+                    Err(e) => assert!(held.is_none(), "{context}: reported `{e}`, but the entry is published"),
+                }
+                if !hit {
+                    break;
+                }
+            }
+            assert!(warned > 0, "no fault hit a sync after the publication (in place: {in_place})");
+        }
+    }
+
     /// After any single fault, at any call of any operation, the cache stays
     /// consistent, and the operation that hit it fails with a clear error
     /// that keeps the injected cause.

@@ -48,6 +48,14 @@ use crate::durability::Durability;
 #[cfg(not(target_os = "wasi"))]
 mod native;
 #[cfg(not(target_os = "wasi"))]
+mod walk;
+#[cfg(not(target_os = "wasi"))]
+pub(crate) use walk::is_mount_points;
+#[cfg(target_os = "wasi")]
+pub(crate) fn is_mount_points(_: &io::Error) -> bool {
+    false
+}
+#[cfg(not(target_os = "wasi"))]
 use native as imp;
 
 #[cfg(target_os = "wasi")]
@@ -183,6 +191,51 @@ impl Modes {
     }
 }
 
+/// The mode publish gives a directory (`dir`) or regular file that a fill
+/// wrote, from the mode the fill left (`top`: the entry's own directory):
+/// - no write for others (a CMD under umask 000 leaves files
+///   world-writable);
+/// - in a group-shared cache, read for the group (and search, `x`, on
+///   files the owner may execute), so every member can read every entry,
+///   and full access for the group on directories, as the cache's own
+///   directories have (2770), so every member can delete every entry
+///   (`rm`, `clean`, and gc's eviction); the group's write on files is
+///   kept as the fill left it;
+/// - the entry's own directory writable by its owner, since a directory
+///   moved to a new parent must be (its `..` changes): publishing and
+///   removing it are such moves.
+///
+/// Every other bit (the owner's, setuid, setgid, sticky) is kept.
+#[cfg_attr(target_os = "wasi", allow(dead_code))]
+pub(crate) fn settled_mode(mode: u32, dir: bool, top: bool, shared: bool) -> u32 {
+    let mut settled = mode & !0o002;
+    if shared {
+        settled |= if dir { 0o070 } else { 0o040 };
+        if mode & 0o100 != 0 {
+            settled |= 0o010;
+        }
+    }
+    if dir && top {
+        settled |= 0o200;
+    }
+    settled
+}
+
+#[cfg(test)]
+#[test]
+fn settled_modes_take_write_from_others_and_give_read_to_a_shared_group() {
+    assert_eq!(settled_mode(0o666, false, false, false), 0o664, "umask 000");
+    assert_eq!(settled_mode(0o777, true, false, false), 0o775);
+    assert_eq!(settled_mode(0o555, true, true, false), 0o755, "a read-only entry root");
+    assert_eq!(settled_mode(0o555, true, false, false), 0o555, "directories inside it stay read-only");
+    assert_eq!(settled_mode(0o600, false, false, true), 0o640, "umask 077 in a group cache");
+    assert_eq!(settled_mode(0o700, false, false, true), 0o750, "an executable");
+    assert_eq!(settled_mode(0o2700, true, false, true), 0o2770, "members can delete what is in it");
+    assert_eq!(settled_mode(0o2555, true, false, true), 0o2575);
+    assert_eq!(settled_mode(0o660, false, false, true), 0o660, "the group's write is kept");
+    assert_eq!(settled_mode(0o1700, true, true, false), 0o1700, "the uncommitted mark is kept");
+}
+
 /// Size and last modification of a tree, for `ls` and `status`.
 #[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct Usage {
@@ -241,7 +294,7 @@ impl Root {
         Ok(Root { imp: imp::Dir::open_ambient(path)?, durability: Durability::Full })
     }
 
-    /// Sets the durability level of the per-level syncs ([`Root::sync_tree`],
+    /// Sets the durability level of the per-level syncs ([`Root::settle_tree`],
     /// [`Root::sync_dir`], [`Root::write_new`]); [`Durability::Full`] until
     /// the cache's config is read.
     pub(crate) fn set_durability(&mut self, durability: Durability) {
@@ -436,8 +489,13 @@ impl Root {
 
     /// Deletes `rel` and everything beneath it by handle, never following a
     /// symlink: a symlink is unlinked, not entered (CVE-2022-21658). Read-only
-    /// directories inside it (Go's module cache makes them) are made
-    /// writable first. A missing `rel` is not an error.
+    /// directories inside it (Go's module cache makes them, and so does a
+    /// CMD's `chmod -R a-w`) are made writable first. It never crosses into
+    /// another filesystem: a mount point inside `rel` (a bind mount or a
+    /// filesystem a CMD left) is left in place with what is under it and
+    /// the directories above it, everything else is deleted, and the error
+    /// names the mount points ([`is_mount_points`]). A missing `rel` is not
+    /// an error.
     pub(crate) fn remove_tree(&self, rel: impl AsRef<Path>) -> io::Result<()> {
         let rel = rel.as_ref();
         match self.kind(rel)? {
@@ -448,18 +506,8 @@ impl Root {
     }
 
     /// fsyncs every regular file and directory beneath `rel`, and `rel`
-    /// itself, so a rename that publishes it cannot expose unwritten data
-    /// after a power loss. Symlinks are not followed. Nothing under
-    /// [`Durability::None`].
-    pub(crate) fn sync_tree(&self, rel: impl AsRef<Path>) -> io::Result<()> {
-        if !self.syncs() {
-            return Ok(());
-        }
-        self.sync_metadata_tree(rel.as_ref())
-    }
-
-    /// [`Root::sync_tree`] at every durability level (see
-    /// [`Root::write_metadata`]).
+    /// itself, at every durability level (see [`Root::write_metadata`]).
+    /// Symlinks are not followed.
     pub(crate) fn sync_metadata_tree(&self, rel: impl AsRef<Path>) -> io::Result<()> {
         let rel = rel.as_ref();
         for entry in self.read_dir(rel)? {
@@ -471,6 +519,21 @@ impl Root {
             }
         }
         self.sync_metadata_dir(rel)
+    }
+
+    /// Settles the tree `rel` that a fill wrote, before its manifest is
+    /// built and it is published, in one walk by descriptor: every directory
+    /// and regular file gets the mode [`settled_mode`] gives it (and, in a
+    /// group-shared cache, the cache's group), then is fsynced where the
+    /// durability level syncs. Symlinks are never
+    /// followed or changed. A mount point inside the tree fails it, naming
+    /// the mount point, before anything beneath it is touched.
+    pub(crate) fn settle_tree(&self, rel: impl AsRef<Path>) -> io::Result<()> {
+        #[cfg(not(target_os = "wasi"))]
+        return self.imp.settle_tree(rel.as_ref(), self.syncs());
+        // WASI has no modes, users or mounts: only the syncs are left.
+        #[cfg(target_os = "wasi")]
+        return if self.syncs() { self.sync_metadata_tree(rel) } else { Ok(()) };
     }
 
     /// fsyncs one directory, after a rename into or out of it. Nothing
@@ -570,6 +633,15 @@ pub(crate) fn ambient_id(path: &Path) -> io::Result<Option<(u64, u64)>> {
     imp::ambient_id(path)
 }
 
+/// Where the next data of the open regular file `file` is at or after
+/// `pos`, and where it ends: `(data, hole)` with `pos <= data <= hole`;
+/// `None` when only a hole is left up to the end. `Unsupported` where the
+/// target or filesystem cannot tell holes from data (WASI): then every
+/// byte counts as data and the caller reads it.
+pub(crate) fn next_data(file: &std::fs::File, pos: u64) -> io::Result<Option<(u64, u64)>> {
+    imp::next_data(file, pos)
+}
+
 /// This process's effective user id (`None` under WASI).
 pub(crate) fn effective_uid() -> Option<u32> {
     imp::effective_uid()
@@ -633,7 +705,7 @@ mod durability_tests {
         root.write_new("d/f", b"x").unwrap();
         for (level, expect) in [(Durability::None, false), (Durability::Full, true)] {
             root.set_durability(level);
-            assert_eq!(synced(|| root.sync_tree("d")), expect, "sync_tree at {level}");
+            assert_eq!(synced(|| root.settle_tree("d")), expect, "settle_tree at {level}");
             assert_eq!(synced(|| root.sync_dir("")), expect, "sync_dir at {level}");
             assert!(synced(|| root.sync_metadata_dir("")), "the marker's sync at {level}");
             assert!(synced(|| root.sync_metadata_tree("d")), "the marker's tree sync at {level}");

@@ -10,6 +10,7 @@
 
 use std::fs::{File, TryLockError};
 use std::io::{self, Write};
+use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -24,6 +25,10 @@ use super::{DirEntry, FileKind, Flock, Identity, Meta, Modes, Owner};
 pub(crate) struct Dir {
     dir: cap_std::fs::Dir,
     modes: Modes,
+    /// The root's group, in a group-shared cache.
+    group: Option<u32>,
+    /// The path it was opened by: for messages only, never opened.
+    shown: PathBuf,
 }
 
 /// `""` names the root itself.
@@ -46,6 +51,29 @@ pub(crate) fn ambient_id(path: &Path) -> io::Result<Option<(u64, u64)>> {
     Ok(Some((meta.dev(), meta.ino())))
 }
 
+/// Where the next data of `file` is at or after `pos`, and where that data
+/// ends (the next hole, or the end of the file), by `SEEK_DATA` and
+/// `SEEK_HOLE`; `None` if only a hole is left. `Unsupported` where the
+/// filesystem cannot tell (the caller then reads everything).
+pub(crate) fn next_data(file: &std::fs::File, pos: u64) -> io::Result<Option<(u64, u64)>> {
+    use rustix::fs::{SeekFrom, seek};
+    let data = match seek(file, SeekFrom::Data(pos)) {
+        Ok(data) => data,
+        Err(rustix::io::Errno::NXIO) => return Ok(None),
+        Err(e) if e == rustix::io::Errno::INVAL || e == rustix::io::Errno::NOTSUP => {
+            return Err(io::ErrorKind::Unsupported.into());
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let hole = match seek(file, SeekFrom::Hole(data)) {
+        Ok(hole) => hole,
+        // Truncated meanwhile: the caller's read finds out.
+        Err(rustix::io::Errno::NXIO) => data,
+        Err(e) => return Err(e.into()),
+    };
+    Ok(Some((data, hole.max(data))))
+}
+
 pub(crate) fn effective_uid() -> Option<u32> {
     Some(rustix::process::geteuid().as_raw())
 }
@@ -59,9 +87,10 @@ pub(crate) fn in_group(gid: u32) -> bool {
 impl Dir {
     pub(crate) fn open_ambient(path: &Path) -> io::Result<Dir> {
         let dir = cap_std::fs::Dir::open_ambient_dir(path, ambient_authority())?;
-        let mut this = Dir { dir, modes: Modes::PRIVATE };
+        let mut this = Dir { dir, modes: Modes::PRIVATE, group: None, shown: path.to_owned() };
         let root = this.stat(Path::new(""))?;
         this.modes = Modes::for_root(root.owner);
+        this.group = root.owner.filter(|_| this.modes.shared).map(|o| o.gid);
         Ok(this)
     }
 
@@ -234,20 +263,38 @@ impl Dir {
     }
 
     pub(crate) fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
-        self.dir.rename(from, &self.dir, to)
+        match self.dir.rename(from, &self.dir, to) {
+            Err(e) if self.made_writable(from, &e)? => self.dir.rename(from, &self.dir, to),
+            result => result,
+        }
+    }
+
+    /// After a rename of `from` failed with `e`: if that is because `from`
+    /// is a directory its owner (this process) cannot write, which a
+    /// directory moved to a new parent must be (its `..` changes), gives it
+    /// `u+w` through a descriptor of it and says so, for one more try.
+    fn made_writable(&self, from: &Path, e: &io::Error) -> io::Result<bool> {
+        if e.kind() != io::ErrorKind::PermissionDenied {
+            return Ok(false);
+        }
+        let (parent, leaf) = self.open_parent(from)?;
+        super::walk::make_writable_dir(parent.as_fd(), leaf)
     }
 
     /// `Unsupported` where the filesystem lacks `RENAME_NOREPLACE`.
     pub(crate) fn rename_noreplace(&self, from: &str, to: &str) -> io::Result<()> {
         let (from_parent, from_leaf) = self.open_parent(Path::new(from))?;
         let (to_parent, to_leaf) = self.open_parent(Path::new(to))?;
-        match rustix::fs::renameat_with(
-            &from_parent,
-            from_leaf,
-            &to_parent,
-            to_leaf,
-            rustix::fs::RenameFlags::NOREPLACE,
-        ) {
+        let rename = || {
+            rustix::fs::renameat_with(&from_parent, from_leaf, &to_parent, to_leaf, rustix::fs::RenameFlags::NOREPLACE)
+        };
+        let result = match rename() {
+            Err(rustix::io::Errno::ACCESS) if super::walk::make_writable_dir(from_parent.as_fd(), from_leaf)? => {
+                rename()
+            }
+            result => result,
+        };
+        match result {
             Ok(()) => Ok(()),
             Err(rustix::io::Errno::INVAL | rustix::io::Errno::NOSYS) => Err(io::ErrorKind::Unsupported.into()),
             Err(e) => Err(e.into()),
@@ -258,17 +305,17 @@ impl Dir {
         self.dir.remove_file(rel)
     }
 
+    /// Deletes by descriptor, stopping at mount points (see `walk.rs`).
     pub(crate) fn remove_dir_all(&self, rel: &Path) -> io::Result<()> {
-        match self.dir.remove_dir_all(rel) {
-            // Read-only directories keep their entries from being unlinked.
-            // The tree is the caller's to delete, so make its directories
-            // writable and try once more.
-            Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
-                make_dirs_writable(&self.dir, rel)?;
-                self.dir.remove_dir_all(rel)
-            }
-            result => result,
-        }
+        let (parent, leaf) = self.open_parent(rel)?;
+        super::walk::remove_dir_all(parent.as_fd(), leaf, &self.shown.join(rel))
+    }
+
+    /// Settles the tree `rel` for publishing (see `walk.rs`).
+    pub(crate) fn settle_tree(&self, rel: &Path, sync: bool) -> io::Result<()> {
+        let (parent, leaf) = self.open_parent(rel)?;
+        let settle = super::walk::Settle { group: self.group, sync };
+        super::walk::settle_tree(parent.as_fd(), leaf, &self.shown.join(rel), settle)
     }
 
     pub(crate) fn sync_file(&self, rel: &Path) -> io::Result<()> {
@@ -300,22 +347,6 @@ impl Dir {
         file.lock().inspect_err(|_| self.discard(rel))?;
         Ok(LockFile { file })
     }
-}
-
-/// Gives the owner full access to `name` and every directory beneath it,
-/// walking by handle; cap-std refuses any symlink that leads out.
-fn make_dirs_writable(parent: &cap_std::fs::Dir, name: &Path) -> io::Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    let owner_only = cap_std::fs::Permissions::from_std(std::fs::Permissions::from_mode(0o700));
-    parent.set_permissions(name, owner_only)?;
-    let dir = parent.open_dir(name)?;
-    for entry in dir.entries()? {
-        let entry = entry?;
-        if entry.file_type()?.is_dir() {
-            make_dirs_writable(&dir, &PathBuf::from(entry.file_name()))?;
-        }
-    }
-    Ok(())
 }
 
 /// An open lock file. The lock, if taken, belongs to this open file

@@ -73,6 +73,11 @@ pub(crate) fn ambient_id(_path: &Path) -> io::Result<Option<(u64, u64)>> {
 }
 
 /// WASI has no users: the host's preopen is the only authority.
+/// WASI p1 has no `SEEK_DATA`: the caller reads everything.
+pub(crate) fn next_data(_file: &std::fs::File, _pos: u64) -> io::Result<Option<(u64, u64)>> {
+    Err(io::ErrorKind::Unsupported.into())
+}
+
 pub(crate) fn effective_uid() -> Option<u32> {
     None
 }

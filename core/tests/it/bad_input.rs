@@ -59,7 +59,7 @@ fn an_unknown_format_is_refused_without_touching_the_cache() {
     let err = Cache::open_ambient(cache.path(), Options::default()).unwrap_err();
     match &err {
         Error::UnknownFormat { found, supported, .. } => {
-            assert_eq!((found.as_str(), *supported), ("safecache-format 99", 2));
+            assert_eq!((found.as_str(), *supported), ("safecache-format 99", safecache::FORMAT_VERSION));
         }
         other => panic!("{other:?}"),
     }

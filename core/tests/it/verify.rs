@@ -53,8 +53,11 @@ fn differences(state: &VerifyState) -> String {
 fn every_kind_of_damage_is_found_named_and_quarantined_whole() {
     let (_dir, cache) = new_cache();
     type Damage = fn(&Path, &Path);
-    let cases: [(&str, Damage, &str); 8] = [
+    let cases: [(&str, Damage, &str); 9] = [
         ("flip", |e, _| std::fs::write(e.join("a"), "hellp").unwrap(), "`a`: content differs"),
+        // Changes the entry's top directory's modification time: still
+        // tied to its manifest by device and inode, so corrupt.
+        ("add-top", |e, _| std::fs::write(e.join("new"), "x").unwrap(), "`new` was added (a file)"),
         ("truncate", |e, _| std::fs::write(e.join("d/b"), "wor").unwrap(), "`d/b`: size 5 is now 3 bytes"),
         ("add", |e, _| std::fs::write(e.join("d/new"), "x").unwrap(), "`d/new` was added (a file)"),
         ("delete", |e, _| std::fs::remove_file(e.join("d/b")).unwrap(), "`d/b` is missing"),
@@ -318,4 +321,107 @@ fn gc_deletes_week_old_quarantine_and_manifests_of_gone_entries() {
     assert!(!old.exists());
     assert_eq!(crate::support::names(&quarantine(&cache)).len(), 1, "the fresh one is kept");
     assert!(crate::support::names(&manifests(&cache)).is_empty(), "the manifest of a gone entry is reclaimed");
+}
+
+/// Holes are hashed as what they read as, zeros, without being read: a
+/// sparse file and a dense file of the same bytes (as `tar` or `rsync`
+/// without `-S` restore it) have the same manifest, and a byte written into
+/// what was a hole is found.
+#[test]
+fn sparse_files_are_hashed_by_their_bytes_not_their_holes() {
+    use std::io::{Seek, SeekFrom, Write};
+    let (_dir, cache) = new_cache();
+    let entry = cache
+        .get_or_fill(&key("sparse"), Wait::NoWait, |dir| {
+            let mut f = std::fs::File::create(dir.path().join("f"))?;
+            f.seek(SeekFrom::Start(3 << 20))?;
+            f.write_all(b"data in the middle")?;
+            f.set_len(8 << 20)?;
+            // A whole file of holes, and one whose size is not a block's.
+            std::fs::File::create(dir.path().join("empty"))?.set_len(1 << 30)?;
+            std::fs::File::create(dir.path().join("odd"))?.set_len((1 << 20) + 7)
+        })
+        .unwrap()
+        .entry
+        .path()
+        .to_owned();
+    let report = cache.verify(None, false, Wait::NoWait).unwrap();
+    assert_eq!(state_of(&report, "sparse"), &VerifyState::Good);
+    // The same bytes, written out densely (no holes at all).
+    let bytes = std::fs::read(entry.join("f")).unwrap();
+    std::fs::write(entry.join("f"), &bytes).unwrap();
+    let report = cache.verify(None, false, Wait::NoWait).unwrap();
+    assert_eq!(state_of(&report, "sparse"), &VerifyState::Good, "a dense copy hashes the same");
+    // One byte where a hole was, in the middle of a zero block.
+    let mut f = std::fs::OpenOptions::new().write(true).open(entry.join("empty")).unwrap();
+    f.seek(SeekFrom::Start((1 << 29) + 12345)).unwrap();
+    f.write_all(b"x").unwrap();
+    drop(f);
+    let report = cache.verify(None, false, Wait::NoWait).unwrap();
+    assert!(differences(state_of(&report, "sparse")).contains("`empty`: content differs"), "{report:?}");
+}
+
+/// A fill whose handle is cancelled while its output is hashed publishes
+/// nothing, records no failure, leaves its temp for gc, and leaves the key
+/// free for the next fill.
+#[test]
+fn a_fill_cancelled_while_hashing_publishes_nothing() {
+    let (dir, _plain) = new_cache();
+    let cancel = safecache::Cancel::new();
+    let options = Options { cancel: cancel.clone(), ..Options::default() };
+    let cache = Cache::open_ambient(dir.path().join("cache"), options).unwrap();
+    let result = cache.get_or_fill(&key("k"), Wait::NoWait, |d| {
+        std::fs::write(d.path().join("f"), "x")?;
+        // The signal comes after the fill's command has exited.
+        cancel.cancel();
+        Ok::<(), std::io::Error>(())
+    });
+    match result {
+        Err(e @ Error::Cancelled { .. }) => assert!(e.to_string().contains("nothing was published"), "{e}"),
+        other => panic!("expected Error::Cancelled, got {other:?}"),
+    }
+    let plain = Cache::open_ambient(dir.path().join("cache"), Options::default()).unwrap();
+    assert!(plain.get(&key("k")).unwrap().is_none());
+    // The temp is left for gc (deleting a large output would delay the
+    // exit the cancel asked for), and gc reclaims it.
+    plain.gc(Wait::NoWait).unwrap();
+    assert!(crate::support::names(&dir.path().join("cache/.safecache/tmp")).is_empty(), "gc left the temp");
+    let failed = dir.path().join("cache/.safecache/failed");
+    assert!(!failed.exists() || crate::support::names(&failed).is_empty(), "no failure is recorded");
+    let filled = plain.get_or_fill(&key("k"), Wait::NoWait, |d| std::fs::write(d.path().join("f"), "x")).unwrap();
+    assert!(filled.filled);
+
+    // In place: the uncommitted entry leaves its name (into the trash, for
+    // gc), and the key reads as absent.
+    let result = cache.get_or_fill_in_place(&key("p"), Wait::NoWait, |d| {
+        std::fs::write(d.path().join("f"), "x")?;
+        cancel.cancel();
+        Ok::<(), std::io::Error>(())
+    });
+    assert!(matches!(result, Err(Error::Cancelled { .. })), "{result:?}");
+    assert!(plain.get(&key("p")).unwrap().is_none());
+    assert!(!plain.entry_path(&key("p")).exists(), "the uncommitted entry left its name");
+    plain.gc(Wait::NoWait).unwrap();
+    assert!(crate::support::names(&dir.path().join("cache/.safecache/trash")).is_empty(), "gc left the trash");
+}
+
+/// A manifest that an older build wrote (format 1: tied by device and
+/// inode, plain hashes) is still read and checked by its own rules.
+#[test]
+fn format_1_manifests_are_still_checked() {
+    let (_dir, cache) = new_cache();
+    let entry = publish(&cache, "old");
+    let path = manifests(&cache).join(format!("{}.json", digest_of(&cache, "old")));
+    let text = std::fs::read_to_string(&path).unwrap();
+    let mut body: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+    body["format"] = 1.into();
+    body.as_object_mut().unwrap().remove("entry_mtime");
+    let body = serde_json::to_string(&body).unwrap() + "\n";
+    let seal = format!("{{\"blake3\":\"{}\"}}\n", blake3::hash(body.as_bytes()).to_hex());
+    std::fs::write(&path, body + &seal).unwrap();
+    let report = cache.verify(None, false, Wait::NoWait).unwrap();
+    assert_eq!(state_of(&report, "old"), &VerifyState::Good);
+    std::fs::write(entry.join("a"), "hellp").unwrap();
+    let report = cache.verify(None, false, Wait::NoWait).unwrap();
+    assert!(differences(state_of(&report, "old")).contains("`a`: content differs"), "{report:?}");
 }
