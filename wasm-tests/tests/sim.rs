@@ -97,10 +97,6 @@ fn sweep_children_under_an_inherited_exclusive_lease() {
     assert_eq!(sweep_real("inherited", 0..200), 200);
 }
 
-/// A power cut at a seeded step of fills, a pinned reader, a remove, a
-/// refill and a gc, at durability `full`: every fill that returned
-/// survives complete, every remove that returned stays done, and gc
-/// reclaims what the cut left.
 /// An old-format cache (2, then 1 with a sticky adopted directory) that
 /// every role's open upgrades, with kills during the upgrade: every old key
 /// stays under its key with its content, its manifest follows it, and the
@@ -118,10 +114,17 @@ fn sweep_keys_differing_in_case_on_a_case_insensitive_host() {
     assert_eq!(sweep_real("case-fold", 0..60), 60);
 }
 
+/// A power cut at a seeded step of fills, a pinned reader, a remove, a
+/// refill and a gc, at durability `full`: every fill that returned
+/// survives complete, every remove that returned stays done, and gc
+/// reclaims what the cut left. `power-upgrade` cuts power during the
+/// upgrade of a format-1 or format-2 cache: every old key survives under
+/// its new name.
 #[test]
 fn sweep_power_cuts_at_durability_full() {
     assert_eq!(sweep_real("power", 0..150), 150);
     assert_eq!(sweep_real("power-in-place", 0..150), 150);
+    assert_eq!(sweep_real("power-upgrade", 0..100), 100);
 }
 
 /// The same at durability `none` loses what `full` keeps: the model can
