@@ -12,10 +12,10 @@ use etcetera::BaseStrategy;
 use safecache::Wait;
 
 use crate::cli::{self, App, ColorWhen, Command, MessageFormat};
+use crate::commands;
 use crate::ctx::Ctx;
 use crate::exit;
 use crate::ui::Ui;
-use crate::{commands, run};
 
 /// The default lock timeout when stderr is not a terminal.
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
@@ -155,14 +155,14 @@ fn dispatch(app: App, ui: &Arc<Ui>, invoked: &'static str) -> Result<u8> {
     // real work is done, whatever its outcome.
     let auto_gc = matches!(app.command, Command::Run(_) | Command::Path { .. });
     let result = match app.command {
-        Command::Run(args) => run::run(&ctx, args),
+        Command::Run(args) => commands::run::run(&ctx, args),
         Command::Path { key } => commands::path(&ctx, &key),
         Command::Ls => commands::ls(&ctx),
         Command::Status => commands::status(&ctx),
         Command::Rm { keys } => commands::rm(&ctx, &keys),
         Command::Clean => commands::clean(&ctx),
         Command::Gc(args) => commands::gc(&ctx, &args),
-        Command::Verify { keys, repair } => crate::verify::verify(&ctx, &keys, repair),
+        Command::Verify { keys, repair } => commands::verify::verify(&ctx, &keys, repair),
         Command::Init { dir } => commands::init(&ctx, dir),
         Command::Config { name: _, value } => commands::config(&ctx, value),
         Command::Completions { .. } | Command::Man { .. } => Ok(exit::OK),

@@ -9,10 +9,8 @@ mod ctx;
 mod dispatch;
 mod exit;
 mod inherit;
-mod run;
-mod tree;
+mod process;
 mod ui;
-mod verify;
 
 pub use cli::Binary;
 
@@ -20,7 +18,7 @@ pub use cli::Binary;
 pub fn main(binary: Binary) -> std::process::ExitCode {
     // `run`'s supervisor is this binary re-executed (see `tree`): it must
     // not parse the command line or read the environment as the CLI does.
-    if let Some(code) = tree::supervisor_main() {
+    if let Some(code) = process::supervisor_main() {
         return std::process::ExitCode::from(code);
     }
     std::process::ExitCode::from(dispatch::main_impl(binary))

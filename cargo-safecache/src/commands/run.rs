@@ -25,24 +25,19 @@
 //!   do not take the lease again.
 
 use std::ffi::OsString;
-use std::io::{self, IsTerminal};
-use std::os::fd::{AsFd, BorrowedFd};
-use std::os::unix::process::ExitStatusExt;
-use std::process::{ExitStatus, Stdio};
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::os::fd::BorrowedFd;
+use std::sync::atomic::Ordering;
 
 use anyhow::{Context, Result};
 use safecache::{Cancelled, CommandFailed, Error, FillDir, Filled, Key, Leased, LockMode, Pin};
 use serde_json::json;
-use signal_hook::consts::{SIGCONT, SIGHUP, SIGINT, SIGTERM};
-use signal_hook::iterator::Signals;
+use signal_hook::consts::SIGTERM;
 
 use crate::cli::RunArgs;
 use crate::ctx::Ctx;
 use crate::exit::{self, Coded};
 use crate::inherit;
-use crate::tree::Launch;
+use crate::process::{self, CANCEL, CANCEL_SIGNAL, MID_LINE, cancelled_by, code_of, describe, signal_name};
 
 pub(crate) fn run(ctx: &Ctx, args: RunArgs) -> Result<u8> {
     // Waiters and `status` name this run by its CMD, not by the safecache
@@ -85,7 +80,7 @@ pub(crate) fn run(ctx: &Ctx, args: RunArgs) -> Result<u8> {
     }
 
     let Some(key) = args.key else {
-        let status = spawn_and_wait(ctx, &args.command, &env, &lock_fds(&leased, &pins, None), false)?;
+        let status = process::spawn_and_wait(ctx.ui.json, &args.command, &env, &lock_fds(&leased, &pins, None), false)?;
         let code = code_of(status);
         ctx.ui.json(json!({ "reason": "exited", "exit_code": code }));
         return Ok(code);
@@ -126,7 +121,8 @@ pub(crate) fn run(ctx: &Ctx, args: RunArgs) -> Result<u8> {
     for _ in 0..3 {
         if let Some(pin) = ctx.blocking(|| leased.pin(&key, ctx.wait)).with_context(|| format!("cannot pin `{key}`"))? {
             pins.push(pin);
-            let status = spawn_and_wait(ctx, &args.command, &env, &lock_fds(&leased, &pins, None), false)?;
+            let status =
+                process::spawn_and_wait(ctx.ui.json, &args.command, &env, &lock_fds(&leased, &pins, None), false)?;
             let code = code_of(status);
             ctx.ui.json(json!({ "reason": "exited", "exit_code": code, "key": key.as_str() }));
             return Ok(code);
@@ -164,7 +160,7 @@ fn fill(
             ctx.ui.status("Filling", format!("`{key}` by running `{}`", shown(fill_cmd)));
             let mut env = env.to_vec();
             env.push(("SAFECACHE_OUT", dir.path().as_os_str().to_owned()));
-            let st = spawn_and_wait(ctx, fill_cmd, &env, &lock_fds(leased, pins, Some(dir)), true)?;
+            let st = process::spawn_and_wait(ctx.ui.json, fill_cmd, &env, &lock_fds(leased, pins, Some(dir)), true)?;
             status = Some(st);
             if st.success() {
                 // Usually a forgotten `sh -c` or a wrong path: say so, and
@@ -252,30 +248,6 @@ fn fill(
     }
 }
 
-/// Set by SIGINT, SIGTERM and SIGHUP from the first time `run` handles
-/// them (once CMD starts) until it exits: the core's hashing stops at its
-/// next check, so a signal that comes after CMD has exited, while the fill
-/// is being hashed for its manifest, stops `run` promptly with nothing
-/// published. [`CANCEL_SIGNAL`] says which signal it was.
-static CANCEL: std::sync::LazyLock<safecache::Cancel> = std::sync::LazyLock::new(safecache::Cancel::new);
-static CANCEL_SIGNAL: std::sync::LazyLock<std::sync::Arc<std::sync::atomic::AtomicUsize>> =
-    std::sync::LazyLock::new(Default::default);
-
-/// Registers [`CANCEL`] for the signals `run` forwards, once: the handlers
-/// stay for the life of the process, as signal-hook's do.
-fn watch_cancel() -> io::Result<()> {
-    static ONCE: std::sync::OnceLock<()> = std::sync::OnceLock::new();
-    if ONCE.get().is_some() {
-        return Ok(());
-    }
-    for sig in [SIGINT, SIGTERM, SIGHUP] {
-        signal_hook::flag::register_usize(sig, std::sync::Arc::clone(&CANCEL_SIGNAL), sig as usize)?;
-        signal_hook::flag::register(sig, CANCEL.flag())?;
-    }
-    let _ = ONCE.set(());
-    Ok(())
-}
-
 /// The descriptors whose flocks protect CMD: they must stay held for as
 /// long as any process CMD started lives.
 /// CMD itself never gets them: only the supervisor does (see `tree`).
@@ -286,158 +258,4 @@ fn lock_fds<'a>(leased: &'a Leased, pins: &'a [Pin], dir: Option<&'a FillDir<'_>
 
 fn shown(cmd: &[OsString]) -> String {
     cmd.iter().map(|a| a.to_string_lossy()).collect::<Vec<_>>().join(" ")
-}
-
-fn describe(st: ExitStatus) -> String {
-    match (st.code(), st.signal()) {
-        (Some(code), _) => format!("exited with status {code}"),
-        (None, Some(sig)) => format!("was killed by signal {sig}"),
-        _ => format!("ended with {st}"),
-    }
-}
-
-/// The signals that cancel a fill rather than fail it.
-const CANCELLING: [i32; 3] = [SIGINT, SIGTERM, SIGHUP];
-
-/// The signal that cancelled a fill which ended with `st`: CMD died of
-/// SIGINT, SIGTERM or SIGHUP, or `run` received one and passed it on before
-/// CMD failed. `None` for a command that failed by itself.
-fn cancelled_by(st: ExitStatus) -> Option<i32> {
-    if st.success() {
-        return None;
-    }
-    st.signal().filter(|sig| CANCELLING.contains(sig)).or(forward_state().received)
-}
-
-fn signal_name(sig: i32) -> &'static str {
-    match sig {
-        SIGINT => "SIGINT",
-        SIGTERM => "SIGTERM",
-        SIGHUP => "SIGHUP",
-        _ => "a signal",
-    }
-}
-
-/// CMD's status as `run`'s exit code: its own code, or 128+N for a death by
-/// signal N.
-fn code_of(st: ExitStatus) -> u8 {
-    match (st.code(), st.signal()) {
-        (Some(code), _) => (code & 0xff) as u8,
-        (None, Some(sig)) => (128 + sig).clamp(0, 255) as u8,
-        _ => exit::FAILURE,
-    }
-}
-
-/// Where signals go: the process `run` started, once it runs, and a signal
-/// that arrived before that. One lock covers both, so a signal that races
-/// with the start is delivered once, never lost.
-struct Forward {
-    target: Option<i32>,
-    pending: Option<i32>,
-    /// The last cancelling signal received while the current CMD ran.
-    received: Option<i32>,
-}
-
-static FORWARD: Mutex<Forward> = Mutex::new(Forward { target: None, pending: None, received: None });
-
-fn forward_state() -> std::sync::MutexGuard<'static, Forward> {
-    FORWARD.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-fn kill(pid: i32, sig: i32) {
-    // SAFETY: kill(2) has no memory-safety preconditions.
-    unsafe {
-        libc::kill(pid, sig);
-    }
-}
-
-/// Runs CMD with `env` in its own process group, forwarding SIGINT, SIGTERM,
-/// SIGHUP (and SIGCONT, for job control) to that group, and waits for CMD
-/// and every process it started. The locks whose descriptors are `held`
-/// stay held until the last of them is gone, even if this process is killed
-/// first (on Linux; see `tree`).
-fn spawn_and_wait(
-    ctx: &Ctx,
-    cmd: &[OsString],
-    env: &[(&str, OsString)],
-    held: &[BorrowedFd<'_>],
-    fills: bool,
-) -> io::Result<ExitStatus> {
-    let program = cmd.first().ok_or_else(|| io::Error::other("no command given"))?;
-    let mut launch = Launch::new(cmd, held)?;
-    for (k, v) in env {
-        launch.command.env(k, v);
-    }
-    let mut relay = None;
-    if ctx.ui.json {
-        // stdout is for JSON lines: CMD's output goes to stderr.
-        launch.command.stdout(Stdio::from(io::stderr().as_fd().try_clone_to_owned()?));
-    } else if fills && !io::stdout().is_terminal() {
-        // A script reads the entry's path as the last line of stdout: pass
-        // the fill's output on, noting whether it ended mid-line.
-        let (reader, writer) = io::pipe()?;
-        launch.command.stdout(writer);
-        relay = Some(std::thread::spawn(move || relay_stdout(reader)));
-    }
-    forward_state().received = None;
-    let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP, SIGCONT])?;
-    watch_cancel()?;
-    let handle = signals.handle();
-    let forwarder = std::thread::spawn(move || {
-        for sig in signals.forever() {
-            let mut state = forward_state();
-            if CANCELLING.contains(&sig) {
-                state.received = Some(sig);
-            }
-            match state.target {
-                Some(pid) => kill(pid, sig),
-                None if sig != SIGCONT => state.pending = Some(sig),
-                None => {}
-            }
-        }
-    });
-    let result = launch.spawn(program).and_then(|running| {
-        let target = running.signal_target();
-        {
-            let mut state = forward_state();
-            state.target = Some(target);
-            if let Some(sig) = state.pending.take() {
-                kill(target, sig);
-            }
-        }
-        // The target is forgotten before its pid is reaped and may be reused.
-        running.wait(|| forward_state().target = None)
-    });
-    handle.close();
-    let _ = forwarder.join();
-    // Every writer is gone once CMD's whole tree has: the relay ends.
-    if let Some(relay) = relay {
-        let _ = relay.join();
-    }
-    result
-}
-
-/// Whether the fill's output on stdout ended without a newline, so that the
-/// entry's path must start a line of its own.
-static MID_LINE: AtomicBool = AtomicBool::new(false);
-
-/// Copies CMD's stdout to ours until every writer has closed it, and
-/// records whether it ended mid-line.
-fn relay_stdout(mut reader: io::PipeReader) {
-    use std::io::{Read, Write};
-    let mut buf = vec![0u8; 64 * 1024];
-    let mut out = io::stdout();
-    loop {
-        match reader.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => {
-                MID_LINE.store(buf[n - 1] != b'\n', Ordering::Relaxed);
-                // A closed stdout is CMD's to find out about; keep draining
-                // so that CMD never blocks on a full pipe.
-                let _ = out.write_all(&buf[..n]).and_then(|()| out.flush());
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(_) => break,
-        }
-    }
 }

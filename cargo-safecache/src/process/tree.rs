@@ -46,6 +46,7 @@
 //! SIGKILLs what is left of the group when CMD exits; a SIGKILLed `run`
 //! leaves CMD running (docs/CLI.md says so).
 
+use super::kill;
 use std::ffi::OsString;
 use std::fs::File;
 use std::io::{self, Read};
@@ -128,13 +129,6 @@ fn own_group_pre_exec(tty: Option<RawFd>, new_session: bool) -> io::Result<()> {
 fn no_terminal() -> bool {
     // SAFETY: isatty has no memory-safety preconditions.
     (0..3).all(|fd| unsafe { libc::isatty(fd) } == 0)
-}
-
-fn kill(pid: i32, sig: i32) {
-    // SAFETY: kill(2) has no memory-safety preconditions.
-    unsafe {
-        libc::kill(pid, sig);
-    }
 }
 
 /// Waits until `pid` (our child) has exited, without reaping it, so that its

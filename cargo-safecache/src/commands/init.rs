@@ -1,0 +1,42 @@
+//! `init [DIR]`: adopts a directory as a cache.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use safecache::Cache;
+use safecache::display::count;
+use serde_json::json;
+
+use super::json_path;
+use crate::ctx::Ctx;
+use crate::exit::{self};
+use crate::ui::naming_dir;
+
+pub(crate) fn init(ctx: &Ctx, dir: Option<PathBuf>) -> Result<u8> {
+    let dir = match dir {
+        Some(dir) => std::path::absolute(&dir).with_context(|| format!("cannot resolve `{}`", dir.display()))?,
+        None => ctx.cache_dir.clone(),
+    };
+    // Whether it was a cache before is only for the message: a race with
+    // another `init` changes the wording, never what happens.
+    let was_cache = std::fs::symlink_metadata(dir.join(safecache::MARKER_DIR)).is_ok();
+    let cache = naming_dir(Cache::init_ambient(&dir, ctx.options(None)), "cannot adopt", &dir, "as a cache")?;
+    if let Some(level) = ctx.durability {
+        ctx.blocking(|| cache.update_config(ctx.wait, |c| c.durability = Some(level)))?;
+    }
+    let n = cache.entries()?.len();
+    let entries = count(n, "entry", "entries");
+    let shown = cache.path().display();
+    if was_cache {
+        ctx.ui.status("Unchanged", format!("`{shown}` is already a cache ({entries})"));
+    } else {
+        ctx.ui.status("Initialized", format!("a cache at `{shown}` ({entries})"));
+    }
+    ctx.ui.json(json!({
+        "reason": "initialized",
+        "path": json_path(cache.path()),
+        "entries": n,
+        "already": was_cache,
+    }));
+    Ok(exit::OK)
+}
