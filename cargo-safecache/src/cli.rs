@@ -321,27 +321,38 @@ pub(crate) enum MessageFormat {
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
-    /// Run CMD under a lease on the cache; with --key, fill KEY by running
-    /// CMD once (single-flight).
+    /// Run CMD, the command that builds: under a lease on the cache, or
+    /// with --key, to fill KEY once (single flight).
     ///
     /// Without --key, CMD runs while this process holds a shared lease on the
     /// cache (exclusive with --exclusive), so `clean` waits for it. With
     /// --key KEY, CMD runs only if KEY is absent, with SAFECACHE_OUT set to an
-    /// empty private directory that is published as KEY if CMD exits 0;
-    /// concurrent runs of one KEY run CMD once and all print the entry's path
-    /// as the last line on stdout. With --key KEY --fill FILL, FILL fills KEY
-    /// that way and CMD then runs with KEY pinned and SAFECACHE_ENTRY set to
-    /// its path.
+    /// empty private directory that is published as KEY if CMD exits 0 and
+    /// wrote something into it; concurrent runs of one KEY run CMD once, and
+    /// each prints the entry's path, alone, on stdout. Everything CMD prints
+    /// goes to stderr. To run a command that uses KEY, see `use`.
     ///
     /// SIGINT, SIGTERM and SIGHUP are forwarded to CMD's process group;
     /// whatever CMD leaves running is killed when it exits; `run` exits with
     /// CMD's status.
     Run(RunArgs),
+    /// Run CMD, a command that uses KEY, with KEY pinned; with --fill, fill
+    /// KEY first if it is absent.
+    ///
+    /// CMD runs with SAFECACHE_ENTRY set to the entry's path and
+    /// SAFECACHE_HIT to 1 if the entry was there, 0 if this run filled it;
+    /// nothing can remove the entry until CMD and everything it started have
+    /// exited. If KEY is absent, --fill FILL fills it first by running FILL
+    /// with `sh -c` (single flight: one run fills, the others wait, and
+    /// share its failure), with the fill's output on stderr; without
+    /// --fill, `use` exits 1 without running CMD. With --exclusive, CMD gets
+    /// the entry to change it, one run at a time.
+    Use(UseArgs),
     /// Print the absolute path of KEY's entry; exit 1 if it is absent.
     ///
     /// Without a pin, the entry may be removed at any time after `path`
-    /// returns: to use an entry safely, use `run --key KEY --fill FILL -- CMD`
-    /// or `run --pin KEY -- CMD`.
+    /// returns: to use an entry safely, run the command that uses it with
+    /// `use --key KEY -- CMD`.
     Path {
         /// The entry's key, e.g. `git/serde`.
         #[arg(value_parser = parse_key)]
@@ -456,41 +467,52 @@ pub(crate) struct GcArgs {
     pub(crate) dry_run: bool,
 }
 
-/// `run`'s arguments.
+/// The key of `run --key` and `use`: KEY, with a digest of the files
+/// given by --key-file appended.
 #[derive(Debug, Args)]
-pub(crate) struct RunArgs {
-    /// Hold the lease exclusively, for commands that rewrite the cache
-    /// themselves (such as `pip-compile --rebuild`).
-    #[arg(long)]
-    pub(crate) exclusive: bool,
-
-    /// Fill KEY by running CMD with SAFECACHE_OUT set, unless KEY is already
-    /// in the cache; on success print the entry's path last on stdout.
+pub(crate) struct KeyArgs {
+    /// The entry's key, e.g. `git/serde` or `venv/py3.12`.
     #[arg(long, value_name = "KEY", value_parser = parse_key)]
     pub(crate) key: Option<Key>,
 
-    /// With --key: fill KEY by running FILL with `sh -c` if KEY is absent
-    /// (single-flight), then run CMD with KEY pinned and SAFECACHE_ENTRY set
-    /// to its path. The one safe way to fill and use an entry.
-    #[arg(long, value_name = "FILL", requires = "key")]
-    pub(crate) fill: Option<OsString>,
+    /// Append a short digest of these files' names and contents to KEY, so
+    /// that changed files make a new entry (repeatable; globs such as
+    /// `src/**/*.rs` allowed, quoted so that the shell leaves them alone).
+    #[arg(long = "key-file", value_name = "PATH", requires = "key")]
+    pub(crate) key_files: Vec<String>,
+}
 
-    /// With --key: when the fill this run waited for fails, run CMD anyway
-    /// instead of failing the same way.
-    #[arg(long, requires = "key")]
+/// What the filling forms (`run --key`, `use --fill`) share.
+#[derive(Debug, Args)]
+pub(crate) struct FillArgs {
+    /// When the fill this run waited for fails, run the fill itself instead
+    /// of failing the same way.
+    #[arg(long)]
     pub(crate) retry_failed: bool,
 
-    /// With --key: build the entry at its final path (SAFECACHE_OUT is
-    /// SAFECACHE_ENTRY), for outputs that record their own path, such as a
-    /// Python venv or a cargo target dir. Readers see it only once it is
-    /// complete; the fill must not clear the directory's sticky bit.
-    #[arg(long, requires = "key")]
+    /// Build the entry at its final path (SAFECACHE_OUT is SAFECACHE_ENTRY),
+    /// for outputs that record their own path, such as a Python venv. Readers
+    /// see it only once it is complete; the fill must not clear the
+    /// directory's sticky bit.
+    #[arg(long)]
     pub(crate) in_place: bool,
 
-    /// With --key: don't start a fill (don't run its command) when the
-    /// cache's filesystem has less than SIZE free; exit 74 instead. SIZE is
-    /// as for --max-size (`1M`, `64MiB`); 0 turns the check off. [default:
-    /// 1MiB]
+    /// Publish the entry even if the fill wrote nothing into
+    /// SAFECACHE_OUT. Without it, an empty output is a failed fill: usually
+    /// a forgotten `sh -c`, or `$SAFECACHE_OUT` expanded too early inside
+    /// double quotes.
+    #[arg(long)]
+    pub(crate) allow_empty: bool,
+
+    /// Kill the fill's whole process tree if it runs longer than DUR (e.g.
+    /// `90s`, `10m`); it publishes nothing and counts as a failed fill
+    /// (exit 124).
+    #[arg(long, value_name = "DUR", value_parser = parse_fill_timeout)]
+    pub(crate) fill_timeout: Option<Duration>,
+
+    /// Don't start a fill when the cache's filesystem has less than SIZE
+    /// free; exit 74 instead. SIZE is as for --max-size (`1M`, `64MiB`); 0
+    /// turns the check off. [default: 1MiB]
     #[arg(
         long,
         value_name = "SIZE",
@@ -501,15 +523,73 @@ pub(crate) struct RunArgs {
         value_parser = safecache::display::parse_size
     )]
     pub(crate) min_free: u64,
+}
 
-    /// Keep KEY's entry from being removed while CMD runs (repeatable). An
-    /// absent KEY fails before CMD starts.
-    #[arg(long = "pin", value_name = "KEY", value_parser = parse_key)]
-    pub(crate) pins: Vec<Key>,
+/// `run`'s arguments.
+#[derive(Debug, Args)]
+pub(crate) struct RunArgs {
+    /// Hold the cache's lease exclusively, for commands that rewrite the
+    /// cache themselves (such as `pip-compile --rebuild`).
+    #[arg(long)]
+    pub(crate) exclusive: bool,
+
+    #[command(flatten)]
+    pub(crate) key: KeyArgs,
+
+    #[command(flatten)]
+    pub(crate) fill: FillArgs,
+
+    /// Gone: `use --key KEY --fill FILL -- CMD` runs CMD with KEY pinned.
+    #[arg(long = "fill", value_name = "FILL", hide = true)]
+    pub(crate) old_fill: Option<OsString>,
+
+    /// Gone: `use --key KEY -- CMD` runs CMD with KEY pinned.
+    #[arg(long = "pin", value_name = "KEY", hide = true)]
+    pub(crate) old_pins: Vec<String>,
 
     /// The command to run, after `--`.
     #[arg(value_name = "CMD", required = true, trailing_var_arg = true)]
     pub(crate) command: Vec<OsString>,
+}
+
+/// `use`'s arguments.
+#[derive(Debug, Args)]
+pub(crate) struct UseArgs {
+    #[command(flatten)]
+    pub(crate) key: KeyArgs,
+
+    /// If KEY is absent, fill it first by running FILL with `sh -c`, with
+    /// SAFECACHE_OUT set (single flight, as `run --key`).
+    #[arg(long, value_name = "FILL")]
+    pub(crate) fill: Option<OsString>,
+
+    /// Give CMD the entry under its exclusive lock, to change it in place
+    /// (a cargo target dir, a venv that pip updates): such runs queue one
+    /// behind another, pins wait for them, and the entry's manifest is
+    /// sealed again after CMD.
+    #[arg(long)]
+    pub(crate) exclusive: bool,
+
+    #[command(flatten)]
+    pub(crate) fill_args: FillArgs,
+
+    /// The command to run, after `--`.
+    #[arg(value_name = "CMD", required = true, trailing_var_arg = true)]
+    pub(crate) command: Vec<OsString>,
+}
+
+fn parse_fill_timeout(s: &str) -> Result<Duration, String> {
+    if let Ok(secs) = s.trim().parse::<f64>() {
+        return Duration::try_from_secs_f64(secs)
+            .ok()
+            .filter(|d| !d.is_zero())
+            .ok_or_else(|| "expected a time limit such as `90s`, `10m` or a number of seconds".to_owned());
+    }
+    match safecache::display::parse_duration(s) {
+        Ok(Some(d)) if !d.is_zero() => Ok(d),
+        Ok(_) => Err("expected a time limit such as `90s` or `10m`".to_owned()),
+        Err(e) => Err(e),
+    }
 }
 
 fn parse_durability(s: &str) -> Result<Durability, String> {

@@ -153,9 +153,10 @@ fn dispatch(app: App, ui: &Arc<Ui>, invoked: &'static str) -> Result<u8> {
     tracing::debug!(cache = %ctx.cache_dir.display(), ?timeout, "resolved");
     // The automatic gc follows the commands that use entries, once their
     // real work is done, whatever its outcome.
-    let auto_gc = matches!(app.command, Command::Run(_) | Command::Path { .. });
+    let auto_gc = matches!(app.command, Command::Run(_) | Command::Use(_) | Command::Path { .. });
     let result = match app.command {
         Command::Run(args) => commands::run::run(&ctx, args),
+        Command::Use(args) => commands::r#use::run(&ctx, args),
         Command::Path { key } => commands::path(&ctx, &key),
         Command::Ls => commands::ls(&ctx),
         Command::Status => commands::status(&ctx),

@@ -9,6 +9,7 @@ mod ctx;
 mod dispatch;
 mod exit;
 mod inherit;
+mod key_files;
 mod process;
 mod ui;
 

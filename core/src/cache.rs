@@ -462,6 +462,13 @@ impl Cache {
         self.lookup(key)
     }
 
+    /// Who holds `key`'s entry lock now, for display: an exclusive holder
+    /// is filling (or removing) the entry, shared holders pin it. Takes no
+    /// lock and never waits; the answer may be stale when it returns.
+    pub fn entry_holders(&self, key: &Key) -> Vec<crate::Holder> {
+        crate::holder::holders_of(self.root(), &layout::entry_lock(&key.digest()))
+    }
+
     pub(crate) fn entry_at(&self, key: &Key) -> Entry {
         Entry { key: key.clone(), path: self.entry_path(key) }
     }

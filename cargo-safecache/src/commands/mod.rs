@@ -4,6 +4,7 @@
 
 mod clean;
 mod config;
+mod fill;
 mod gc;
 mod init;
 mod ls;
@@ -11,6 +12,7 @@ mod path;
 mod rm;
 pub(crate) mod run;
 mod status;
+pub(crate) mod r#use;
 pub(crate) mod verify;
 
 pub(crate) use clean::clean;

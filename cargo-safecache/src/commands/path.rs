@@ -1,7 +1,7 @@
 //! `path KEY`: the entry's path, if it is in the cache.
 
 use anyhow::{Context, Result};
-use safecache::Key;
+use safecache::{Key, LockMode, describe_holders};
 use serde_json::json;
 
 use super::json_path;
@@ -16,13 +16,25 @@ pub(crate) fn path(ctx: &Ctx, key: &Key) -> Result<u8> {
             ctx.ui.json(json!({ "reason": "entry", "key": key.as_str(), "path": json_path(entry.path()) }));
             Ok(exit::OK)
         }
-        None => Err(Coded {
-            code: exit::ABSENT,
-            message: format!(
-                "`{key}` is not in the cache at `{}`; fill it with `cargo safecache run --key {key} -- CMD`",
-                cache.path().display()
-            ),
+        None => {
+            // A fill in progress: say who runs it, not just "absent".
+            let filling: Vec<_> =
+                cache.entry_holders(key).into_iter().filter(|h| h.mode == LockMode::Exclusive).collect();
+            let message = if filling.is_empty() {
+                format!(
+                    "`{key}` is not in the cache at `{}`; fill it with the command that builds it, \
+                     `cargo safecache run --key {key} -- BUILD`, or fill it if absent and then use it pinned: \
+                     `cargo safecache use --key {key} --fill 'BUILD' -- CMD`",
+                    cache.path().display()
+                )
+            } else {
+                format!(
+                    "`{key}` is not in the cache yet: it is being filled by {}; to wait for it and use it \
+                     pinned: `cargo safecache use --key {key} -- CMD`",
+                    describe_holders(&filling)
+                )
+            };
+            Err(Coded { code: exit::ABSENT, message }.into())
         }
-        .into()),
     }
 }

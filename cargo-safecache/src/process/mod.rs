@@ -12,12 +12,13 @@
 mod tree;
 
 use std::ffi::OsString;
-use std::io::{self, IsTerminal};
+use std::io;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::process::ExitStatusExt;
 use std::process::{ExitStatus, Stdio};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
+use std::time::Duration;
 
 use signal_hook::consts::{SIGCONT, SIGHUP, SIGINT, SIGTERM};
 use signal_hook::iterator::Signals;
@@ -116,33 +117,48 @@ fn forward_state() -> std::sync::MutexGuard<'static, Forward> {
     FORWARD.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// Where CMD's stdout goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Stdout {
+    /// Ours: CMD's output is the command's output (`run -- CMD`, `use`).
+    Inherit,
+    /// Our stderr: stdout carries something else (the entry's path after a
+    /// fill, or JSON lines).
+    Stderr,
+}
+
+/// How CMD is to run.
+pub(crate) struct Spawn<'a> {
+    pub(crate) cmd: &'a [OsString],
+    pub(crate) env: &'a [(&'a str, OsString)],
+    /// The lock descriptors the supervisor holds for CMD's tree.
+    pub(crate) held: &'a [BorrowedFd<'a>],
+    pub(crate) stdout: Stdout,
+    /// Kill CMD's whole tree once it has run this long (`--fill-timeout`).
+    pub(crate) timeout: Option<Duration>,
+}
+
+/// How CMD ended.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Ended {
+    pub(crate) status: ExitStatus,
+    /// Whether it was killed for running past its timeout.
+    pub(crate) timed_out: bool,
+}
+
 /// Runs CMD with `env` in its own process group, forwarding SIGINT, SIGTERM,
 /// SIGHUP (and SIGCONT, for job control) to that group, and waits for CMD
 /// and every process it started. The locks whose descriptors are `held`
 /// stay held until the last of them is gone, even if this process is killed
 /// first (on Linux; see `tree`).
-pub(crate) fn spawn_and_wait(
-    json: bool,
-    cmd: &[OsString],
-    env: &[(&str, OsString)],
-    held: &[BorrowedFd<'_>],
-    fills: bool,
-) -> io::Result<ExitStatus> {
-    let program = cmd.first().ok_or_else(|| io::Error::other("no command given"))?;
-    let mut launch = Launch::new(cmd, held)?;
-    for (k, v) in env {
+pub(crate) fn spawn_and_wait(spawn: &Spawn<'_>) -> io::Result<Ended> {
+    let program = spawn.cmd.first().ok_or_else(|| io::Error::other("no command given"))?;
+    let mut launch = Launch::new(spawn.cmd, spawn.held)?;
+    for (k, v) in spawn.env {
         launch.command.env(k, v);
     }
-    let mut relay = None;
-    if json {
-        // stdout is for JSON lines: CMD's output goes to stderr.
+    if spawn.stdout == Stdout::Stderr {
         launch.command.stdout(Stdio::from(io::stderr().as_fd().try_clone_to_owned()?));
-    } else if fills && !io::stdout().is_terminal() {
-        // A script reads the entry's path as the last line of stdout: pass
-        // the fill's output on, noting whether it ended mid-line.
-        let (reader, writer) = io::pipe()?;
-        launch.command.stdout(writer);
-        relay = Some(std::thread::spawn(move || relay_stdout(reader)));
     }
     forward_state().received = None;
     let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP, SIGCONT])?;
@@ -161,6 +177,8 @@ pub(crate) fn spawn_and_wait(
             }
         }
     });
+    let timed_out = Arc::new(AtomicBool::new(false));
+    let (ended, ended_rx) = mpsc::channel::<()>();
     let result = launch.spawn(program).and_then(|running| {
         let target = running.signal_target();
         {
@@ -170,39 +188,32 @@ pub(crate) fn spawn_and_wait(
                 kill(target, sig);
             }
         }
+        let timer = spawn.timeout.map(|limit| {
+            let timed_out = Arc::clone(&timed_out);
+            std::thread::spawn(move || {
+                if ended_rx.recv_timeout(limit) == Err(mpsc::RecvTimeoutError::Timeout) {
+                    // Under the same lock as the forwarder: the target is
+                    // still CMD's (or its supervisor's) until it is reaped.
+                    let state = forward_state();
+                    if let Some(pid) = state.target {
+                        timed_out.store(true, Ordering::SeqCst);
+                        // A group (no supervisor) is killed outright; a
+                        // supervisor kills CMD's group, then the rest of
+                        // its tree.
+                        if pid < 0 { kill(pid, libc::SIGKILL) } else { kill(pid, tree::KILL_TREE) }
+                    }
+                }
+            })
+        });
         // The target is forgotten before its pid is reaped and may be reused.
-        running.wait(|| forward_state().target = None)
+        let status = running.wait(|| forward_state().target = None);
+        drop(ended);
+        if let Some(timer) = timer {
+            let _ = timer.join();
+        }
+        status
     });
     handle.close();
     let _ = forwarder.join();
-    // Every writer is gone once CMD's whole tree has: the relay ends.
-    if let Some(relay) = relay {
-        let _ = relay.join();
-    }
-    result
-}
-
-/// Whether the fill's output on stdout ended without a newline, so that the
-/// entry's path must start a line of its own.
-pub(crate) static MID_LINE: AtomicBool = AtomicBool::new(false);
-
-/// Copies CMD's stdout to ours until every writer has closed it, and
-/// records whether it ended mid-line.
-fn relay_stdout(mut reader: io::PipeReader) {
-    use std::io::{Read, Write};
-    let mut buf = vec![0u8; 64 * 1024];
-    let mut out = io::stdout();
-    loop {
-        match reader.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => {
-                MID_LINE.store(buf[n - 1] != b'\n', Ordering::Relaxed);
-                // A closed stdout is CMD's to find out about; keep draining
-                // so that CMD never blocks on a full pipe.
-                let _ = out.write_all(&buf[..n]).and_then(|()| out.flush());
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(_) => break,
-        }
-    }
+    result.map(|status| Ended { status, timed_out: timed_out.load(Ordering::SeqCst) })
 }

@@ -46,7 +46,6 @@
 //! SIGKILLs what is left of the group when CMD exits; a SIGKILLed `run`
 //! leaves CMD running (docs/CLI.md says so).
 
-use super::kill;
 use std::ffi::OsString;
 use std::fs::File;
 use std::io::{self, Read};
@@ -54,6 +53,12 @@ use std::os::fd::{BorrowedFd, OwnedFd, RawFd};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::Path;
 use std::process::{Child, Command, ExitStatus};
+
+use super::kill;
+
+/// The signal that tells the supervisor to kill CMD's whole tree (a fill
+/// past `--fill-timeout`).
+pub(crate) const KILL_TREE: i32 = libc::SIGUSR2;
 
 /// The hidden first argument that makes this binary a supervisor.
 const SUPERVISE: &str = "__safecache-supervise";
@@ -388,6 +393,7 @@ mod linux {
 
     /// The signal that tells the supervisor `run` has died.
     const PARENT_DIED: i32 = libc::SIGUSR1;
+    use crate::process::tree::KILL_TREE;
 
     /// The signals the supervisor handles, all blocked and taken
     /// synchronously with sigwaitinfo: it has a single thread and no signal
@@ -398,9 +404,16 @@ mod linux {
         unsafe {
             let mut set = std::mem::zeroed::<libc::sigset_t>();
             libc::sigemptyset(&mut set);
-            for sig in
-                [libc::SIGCHLD, libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGCONT, PARENT_DIED, libc::SIGTTOU]
-            {
+            for sig in [
+                libc::SIGCHLD,
+                libc::SIGINT,
+                libc::SIGTERM,
+                libc::SIGHUP,
+                libc::SIGCONT,
+                PARENT_DIED,
+                KILL_TREE,
+                libc::SIGTTOU,
+            ] {
                 libc::sigaddset(&mut set, sig);
             }
             set
@@ -548,6 +561,9 @@ mod linux {
                     kill(-cmd_pid, libc::SIGCONT);
                 }
                 libc::SIGINT | libc::SIGTERM | libc::SIGHUP => kill(-cmd_pid, sig),
+                // A fill past --fill-timeout: CMD's group dies now, and the
+                // rest of its tree once CMD is reaped.
+                KILL_TREE => kill(-cmd_pid, libc::SIGKILL),
                 // PARENT_DIED, or an interrupted wait: the loop checks the
                 // parent again.
                 _ => {}

@@ -55,12 +55,12 @@ fn rm_of_the_key_being_filled_by_an_ancestor_fails_at_once() {
     assert_refused("rm", got, "entry `k`");
 }
 
-/// `run --pin k -- safecache rm k`: the pin holds the entry lock shared.
+/// `use --key k -- safecache rm k`: the pin holds the entry lock shared.
 #[test]
 fn rm_of_a_key_an_ancestor_pins_fails_at_once() {
     let sb = Sandbox::new();
     sb.fill("k", "x");
-    let got = nested(&sb, &["run", "--pin", "k"], r#""$SC" rm --lock-timeout 60 k"#);
+    let got = nested(&sb, &["use", "--key", "k"], r#""$SC" rm --lock-timeout 60 k"#);
     assert_refused("rm", got, "entry `k`");
     sb.run(["path", "k"]).assert_code(0);
 }

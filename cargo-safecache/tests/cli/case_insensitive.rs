@@ -85,7 +85,7 @@ fn rm_of_another_spelling_never_deletes_a_pinned_entry() {
     };
     let upper = sb.fill("Lib", "upper");
     let script = r#"echo ready; read go; cat "$SAFECACHE_ENTRY/f""#;
-    let mut reader = sb.spawn(["run", "--key", "Lib", "--fill", "exit 9", "--", "sh", "-c", script]);
+    let mut reader = sb.spawn(["use", "--key", "Lib", "--fill", "exit 9", "--", "sh", "-c", script]);
     reader.expect_stdout("ready");
 
     // The cache's locks work on this mount: `rm Lib` cannot take it.

@@ -107,7 +107,7 @@ fn gc_never_evicts_a_pinned_entry_or_one_being_filled() {
         set_time(&stamp, "40 days ago");
         locks.push(lock);
     }
-    let mut pin = sb.spawn(["run", "--pin", "pinned", "--", "sh", "-c", "echo ready; read go"]);
+    let mut pin = sb.spawn(["use", "--key", "pinned", "--", "sh", "-c", "echo ready; read go"]);
     pin.expect_stdout("ready");
     let mut filler = Command::new("flock");
     filler.arg("-x").arg(&locks[1]).args(["-c", "echo locked; read go"]);

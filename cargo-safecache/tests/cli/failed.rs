@@ -71,7 +71,7 @@ fn retry_failed_runs_the_fill_again() {
 #[test]
 fn an_empty_fill_is_published_with_a_warning() {
     let sb = Sandbox::new();
-    let out = sb.run(["run", "--key", "k", "--", "true"]);
+    let out = sb.run(["run", "--key", "k", "--allow-empty", "--", "true"]);
     out.assert_code(0);
     assert!(out.stderr.contains("warning: the command wrote nothing into SAFECACHE_OUT"), "{out}");
     assert!(sb.cache.join("k").is_dir());

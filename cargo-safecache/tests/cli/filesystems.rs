@@ -62,7 +62,7 @@ fn scenario(sb: &Sandbox) {
 
     // A pinned reader: `rm` cannot take the entry from under it.
     let reader_script = r#"echo ready; read go; cat "$SAFECACHE_ENTRY/f""#;
-    let mut reader = sb.spawn(["run", "--key", "dep", "--fill", "exit 9", "--", "sh", "-c", reader_script]);
+    let mut reader = sb.spawn(["use", "--key", "dep", "--fill", "exit 9", "--", "sh", "-c", reader_script]);
     reader.expect_stdout("ready");
     let out = sb.run(["rm", "dep", "--lock-timeout", "0"]);
     out.assert_code(75);

@@ -18,7 +18,7 @@ fn fill_then_use_a_git_checkout_pinned() {
     );
     let use_it = ["sh", "-c", "git -C \"$SAFECACHE_ENTRY/repo\" rev-parse HEAD"];
     for _ in 0..2 {
-        let mut args = vec!["run", "--key", "git/dep", "--fill", &fill, "--"];
+        let mut args = vec!["use", "--key", "git/dep", "--fill", &fill, "--"];
         args.extend(use_it);
         let out = sb.run(&args);
         out.assert_code(0);
@@ -30,7 +30,7 @@ fn fill_then_use_a_git_checkout_pinned() {
     let gate = sb.path("gate");
     crate::support::mkfifo(&gate);
     let script = format!("echo using; read x < '{}'; test -d \"$SAFECACHE_ENTRY/repo/.git\"", gate.display());
-    let mut user = sb.spawn(["run", "--key", "git/dep", "--fill", "false", "--", "sh", "-c", &script]);
+    let mut user = sb.spawn(["use", "--key", "git/dep", "--fill", "false", "--", "sh", "-c", &script]);
     user.expect_stdout("using");
     sb.run(["--lock-timeout", "0", "rm", "git/dep"]).assert_code(75);
     std::fs::write(&gate, "go\n").expect("open the gate");
@@ -46,9 +46,9 @@ fn a_failed_fill_skips_the_command_and_absent_pins_exit_1() {
     let sb = Sandbox::new();
     let marker = sb.path("ran");
     let use_it = format!("touch '{}'", marker.display());
-    let out = sb.run(["run", "--key", "k", "--fill", "exit 9", "--", "sh", "-c", &use_it]);
+    let out = sb.run(["use", "--key", "k", "--fill", "exit 9", "--", "sh", "-c", &use_it]);
     out.assert_code(9);
     assert!(!marker.exists(), "CMD ran without its entry");
-    let out = sb.run(["run", "--pin", "k", "--", "true"]);
+    let out = sb.run(["use", "--key", "k", "--", "true"]);
     out.assert_one_line_error(1, "--fill");
 }

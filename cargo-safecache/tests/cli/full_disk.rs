@@ -124,7 +124,7 @@ fn on_a_full_disk_reads_work_fills_are_refused_and_rm_gc_clean_free_space() {
     out.assert_code(0);
     assert_eq!(out.last_stdout_line(), sb.cache.join("a").display().to_string());
     sb.run(["path", "a"]).assert_code(0);
-    sb.run(["run", "--pin", "a", "--", "sh", "-c", r#"test -s "$SAFECACHE_DIR/a/blob""#]).assert_code(0);
+    sb.run(["use", "--key", "a", "--", "sh", "-c", r#"test -s "$SAFECACHE_DIR/a/blob""#]).assert_code(0);
     let out = sb.run(["ls"]);
     out.assert_code(0);
     assert!(["a", "b", "c"].iter().all(|k| out.stdout.lines().any(|l| l.starts_with(k))), "{out}");

@@ -35,7 +35,7 @@ fn holders_show_the_command_after_the_separator() {
     }
 
     // A waiter names the filler by its CMD too, once.
-    let waiter = sb.run(["--lock-timeout", "0", "run", "--key", "k", "--", "true"]);
+    let waiter = sb.run(["--lock-timeout", "0", "run", "--key", "k", "--allow-empty", "--", "true"]);
     waiter.assert_code(75);
     assert!(waiter.stderr.contains("(`sh -c 'echo ready;"), "{waiter}");
     assert!(!waiter.stderr.contains("other process"), "the filler counted twice: {waiter}");

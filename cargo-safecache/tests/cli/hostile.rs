@@ -171,7 +171,7 @@ fn fifos_at_the_stamp_or_the_format_file_never_hang() {
     mkfifo(&stamp);
     // An old stamp, so that the next use writes a new one.
     set_mtime_ago(&stamp, 7200);
-    for args in [&["path", "k"][..], &["run", "--pin", "k", "--", "true"], &["status"], &["ls"]] {
+    for args in [&["path", "k"][..], &["use", "--key", "k", "--", "true"], &["status"], &["ls"]] {
         let args = [&["--lock-timeout", "2"][..], args].concat();
         let out = run(&sb, &args);
         assert_sane(&args, &out);
@@ -183,7 +183,7 @@ fn fifos_at_the_stamp_or_the_format_file_never_hang() {
     let format = sb.cache.join(".safecache/format");
     std::fs::remove_file(&format).expect("remove format");
     mkfifo(&format);
-    for args in [&["path", "k"][..], &["run", "--pin", "k", "--", "true"], &["status"], &["gc"], &["clean"]] {
+    for args in [&["path", "k"][..], &["use", "--key", "k", "--", "true"], &["status"], &["gc"], &["clean"]] {
         let args = [&["--lock-timeout", "2"][..], args].concat();
         let out = run(&sb, &args);
         assert_sane(&args, &out);
@@ -276,7 +276,7 @@ fn a_cache_path_that_is_not_utf8_works() {
     }
     with_dir(&["--message-format", "json", "path", "k"]).out.assert_code(0);
     for mode in [&[][..], &["--message-format", "json"]] {
-        with_dir(&[mode, &["run", "--key", "k2", "--", "true"]].concat()).out.assert_code(0);
+        with_dir(&[mode, &["run", "--key", "k2", "--allow-empty", "--", "true"]].concat()).out.assert_code(0);
     }
     let mut cmd = sb.cmd(["path", "k"]);
     cmd.env("SAFECACHE_DIR", &dir).stderr(Stdio::piped());
@@ -436,14 +436,14 @@ fn a_foreign_leftover_in_tmp_is_an_orphan_and_gc_reclaims_it() {
 fn clean_and_rm_spare_an_entry_that_holds_a_cache_of_its_own() {
     let sb = Sandbox::new();
     sb.fill("other", "v");
-    run(&sb, &["run", "--key", "inner", "--", "true"]).assert_code(0);
+    run(&sb, &["run", "--key", "inner", "--allow-empty", "--", "true"]).assert_code(0);
     let inner = sb.cache.join("inner");
     let inner_dir = inner.to_str().expect("utf-8");
     run(&sb, &["--cache-dir", inner_dir, "run", "--key", "dep", "--", "sh", "-c", "echo v > \"$SAFECACHE_OUT/f\""])
         .assert_code(0);
     let mut pinner = support::Bg::spawn({
         let mut cmd =
-            sb.cmd(["--cache-dir", inner_dir, "run", "--pin", "dep", "--", "sh", "-c", "echo ready; read go"]);
+            sb.cmd(["--cache-dir", inner_dir, "use", "--key", "dep", "--", "sh", "-c", "echo ready; read go"]);
         cmd.env("SAFECACHE_DIR", &inner);
         cmd
     });
@@ -601,8 +601,8 @@ fn garbage_sweep_over_every_file_of_the_layout() {
     ];
     let commands: [&[&str]; 8] = [
         &["path", "k"],
-        &["run", "--key", "k2", "--", "true"],
-        &["run", "--pin", "k", "--", "true"],
+        &["run", "--key", "k2", "--allow-empty", "--", "true"],
+        &["use", "--key", "k", "--", "true"],
         &["status"],
         &["ls"],
         &["rm", "k"],

@@ -49,7 +49,7 @@ fn kill_mid_fill(sb: &Sandbox, key: &str, script: &str) {
     run.child.wait().expect("wait for run");
 
     sb.run(["path", key]).assert_code(1);
-    sb.run(["--lock-timeout", "0", "run", "--pin", key, "--", "true"]).assert_code(1);
+    sb.run(["--lock-timeout", "0", "use", "--key", key, "--", "true"]).assert_code(1);
     let ls = sb.run(["ls"]);
     assert!(!ls.stdout.contains(key), "ls lists no uncommitted entry: {ls}");
     let status = sb.run(["status"]);

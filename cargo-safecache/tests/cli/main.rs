@@ -23,6 +23,7 @@ mod tree;
 mod trust;
 mod upgrade;
 mod usability;
+mod verbs;
 mod verify;
 
 use std::collections::BTreeSet;
@@ -146,7 +147,7 @@ fn clean_waits_for_a_running_command() {
 fn rm_of_a_pinned_entry_without_waiting_exits_75() {
     let sb = Sandbox::new();
     let entry = sb.fill("dep", "v1");
-    let mut pinner = sb.spawn(["run", "--pin", "dep", "--", "sh", "-c", "echo ready; read go"]);
+    let mut pinner = sb.spawn(["use", "--key", "dep", "--", "sh", "-c", "echo ready; read go"]);
     pinner.expect_stdout("ready");
 
     let before = snapshot(&sb.cache);
@@ -299,7 +300,7 @@ fn bad_input_is_refused_with_one_line_and_no_change() {
     check(&["run", "--key", "../etc", "--", "sh", "-c", &touch], 2, "`.` or `..`");
     check(&["path", "/etc/passwd"], 2, "absolute");
     check(&["rm", ".safecache"], 2, "reserved");
-    check(&["run", "--pin", "a\\b", "--", "sh", "-c", &touch], 2, "backslash");
+    check(&["use", "--key", "a\\b", "--", "sh", "-c", &touch], 2, "backslash");
     // Unknown flags and bad option values.
     check(&["ls", "--bogus"], 2, "--bogus");
     check(&["run", "--bogus", "--", "sh", "-c", &touch], 2, "--bogus");
@@ -309,7 +310,7 @@ fn bad_input_is_refused_with_one_line_and_no_change() {
     check(&["rm"], 2, "KEYS");
     check(&["run", "--key", "k2"], 2, "CMD");
     // A pin of an absent key fails before CMD starts.
-    check(&["run", "--pin", "absent", "--", "sh", "-c", &touch], 1, "not in the cache");
+    check(&["use", "--key", "absent", "--", "sh", "-c", &touch], 1, "not in the cache");
 
     // An unknown format version: refused before anything is touched.
     std::fs::write(sb.cache.join(".safecache/format"), "safecache-format 99\n").expect("write format");
@@ -356,10 +357,13 @@ fn unwritable_cache_dir_is_refused() {
         let copy = sb.path("cargo-safecache");
         std::fs::copy(support::bin(), &copy).expect("copy the binary");
         let mut cmd = Command::new(&copy);
-        cmd.args(["run", "--key", "k", "--", "true"]).env("CARGO_TERM_COLOR", "never").uid(65534).gid(65534);
+        cmd.args(["run", "--key", "k", "--allow-empty", "--", "true"])
+            .env("CARGO_TERM_COLOR", "never")
+            .uid(65534)
+            .gid(65534);
         cmd
     } else {
-        sb.cmd(["run", "--key", "k", "--", "true"])
+        sb.cmd(["run", "--key", "k", "--allow-empty", "--", "true"])
     };
     cmd.env("SAFECACHE_DIR", &dir).env_remove("SAFECACHE_LEASE").env_remove("SAFECACHE_LOG");
     let out = support::Out::of(&mut cmd);

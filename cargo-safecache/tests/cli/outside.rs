@@ -318,7 +318,7 @@ fn every_member_of_a_group_shared_cache_can_read_every_entry() {
     out.assert_code(0);
     let entry = out.last_stdout_line();
     let read = r#"cat "$1/d/f" && "$1/d/tool""#;
-    let out = run_as(&sb, 65533, GROUP, &["run", "--pin", "k", "--", "sh", "-c", read, "sh", &entry]);
+    let out = run_as(&sb, 65533, GROUP, &["use", "--key", "k", "--", "sh", "-c", read, "sh", &entry]);
     out.assert_code(0);
     assert!(out.stdout.contains("secret"), "member B reads member A's entry: {out}");
     run_as(&sb, 65533, GROUP, &["verify"]).assert_code(0);

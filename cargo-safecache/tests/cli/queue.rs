@@ -13,7 +13,7 @@ fn reader_loops(sb: &Sandbox, n: usize, args: &str) -> Vec<Bg> {
     let mut loops = Vec::new();
     for _ in 0..n {
         let script = format!(
-            "while [ ! -e '{}' ]; do '{}' --cache-dir '{}' --lock-timeout never run {args} -- sh -c 'echo up; sleep 0.3' || exit 9; done",
+            "while [ ! -e '{}' ]; do '{}' --cache-dir '{}' --lock-timeout never {args} -- sh -c 'echo up; sleep 0.3' || exit 9; done",
             stop.display(),
             bin(),
             sb.cache.display()
@@ -42,7 +42,7 @@ fn stop(sb: &Sandbox, loops: Vec<Bg>) {
 fn clean_is_not_starved_by_a_stream_of_readers() {
     let sb = Sandbox::new();
     sb.fill("k", "v");
-    let loops = reader_loops(&sb, 3, "");
+    let loops = reader_loops(&sb, 3, "run");
     let out = sb.run(["--lock-timeout", "10", "clean"]);
     stop(&sb, loops);
     out.assert_code(0);
@@ -53,7 +53,7 @@ fn clean_is_not_starved_by_a_stream_of_readers() {
 fn rm_is_not_starved_by_a_stream_of_pins() {
     let sb = Sandbox::new();
     sb.fill("k", "v");
-    let loops = reader_loops(&sb, 3, "--pin k");
+    let loops = reader_loops(&sb, 3, "use --key k");
     let out = sb.run(["--lock-timeout", "10", "rm", "k"]);
     std::fs::write(sb.path("stop"), "").expect("create stop file");
     out.assert_code(0);

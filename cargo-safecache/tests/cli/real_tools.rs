@@ -33,7 +33,7 @@ fn cargo_builds_into_an_entry_of_a_key_with_a_slash_and_uppercase() {
     std::fs::write(krate.join("src/main.rs"), "fn main() {\n    println!(\"tiny runs\");\n}\n").expect("write main.rs");
     let build = r#"cargo build -q --offline --manifest-path "$T/tiny/Cargo.toml" --target-dir "$SAFECACHE_OUT""#;
     let use_it = r#"cargo build -q --offline --manifest-path "$T/tiny/Cargo.toml" --target-dir "$SAFECACHE_ENTRY" && "$SAFECACHE_ENTRY/debug/tiny""#;
-    let mut cmd = sb.cmd(["run", "--key", KEY, "--in-place", "--fill", build, "--", "sh", "-c", use_it]);
+    let mut cmd = sb.cmd(["use", "--key", KEY, "--in-place", "--fill", build, "--", "sh", "-c", use_it]);
     // The outer `cargo test` must not steer the inner build elsewhere.
     for var in ["CARGO_TARGET_DIR", "CARGO_BUILD_TARGET_DIR", "CARGO_BUILD_TARGET"] {
         cmd.env_remove(var);
@@ -53,7 +53,7 @@ fn git_clones_an_entry_through_a_file_url() {
     let head = make_repo(&sb.path("repo"));
     let fill = r#"git clone -q "$T/repo" "$SAFECACHE_OUT""#;
     let clone = r#"git clone -q "file://$SAFECACHE_ENTRY" "$T/x""#;
-    sb.run(["run", "--key", KEY, "--fill", fill, "--", "sh", "-c", clone]).assert_code(0);
+    sb.run(["use", "--key", KEY, "--fill", fill, "--", "sh", "-c", clone]).assert_code(0);
     assert_eq!(git(&sb.path("x"), &["rev-parse", "HEAD"]), head, "the clone of the entry has its commit");
 }
 
@@ -63,7 +63,7 @@ fn an_entrys_bin_dir_works_in_path() {
     let sb = Sandbox::new();
     let fill = r#"mkdir "$SAFECACHE_OUT/bin" && printf '#!/bin/sh\necho hello from the entry\n' > "$SAFECACHE_OUT/bin/hello" && chmod +x "$SAFECACHE_OUT/bin/hello""#;
     let out =
-        sb.run(["run", "--key", KEY, "--fill", fill, "--", "sh", "-c", r#"PATH="$SAFECACHE_ENTRY/bin:$PATH" hello"#]);
+        sb.run(["use", "--key", KEY, "--fill", fill, "--", "sh", "-c", r#"PATH="$SAFECACHE_ENTRY/bin:$PATH" hello"#]);
     out.assert_code(0);
     assert!(out.stdout.contains("hello from the entry"), "{out}");
 }
@@ -84,7 +84,7 @@ fn make_uses_an_entry_as_target_dir_and_prerequisite() {
     .expect("write Makefile");
     let fill = r#"make -s -C "$T" ENTRY="$SAFECACHE_OUT" all"#;
     let use_it = r#"make -s -C "$T" ENTRY="$SAFECACHE_ENTRY" use"#;
-    let out = sb.run(["run", "--key", KEY, "--in-place", "--fill", fill, "--", "sh", "-c", use_it]);
+    let out = sb.run(["use", "--key", KEY, "--in-place", "--fill", fill, "--", "sh", "-c", use_it]);
     out.assert_code(0);
     assert!(out.stdout.contains("made by make"), "make read the entry as an up-to-date prerequisite: {out}");
     let entry = path_of(&sb, KEY);

@@ -66,6 +66,8 @@ impl Sandbox {
             .env_remove("SAFECACHE_LEASE")
             .env_remove("SAFECACHE_LEASE_DIR")
             .env_remove("SAFECACHE_OUT")
+            .env_remove("SAFECACHE_ENTRY")
+            .env_remove("SAFECACHE_HIT")
             .env_remove("SAFECACHE_LOG")
             // A developer's settings must not change what the tests see.
             .env_remove("SAFECACHE_DURABILITY")

@@ -238,7 +238,7 @@ fn locks_outlive_a_killed_run_until_the_last_descendant_is_gone() {
     // descendant could keep them held past the supervisor.
     let script =
         format!(r#"ls -l /proc/$$/fd/ > "$T/fds"; {} & echo $$ > "$T/up"; wait"#, reporter(r#"read x < "$T/never""#));
-    let mut run = sb.spawn(["run", "--pin", "p", "--key", "k", "--", "sh", "-c", &script]);
+    let mut run = sb.spawn(["run", "--key", "k", "--", "sh", "-c", &script]);
     let run_pid = run.pid() as i32;
     let mut guard = OnDrop::kill(run_pid);
     let reported = reports.take(2);
@@ -272,7 +272,6 @@ fn locks_outlive_a_killed_run_until_the_last_descendant_is_gone() {
     assert!(reported.iter().all(Proc::alive), "CMD's processes still run");
     assert_eq!(gc_temps(&sb), 0, "gc leaves the temp of a fill whose processes still run");
     assert_eq!(names(&sb.cache.join(".safecache/tmp")).len(), 1);
-    sb.run(["rm", "--lock-timeout", "0", "p"]).assert_code(75);
     sb.run(["clean", "--lock-timeout", "0"]).assert_code(75);
     let refill = sb.run(["run", "--lock-timeout", "0", "--key", "k", "--", "true"]);
     refill.assert_code(75);
@@ -282,7 +281,6 @@ fn locks_outlive_a_killed_run_until_the_last_descendant_is_gone() {
     kill(supervisor.pid, libc::SIGCONT);
     await_gone(&tree);
     assert_eq!(gc_temps(&sb), 1, "the temp is reclaimed once they are gone");
-    sb.run(["rm", "--lock-timeout", "0", "p"]).assert_code(0);
     sb.run(["clean", "--lock-timeout", "0"]).assert_code(0);
     anchor_guard.disarm();
     anchor.kill().expect("stop the anchor");

@@ -61,7 +61,7 @@ fn a_cache_others_can_write_is_refused() {
         let old = std::fs::metadata(path).expect("stat").mode() & 0o7777;
         chmod(path, mode);
         let before = snapshot(&sb.cache);
-        let out = sb.run(["run", "--key", "k2", "--", "true"]);
+        let out = sb.run(["run", "--key", "k2", "--allow-empty", "--", "true"]);
         out.assert_one_line_error(77, "another user could redirect");
         assert!(out.stderr.contains("--allow-untrusted-cache"), "{what}: the error names the override\n{out}");
         assert_eq!(snapshot(&sb.cache), before, "{what}: nothing changed");

@@ -132,7 +132,7 @@ fn a_pinned_entry_is_reported_but_never_moved() {
     let gate = sb.path("gate");
     mkfifo(&gate);
     let script = format!("echo using; read x < '{}'; cat \"$SAFECACHE_ENTRY/f\"", gate.display());
-    let mut user = sb.spawn(["run", "--key", "k", "--fill", "false", "--", "sh", "-c", &script]);
+    let mut user = sb.spawn(["use", "--key", "k", "--fill", "false", "--", "sh", "-c", &script]);
     user.expect_stdout("using");
     let out = sb.run(["--lock-timeout", "0.3", "verify"]);
     out.assert_code(65);
@@ -159,7 +159,7 @@ fn verify_on_read_treats_a_corrupt_entry_as_absent() {
     out.assert_code(1);
     assert_eq!(names(&quarantine(&sb)).len(), 1);
     fill(&sb, "k");
-    let read = ["run", "--key", "k", "--fill", "false", "--", "sh", "-c", "cat \"$SAFECACHE_ENTRY/f\""];
+    let read = ["use", "--key", "k", "--fill", "false", "--", "sh", "-c", "cat \"$SAFECACHE_ENTRY/f\""];
     let out = sb.run([&["--verify-on-read"][..], &read].concat());
     out.assert_code(0);
     assert_eq!(out.last_stdout_line(), "one");
@@ -167,7 +167,7 @@ fn verify_on_read_treats_a_corrupt_entry_as_absent() {
     std::fs::write(sb.cache.join("k/f"), "ONE\n").unwrap();
     let fill = r#"echo fresh > "$SAFECACHE_OUT/f""#;
     let out = Out::of(
-        sb.cmd(["run", "--key", "k", "--fill", fill, "--", "sh", "-c", "cat \"$SAFECACHE_ENTRY/f\""])
+        sb.cmd(["use", "--key", "k", "--fill", fill, "--", "sh", "-c", "cat \"$SAFECACHE_ENTRY/f\""])
             .env("SAFECACHE_VERIFY_ON_READ", "1"),
     );
     out.assert_code(0);
@@ -243,7 +243,7 @@ fn copied_and_restored_caches_are_checked_and_a_truncated_file_is_found() {
         copy_with(tool, &sb.cache, &again);
         truncate(&again.join(&inside), 2);
         let cat = r#"cat "$SAFECACHE_ENTRY/d/g""#;
-        let read = ["--verify-on-read", "run", "--key", "dep/damaged", "--fill", "false", "--", "sh", "-c", cat];
+        let read = ["--verify-on-read", "use", "--key", "dep/damaged", "--fill", "false", "--", "sh", "-c", cat];
         let out = on(&sb, &again, &read);
         assert_ne!(out.code, Some(0), "{tool}: CMD ran on the truncated entry\n{out}");
         assert!(!out.stdout.contains("tw"), "{tool}: {out}");

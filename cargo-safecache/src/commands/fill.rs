@@ -1,0 +1,243 @@
+//! This defines what the filling forms share (`run --key K -- CMD` and
+//! `use --key K --fill FILL -- CMD`): the session every `run` and `use`
+//! opens (the cache, its lease, the variables CMD gets) and the
+//! single-flight fill itself.
+//!
+//! Order of operations, which is the core's lock order: the lease (shared,
+//! or exclusive with `run --exclusive`), then the pin, then the fill's entry
+//! lock. Every lock is taken before CMD starts and released only after CMD
+//! has exited, so nothing `clean`, `rm` or `gc` does can reach what CMD uses.
+//!
+//! Invariants kept here:
+//! - CMD and everything it starts never outlive the locks: a subreaper
+//!   supervisor holds copies of the lock descriptors (see `process`);
+//! - a fill publishes only what its command wrote: an empty output fails
+//!   (unless --allow-empty), a fill past --fill-timeout is killed with its
+//!   whole tree and fails, and either failure is shared with the runs
+//!   waiting for it, exactly like a command that exits non-zero;
+//! - a fill ended by SIGINT, SIGTERM or SIGHUP (forwarded by `run`, or
+//!   CMD's own death by one) is cancelled, not failed: nothing is published,
+//!   no failure is recorded, and a run waiting for it fills it instead;
+//! - the fill's stdout goes to stderr: stdout carries the entry's path
+//!   (`run --key`) or the consuming command's own output (`use`).
+
+use std::ffi::OsString;
+use std::os::fd::BorrowedFd;
+use std::sync::atomic::Ordering;
+
+use anyhow::{Context, Result};
+use safecache::{Cache, Cancelled, CommandFailed, Error, FillDir, Filled, Key, Leased, LockMode, Pin};
+use serde_json::json;
+use signal_hook::consts::SIGTERM;
+
+use crate::cli::FillArgs;
+use crate::ctx::Ctx;
+use crate::exit;
+use crate::inherit;
+use crate::process::{self, CANCEL, CANCEL_SIGNAL, Spawn, Stdout, cancelled_by, code_of, describe, signal_name};
+
+/// The exit code of a fill killed for running past --fill-timeout, as
+/// timeout(1) exits.
+pub(crate) const TIMED_OUT: u8 = 124;
+
+/// How to fill an entry, when a fill wrote nothing.
+const EMPTY_HINT: &str = "; write the output into \"$SAFECACHE_OUT\" (in single quotes, so that the shell that \
+     starts safecache leaves it alone), or pass --allow-empty to publish an empty entry";
+
+/// What a `run` or `use` holds while its commands run: the cache, its
+/// lease, and the variables every command it starts gets.
+pub(crate) struct Session {
+    pub(crate) cache: Cache,
+    pub(crate) leased: Leased,
+    pub(crate) env: Vec<(&'static str, OsString)>,
+}
+
+impl Session {
+    /// Opens the cache with the fill options and takes its lease in `mode`.
+    /// `shown` is what waiters and `status` name this process by, from its
+    /// first lock on: the fill command when it may fill, else CMD.
+    pub(crate) fn open(ctx: &Ctx, fill: Option<&FillArgs>, mode: LockMode, shown: &[OsString]) -> Result<Session> {
+        safecache::set_process_command(shown.iter().map(|a| a.to_string_lossy().into_owned()).collect());
+        let cache = ctx.open_adjusted(|o| {
+            if let Some(fill) = fill {
+                o.retry_failed = fill.retry_failed;
+                o.min_free = fill.min_free;
+            }
+            o.cancel = CANCEL.clone();
+        })?;
+        // From here on every lock goes through this one lease: pins and the
+        // fill never open the lease file again (under `--exclusive`, a second
+        // open would be a second, conflicting flock).
+        let leased = ctx.blocking(|| cache.lease(mode, ctx.wait)).context("cannot take the cache lease")?;
+        let canonical = std::fs::canonicalize(cache.path())
+            .with_context(|| format!("cannot resolve cache dir `{}`", cache.path().display()))?;
+        let mut env: Vec<(&'static str, OsString)> = vec![("SAFECACHE_DIR", cache.path().as_os_str().to_owned())];
+        env.extend(inherit::exports(&leased, &canonical));
+        Ok(Session { cache, leased, env })
+    }
+
+    /// The variables of a command that runs with `key`'s entry.
+    pub(crate) fn with_entry(&self, key: &Key) -> Vec<(&'static str, OsString)> {
+        let mut env = self.env.clone();
+        env.push(("SAFECACHE_ENTRY", self.cache.entry_path(key).into_os_string()));
+        env
+    }
+
+    /// The descriptors whose flocks protect CMD: they must stay held for as
+    /// long as any process CMD started lives. CMD itself never gets them:
+    /// only the supervisor does (see `process`).
+    pub(crate) fn lock_fds<'a>(&'a self, pins: &'a [Pin], dir: Option<&'a FillDir<'_>>) -> Vec<BorrowedFd<'a>> {
+        let fill = dir.into_iter().flat_map(|d| [d.lock_fd(), d.entry_lock_fd()]);
+        self.leased.lock_fd().into_iter().chain(pins.iter().map(Pin::lock_fd)).chain(fill).collect()
+    }
+}
+
+/// How a fill's command ended, when it did not succeed.
+enum Outcome {
+    /// It failed: exited non-zero, wrote nothing, or ran past its limit.
+    Failed { code: u8, message: String, hint: &'static str },
+    /// A signal cancelled it.
+    Cancelled { code: u8, signal: i32, description: String },
+}
+
+/// Fills `key` by running `fill_cmd` (single flight), or finds it filled.
+/// `Err(code)` when the fill, or the fill this run waited for, failed: the
+/// run then exits with `code`, having said why.
+pub(crate) fn fill(
+    ctx: &Ctx,
+    session: &Session,
+    key: &Key,
+    args: &FillArgs,
+    fill_cmd: &[OsString],
+) -> Result<Result<Filled, u8>> {
+    let mut outcome = None;
+    let env = session.with_entry(key);
+    let filled = ctx.blocking(|| {
+        let fill = |dir: &FillDir<'_>| {
+            ctx.ui.done_waiting();
+            ctx.ui.status("Filling", format!("`{key}` by running `{}`", shown(fill_cmd)));
+            let mut env = env.clone();
+            env.push(("SAFECACHE_OUT", dir.path().as_os_str().to_owned()));
+            env.push(("SAFECACHE_HIT", "0".into()));
+            let ended = process::spawn_and_wait(&Spawn {
+                cmd: fill_cmd,
+                env: &env,
+                held: &session.lock_fds(&[], Some(dir)),
+                stdout: Stdout::Stderr,
+                timeout: args.fill_timeout,
+            })?;
+            let st = ended.status;
+            let failed = |code: u8, message: String| {
+                let error = CommandFailed { code: i32::from(code), description: message.clone() };
+                (Outcome::Failed { code, message, hint: "" }, error)
+            };
+            let (o, error): (Outcome, Box<dyn std::error::Error + Send + Sync>) = if ended.timed_out {
+                let (o, e) = failed(
+                    TIMED_OUT,
+                    format!(
+                        "the fill ran longer than --fill-timeout {} and was killed with every process it started",
+                        safecache::display::duration(args.fill_timeout.unwrap_or_default())
+                    ),
+                );
+                (o, e.into())
+            } else if st.success() {
+                if args.allow_empty || !is_empty(dir) {
+                    return Ok(());
+                }
+                let (_, e) =
+                    failed(exit::FAILURE, "the command exited 0 but wrote nothing into $SAFECACHE_OUT".to_owned());
+                let o = Outcome::Failed { code: exit::FAILURE, message: e.description.clone(), hint: EMPTY_HINT };
+                (o, e.into())
+            } else if let Some(signal) = cancelled_by(st) {
+                let description = format!("the command {} (cancelled by {})", describe(st), signal_name(signal));
+                let o = Outcome::Cancelled { code: code_of(st), signal, description: describe(st) };
+                (o, Cancelled { code: i32::from(code_of(st)), description }.into())
+            } else {
+                let (o, e) = failed(code_of(st), format!("the command {}", describe(st)));
+                (o, e.into())
+            };
+            outcome = Some(o);
+            Err(error)
+        };
+        if args.in_place {
+            session.leased.get_or_fill_in_place(key, ctx.wait, fill)
+        } else {
+            session.leased.get_or_fill(key, ctx.wait, fill)
+        }
+    });
+    match filled {
+        Ok(filled) => Ok(Ok(filled)),
+        Err(ref e @ Error::Fill { .. }) if outcome.is_some() => match outcome {
+            Some(Outcome::Cancelled { code, signal, description }) => {
+                ctx.ui.warn(format!(
+                    "the fill was cancelled by {}: the command {description}; nothing was published as `{key}` and \
+                     no failure was recorded, so a run waiting for it fills it instead",
+                    signal_name(signal),
+                ));
+                ctx.ui.json(json!({
+                    "reason": "exited",
+                    "exit_code": code,
+                    "key": key.as_str(),
+                    "published": false,
+                    "cancelled": true,
+                }));
+                Ok(Err(code))
+            }
+            Some(Outcome::Failed { code, message, hint }) => {
+                // A command that failed on a full disk: say so, and how to
+                // make room.
+                let space =
+                    e.low_space().map(|l| format!("; {}: {}", l.note(), exit::NO_SPACE_HINT)).unwrap_or_default();
+                ctx.ui.error(&format!("{message}; nothing was published as `{key}`{space}{hint}"), code);
+                ctx.ui.json(json!({
+                    "reason": "exited",
+                    "exit_code": code,
+                    "key": key.as_str(),
+                    "published": false,
+                    "timed_out": code == TIMED_OUT,
+                    "fs_available": e.low_space().map(|l| l.available),
+                }));
+                Ok(Err(code))
+            }
+            None => Ok(Err(exit::FAILURE)),
+        },
+        Err(Error::PeerFillFailed { failure, .. }) => {
+            // Fail the way the fill this run waited for failed.
+            let code =
+                failure.exit_code.and_then(|c| u8::try_from(c).ok()).filter(|&c| c != 0).unwrap_or(exit::FAILURE);
+            ctx.ui.error(
+                &format!(
+                    "the fill of `{key}` that this run waited for failed: {failure}; nothing was published; \
+                     to run it yourself instead, pass --retry-failed"
+                ),
+                code,
+            );
+            Ok(Err(code))
+        }
+        Err(Error::Cancelled { .. }) => {
+            // A signal stopped the publish (while hashing): nothing was
+            // published; exit as the signal would have.
+            let sig = CANCEL_SIGNAL.load(Ordering::SeqCst);
+            let code = if sig == 0 { exit::FAILURE } else { u8::try_from(128 + sig).unwrap_or(exit::FAILURE) };
+            let name = signal_name(i32::try_from(sig).unwrap_or(SIGTERM));
+            ctx.ui.error(&format!("cancelled by {name}; nothing was published as `{key}`"), code);
+            Ok(Err(code))
+        }
+        Err(e) => Err(anyhow::Error::new(e).context(format!("cannot fill `{key}`"))),
+    }
+}
+
+/// Whether the fill's output directory is empty (a directory that cannot
+/// be read is not: the publish will say what is wrong with it).
+fn is_empty(dir: &FillDir<'_>) -> bool {
+    std::fs::read_dir(dir.path()).is_ok_and(|mut d| d.next().is_none())
+}
+
+pub(crate) fn shown(cmd: &[OsString]) -> String {
+    cmd.iter().map(|a| a.to_string_lossy()).collect::<Vec<_>>().join(" ")
+}
+
+/// The fill command of `use --fill FILL`.
+pub(crate) fn shell(script: &OsString) -> Vec<OsString> {
+    vec!["sh".into(), "-c".into(), script.clone()]
+}
