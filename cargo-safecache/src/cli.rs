@@ -50,37 +50,49 @@ Environment (an empty variable counts as unset):
   SAFECACHE_MAX_SIZE      like --max-size, e.g. `10G`
   SAFECACHE_MAX_AGE       like --max-age, e.g. `30d`, or `never`
   SAFECACHE_VERIFY_ON_READ  1: like --verify-on-read
-  `run` exports to CMD: SAFECACHE_DIR, SAFECACHE_LEASE (shared|exclusive),
-  SAFECACHE_LEASE_DIR (the canonical cache path) and, with --key,
-  SAFECACHE_OUT (to the fill) and SAFECACHE_ENTRY (the entry's path).
+  `run` and `use` export to CMD: SAFECACHE_DIR, SAFECACHE_LEASE
+  (shared|exclusive), SAFECACHE_LEASE_DIR (the canonical cache path) and,
+  with a key, SAFECACHE_OUT (to a fill), SAFECACHE_ENTRY (the entry's path)
+  and SAFECACHE_HIT (1: it was there, 0: this run filled it).
 
 Exit codes:
   0    ok
   N    `run`: CMD's own exit status (128+SIGNAL if a signal killed it)
-  1    `path`, `run --pin`: the key is not in the cache
+  1    `path`, `use` without --fill: the key is not in the cache
   2    usage error: bad option or argument, invalid key, a cache dir that is
        not a directory or not a cache
   65   `verify`: an entry is corrupt; --verify-on-read: a corrupt entry in use
   75   a lock timed out, or was busy under --lock-timeout 0, or is held by
        the command's own ancestor (a `run` it runs under)
   77   the cache belongs to another user or others can write to it
+  124  a fill ran longer than --fill-timeout and was killed
   101  any other failure
 
 Examples:
-  {bin} run --key demo/hello --fill 'echo hello > \"$SAFECACHE_OUT/greeting\"' \\
-      -- sh -c 'cat \"$SAFECACHE_ENTRY/greeting\"'
+  {bin} run --key demo/hello -- sh -c 'echo hello > \"$SAFECACHE_OUT/greeting\"'
+  {bin} use --key demo/hello -- sh -c 'cat \"$SAFECACHE_ENTRY/greeting\"'
   {bin} ls
   {bin} --lock-timeout 60 clean";
 
 /// Examples at the end of each subcommand's `--help` (not `-h`); `{bin}`
 /// stands for the name the user invoked.
-const EXAMPLES: [(&str, &str); 12] = [
+const EXAMPLES: [(&str, &str); 13] = [
     (
-        "run",
-        "  # Fill git/serde once, however many run this at once, then use it pinned:
-  {bin} run --key git/serde \\
+        "use",
+        "  # Fill git/serde if absent, then run CMD with it pinned:
+  {bin} use --key git/serde \\
       --fill 'git clone -q https://github.com/serde-rs/serde \"$SAFECACHE_OUT\"' \\
       -- sh -c 'git -C \"$SAFECACHE_ENTRY\" log -1 --oneline'
+  # Fail (exit 1) rather than fill:
+  {bin} use --key git/serde -- sh -c 'ls \"$SAFECACHE_ENTRY\"'",
+    ),
+    (
+        "run",
+        "  # Fill git/serde once, however many run this at once; print its path:
+  {bin} run --key git/serde -- \\
+      sh -c 'git clone -q https://github.com/serde-rs/serde \"$SAFECACHE_OUT\"'
+  # A build dir keyed on the files it depends on:
+  {bin} run --key target --key-file Cargo.lock --key-file 'src/**/*.rs' -- sh -c 'make OUT=\"$SAFECACHE_OUT\"'
   # Hold a shared lease while a tool uses the cache, so `clean` waits:
   {bin} run -- make
   # A tool that rewrites the cache itself takes the lease exclusively:
@@ -111,7 +123,7 @@ const EXAMPLES: [(&str, &str); 12] = [
     ("config", "  {bin} config\n  {bin} config durability none\n  {bin} --message-format json config"),
     (
         "verify",
-        "  {bin} verify\n  {bin} verify git/serde\n  # Remove corrupt entries, then fill one again:\n  {bin} verify --repair && {bin} run --key git/serde --fill 'git clone -q https://github.com/serde-rs/serde \"$SAFECACHE_OUT\"' -- true",
+        "  {bin} verify\n  {bin} verify git/serde\n  # Remove corrupt entries, then fill one again:\n  {bin} verify --repair && {bin} run --key git/serde -- sh -c 'git clone -q https://github.com/serde-rs/serde \"$SAFECACHE_OUT\"'",
     ),
     (
         "completions",
@@ -263,7 +275,7 @@ pub(crate) struct GlobalOpts {
     pub(crate) max_age: Option<MaxAge>,
 
     /// Check an entry against its manifest before using it (`path`, `run
-    /// --key`, `run --pin`); a corrupt one is quarantined and treated as
+    /// --key`, `use`); a corrupt one is quarantined and treated as
     /// absent, so `run --key` fills it again; one that cannot be checked is
     /// not used (exit 101). Hashes the whole entry (but its holes) each
     /// time.

@@ -51,7 +51,7 @@ fn assert_refused(what: &str, (code, err, pid): (i32, String, u32), lock: &str) 
 #[test]
 fn rm_of_the_key_being_filled_by_an_ancestor_fails_at_once() {
     let sb = Sandbox::new();
-    let got = nested(&sb, &["run", "--key", "k"], r#""$SC" rm --lock-timeout 60 k"#);
+    let got = nested(&sb, &["run", "--key", "k", "--allow-empty"], r#""$SC" rm --lock-timeout 60 k"#);
     assert_refused("rm", got, "entry `k`");
 }
 
@@ -69,7 +69,11 @@ fn rm_of_a_key_an_ancestor_pins_fails_at_once() {
 #[test]
 fn a_fill_of_its_own_key_fails_at_once() {
     let sb = Sandbox::new();
-    let got = nested(&sb, &["run", "--key", "k"], r#""$SC" run --lock-timeout 60 --key k -- true"#);
+    let got = nested(
+        &sb,
+        &["run", "--key", "k", "--allow-empty"],
+        r#""$SC" run --lock-timeout 60 --key k --allow-empty -- true"#,
+    );
     assert_refused("run --key", got, "entry `k`");
 }
 
@@ -96,12 +100,12 @@ fn clean_under_a_run_fails_at_once() {
 #[test]
 fn gc_under_a_run_skips_what_its_ancestor_holds() {
     let sb = Sandbox::new();
-    let (code, err, _) = nested(&sb, &["run", "--key", "k"], r#""$SC" gc"#);
+    let (code, err, _) = nested(&sb, &["run", "--key", "k", "--allow-empty"], r#""$SC" gc"#);
     assert_eq!(code, 0, "{err}");
     let sb = Sandbox::new();
     let (code, err, _) = nested(
         &sb,
-        &["run", "--key", "k"],
+        &["run", "--key", "k", "--allow-empty"],
         r#"env -u SAFECACHE_LEASE -u SAFECACHE_LEASE_DIR -u SAFECACHE_RUN_PIDS "$SC" gc"#,
     );
     assert_eq!(code, 0, "{err}");

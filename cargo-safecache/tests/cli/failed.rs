@@ -66,15 +66,19 @@ fn retry_failed_runs_the_fill_again() {
     assert_eq!(std::fs::read_to_string(sb.cache.join("k/f")).expect("published"), "retried\n");
 }
 
-/// A CMD that writes nothing (a forgotten `sh -c`) publishes an empty entry,
-/// and says so.
+/// A CMD that writes nothing (a forgotten `sh -c`) is a failed fill, shared
+/// like any other: a run waiting for it fails the same way instead of
+/// publishing the empty output or running it again (`verbs.rs` covers the
+/// lone run and --allow-empty).
 #[test]
-fn an_empty_fill_is_published_with_a_warning() {
+fn an_empty_fill_fails_its_waiters_too() {
     let sb = Sandbox::new();
-    let out = sb.run(["run", "--key", "k", "--allow-empty", "--", "true"]);
-    out.assert_code(0);
-    assert!(out.stderr.contains("warning: the command wrote nothing into SAFECACHE_OUT"), "{out}");
-    assert!(sb.cache.join("k").is_dir());
-    let out = sb.run(["run", "--key", "k2", "--", "sh", "-c", "echo x > \"$SAFECACHE_OUT/f\""]);
-    assert!(!out.stderr.contains("wrote nothing"), "{out}");
+    mkfifo(&sb.path("gate"));
+    let empty = ["run", "--key", "k", "--", "sh", "-c", "read x < \"$T/gate\""];
+    let waiter = ["run", "--key", "k", "--", "sh", "-c", "echo x > \"$SAFECACHE_OUT/f\""];
+    let procs = start_waiting(&sb, &[empty.map(str::to_owned).to_vec(), waiter.map(str::to_owned).to_vec()]);
+    std::fs::write(sb.path("gate"), "go\n").expect("open the gate");
+    let codes: Vec<_> = procs.into_iter().map(|p| p.finish().0.code()).collect();
+    assert_eq!(codes, [Some(101), Some(101)]);
+    sb.run(["path", "k"]).assert_code(1);
 }

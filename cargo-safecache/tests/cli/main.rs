@@ -17,6 +17,7 @@ mod in_place;
 mod mounts;
 mod outside;
 mod queue;
+mod readme;
 mod real_tools;
 mod support;
 mod tree;
