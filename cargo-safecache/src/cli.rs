@@ -21,6 +21,9 @@ pub enum Binary {
     Safecache,
 }
 
+/// The heading the global options are listed under.
+const GLOBAL_HEADING: &str = "Global options";
+
 /// The cargo form's name, as the user types it.
 const CARGO_FORM: &str = "cargo safecache";
 
@@ -148,8 +151,10 @@ pub(crate) struct App {
     pub(crate) command: Command,
 }
 
-/// Options accepted before or after the subcommand.
+/// Options accepted before or after the subcommand. They are listed once,
+/// under their own heading in the top-level help (see [`command`]).
 #[derive(Debug, Args)]
+#[command(next_help_heading = GLOBAL_HEADING)]
 pub(crate) struct GlobalOpts {
     /// The cache directory; created on first use if missing or empty.
     /// [default: $XDG_CACHE_HOME/safecache]
@@ -534,11 +539,22 @@ fn parse_timeout(s: &str) -> Result<Duration, String> {
 
 /// The command line of the program invoked as `invoked` (see
 /// [`invoked_as`]), with each subcommand's examples in its long help.
+///
+/// The global options are listed once, in the top-level help: each
+/// subcommand gets a hidden copy of each (clap then does not add a visible
+/// one) and a line that says where they are.
 pub(crate) fn command(invoked: &'static str) -> clap::Command {
     let with_examples = |mut cmd: clap::Command| {
-        for (sub, examples) in EXAMPLES {
-            let text = format!("Examples:\n{}", examples.replace("{bin}", invoked));
-            cmd = cmd.mut_subcommand(sub, |c| c.after_long_help(text));
+        let globals: Vec<clap::Arg> = cmd.get_arguments().filter(|a| a.is_global_set()).cloned().collect();
+        let note = format!("{GLOBAL_HEADING} (--cache-dir, --lock-timeout, -q, ...): see `{invoked} --help`");
+        cmd = cmd.mut_subcommands(|sub| globals.iter().fold(sub, |sub, a| sub.arg(a.clone().hide(true))));
+        for sub in cmd.get_subcommands().map(|s| s.get_name().to_owned()).collect::<Vec<_>>() {
+            let examples = EXAMPLES.iter().find(|(name, _)| *name == sub).map(|(_, e)| e.replace("{bin}", invoked));
+            let long = match examples {
+                Some(examples) => format!("Examples:\n{examples}\n\n{note}"),
+                None => note.clone(),
+            };
+            cmd = cmd.mut_subcommand(&sub, |c| c.after_help(note.clone()).after_long_help(long));
         }
         cmd.after_long_help(REFERENCE.replace("{bin}", invoked))
     };

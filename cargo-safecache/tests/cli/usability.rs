@@ -255,16 +255,61 @@ fn help_is_short_then_long_without_a_repeated_footer() {
     assert!(!top.stdout.contains("docs/"), "{top}");
 }
 
+/// The global options are listed once, under their own heading in the
+/// top-level help and man page; a subcommand's `-h`, `--help` and man page
+/// only say where they are, and still accept them.
+#[test]
+fn global_options_are_listed_once() {
+    let sb = Sandbox::new();
+    let top = sb.run(["-h"]);
+    top.assert_code(0);
+    let heading = top.stdout.split("\nGlobal options:\n").nth(1).unwrap_or_else(|| panic!("a heading\n{top}"));
+    let globals = defined_options(heading);
+    for flag in ["--cache-dir", "--lock-timeout", "--quiet", "--message-format", "--max-size", "--verify-on-read"] {
+        assert!(globals.contains(flag), "{flag} is under `Global options:`\n{top}");
+    }
+    assert!(!globals.contains("--help"), "-h stays with the program's own options\n{top}");
+    let dir = sb.path("man1");
+    std::fs::create_dir(&dir).expect("mkdir");
+    sb.run(["man", "--dir", dir.to_str().expect("utf-8")]).assert_code(0);
+    let page = std::fs::read_to_string(dir.join("cargo-safecache.1")).expect("the main page");
+    assert!(page.contains(".SH \"GLOBAL OPTIONS\"") && page.contains("\\fB\\-\\-cache\\-dir\\fR"), "{page}");
+    for sub in subcommands(&sb) {
+        for help in ["-h", "--help"] {
+            let out = sb.run([sub.as_str(), help]);
+            out.assert_code(0);
+            let repeated: Vec<_> = defined_options(&out.stdout).intersection(&globals).cloned().collect();
+            assert!(repeated.is_empty(), "`{sub} {help}` repeats the global options {repeated:?}\n{out}");
+            assert!(
+                out.stdout
+                    .contains("Global options (--cache-dir, --lock-timeout, -q, ...): see `cargo-safecache --help`"),
+                "{out}"
+            );
+        }
+        let page =
+            std::fs::read_to_string(dir.join(format!("cargo-safecache-{sub}.1"))).expect("a page per subcommand");
+        assert!(!page.contains("\\fB\\-\\-cache\\-dir\\fR"), "safecache-{sub}.1 repeats the global options\n{page}");
+    }
+    // Still accepted after the subcommand.
+    sb.fill("k", "v");
+    let out = sb.run(["path", "k", "--quiet", "--lock-timeout", "0", "--message-format", "json"]);
+    out.assert_code(0);
+    assert!(out.stdout.contains("\"reason\":\"entry\""), "{out}");
+}
+
 /// An unset variable is shown as its name, not as `NAME=`; an empty one
 /// counts as unset in both invocation forms and in `safecache`.
 #[test]
 fn env_papercuts() {
     let sb = Sandbox::new();
     sb.fill("k", "v");
-    for args in [vec!["--help"], vec!["ls", "--help"], vec!["-h"]] {
+    for args in [vec!["--help"], vec!["run", "--help"], vec!["-h"]] {
         let out = sb.run(&args);
         out.assert_code(0);
         assert!(!out.stdout.contains("=]"), "{args:?} shows an unset variable as empty\n{out}");
+    }
+    for args in [vec!["--help"], vec!["-h"]] {
+        let out = sb.run(&args);
         assert!(out.stdout.contains("[env: SAFECACHE_LOCK_TIMEOUT]"), "{args:?}\n{out}");
     }
     let empty = ["CARGO_TERM_COLOR", "SAFECACHE_LOCK_TIMEOUT", "SAFECACHE_ALLOW_UNTRUSTED_CACHE"];
@@ -365,8 +410,13 @@ fn docs_and_help_agree_on_every_option() {
 
     let mut problems = Vec::new();
     for (section, mentioned) in &sections {
-        let defined =
-            if section.is_empty() { top.clone() } else { defined_options(&sb.run([section.as_str(), "-h"]).stdout) };
+        // A subcommand accepts the global options too, though its help
+        // only points to them.
+        let defined = if section.is_empty() {
+            top.clone()
+        } else {
+            defined_options(&sb.run([section.as_str(), "-h"]).stdout).union(&top).cloned().collect()
+        };
         for flag in mentioned.difference(&defined) {
             let place =
                 if section.is_empty() { "the top-level --help".to_owned() } else { format!("`{section} --help`") };
