@@ -435,9 +435,10 @@ pub(crate) enum Command {
     /// script completes the `safecache` command, which is installed beside
     /// `cargo-safecache`.
     Completions {
-        /// The shell to complete for.
+        /// The shell to complete for. [default: list the shells, one per
+        /// line]
         #[arg(value_enum)]
-        shell: clap_complete::Shell,
+        shell: Option<clap_complete::Shell>,
     },
     /// Print the man page for `safecache` (roff) to stdout.
     ///
@@ -593,21 +594,94 @@ pub(crate) fn completions(invoked: &'static str, shell: clap_complete::Shell) ->
     out
 }
 
+/// The shells `completions` knows, one per line, as it takes them.
+pub(crate) fn shells() -> String {
+    clap_complete::Shell::value_variants()
+        .iter()
+        .filter_map(|s| s.to_possible_value())
+        .map(|v| format!("{}\n", v.get_name()))
+        .collect()
+}
+
+/// The command the man pages describe, built, without a `help` subcommand
+/// (a page for it would only repeat `--help`).
+fn documented_built(invoked: &'static str) -> (clap::Command, &'static str) {
+    let (cmd, name) = documented(invoked);
+    let mut cmd = cmd.disable_help_subcommand(true);
+    cmd.build();
+    (cmd, name)
+}
+
 /// The man page, in roff.
 pub(crate) fn man_page(invoked: &'static str) -> std::io::Result<Vec<u8>> {
-    let (cmd, _) = documented(invoked);
-    let mut out = Vec::new();
-    // A page for `help` would only repeat `--help`.
-    clap_mangen::Man::new(cmd.disable_help_subcommand(true)).render(&mut out)?;
-    Ok(out)
+    render_man(documented_built(invoked).0)
 }
 
 /// Writes the man page and one per subcommand into `dir`, and returns
 /// their paths.
 pub(crate) fn man_pages(invoked: &'static str, dir: &std::path::Path) -> std::io::Result<Vec<PathBuf>> {
-    let (cmd, name) = documented(invoked);
-    clap_mangen::generate_to(cmd.clone(), dir)?;
-    let subs =
-        cmd.get_subcommands().map(|s| format!("{name}-{}.1", s.get_name())).filter(|f| f != &format!("{name}-help.1"));
-    Ok(std::iter::once(format!("{name}.1")).chain(subs).map(|f| dir.join(f)).collect())
+    let (cmd, name) = documented_built(invoked);
+    let mut pages = vec![(format!("{name}.1"), cmd.clone())];
+    pages.extend(
+        cmd.get_subcommands().filter(|s| !s.is_hide_set()).map(|s| (format!("{name}-{}.1", s.get_name()), s.clone())),
+    );
+    let mut paths = Vec::new();
+    for (file, cmd) in pages {
+        let path = dir.join(file);
+        std::fs::write(&path, render_man(cmd)?)?;
+        paths.push(path);
+    }
+    Ok(paths)
+}
+
+/// `cmd`'s man page (`cmd` built), with a synopsis that shows each
+/// option's value (`[--cache-dir DIR]`), which clap_mangen's leaves out.
+fn render_man(cmd: clap::Command) -> std::io::Result<Vec<u8>> {
+    let synopsis = man_synopsis(&cmd);
+    let mut page = Vec::new();
+    clap_mangen::Man::new(cmd).render(&mut page)?;
+    let page = String::from_utf8(page).map_err(std::io::Error::other)?;
+    let Some((head, rest)) = page.split_once(".SH SYNOPSIS\n") else { return Ok(page.into_bytes()) };
+    let tail = rest.find("\n.SH ").map_or("", |at| &rest[at..]);
+    Ok(format!("{head}.SH SYNOPSIS\n{synopsis}{tail}").into_bytes())
+}
+
+/// The synopsis line of a man page, in roff: the name in bold, then each
+/// option with its value in italics, the arguments and the subcommand.
+fn man_synopsis(cmd: &clap::Command) -> String {
+    fn esc(s: &str) -> String {
+        s.replace('\\', "\\\\").replace('-', "\\-")
+    }
+    fn value(arg: &clap::Arg) -> String {
+        arg.get_value_names().map_or_else(|| arg.get_id().as_str().to_uppercase(), |names| names.join(" "))
+    }
+    let markers = |required: bool| if required { ("<", ">") } else { ("[", "]") };
+    let mut line = format!("\\fB{}\\fR", esc(cmd.get_bin_name().unwrap_or_else(|| cmd.get_name())));
+    // Options first, then the arguments.
+    let (positionals, options): (Vec<_>, Vec<_>) =
+        cmd.get_arguments().filter(|a| !a.is_hide_set()).partition(|a| a.is_positional());
+    for arg in options.into_iter().chain(positionals) {
+        let (l, r) = markers(arg.is_required_set());
+        let repeats = arg.get_num_args().is_some_and(|n| n.max_values() > 1)
+            || matches!(arg.get_action(), clap::ArgAction::Count | clap::ArgAction::Append);
+        let dots = if repeats { "..." } else { "" };
+        let flag = match (arg.get_short(), arg.get_long()) {
+            (Some(short), Some(long)) => format!("\\fB\\-{short}\\fR|\\fB\\-\\-{}\\fR", esc(long)),
+            (Some(short), None) => format!("\\fB\\-{short}\\fR"),
+            (None, Some(long)) => format!("\\fB\\-\\-{}\\fR", esc(long)),
+            (None, None) => {
+                let dashes = if arg.is_trailing_var_arg_set() { " [\\-\\-]" } else { "" };
+                line.push_str(&format!("{dashes} {l}\\fI{}\\fR{r}{dots}", esc(&value(arg))));
+                continue;
+            }
+        };
+        let takes = arg.get_num_args().is_some_and(|n| n.takes_values());
+        let value = if takes { format!(" \\fI{}\\fR", esc(&value(arg))) } else { String::new() };
+        line.push_str(&format!(" {l}{flag}{value}{r}{dots}"));
+    }
+    if cmd.has_subcommands() {
+        let (l, r) = markers(cmd.is_subcommand_required_set());
+        line.push_str(&format!(" {l}\\fICOMMAND\\fR{r}"));
+    }
+    line
 }

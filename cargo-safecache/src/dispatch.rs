@@ -118,7 +118,8 @@ fn dispatch(app: App, ui: &Arc<Ui>, invoked: &'static str) -> Result<u8> {
     // These describe the program, not a cache: they must work without one
     // (and without HOME).
     match app.command {
-        Command::Completions { shell } => return print_stdout(&cli::completions(invoked, shell)),
+        Command::Completions { shell: Some(shell) } => return print_stdout(&cli::completions(invoked, shell)),
+        Command::Completions { shell: None } => return print_stdout(cli::shells().as_bytes()),
         Command::Man { dir: None } => {
             return print_stdout(&cli::man_page(invoked).context("cannot render the man page")?);
         }

@@ -297,6 +297,49 @@ fn global_options_are_listed_once() {
     assert!(out.stdout.contains("\"reason\":\"entry\""), "{out}");
 }
 
+/// `completions` without a shell lists the shells it knows, one per line,
+/// and each is one it accepts; it needs no cache.
+#[test]
+fn completions_without_a_shell_lists_them() {
+    let sb = Sandbox::new();
+    let out = sb.run(["completions"]);
+    out.assert_code(0);
+    let shells: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(shells, ["bash", "elvish", "fish", "powershell", "zsh"], "{out}");
+    assert!(out.stderr.is_empty(), "{out}");
+    for shell in shells {
+        sb.run(["completions", shell]).assert_code(0);
+    }
+    assert!(!sb.cache.exists(), "completions do not create the cache");
+}
+
+/// Each man page's synopsis shows every option with the value it takes,
+/// as `-h` does (`[--cache-dir DIR]`, `[--key KEY]`).
+#[test]
+fn man_synopsis_shows_each_value() {
+    let sb = Sandbox::new();
+    let dir = sb.path("man1");
+    std::fs::create_dir(&dir).expect("mkdir");
+    sb.run(["man", "--dir", dir.to_str().expect("utf-8")]).assert_code(0);
+    let mut pages = vec![(String::new(), "cargo-safecache.1".to_owned())];
+    pages.extend(subcommands(&sb).into_iter().map(|sub| (sub.clone(), format!("cargo-safecache-{sub}.1"))));
+    let mut checked = 0;
+    for (sub, file) in pages {
+        let page = std::fs::read_to_string(dir.join(&file)).expect("read the page");
+        let synopsis = page.split(".SH SYNOPSIS\n").nth(1).and_then(|s| s.lines().next()).expect("a synopsis");
+        let plain = synopsis.replace("\\fB", "").replace("\\fI", "").replace("\\fR", "").replace("\\-", "-");
+        let help = if sub.is_empty() { sb.run(["-h"]) } else { sb.run([sub.as_str(), "-h"]) };
+        for line in help.stdout.lines().filter(|l| l.starts_with("  -") || l.starts_with("      --")) {
+            let spec = line.trim_start().split("  ").next().unwrap_or_default();
+            let Some((flag, value)) = spec.rsplit(", ").next().and_then(|s| s.split_once(" <")) else { continue };
+            let want = format!("{flag} {}", value.trim_end_matches('>'));
+            assert!(plain.contains(&want), "{file}: the synopsis shows `{want}`\n{plain}");
+            checked += 1;
+        }
+    }
+    assert!(checked >= 10, "checked {checked} options with values");
+}
+
 /// An unset variable is shown as its name, not as `NAME=`; an empty one
 /// counts as unset in both invocation forms and in `safecache`.
 #[test]
