@@ -38,37 +38,10 @@ pub(crate) fn invoked_as(binary: Binary, args: &[OsString]) -> &'static str {
     }
 }
 
-/// Environment and exit codes, at the end of the top-level `--help` only:
-/// repeating them under every subcommand buried each one's own help.
-const REFERENCE: &str = "\
-Environment (an empty variable counts as unset):
-  SAFECACHE_DIR           cache directory (default: $XDG_CACHE_HOME/safecache)
-  SAFECACHE_LOCK_TIMEOUT  seconds to wait for a lock; 0: don't wait; `never`
-                          (default: forever on a terminal, 300 otherwise)
-  CARGO_TERM_COLOR        auto, always or never, like --color
-  SAFECACHE_ALLOW_UNTRUSTED_CACHE  1: like --allow-untrusted-cache
-  SAFECACHE_DURABILITY    none or full, like --durability
-  SAFECACHE_LOG           tracing filter for diagnostics on stderr, e.g. `debug`
-  SAFECACHE_AUTO_GC       like --auto-gc: `off`, or how often, e.g. `1d`
-  SAFECACHE_MAX_SIZE      like --max-size, e.g. `10G`
-  SAFECACHE_MAX_AGE       like --max-age, e.g. `30d`, or `never`
-  SAFECACHE_VERIFY_ON_READ  1: like --verify-on-read
-  `run` exports to CMD: SAFECACHE_DIR, SAFECACHE_LEASE (shared|exclusive),
-  SAFECACHE_LEASE_DIR (the canonical cache path) and, with --key,
-  SAFECACHE_OUT (to the fill) and SAFECACHE_ENTRY (the entry's path).
-
-Exit codes:
-  0    ok
-  N    `run`: CMD's own exit status (128+SIGNAL if a signal killed it)
-  1    `path`, `run --pin`: the key is not in the cache
-  2    usage error: bad option or argument, invalid key, a cache dir that is
-       not a directory or not a cache
-  65   `verify`: an entry is corrupt; --verify-on-read: a corrupt entry in use
-  75   a lock timed out, or was busy under --lock-timeout 0, or is held by
-       the command's own ancestor (a `run` it runs under)
-  77   the cache belongs to another user or others can write to it
-  101  any other failure
-
+/// The examples at the end of the top-level `--help`, after the
+/// environment and the exit codes (see `reference`): repeating those under
+/// every subcommand buried each one's own help.
+const TOP_EXAMPLES: &str = "\
 Examples:
   {bin} run --key demo/hello --fill 'echo hello > \"$SAFECACHE_OUT/greeting\"' \\
       -- sh -c 'cat \"$SAFECACHE_ENTRY/greeting\"'
@@ -557,7 +530,8 @@ pub(crate) fn command(invoked: &'static str) -> clap::Command {
             };
             cmd = cmd.mut_subcommand(&sub, |c| c.after_help(note.clone()).after_long_help(long));
         }
-        cmd.after_long_help(REFERENCE.replace("{bin}", invoked))
+        let reference = crate::reference::long_help(&cmd);
+        cmd.after_long_help(format!("{reference}\n{}", TOP_EXAMPLES.replace("{bin}", invoked)))
     };
     if invoked == CARGO_FORM {
         CargoCli::command().mut_subcommand("safecache", with_examples)

@@ -26,6 +26,27 @@ pub(crate) const UNTRUSTED: u8 = 77;
 /// Any other failure.
 pub(crate) const FAILURE: u8 = 101;
 
+/// Every exit status and what it means, in the order the top-level
+/// `--help` lists them: the one definition of the table. docs/CLI.md's
+/// table lists the same codes in the same order, each meaning starting with
+/// the one here (a tidy test checks it).
+pub(crate) const CODES: [(&str, &str); 10] = [
+    ("0", "ok"),
+    ("N", "`run`: CMD's own exit status; 128 + N if signal N killed CMD"),
+    ("1", "`path`, `run --pin`: the key is not in the cache"),
+    ("2", "usage error: a bad option or argument, an invalid key, a cache dir that is not a directory or not a cache"),
+    ("65", "`verify`: an entry is corrupt; --verify-on-read: a corrupt entry is in use"),
+    ("74", "the cache's filesystem is full, or had less than `run --min-free` free for a fill"),
+    (
+        "75",
+        "a lock timed out, or was busy under --lock-timeout 0, or is held by the command's own ancestor (a `run` \
+         it runs under)",
+    ),
+    ("77", "the cache belongs to another user or others can write to it"),
+    ("101", "any other failure"),
+    ("128 + N", "`run`: signal N came after CMD exited, while its output was hashed: nothing was published"),
+];
+
 /// An error that carries its own exit code.
 #[derive(Debug)]
 pub(crate) struct Coded {
@@ -115,4 +136,18 @@ pub(crate) fn one_line(err: &anyhow::Error) -> String {
         msg.push_str(hint);
     }
     msg.replace(['\n', '\r'], " ")
+}
+
+#[cfg(test)]
+mod tests {
+    /// Every code the program exits with is in the table `--help` shows.
+    #[test]
+    fn every_code_is_in_the_table() {
+        for code in [super::OK, super::ABSENT, super::USAGE, super::NO_SPACE, super::CORRUPT, super::BUSY] {
+            assert!(super::CODES.iter().any(|(c, _)| *c == code.to_string()), "{code} is missing from exit::CODES");
+        }
+        for code in [super::UNTRUSTED, super::FAILURE] {
+            assert!(super::CODES.iter().any(|(c, _)| *c == code.to_string()), "{code} is missing from exit::CODES");
+        }
+    }
 }

@@ -10,6 +10,8 @@ mod dispatch;
 mod exit;
 mod inherit;
 mod process;
+#[doc(hidden)]
+pub mod reference;
 mod ui;
 
 pub use cli::Binary;

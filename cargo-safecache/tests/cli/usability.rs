@@ -340,6 +340,103 @@ fn man_synopsis_shows_each_value() {
     assert!(checked >= 10, "checked {checked} options with values");
 }
 
+/// The top-level `--help` lists every exit code and every variable that
+/// docs/CLI.md's tables list (the tidy test `docs_tables_match_the_help_reference`
+/// checks the wording; this checks the built binary).
+#[test]
+fn help_lists_every_exit_code_and_variable() {
+    let sb = Sandbox::new();
+    let help = sb.run(["--help"]);
+    help.assert_code(0);
+    let doc = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/CLI.md")).expect("read docs");
+    let section = |title: &str| -> String {
+        let rest = help.stdout.split(&format!("\n{title}")).nth(1).unwrap_or_default();
+        rest.split("\n\n").next().unwrap_or_default().to_owned()
+    };
+    let codes = section("Exit codes:");
+    let rows = |header: &str| -> Vec<String> {
+        doc.lines()
+            .skip_while(|l| *l != header)
+            .skip(2)
+            .take_while(|l| l.starts_with('|'))
+            .map(|l| l.trim_start_matches("| ").split(" |").next().unwrap_or_default().to_owned())
+            .collect()
+    };
+    let doc_codes = rows("| code | meaning |");
+    assert!(doc_codes.len() >= 10, "{doc_codes:?}");
+    for code in doc_codes {
+        assert!(codes.lines().any(|l| l.starts_with(&format!("  {code} "))), "--help lists exit code {code}\n{codes}");
+    }
+    let env = section("Environment");
+    for cell in rows("| variable | read by | meaning |") {
+        for name in cell.split(',').map(|n| n.trim().trim_matches('`')) {
+            assert!(env.lines().any(|l| l.starts_with(&format!("  {name} "))), "--help lists {name}\n{env}");
+        }
+    }
+}
+
+/// Every variable safecache reads or exports counts as unset when it is
+/// empty, as docs/CLI.md promises: `SAFECACHE_MIN_FREE=` is no usage error.
+/// The variables are taken from `--help`, so a new one is covered at once.
+#[test]
+fn every_empty_variable_counts_as_unset() {
+    let sb = Sandbox::new();
+    let help = sb.run(["--help"]);
+    let env = help.stdout.split("\nEnvironment").nth(1).and_then(|s| s.split("\n\n").next()).unwrap_or_default();
+    let listed: Vec<&str> = env
+        .lines()
+        .filter_map(|l| l.strip_prefix("  "))
+        .filter_map(|l| l.split(' ').next())
+        .filter(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_uppercase() || c == '_'))
+        .collect();
+    // With SAFECACHE_DIR empty, the cache is the default one, in here.
+    let xdg = sb.path("xdg");
+    for var in std::iter::once("SAFECACHE_MIN_FREE").chain(listed.iter().copied()) {
+        let fill = r#"echo v > "$SAFECACHE_OUT/f""#;
+        for args in [vec!["-q", "run", "--key", "k", "--", "sh", "-c", fill], vec!["path", "k"], vec!["ls"]] {
+            let out = Out::of(sb.cmd(&args).env("XDG_CACHE_HOME", &xdg).env(var, ""));
+            assert_eq!(out.code, Some(0), "{var}= {args:?}: {out}");
+            assert!(out.stderr.is_empty(), "{var}= {args:?} says nothing on stderr\n{out}");
+        }
+    }
+    assert!(listed.contains(&"SAFECACHE_MIN_FREE") && listed.len() >= 15, "{listed:?}\n{help}");
+}
+
+/// CMD sees exactly the `SAFECACHE_*` variables `--help` says `run`
+/// exports (besides those it inherited).
+#[test]
+fn run_exports_what_help_lists() {
+    let sb = Sandbox::new();
+    let help = sb.run(["--help"]);
+    let section = help.stdout.split("`run` exports to CMD:\n").nth(1).and_then(|s| s.split("\n\n").next());
+    let listed: BTreeSet<&str> = section
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.strip_prefix("  ")?.split(' ').next())
+        .filter(|n| n.starts_with("SAFECACHE_"))
+        .collect();
+    let inherited: BTreeSet<String> =
+        std::env::vars().map(|(k, _)| k).filter(|k| k.starts_with("SAFECACHE_") && k != "SAFECACHE_DIR").collect();
+    let seen = |out: &Out, file: &str| -> BTreeSet<String> {
+        out.assert_code(0);
+        let env = std::fs::read_to_string(sb.path(file)).expect("CMD wrote its environment");
+        env.lines()
+            .filter_map(|l| l.split_once('=').map(|(k, _)| k.to_owned()))
+            .filter(|k| k.starts_with("SAFECACHE_") && !inherited.contains(k))
+            .collect()
+    };
+    let fill = seen(
+        &sb.run(["run", "--key", "k", "--", "sh", "-c", r#"env > "$T/fill.env"; echo > "$SAFECACHE_OUT/f""#]),
+        "fill.env",
+    );
+    let plain = seen(&sb.run(["run", "--", "sh", "-c", r#"env > "$T/run.env""#]), "run.env");
+    for name in fill.iter().chain(&plain) {
+        assert!(listed.contains(name.as_str()), "CMD sees {name}, which --help does not list\n{help}");
+    }
+    let all: BTreeSet<&str> = fill.iter().chain(&plain).map(String::as_str).collect();
+    assert_eq!(all, listed, "--help lists what CMD sees");
+}
+
 /// An unset variable is shown as its name, not as `NAME=`; an empty one
 /// counts as unset in both invocation forms and in `safecache`.
 #[test]
