@@ -22,9 +22,9 @@ const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// Runs the CLI and returns the process's exit code.
 pub(crate) fn main_impl(binary: cli::Binary) -> u8 {
-    crate::reference::unset_empty();
     let args: Vec<_> = std::env::args_os().collect();
     let invoked = cli::invoked_as(binary, &args);
+    crate::reference::unset_empty(&cli::command("safecache"));
     crate::ui::set_invoked_as(invoked);
     let app = match cli::parse(invoked, args) {
         Ok(app) => app,

@@ -6,7 +6,7 @@
 //! rule ([`unset_empty`]) and a tidy test that compares them with
 //! docs/CLI.md, so help, behaviour and docs cannot drift apart.
 //!
-//! It is public (hidden) only for that tidy test.
+//! The crate root re-exports it (hidden) for that tidy test.
 
 use std::fmt::Write as _;
 
@@ -27,7 +27,7 @@ const PLATFORM: [(&str, &str); 2] =
     [("XDG_CACHE_HOME", "locates the default cache dir"), ("HOME", "locates the default cache dir")];
 
 /// What `run` exports to CMD, with each variable's value.
-pub const EXPORTED: [(&str, &str); 6] = [
+pub(crate) const EXPORTED: [(&str, &str); 6] = [
     ("SAFECACHE_DIR", "the cache directory (absolute)"),
     ("SAFECACHE_LEASE", "`shared` or `exclusive`: the lease held for CMD"),
     ("SAFECACHE_LEASE_DIR", "the canonical path of the cache that lease covers"),
@@ -37,18 +37,14 @@ pub const EXPORTED: [(&str, &str); 6] = [
 ];
 
 /// The exit codes and their meanings (see [`exit::CODES`]).
-pub fn exit_codes() -> Vec<(&'static str, &'static str)> {
+pub(crate) fn exit_codes() -> Vec<(&'static str, &'static str)> {
     exit::CODES.to_vec()
 }
 
-/// Every variable safecache reads, with its meaning, in the order `--help`
-/// lists them: the options' variables, then the others.
-pub fn environment() -> Vec<(String, String)> {
-    read_by(&crate::cli::command("safecache"))
-}
-
-/// [`environment`] for the command line `cmd` (not yet built).
-fn read_by(cmd: &clap::Command) -> Vec<(String, String)> {
+/// Every variable the command line `cmd` (not yet built) reads, with its
+/// meaning, in the order `--help` lists them: the options' variables, then
+/// the others.
+pub(crate) fn read_by(cmd: &clap::Command) -> Vec<(String, String)> {
     let mut vars = Vec::new();
     let mut add = |arg: &clap::Arg, sub: Option<&str>| {
         let Some(name) = arg.get_env() else { return };
@@ -116,8 +112,8 @@ fn table(out: &mut String, rows: &[(String, String)]) {
 /// most tools treat it (clap would reject it as an empty value). The
 /// platform's variables are left to the platform's rules, and CMD sees
 /// them as they were.
-pub(crate) fn unset_empty() {
-    let ours = environment().into_iter().map(|(name, _)| name).filter(|n| !PLATFORM.iter().any(|(p, _)| p == n));
+pub(crate) fn unset_empty(cmd: &clap::Command) {
+    let ours = read_by(cmd).into_iter().map(|(name, _)| name).filter(|n| !PLATFORM.iter().any(|(p, _)| p == n));
     for var in ours.chain(EXPORTED.iter().map(|(n, _)| (*n).to_owned())) {
         if std::env::var_os(&var).is_some_and(|v| v.is_empty()) {
             // SAFETY: no other thread exists yet, so nothing reads the

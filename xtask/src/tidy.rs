@@ -242,12 +242,12 @@ fn table_after(doc: &str, header: &str) -> Vec<Vec<String>> {
 
 /// docs/CLI.md's tables of exit codes, of environment variables and of
 /// what `run` exports list what the top-level `--help` shows, which is
-/// generated from one definition of each (`cargo_safecache::reference`):
+/// generated from one definition of each (`cargo_safecache::contract`):
 /// the same codes in the same order, each meaning starting with the help's;
 /// the same variables; the same exports in the same order.
 #[test]
 fn docs_tables_match_the_help_reference() {
-    use cargo_safecache::reference;
+    use cargo_safecache::contract as reference;
     use std::collections::BTreeSet;
     let doc = std::fs::read_to_string(root().join("docs/CLI.md")).unwrap();
     let plain = |s: &str| s.replace('`', "");
@@ -300,7 +300,7 @@ fn docs_tables_match_the_help_reference() {
         problems.push(format!("`run` exports: docs/CLI.md lists {doc_exports:?}, --help {exports:?}"));
     }
     for (name, value) in reference::EXPORTED {
-        if let Some(row) = rows.iter().find(|r| plain(&r[0]) == name)
+        if let Some(row) = rows.iter().find(|r| plain(&r[0]) == *name)
             && !plain(&row[1]).starts_with(&plain(value))
         {
             problems.push(format!("`run` exports {name}: docs/CLI.md's value does not start with --help's `{value}`"));
