@@ -25,7 +25,7 @@ pub(crate) fn main_impl(binary: cli::Binary) -> u8 {
     let args: Vec<_> = std::env::args_os().collect();
     let invoked = cli::invoked_as(binary, &args);
     crate::reference::unset_empty(&cli::command("safecache"));
-    crate::ui::set_invoked_as(invoked);
+    crate::hint::set_invoked_as(invoked);
     let app = match cli::parse(invoked, args) {
         Ok(app) => app,
         Err(e) => return clap_error(&e, invoked),

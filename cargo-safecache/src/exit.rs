@@ -5,6 +5,8 @@ use std::fmt;
 
 use safecache::ErrorKind;
 
+use crate::hint;
+
 /// Everything went well.
 pub(crate) const OK: u8 = 0;
 /// `path` of an absent key.
@@ -62,41 +64,21 @@ impl fmt::Display for Coded {
 
 impl std::error::Error for Coded {}
 
-/// How to change how long a command waits; every wait and timeout message
-/// ends with it.
-pub(crate) const TIMEOUT_HINT: &str =
-    "set --lock-timeout SECS (or `never`) or SAFECACHE_LOCK_TIMEOUT to change how long to wait";
-
-/// How to get out of a full disk; also the end of the warning `run` gives
-/// when CMD fails on a nearly full one.
-pub(crate) const NO_SPACE_HINT: &str =
-    "free space with `cargo safecache gc` or `cargo safecache rm KEY…`, or delete files on that filesystem";
-
 /// The exit code of each kind of core error, and what to append to its
 /// message so that it says how to fix the problem. The match is exhaustive
 /// on purpose: a new kind in the core fails to compile here until it has a
 /// code and a hint.
-fn classify(kind: ErrorKind) -> (u8, Option<&'static str>) {
+fn classify(kind: ErrorKind) -> (u8, Option<String>) {
     match kind {
         ErrorKind::InvalidKey | ErrorKind::NotACache | ErrorKind::NotADirectory => (USAGE, None),
-        ErrorKind::TimedOut | ErrorKind::WouldBlock => (BUSY, Some(TIMEOUT_HINT)),
+        ErrorKind::TimedOut | ErrorKind::WouldBlock => (BUSY, Some(hint::TIMEOUT.to_owned())),
         ErrorKind::LeaseConflict | ErrorKind::HeldByAncestor => (BUSY, None),
-        ErrorKind::Io => (
-            FAILURE,
-            Some("check that the cache dir is writable, or pick another with --cache-dir DIR or SAFECACHE_DIR"),
-        ),
+        ErrorKind::Io => (FAILURE, Some(hint::UNWRITABLE.to_owned())),
         ErrorKind::UntrustedCache => (UNTRUSTED, None),
-        ErrorKind::LocksUnsupported => {
-            (FAILURE, Some("pick a cache dir on a local filesystem with --cache-dir DIR or SAFECACHE_DIR"))
-        }
-        ErrorKind::PeerFillFailed => (FAILURE, Some("to run the fill yourself instead, pass --retry-failed")),
-        ErrorKind::NoSpace => (NO_SPACE, Some(NO_SPACE_HINT)),
-        ErrorKind::BelowReserve => (
-            NO_SPACE,
-            Some(
-                "free space with `cargo safecache gc` or `cargo safecache rm KEY…`, or lower the reserve with --min-free",
-            ),
-        ),
+        ErrorKind::LocksUnsupported => (FAILURE, Some(hint::NOT_LOCAL.to_owned())),
+        ErrorKind::PeerFillFailed => (FAILURE, Some(hint::RETRY_FAILED.to_owned())),
+        ErrorKind::NoSpace => (NO_SPACE, Some(hint::no_space())),
+        ErrorKind::BelowReserve => (NO_SPACE, Some(hint::below_reserve())),
         ErrorKind::UnknownFormat | ErrorKind::NestedCache | ErrorKind::FillMoved | ErrorKind::Fill => (FAILURE, None),
         // The message names each mount point and says to unmount it.
         ErrorKind::MountPoint => (FAILURE, None),
@@ -124,7 +106,7 @@ pub(crate) fn code_of(err: &anyhow::Error) -> u8 {
 
 /// What to append to the message so it says how to fix the problem, when
 /// the core's message does not already.
-fn hint_for(err: &anyhow::Error) -> Option<&'static str> {
+fn hint_for(err: &anyhow::Error) -> Option<String> {
     err.chain().find_map(|c| c.downcast_ref::<safecache::Error>()).and_then(|e| classify(e.kind()).1)
 }
 
@@ -133,7 +115,7 @@ pub(crate) fn one_line(err: &anyhow::Error) -> String {
     let mut msg = format!("{err:#}");
     if let Some(hint) = hint_for(err) {
         msg.push_str("; ");
-        msg.push_str(hint);
+        msg.push_str(&hint);
     }
     msg.replace(['\n', '\r'], " ")
 }

@@ -8,6 +8,7 @@ mod commands;
 mod ctx;
 mod dispatch;
 mod exit;
+mod hint;
 mod inherit;
 mod process;
 mod reference;

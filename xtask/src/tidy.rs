@@ -308,3 +308,21 @@ fn docs_tables_match_the_help_reference() {
     }
     assert!(problems.is_empty(), "docs/CLI.md and --help differ:\n{}", problems.join("\n"));
 }
+
+/// The CLI names its own commands in one place (`hint.rs`), in the form
+/// the user invoked: no other message spells `` `cargo safecache ...` ``.
+#[test]
+fn hints_name_commands_in_one_place() {
+    let src = root().join("cargo-safecache/src");
+    let needle = concat!("`cargo", " safecache ");
+    let mut hits = Vec::new();
+    for file in rust_files().into_iter().filter(|f| f.starts_with(&src) && !f.ends_with("hint.rs")) {
+        let text = std::fs::read_to_string(&file).unwrap();
+        for (n, line) in text.lines().enumerate() {
+            if line.contains(needle) && !line.trim_start().starts_with("//") {
+                hits.push(format!("{}:{}: {}", file.display(), n + 1, line.trim()));
+            }
+        }
+    }
+    assert!(hits.is_empty(), "name commands through `hint::command`:\n{}", hits.join("\n"));
+}

@@ -19,8 +19,9 @@ pub(crate) fn path(ctx: &Ctx, key: &Key) -> Result<u8> {
         None => Err(Coded {
             code: exit::ABSENT,
             message: format!(
-                "`{key}` is not in the cache at `{}`; fill it with `cargo safecache run --key {key} -- CMD`",
-                cache.path().display()
+                "`{key}` is not in the cache at `{}`; {}",
+                cache.path().display(),
+                crate::hint::fill_absent(key.as_str())
             ),
         }
         .into()),

@@ -61,9 +61,8 @@ pub(crate) fn run(ctx: &Ctx, args: RunArgs) -> Result<u8> {
     let absent = |key: &Key| Coded {
         code: exit::ABSENT,
         message: format!(
-            "cannot pin `{key}`: it is not in the cache, so the command was not run; \
-             fill it first, or fill it if absent and then run CMD with it pinned: \
-             `cargo safecache run --key {key} --fill 'FILL' -- CMD`"
+            "cannot pin `{key}`: it is not in the cache, so the command was not run; {}",
+            crate::hint::fill_then_use(key.as_str())
         ),
     };
     // Check every pin first, so an absent key fails before anything is
@@ -211,7 +210,8 @@ fn fill(
             let st = status.unwrap_or_default();
             // A command that failed on a full disk: say so, and how to
             // make room.
-            let space = e.low_space().map(|l| format!("; {}: {}", l.note(), exit::NO_SPACE_HINT)).unwrap_or_default();
+            let space =
+                e.low_space().map(|l| format!("; {}: {}", l.note(), crate::hint::no_space())).unwrap_or_default();
             ctx.ui.warn(format!("the command {}; nothing was published as `{key}`{space}", describe(st)));
             let code = code_of(st);
             ctx.ui.json(json!({
@@ -229,8 +229,8 @@ fn fill(
                 failure.exit_code.and_then(|c| u8::try_from(c).ok()).filter(|&c| c != 0).unwrap_or(exit::FAILURE);
             ctx.ui.error(
                 &format!(
-                    "the fill of `{key}` that this run waited for failed: {failure}; nothing was published; \
-                     to run it yourself instead, pass --retry-failed"
+                    "the fill of `{key}` that this run waited for failed: {failure}; nothing was published; {}",
+                    crate::hint::RETRY_FAILED
                 ),
                 code,
             );

@@ -736,4 +736,14 @@ fn hints_name_the_command_as_invoked() {
     assert!(!plain.stderr.contains("cargo safecache"), "{plain}");
     let through_cargo = sb.run(["safecache", "path", "nope"]);
     through_cargo.assert_error(1, "`cargo safecache run --key nope -- CMD`");
+    let direct = sb.run(["path", "nope"]);
+    direct.assert_error(1, "`cargo-safecache run --key nope -- CMD`");
+    // The library's hints too: a directory that is not a cache.
+    let dir = sb.path("not-a-cache");
+    std::fs::create_dir(&dir).expect("mkdir");
+    std::fs::write(dir.join("file"), "x").expect("write");
+    let dir = dir.to_str().expect("utf-8");
+    safecache(&sb, ["--cache-dir", dir, "ls"]).assert_error(2, "`safecache init ");
+    sb.run(["--cache-dir", dir, "ls"]).assert_error(2, "`cargo-safecache init ");
+    sb.run(["safecache", "--cache-dir", dir, "ls"]).assert_error(2, "`cargo safecache init ");
 }
