@@ -21,6 +21,9 @@ pub enum Binary {
     Safecache,
 }
 
+/// The heading the global options are listed under.
+const GLOBAL_HEADING: &str = "Global options";
+
 /// The cargo form's name, as the user types it.
 const CARGO_FORM: &str = "cargo safecache";
 
@@ -35,39 +38,10 @@ pub(crate) fn invoked_as(binary: Binary, args: &[OsString]) -> &'static str {
     }
 }
 
-/// Environment and exit codes, at the end of the top-level `--help` only:
-/// repeating them under every subcommand buried each one's own help.
-const REFERENCE: &str = "\
-Environment (an empty variable counts as unset):
-  SAFECACHE_DIR           cache directory (default: $XDG_CACHE_HOME/safecache)
-  SAFECACHE_LOCK_TIMEOUT  seconds to wait for a lock; 0: don't wait; `never`
-                          (default: forever on a terminal, 300 otherwise)
-  CARGO_TERM_COLOR        auto, always or never, like --color
-  SAFECACHE_ALLOW_UNTRUSTED_CACHE  1: like --allow-untrusted-cache
-  SAFECACHE_DURABILITY    none or full, like --durability
-  SAFECACHE_LOG           tracing filter for diagnostics on stderr, e.g. `debug`
-  SAFECACHE_AUTO_GC       like --auto-gc: `off`, or how often, e.g. `1d`
-  SAFECACHE_MAX_SIZE      like --max-size, e.g. `10G`
-  SAFECACHE_MAX_AGE       like --max-age, e.g. `30d`, or `never`
-  SAFECACHE_VERIFY_ON_READ  1: like --verify-on-read
-  `run` and `use` export to CMD: SAFECACHE_DIR, SAFECACHE_LEASE
-  (shared|exclusive), SAFECACHE_LEASE_DIR (the canonical cache path) and,
-  with a key, SAFECACHE_OUT (to a fill), SAFECACHE_ENTRY (the entry's path)
-  and SAFECACHE_HIT (1: it was there, 0: this run filled it).
-
-Exit codes:
-  0    ok
-  N    `run`: CMD's own exit status (128+SIGNAL if a signal killed it)
-  1    `path`, `use` without --fill: the key is not in the cache
-  2    usage error: bad option or argument, invalid key, a cache dir that is
-       not a directory or not a cache
-  65   `verify`: an entry is corrupt; --verify-on-read: a corrupt entry in use
-  75   a lock timed out, or was busy under --lock-timeout 0, or is held by
-       the command's own ancestor (a `run` it runs under)
-  77   the cache belongs to another user or others can write to it
-  124  a fill ran longer than --fill-timeout and was killed
-  101  any other failure
-
+/// The examples at the end of the top-level `--help`, after the
+/// environment and the exit codes (see `reference`): repeating those under
+/// every subcommand buried each one's own help.
+const TOP_EXAMPLES: &str = "\
 Examples:
   {bin} run --key demo/hello -- sh -c 'echo hello > \"$SAFECACHE_OUT/greeting\"'
   {bin} use --key demo/hello -- sh -c 'cat \"$SAFECACHE_ENTRY/greeting\"'
@@ -160,8 +134,10 @@ pub(crate) struct App {
     pub(crate) command: Command,
 }
 
-/// Options accepted before or after the subcommand.
+/// Options accepted before or after the subcommand. They are listed once,
+/// under their own heading in the top-level help (see [`command`]).
 #[derive(Debug, Args)]
+#[command(next_help_heading = GLOBAL_HEADING)]
 pub(crate) struct GlobalOpts {
     /// The cache directory; created on first use if missing or empty.
     /// [default: $XDG_CACHE_HOME/safecache]
@@ -453,9 +429,10 @@ pub(crate) enum Command {
     /// script completes the `safecache` command, which is installed beside
     /// `cargo-safecache`.
     Completions {
-        /// The shell to complete for.
+        /// The shell to complete for. [default: list the shells, one per
+        /// line]
         #[arg(value_enum)]
-        shell: clap_complete::Shell,
+        shell: Option<clap_complete::Shell>,
     },
     /// Print the man page for `safecache` (roff) to stdout.
     ///
@@ -626,13 +603,25 @@ fn parse_timeout(s: &str) -> Result<Duration, String> {
 
 /// The command line of the program invoked as `invoked` (see
 /// [`invoked_as`]), with each subcommand's examples in its long help.
+///
+/// The global options are listed once, in the top-level help: each
+/// subcommand gets a hidden copy of each (clap then does not add a visible
+/// one) and a line that says where they are.
 pub(crate) fn command(invoked: &'static str) -> clap::Command {
     let with_examples = |mut cmd: clap::Command| {
-        for (sub, examples) in EXAMPLES {
-            let text = format!("Examples:\n{}", examples.replace("{bin}", invoked));
-            cmd = cmd.mut_subcommand(sub, |c| c.after_long_help(text));
+        let globals: Vec<clap::Arg> = cmd.get_arguments().filter(|a| a.is_global_set()).cloned().collect();
+        let note = format!("{GLOBAL_HEADING} (--cache-dir, --lock-timeout, -q, ...): see `{invoked} --help`");
+        cmd = cmd.mut_subcommands(|sub| globals.iter().fold(sub, |sub, a| sub.arg(a.clone().hide(true))));
+        for sub in cmd.get_subcommands().map(|s| s.get_name().to_owned()).collect::<Vec<_>>() {
+            let examples = EXAMPLES.iter().find(|(name, _)| *name == sub).map(|(_, e)| e.replace("{bin}", invoked));
+            let long = match examples {
+                Some(examples) => format!("Examples:\n{examples}\n\n{note}"),
+                None => note.clone(),
+            };
+            cmd = cmd.mut_subcommand(&sub, |c| c.after_help(note.clone()).after_long_help(long));
         }
-        cmd.after_long_help(REFERENCE.replace("{bin}", invoked))
+        let reference = crate::reference::long_help(&cmd);
+        cmd.after_long_help(format!("{reference}\n{}", TOP_EXAMPLES.replace("{bin}", invoked)))
     };
     if invoked == CARGO_FORM {
         CargoCli::command().mut_subcommand("safecache", with_examples)
@@ -669,21 +658,94 @@ pub(crate) fn completions(invoked: &'static str, shell: clap_complete::Shell) ->
     out
 }
 
+/// The shells `completions` knows, one per line, as it takes them.
+pub(crate) fn shells() -> String {
+    clap_complete::Shell::value_variants()
+        .iter()
+        .filter_map(|s| s.to_possible_value())
+        .map(|v| format!("{}\n", v.get_name()))
+        .collect()
+}
+
+/// The command the man pages describe, built, without a `help` subcommand
+/// (a page for it would only repeat `--help`).
+fn documented_built(invoked: &'static str) -> (clap::Command, &'static str) {
+    let (cmd, name) = documented(invoked);
+    let mut cmd = cmd.disable_help_subcommand(true);
+    cmd.build();
+    (cmd, name)
+}
+
 /// The man page, in roff.
 pub(crate) fn man_page(invoked: &'static str) -> std::io::Result<Vec<u8>> {
-    let (cmd, _) = documented(invoked);
-    let mut out = Vec::new();
-    // A page for `help` would only repeat `--help`.
-    clap_mangen::Man::new(cmd.disable_help_subcommand(true)).render(&mut out)?;
-    Ok(out)
+    render_man(documented_built(invoked).0)
 }
 
 /// Writes the man page and one per subcommand into `dir`, and returns
 /// their paths.
 pub(crate) fn man_pages(invoked: &'static str, dir: &std::path::Path) -> std::io::Result<Vec<PathBuf>> {
-    let (cmd, name) = documented(invoked);
-    clap_mangen::generate_to(cmd.clone(), dir)?;
-    let subs =
-        cmd.get_subcommands().map(|s| format!("{name}-{}.1", s.get_name())).filter(|f| f != &format!("{name}-help.1"));
-    Ok(std::iter::once(format!("{name}.1")).chain(subs).map(|f| dir.join(f)).collect())
+    let (cmd, name) = documented_built(invoked);
+    let mut pages = vec![(format!("{name}.1"), cmd.clone())];
+    pages.extend(
+        cmd.get_subcommands().filter(|s| !s.is_hide_set()).map(|s| (format!("{name}-{}.1", s.get_name()), s.clone())),
+    );
+    let mut paths = Vec::new();
+    for (file, cmd) in pages {
+        let path = dir.join(file);
+        std::fs::write(&path, render_man(cmd)?)?;
+        paths.push(path);
+    }
+    Ok(paths)
+}
+
+/// `cmd`'s man page (`cmd` built), with a synopsis that shows each
+/// option's value (`[--cache-dir DIR]`), which clap_mangen's leaves out.
+fn render_man(cmd: clap::Command) -> std::io::Result<Vec<u8>> {
+    let synopsis = man_synopsis(&cmd);
+    let mut page = Vec::new();
+    clap_mangen::Man::new(cmd).render(&mut page)?;
+    let page = String::from_utf8(page).map_err(std::io::Error::other)?;
+    let Some((head, rest)) = page.split_once(".SH SYNOPSIS\n") else { return Ok(page.into_bytes()) };
+    let tail = rest.find("\n.SH ").map_or("", |at| &rest[at..]);
+    Ok(format!("{head}.SH SYNOPSIS\n{synopsis}{tail}").into_bytes())
+}
+
+/// The synopsis line of a man page, in roff: the name in bold, then each
+/// option with its value in italics, the arguments and the subcommand.
+fn man_synopsis(cmd: &clap::Command) -> String {
+    fn esc(s: &str) -> String {
+        s.replace('\\', "\\\\").replace('-', "\\-")
+    }
+    fn value(arg: &clap::Arg) -> String {
+        arg.get_value_names().map_or_else(|| arg.get_id().as_str().to_uppercase(), |names| names.join(" "))
+    }
+    let markers = |required: bool| if required { ("<", ">") } else { ("[", "]") };
+    let mut line = format!("\\fB{}\\fR", esc(cmd.get_bin_name().unwrap_or_else(|| cmd.get_name())));
+    // Options first, then the arguments.
+    let (positionals, options): (Vec<_>, Vec<_>) =
+        cmd.get_arguments().filter(|a| !a.is_hide_set()).partition(|a| a.is_positional());
+    for arg in options.into_iter().chain(positionals) {
+        let (l, r) = markers(arg.is_required_set());
+        let repeats = arg.get_num_args().is_some_and(|n| n.max_values() > 1)
+            || matches!(arg.get_action(), clap::ArgAction::Count | clap::ArgAction::Append);
+        let dots = if repeats { "..." } else { "" };
+        let flag = match (arg.get_short(), arg.get_long()) {
+            (Some(short), Some(long)) => format!("\\fB\\-{short}\\fR|\\fB\\-\\-{}\\fR", esc(long)),
+            (Some(short), None) => format!("\\fB\\-{short}\\fR"),
+            (None, Some(long)) => format!("\\fB\\-\\-{}\\fR", esc(long)),
+            (None, None) => {
+                let dashes = if arg.is_trailing_var_arg_set() { " [\\-\\-]" } else { "" };
+                line.push_str(&format!("{dashes} {l}\\fI{}\\fR{r}{dots}", esc(&value(arg))));
+                continue;
+            }
+        };
+        let takes = arg.get_num_args().is_some_and(|n| n.takes_values());
+        let value = if takes { format!(" \\fI{}\\fR", esc(&value(arg))) } else { String::new() };
+        line.push_str(&format!(" {l}{flag}{value}{r}{dots}"));
+    }
+    if cmd.has_subcommands() {
+        let (l, r) = markers(cmd.is_subcommand_required_set());
+        line.push_str(&format!(" {l}\\fICOMMAND\\fR{r}"));
+    }
+    line
 }

@@ -22,28 +22,10 @@ const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// Runs the CLI and returns the process's exit code.
 pub(crate) fn main_impl(binary: cli::Binary) -> u8 {
-    // An empty variable means "unset", as shells and most tools treat it;
-    // clap would reject it as an empty value.
-    for var in [
-        "SAFECACHE_DIR",
-        "SAFECACHE_LOCK_TIMEOUT",
-        "CARGO_TERM_COLOR",
-        "SAFECACHE_ALLOW_UNTRUSTED_CACHE",
-        "SAFECACHE_AUTO_GC",
-        "SAFECACHE_MAX_SIZE",
-        "SAFECACHE_MAX_AGE",
-        "SAFECACHE_DURABILITY",
-        "SAFECACHE_VERIFY_ON_READ",
-    ] {
-        if std::env::var_os(var).is_some_and(|v| v.is_empty()) {
-            // SAFETY: no other thread exists yet, so nothing reads the
-            // environment concurrently.
-            unsafe { std::env::remove_var(var) };
-        }
-    }
     let args: Vec<_> = std::env::args_os().collect();
     let invoked = cli::invoked_as(binary, &args);
-    crate::ui::set_invoked_as(invoked);
+    crate::reference::unset_empty(&cli::command("safecache"));
+    crate::hint::set_invoked_as(invoked);
     let app = match cli::parse(invoked, args) {
         Ok(app) => app,
         Err(e) => return clap_error(&e, invoked),
@@ -52,7 +34,7 @@ pub(crate) fn main_impl(binary: cli::Binary) -> u8 {
     let color = match g.color {
         ColorWhen::Always => true,
         ColorWhen::Never => false,
-        ColorWhen::Auto => std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none(),
+        ColorWhen::Auto => std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()),
     };
     let ui = Arc::new(Ui::new(g.message_format == MessageFormat::Json, g.quiet, color));
     init_tracing(g.verbose, color);
@@ -118,7 +100,8 @@ fn dispatch(app: App, ui: &Arc<Ui>, invoked: &'static str) -> Result<u8> {
     // These describe the program, not a cache: they must work without one
     // (and without HOME).
     match app.command {
-        Command::Completions { shell } => return print_stdout(&cli::completions(invoked, shell)),
+        Command::Completions { shell: Some(shell) } => return print_stdout(&cli::completions(invoked, shell)),
+        Command::Completions { shell: None } => return print_stdout(cli::shells().as_bytes()),
         Command::Man { dir: None } => {
             return print_stdout(&cli::man_page(invoked).context("cannot render the man page")?);
         }

@@ -5,6 +5,8 @@ use std::fmt;
 
 use safecache::ErrorKind;
 
+use crate::hint;
+
 /// Everything went well.
 pub(crate) const OK: u8 = 0;
 /// `path` of an absent key.
@@ -26,6 +28,28 @@ pub(crate) const UNTRUSTED: u8 = 77;
 /// Any other failure.
 pub(crate) const FAILURE: u8 = 101;
 
+/// Every exit status and what it means, in the order the top-level
+/// `--help` lists them: the one definition of the table. docs/CLI.md's
+/// table lists the same codes in the same order, each meaning starting with
+/// the one here (a tidy test checks it).
+pub(crate) const CODES: [(&str, &str); 11] = [
+    ("0", "ok"),
+    ("N", "`run`, `use`: CMD's own exit status; 128 + N if signal N killed CMD"),
+    ("1", "`path`, `use` without --fill: the key is not in the cache"),
+    ("2", "usage error: a bad option or argument, an invalid key, a cache dir that is not a directory or not a cache"),
+    ("65", "`verify`: an entry is corrupt; --verify-on-read: a corrupt entry is in use"),
+    ("74", "the cache's filesystem is full, or had less than `run --min-free` free for a fill"),
+    (
+        "75",
+        "a lock timed out, or was busy under --lock-timeout 0, or is held by the command's own ancestor (a `run` \
+         it runs under)",
+    ),
+    ("77", "the cache belongs to another user or others can write to it"),
+    ("101", "any other failure"),
+    ("124", "a fill ran longer than --fill-timeout and was killed with every process it started"),
+    ("128 + N", "`run`: signal N came after CMD exited, while its output was hashed: nothing was published"),
+];
+
 /// An error that carries its own exit code.
 #[derive(Debug)]
 pub(crate) struct Coded {
@@ -41,41 +65,21 @@ impl fmt::Display for Coded {
 
 impl std::error::Error for Coded {}
 
-/// How to change how long a command waits; every wait and timeout message
-/// ends with it.
-pub(crate) const TIMEOUT_HINT: &str =
-    "set --lock-timeout SECS (or `never`) or SAFECACHE_LOCK_TIMEOUT to change how long to wait";
-
-/// How to get out of a full disk; also the end of the warning `run` gives
-/// when CMD fails on a nearly full one.
-pub(crate) const NO_SPACE_HINT: &str =
-    "free space with `cargo safecache gc` or `cargo safecache rm KEY…`, or delete files on that filesystem";
-
 /// The exit code of each kind of core error, and what to append to its
 /// message so that it says how to fix the problem. The match is exhaustive
 /// on purpose: a new kind in the core fails to compile here until it has a
 /// code and a hint.
-fn classify(kind: ErrorKind) -> (u8, Option<&'static str>) {
+fn classify(kind: ErrorKind) -> (u8, Option<String>) {
     match kind {
         ErrorKind::InvalidKey | ErrorKind::NotACache | ErrorKind::NotADirectory => (USAGE, None),
-        ErrorKind::TimedOut | ErrorKind::WouldBlock => (BUSY, Some(TIMEOUT_HINT)),
+        ErrorKind::TimedOut | ErrorKind::WouldBlock => (BUSY, Some(hint::TIMEOUT.to_owned())),
         ErrorKind::LeaseConflict | ErrorKind::HeldByAncestor => (BUSY, None),
-        ErrorKind::Io => (
-            FAILURE,
-            Some("check that the cache dir is writable, or pick another with --cache-dir DIR or SAFECACHE_DIR"),
-        ),
+        ErrorKind::Io => (FAILURE, Some(hint::UNWRITABLE.to_owned())),
         ErrorKind::UntrustedCache => (UNTRUSTED, None),
-        ErrorKind::LocksUnsupported => {
-            (FAILURE, Some("pick a cache dir on a local filesystem with --cache-dir DIR or SAFECACHE_DIR"))
-        }
-        ErrorKind::PeerFillFailed => (FAILURE, Some("to run the fill yourself instead, pass --retry-failed")),
-        ErrorKind::NoSpace => (NO_SPACE, Some(NO_SPACE_HINT)),
-        ErrorKind::BelowReserve => (
-            NO_SPACE,
-            Some(
-                "free space with `cargo safecache gc` or `cargo safecache rm KEY…`, or lower the reserve with --min-free",
-            ),
-        ),
+        ErrorKind::LocksUnsupported => (FAILURE, Some(hint::NOT_LOCAL.to_owned())),
+        ErrorKind::PeerFillFailed => (FAILURE, Some(hint::RETRY_FAILED.to_owned())),
+        ErrorKind::NoSpace => (NO_SPACE, Some(hint::no_space())),
+        ErrorKind::BelowReserve => (NO_SPACE, Some(hint::below_reserve())),
         ErrorKind::UnknownFormat | ErrorKind::NestedCache | ErrorKind::FillMoved | ErrorKind::Fill => (FAILURE, None),
         // The message names each mount point and says to unmount it.
         ErrorKind::MountPoint => (FAILURE, None),
@@ -103,7 +107,7 @@ pub(crate) fn code_of(err: &anyhow::Error) -> u8 {
 
 /// What to append to the message so it says how to fix the problem, when
 /// the core's message does not already.
-fn hint_for(err: &anyhow::Error) -> Option<&'static str> {
+fn hint_for(err: &anyhow::Error) -> Option<String> {
     err.chain().find_map(|c| c.downcast_ref::<safecache::Error>()).and_then(|e| classify(e.kind()).1)
 }
 
@@ -112,7 +116,21 @@ pub(crate) fn one_line(err: &anyhow::Error) -> String {
     let mut msg = format!("{err:#}");
     if let Some(hint) = hint_for(err) {
         msg.push_str("; ");
-        msg.push_str(hint);
+        msg.push_str(&hint);
     }
     msg.replace(['\n', '\r'], " ")
+}
+
+#[cfg(test)]
+mod tests {
+    /// Every code the program exits with is in the table `--help` shows.
+    #[test]
+    fn every_code_is_in_the_table() {
+        for code in [super::OK, super::ABSENT, super::USAGE, super::NO_SPACE, super::CORRUPT, super::BUSY] {
+            assert!(super::CODES.iter().any(|(c, _)| *c == code.to_string()), "{code} is missing from exit::CODES");
+        }
+        for code in [super::UNTRUSTED, super::FAILURE] {
+            assert!(super::CODES.iter().any(|(c, _)| *c == code.to_string()), "{code} is missing from exit::CODES");
+        }
+    }
 }

@@ -8,9 +8,11 @@ mod commands;
 mod ctx;
 mod dispatch;
 mod exit;
+mod hint;
 mod inherit;
 mod key_files;
 mod process;
+mod reference;
 mod ui;
 
 pub use cli::Binary;
@@ -23,4 +25,22 @@ pub fn main(binary: Binary) -> std::process::ExitCode {
         return std::process::ExitCode::from(code);
     }
     std::process::ExitCode::from(dispatch::main_impl(binary))
+}
+
+/// What `--help` says about the environment and the exit codes, for the
+/// tidy test that compares it with docs/CLI.md. Not an API.
+#[doc(hidden)]
+pub mod contract {
+    /// The exit codes and their meanings, in `--help`'s order.
+    pub fn exit_codes() -> Vec<(&'static str, &'static str)> {
+        crate::reference::exit_codes()
+    }
+
+    /// Every variable safecache reads, with its meaning.
+    pub fn environment() -> Vec<(String, String)> {
+        crate::reference::read_by(&crate::cli::command("safecache"))
+    }
+
+    /// What `run` exports to CMD, with each variable's value.
+    pub const EXPORTED: &[(&str, &str)] = &crate::reference::EXPORTED;
 }

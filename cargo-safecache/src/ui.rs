@@ -17,7 +17,7 @@ use safecache::display::duration;
 use safecache::{LockMode, LockName, WaitEvent, describe_holders};
 use serde_json::{Value, json};
 
-use crate::exit::TIMEOUT_HINT;
+use crate::hint::{self, in_invoked_form};
 
 /// The CLI's output channels.
 #[derive(Debug)]
@@ -116,8 +116,11 @@ impl Ui {
         if self.spinners {
             let bar = ProgressBar::new_spinner();
             bar.set_style(
-                ProgressStyle::with_template("{spinner} {msg} ({elapsed})")
-                    .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+                ProgressStyle::with_template("{spinner} {msg} ({waited})")
+                    .unwrap_or_else(|_| ProgressStyle::default_spinner())
+                    .with_key("waited", |state: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+                        let _ = w.write_str(&waited(state.elapsed()));
+                    }),
             );
             bar.set_message(format!("waiting for the {} lock on {}", ev.mode, ev.lock));
             bar.enable_steady_tick(Duration::from_millis(120));
@@ -144,25 +147,10 @@ pub(crate) fn write_stderr(line: &str) {
     let _ = err.flush();
 }
 
-/// How the user invoked this program (`cargo safecache`, `safecache`,
-/// `cargo-safecache`), set once at start.
-static INVOKED_AS: std::sync::OnceLock<&'static str> = std::sync::OnceLock::new();
-
-pub(crate) fn set_invoked_as(invoked: &'static str) {
-    let _ = INVOKED_AS.set(invoked);
-}
-
-/// `text` with the hints it gives (written, in the library and here, as
-/// `cargo safecache ...`) in the form the user invoked, so that someone who
-/// ran `safecache` is told to run `safecache gc`, not a cargo subcommand
-/// they may not have.
-pub(crate) fn in_invoked_form(text: &str) -> std::borrow::Cow<'_, str> {
-    match INVOKED_AS.get() {
-        Some(&invoked) if invoked == "safecache" && text.contains("`cargo safecache ") => {
-            text.replace("`cargo safecache ", &format!("`{invoked} ")).into()
-        }
-        _ => text.into(),
-    }
+/// How long a wait has lasted, in whole seconds, in the one duration
+/// format (indicatif's own `{elapsed}` reads `5m` for `4m 59s`).
+fn waited(elapsed: Duration) -> String {
+    duration(Duration::from_secs(elapsed.as_secs()))
 }
 
 fn wait_message(ev: &WaitEvent<'_>) -> String {
@@ -174,9 +162,10 @@ fn wait_message(ev: &WaitEvent<'_>) -> String {
     match (ev.lock, ev.mode) {
         (LockName::Lease, LockMode::Exclusive) => format!(
             "the cache is in use; waiting for other processes to finish (the cache lease is held by {holders}); \
-             {limit}; {TIMEOUT_HINT}"
+             {limit}; {}",
+            hint::TIMEOUT
         ),
-        _ => format!("waiting for the {} lock on {}, held by {holders}; {limit}; {TIMEOUT_HINT}", ev.mode, ev.lock),
+        _ => format!("waiting for the {} lock on {}, held by {holders}; {limit}; {}", ev.mode, ev.lock, hint::TIMEOUT),
     }
 }
 
@@ -203,4 +192,17 @@ pub(crate) fn naming_dir<T>(
             anyhow::Error::new(e).context(format!("{before} `{shown}`{after}"))
         }
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    /// The spinner shows its wait as every message shows a duration.
+    #[test]
+    fn the_spinner_uses_the_one_duration_format() {
+        assert_eq!(super::waited(Duration::from_millis(299_900)), "4m 59s");
+        assert_eq!(super::waited(Duration::from_millis(1_999)), "1s");
+        assert_eq!(super::waited(Duration::from_secs(90)), safecache::display::duration(Duration::from_secs(90)));
+    }
 }

@@ -10,14 +10,19 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
-/// A duration as people read it: `250ms`, `2.5s`, `5m 3s`, `2h 3m`, `30d`.
+/// A duration as people read it: `250ms`, `2.5s`, `5m 3s`, `2h 3m`, `30d`:
+/// the one format of every message. Each part is truncated, never rounded
+/// up, so `1.99s` reads `1.9s` (not `2.0s`) and `299.9s` reads `4m 59s`.
 pub fn duration(d: Duration) -> String {
     let ms = d.as_millis();
     let secs = d.as_secs();
     if ms < 1000 {
         format!("{ms}ms")
     } else if secs < 60 {
-        if ms.is_multiple_of(1000) { format!("{secs}s") } else { format!("{:.1}s", d.as_secs_f64()) }
+        match (ms % 1000) / 100 {
+            0 => format!("{secs}s"),
+            tenths => format!("{secs}.{tenths}s"),
+        }
     } else if secs < 3600 {
         match secs % 60 {
             0 => format!("{}m", secs / 60),
@@ -169,6 +174,9 @@ mod tests {
         assert_eq!(duration(Duration::from_secs(303)), "5m 3s");
         assert_eq!(duration(Duration::from_secs(7380)), "2h 3m");
         assert_eq!(duration(Duration::from_millis(2500)), "2.5s");
+        assert_eq!(duration(Duration::from_millis(1999)), "1.9s");
+        assert_eq!(duration(Duration::from_millis(2050)), "2s");
+        assert_eq!(duration(Duration::from_millis(299_900)), "4m 59s");
         assert_eq!(duration(Duration::from_secs(30 * 86_400)), "30d");
         assert_eq!(duration(Duration::from_secs(86_400 + 7200)), "1d 2h");
     }

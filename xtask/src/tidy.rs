@@ -227,3 +227,102 @@ fn documented_items_exist() {
     }
     assert!(missing.is_empty(), "the docs name items that do not exist:\n{}", missing.join("\n"));
 }
+
+/// The rows of the Markdown table under the header line `header`, each as
+/// its cells.
+fn table_after(doc: &str, header: &str) -> Vec<Vec<String>> {
+    let mut lines = doc.lines().skip_while(|l| *l != header);
+    assert!(lines.next().is_some(), "docs/CLI.md has a table headed `{header}`");
+    lines
+        .skip(1)
+        .take_while(|l| l.starts_with('|'))
+        .map(|l| l.trim_matches('|').split(" | ").map(|c| c.trim().to_owned()).collect())
+        .collect()
+}
+
+/// docs/CLI.md's tables of exit codes, of environment variables and of
+/// what `run` exports list what the top-level `--help` shows, which is
+/// generated from one definition of each (`cargo_safecache::contract`):
+/// the same codes in the same order, each meaning starting with the help's;
+/// the same variables; the same exports in the same order.
+#[test]
+fn docs_tables_match_the_help_reference() {
+    use cargo_safecache::contract as reference;
+    use std::collections::BTreeSet;
+    let doc = std::fs::read_to_string(root().join("docs/CLI.md")).unwrap();
+    let plain = |s: &str| s.replace('`', "");
+    let mut problems = Vec::new();
+
+    let rows = table_after(&doc, "| code | meaning |");
+    let doc_codes: Vec<&str> = rows.iter().map(|r| r[0].as_str()).collect();
+    let codes = reference::exit_codes();
+    let help_codes: Vec<&str> = codes.iter().map(|(c, _)| *c).collect();
+    if doc_codes != help_codes {
+        problems.push(format!("exit codes: docs/CLI.md lists {doc_codes:?}, --help (exit::CODES) {help_codes:?}"));
+    }
+    for (code, meaning) in &codes {
+        if let Some(row) = rows.iter().find(|r| r[0] == *code)
+            && !plain(&row[1]).starts_with(&plain(meaning))
+        {
+            problems.push(format!("exit code {code}: docs/CLI.md's meaning does not start with --help's `{meaning}`"));
+        }
+    }
+
+    let rows = table_after(&doc, "| variable | read by | meaning |");
+    let mut documented = BTreeSet::new();
+    for row in &rows {
+        for name in row[0].split(',') {
+            documented.insert(plain(name.trim()));
+        }
+    }
+    let read = reference::environment();
+    let mut defined: BTreeSet<String> = read.iter().map(|(n, _)| n.clone()).collect();
+    defined.extend(reference::EXPORTED.iter().map(|(n, _)| (*n).to_owned()));
+    for name in defined.difference(&documented) {
+        problems.push(format!("--help lists the variable {name}, which docs/CLI.md's environment table omits"));
+    }
+    for name in documented.difference(&defined) {
+        problems.push(format!("docs/CLI.md's environment table lists {name}, which --help omits"));
+    }
+    for (name, meaning) in &read {
+        let Some(flag) = meaning.strip_prefix("like ") else { continue };
+        let flag = plain(flag.split(':').next().unwrap_or_default());
+        let row = rows.iter().find(|r| r[0].split(',').any(|n| plain(n.trim()) == *name));
+        if row.is_some_and(|r| !plain(&r[2]).contains(&flag)) {
+            problems.push(format!("docs/CLI.md says {name} is not like {flag}, as --help does"));
+        }
+    }
+
+    let rows = table_after(&doc, "| variable | value |");
+    let doc_exports: Vec<String> = rows.iter().map(|r| plain(&r[0])).collect();
+    let exports: Vec<&str> = reference::EXPORTED.iter().map(|(n, _)| *n).collect();
+    if doc_exports != exports {
+        problems.push(format!("`run` exports: docs/CLI.md lists {doc_exports:?}, --help {exports:?}"));
+    }
+    for (name, value) in reference::EXPORTED {
+        if let Some(row) = rows.iter().find(|r| plain(&r[0]) == *name)
+            && !plain(&row[1]).starts_with(&plain(value))
+        {
+            problems.push(format!("`run` exports {name}: docs/CLI.md's value does not start with --help's `{value}`"));
+        }
+    }
+    assert!(problems.is_empty(), "docs/CLI.md and --help differ:\n{}", problems.join("\n"));
+}
+
+/// The CLI names its own commands in one place (`hint.rs`), in the form
+/// the user invoked: no other message spells `` `cargo safecache ...` ``.
+#[test]
+fn hints_name_commands_in_one_place() {
+    let src = root().join("cargo-safecache/src");
+    let needle = concat!("`cargo", " safecache ");
+    let mut hits = Vec::new();
+    for file in rust_files().into_iter().filter(|f| f.starts_with(&src) && !f.ends_with("hint.rs")) {
+        let text = std::fs::read_to_string(&file).unwrap();
+        for (n, line) in text.lines().enumerate() {
+            if line.contains(needle) && !line.trim_start().starts_with("//") {
+                hits.push(format!("{}:{}: {}", file.display(), n + 1, line.trim()));
+            }
+        }
+    }
+    assert!(hits.is_empty(), "name commands through `hint::command`:\n{}", hits.join("\n"));
+}

@@ -187,7 +187,7 @@ pub(crate) fn fill(
                 // A command that failed on a full disk: say so, and how to
                 // make room.
                 let space =
-                    e.low_space().map(|l| format!("; {}: {}", l.note(), exit::NO_SPACE_HINT)).unwrap_or_default();
+                    e.low_space().map(|l| format!("; {}: {}", l.note(), crate::hint::no_space())).unwrap_or_default();
                 ctx.ui.error(&format!("{message}; nothing was published as `{key}`{space}{hint}"), code);
                 ctx.ui.json(json!({
                     "reason": "exited",
@@ -207,8 +207,8 @@ pub(crate) fn fill(
                 failure.exit_code.and_then(|c| u8::try_from(c).ok()).filter(|&c| c != 0).unwrap_or(exit::FAILURE);
             ctx.ui.error(
                 &format!(
-                    "the fill of `{key}` that this run waited for failed: {failure}; nothing was published; \
-                     to run it yourself instead, pass --retry-failed"
+                    "the fill of `{key}` that this run waited for failed: {failure}; nothing was published; {}",
+                    crate::hint::RETRY_FAILED
                 ),
                 code,
             );

@@ -153,9 +153,10 @@ pub(crate) fn auto_gc(ctx: &Ctx) {
                 ctx.ui.status(
                     "Evicted",
                     format!(
-                        "{} ({}) by the automatic gc; see `cargo safecache gc --help` to change its limits or --auto-gc off",
+                        "{} ({}) by the automatic gc; {}",
                         count(e.evicted.len(), "unused entry", "unused entries"),
                         size(e.freed),
+                        crate::hint::auto_gc_limits(),
                     ),
                 );
             }

@@ -22,16 +22,15 @@ pub(crate) fn path(ctx: &Ctx, key: &Key) -> Result<u8> {
                 cache.entry_holders(key).into_iter().filter(|h| h.mode == LockMode::Exclusive).collect();
             let message = if filling.is_empty() {
                 format!(
-                    "`{key}` is not in the cache at `{}`; fill it with the command that builds it, \
-                     `cargo safecache run --key {key} -- BUILD`, or fill it if absent and then use it pinned: \
-                     `cargo safecache use --key {key} --fill 'BUILD' -- CMD`",
-                    cache.path().display()
+                    "`{key}` is not in the cache at `{}`; {}",
+                    cache.path().display(),
+                    crate::hint::fill_absent(key.as_str())
                 )
             } else {
                 format!(
-                    "`{key}` is not in the cache yet: it is being filled by {}; to wait for it and use it \
-                     pinned: `cargo safecache use --key {key} -- CMD`",
-                    describe_holders(&filling)
+                    "`{key}` is not in the cache yet: it is being filled by {}; {}",
+                    describe_holders(&filling),
+                    crate::hint::wait_for_fill(key.as_str())
                 )
             };
             Err(Coded { code: exit::ABSENT, message }.into())

@@ -33,9 +33,7 @@ pub(crate) fn run(ctx: &Ctx, args: RunArgs) -> Result<u8> {
             (f.fill_timeout.is_some(), "--fill-timeout"),
         ];
         if let Some((_, flag)) = given.iter().find(|(on, _)| *on) {
-            return Err(usage(format!(
-                "{flag} applies to a fill: pass --key KEY (`cargo safecache run --key KEY {flag} -- CMD`)"
-            )));
+            return Err(usage(crate::hint::fill_option_without_fill(flag, "run")));
         }
     }
     let mode = if args.exclusive { LockMode::Exclusive } else { LockMode::Shared };
@@ -88,17 +86,10 @@ fn usage(message: String) -> anyhow::Error {
 fn refuse_gone_forms(args: &RunArgs) -> Result<()> {
     let key = args.key.key.as_ref().map_or("KEY", |k| k.as_str());
     if args.old_fill.is_some() {
-        return Err(usage(format!(
-            "`run --fill` is gone: `run` runs the command that fills; to fill KEY if absent and then run CMD with \
-             it pinned, use `cargo safecache use --key {key} --fill 'FILL' -- CMD`"
-        )));
+        return Err(usage(crate::hint::gone_fill(key)));
     }
     if let Some(pin) = args.old_pins.first() {
-        return Err(usage(format!(
-            "`run --pin` is gone: to run CMD with `{}` pinned, use `cargo safecache use --key {} -- CMD`",
-            safecache::display::escape(pin),
-            safecache::display::escape(pin)
-        )));
+        return Err(usage(crate::hint::gone_pin(&safecache::display::escape(pin))));
     }
     Ok(())
 }

@@ -59,7 +59,7 @@ pub(crate) fn status(ctx: &Ctx) -> Result<u8> {
             trash += 1;
         }
         item_bytes += item.bytes;
-        let state = if item.live { "in use" } else { "orphan; `cargo safecache gc` reclaims it" };
+        let state = if item.live { "in use".to_owned() } else { crate::hint::orphan() };
         ui.out(format!("  {kind} {} ({}, {state})", item.rel, fmt_bytes(item.bytes)));
         ui.json(json!({ "reason": "item", "kind": kind, "rel": item.rel, "bytes": item.bytes, "live": item.live }));
     }

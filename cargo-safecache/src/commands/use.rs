@@ -23,11 +23,7 @@ use crate::process::{self, Spawn, Stdout, code_of};
 
 pub(crate) fn run(ctx: &Ctx, args: UseArgs) -> Result<u8> {
     let Some(key) = args.key.key else {
-        return Err(Coded {
-            code: exit::USAGE,
-            message: "`use` needs --key KEY: the entry CMD uses (`cargo safecache use --key KEY -- CMD`)".to_owned(),
-        }
-        .into());
+        return Err(Coded { code: exit::USAGE, message: crate::hint::use_needs_key() }.into());
     };
     let key = key_files::derive(key, &args.key.key_files)?;
     if args.fill.is_none() {
@@ -39,11 +35,7 @@ pub(crate) fn run(ctx: &Ctx, args: UseArgs) -> Result<u8> {
             (f.fill_timeout.is_some(), "--fill-timeout"),
         ];
         if let Some((_, flag)) = given.iter().find(|(on, _)| *on) {
-            return Err(Coded {
-                code: exit::USAGE,
-                message: format!("{flag} applies to a fill: pass --fill 'FILL' too"),
-            }
-            .into());
+            return Err(Coded { code: exit::USAGE, message: crate::hint::fill_option_without_fill(flag, "use") }.into());
         }
     }
     let fill_cmd = args.fill.as_ref().map(fill::shell);
@@ -108,9 +100,8 @@ fn absent(key: &Key) -> Coded {
     Coded {
         code: exit::ABSENT,
         message: format!(
-            "`{key}` is not in the cache, so the command was not run; fill it with the command that builds it, \
-             `cargo safecache run --key {key} -- BUILD`, or fill it if absent and then run CMD: \
-             `cargo safecache use --key {key} --fill 'BUILD' -- CMD`"
+            "`{key}` is not in the cache, so the command was not run; {}",
+            crate::hint::fill_absent(key.as_str())
         ),
     }
 }

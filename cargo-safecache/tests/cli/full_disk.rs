@@ -95,7 +95,7 @@ fn a_cmd_that_fills_the_disk_fails_naming_the_space_left_and_the_cache_still_wor
     assert!(out.stderr.contains("No space left on device"), "CMD's own error shows: {out}");
     let warning = format!("the filesystem of cache `{}` had 0 B free when the fill failed", sb.cache.display());
     assert!(out.stderr.contains(&warning), "{out}");
-    assert!(out.stderr.contains("nothing was published") && out.stderr.contains("cargo safecache gc"), "{out}");
+    assert!(out.stderr.contains("nothing was published") && out.stderr.contains("`cargo-safecache gc`"), "{out}");
     sb.run(["path", "huge"]).assert_code(1);
     assert_eq!(t.leftovers(), Vec::<String>::new(), "no temp, no half-written record");
     assert!(t.available() > 1 << 20, "the temp's space came back");
@@ -179,7 +179,7 @@ fn safecaches_own_writes_out_of_inodes_exit_74_naming_the_cache() {
     out.assert_one_line_error(74, "no space left to ");
     assert!(out.stderr.contains(&format!("the filesystem of cache `{}` has ", sb.cache.display())), "{out}");
     assert!(out.stderr.contains("no inodes left"), "{out}");
-    assert!(out.stderr.contains("cargo safecache gc"), "the error says how to make room: {out}");
+    assert!(out.stderr.contains("`cargo-safecache gc`"), "the error says how to make room: {out}");
     assert!(!ran.exists());
     assert_eq!(t.leftovers(), Vec::<String>::new());
     sb.run(["path", "a"]).assert_code(0);

@@ -326,7 +326,7 @@ fn bad_input_is_refused_with_one_line_and_no_change() {
     let foreign = sb.path("home");
     std::fs::create_dir(&foreign).expect("create dir");
     std::fs::write(foreign.join("precious"), "keep me").expect("write file");
-    for (dir, fragment) in [(&file, "not a directory"), (&foreign, "cargo safecache init")] {
+    for (dir, fragment) in [(&file, "not a directory"), (&foreign, "`cargo-safecache init ")] {
         let before = snapshot(dir);
         let out = sb.run(["--cache-dir", dir.to_str().expect("utf-8"), "run", "--key", "x", "--", "sh", "-c", &touch]);
         out.assert_one_line_error(2, fragment);

@@ -255,16 +255,201 @@ fn help_is_short_then_long_without_a_repeated_footer() {
     assert!(!top.stdout.contains("docs/"), "{top}");
 }
 
+/// The global options are listed once, under their own heading in the
+/// top-level help and man page; a subcommand's `-h`, `--help` and man page
+/// only say where they are, and still accept them.
+#[test]
+fn global_options_are_listed_once() {
+    let sb = Sandbox::new();
+    let top = sb.run(["-h"]);
+    top.assert_code(0);
+    let heading = top.stdout.split("\nGlobal options:\n").nth(1).unwrap_or_else(|| panic!("a heading\n{top}"));
+    let globals = defined_options(heading);
+    for flag in ["--cache-dir", "--lock-timeout", "--quiet", "--message-format", "--max-size", "--verify-on-read"] {
+        assert!(globals.contains(flag), "{flag} is under `Global options:`\n{top}");
+    }
+    assert!(!globals.contains("--help"), "-h stays with the program's own options\n{top}");
+    let dir = sb.path("man1");
+    std::fs::create_dir(&dir).expect("mkdir");
+    sb.run(["man", "--dir", dir.to_str().expect("utf-8")]).assert_code(0);
+    let page = std::fs::read_to_string(dir.join("cargo-safecache.1")).expect("the main page");
+    assert!(page.contains(".SH \"GLOBAL OPTIONS\"") && page.contains("\\fB\\-\\-cache\\-dir\\fR"), "{page}");
+    for sub in subcommands(&sb) {
+        for help in ["-h", "--help"] {
+            let out = sb.run([sub.as_str(), help]);
+            out.assert_code(0);
+            let repeated: Vec<_> = defined_options(&out.stdout).intersection(&globals).cloned().collect();
+            assert!(repeated.is_empty(), "`{sub} {help}` repeats the global options {repeated:?}\n{out}");
+            assert!(
+                out.stdout
+                    .contains("Global options (--cache-dir, --lock-timeout, -q, ...): see `cargo-safecache --help`"),
+                "{out}"
+            );
+        }
+        let page =
+            std::fs::read_to_string(dir.join(format!("cargo-safecache-{sub}.1"))).expect("a page per subcommand");
+        assert!(!page.contains("\\fB\\-\\-cache\\-dir\\fR"), "safecache-{sub}.1 repeats the global options\n{page}");
+    }
+    // Still accepted after the subcommand.
+    sb.fill("k", "v");
+    let out = sb.run(["path", "k", "--quiet", "--lock-timeout", "0", "--message-format", "json"]);
+    out.assert_code(0);
+    assert!(out.stdout.contains("\"reason\":\"entry\""), "{out}");
+}
+
+/// `completions` without a shell lists the shells it knows, one per line,
+/// and each is one it accepts; it needs no cache.
+#[test]
+fn completions_without_a_shell_lists_them() {
+    let sb = Sandbox::new();
+    let out = sb.run(["completions"]);
+    out.assert_code(0);
+    let shells: Vec<&str> = out.stdout.lines().collect();
+    assert_eq!(shells, ["bash", "elvish", "fish", "powershell", "zsh"], "{out}");
+    assert!(out.stderr.is_empty(), "{out}");
+    for shell in shells {
+        sb.run(["completions", shell]).assert_code(0);
+    }
+    assert!(!sb.cache.exists(), "completions do not create the cache");
+}
+
+/// Each man page's synopsis shows every option with the value it takes,
+/// as `-h` does (`[--cache-dir DIR]`, `[--key KEY]`).
+#[test]
+fn man_synopsis_shows_each_value() {
+    let sb = Sandbox::new();
+    let dir = sb.path("man1");
+    std::fs::create_dir(&dir).expect("mkdir");
+    sb.run(["man", "--dir", dir.to_str().expect("utf-8")]).assert_code(0);
+    let mut pages = vec![(String::new(), "cargo-safecache.1".to_owned())];
+    pages.extend(subcommands(&sb).into_iter().map(|sub| (sub.clone(), format!("cargo-safecache-{sub}.1"))));
+    let mut checked = 0;
+    for (sub, file) in pages {
+        let page = std::fs::read_to_string(dir.join(&file)).expect("read the page");
+        let synopsis = page.split(".SH SYNOPSIS\n").nth(1).and_then(|s| s.lines().next()).expect("a synopsis");
+        let plain = synopsis.replace("\\fB", "").replace("\\fI", "").replace("\\fR", "").replace("\\-", "-");
+        let help = if sub.is_empty() { sb.run(["-h"]) } else { sb.run([sub.as_str(), "-h"]) };
+        for line in help.stdout.lines().filter(|l| l.starts_with("  -") || l.starts_with("      --")) {
+            let spec = line.trim_start().split("  ").next().unwrap_or_default();
+            let Some((flag, value)) = spec.rsplit(", ").next().and_then(|s| s.split_once(" <")) else { continue };
+            let want = format!("{flag} {}", value.trim_end_matches('>'));
+            assert!(plain.contains(&want), "{file}: the synopsis shows `{want}`\n{plain}");
+            checked += 1;
+        }
+    }
+    assert!(checked >= 10, "checked {checked} options with values");
+}
+
+/// The top-level `--help` lists every exit code and every variable that
+/// docs/CLI.md's tables list (the tidy test `docs_tables_match_the_help_reference`
+/// checks the wording; this checks the built binary).
+#[test]
+fn help_lists_every_exit_code_and_variable() {
+    let sb = Sandbox::new();
+    let help = sb.run(["--help"]);
+    help.assert_code(0);
+    let doc = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/CLI.md")).expect("read docs");
+    let section = |title: &str| -> String {
+        let rest = help.stdout.split(&format!("\n{title}")).nth(1).unwrap_or_default();
+        rest.split("\n\n").next().unwrap_or_default().to_owned()
+    };
+    let codes = section("Exit codes:");
+    let rows = |header: &str| -> Vec<String> {
+        doc.lines()
+            .skip_while(|l| *l != header)
+            .skip(2)
+            .take_while(|l| l.starts_with('|'))
+            .map(|l| l.trim_start_matches("| ").split(" |").next().unwrap_or_default().to_owned())
+            .collect()
+    };
+    let doc_codes = rows("| code | meaning |");
+    assert!(doc_codes.len() >= 10, "{doc_codes:?}");
+    for code in doc_codes {
+        assert!(codes.lines().any(|l| l.starts_with(&format!("  {code} "))), "--help lists exit code {code}\n{codes}");
+    }
+    let env = section("Environment");
+    for cell in rows("| variable | read by | meaning |") {
+        for name in cell.split(',').map(|n| n.trim().trim_matches('`')) {
+            assert!(env.lines().any(|l| l.starts_with(&format!("  {name} "))), "--help lists {name}\n{env}");
+        }
+    }
+}
+
+/// Every variable safecache reads or exports counts as unset when it is
+/// empty, as docs/CLI.md promises: `SAFECACHE_MIN_FREE=` is no usage error.
+/// The variables are taken from `--help`, so a new one is covered at once.
+#[test]
+fn every_empty_variable_counts_as_unset() {
+    let sb = Sandbox::new();
+    let help = sb.run(["--help"]);
+    let env = help.stdout.split("\nEnvironment").nth(1).and_then(|s| s.split("\n\n").next()).unwrap_or_default();
+    let listed: Vec<&str> = env
+        .lines()
+        .filter_map(|l| l.strip_prefix("  "))
+        .filter_map(|l| l.split(' ').next())
+        .filter(|n| !n.is_empty() && n.chars().all(|c| c.is_ascii_uppercase() || c == '_'))
+        .collect();
+    // With SAFECACHE_DIR empty, the cache is the default one, in here.
+    let xdg = sb.path("xdg");
+    for var in std::iter::once("SAFECACHE_MIN_FREE").chain(listed.iter().copied()) {
+        let fill = r#"echo v > "$SAFECACHE_OUT/f""#;
+        for args in [vec!["-q", "run", "--key", "k", "--", "sh", "-c", fill], vec!["path", "k"], vec!["ls"]] {
+            let out = Out::of(sb.cmd(&args).env("XDG_CACHE_HOME", &xdg).env(var, ""));
+            assert_eq!(out.code, Some(0), "{var}= {args:?}: {out}");
+            assert!(out.stderr.is_empty(), "{var}= {args:?} says nothing on stderr\n{out}");
+        }
+    }
+    assert!(listed.contains(&"SAFECACHE_MIN_FREE") && listed.len() >= 15, "{listed:?}\n{help}");
+}
+
+/// CMD sees exactly the `SAFECACHE_*` variables `--help` says `run`
+/// exports (besides those it inherited).
+#[test]
+fn run_exports_what_help_lists() {
+    let sb = Sandbox::new();
+    let help = sb.run(["--help"]);
+    let section = help.stdout.split("`run` exports to CMD:\n").nth(1).and_then(|s| s.split("\n\n").next());
+    let listed: BTreeSet<&str> = section
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.strip_prefix("  ")?.split(' ').next())
+        .filter(|n| n.starts_with("SAFECACHE_"))
+        .collect();
+    let inherited: BTreeSet<String> =
+        std::env::vars().map(|(k, _)| k).filter(|k| k.starts_with("SAFECACHE_") && k != "SAFECACHE_DIR").collect();
+    let seen = |out: &Out, file: &str| -> BTreeSet<String> {
+        out.assert_code(0);
+        let env = std::fs::read_to_string(sb.path(file)).expect("CMD wrote its environment");
+        env.lines()
+            .filter_map(|l| l.split_once('=').map(|(k, _)| k.to_owned()))
+            .filter(|k| k.starts_with("SAFECACHE_") && !inherited.contains(k))
+            .collect()
+    };
+    let fill = seen(
+        &sb.run(["run", "--key", "k", "--", "sh", "-c", r#"env > "$T/fill.env"; echo > "$SAFECACHE_OUT/f""#]),
+        "fill.env",
+    );
+    let plain = seen(&sb.run(["run", "--", "sh", "-c", r#"env > "$T/run.env""#]), "run.env");
+    for name in fill.iter().chain(&plain) {
+        assert!(listed.contains(name.as_str()), "CMD sees {name}, which --help does not list\n{help}");
+    }
+    let all: BTreeSet<&str> = fill.iter().chain(&plain).map(String::as_str).collect();
+    assert_eq!(all, listed, "--help lists what CMD sees");
+}
+
 /// An unset variable is shown as its name, not as `NAME=`; an empty one
 /// counts as unset in both invocation forms and in `safecache`.
 #[test]
 fn env_papercuts() {
     let sb = Sandbox::new();
     sb.fill("k", "v");
-    for args in [vec!["--help"], vec!["ls", "--help"], vec!["-h"]] {
+    for args in [vec!["--help"], vec!["run", "--help"], vec!["-h"]] {
         let out = sb.run(&args);
         out.assert_code(0);
         assert!(!out.stdout.contains("=]"), "{args:?} shows an unset variable as empty\n{out}");
+    }
+    for args in [vec!["--help"], vec!["-h"]] {
+        let out = sb.run(&args);
         assert!(out.stdout.contains("[env: SAFECACHE_LOCK_TIMEOUT]"), "{args:?}\n{out}");
     }
     let empty = ["CARGO_TERM_COLOR", "SAFECACHE_LOCK_TIMEOUT", "SAFECACHE_ALLOW_UNTRUSTED_CACHE"];
@@ -365,8 +550,13 @@ fn docs_and_help_agree_on_every_option() {
 
     let mut problems = Vec::new();
     for (section, mentioned) in &sections {
-        let defined =
-            if section.is_empty() { top.clone() } else { defined_options(&sb.run([section.as_str(), "-h"]).stdout) };
+        // A subcommand accepts the global options too, though its help
+        // only points to them.
+        let defined = if section.is_empty() {
+            top.clone()
+        } else {
+            defined_options(&sb.run([section.as_str(), "-h"]).stdout).union(&top).cloned().collect()
+        };
         for flag in mentioned.difference(&defined) {
             let place =
                 if section.is_empty() { "the top-level --help".to_owned() } else { format!("`{section} --help`") };
@@ -546,4 +736,14 @@ fn hints_name_the_command_as_invoked() {
     assert!(!plain.stderr.contains("cargo safecache"), "{plain}");
     let through_cargo = sb.run(["safecache", "path", "nope"]);
     through_cargo.assert_error(1, "`cargo safecache run --key nope -- CMD`");
+    let direct = sb.run(["path", "nope"]);
+    direct.assert_error(1, "`cargo-safecache run --key nope -- CMD`");
+    // The library's hints too: a directory that is not a cache.
+    let dir = sb.path("not-a-cache");
+    std::fs::create_dir(&dir).expect("mkdir");
+    std::fs::write(dir.join("file"), "x").expect("write");
+    let dir = dir.to_str().expect("utf-8");
+    safecache(&sb, ["--cache-dir", dir, "ls"]).assert_error(2, "`safecache init ");
+    sb.run(["--cache-dir", dir, "ls"]).assert_error(2, "`cargo-safecache init ");
+    sb.run(["safecache", "--cache-dir", dir, "ls"]).assert_error(2, "`cargo safecache init ");
 }
