@@ -74,7 +74,7 @@ Examples:
 
 /// Examples at the end of each subcommand's `--help` (not `-h`); `{bin}`
 /// stands for the name the user invoked.
-const EXAMPLES: [(&str, &str); 12] = [
+const EXAMPLES: [(&str, &str); 13] = [
     (
         "run",
         "  # Fill git/serde once, however many run this at once, then use it pinned:
@@ -89,6 +89,10 @@ const EXAMPLES: [(&str, &str); 12] = [
     ("path", "  {bin} path git/serde || echo 'not cached'"),
     ("ls", "  {bin} ls\n  {bin} --message-format json ls"),
     ("status", "  {bin} status\n  {bin} --message-format json status"),
+    (
+        "stats",
+        "  {bin} stats\n  {bin} --message-format json stats\n  # Show the counts, then start counting again from zero:\n  {bin} stats --reset",
+    ),
     (
         "rm",
         "  {bin} rm git/serde git/tokio\n  # Fail at once (exit 75) instead of waiting for a pin:\n  {bin} --lock-timeout 0 rm git/serde",
@@ -358,6 +362,19 @@ pub(crate) enum Command {
     /// Takes no lock and never waits. Every orphan it lists is one the next
     /// `gc` reclaims.
     Status,
+    /// Show the cache's hits, misses, fills, failed fills, waits and bytes
+    /// filled, since when.
+    ///
+    /// Every process counts into the cache's `.safecache/stats` with an
+    /// atomic add: no lock, no fsync. `path KEY` and `run --key KEY` count
+    /// a hit when KEY was there, else a miss; a miss the command filled
+    /// adds a fill and the entry's bytes, one whose fill failed a failed
+    /// fill. A command that waited for a lock counts one wait.
+    Stats {
+        /// Print the counts, then zero them and start counting again now.
+        #[arg(long)]
+        reset: bool,
+    },
     /// Remove entries; waits for their pins and fills to finish.
     ///
     /// Removing an absent key is not an error. With --lock-timeout 0, a pinned

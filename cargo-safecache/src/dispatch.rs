@@ -159,6 +159,7 @@ fn dispatch(app: App, ui: &Arc<Ui>, invoked: &'static str) -> Result<u8> {
         Command::Path { key } => commands::path(&ctx, &key),
         Command::Ls => commands::ls(&ctx),
         Command::Status => commands::status(&ctx),
+        Command::Stats { reset } => commands::stats(&ctx, reset),
         Command::Rm { keys } => commands::rm(&ctx, &keys),
         Command::Clean => commands::clean(&ctx),
         Command::Gc(args) => commands::gc(&ctx, &args),
@@ -167,6 +168,7 @@ fn dispatch(app: App, ui: &Arc<Ui>, invoked: &'static str) -> Result<u8> {
         Command::Config { name: _, value } => commands::config(&ctx, value),
         Command::Completions { .. } | Command::Man { .. } => Ok(exit::OK),
     };
+    crate::stats::command_done(&ctx);
     if auto_gc {
         commands::auto_gc(&ctx);
     }

@@ -56,6 +56,7 @@ mod name;
 mod once_map;
 mod probe;
 mod remove;
+mod stats;
 mod sys;
 mod verify;
 
@@ -78,6 +79,7 @@ pub use layout::{FORMAT_VERSION, MARKER_DIR, OLDEST_FORMAT_VERSION};
 pub use lock::{WaitEvent, WaitObserver};
 pub use mode::{LockMode, LockName, Wait};
 pub use remove::CleanReport;
+pub use stats::{Counter, Stats};
 #[cfg(feature = "fault-injection")]
 pub use sys::faults;
 pub use verify::{Action, QUARANTINE_KEEP, Verified, VerifyReport, VerifyState};

@@ -10,6 +10,7 @@ mod ls;
 mod path;
 mod rm;
 pub(crate) mod run;
+mod stats;
 mod status;
 pub(crate) mod verify;
 
@@ -20,6 +21,7 @@ pub(crate) use init::init;
 pub(crate) use ls::ls;
 pub(crate) use path::path;
 pub(crate) use rm::rm;
+pub(crate) use stats::stats;
 pub(crate) use status::status;
 
 use std::path::Path;
@@ -45,6 +47,7 @@ pub(crate) fn unix_secs(t: Option<SystemTime>) -> Option<u64> {
 
 pub(crate) fn ago(t: Option<SystemTime>) -> String {
     match t.and_then(|t| SystemTime::now().duration_since(t).ok()) {
+        Some(d) if d.as_secs() == 0 => "just now".to_owned(),
         Some(d) => format!("{} ago", safecache::display::duration(Duration::from_secs(d.as_secs()))),
         None => "-".to_owned(),
     }

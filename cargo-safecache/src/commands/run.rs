@@ -118,8 +118,11 @@ pub(crate) fn run(ctx: &Ctx, args: RunArgs) -> Result<u8> {
     // then run CMD with K pinned. A remove can slip in between the publish
     // and the pin; then the fill runs again, a few times at most.
     let fill_cmd: Vec<OsString> = vec!["sh".into(), "-c".into(), fill_script];
-    for _ in 0..3 {
+    for attempt in 0..3 {
         if let Some(pin) = ctx.blocking(|| leased.pin(&key, ctx.wait)).with_context(|| format!("cannot pin `{key}`"))? {
+            if attempt == 0 {
+                crate::stats::hit(leased.cache());
+            }
             pins.push(pin);
             let status =
                 process::spawn_and_wait(ctx.ui.json, &args.command, &env, &lock_fds(&leased, &pins, None), false)?;
@@ -187,6 +190,7 @@ fn fill(
             leased.get_or_fill(key, ctx.wait, fill)
         }
     });
+    crate::stats::fill_outcome(leased.cache(), &filled, status, cancelled.is_some());
     match filled {
         Ok(filled) => Ok(Ok(filled)),
         Err(Error::Fill { .. }) if cancelled.is_some() => {
