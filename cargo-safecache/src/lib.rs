@@ -10,6 +10,7 @@ mod dispatch;
 mod exit;
 mod inherit;
 mod process;
+mod settings;
 mod stats;
 mod ui;
 

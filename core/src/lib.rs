@@ -62,7 +62,7 @@ mod verify;
 
 pub use cache::{Cache, Entry, Leased, Options, Pin, USE_RESOLUTION};
 pub use cancel::Cancel;
-pub use config::Config;
+pub use config::{Config, Limit};
 pub use durability::{Durability, InvalidDurability};
 pub use error::{Error, ErrorKind, LowSpace};
 pub use evict::{

@@ -7,7 +7,7 @@ use std::path::Path;
 
 use serde_json::Value;
 
-use crate::support::{Sandbox, mkfifo};
+use crate::support::{Out, Sandbox, mkfifo};
 
 /// The one `stats` JSON object.
 #[track_caller]
@@ -162,4 +162,128 @@ fn an_untrusted_stats_file_is_ignored_then_replaced() {
         assert!(meta.is_file() && meta.len() == 64, "{what}: replaced by a stats file");
         assert_eq!(std::fs::read(&outside).ok(), outside_before, "{what}: the symlink's target untouched");
     }
+}
+
+/// `config` lists every setting, prints one, stores one, and `--unset`
+/// removes one; a bad value is a one-line usage error that changes nothing;
+/// a config file written before these settings existed still reads.
+#[test]
+fn config_stores_lists_and_unsets_the_gc_settings() {
+    let sb = Sandbox::new();
+    let file = sb.cache.join(".safecache/config.json");
+    sb.run(["init"]).assert_code(0);
+    std::fs::write(&file, r#"{"durability":"none"}"#).expect("an old config file");
+    let listed = sb.run(["config"]);
+    listed.assert_code(0);
+    assert_eq!(
+        listed.stdout,
+        "durability = none\nmax-size = none (default)\nmax-age = none (default; 30d for the automatic gc)\n\
+         auto-gc = 1d (default)\n",
+        "{listed}"
+    );
+    for (name, value) in [("max-size", "10GiB"), ("max-age", "30d"), ("auto-gc", "12h")] {
+        let set = sb.run(["config", name, value]);
+        set.assert_code(0);
+        assert!(set.stderr.contains(&format!("Configured {name} ")), "{set}");
+    }
+    assert_eq!(sb.run(["config", "max-size"]).stdout, "max-size = 10.0 GiB\n");
+    assert_eq!(sb.run(["config", "max-age"]).stdout, "max-age = 30d\n");
+    assert_eq!(sb.run(["config", "auto-gc"]).stdout, "auto-gc = 12h\n");
+    let stored: Value = serde_json::from_slice(&std::fs::read(&file).expect("read")).expect("JSON");
+    assert_eq!(
+        stored,
+        serde_json::json!({"durability": "none", "max_size": 10_737_418_240_u64, "max_age": 2_592_000, "auto_gc": 43_200})
+    );
+    let json = sb.run(["--message-format", "json", "config"]);
+    let v: Value = serde_json::from_str(json.stdout.trim()).expect("one JSON line");
+    assert_eq!(
+        (&v["max_size"], &v["max_age"], &v["auto_gc"]),
+        (&10_737_418_240_u64.into(), &2_592_000.into(), &43_200.into())
+    );
+
+    // The words for no limit are stored as such, not as unset.
+    sb.run(["config", "max-age", "never"]).assert_code(0);
+    sb.run(["config", "auto-gc", "off"]).assert_code(0);
+    sb.run(["config", "max-size", "none"]).assert_code(0);
+    assert_eq!(sb.run(["config", "max-age"]).stdout, "max-age = never\n");
+    let v: Value = serde_json::from_str(sb.run(["--message-format", "json", "config"]).stdout.trim()).expect("JSON");
+    assert_eq!((&v["max_size"], &v["max_age"], &v["auto_gc"]), (&"none".into(), &"never".into(), &"off".into()));
+
+    // An override is named beside the stored value.
+    let over = sb.cmd(["config", "auto-gc"]).env("SAFECACHE_AUTO_GC", "2h").output().expect("run");
+    assert_eq!(
+        String::from_utf8_lossy(&over.stdout),
+        "auto-gc = off; --auto-gc or SAFECACHE_AUTO_GC (2h) overrides it\n"
+    );
+
+    let before = std::fs::read(&file).expect("read");
+    for (args, fragment) in [
+        (&["config", "max-size", "banana"][..], "invalid value `banana` for `max-size`"),
+        (&["config", "max-age", "1y"], "invalid value `1y` for `max-age`"),
+        (&["config", "auto-gc", "soon"], "for `auto-gc`"),
+        (&["config", "durability", "fast"], "unknown durability `fast`; one of: none, full"),
+        (&["config", "colour", "red"], "possible values: durability, max-size, max-age, auto-gc"),
+        (&["config", "--unset", "max-size", "max-age"], "cannot be used with"),
+    ] {
+        sb.run(args).assert_one_line_error(2, fragment);
+        assert_eq!(std::fs::read(&file).expect("read"), before, "{args:?} changed nothing");
+    }
+
+    let unset = sb.run(["config", "--unset", "max-age"]);
+    unset.assert_code(0);
+    assert!(unset.stderr.contains("Unset max-age"), "{unset}");
+    assert_eq!(sb.run(["config", "max-age"]).stdout, "max-age = none (default; 30d for the automatic gc)\n");
+    for name in ["durability", "max-size", "auto-gc"] {
+        sb.run(["config", "--unset", name]).assert_code(0);
+    }
+    assert_eq!(std::fs::read_to_string(&file).expect("read"), "{}");
+}
+
+/// The stored age limit is `gc`'s, and `--max-age` or `SAFECACHE_MAX_AGE`
+/// override it for one command.
+#[test]
+fn a_stored_max_age_applies_to_gc_and_flags_override_it() {
+    let sb = Sandbox::new();
+    sb.fill("old", "x");
+    let used = sb.cache.join(".safecache/used");
+    let stamps: Vec<_> = std::fs::read_dir(&used).expect("used").map(|e| e.expect("entry").path()).collect();
+    assert_eq!(stamps.len(), 1);
+    let status = std::process::Command::new("touch").arg("-d").arg("40 days ago").arg(&stamps[0]).status();
+    assert!(status.expect("touch").success());
+    sb.fill("new", "y");
+    let evicted = |out: &Out| -> Vec<String> {
+        out.assert_code(0);
+        out.stdout
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(l).expect("JSON"))
+            .filter(|v| v["reason"] == "evicted")
+            .map(|v| v["key"].as_str().unwrap_or_default().to_owned())
+            .collect()
+    };
+    let dry = ["--message-format", "json", "gc", "--dry-run"];
+    assert!(evicted(&sb.run(dry)).is_empty(), "no limit stored: gc evicts nothing");
+    sb.run(["config", "max-age", "30d"]).assert_code(0);
+    assert_eq!(evicted(&sb.run(dry)), ["old"]);
+    assert!(evicted(&sb.run([&["--max-age", "never"][..], &dry].concat())).is_empty());
+    assert!(evicted(&Out::of(sb.cmd(dry).env("SAFECACHE_MAX_AGE", "never"))).is_empty());
+    assert_eq!(evicted(&sb.run([&["--max-age", "50d"][..], &dry].concat())), Vec::<String>::new());
+    sb.run(["config", "max-size", "1"]).assert_code(0);
+    let both = evicted(&sb.run(dry));
+    assert_eq!(both.len(), 2, "the stored size limit evicts the rest: {both:?}");
+    assert_eq!(evicted(&Out::of(sb.cmd(dry).env("SAFECACHE_MAX_SIZE", "none"))), ["old"]);
+}
+
+/// `config auto-gc off` turns the automatic gc off for everyone who uses
+/// the cache (it never even stamps `gc.stamp`); `SAFECACHE_AUTO_GC`
+/// overrides it.
+#[test]
+fn a_stored_auto_gc_off_turns_it_off_and_the_variable_overrides_it() {
+    let sb = Sandbox::new();
+    sb.run(["config", "auto-gc", "off"]).assert_code(0);
+    sb.fill("k", "x");
+    sb.run(["path", "k"]).assert_code(0);
+    let stamp = sb.cache.join(".safecache/gc.stamp");
+    assert!(!stamp.exists(), "the automatic gc did not run");
+    Out::of(sb.cmd(["path", "k"]).env("SAFECACHE_AUTO_GC", "1d")).assert_code(0);
+    assert!(stamp.exists(), "SAFECACHE_AUTO_GC=1d turned it on for that command");
 }
