@@ -50,7 +50,7 @@ Examples:
 
 /// Examples at the end of each subcommand's `--help` (not `-h`); `{bin}`
 /// stands for the name the user invoked.
-const EXAMPLES: [(&str, &str); 13] = [
+const EXAMPLES: [(&str, &str); 14] = [
     (
         "use",
         "  # Fill git/serde if absent, then run CMD with it pinned:
@@ -76,6 +76,10 @@ const EXAMPLES: [(&str, &str); 13] = [
     ("ls", "  {bin} ls\n  {bin} --message-format json ls"),
     ("status", "  {bin} status\n  {bin} --message-format json status"),
     (
+        "stats",
+        "  {bin} stats\n  {bin} --message-format json stats\n  # Show the counts, then start counting again from zero:\n  {bin} stats --reset",
+    ),
+    (
         "rm",
         "  {bin} rm git/serde git/tokio\n  # Fail at once (exit 75) instead of waiting for a pin:\n  {bin} --lock-timeout 0 rm git/serde",
     ),
@@ -94,7 +98,17 @@ const EXAMPLES: [(&str, &str); 13] = [
         "init",
         "  {bin} init ~/.cache/mytool\n  {bin} --cache-dir ~/.cache/mytool ls\n  {bin} init --durability none /tmp/ci-cache",
     ),
-    ("config", "  {bin} config\n  {bin} config durability none\n  {bin} --message-format json config"),
+    (
+        "config",
+        "  {bin} config
+  {bin} config durability none
+  # Limits every user of the cache shares (flags and variables override them):
+  {bin} config max-size 10G
+  {bin} config max-age 30d
+  {bin} config auto-gc 12h
+  {bin} config --unset max-size
+  {bin} --message-format json config",
+    ),
     (
         "verify",
         "  {bin} verify\n  {bin} verify git/serde\n  # Remove corrupt entries, then fill one again:\n  {bin} verify --repair && {bin} run --key git/serde -- sh -c 'git clone -q https://github.com/serde-rs/serde \"$SAFECACHE_OUT\"'",
@@ -213,7 +227,8 @@ pub(crate) struct GlobalOpts {
     /// How often the automatic gc may run on a cache, after `run` or
     /// `path`: an interval such as `1d` or `12h`, or `off`. It evicts what
     /// --max-size and --max-age allow (by default, entries unused for 30
-    /// days), never waits, and skips a busy cache. [default: 1d]
+    /// days), never waits, and skips a busy cache. [default: the cache's
+    /// setting (`config auto-gc`), else 1d]
     #[arg(
         long,
         global = true,
@@ -226,20 +241,22 @@ pub(crate) struct GlobalOpts {
 
     /// The cache's size limit for `gc` and the automatic gc: least
     /// recently used entries are evicted until the entries' bytes are at
-    /// most SIZE, e.g. `500M`, `10G`, `1.5GiB`, or bytes. [default: none]
+    /// most SIZE, e.g. `500M`, `10G`, `1.5GiB`, or bytes, or `none`.
+    /// [default: the cache's setting (`config max-size`), else none]
     #[arg(
         long,
         global = true,
         value_name = "SIZE",
         env = "SAFECACHE_MAX_SIZE",
         hide_env_values = true,
-        value_parser = safecache::display::parse_size
+        value_parser = parse_max_size
     )]
-    pub(crate) max_size: Option<u64>,
+    pub(crate) max_size: Option<MaxSize>,
 
     /// The cache's age limit for `gc` and the automatic gc: entries unused
     /// for longer than DUR are evicted, e.g. `30d`, `12h`, `90m`, or
-    /// `never`. [default: none for `gc`, 30d for the automatic gc]
+    /// `never`. [default: the cache's setting (`config max-age`), else none
+    /// for `gc` and 30d for the automatic gc]
     #[arg(
         long,
         global = true,
@@ -273,7 +290,18 @@ pub(crate) struct AutoGcEvery(pub(crate) Option<Duration>);
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct MaxAge(pub(crate) Option<Duration>);
 
-fn parse_auto_gc(s: &str) -> Result<AutoGcEvery, String> {
+/// `--max-size`: a limit in bytes, or `None` for `none`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct MaxSize(pub(crate) Option<u64>);
+
+pub(crate) fn parse_max_size(s: &str) -> Result<MaxSize, String> {
+    if s.trim().eq_ignore_ascii_case("none") {
+        return Ok(MaxSize(None));
+    }
+    safecache::display::parse_size(s).map(|n| MaxSize(Some(n))).map_err(|e| format!("{e}; or `none` for no limit"))
+}
+
+pub(crate) fn parse_auto_gc(s: &str) -> Result<AutoGcEvery, String> {
     if ["off", "never"].iter().any(|off| s.trim().eq_ignore_ascii_case(off)) {
         return Ok(AutoGcEvery(None));
     }
@@ -283,7 +311,7 @@ fn parse_auto_gc(s: &str) -> Result<AutoGcEvery, String> {
     }
 }
 
-fn parse_max_age(s: &str) -> Result<MaxAge, String> {
+pub(crate) fn parse_max_age(s: &str) -> Result<MaxAge, String> {
     safecache::display::parse_duration(s).map(MaxAge)
 }
 
@@ -357,6 +385,19 @@ pub(crate) enum Command {
     /// Takes no lock and never waits. Every orphan it lists is one the next
     /// `gc` reclaims.
     Status,
+    /// Show the cache's hits, misses, fills, failed fills, waits and bytes
+    /// filled, since when.
+    ///
+    /// Every process counts into the cache's `.safecache/stats` with an
+    /// atomic add: no lock, no fsync. `path KEY` and `run --key KEY` count
+    /// a hit when KEY was there, else a miss; a miss the command filled
+    /// adds a fill and the entry's bytes, one whose fill failed a failed
+    /// fill. A command that waited for a lock counts one wait.
+    Stats {
+        /// Print the counts, then zero them and start counting again now.
+        #[arg(long)]
+        reset: bool,
+    },
     /// Remove entries; waits for their pins and fills to finish.
     ///
     /// Removing an absent key is not an error. With --lock-timeout 0, a pinned
@@ -409,19 +450,30 @@ pub(crate) enum Command {
         /// The directory. [default: the cache dir]
         dir: Option<PathBuf>,
     },
-    /// Show or change the cache's settings (`.safecache/config.json`).
+    /// Show or change the cache's settings (`.safecache/config.json`),
+    /// shared by everyone who uses the cache.
     ///
     /// Without arguments, print every setting; with NAME, print one; with
-    /// NAME VALUE, store it. The one setting is `durability` (`none` or
-    /// `full`, default `full`). A stored change applies to commands started
-    /// after it.
+    /// NAME VALUE, store it; with --unset NAME, remove it (its default
+    /// applies again). The settings: `durability` (`none` or `full`;
+    /// default `full`); `max-size` (the size limit of `gc` and the
+    /// automatic gc, e.g. `10G`, or `none`; default none); `max-age` (their
+    /// age limit, e.g. `30d`, or `never`; default none for `gc`, 30d for
+    /// the automatic gc); `auto-gc` (how often the automatic gc runs, e.g.
+    /// `1d`, or `off`; default `1d`). The options and variables of the
+    /// same names override them for one command. A stored change applies
+    /// to commands started after it.
     Config {
-        /// The setting: `durability`.
-        #[arg(value_name = "NAME", value_parser = ["durability"])]
+        /// The setting.
+        #[arg(value_name = "NAME", value_parser = SETTINGS)]
         name: Option<String>,
         /// Its new value.
-        #[arg(value_name = "VALUE", requires = "name", value_parser = parse_durability)]
-        value: Option<Durability>,
+        #[arg(value_name = "VALUE", requires = "name", conflicts_with = "unset")]
+        value: Option<String>,
+        /// Remove the setting NAME from the cache's config: its default
+        /// applies again.
+        #[arg(long, value_name = "NAME", value_parser = SETTINGS, conflicts_with = "name")]
+        unset: Option<String>,
     },
     /// Print a shell completion script for `safecache` to stdout.
     ///
@@ -445,6 +497,9 @@ pub(crate) enum Command {
         dir: Option<PathBuf>,
     },
 }
+
+/// The names `config` knows.
+pub(crate) const SETTINGS: [&str; 4] = ["durability", "max-size", "max-age", "auto-gc"];
 
 /// `gc`'s arguments (the limits are global options, shared with the
 /// automatic gc).
@@ -581,7 +636,7 @@ fn parse_fill_timeout(s: &str) -> Result<Duration, String> {
     }
 }
 
-fn parse_durability(s: &str) -> Result<Durability, String> {
+pub(crate) fn parse_durability(s: &str) -> Result<Durability, String> {
     s.trim().parse::<Durability>().map_err(|e| e.to_string())
 }
 

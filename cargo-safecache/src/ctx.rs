@@ -5,9 +5,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Result;
-use safecache::{AutoGc, Cache, Durability, Limits, LockMode, Options, Wait};
+use safecache::{Cache, Durability, LockMode, Options, Wait};
 
 use crate::inherit;
+use crate::settings::Given;
 use crate::ui::Ui;
 
 /// Everything a subcommand needs.
@@ -18,10 +19,9 @@ pub(crate) struct Ctx {
     pub(crate) wait: Wait,
     /// `--allow-untrusted-cache`.
     pub(crate) allow_untrusted: bool,
-    /// `--max-size` and `--max-age`, as given (`gc` applies them).
-    pub(crate) limits: Limits,
-    /// The automatic gc (`--auto-gc` and the limits, with its defaults).
-    pub(crate) auto_gc: Option<AutoGc>,
+    /// `--auto-gc`, `--max-size` and `--max-age`, as given: resolved
+    /// against the cache's config by `settings`.
+    pub(crate) given: Given,
     /// The cache the command opened, for the automatic gc after it.
     pub(crate) opened: std::sync::OnceLock<Cache>,
     /// `--durability` or `SAFECACHE_DURABILITY`: overrides the cache's own.
@@ -40,7 +40,8 @@ impl Ctx {
             allow_untrusted: self.allow_untrusted,
             retry_failed: false,
             min_free: 0,
-            auto_gc: self.auto_gc,
+            // Resolved after the command, with the cache's config.
+            auto_gc: None,
             durability: self.durability,
             verify_on_read: self.verify_on_read,
             upgrade_wait: self.wait,

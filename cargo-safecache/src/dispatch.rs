@@ -127,8 +127,7 @@ fn dispatch(app: App, ui: &Arc<Ui>, invoked: &'static str) -> Result<u8> {
         cache_dir,
         wait: Wait::from_timeout(timeout),
         allow_untrusted: g.allow_untrusted_cache,
-        limits: commands::limits(g.max_size, g.max_age),
-        auto_gc: commands::auto_gc_options(g.auto_gc, g.max_size, g.max_age),
+        given: crate::settings::Given { auto_gc: g.auto_gc, max_size: g.max_size, max_age: g.max_age },
         opened: std::sync::OnceLock::new(),
         durability: g.durability,
         verify_on_read: g.verify_on_read,
@@ -143,14 +142,18 @@ fn dispatch(app: App, ui: &Arc<Ui>, invoked: &'static str) -> Result<u8> {
         Command::Path { key } => commands::path(&ctx, &key),
         Command::Ls => commands::ls(&ctx),
         Command::Status => commands::status(&ctx),
+        Command::Stats { reset } => commands::stats(&ctx, reset),
         Command::Rm { keys } => commands::rm(&ctx, &keys),
         Command::Clean => commands::clean(&ctx),
         Command::Gc(args) => commands::gc(&ctx, &args),
         Command::Verify { keys, repair } => commands::verify::verify(&ctx, &keys, repair),
         Command::Init { dir } => commands::init(&ctx, dir),
-        Command::Config { name: _, value } => commands::config(&ctx, value),
+        Command::Config { name, value, unset } => {
+            commands::config(&ctx, name.as_deref(), value.as_deref(), unset.as_deref())
+        }
         Command::Completions { .. } | Command::Man { .. } => Ok(exit::OK),
     };
+    crate::stats::command_done(&ctx);
     if auto_gc {
         commands::auto_gc(&ctx);
     }

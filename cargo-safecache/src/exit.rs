@@ -85,6 +85,8 @@ fn classify(kind: ErrorKind) -> (u8, Option<String>) {
         ErrorKind::MountPoint => (FAILURE, None),
         // The message names the file and the fix.
         ErrorKind::BadConfig => (FAILURE, None),
+        // The message names the fix (`stats --reset`).
+        ErrorKind::BadStats => (FAILURE, None),
         ErrorKind::Corrupt => (CORRUPT, None),
         // The message names the fix.
         ErrorKind::Unverifiable => (FAILURE, None),

@@ -13,6 +13,8 @@ mod inherit;
 mod key_files;
 mod process;
 mod reference;
+mod settings;
+mod stats;
 mod ui;
 
 pub use cli::Binary;

@@ -27,12 +27,14 @@ pub(crate) struct Ui {
     color: bool,
     spinners: bool,
     spinner: Mutex<Option<ProgressBar>>,
+    /// Whether the command waited for a lock (counted once, in `stats`).
+    waited: std::sync::atomic::AtomicBool,
 }
 
 impl Ui {
     pub(crate) fn new(json: bool, quiet: bool, color: bool) -> Ui {
         let spinners = !quiet && std::io::stderr().is_terminal();
-        Ui { json, quiet, color, spinners, spinner: Mutex::new(None) }
+        Ui { json, quiet, color, spinners, spinner: Mutex::new(None), waited: Default::default() }
     }
 
     fn paint(&self, code: &str, text: &str) -> String {
@@ -104,6 +106,7 @@ impl Ui {
 
     /// Announces a blocked wait, and starts a spinner on a terminal.
     pub(crate) fn waiting(&self, ev: &WaitEvent<'_>) {
+        self.waited.store(true, std::sync::atomic::Ordering::Relaxed);
         let msg = wait_message(ev);
         self.stderr_line(&format!("{} {msg}", self.paint("1;36", &format!("{:>12}", "Blocking"))));
         self.json(json!({
@@ -128,6 +131,11 @@ impl Ui {
                 old.finish_and_clear();
             }
         }
+    }
+
+    /// Whether the command has waited for a lock.
+    pub(crate) fn waited(&self) -> bool {
+        self.waited.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Removes the spinner, if any: the wait is over.

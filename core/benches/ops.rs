@@ -9,7 +9,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use divan::Bencher;
-use safecache::{Cache, Key, Options, Wait};
+use safecache::{Cache, Counter, Key, Options, Wait};
 
 fn main() {
     divan::main();
@@ -39,6 +39,44 @@ fn get_hit(bencher: Bencher<'_, '_>) {
     let key = Key::new("hit").unwrap();
     cache.get_or_fill(&key, Wait::NoWait, |d| write_payload(d.path())).unwrap();
     bencher.bench_local(|| cache.get(&key).unwrap().unwrap());
+}
+
+/// `get` of a published entry on a handle just opened, as one `safecache
+/// path K` process makes it: the baseline of `get_hit_counted_fresh_handle`.
+#[divan::bench]
+fn get_hit_fresh_handle(bencher: Bencher<'_, '_>) {
+    let (_tmp, cache) = cache();
+    let key = Key::new("hit").unwrap();
+    cache.get_or_fill(&key, Wait::NoWait, |d| write_payload(d.path())).unwrap();
+    let path = cache.path().to_owned();
+    bencher.with_inputs(|| Cache::open_ambient(&path, Options::default()).unwrap()).bench_local_values(|fresh| {
+        fresh.get(&key).unwrap().unwrap();
+        fresh
+    });
+}
+
+/// The same `get`, then the hit counted into `.safecache/stats` as `path`
+/// counts it: the handle's first count opens, checks and maps the file,
+/// then adds atomically (no lock, no write call, no fsync).
+#[divan::bench]
+fn get_hit_counted_fresh_handle(bencher: Bencher<'_, '_>) {
+    let (_tmp, cache) = cache();
+    let key = Key::new("hit").unwrap();
+    cache.get_or_fill(&key, Wait::NoWait, |d| write_payload(d.path())).unwrap();
+    let path = cache.path().to_owned();
+    bencher.with_inputs(|| Cache::open_ambient(&path, Options::default()).unwrap()).bench_local_values(|fresh| {
+        fresh.get(&key).unwrap().unwrap();
+        fresh.count(Counter::Hits, 1);
+        fresh
+    });
+}
+
+/// A count on a handle that has mapped the stats file: one atomic add.
+#[divan::bench]
+fn count_mapped(bencher: Bencher<'_, '_>) {
+    let (_tmp, cache) = cache();
+    cache.count(Counter::Hits, 1);
+    bencher.bench_local(|| cache.count(Counter::Hits, 1));
 }
 
 /// The bare lstat `get` is built on.

@@ -133,6 +133,8 @@ pub(crate) struct Inner {
     pub(crate) flights: OnceMap<Key>,
     /// The network or userspace filesystem the cache is on, if any.
     shared_fs: Option<&'static str>,
+    /// The stats file, mapped on first use (stats.rs).
+    pub(crate) stats: crate::stats::Mapping,
 }
 
 /// The cache-wide lease, held: the handle through which code that holds the
@@ -324,6 +326,7 @@ impl Cache {
                 path: path.to_owned(),
                 options,
                 flights: OnceMap::new(),
+                stats: crate::stats::Mapping::new(),
             }),
         };
         if format != FORMAT_VERSION {

@@ -89,6 +89,19 @@ pub enum Error {
         reason: String,
     },
 
+    /// The cache's stats file (`.safecache/stats`) cannot be used; nothing
+    /// is counted into it until it is replaced.
+    #[error(
+        "the stats file `{}` cannot be used ({reason}); replace it with `cargo safecache stats --reset`",
+        path.display()
+    )]
+    BadStats {
+        /// The stats file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+
     /// A filesystem operation failed.
     #[error("failed to {op} `{path}`")]
     Io {
@@ -394,6 +407,8 @@ pub enum ErrorKind {
     BelowReserve,
     /// [`Error::BadConfig`].
     BadConfig,
+    /// [`Error::BadStats`].
+    BadStats,
     /// [`Error::Corrupt`].
     Corrupt,
     /// [`Error::Unverifiable`].
@@ -425,6 +440,7 @@ impl Error {
             Error::NoSpace { .. } => ErrorKind::NoSpace,
             Error::BelowReserve { .. } => ErrorKind::BelowReserve,
             Error::BadConfig { .. } => ErrorKind::BadConfig,
+            Error::BadStats { .. } => ErrorKind::BadStats,
             Error::Corrupt { .. } => ErrorKind::Corrupt,
             Error::Unverifiable { .. } => ErrorKind::Unverifiable,
             Error::Cancelled { .. } => ErrorKind::Cancelled,

@@ -180,7 +180,14 @@ impl Cache {
     /// not run again on every call. On a cache without `gc.stamp` it only
     /// writes the stamp: the first automatic gc comes an interval later.
     pub fn auto_gc(&self) -> Result<Option<GcReport>, Error> {
-        let Some(auto) = self.inner.options.auto_gc else { return Ok(None) };
+        self.auto_gc_with(self.inner.options.auto_gc)
+    }
+
+    /// [`Cache::auto_gc`] with `auto` instead of
+    /// [`Options::auto_gc`](crate::Options::auto_gc): for a front end that
+    /// resolves the settings after opening the cache (from its config).
+    pub fn auto_gc_with(&self, auto: Option<AutoGc>) -> Result<Option<GcReport>, Error> {
+        let Some(auto) = auto else { return Ok(None) };
         if self.auto_gc_due(auto.every) == Due::No {
             return Ok(None);
         }

@@ -114,6 +114,9 @@ pub struct Filled {
     /// the entry is visible, so that the outcome never contradicts what the
     /// cache holds.
     pub warning: Option<String>,
+    /// When this call filled it: the bytes of the entry's regular files
+    /// (their apparent sizes), as its manifest counted them.
+    pub bytes: Option<u64>,
 }
 
 /// A temp directory owned by this fill; dropping it deletes it by handle.
@@ -229,7 +232,7 @@ impl Leased {
         let mut waited = false;
         let _leader = loop {
             if let Some(entry) = cache.lookup(key)? {
-                return Ok(Filled { entry, filled: false, warning: None });
+                return Ok(Filled { entry, filled: false, warning: None, bytes: None });
             }
             match cache.inner.flights.join(key) {
                 Ok(leader) => break leader,
@@ -259,7 +262,7 @@ impl Leased {
         };
         if let Some(entry) = cache.lookup(key)? {
             tracing::debug!("published by a peer while waiting");
-            return Ok(Filled { entry, filled: false, warning: None });
+            return Ok(Filled { entry, filled: false, warning: None, bytes: None });
         }
         let digest = key.digest();
         if waited && !cache.inner.options.retry_failed {
@@ -304,8 +307,8 @@ impl Leased {
             Some(unfinished) => cache.commit(key, unfinished),
             None => cache.publish(key, &out_rel),
         };
-        let warning = match published {
-            Ok(warning) => warning,
+        let (warning, bytes) = match published {
+            Ok(published) => published,
             Err(e) => {
                 if matches!(e, Error::Cancelled { .. }) {
                     // Nothing is published; what was built is gc's to delete.
@@ -321,7 +324,7 @@ impl Leased {
         drop(temp);
         cache.note_use(key);
         // Still under the entry lock: nothing can have removed it.
-        Ok(Filled { entry: cache.entry_at(key), filled: true, warning })
+        Ok(Filled { entry: cache.entry_at(key), filled: true, warning, bytes: Some(bytes) })
     }
 }
 
@@ -446,12 +449,12 @@ impl Cache {
     /// the mark itself may have been read half-built, so it fails. Once the
     /// mark is cleared the entry is published: a later error is returned as
     /// a warning (see [`Filled::warning`]), never as a failure.
-    fn commit(&self, key: &Key, unfinished: &mut Unfinished) -> Result<Option<String>, Error> {
+    fn commit(&self, key: &Key, unfinished: &mut Unfinished) -> Result<(Option<String>, u64), Error> {
         let root = self.root();
         let stored = &unfinished.stored;
         root.settle_tree(stored).map_err(|e| Error::io("prepare for publishing", stored, e))?;
         // Still marked: a committed entry always has its manifest.
-        crate::manifest::write(root, key, stored, &self.inner.options.cancel)?;
+        let bytes = crate::manifest::write(root, key, stored, &self.inner.options.cancel)?;
         if !root.set_uncommitted(stored, false).map_err(|e| Error::io("commit", stored, e))? {
             return Err(Error::FillMoved {
                 key: key.to_string(),
@@ -467,7 +470,7 @@ impl Cache {
             .map_err(|e| Error::io("sync", stored, e))
             .and_then(|()| root.sync_dir("").map_err(|e| Error::io("sync", ".", e)));
         tracing::info!(entry = %stored, "committed in place");
-        Ok(after_publish(key, synced))
+        Ok((after_publish(key, synced), bytes))
     }
 
     /// Creates `tmp/<digest>.<random>/` with its owner lock held and an empty
@@ -521,7 +524,7 @@ impl Cache {
     /// [`Root::settle_tree`]), then publishes it by one rename that never
     /// replaces anything. An error after that rename is returned as a
     /// warning (see [`Filled::warning`]): the entry is published.
-    fn publish(&self, key: &Key, out_rel: &str) -> Result<Option<String>, Error> {
+    fn publish(&self, key: &Key, out_rel: &str) -> Result<(Option<String>, u64), Error> {
         let root = self.root();
         let stored = key.stored_name();
         // At the root the sticky bit means "not committed yet": a filler
@@ -529,11 +532,11 @@ impl Cache {
         // not publish an entry every reader takes for absent and gc deletes.
         root.set_uncommitted(out_rel, false).map_err(|e| Error::io("publish", out_rel, e))?;
         root.settle_tree(out_rel).map_err(|e| Error::io("prepare for publishing", out_rel, e))?;
-        crate::manifest::write(root, key, out_rel, &self.inner.options.cancel)?;
+        let bytes = crate::manifest::write(root, key, out_rel, &self.inner.options.cancel)?;
         root.rename_noreplace(out_rel, &stored).map_err(|e| Error::io("publish", &stored, e))?;
         let synced = root.sync_dir("").map_err(|e| Error::io("sync", ".", e));
         tracing::info!(entry = %stored, "published");
-        Ok(after_publish(key, synced))
+        Ok((after_publish(key, synced), bytes))
     }
 }
 

@@ -29,6 +29,8 @@ pub(crate) const UPGRADE_DIR: &str = ".safecache/upgrade";
 pub(crate) const UPGRADE_PLAN: &str = ".safecache/upgrade/plan.json";
 /// The per-cache settings (config.rs); optional.
 pub(crate) const CONFIG_FILE: &str = ".safecache/config.json";
+/// The usage counters (stats.rs), mapped shared by every process.
+pub(crate) const STATS_FILE: &str = ".safecache/stats";
 pub(crate) const LEASE_LOCK: &str = ".safecache/lease.lock";
 pub(crate) const GC_LOCK: &str = ".safecache/gc.lock";
 pub(crate) const LOCKS_DIR: &str = ".safecache/locks";
@@ -249,6 +251,7 @@ mod tests {
             FORMAT_FILE.to_owned(),
             FILESYSTEM_FILE.to_owned(),
             CONFIG_FILE.to_owned(),
+            STATS_FILE.to_owned(),
             LEASE_LOCK.to_owned(),
             gate_of(LEASE_LOCK).unwrap_or_default(),
             GC_LOCK.to_owned(),

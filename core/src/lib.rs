@@ -56,12 +56,13 @@ mod name;
 mod once_map;
 mod probe;
 mod remove;
+mod stats;
 mod sys;
 mod verify;
 
 pub use cache::{Cache, Entry, Leased, Options, Pin, USE_RESOLUTION};
 pub use cancel::Cancel;
-pub use config::Config;
+pub use config::{Config, Limit};
 pub use durability::{Durability, InvalidDurability};
 pub use error::{Error, ErrorKind, LowSpace};
 pub use evict::{
@@ -78,6 +79,7 @@ pub use layout::{FORMAT_VERSION, MARKER_DIR, OLDEST_FORMAT_VERSION};
 pub use lock::{WaitEvent, WaitObserver};
 pub use mode::{LockMode, LockName, Wait};
 pub use remove::CleanReport;
+pub use stats::{Counter, Stats};
 #[cfg(feature = "fault-injection")]
 pub use sys::faults;
 pub use verify::{Action, QUARANTINE_KEEP, Verified, VerifyReport, VerifyState};

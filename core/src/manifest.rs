@@ -681,10 +681,11 @@ impl Manifest {
 /// `key`, or just committed in place): a fresh file in `tmp/`, synced, then
 /// renamed to `manifests/<d>.json` and the directory synced. The caller
 /// holds `key`'s exclusive entry lock and publishes after this returns.
+/// Returns the bytes of the entry's regular files.
 ///
 /// # Errors
 /// [`Error::Cancelled`] once `cancel` is set (nothing is written then).
-pub(crate) fn write(root: &Root, key: &Key, entry_rel: &str, cancel: &Cancel) -> Result<(), Error> {
+pub(crate) fn write(root: &Root, key: &Key, entry_rel: &str, cancel: &Cancel) -> Result<u64, Error> {
     let digest = key.digest();
     let manifest = Manifest::build(root, key.as_str(), Path::new(entry_rel), cancel).map_err(|e| {
         if cancel.is_cancelled() {
@@ -704,7 +705,8 @@ pub(crate) fn write(root: &Root, key: &Key, entry_rel: &str, cancel: &Cancel) ->
         let _ = root.remove_file(&staging);
         return Err(Error::io("write", dest, e));
     }
-    root.sync_dir(MANIFESTS_DIR).map_err(|e| Error::io("sync", MANIFESTS_DIR, e))
+    root.sync_dir(MANIFESTS_DIR).map_err(|e| Error::io("sync", MANIFESTS_DIR, e))?;
+    Ok(manifest.bytes)
 }
 
 /// Reads what is stored for digest `digest`.

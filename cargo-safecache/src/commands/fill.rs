@@ -165,6 +165,9 @@ pub(crate) fn fill(
             session.leased.get_or_fill(key, ctx.wait, fill)
         }
     });
+    let ran = matches!(outcome, Some(Outcome::Failed { .. }));
+    let cancelled = matches!(outcome, Some(Outcome::Cancelled { .. }));
+    crate::stats::fill_outcome(session.leased.cache(), &filled, ran, cancelled);
     match filled {
         Ok(filled) => Ok(Ok(filled)),
         Err(ref e @ Error::Fill { .. }) if outcome.is_some() => match outcome {

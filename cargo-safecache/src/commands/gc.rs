@@ -3,16 +3,17 @@
 
 use anyhow::{Context, Result};
 use safecache::display::{count, duration, escape, size};
-use safecache::{AutoGc, EvictReason, Failure, GcOptions, Key, Limits, SkipReason, Victim};
+use safecache::{EvictReason, Failure, GcOptions, Key, Limits, SkipReason, Victim};
 use serde_json::json;
 
 use super::{ago, failures_json, report_failures, unix_secs};
-use crate::cli::{AutoGcEvery, GcArgs, MaxAge};
+use crate::cli::GcArgs;
 use crate::ctx::Ctx;
 
 pub(crate) fn gc(ctx: &Ctx, args: &GcArgs) -> Result<u8> {
     let cache = ctx.open()?;
-    let options = GcOptions { limits: ctx.limits, dry_run: args.dry_run };
+    let limits = ctx.given.limits(&cache.config()?);
+    let options = GcOptions { limits, dry_run: args.dry_run };
     let r = ctx.blocking(|| cache.gc_with(&options, ctx.wait)).context("cannot collect garbage")?;
     let verb = if args.dry_run { "Would collect" } else { "Collected" };
     ctx.ui.status(
@@ -29,17 +30,17 @@ pub(crate) fn gc(ctx: &Ctx, args: &GcArgs) -> Result<u8> {
     let e = &r.evict;
     let mut failures = r.failures.clone();
     for v in &e.evicted {
-        ctx.ui.status(if args.dry_run { "Would evict" } else { "Evicted" }, victim_line(v, &ctx.limits));
+        ctx.ui.status(if args.dry_run { "Would evict" } else { "Evicted" }, victim_line(v, &limits));
         ctx.ui.json(victim_json("evicted", v, None, args.dry_run));
     }
     for s in &e.skipped {
-        ctx.ui.status("Skipped", format!("{}: {}", victim_line(&s.victim, &ctx.limits), s.why));
+        ctx.ui.status("Skipped", format!("{}: {}", victim_line(&s.victim, &limits), s.why));
         ctx.ui.json(victim_json("skipped", &s.victim, Some(&s.why), args.dry_run));
         if let SkipReason::Failed(why) = &s.why {
             failures.push(Failure { rel: escape(&s.victim.stored_name), reason: why.clone() });
         }
     }
-    if ctx.limits != Limits::default() {
+    if limits != Limits::default() {
         let (then, now) = if args.dry_run { ("would then hold", "Would free") } else { ("now hold", "Freed") };
         let mut summary = format!(
             "{} by evicting {}; the entries {then} {}",
@@ -47,7 +48,7 @@ pub(crate) fn gc(ctx: &Ctx, args: &GcArgs) -> Result<u8> {
             count(e.evicted.len(), "entry", "entries"),
             size(e.entry_bytes_after()),
         );
-        if let Some(max) = ctx.limits.max_size.filter(|max| e.entry_bytes_after() > *max) {
+        if let Some(max) = limits.max_size.filter(|max| e.entry_bytes_after() > *max) {
             summary.push_str(&format!(
                 ", still over --max-size {} because {} could not be evicted",
                 size(max),
@@ -105,38 +106,19 @@ fn victim_json(reason: &str, v: &Victim, why: Option<&SkipReason>, dry_run: bool
     })
 }
 
-/// The limits `gc` applies: only those given (`--max-size`, `--max-age`
-/// or their variables); `never` is no limit.
-pub(crate) fn limits(max_size: Option<u64>, max_age: Option<MaxAge>) -> Limits {
-    Limits { max_size, max_age: max_age.and_then(|a| a.0) }
-}
-
-/// The automatic gc: on unless `--auto-gc off`, once a day unless told
-/// otherwise, with the limits given and, unless one was given, the default
-/// age limit (entries unused for 30 days).
-pub(crate) fn auto_gc_options(
-    every: Option<AutoGcEvery>,
-    max_size: Option<u64>,
-    max_age: Option<MaxAge>,
-) -> Option<AutoGc> {
-    let every = match every {
-        Some(AutoGcEvery(None)) => return None,
-        Some(AutoGcEvery(Some(every))) => every,
-        None => safecache::DEFAULT_AUTO_GC_EVERY,
-    };
-    let max_age = match max_age {
-        Some(MaxAge(age)) => age,
-        None => Some(safecache::DEFAULT_MAX_AGE),
-    };
-    Some(AutoGc { every, limits: Limits { max_size, max_age } })
-}
-
 /// The automatic gc after a command's real work, on the cache the command
 /// opened. It never waits and never changes the command's outcome: what it
 /// evicts is said in one status line, anything else only in diagnostics.
 pub(crate) fn auto_gc(ctx: &Ctx) {
     let Some(cache) = ctx.opened.get() else { return };
-    match cache.auto_gc() {
+    // A config that cannot be read now (it was not read at open under
+    // --durability) is said by every command that needs it; here the
+    // defaults apply.
+    let config = cache.config().unwrap_or_else(|e| {
+        tracing::warn!(error = %e, "the automatic gc ignores the cache's config");
+        safecache::Config::default()
+    });
+    match cache.auto_gc_with(ctx.given.auto_gc(&config)) {
         Ok(None) => {}
         Ok(Some(r)) => {
             let e = &r.evict;

@@ -11,17 +11,19 @@ mod ls;
 mod path;
 mod rm;
 pub(crate) mod run;
+mod stats;
 mod status;
 pub(crate) mod r#use;
 pub(crate) mod verify;
 
 pub(crate) use clean::clean;
 pub(crate) use config::config;
-pub(crate) use gc::{auto_gc, auto_gc_options, gc, limits};
+pub(crate) use gc::{auto_gc, gc};
 pub(crate) use init::init;
 pub(crate) use ls::ls;
 pub(crate) use path::path;
 pub(crate) use rm::rm;
+pub(crate) use stats::stats;
 pub(crate) use status::status;
 
 use std::path::Path;
@@ -47,6 +49,7 @@ pub(crate) fn unix_secs(t: Option<SystemTime>) -> Option<u64> {
 
 pub(crate) fn ago(t: Option<SystemTime>) -> String {
     match t.and_then(|t| SystemTime::now().duration_since(t).ok()) {
+        Some(d) if d.as_secs() == 0 => "just now".to_owned(),
         Some(d) => format!("{} ago", safecache::display::duration(Duration::from_secs(d.as_secs()))),
         None => "-".to_owned(),
     }

@@ -12,11 +12,13 @@ pub(crate) fn path(ctx: &Ctx, key: &Key) -> Result<u8> {
     let cache = ctx.open()?;
     match cache.get(key)? {
         Some(entry) => {
+            crate::stats::hit(&cache);
             ctx.ui.out_path(entry.path(), false).context("cannot write the entry's path to stdout")?;
             ctx.ui.json(json!({ "reason": "entry", "key": key.as_str(), "path": json_path(entry.path()) }));
             Ok(exit::OK)
         }
         None => {
+            crate::stats::miss(&cache);
             // A fill in progress: say who runs it, not just "absent".
             let filling: Vec<_> =
                 cache.entry_holders(key).into_iter().filter(|h| h.mode == LockMode::Exclusive).collect();

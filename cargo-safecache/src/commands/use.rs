@@ -45,14 +45,18 @@ pub(crate) fn run(ctx: &Ctx, args: UseArgs) -> Result<u8> {
     let env = session.with_entry(&key);
 
     let mut filled_here = false;
-    for _ in 0..3 {
+    for attempt in 0..3 {
         let pinned =
             ctx.blocking(|| session.leased.pin(&key, ctx.wait)).with_context(|| format!("cannot pin `{key}`"))?;
         if let Some(pin) = pinned {
+            if attempt == 0 {
+                crate::stats::hit(session.leased.cache());
+            }
             safecache::set_process_command(args.command.iter().map(|a| a.to_string_lossy().into_owned()).collect());
             return run_pinned(ctx, &session, &key, &[pin], env, !filled_here, &args.command);
         }
         let Some(fill_cmd) = &fill_cmd else {
+            crate::stats::miss(session.leased.cache());
             return Err(absent(&key).into());
         };
         match fill::fill(ctx, &session, &key, &args.fill_args, fill_cmd)? {

@@ -14,7 +14,7 @@ fn run(sb: &Sandbox, args: &[&str]) -> Out {
 fn init_stores_the_level_and_config_shows_and_changes_it() {
     let sb = Sandbox::new();
     run(&sb, &["config"]).assert_code(0);
-    assert_eq!(run(&sb, &["config"]).stdout, "durability = full (default)\n");
+    assert_eq!(run(&sb, &["config", "durability"]).stdout, "durability = full (default)\n");
     run(&sb, &["init", "--durability", "none"]).assert_code(0);
     assert_eq!(run(&sb, &["config", "durability"]).stdout, "durability = none\n");
     let set = run(&sb, &["config", "durability", "full"]);
@@ -39,7 +39,7 @@ fn a_garbage_config_fails_every_command_until_config_repairs_it() {
     assert_eq!(std::fs::read_to_string(&file).unwrap(), "durability=none", "nothing changed");
     run(&sb, &["config", "durability", "none"]).assert_code(0);
     run(&sb, &["ls"]).assert_code(0);
-    assert_eq!(run(&sb, &["config"]).stdout, "durability = none\n");
+    assert_eq!(run(&sb, &["config", "durability"]).stdout, "durability = none\n");
 }
 
 /// Counts the fsync calls of one fill of `key` at the level the options

@@ -6,6 +6,7 @@ mod ancestor;
 mod cancel;
 mod case_insensitive;
 mod durability;
+mod everyday;
 mod evict;
 mod failed;
 mod filesystems;

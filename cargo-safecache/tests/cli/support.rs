@@ -306,6 +306,12 @@ pub(crate) fn snapshot(root: &Path) -> BTreeMap<String, String> {
             let meta = std::fs::symlink_metadata(&path).expect("stat");
             let rel = path.strip_prefix(root).expect("beneath root").display().to_string();
             let stamp = format!("mode {:o} mtime {}.{}", meta.mode(), meta.mtime(), meta.mtime_nsec());
+            if rel == ".safecache/stats" {
+                // The usage counters change with every use, a refused one
+                // included (a wait that timed out counts): they are advice
+                // about the cache, not its contents.
+                continue;
+            }
             if meta.is_dir() && rel == ".safecache/holders" {
                 // Holder records are transient by design: an operation that
                 // takes a lock writes one and removes it before releasing the

@@ -63,7 +63,7 @@ mod wasi;
 #[cfg(target_os = "wasi")]
 use wasi as imp;
 
-pub(crate) use imp::LockFile;
+pub(crate) use imp::{LockFile, Mapped};
 
 pub mod faults;
 
@@ -597,6 +597,18 @@ impl Root {
     pub(crate) fn open_lock(&self, rel: &str, create: bool) -> io::Result<LockFile> {
         fault(Op::Open)?;
         self.imp.open_lock(rel, create)
+    }
+
+    /// Maps the file `rel` shared and writable as `slots` u64 counters,
+    /// creating it (empty, then sized) if missing: no lock, no write call,
+    /// no sync; updates are atomic across every process that maps it. The
+    /// file is untrusted: a symlink, a special file (never blocked on), a
+    /// file of another size, or one another user owns or others can write
+    /// is refused with `InvalidData`. `Unsupported` where the target has no
+    /// shared mappings (WASI).
+    pub(crate) fn map_counters(&self, rel: &str, slots: usize) -> io::Result<Mapped> {
+        fault(Op::Open)?;
+        self.imp.map_counters(rel, slots)
     }
 
     /// Creates a new file with `bytes` in it and returns it locked

@@ -349,6 +349,79 @@ impl Dir {
     }
 }
 
+impl Dir {
+    /// Maps the file `rel` (created empty if missing, then sized to
+    /// `slots` u64s) shared and writable: see [`super::Root::map_counters`].
+    pub(crate) fn map_counters(&self, rel: &str, slots: usize) -> io::Result<Mapped> {
+        let len = slots * std::mem::size_of::<u64>();
+        let untrusted = |why: &str| io::Error::new(io::ErrorKind::InvalidData, why.to_owned());
+        let file = self.open_file(Path::new(rel), OFlags::RDWR, true)?;
+        let st = rustix::fs::fstat(&file)?;
+        let euid = rustix::process::geteuid().as_raw();
+        if st.st_uid != euid && st.st_uid != 0 && !self.modes.shared {
+            return Err(untrusted("it belongs to another user"));
+        }
+        if st.st_mode & 0o002 != 0 || (st.st_mode & 0o020 != 0 && !self.modes.shared) {
+            return Err(untrusted("others can write to it"));
+        }
+        match u64::try_from(st.st_size) {
+            // New (or its creator has not sized it yet): sizing it to the
+            // same length twice changes nothing.
+            Ok(0) => rustix::fs::ftruncate(&file, len as u64)?,
+            Ok(size) if size == len as u64 => {}
+            _ => return Err(untrusted("it has the wrong size")),
+        }
+        if rustix::fs::fstat(&file)?.st_size != i64::try_from(len).unwrap_or(i64::MAX) {
+            return Err(untrusted("it has the wrong size"));
+        }
+        // SAFETY: a fresh mapping at an address the kernel picks, of a
+        // regular file `len` bytes long; it is only ever accessed as
+        // `AtomicU64`s (page alignment suffices) and unmapped on drop.
+        let ptr = unsafe {
+            rustix::mm::mmap(
+                std::ptr::null_mut(),
+                len,
+                rustix::mm::ProtFlags::READ | rustix::mm::ProtFlags::WRITE,
+                rustix::mm::MapFlags::SHARED,
+                &file,
+                0,
+            )?
+        };
+        let ptr = std::ptr::NonNull::new(ptr.cast::<std::sync::atomic::AtomicU64>())
+            .ok_or_else(|| io::Error::other("mmap returned null"))?;
+        Ok(Mapped { ptr, slots })
+    }
+}
+
+/// A file of u64 counters mapped shared: every process that maps it sees
+/// every other's atomic updates, with no lock and no write call.
+#[derive(Debug)]
+pub(crate) struct Mapped {
+    ptr: std::ptr::NonNull<std::sync::atomic::AtomicU64>,
+    slots: usize,
+}
+
+// SAFETY: the mapping is only accessed through atomics.
+unsafe impl Send for Mapped {}
+// SAFETY: as above.
+unsafe impl Sync for Mapped {}
+
+impl Mapped {
+    /// The counters.
+    pub(crate) fn slots(&self) -> &[std::sync::atomic::AtomicU64] {
+        // SAFETY: `ptr` maps `slots` u64s for as long as `self` lives.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.slots) }
+    }
+}
+
+impl Drop for Mapped {
+    fn drop(&mut self) {
+        // SAFETY: unmaps exactly the mapping made in `map_counters`, which
+        // nothing borrows any more.
+        let _ = unsafe { rustix::mm::munmap(self.ptr.as_ptr().cast(), self.slots * std::mem::size_of::<u64>()) };
+    }
+}
+
 /// An open lock file. The lock, if taken, belongs to this open file
 /// description and is released when it is dropped (or by the kernel when
 /// the process dies).

@@ -320,3 +320,19 @@ pub(crate) fn process_identity() -> Identity {
     let argv = std::env::args_os().map(|a| a.to_string_lossy().into_owned()).collect();
     Identity { pid, host: "simulated".to_owned(), argv }
 }
+
+/// WASI p1 has no shared mappings: counters are not kept there.
+#[derive(Debug)]
+pub(crate) enum Mapped {}
+
+impl Mapped {
+    pub(crate) fn slots(&self) -> &[std::sync::atomic::AtomicU64] {
+        match *self {}
+    }
+}
+
+impl Dir {
+    pub(crate) fn map_counters(&self, _rel: &str, _slots: usize) -> io::Result<Mapped> {
+        Err(io::ErrorKind::Unsupported.into())
+    }
+}
