@@ -73,7 +73,8 @@ const EXAMPLES: [(&str, &str); 14] = [
   {bin} run --exclusive -- pip-compile --rebuild",
     ),
     ("path", "  {bin} path git/serde || echo 'not cached'"),
-    ("ls", "  {bin} ls\n  {bin} --message-format json ls"),
+    ("ls", "  {bin} ls\n  {bin} ls git/\n  {bin} --message-format json ls"),
+    ("dir", "  {bin} dir\n  du -sh \"$({bin} dir)\"\n  SAFECACHE_DIR=/tmp/ci-cache {bin} dir"),
     ("status", "  {bin} status\n  {bin} --message-format json status"),
     (
         "stats",
@@ -81,7 +82,7 @@ const EXAMPLES: [(&str, &str); 14] = [
     ),
     (
         "rm",
-        "  {bin} rm git/serde git/tokio\n  # Fail at once (exit 75) instead of waiting for a pin:\n  {bin} --lock-timeout 0 rm git/serde",
+        "  {bin} rm git/serde git/tokio\n  # Every entry whose key starts with `git/`:\n  {bin} rm --prefix git/\n  # Fail at once (exit 75) instead of waiting for a pin:\n  {bin} --lock-timeout 0 rm git/serde",
     ),
     (
         "clean",
@@ -374,12 +375,22 @@ pub(crate) enum Command {
         #[arg(value_parser = parse_key)]
         key: Key,
     },
-    /// List entries with size and last use.
+    /// List entries with size and last use; with PREFIX, only those whose
+    /// key starts with it.
     ///
     /// The size counts the bytes of regular files only (not symlinks). Files
     /// adopted by `init` whose names are not valid keys show by their stored
-    /// names.
-    Ls,
+    /// names (and not under a PREFIX).
+    Ls {
+        /// List only entries whose key starts with PREFIX, e.g. `git/`.
+        #[arg(value_name = "PREFIX")]
+        prefix: Option<String>,
+    },
+    /// Print the cache directory in use, without creating it.
+    ///
+    /// The directory --cache-dir, SAFECACHE_DIR or the platform's cache dir
+    /// names, made absolute: the one every other command would use.
+    Dir,
     /// Show who holds every lease, pin and fill, plus orphans, trash and sizes.
     ///
     /// Takes no lock and never waits. Every orphan it lists is one the next
@@ -404,8 +415,13 @@ pub(crate) enum Command {
     /// entry fails at once with exit 75, naming the process that pins it.
     Rm {
         /// Keys of the entries to remove.
-        #[arg(required = true, value_parser = parse_key)]
+        #[arg(required_unless_present = "prefix", value_parser = parse_key)]
         keys: Vec<Key>,
+        /// Remove every entry whose key starts with PREFIX (`git/`), as
+        /// listed when `rm` starts, and say how many; an empty PREFIX is
+        /// refused (`clean` removes everything).
+        #[arg(long, value_name = "PREFIX")]
+        prefix: Option<String>,
     },
     /// Remove every entry; waits until nobody uses the cache.
     ///

@@ -117,6 +117,12 @@ fn dispatch(app: App, ui: &Arc<Ui>, invoked: &'static str) -> Result<u8> {
     }
     let g = app.global;
     let cache_dir = resolve_cache_dir(g.cache_dir)?;
+    if let Command::Dir = app.command {
+        // Only the path: nothing is created or opened.
+        ui.out_path(&cache_dir, false).context("cannot write to stdout")?;
+        ui.json(serde_json::json!({ "reason": "dir", "path": commands::json_path(&cache_dir) }));
+        return Ok(exit::OK);
+    }
     let timeout = match g.lock_timeout {
         Some(t) => Some(t),
         None if std::io::stderr().is_terminal() => None,
@@ -140,10 +146,10 @@ fn dispatch(app: App, ui: &Arc<Ui>, invoked: &'static str) -> Result<u8> {
         Command::Run(args) => commands::run::run(&ctx, args),
         Command::Use(args) => commands::r#use::run(&ctx, args),
         Command::Path { key } => commands::path(&ctx, &key),
-        Command::Ls => commands::ls(&ctx),
+        Command::Ls { prefix } => commands::ls(&ctx, prefix.as_deref()),
         Command::Status => commands::status(&ctx),
         Command::Stats { reset } => commands::stats(&ctx, reset),
-        Command::Rm { keys } => commands::rm(&ctx, &keys),
+        Command::Rm { keys, prefix } => commands::rm(&ctx, &keys, prefix.as_deref()),
         Command::Clean => commands::clean(&ctx),
         Command::Gc(args) => commands::gc(&ctx, &args),
         Command::Verify { keys, repair } => commands::verify::verify(&ctx, &keys, repair),
@@ -151,7 +157,7 @@ fn dispatch(app: App, ui: &Arc<Ui>, invoked: &'static str) -> Result<u8> {
         Command::Config { name, value, unset } => {
             commands::config(&ctx, name.as_deref(), value.as_deref(), unset.as_deref())
         }
-        Command::Completions { .. } | Command::Man { .. } => Ok(exit::OK),
+        Command::Completions { .. } | Command::Man { .. } | Command::Dir => Ok(exit::OK),
     };
     crate::stats::command_done(&ctx);
     if auto_gc {

@@ -10,9 +10,12 @@ use crate::ctx::Ctx;
 use crate::exit::{self};
 use crate::ui::fmt_bytes;
 
-pub(crate) fn ls(ctx: &Ctx) -> Result<u8> {
+pub(crate) fn ls(ctx: &Ctx, prefix: Option<&str>) -> Result<u8> {
     let cache = ctx.open()?;
-    let entries = cache.entries()?;
+    let mut entries = cache.entries()?;
+    if let Some(prefix) = prefix {
+        entries.retain(|e| e.key.as_ref().is_some_and(|k| k.as_str().starts_with(prefix)));
+    }
     // Names of adopted files come from disk and may hold control
     // characters: escaped, they cannot drive the terminal or forge lines.
     let names: Vec<String> =
@@ -29,8 +32,13 @@ pub(crate) fn ls(ctx: &Ctx) -> Result<u8> {
             "last_use": unix_secs(e.last_use),
         }));
     }
-    if entries.is_empty() {
-        ctx.ui.status("Listed", format!("0 entries: the cache at `{}` is empty", cache.path().display()));
+    match prefix {
+        _ if !entries.is_empty() => {}
+        Some(prefix) => ctx.ui.status(
+            "Listed",
+            format!("0 entries: no key in the cache at `{}` starts with `{}`", cache.path().display(), escape(prefix)),
+        ),
+        None => ctx.ui.status("Listed", format!("0 entries: the cache at `{}` is empty", cache.path().display())),
     }
     Ok(exit::OK)
 }

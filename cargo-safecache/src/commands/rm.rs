@@ -1,22 +1,56 @@
-//! `rm KEY…`: removes entries, waiting for their pins and fills.
+//! `rm KEY…`, `rm --prefix PREFIX`: removes entries, waiting for their
+//! pins and fills.
 
 use anyhow::{Context, Result};
 use safecache::Key;
+use safecache::display::{count, escape};
 use serde_json::json;
 
 use crate::ctx::Ctx;
-use crate::exit::{self};
+use crate::exit::{self, Coded};
 
-pub(crate) fn rm(ctx: &Ctx, keys: &[Key]) -> Result<u8> {
+pub(crate) fn rm(ctx: &Ctx, keys: &[Key], prefix: Option<&str>) -> Result<u8> {
+    if prefix == Some("") {
+        return Err(Coded {
+            code: exit::USAGE,
+            message: "an empty --prefix would remove every entry; to do that, run `cargo safecache clean`".to_owned(),
+        }
+        .into());
+    }
     let cache = ctx.open()?;
     for key in keys {
-        let existed = ctx.blocking(|| cache.remove(key, ctx.wait)).with_context(|| format!("cannot remove `{key}`"))?;
-        if existed {
-            ctx.ui.status("Removed", format!("`{key}`"));
-        } else {
-            ctx.ui.status("Absent", format!("`{key}` was not in the cache"));
-        }
-        ctx.ui.json(json!({ "reason": "removed", "key": key.as_str(), "existed": existed }));
+        remove(ctx, &cache, key)?;
     }
+    let Some(prefix) = prefix else { return Ok(exit::OK) };
+    // The entries as listed now: one published after this is left alone.
+    let matching: Vec<Key> = cache
+        .entries()?
+        .into_iter()
+        .filter_map(|e| e.key)
+        .filter(|k| k.as_str().starts_with(prefix) && !keys.contains(k))
+        .collect();
+    let mut removed = 0;
+    for key in &matching {
+        if remove(ctx, &cache, key)? {
+            removed += 1;
+        }
+    }
+    ctx.ui.status(
+        "Removed",
+        format!("{} whose key starts with `{}`", count(removed, "entry", "entries"), escape(prefix)),
+    );
+    ctx.ui.json(json!({ "reason": "removed-prefix", "prefix": prefix, "removed": removed }));
     Ok(exit::OK)
+}
+
+/// Removes `key`, saying so; whether it was there.
+fn remove(ctx: &Ctx, cache: &safecache::Cache, key: &Key) -> Result<bool> {
+    let existed = ctx.blocking(|| cache.remove(key, ctx.wait)).with_context(|| format!("cannot remove `{key}`"))?;
+    if existed {
+        ctx.ui.status("Removed", format!("`{key}`"));
+    } else {
+        ctx.ui.status("Absent", format!("`{key}` was not in the cache"));
+    }
+    ctx.ui.json(json!({ "reason": "removed", "key": key.as_str(), "existed": existed }));
+    Ok(existed)
 }

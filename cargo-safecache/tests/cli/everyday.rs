@@ -287,3 +287,88 @@ fn a_stored_auto_gc_off_turns_it_off_and_the_variable_overrides_it() {
     Out::of(sb.cmd(["path", "k"]).env("SAFECACHE_AUTO_GC", "1d")).assert_code(0);
     assert!(stamp.exists(), "SAFECACHE_AUTO_GC=1d turned it on for that command");
 }
+
+fn json_lines(out: &Out) -> Vec<Value> {
+    out.stdout.lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON: {l:?}: {e}"))).collect()
+}
+
+fn listed(sb: &Sandbox, prefix: Option<&str>) -> Vec<String> {
+    let out = sb.run([&["--message-format", "json", "ls"][..], prefix.as_slice()].concat());
+    out.assert_code(0);
+    json_lines(&out).iter().map(|v| v["key"].as_str().unwrap_or_default().to_owned()).collect()
+}
+
+/// `ls PREFIX` lists only keys that start with PREFIX; `rm --prefix`
+/// removes exactly those and says how many; an empty prefix is refused
+/// with a pointer to `clean`.
+#[test]
+fn ls_and_rm_by_prefix() {
+    let sb = Sandbox::new();
+    for key in ["git/serde", "git/tokio", "gitx", "npm/left-pad"] {
+        sb.fill(key, "x");
+    }
+    assert_eq!(listed(&sb, Some("git/")), ["git/serde", "git/tokio"]);
+    assert_eq!(listed(&sb, Some("git")), ["git/serde", "git/tokio", "gitx"]);
+    let none = sb.run(["ls", "pip/"]);
+    none.assert_code(0);
+    assert!(none.stdout.is_empty() && none.stderr.contains("no key in the cache"), "{none}");
+
+    sb.run(["rm", "--prefix", ""]).assert_one_line_error(2, "safecache clean`");
+    assert_eq!(listed(&sb, None).len(), 4, "nothing was removed");
+
+    let out = sb.run(["--message-format", "json", "rm", "--prefix", "git/"]);
+    out.assert_code(0);
+    let lines = json_lines(&out);
+    let removed: Vec<&str> =
+        lines.iter().filter(|v| v["reason"] == "removed").filter_map(|v| v["key"].as_str()).collect();
+    assert_eq!(removed, ["git/serde", "git/tokio"]);
+    assert_eq!(lines.last().map(|v| (&v["reason"], &v["removed"])), Some((&"removed-prefix".into(), &2.into())));
+    assert!(out.stderr.contains("Removed 2 entries whose key starts with `git/`"), "{out}");
+    assert_eq!(listed(&sb, None), ["gitx", "npm/left-pad"]);
+
+    let nothing = sb.run(["rm", "--prefix", "git/"]);
+    nothing.assert_code(0);
+    assert!(nothing.stderr.contains("Removed 0 entries"), "{nothing}");
+}
+
+/// `rm --prefix` waits for a pin on a matching entry like `rm`, and with
+/// `--lock-timeout 0` fails at once (exit 75) naming it.
+#[test]
+fn rm_by_prefix_waits_for_pins() {
+    let sb = Sandbox::new();
+    sb.fill("git/a", "x");
+    sb.fill("git/b", "y");
+    let mut pin = sb.spawn(["run", "--pin", "git/a", "--", "sh", "-c", "echo ready >&2; read go"]);
+    pin.expect_stderr("ready");
+    sb.run(["--lock-timeout", "0", "rm", "--prefix", "git/"]).assert_error(75, "git/a");
+    let mut rm = sb.spawn(["rm", "--prefix", "git/"]);
+    rm.expect_stderr("Blocking");
+    pin.send("go");
+    assert!(pin.finish().0.success());
+    let (status, lines) = rm.finish();
+    assert!(status.success(), "{lines:?}");
+    assert!(listed(&sb, None).is_empty());
+}
+
+/// `dir` prints the cache directory every other command would use, made
+/// absolute, without creating it.
+#[test]
+fn dir_prints_the_cache_dir_without_creating_it() {
+    let sb = Sandbox::new();
+    let out = sb.run(["dir"]);
+    out.assert_code(0);
+    assert_eq!(out.stdout, format!("{}\n", sb.cache.display()));
+    assert!(!sb.cache.exists(), "not created");
+
+    let rel = Out::of(sb.cmd(["--cache-dir", "some/where", "dir"]).current_dir(sb.tmp.path()));
+    assert_eq!(rel.stdout.trim_end(), sb.path("some/where").display().to_string());
+    assert!(!sb.path("some").exists());
+
+    let home = Out::of(sb.cmd(["dir"]).env_remove("SAFECACHE_DIR").env("XDG_CACHE_HOME", sb.path("xdg")));
+    assert_eq!(home.stdout.trim_end(), sb.path("xdg/safecache").display().to_string());
+
+    let json = sb.run(["--message-format", "json", "dir"]);
+    let v: Value = serde_json::from_str(json.stdout.trim()).expect("one JSON line");
+    assert_eq!((&v["reason"], v["path"].as_str()), (&"dir".into(), sb.cache.to_str()));
+    assert!(!sb.cache.exists());
+}

@@ -374,6 +374,11 @@ impl Dir {
         if rustix::fs::fstat(&file)?.st_size != i64::try_from(len).unwrap_or(i64::MAX) {
             return Err(untrusted("it has the wrong size"));
         }
+        // In a group-shared cache the umask may have kept the group from
+        // writing the file its creator made: give the group its access.
+        if self.modes.shared && st.st_uid == euid && st.st_mode & 0o060 != 0o060 {
+            rustix::fs::fchmod(&file, Mode::from_raw_mode(self.modes.file))?;
+        }
         // SAFETY: a fresh mapping at an address the kernel picks, of a
         // regular file `len` bytes long; it is only ever accessed as
         // `AtomicU64`s (page alignment suffices) and unmapped on drop.

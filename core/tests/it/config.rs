@@ -39,7 +39,7 @@ fn the_stored_level_is_read_at_open_and_an_option_overrides_it() {
 fn unknown_fields_are_ignored() {
     let dir = tempfile::tempdir().unwrap();
     open(dir.path(), None).unwrap();
-    std::fs::write(config_file(dir.path()), r#"{"durability":"none","auto_gc":{"max_age":"30d"}}"#).unwrap();
+    std::fs::write(config_file(dir.path()), r#"{"durability":"none","later_setting":{"max_age":"30d"}}"#).unwrap();
     assert_eq!(open(dir.path(), None).unwrap().durability(), Durability::None);
 }
 
