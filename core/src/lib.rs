@@ -69,7 +69,7 @@ pub use evict::{
     Victim,
 };
 pub use failed::{Cancelled, CommandFailed, FailedFill};
-pub use fill::{FillDir, Filled};
+pub use fill::{FillDir, Filled, PinOrFill, PinnedFill};
 pub use format::{Described, Filesystem};
 pub use gc::{EntryInfo, Failure, GcReport, Item, ItemKind, Status};
 pub use holder::{Holder, describe_holders, set_process_command};
