@@ -52,6 +52,7 @@ mod listing;
 mod lock;
 mod manifest;
 mod mode;
+mod modify;
 mod name;
 mod once_map;
 mod probe;
@@ -77,6 +78,7 @@ pub use key::{InvalidKey, Key, KeyRule, MAX_STORED_LEN};
 pub use layout::{FORMAT_VERSION, MARKER_DIR, OLDEST_FORMAT_VERSION};
 pub use lock::{WaitEvent, WaitObserver};
 pub use mode::{LockMode, LockName, Wait};
+pub use modify::{Changing, Modify};
 pub use remove::CleanReport;
 #[cfg(feature = "fault-injection")]
 pub use sys::faults;

@@ -109,6 +109,26 @@ pub(crate) fn run(role: &str) -> i32 {
             }
             Ok(())
         }
+        // Waits for "go", takes `key` for a change, writes `changed-by`
+        // into it, reports, and seals once the parent says so (or is
+        // killed first).
+        ["modify", key] => {
+            wait_for_parent();
+            let key = Key::new(key).unwrap();
+            match cache.modify(&key, Wait::Forever) {
+                Ok(Some(change)) => {
+                    std::fs::write(change.entry().path().join("changed-by"), std::process::id().to_string()).unwrap();
+                    emit(format!("modifying interrupted={}", change.interrupted().is_some()));
+                    wait_for_parent();
+                    change.seal().map(|()| emit("sealed"))
+                }
+                Ok(None) => {
+                    emit("absent");
+                    Ok(())
+                }
+                Err(e) => Err(e),
+            }
+        }
         // Pins `key` until stdin closes.
         ["pin", key] => {
             let key = Key::new(key).unwrap();
