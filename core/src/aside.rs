@@ -60,9 +60,11 @@ pub(crate) fn delete(root: &Root, aside: &Aside) -> io::Result<u64> {
 }
 
 /// Forgets what the cache keeps about the entry of `digest` once it is
-/// gone: its last-use stamp and its manifest. Under the exclusive entry
-/// lock, so no fill of the key is writing new ones.
+/// gone: its last-use stamp, its manifest and its change marker. Under the
+/// exclusive entry lock, so no fill or change of the key is writing new
+/// ones.
 pub(crate) fn forget(root: &Root, digest: &str) {
     let _ = root.remove_file(layout::used_marker(digest));
     let _ = root.remove_file(layout::manifest(digest));
+    let _ = root.remove_file(layout::changing_marker(digest));
 }

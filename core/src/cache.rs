@@ -149,7 +149,7 @@ pub(crate) struct Inner {
 #[must_use = "the lease is released when dropped"]
 pub struct Leased {
     pub(crate) cache: Cache,
-    hold: Arc<Option<Held>>,
+    pub(crate) hold: Arc<Option<Held>>,
     mode: LockMode,
 }
 

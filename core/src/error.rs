@@ -213,6 +213,19 @@ pub enum Error {
         failure: Box<FailedFill>,
     },
 
+    /// [`Leased::pin_or_fill`](crate::Leased::pin_or_fill) filled the key,
+    /// and each time a remove took the entry before it could be pinned.
+    #[error(
+        "`{key}` was removed each time right after it was filled ({times} times); \
+         find what removes it (a `gc --max-size`, an `rm` loop) and run again"
+    )]
+    RemovedAfterFill {
+        /// The key.
+        key: String,
+        /// How many times it was filled.
+        times: usize,
+    },
+
     /// The entry holds a safecache cache of its own; deleting it would
     /// delete that cache's entries behind its locks' backs.
     #[error(
@@ -399,7 +412,8 @@ pub enum ErrorKind {
     PeerFillFailed,
     /// [`Error::NestedCache`].
     NestedCache,
-    /// [`Error::Fill`].
+    /// [`Error::Fill`], and [`Error::RemovedAfterFill`] (a fill that
+    /// could not be used).
     Fill,
     /// [`Error::NoSpace`].
     NoSpace,
@@ -436,7 +450,7 @@ impl Error {
             Error::FillMoved { .. } => ErrorKind::FillMoved,
             Error::PeerFillFailed { .. } => ErrorKind::PeerFillFailed,
             Error::NestedCache { .. } => ErrorKind::NestedCache,
-            Error::Fill { .. } => ErrorKind::Fill,
+            Error::Fill { .. } | Error::RemovedAfterFill { .. } => ErrorKind::Fill,
             Error::NoSpace { .. } => ErrorKind::NoSpace,
             Error::BelowReserve { .. } => ErrorKind::BelowReserve,
             Error::BadConfig { .. } => ErrorKind::BadConfig,

@@ -32,7 +32,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use crate::cache::{Cache, Entry, Leased};
+use crate::cache::{Cache, Entry, Leased, Pin};
 use crate::error::{Error, LowSpace};
 use crate::failed;
 use crate::holder;
@@ -153,7 +153,7 @@ impl Cache {
         E: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         let deadline = Deadline::start(wait);
-        self.lease_by(LockMode::Shared, deadline)?.fill_by(key, deadline, Build::Temp, fill)
+        self.lease_by(LockMode::Shared, deadline)?.fill_by(key, deadline, Build::Temp, Flight::start(), fill)
     }
 
     /// Like [`Cache::get_or_fill`], but builds the entry at its final path;
@@ -164,7 +164,62 @@ impl Cache {
         E: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         let deadline = Deadline::start(wait);
-        self.lease_by(LockMode::Shared, deadline)?.fill_by(key, deadline, Build::InPlace, fill)
+        self.lease_by(LockMode::Shared, deadline)?.fill_by(key, deadline, Build::InPlace, Flight::start(), fill)
+    }
+
+    /// Pins `key`, filling it first if it is absent, under a shared lease of
+    /// its own; see [`Leased::pin_or_fill`].
+    pub fn pin_or_fill<F, E>(&self, key: &Key, how: PinOrFill, fill: F) -> Result<PinnedFill, Error>
+    where
+        F: FnMut(&FillDir<'_>) -> Result<(), E>,
+        E: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let deadline = Deadline::start(how.wait);
+        self.lease_by(LockMode::Shared, deadline)?.pin_or_fill_by(key, deadline, how, fill)
+    }
+}
+
+/// How [`Leased::pin_or_fill`] waits and builds.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PinOrFill {
+    /// How long the whole call may wait for locks: the pin's and the
+    /// fill's share this one budget.
+    pub wait: Wait,
+    /// Build an absent entry at its final path, as
+    /// [`Leased::get_or_fill_in_place`] does, rather than in a private temp.
+    pub in_place: bool,
+}
+
+/// The outcome of [`Leased::pin_or_fill`].
+#[derive(Debug)]
+#[must_use = "the pin is released when dropped"]
+pub struct PinnedFill {
+    /// The entry, pinned.
+    pub pin: Pin,
+    /// Whether this call ran the fill (false: the entry was there, or
+    /// another process or thread filled it while this one waited).
+    pub filled: bool,
+    /// As [`Filled::warning`]: the fill published, but its publication may
+    /// not survive a power cut.
+    pub warning: Option<String>,
+}
+
+/// How many times [`Leased::pin_or_fill`] fills a key that a remove takes
+/// away each time between the publish and the pin.
+const PIN_OR_FILL_ROUNDS: usize = 3;
+
+/// What a fill knows about the call it runs in: when the call started, and
+/// whether it has already waited on the key's entry lock. Only a call that
+/// waited shares the failure of the fill it waited for.
+#[derive(Clone, Copy, Debug)]
+struct Flight {
+    started_ms: u64,
+    waited: bool,
+}
+
+impl Flight {
+    fn start() -> Flight {
+        Flight { started_ms: failed::now_ms(), waited: false }
     }
 }
 
@@ -184,7 +239,7 @@ impl Leased {
         F: FnOnce(&FillDir<'_>) -> Result<(), E>,
         E: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
-        self.fill_by(key, Deadline::start(wait), Build::Temp, fill)
+        self.fill_by(key, Deadline::start(wait), Build::Temp, Flight::start(), fill)
     }
 
     /// Like [`Leased::get_or_fill`], but `fill` writes at the entry's final
@@ -203,12 +258,89 @@ impl Leased {
         F: FnOnce(&FillDir<'_>) -> Result<(), E>,
         E: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
-        self.fill_by(key, Deadline::start(wait), Build::InPlace, fill)
+        self.fill_by(key, Deadline::start(wait), Build::InPlace, Flight::start(), fill)
+    }
+
+    /// Pins `key`'s entry, filling it first if it is absent: "pin, else
+    /// fill, then pin" as one operation, with the fill's single flight and
+    /// shared failure.
+    ///
+    /// Any wait on the key's entry lock counts as waiting for whoever held
+    /// it, the pin's wait included: if the fill that held it fails, this
+    /// call fails the same way ([`Error::PeerFillFailed`]) instead of
+    /// running `fill` again, unless [`crate::Options::retry_failed`] is set.
+    /// (A pin followed by a separate [`Leased::get_or_fill`] loses that: the
+    /// pin waits out the failing fill, finds nothing, and the fill then
+    /// takes a free lock and runs again, once per waiter.)
+    ///
+    /// A remove can take the entry between the publish and the pin; then
+    /// the key is filled again, a few times at most, so `fill` may run more
+    /// than once (hence `FnMut`). The pin holds the shared entry lock and
+    /// this lease until it is dropped.
+    ///
+    /// # Errors
+    /// Those of [`Leased::get_or_fill`] and [`Leased::pin`];
+    /// [`Error::RemovedAfterFill`] if the entry was removed after each of
+    /// its fills.
+    pub fn pin_or_fill<F, E>(&self, key: &Key, how: PinOrFill, fill: F) -> Result<PinnedFill, Error>
+    where
+        F: FnMut(&FillDir<'_>) -> Result<(), E>,
+        E: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        self.pin_or_fill_by(key, Deadline::start(how.wait), how, fill)
+    }
+
+    fn pin_or_fill_by<F, E>(
+        &self,
+        key: &Key,
+        deadline: Deadline,
+        how: PinOrFill,
+        mut fill: F,
+    ) -> Result<PinnedFill, Error>
+    where
+        F: FnMut(&FillDir<'_>) -> Result<(), E>,
+        E: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let _span = tracing::info_span!("pin_or_fill", %key).entered();
+        let build = if how.in_place { Build::InPlace } else { Build::Temp };
+        let mut flight = Flight::start();
+        let mut filled = false;
+        let mut warning = None;
+        for _ in 0..PIN_OR_FILL_ROUNDS {
+            let (pin, waited) = self.pin_noting_wait(key, deadline)?;
+            flight.waited |= waited;
+            if let Some(pin) = pin {
+                return Ok(PinnedFill { pin, filled, warning });
+            }
+            let done = self.fill_by(key, deadline, build, flight, &mut fill)?;
+            filled |= done.filled;
+            warning = done.warning.or(warning);
+            // A fill that ran, or a publish this call waited for: either
+            // way a failure recorded from now on is a later fill's.
+            flight = Flight::start();
+        }
+        Err(Error::RemovedAfterFill { key: key.to_string(), times: PIN_OR_FILL_ROUNDS })
+    }
+
+    /// [`Leased::pin_by`], and whether it had to wait for the entry lock
+    /// (or its queue).
+    fn pin_noting_wait(&self, key: &Key, deadline: Deadline) -> Result<(Option<Pin>, bool), Error> {
+        match self.pin_by(key, Deadline::start(Wait::NoWait)) {
+            Err(Error::Busy { .. }) if !deadline.no_wait() => Ok((self.pin_by(key, deadline)?, true)),
+            other => Ok((other?, false)),
+        }
     }
 
     /// [`Leased::fill_unmapped`], with safecache's own writes failing on a
     /// full filesystem reported as [`Error::NoSpace`].
-    fn fill_by<F, E>(&self, key: &Key, deadline: Deadline, build: Build, fill: F) -> Result<Filled, Error>
+    fn fill_by<F, E>(
+        &self,
+        key: &Key,
+        deadline: Deadline,
+        build: Build,
+        flight: Flight,
+        fill: F,
+    ) -> Result<Filled, Error>
     where
         F: FnOnce(&FillDir<'_>) -> Result<(), E>,
         E: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -216,20 +348,27 @@ impl Leased {
         let cache = &self.cache;
         // Measured after the temp is removed: the space this cache can use.
         let space = || cache.root().space().map(|s| (s.available, s.inodes));
-        self.fill_unmapped(key, deadline, build, fill).map_err(|e| e.or_no_space(cache.path(), space))
+        self.fill_unmapped(key, deadline, build, flight, fill).map_err(|e| e.or_no_space(cache.path(), space))
     }
 
-    fn fill_unmapped<F, E>(&self, key: &Key, deadline: Deadline, build: Build, fill: F) -> Result<Filled, Error>
+    fn fill_unmapped<F, E>(
+        &self,
+        key: &Key,
+        deadline: Deadline,
+        build: Build,
+        flight: Flight,
+        fill: F,
+    ) -> Result<Filled, Error>
     where
         F: FnOnce(&FillDir<'_>) -> Result<(), E>,
         E: Into<Box<dyn std::error::Error + Send + Sync>>,
     {
         let _span = tracing::info_span!("fill", %key).entered();
         let cache = &self.cache;
-        let started_ms = failed::now_ms();
+        let started_ms = flight.started_ms;
         // Whether this call waited for another fill of the key: only then
         // does that fill's failure become this call's.
-        let mut waited = false;
+        let mut waited = flight.waited;
         let _leader = loop {
             if let Some(entry) = cache.lookup(key)? {
                 return Ok(Filled { entry, filled: false, warning: None, bytes: None });

@@ -190,7 +190,9 @@ impl Cache {
         let root = self.root();
         let live: std::collections::HashSet<String> =
             listing::list(root)?.into_iter().filter(|i| i.is_entry()).map(|i| i.digest).collect();
-        for dir in [LOCKS_DIR, USED_DIR, FAILED_DIR, layout::MANIFESTS_DIR] {
+        // A change marker goes only with its entry: it is what keeps an
+        // interrupted change from verifying as good.
+        for dir in [LOCKS_DIR, USED_DIR, FAILED_DIR, layout::MANIFESTS_DIR, layout::CHANGING_DIR] {
             let names = match root.read_dir(dir) {
                 Ok(names) => names,
                 // `failed/` and `manifests/` are made on first need in

@@ -39,6 +39,9 @@ pub(crate) const USED_DIR: &str = ".safecache/used";
 pub(crate) const TMP_DIR: &str = ".safecache/tmp";
 pub(crate) const TRASH_DIR: &str = ".safecache/trash";
 pub(crate) const FAILED_DIR: &str = ".safecache/failed";
+/// Change markers of entries being changed in place, or whose change was
+/// interrupted (`modify.rs`; made on first need).
+pub(crate) const CHANGING_DIR: &str = ".safecache/changing";
 /// Its mtime is when the automatic gc last ran (see `evict.rs`).
 pub(crate) const GC_STAMP: &str = ".safecache/gc.stamp";
 
@@ -196,6 +199,11 @@ pub(crate) fn failure_record(digest: &str) -> String {
     format!("{FAILED_DIR}/{digest}.json")
 }
 
+/// The change marker of the entry of digest `<d>` (`modify.rs`).
+pub(crate) fn changing_marker(digest: &str) -> String {
+    format!("{CHANGING_DIR}/{digest}.json")
+}
+
 /// A holder record, as scans see it.
 pub(crate) fn holder_record(random: &str) -> String {
     format!("{HOLDERS_DIR}/{random}.json")
@@ -269,6 +277,7 @@ mod tests {
             format_staging("<r>"),
             trash_item("<d>", "<r>"),
             failure_record("<d>"),
+            changing_marker("<d>"),
             manifest("<d>"),
             format!("{}/", quarantine_item("<d>", "<r>")),
             format!("{}/{QUARANTINED_ENTRY}", quarantine_item("<d>", "<r>")),

@@ -52,6 +52,7 @@ mod listing;
 mod lock;
 mod manifest;
 mod mode;
+mod modify;
 mod name;
 mod once_map;
 mod probe;
@@ -70,7 +71,7 @@ pub use evict::{
     Victim,
 };
 pub use failed::{Cancelled, CommandFailed, FailedFill};
-pub use fill::{FillDir, Filled};
+pub use fill::{FillDir, Filled, PinOrFill, PinnedFill};
 pub use format::{Described, Filesystem};
 pub use gc::{EntryInfo, Failure, GcReport, Item, ItemKind, Status};
 pub use holder::{Holder, describe_holders, set_process_command};
@@ -78,6 +79,7 @@ pub use key::{InvalidKey, Key, KeyRule, MAX_STORED_LEN};
 pub use layout::{FORMAT_VERSION, MARKER_DIR, OLDEST_FORMAT_VERSION};
 pub use lock::{WaitEvent, WaitObserver};
 pub use mode::{LockMode, LockName, Wait};
+pub use modify::{Changing, Modify};
 pub use remove::CleanReport;
 pub use stats::{Counter, Stats};
 #[cfg(feature = "fault-injection")]

@@ -321,6 +321,14 @@ impl Cache {
         let Some(meta) = root.stat(stored).map_err(|e| Error::io("look up", shown.as_ref(), e))? else {
             return Ok(Check::Absent);
         };
+        // Under the entry lock no change is under way: a marker is a change
+        // that was interrupted, and the manifest may not describe the entry.
+        if let Some(changing) = crate::modify::read(root, digest) {
+            return Ok(Check::Unverified(format!(
+                "it was changed in place and the change was never sealed (begun {changing}), so its manifest \
+                 may not describe it; a change that completes seals it again"
+            )));
+        }
         let manifest = match manifest::read(root, digest).map_err(|e| Error::io("read the manifest of", name, e))? {
             Stored::Absent => {
                 return Ok(Check::Unverified(

@@ -81,6 +81,54 @@ pub(crate) fn run(role: &str) -> i32 {
                 })
                 .map(|_| ())
         }
+        // Waits for "go"; pins `key`, or fills it first with a fill that reports, waits for
+        // the parent, logs its pid to `log` and fails with status 7; then
+        // reports how the call ended.
+        ["pin-or-fill-fail", key, log] => {
+            wait_for_parent();
+            let key = Key::new(key).unwrap();
+            let how = safecache::PinOrFill { wait: Wait::Forever, in_place: false };
+            let leased = cache.lease(LockMode::Shared, Wait::Forever).unwrap();
+            match leased.pin_or_fill(&key, how, |_dir| {
+                // Only the first fill waits for the parent: one run again
+                // by a waiter must not hang the test.
+                let first = !std::path::Path::new(log).exists();
+                emit(if first { "filling" } else { "filling again" });
+                if first {
+                    wait_for_parent();
+                }
+                let mut log = std::fs::OpenOptions::new().append(true).create(true).open(log).unwrap();
+                writeln!(log, "{}", std::process::id()).unwrap();
+                Err(safecache::CommandFailed { code: 7, description: "the command exited with status 7".into() })
+            }) {
+                Ok(pinned) => emit(format!("pinned filled={}", pinned.filled)),
+                Err(safecache::Error::PeerFillFailed { failure, .. }) => {
+                    emit(format!("peer-failed pid={} code={:?}", failure.pid, failure.exit_code));
+                }
+                Err(e) => emit(format!("failed {e}")),
+            }
+            Ok(())
+        }
+        // Waits for "go", takes `key` for a change, writes `changed-by`
+        // into it, reports, and seals once the parent says so (or is
+        // killed first).
+        ["modify", key] => {
+            wait_for_parent();
+            let key = Key::new(key).unwrap();
+            match cache.modify(&key, Wait::Forever) {
+                Ok(Some(change)) => {
+                    std::fs::write(change.entry().path().join("changed-by"), std::process::id().to_string()).unwrap();
+                    emit(format!("modifying interrupted={}", change.interrupted().is_some()));
+                    wait_for_parent();
+                    change.seal().map(|()| emit("sealed"))
+                }
+                Ok(None) => {
+                    emit("absent");
+                    Ok(())
+                }
+                Err(e) => Err(e),
+            }
+        }
         // Pins `key` until stdin closes.
         ["pin", key] => {
             let key = Key::new(key).unwrap();

@@ -223,3 +223,48 @@ fn an_uncommitted_leftover_is_absent_and_reclaimed() {
     assert!(!cache.path().join("a").exists());
     assert!(names(&cache.path().join(".safecache/trash")).is_empty());
 }
+
+/// Issue 16: "pin, else fill, then pin" by N processes on a failing fill.
+/// Every waiter blocks on the pin while the first process fills; when that
+/// fill fails, they all fail the same way and the fill runs exactly once
+/// (with a pin then a separate fill, each waiter ran it again in turn).
+#[test]
+fn waiters_of_a_failing_pin_or_fill_share_its_failure() {
+    let (tmp, cache) = new_cache();
+    let log = tmp.path().join("fills.log");
+    let role = format!("pin-or-fill-fail k {}", log.display());
+    let mut filler = Child::spawn(cache.path(), &role);
+    filler.send();
+    filler.expect("filling");
+    let mut waiters: Vec<Child> = (0..6).map(|_| Child::spawn(cache.path(), &role)).collect();
+    for waiter in &mut waiters {
+        waiter.send();
+        // Blocked on the pin's shared lock, behind the filler.
+        assert_eq!(waiter.expect("waiting "), format!("waiting entry `k` holders={}", filler.pid()));
+    }
+    filler.send();
+    assert!(filler.expect("failed ").contains("fill of `k` failed"));
+    for mut waiter in waiters {
+        // It may wait again, for the exclusive lock behind another waiter.
+        let mut event = waiter.event();
+        while event.starts_with("waiting ") {
+            event = waiter.event();
+        }
+        assert_eq!(event, format!("peer-failed pid={} code=Some(7)", filler.pid()), "a waiter ran the fill again");
+        assert!(waiter.wait().success());
+    }
+    assert!(filler.wait().success());
+    let fills = std::fs::read_to_string(&log).unwrap();
+    assert_eq!(fills.lines().count(), 1, "the failing fill ran more than once: {fills}");
+    assert!(cache.get(&key("k")).unwrap().is_none());
+    // A later call is no waiter of that fill: it fills, and pins the result.
+    let pinned = cache
+        .pin_or_fill(&key("k"), safecache::PinOrFill::default(), |dir| std::fs::write(dir.path().join("d"), "ok"))
+        .unwrap();
+    assert!(pinned.filled);
+    assert!(cache.remove(&key("k"), Wait::NoWait).is_err(), "the entry is pinned");
+    drop(pinned);
+    let pinned = cache
+        .pin_or_fill(&key("k"), safecache::PinOrFill::default(), |_| -> std::io::Result<()> { panic!("filled again") });
+    assert!(!pinned.unwrap().filled);
+}

@@ -22,6 +22,7 @@ mod full_disk;
 mod hostile;
 mod kill;
 mod model;
+mod modify;
 mod mutants;
 mod pin;
 mod remove;
