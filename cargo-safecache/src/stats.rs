@@ -8,7 +8,7 @@
 //! fill and the entry's bytes, one whose fill failed adds a failed fill.
 //! Every command that waited for a lock counts one wait.
 
-use safecache::{Cache, Counter, Error, Filled};
+use safecache::{Cache, Counter};
 
 use crate::ctx::Ctx;
 
@@ -25,12 +25,13 @@ pub(crate) fn miss(cache: &Cache) {
 /// The outcome of a filling command's `get_or_fill`: `ran` is whether this
 /// command ran the fill and it failed, `cancelled` whether a signal ended
 /// it (no failure: nothing is counted beyond the miss).
-pub(crate) fn fill_outcome(cache: &Cache, outcome: &Result<Filled, Error>, ran: bool, cancelled: bool) {
+/// `outcome` is whether this command filled the entry, and its bytes.
+pub(crate) fn fill_outcome(cache: &Cache, outcome: Result<(bool, Option<u64>), ()>, ran: bool, cancelled: bool) {
     match outcome {
-        Ok(filled) if filled.filled => {
+        Ok((true, bytes)) => {
             miss(cache);
             cache.count(Counter::Fills, 1);
-            cache.count(Counter::BytesFilled, filled.bytes.unwrap_or(0));
+            cache.count(Counter::BytesFilled, bytes.unwrap_or(0));
         }
         Ok(_) => hit(cache),
         Err(_) => {

@@ -26,7 +26,9 @@ use std::os::fd::BorrowedFd;
 use std::sync::atomic::Ordering;
 
 use anyhow::{Context, Result};
-use safecache::{Cache, Cancelled, CommandFailed, Error, FillDir, Filled, Key, Leased, LockMode, Pin};
+use safecache::{
+    Cache, Cancelled, CommandFailed, Error, FillDir, Filled, Key, Leased, LockMode, Pin, PinOrFill, PinnedFill,
+};
 use serde_json::json;
 use signal_hook::consts::SIGTERM;
 
@@ -100,9 +102,35 @@ enum Outcome {
     Cancelled { code: u8, signal: i32, description: String },
 }
 
+/// What a fill published, for the counters: whether this call ran it, and
+/// the entry's bytes.
+pub(crate) trait Published {
+    fn filled(&self) -> bool;
+    fn bytes(&self) -> Option<u64>;
+}
+
+impl Published for Filled {
+    fn filled(&self) -> bool {
+        self.filled
+    }
+    fn bytes(&self) -> Option<u64> {
+        self.bytes
+    }
+}
+
+impl Published for PinnedFill {
+    fn filled(&self) -> bool {
+        self.filled
+    }
+    fn bytes(&self) -> Option<u64> {
+        None
+    }
+}
+
+/// A fill function, as the core calls it.
+pub(crate) type FillFn<'f> = dyn FnMut(&FillDir<'_>) -> Result<(), Box<dyn std::error::Error + Send + Sync>> + 'f;
+
 /// Fills `key` by running `fill_cmd` (single flight), or finds it filled.
-/// `Err(code)` when the fill, or the fill this run waited for, failed: the
-/// run then exits with `code`, having said why.
 pub(crate) fn fill(
     ctx: &Ctx,
     session: &Session,
@@ -110,10 +138,46 @@ pub(crate) fn fill(
     args: &FillArgs,
     fill_cmd: &[OsString],
 ) -> Result<Result<Filled, u8>> {
+    filling(ctx, session, key, args, fill_cmd, |f| {
+        if args.in_place {
+            session.leased.get_or_fill_in_place(key, ctx.wait, f)
+        } else {
+            session.leased.get_or_fill(key, ctx.wait, f)
+        }
+    })
+}
+
+/// Pins `key`, filling it first by running `fill_cmd` if it is absent
+/// (single flight, the failure shared with every run that waited on the
+/// key, the pin's wait included).
+pub(crate) fn pin_or_fill(
+    ctx: &Ctx,
+    session: &Session,
+    key: &Key,
+    args: &FillArgs,
+    fill_cmd: &[OsString],
+) -> Result<Result<PinnedFill, u8>> {
+    filling(ctx, session, key, args, fill_cmd, |f| {
+        session.leased.pin_or_fill(key, PinOrFill { wait: ctx.wait, in_place: args.in_place }, f)
+    })
+}
+
+/// Runs the core operation `op` with a fill function that runs `fill_cmd`.
+/// `Err(code)` when the fill, or the fill this run waited for, failed: the
+/// run then exits with `code`, having said why.
+fn filling<T: Published>(
+    ctx: &Ctx,
+    session: &Session,
+    key: &Key,
+    args: &FillArgs,
+    fill_cmd: &[OsString],
+    op: impl FnOnce(&mut FillFn<'_>) -> Result<T, Error>,
+) -> Result<Result<T, u8>> {
     let mut outcome = None;
     let env = session.with_entry(key);
     let filled = ctx.blocking(|| {
-        let fill = |dir: &FillDir<'_>| {
+        let mut fill = |dir: &FillDir<'_>| -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+            outcome = None;
             ctx.ui.done_waiting();
             ctx.ui.status("Filling", format!("`{key}` by running `{}`", shown(fill_cmd)));
             let mut env = env.clone();
@@ -144,8 +208,7 @@ pub(crate) fn fill(
                 if args.allow_empty || !is_empty(dir) {
                     return Ok(());
                 }
-                let (_, e) =
-                    failed(exit::FAILURE, "the command exited 0 but wrote nothing into $SAFECACHE_OUT".to_owned());
+                let (_, e) = failed(exit::FAILURE, "the command exited 0 but wrote nothing into $SAFECACHE_OUT".to_owned());
                 let o = Outcome::Failed { code: exit::FAILURE, message: e.description.clone(), hint: EMPTY_HINT };
                 (o, e.into())
             } else if let Some(signal) = cancelled_by(st) {
@@ -159,15 +222,16 @@ pub(crate) fn fill(
             outcome = Some(o);
             Err(error)
         };
-        if args.in_place {
-            session.leased.get_or_fill_in_place(key, ctx.wait, fill)
-        } else {
-            session.leased.get_or_fill(key, ctx.wait, fill)
-        }
+        op(&mut fill)
     });
     let ran = matches!(outcome, Some(Outcome::Failed { .. }));
     let cancelled = matches!(outcome, Some(Outcome::Cancelled { .. }));
-    crate::stats::fill_outcome(session.leased.cache(), &filled, ran, cancelled);
+    crate::stats::fill_outcome(
+        session.leased.cache(),
+        filled.as_ref().map(|f| (f.filled(), f.bytes())).map_err(|_| ()),
+        ran,
+        cancelled,
+    );
     match filled {
         Ok(filled) => Ok(Ok(filled)),
         Err(ref e @ Error::Fill { .. }) if outcome.is_some() => match outcome {

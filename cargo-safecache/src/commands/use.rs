@@ -1,12 +1,18 @@
 //! This defines `use`: CMD, a command that uses KEY, runs with KEY pinned
 //! (`SAFECACHE_ENTRY`, `SAFECACHE_HIT`); with `--fill FILL`, an absent KEY
 //! is filled first, single flight, with the failure shared as in `run
-//! --key`.
+//! --key`. With `--exclusive`, CMD gets the entry to change it, under its
+//! exclusive entry lock, and the entry is sealed again after CMD.
 //!
-//! Invariant: CMD never runs without the entry it was given, pinned: an
-//! absent KEY without --fill exits 1 before CMD starts, and a remove that
-//! slips in between a fill's publish and the pin makes the fill run again
-//! (a few times at most), never CMD run on nothing.
+//! Invariants:
+//! - CMD never runs without the entry it was given: an absent KEY without
+//!   --fill exits 1 before CMD starts, and a remove that slips in between
+//!   a fill's publish and the pin makes the fill run again (a few times at
+//!   most), never CMD run on nothing;
+//! - a changing CMD (`--exclusive`) runs with the exclusive entry lock held
+//!   by its supervisor for as long as any process it started lives: pins
+//!   and other changes wait, and a killed `use` leaves the entry marked as
+//!   changed (interrupted), never sealed half-written.
 
 use std::ffi::OsString;
 
@@ -42,24 +48,71 @@ pub(crate) fn run(ctx: &Ctx, args: UseArgs) -> Result<u8> {
     // Named by its fill from its first lock on: that is what waiters wait for.
     let shown = fill_cmd.as_deref().unwrap_or(&args.command);
     let session = Session::open(ctx, args.fill.as_ref().map(|_| &args.fill_args), LockMode::Shared, shown)?;
-    let env = session.with_entry(&key);
+    let named_by_cmd = || {
+        safecache::set_process_command(args.command.iter().map(|a| a.to_string_lossy().into_owned()).collect());
+    };
+    if args.exclusive {
+        return changing(ctx, &session, &key, &args, fill_cmd.as_deref(), named_by_cmd);
+    }
 
-    let mut filled_here = false;
-    for attempt in 0..3 {
-        let pinned =
-            ctx.blocking(|| session.leased.pin(&key, ctx.wait)).with_context(|| format!("cannot pin `{key}`"))?;
-        if let Some(pin) = pinned {
-            if attempt == 0 {
-                crate::stats::hit(session.leased.cache());
-            }
-            safecache::set_process_command(args.command.iter().map(|a| a.to_string_lossy().into_owned()).collect());
-            return run_pinned(ctx, &session, &key, &[pin], env, !filled_here, &args.command);
-        }
-        let Some(fill_cmd) = &fill_cmd else {
+    let Some(fill_cmd) = &fill_cmd else {
+        let pinned = ctx.blocking(|| session.leased.pin(&key, ctx.wait)).with_context(|| format!("cannot pin `{key}`"))?;
+        let Some(pin) = pinned else {
             crate::stats::miss(session.leased.cache());
             return Err(absent(&key).into());
         };
-        match fill::fill(ctx, &session, &key, &args.fill_args, fill_cmd)? {
+        crate::stats::hit(session.leased.cache());
+        named_by_cmd();
+        return run_cmd(ctx, &session, &key, &[pin.lock_fd()], true, &args.command);
+    };
+    let pinned = match fill::pin_or_fill(ctx, &session, &key, &args.fill_args, fill_cmd)? {
+        Ok(pinned) => pinned,
+        Err(code) => return Ok(code),
+    };
+    if let Some(warning) = &pinned.warning {
+        ctx.ui.warn(warning);
+    }
+    named_by_cmd();
+    run_cmd(ctx, &session, &key, &[pinned.pin.lock_fd()], !pinned.filled, &args.command)
+}
+
+/// `use --exclusive`: CMD changes the entry under its exclusive lock, then
+/// the entry is sealed (its manifest written again), whatever CMD's status:
+/// the manifest must describe what is there.
+fn changing(
+    ctx: &Ctx,
+    session: &Session,
+    key: &Key,
+    args: &UseArgs,
+    fill_cmd: Option<&[OsString]>,
+    named_by_cmd: impl Fn(),
+) -> Result<u8> {
+    let mut filled_here = false;
+    for attempt in 0..3 {
+        let held =
+            ctx.blocking(|| session.leased.modify(key, ctx.wait)).with_context(|| format!("cannot take `{key}` to change it"))?;
+        if let Some(change) = held {
+            if attempt == 0 {
+                crate::stats::hit(session.leased.cache());
+            }
+            if let Some(before) = change.interrupted() {
+                ctx.ui.warn(format!(
+                    "`{key}` was left half changed by an earlier change that never finished ({before}); this run \
+                     goes on from there and seals it"
+                ));
+            }
+            named_by_cmd();
+            let code = run_cmd(ctx, session, key, &[change.lock_fd()], !filled_here, &args.command)?;
+            ctx.blocking(|| change.seal()).with_context(|| {
+                format!("the command exited with {code}, but `{key}` could not be sealed; it stays marked as changed")
+            })?;
+            return Ok(code);
+        }
+        let Some(fill_cmd) = fill_cmd else {
+            crate::stats::miss(session.leased.cache());
+            return Err(absent(key).into());
+        };
+        match fill::fill(ctx, session, key, &args.fill_args, fill_cmd)? {
             Ok(filled) => {
                 if let Some(warning) = &filled.warning {
                     ctx.ui.warn(warning);
@@ -76,21 +129,23 @@ pub(crate) fn run(ctx: &Ctx, args: UseArgs) -> Result<u8> {
     .into())
 }
 
-/// Runs CMD with the entry pinned.
-fn run_pinned(
+/// Runs CMD with the entry held by the locks whose descriptors are `held`.
+fn run_cmd(
     ctx: &Ctx,
     session: &Session,
     key: &Key,
-    pins: &[safecache::Pin],
-    mut env: Vec<(&'static str, OsString)>,
+    held: &[std::os::fd::BorrowedFd<'_>],
     hit: bool,
     command: &[OsString],
 ) -> Result<u8> {
+    let mut env = session.with_entry(key);
     env.push(("SAFECACHE_HIT", if hit { "1" } else { "0" }.into()));
+    let mut fds = session.lock_fds(&[], None);
+    fds.extend_from_slice(held);
     let ended = process::spawn_and_wait(&Spawn {
         cmd: command,
         env: &env,
-        held: &session.lock_fds(pins, None),
+        held: &fds,
         stdout: if ctx.ui.json { Stdout::Stderr } else { Stdout::Inherit },
         timeout: None,
     })?;
