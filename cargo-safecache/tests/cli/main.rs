@@ -19,6 +19,7 @@ mod outside;
 mod queue;
 mod real_tools;
 mod support;
+mod terminal;
 mod tree;
 mod trust;
 mod upgrade;
