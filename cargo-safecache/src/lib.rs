@@ -12,6 +12,7 @@ mod hint;
 mod inherit;
 mod process;
 mod reference;
+mod settings;
 mod ui;
 
 pub use cli::Binary;

@@ -3,11 +3,11 @@
 
 use anyhow::{Context, Result};
 use safecache::display::{count, duration, escape, size};
-use safecache::{AutoGc, EvictReason, Failure, GcOptions, Key, Limits, SkipReason, Victim};
+use safecache::{EvictReason, Failure, GcOptions, Key, Limits, SkipReason, Victim};
 use serde_json::json;
 
 use super::{ago, failures_json, report_failures, unix_secs};
-use crate::cli::{AutoGcEvery, GcArgs, MaxAge};
+use crate::cli::GcArgs;
 use crate::ctx::Ctx;
 
 pub(crate) fn gc(ctx: &Ctx, args: &GcArgs) -> Result<u8> {
@@ -103,32 +103,6 @@ fn victim_json(reason: &str, v: &Victim, why: Option<&SkipReason>, dry_run: bool
         "why": why.map(ToString::to_string),
         "dry_run": dry_run,
     })
-}
-
-/// The limits `gc` applies: only those given (`--max-size`, `--max-age`
-/// or their variables); `never` is no limit.
-pub(crate) fn limits(max_size: Option<u64>, max_age: Option<MaxAge>) -> Limits {
-    Limits { max_size, max_age: max_age.and_then(|a| a.0) }
-}
-
-/// The automatic gc: on unless `--auto-gc off`, once a day unless told
-/// otherwise, with the limits given and, unless one was given, the default
-/// age limit (entries unused for 30 days).
-pub(crate) fn auto_gc_options(
-    every: Option<AutoGcEvery>,
-    max_size: Option<u64>,
-    max_age: Option<MaxAge>,
-) -> Option<AutoGc> {
-    let every = match every {
-        Some(AutoGcEvery(None)) => return None,
-        Some(AutoGcEvery(Some(every))) => every,
-        None => safecache::DEFAULT_AUTO_GC_EVERY,
-    };
-    let max_age = match max_age {
-        Some(MaxAge(age)) => age,
-        None => Some(safecache::DEFAULT_MAX_AGE),
-    };
-    Some(AutoGc { every, limits: Limits { max_size, max_age } })
 }
 
 /// The automatic gc after a command's real work, on the cache the command

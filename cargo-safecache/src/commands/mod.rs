@@ -15,7 +15,7 @@ pub(crate) mod verify;
 
 pub(crate) use clean::clean;
 pub(crate) use config::config;
-pub(crate) use gc::{auto_gc, auto_gc_options, gc, limits};
+pub(crate) use gc::{auto_gc, gc};
 pub(crate) use init::init;
 pub(crate) use ls::ls;
 pub(crate) use path::path;
