@@ -50,7 +50,7 @@ Examples:
 
 /// Examples at the end of each subcommand's `--help` (not `-h`); `{bin}`
 /// stands for the name the user invoked.
-const EXAMPLES: [(&str, &str); 14] = [
+const EXAMPLES: [(&str, &str); 15] = [
     (
         "use",
         "  # Fill git/serde if absent, then run CMD with it pinned:

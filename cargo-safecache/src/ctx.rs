@@ -1,33 +1,31 @@
 //! This defines [`Ctx`], what every subcommand gets: the output channels,
-//! the cache directory and the wait, and the one way to open the cache.
+//! the resolved [`Settings`] (which it dereferences to: `ctx.wait`), and
+//! the one way to open the cache.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Result;
-use safecache::{Cache, Durability, LockMode, Options, Wait};
+use safecache::{Cache, LockMode, Options};
 
 use crate::inherit;
-use crate::settings::Given;
+use crate::settings::Settings;
 use crate::ui::Ui;
 
 /// Everything a subcommand needs.
 pub(crate) struct Ctx {
     pub(crate) ui: Arc<Ui>,
-    /// The cache directory, absolute.
-    pub(crate) cache_dir: PathBuf,
-    pub(crate) wait: Wait,
-    /// `--allow-untrusted-cache`.
-    pub(crate) allow_untrusted: bool,
-    /// `--auto-gc`, `--max-size` and `--max-age`, as given: resolved
-    /// against the cache's config by `settings`.
-    pub(crate) given: Given,
+    /// What the flags, the environment and the cache's config resolved to.
+    pub(crate) settings: Settings,
     /// The cache the command opened, for the automatic gc after it.
     pub(crate) opened: std::sync::OnceLock<Cache>,
-    /// `--durability` or `SAFECACHE_DURABILITY`: overrides the cache's own.
-    pub(crate) durability: Option<Durability>,
-    /// `--verify-on-read`.
-    pub(crate) verify_on_read: bool,
+}
+
+impl std::ops::Deref for Ctx {
+    type Target = Settings;
+
+    fn deref(&self) -> &Settings {
+        &self.settings
+    }
 }
 
 impl Ctx {

@@ -2,23 +2,16 @@
 //! tracing, resolve the cache directory and the wait, run the subcommand,
 //! and turn its outcome into an exit code.
 
-use std::io::IsTerminal;
-use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::{Context, Result};
-use etcetera::BaseStrategy;
-use safecache::Wait;
 
-use crate::cli::{self, App, ColorWhen, Command, MessageFormat};
+use crate::cli::{self, App, Command};
 use crate::commands;
 use crate::ctx::Ctx;
 use crate::exit;
+use crate::settings::{Output, Settings};
 use crate::ui::Ui;
-
-/// The default lock timeout when stderr is not a terminal.
-const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// Runs the CLI and returns the process's exit code.
 pub(crate) fn main_impl(binary: cli::Binary) -> u8 {
@@ -30,14 +23,9 @@ pub(crate) fn main_impl(binary: cli::Binary) -> u8 {
         Ok(app) => app,
         Err(e) => return clap_error(&e, invoked),
     };
-    let g = &app.global;
-    let color = match g.color {
-        ColorWhen::Always => true,
-        ColorWhen::Never => false,
-        ColorWhen::Auto => std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty()),
-    };
-    let ui = Arc::new(Ui::new(g.message_format == MessageFormat::Json, g.quiet, color));
-    init_tracing(g.verbose, color);
+    let output = Output::resolve(&app.global);
+    let ui = Arc::new(Ui::new(output.json, output.quiet, output.color));
+    init_tracing(output.verbose, output.color);
     match dispatch(app, &ui, invoked) {
         Ok(code) => code,
         Err(e) => {
@@ -115,30 +103,15 @@ fn dispatch(app: App, ui: &Arc<Ui>, invoked: &'static str) -> Result<u8> {
         }
         _ => {}
     }
-    let g = app.global;
-    let cache_dir = resolve_cache_dir(g.cache_dir)?;
+    let settings = Settings::resolve(&app.global)?;
     if let Command::Dir = app.command {
         // Only the path: nothing is created or opened.
-        ui.out_path(&cache_dir, false).context("cannot write to stdout")?;
-        ui.json(serde_json::json!({ "reason": "dir", "path": commands::json_path(&cache_dir) }));
+        ui.out_path(&settings.cache_dir, false).context("cannot write to stdout")?;
+        ui.json(serde_json::json!({ "reason": "dir", "path": commands::json_path(&settings.cache_dir) }));
         return Ok(exit::OK);
     }
-    let timeout = match g.lock_timeout {
-        Some(t) => Some(t),
-        None if std::io::stderr().is_terminal() => None,
-        None => Some(DEFAULT_TIMEOUT),
-    };
-    let ctx = Ctx {
-        ui: Arc::clone(ui),
-        cache_dir,
-        wait: Wait::from_timeout(timeout),
-        allow_untrusted: g.allow_untrusted_cache,
-        given: crate::settings::Given { auto_gc: g.auto_gc, max_size: g.max_size, max_age: g.max_age },
-        opened: std::sync::OnceLock::new(),
-        durability: g.durability,
-        verify_on_read: g.verify_on_read,
-    };
-    tracing::debug!(cache = %ctx.cache_dir.display(), ?timeout, "resolved");
+    tracing::debug!(?settings, "resolved");
+    let ctx = Ctx { ui: Arc::clone(ui), settings, opened: std::sync::OnceLock::new() };
     // The automatic gc follows the commands that use entries, once their
     // real work is done, whatever its outcome.
     let auto_gc = matches!(app.command, Command::Run(_) | Command::Use(_) | Command::Path { .. });
@@ -173,17 +146,4 @@ fn print_stdout(bytes: &[u8]) -> Result<u8> {
     let mut out = std::io::stdout().lock();
     out.write_all(bytes).and_then(|()| out.flush()).context("cannot write to stdout")?;
     Ok(exit::OK)
-}
-
-/// `--cache-dir`, else `SAFECACHE_DIR` (clap reads both), else the platform
-/// cache dir; made absolute so that exported paths work from any directory.
-fn resolve_cache_dir(given: Option<PathBuf>) -> Result<PathBuf> {
-    let dir = match given.filter(|d| !d.as_os_str().is_empty()) {
-        Some(dir) => dir,
-        None => etcetera::choose_base_strategy()
-            .context("cannot find the platform cache dir (is HOME set?); pass --cache-dir DIR or set SAFECACHE_DIR")?
-            .cache_dir()
-            .join("safecache"),
-    };
-    std::path::absolute(&dir).with_context(|| format!("cannot make the cache dir `{}` absolute", dir.display()))
 }

@@ -3,13 +3,16 @@
 //! one JSON object per line, each with a `reason` field.
 //!
 //! Invariant: a wait is announced at once, naming the lock, its holders and
-//! how to stop waiting; a spinner is only ever drawn on a terminal.
+//! how to stop waiting; a spinner is only ever drawn on a terminal, and is
+//! cleared before the process exits, by a signal too: while one is shown,
+//! SIGINT, SIGTERM and SIGHUP clear it first (see [`watch_signals`]).
 
 use std::fmt::Display;
 use std::io::{IsTerminal, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressStyle};
@@ -26,15 +29,51 @@ pub(crate) struct Ui {
     quiet: bool,
     color: bool,
     spinners: bool,
-    spinner: Mutex<Option<ProgressBar>>,
     /// Whether the command waited for a lock (counted once, in `stats`).
-    waited: std::sync::atomic::AtomicBool,
+    waited: AtomicBool,
+}
+
+/// The spinner of the wait under way, if any: one per process, reachable
+/// from the signal watcher.
+static SPINNER: Mutex<Option<ProgressBar>> = Mutex::new(None);
+
+/// Set while `run` handles SIGINT, SIGTERM and SIGHUP itself (it forwards
+/// them to CMD, or cancels a fill with them): the signal watcher then only
+/// clears the spinner and leaves the rest to `run`.
+pub(crate) static SIGNALS_HANDLED: AtomicBool = AtomicBool::new(false);
+
+fn spinner() -> std::sync::MutexGuard<'static, Option<ProgressBar>> {
+    SPINNER.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Starts, once, a thread that clears the spinner when SIGINT, SIGTERM or
+/// SIGHUP arrives, then lets the signal do what it would have done (end the
+/// process, as the default action), unless `run` handles it
+/// ([`SIGNALS_HANDLED`]). Without it, Ctrl-C during a wait left the
+/// spinner's line on the terminal. Registered only once a spinner is drawn,
+/// so commands that never wait on a terminal keep the default actions.
+fn watch_signals() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+        let Ok(mut signals) = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP]) else { return };
+        std::thread::spawn(move || {
+            for sig in signals.forever() {
+                if let Some(bar) = spinner().take() {
+                    bar.finish_and_clear();
+                }
+                if !SIGNALS_HANDLED.load(Ordering::SeqCst) {
+                    let _ = signal_hook::low_level::emulate_default_handler(sig);
+                }
+            }
+        });
+    });
 }
 
 impl Ui {
     pub(crate) fn new(json: bool, quiet: bool, color: bool) -> Ui {
         let spinners = !quiet && std::io::stderr().is_terminal();
-        Ui { json, quiet, color, spinners, spinner: Mutex::new(None), waited: Default::default() }
+        Ui { json, quiet, color, spinners, waited: AtomicBool::new(false) }
     }
 
     fn paint(&self, code: &str, text: &str) -> String {
@@ -62,7 +101,7 @@ impl Ui {
     }
 
     fn stderr_line(&self, line: &str) {
-        let spinner = self.spinner.lock().unwrap_or_else(|p| p.into_inner());
+        let spinner = spinner();
         match spinner.as_ref() {
             Some(bar) => bar.suspend(|| write_stderr(line)),
             None => write_stderr(line),
@@ -127,7 +166,8 @@ impl Ui {
             );
             bar.set_message(format!("waiting for the {} lock on {}", ev.mode, ev.lock));
             bar.enable_steady_tick(Duration::from_millis(120));
-            if let Some(old) = self.spinner.lock().unwrap_or_else(|p| p.into_inner()).replace(bar) {
+            watch_signals();
+            if let Some(old) = spinner().replace(bar) {
                 old.finish_and_clear();
             }
         }
@@ -140,7 +180,7 @@ impl Ui {
 
     /// Removes the spinner, if any: the wait is over.
     pub(crate) fn done_waiting(&self) {
-        if let Some(bar) = self.spinner.lock().unwrap_or_else(|p| p.into_inner()).take() {
+        if let Some(bar) = spinner().take() {
             bar.finish_and_clear();
         }
     }

@@ -208,7 +208,8 @@ fn filling<T: Published>(
                 if args.allow_empty || !is_empty(dir) {
                     return Ok(());
                 }
-                let (_, e) = failed(exit::FAILURE, "the command exited 0 but wrote nothing into $SAFECACHE_OUT".to_owned());
+                let (_, e) =
+                    failed(exit::FAILURE, "the command exited 0 but wrote nothing into $SAFECACHE_OUT".to_owned());
                 let o = Outcome::Failed { code: exit::FAILURE, message: e.description.clone(), hint: EMPTY_HINT };
                 (o, e.into())
             } else if let Some(signal) = cancelled_by(st) {

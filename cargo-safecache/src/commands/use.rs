@@ -28,7 +28,7 @@ use crate::key_files;
 use crate::process::{self, Spawn, Stdout, code_of};
 
 pub(crate) fn run(ctx: &Ctx, args: UseArgs) -> Result<u8> {
-    let Some(key) = args.key.key else {
+    let Some(key) = args.key.key.clone() else {
         return Err(Coded { code: exit::USAGE, message: crate::hint::use_needs_key() }.into());
     };
     let key = key_files::derive(key, &args.key.key_files)?;
@@ -56,7 +56,8 @@ pub(crate) fn run(ctx: &Ctx, args: UseArgs) -> Result<u8> {
     }
 
     let Some(fill_cmd) = &fill_cmd else {
-        let pinned = ctx.blocking(|| session.leased.pin(&key, ctx.wait)).with_context(|| format!("cannot pin `{key}`"))?;
+        let pinned =
+            ctx.blocking(|| session.leased.pin(&key, ctx.wait)).with_context(|| format!("cannot pin `{key}`"))?;
         let Some(pin) = pinned else {
             crate::stats::miss(session.leased.cache());
             return Err(absent(&key).into());
@@ -89,8 +90,9 @@ fn changing(
 ) -> Result<u8> {
     let mut filled_here = false;
     for attempt in 0..3 {
-        let held =
-            ctx.blocking(|| session.leased.modify(key, ctx.wait)).with_context(|| format!("cannot take `{key}` to change it"))?;
+        let held = ctx
+            .blocking(|| session.leased.modify(key, ctx.wait))
+            .with_context(|| format!("cannot take `{key}` to change it"))?;
         if let Some(change) = held {
             if attempt == 0 {
                 crate::stats::hit(session.leased.cache());

@@ -53,6 +53,8 @@ pub(crate) fn watch_cancel() -> io::Result<()> {
     if ONCE.get().is_some() {
         return Ok(());
     }
+    // From here on these signals cancel rather than end the process.
+    crate::ui::SIGNALS_HANDLED.store(true, std::sync::atomic::Ordering::SeqCst);
     for sig in [SIGINT, SIGTERM, SIGHUP] {
         signal_hook::flag::register_usize(sig, std::sync::Arc::clone(&CANCEL_SIGNAL), sig as usize)?;
         signal_hook::flag::register(sig, CANCEL.flag())?;

@@ -21,6 +21,7 @@ mod queue;
 mod readme;
 mod real_tools;
 mod support;
+mod terminal;
 mod tree;
 mod trust;
 mod upgrade;

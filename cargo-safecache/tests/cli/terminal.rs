@@ -1,0 +1,87 @@
+//! The command line on a real terminal: a pseudo-terminal that python3's
+//! `pty` module opens, with a real process holding the lock waited for.
+
+use std::process::Command;
+
+use serde_json::Value;
+
+use crate::support::{Sandbox, bin};
+
+/// Runs `cargo-safecache ARGS` on a new pseudo-terminal, waits until its
+/// spinner is drawn, then interrupts it with `how` (`ctrl-c`: the byte
+/// 0x03 typed on the terminal; `term`: SIGTERM to its pid) and reads the
+/// terminal to the end. Returns the exit code as Python reports it
+/// (negative: killed by that signal) and everything written to the terminal.
+const DRIVER: &str = r#"
+import json, os, pty, select, signal, sys, time
+binary, how, args = sys.argv[1], sys.argv[2], sys.argv[3:]
+pid, fd = pty.fork()
+if pid == 0:
+    os.execv(binary, [binary] + args)
+out = b""
+deadline = time.time() + 120
+def read_more():
+    global out
+    ready, _, _ = select.select([fd], [], [], max(0, deadline - time.time()))
+    if not ready:
+        raise SystemExit("timed out; the terminal shows %r" % out)
+    try:
+        chunk = os.read(fd, 4096)
+    except OSError:
+        chunk = b""
+    out += chunk
+    return bool(chunk)
+# The spinner draws its message with the time waited in parentheses.
+while b"lock on the cache lease (" not in out:
+    if not read_more():
+        raise SystemExit("ended before its spinner was drawn: %r" % out)
+if how == "ctrl-c":
+    os.write(fd, b"\x03")
+else:
+    os.kill(pid, signal.SIGTERM)
+while read_more():
+    pass
+_, status = os.waitpid(pid, 0)
+print(json.dumps({"code": os.waitstatus_to_exitcode(status), "out": out.decode("latin-1")}))
+"#;
+
+/// Ctrl-C (and SIGTERM) while `clean` or `run --exclusive` waits for a
+/// `run` to finish clears
+/// the spinner's line before the process ends, and it still ends as the
+/// signal ends it.
+#[test]
+fn a_signal_during_a_wait_clears_the_spinner() {
+    let sb = Sandbox::new();
+    let mut holder = sb.spawn(["run", "--", "sh", "-c", "echo ready; read line"]);
+    holder.expect_stdout("ready");
+    let cases = [
+        ("ctrl-c", 2, vec!["clean"]),
+        ("term", 15, vec!["clean"]),
+        ("ctrl-c", 2, vec!["run", "--exclusive", "--", "true"]),
+    ];
+    for (how, signal, args) in cases {
+        let template = sb.cmd(&args);
+        let mut driver = Command::new("python3");
+        driver.arg("-c").arg(DRIVER).arg(bin()).arg(how).args(&args);
+        for (key, value) in template.get_envs() {
+            match value {
+                Some(value) => driver.env(key, value),
+                None => driver.env_remove(key),
+            };
+        }
+        let run = driver.output().expect("run python3");
+        let report = String::from_utf8_lossy(&run.stdout);
+        assert!(run.status.success(), "the driver: {report}{}", String::from_utf8_lossy(&run.stderr));
+        let v: Value = serde_json::from_str(report.trim()).expect("one JSON line");
+        let out = v["out"].as_str().expect("the terminal's output");
+        assert_eq!(v["code"].as_i64(), Some(-signal), "{how} {args:?}: ends by the signal\n{out:?}");
+        let drawn = out.rfind("lock on the cache lease (").expect("the spinner was drawn");
+        let cleared = out.rfind("\x1b[2K").filter(|&c| c > drawn);
+        let Some(cleared) = cleared else { panic!("{how}: the spinner's line is left on the terminal:\n{out:?}") };
+        let after = out[cleared + "\x1b[2K".len()..].replace("^C", "");
+        assert!(after.trim().is_empty(), "{how}: nothing is drawn after the line is cleared: {after:?}");
+    }
+    holder.send("done");
+    let (status, _) = holder.finish();
+    assert!(status.success());
+}
