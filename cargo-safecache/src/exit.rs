@@ -46,7 +46,10 @@ pub(crate) const CODES: [(&str, &str); 11] = [
     ),
     ("77", "the cache belongs to another user or others can write to it"),
     ("101", "any other failure"),
-    ("124", "a fill ran longer than --fill-timeout and was killed with every process it started"),
+    (
+        "124",
+        "a fill ran longer than `run --fill-timeout` or `use --fill-timeout` allows and was killed with every process it started",
+    ),
     ("128 + N", "`run`: signal N came after CMD exited, while its output was hashed: nothing was published"),
 ];
 

@@ -60,7 +60,14 @@ fn watch_signals() {
         std::thread::spawn(move || {
             for sig in signals.forever() {
                 if let Some(bar) = spinner().take() {
+                    // Stop the ticker first, so that no frame comes after
+                    // the clear; then clear the line ourselves as well, in
+                    // case indicatif's draw is rate-limited away.
+                    bar.disable_steady_tick();
                     bar.finish_and_clear();
+                    let mut err = std::io::stderr().lock();
+                    let _ = err.write_all(b"\r\x1b[2K");
+                    let _ = err.flush();
                 }
                 if !SIGNALS_HANDLED.load(Ordering::SeqCst) {
                     let _ = signal_hook::low_level::emulate_default_handler(sig);
@@ -156,6 +163,9 @@ impl Ui {
             "timeout_secs": ev.timeout.map(|t| t.as_secs_f64()),
         }));
         if self.spinners {
+            // The watcher is in place before the first frame is drawn: a
+            // signal that comes right after it still clears the line.
+            watch_signals();
             let bar = ProgressBar::new_spinner();
             bar.set_style(
                 ProgressStyle::with_template("{spinner} {msg} ({waited})")
@@ -165,11 +175,12 @@ impl Ui {
                     }),
             );
             bar.set_message(format!("waiting for the {} lock on {}", ev.mode, ev.lock));
-            bar.enable_steady_tick(Duration::from_millis(120));
-            watch_signals();
-            if let Some(old) = spinner().replace(bar) {
+            // Drawn only once the watcher can reach it (a clone shares the
+            // bar's state).
+            if let Some(old) = spinner().replace(bar.clone()) {
                 old.finish_and_clear();
             }
+            bar.enable_steady_tick(Duration::from_millis(120));
         }
     }
 

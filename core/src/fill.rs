@@ -202,6 +202,8 @@ pub struct PinnedFill {
     /// As [`Filled::warning`]: the fill published, but its publication may
     /// not survive a power cut.
     pub warning: Option<String>,
+    /// As [`Filled::bytes`], for the fill this call ran.
+    pub bytes: Option<u64>,
 }
 
 /// How many times [`Leased::pin_or_fill`] fills a key that a remove takes
@@ -306,15 +308,17 @@ impl Leased {
         let mut flight = Flight::start();
         let mut filled = false;
         let mut warning = None;
+        let mut bytes = None;
         for _ in 0..PIN_OR_FILL_ROUNDS {
             let (pin, waited) = self.pin_noting_wait(key, deadline)?;
             flight.waited |= waited;
             if let Some(pin) = pin {
-                return Ok(PinnedFill { pin, filled, warning });
+                return Ok(PinnedFill { pin, filled, warning, bytes });
             }
             let done = self.fill_by(key, deadline, build, flight, &mut fill)?;
             filled |= done.filled;
             warning = done.warning.or(warning);
+            bytes = done.bytes.or(bytes);
             // A fill that ran, or a publish this call waited for: either
             // way a failure recorded from now on is a later fill's.
             flight = Flight::start();

@@ -123,7 +123,7 @@ impl Published for PinnedFill {
         self.filled
     }
     fn bytes(&self) -> Option<u64> {
-        None
+        self.bytes
     }
 }
 

@@ -51,6 +51,12 @@ pub(crate) fn run(ctx: &Ctx, args: UseArgs) -> Result<u8> {
     let named_by_cmd = || {
         safecache::set_process_command(args.command.iter().map(|a| a.to_string_lossy().into_owned()).collect());
     };
+    // An absent key without --fill fails before anything is locked
+    // (locking creates the entry's lock file): the cache stays unchanged.
+    if fill_cmd.is_none() && session.leased.get(&key)?.is_none() {
+        crate::stats::miss(session.leased.cache());
+        return Err(absent(&key).into());
+    }
     if args.exclusive {
         return changing(ctx, &session, &key, &args, fill_cmd.as_deref(), named_by_cmd);
     }

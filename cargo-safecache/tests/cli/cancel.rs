@@ -14,11 +14,12 @@ fn kill(pid: u32, sig: i32) {
     unsafe { libc::kill(pid as i32, sig) };
 }
 
-/// Starts a fill of `k` running `script`, which says `filling` on stdout
+/// Starts a fill of `k` running `script`, which says `filling` (on stderr,
+/// where a fill's output goes)
 /// once it runs, and then a second run of `k` that blocks on it.
 fn filling_and_waiting(sb: &Sandbox, script: &str) -> (Bg, Bg) {
     let mut first = sb.spawn(["run", "--key", "k", "--", "sh", "-c", script]);
-    first.expect_stdout("filling");
+    first.expect_stderr_line("filling");
     let mut waiter = sb.spawn(["run", "--key", "k", "--", "sh", "-c", SECOND]);
     waiter.expect_stderr("Blocking");
     (first, waiter)

@@ -55,8 +55,8 @@ fn stats_count_every_outcome_and_reset() {
     sb.run(["run", "--key", "big", "--", "false"]).assert_code(0);
     sb.run(["run", "--key", "broken", "--", "false"]).assert_code(1);
     let fill = "echo hi > \"$SAFECACHE_OUT/x\"";
-    sb.run(["run", "--key", "pinned", "--fill", fill, "--", "true"]).assert_code(0);
-    sb.run(["run", "--key", "pinned", "--fill", fill, "--", "true"]).assert_code(0);
+    sb.run(["use", "--key", "pinned", "--fill", fill, "--", "true"]).assert_code(0);
+    sb.run(["use", "--key", "pinned", "--fill", fill, "--", "true"]).assert_code(0);
     let v = stats(&sb, &[]);
     // Hits: path big, run big, the second pinned. Misses: the fill of big,
     // path absent, broken, the fill of pinned.
@@ -107,7 +107,7 @@ fn a_wait_for_a_fill_is_counted() {
     let sb = Sandbox::new();
     let script = "echo ready >&2; read go; echo x > \"$SAFECACHE_OUT/f\"";
     let mut filler = sb.spawn(["run", "--key", "k", "--", "sh", "-c", script]);
-    filler.expect_stderr("ready");
+    filler.expect_stderr_line("ready");
     let mut waiter = sb.spawn(["run", "--key", "k", "--", "false"]);
     waiter.expect_stderr("Blocking");
     filler.send("go");
@@ -338,8 +338,8 @@ fn rm_by_prefix_waits_for_pins() {
     let sb = Sandbox::new();
     sb.fill("git/a", "x");
     sb.fill("git/b", "y");
-    let mut pin = sb.spawn(["run", "--pin", "git/a", "--", "sh", "-c", "echo ready >&2; read go"]);
-    pin.expect_stderr("ready");
+    let mut pin = sb.spawn(["use", "--key", "git/a", "--", "sh", "-c", "echo ready >&2; read go"]);
+    pin.expect_stderr_line("ready");
     sb.run(["--lock-timeout", "0", "rm", "--prefix", "git/"]).assert_error(75, "git/a");
     let mut rm = sb.spawn(["rm", "--prefix", "git/"]);
     rm.expect_stderr("Blocking");

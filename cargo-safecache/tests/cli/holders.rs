@@ -10,9 +10,9 @@ fn holders_show_the_command_after_the_separator() {
     let sb = Sandbox::new();
     let gate = sb.path("gate");
     mkfifo(&gate);
-    let script = format!("echo ready; read x < \"{}\"", gate.display());
+    let script = format!("echo ready; read x < \"{}\"; : > \"$SAFECACHE_OUT/f\"", gate.display());
     let mut filler = sb.spawn(["run", "--key", "k", "--", "sh", "-c", &script]);
-    filler.expect_stdout("ready");
+    filler.expect_stderr_line("ready");
     let shown = format!("sh -c '{script}'");
 
     let out = sb.run(["status"]);

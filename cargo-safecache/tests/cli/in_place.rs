@@ -42,7 +42,7 @@ fn a_venv_filled_in_place_works_at_its_published_path() {
 /// and that gc or the next fill removes it.
 fn kill_mid_fill(sb: &Sandbox, key: &str, script: &str) {
     let mut run = sb.spawn(["run", "--key", key, "--in-place", "--", "sh", "-c", script]);
-    run.expect_stdout("ready");
+    run.expect_stderr_line("ready");
     let entry = sb.cache.join(key);
     assert!(entry.is_dir(), "the fill writes at the final path");
     run.child.kill().expect("SIGKILL run");
@@ -121,7 +121,8 @@ fn a_cargo_target_dir_filled_in_place_is_fresh_at_its_published_path_even_after_
 #[test]
 fn a_fill_that_clears_the_mark_publishes_nothing() {
     let sb = sandbox();
-    let out = sb.run(["run", "--key", "k", "--in-place", "--", "sh", "-c", "chmod 700 \"$SAFECACHE_OUT\""]);
+    let clear = "echo x > \"$SAFECACHE_OUT/f\"; chmod 700 \"$SAFECACHE_OUT\"";
+    let out = sb.run(["run", "--key", "k", "--in-place", "--", "sh", "-c", clear]);
     out.assert_error(101, "uncommitted mark");
     sb.run(["path", "k"]).assert_code(1);
     assert!(!sb.cache.join("k").exists());
@@ -138,15 +139,16 @@ fn a_failed_in_place_fill_leaves_nothing() {
     assert!(names.is_empty(), "{names:?}");
 }
 
-/// The entry's path is a line of its own on stdout even when the fill's
-/// output ends mid-line.
+/// The entry's path is stdout's one line even when the fill's output ends
+/// mid-line: the fill printed to stderr.
 #[test]
-fn the_entry_path_starts_a_line_of_its_own() {
+fn the_entry_path_is_a_line_of_its_own() {
     let sb = sandbox();
     let out = sb.run(["run", "--key", "k", "--", "sh", "-c", "printf 'progress 100%%'; : > \"$SAFECACHE_OUT/f\""]);
     out.assert_code(0);
     let lines: Vec<&str> = out.stdout.lines().collect();
-    assert_eq!(lines, ["progress 100%", sb.cache.join("k").to_str().expect("utf-8")], "{out}");
+    assert_eq!(lines, [sb.cache.join("k").to_str().expect("utf-8")], "{out}");
+    assert!(out.stderr.contains("progress 100%"), "{out}");
 }
 
 /// A fill in a temp whose command sets the sticky bit on its output (as

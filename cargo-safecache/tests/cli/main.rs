@@ -183,7 +183,7 @@ fn sigkill_mid_fill_leaves_a_usable_cache_and_gc_reclaims_the_orphan() {
     let sb = Sandbox::new();
     let script = r#"echo partial > "$SAFECACHE_OUT/half"; echo "$$" > "$T/cmd.pid"; echo ready; read go"#;
     let mut fill = sb.spawn(["run", "--key", "big", "--", "sh", "-c", script]);
-    fill.expect_stdout("ready");
+    fill.expect_stderr_line("ready");
     let pid = fill.pid();
     fill.child.kill().expect("SIGKILL the filler");
     let (status, _) = fill.finish(); // returns once CMD is gone too: it dies with its parent
@@ -241,7 +241,7 @@ fn signals_are_forwarded_and_the_status_passed_through() {
     assert_eq!(status.code(), Some(128 + libc::SIGINT), "{lines:?}");
 
     let mut run = sb.spawn(["run", "--key", "k", "--", "sh", "-c", "echo ready; exec cat"]);
-    run.expect_stdout("ready");
+    run.expect_stderr_line("ready");
     // SAFETY: as above.
     unsafe { libc::kill(run.pid() as i32, libc::SIGTERM) };
     // CMD's stdin stays open: only the forwarded signal can end it.

@@ -232,6 +232,13 @@ impl Bg {
         self.expect(&format!("stderr {text:?}"), |l| matches!(l, Line::Stderr(s) if s.contains(text)))
     }
 
+    /// Waits for a line on stderr that is exactly `text`: what a fill
+    /// prints goes there, beside status lines that quote the fill's script.
+    #[track_caller]
+    pub(crate) fn expect_stderr_line(&mut self, text: &str) -> String {
+        self.expect(&format!("the stderr line {text:?}"), |l| matches!(l, Line::Stderr(s) if s == text))
+    }
+
     /// Writes a line to the process's stdin (which CMD inherits).
     pub(crate) fn send(&mut self, line: &str) {
         let stdin = self.stdin.as_mut().expect("stdin still open");

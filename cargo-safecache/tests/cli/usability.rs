@@ -408,7 +408,7 @@ fn every_empty_variable_counts_as_unset() {
 fn run_exports_what_help_lists() {
     let sb = Sandbox::new();
     let help = sb.run(["--help"]);
-    let section = help.stdout.split("`run` exports to CMD:\n").nth(1).and_then(|s| s.split("\n\n").next());
+    let section = help.stdout.split("`run` and `use` export to CMD:\n").nth(1).and_then(|s| s.split("\n\n").next());
     let listed: BTreeSet<&str> = section
         .unwrap_or_default()
         .lines()
@@ -732,12 +732,12 @@ fn caches_carry_a_cachedir_tag_that_tar_honours() {
 fn hints_name_the_command_as_invoked() {
     let sb = Sandbox::new();
     let plain = safecache(&sb, ["path", "nope"]);
-    plain.assert_error(1, "`safecache run --key nope -- CMD`");
+    plain.assert_error(1, "`safecache run --key nope -- BUILD`");
     assert!(!plain.stderr.contains("cargo safecache"), "{plain}");
     let through_cargo = sb.run(["safecache", "path", "nope"]);
-    through_cargo.assert_error(1, "`cargo safecache run --key nope -- CMD`");
+    through_cargo.assert_error(1, "`cargo safecache run --key nope -- BUILD`");
     let direct = sb.run(["path", "nope"]);
-    direct.assert_error(1, "`cargo-safecache run --key nope -- CMD`");
+    direct.assert_error(1, "`cargo-safecache run --key nope -- BUILD`");
     // The library's hints too: a directory that is not a cache.
     let dir = sb.path("not-a-cache");
     std::fs::create_dir(&dir).expect("mkdir");

@@ -191,3 +191,65 @@ fn key_files_derive_the_key_from_file_contents() {
     cmd.current_dir(sb.tmp.path());
     Out::of(&mut cmd).assert_one_line_error(2, "matches no file");
 }
+
+/// `path K` while K is being filled says who fills it (pid, command, since
+/// when) and how to wait for it, instead of "not in the cache" and a hint
+/// that leads to an empty entry.
+#[test]
+fn path_during_a_fill_names_the_filler() {
+    let sb = Sandbox::new();
+    let gate = sb.path("gate");
+    mkfifo(&gate);
+    let fill = format!("read x < '{}'; echo v > \"$SAFECACHE_OUT/f\"", gate.display());
+    let mut filler = sb.spawn(["run", "--key", "dep", "--", "sh", "-c", &fill]);
+    filler.expect_stderr("Filling");
+    let out = sb.run(["path", "dep"]);
+    out.assert_one_line_error(1, "being filled by pid");
+    assert!(out.stderr.contains("read x <"), "names the fill's command\n{out}");
+    assert!(out.stderr.contains("use --key dep -- CMD"), "{out}");
+    assert!(!out.stderr.contains("run --key dep -- BUILD"), "no hint to fill it again\n{out}");
+    std::fs::write(&gate, "go\n").expect("open the gate");
+    let (status, _) = filler.finish();
+    assert!(status.success());
+    sb.run(["path", "dep"]).assert_code(0);
+}
+
+/// `use --exclusive`: jobs that change one entry run one at a time, a pin
+/// waits for the change, and the entry verifies after each change (its
+/// manifest is sealed again).
+#[test]
+fn exclusive_uses_change_an_entry_one_at_a_time() {
+    let sb = Sandbox::new();
+    sb.fill("venv", "v0");
+    let log = sb.path("log");
+    // Each change appends to the entry; overlapping changes would
+    // interleave their start and end lines in the log.
+    let change = format!(
+        "echo start >> '{log}'; n=$(cat \"$SAFECACHE_ENTRY/f\" | wc -l); echo line$n >> \"$SAFECACHE_ENTRY/f\"; \
+         sleep 0.2; echo end >> '{log}'",
+        log = log.display()
+    );
+    let jobs: Vec<_> =
+        (0..4).map(|_| sb.spawn(["use", "--key", "venv", "--exclusive", "--", "sh", "-c", &change])).collect();
+    for job in jobs {
+        let (status, seen) = job.finish();
+        assert!(status.success(), "{seen:?}");
+    }
+    let lines: Vec<String> = std::fs::read_to_string(&log).expect("log").lines().map(str::to_owned).collect();
+    assert_eq!(lines, ["start", "end"].repeat(4), "changes overlapped");
+    let entry = sb.run(["path", "venv"]).last_stdout_line();
+    assert_eq!(std::fs::read_to_string(std::path::Path::new(&entry).join("f")).expect("f").lines().count(), 5);
+    sb.run(["verify", "venv"]).assert_code(0);
+
+    // A pin waits for a change under way.
+    let gate = sb.path("gate");
+    mkfifo(&gate);
+    let held = format!("echo x >> \"$SAFECACHE_ENTRY/f\"; echo ready; read x < '{}'", gate.display());
+    let mut changer = sb.spawn(["use", "--key", "venv", "--exclusive", "--", "sh", "-c", &held]);
+    changer.expect_stdout("ready");
+    sb.run(["--lock-timeout", "0", "use", "--key", "venv", "--", "true"]).assert_code(75);
+    std::fs::write(&gate, "go\n").expect("open the gate");
+    assert!(changer.finish().0.success());
+    sb.run(["--lock-timeout", "0", "use", "--key", "venv", "--", "true"]).assert_code(0);
+    sb.run(["verify", "venv"]).assert_code(0);
+}

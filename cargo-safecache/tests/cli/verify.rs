@@ -446,7 +446,7 @@ fn sigterm_while_hashing_stops_run_and_publishes_nothing() {
     let script =
         r#"echo $$ > "$T/cmd.pid"; yes abcdefghijklmnopqrstuvwxyz | head -c 2G > "$SAFECACHE_OUT/big"; echo written"#;
     let mut run = sb.spawn(["--durability", "none", "run", "--key", "big", "--", "sh", "-c", script]);
-    run.expect_stdout("written");
+    run.expect_stderr_line("written");
     let cmd: i32 = std::fs::read_to_string(sb.path("cmd.pid")).unwrap().trim().parse().unwrap();
     // CMD has exited: `run` is hashing (or about to).
     wait_gone(cmd);
