@@ -15,7 +15,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use safecache::display::duration;
 use safecache::{LockMode, LockName, WaitEvent, describe_holders};
 use serde_json::{Value, json};
@@ -166,7 +166,9 @@ impl Ui {
             // The watcher is in place before the first frame is drawn: a
             // signal that comes right after it still clears the line.
             watch_signals();
-            let bar = ProgressBar::new_spinner();
+            // Hidden until the watcher can reach it: setting the message
+            // already draws a frame.
+            let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::hidden());
             bar.set_style(
                 ProgressStyle::with_template("{spinner} {msg} ({waited})")
                     .unwrap_or_else(|_| ProgressStyle::default_spinner())
@@ -175,11 +177,11 @@ impl Ui {
                     }),
             );
             bar.set_message(format!("waiting for the {} lock on {}", ev.mode, ev.lock));
-            // Drawn only once the watcher can reach it (a clone shares the
-            // bar's state).
+            // A clone shares the bar's state.
             if let Some(old) = spinner().replace(bar.clone()) {
                 old.finish_and_clear();
             }
+            bar.set_draw_target(ProgressDrawTarget::stderr());
             bar.enable_steady_tick(Duration::from_millis(120));
         }
     }
