@@ -134,7 +134,7 @@ pub(crate) struct Inner {
     /// The network or userspace filesystem the cache is on, if any.
     shared_fs: Option<&'static str>,
     /// The stats file, mapped on first use (stats.rs).
-    pub(crate) stats: crate::stats::Mapping,
+    pub(crate) stats: std::sync::OnceLock<Result<crate::sys::Mapped, String>>,
 }
 
 /// The cache-wide lease, held: the handle through which code that holds the
@@ -326,7 +326,7 @@ impl Cache {
                 path: path.to_owned(),
                 options,
                 flights: OnceMap::new(),
-                stats: crate::stats::Mapping::new(),
+                stats: std::sync::OnceLock::new(),
             }),
         };
         if format != FORMAT_VERSION {

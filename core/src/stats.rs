@@ -118,9 +118,6 @@ impl Stats {
     }
 }
 
-/// The mapping, once per handle: `Err` says why there is none.
-pub(crate) type Mapping = OnceLock<Result<Mapped, String>>;
-
 fn now_secs() -> u64 {
     sys::now().duration_since(UNIX_EPOCH).map_or(1, |d| d.as_secs().max(1))
 }

@@ -750,7 +750,7 @@ fn killer(bin: &str, marker: &str, deadline: Instant, seed: u64) -> KillStats {
 }
 
 /// How often the killer aims at each kind of process, when it runs.
-const KILL_WEIGHTS: [(&str, u64); 5] = [("run --key", 60), ("run --pin", 15), ("rm", 10), ("clean", 10), ("gc", 5)];
+const KILL_WEIGHTS: [(&str, u64); 5] = [("run --key", 60), ("use --key", 15), ("rm", 10), ("clean", 10), ("gc", 5)];
 
 /// What a CLI process of a worker does, from its command line
 /// `[bin, --cache-dir, C, --lock-timeout, T, sub, ...]`; `None` for the
@@ -758,7 +758,7 @@ const KILL_WEIGHTS: [(&str, u64); 5] = [("run --key", 60), ("run --pin", 15), ("
 fn target_label(cmdline: &[String]) -> Option<&'static str> {
     match (cmdline.get(5).map(String::as_str), cmdline.get(6).map(String::as_str)) {
         (Some("run"), Some("--key")) => Some("run --key"),
-        (Some("run"), Some("--pin")) => Some("run --pin"),
+        (Some("use"), Some("--key")) => Some("use --key"),
         (Some("rm"), _) => Some("rm"),
         (Some("gc"), _) => Some("gc"),
         (Some("clean"), _) => Some("clean"),
@@ -926,12 +926,12 @@ fn verify_unpinned(path: &Path, key: &str) -> Read {
     }
 }
 
-/// `__stress-verify KEY`: run as CMD under `run --pin KEY`, verifies the
+/// `__stress-verify KEY`: run as CMD under `use --key KEY`, verifies the
 /// pinned entry found through `SAFECACHE_DIR`. Exits [`VERIFY_PARTIAL`]
 /// if it is absent or incomplete: a pin guarantees it is neither.
 pub(crate) fn verify(args: &[String]) -> Result<()> {
     let [key] = args else { bail!("usage: xtask {VERIFY} KEY") };
-    let dir = std::env::var_os("SAFECACHE_DIR").context("SAFECACHE_DIR is not set: run this under `run --pin`")?;
+    let dir = std::env::var_os("SAFECACHE_DIR").context("SAFECACHE_DIR is not set: run this under `use --key`")?;
     let path = Path::new(&dir).join(stored_name(key));
     if let Err(reason) = verify_entry(&path, key) {
         eprintln!("stress-verify: the pinned entry `{key}` at {} is incomplete: {reason}", path.display());
@@ -1194,10 +1194,10 @@ impl Worker {
         }
     }
 
-    /// `run --pin KEY -- xtask __stress-verify KEY`.
+    /// `use --key KEY -- xtask __stress-verify KEY`.
     fn pinned_read(&mut self, key: &str, timeout: &str) -> Result<Outcome> {
         let args =
-            ["run".into(), "--pin".into(), key.into(), "--".into(), self.me.clone().into(), VERIFY.into(), key.into()];
+            ["use".into(), "--key".into(), key.into(), "--".into(), self.me.clone().into(), VERIFY.into(), key.into()];
         let out = self.cli(timeout, &args)?;
         if let Some(o) = common(&out) {
             return Ok(o);
@@ -1210,7 +1210,7 @@ impl Worker {
             }
             Some(VERIFY_PARTIAL) => Outcome::Fail(tail(&out.stderr)),
             Some(1) if stderr.contains("is not in the cache") => Outcome::Absent,
-            _ => Outcome::Fail(format!("`run --pin` {}: {}", describe(&out), tail(&out.stderr))),
+            _ => Outcome::Fail(format!("`use --key` {}: {}", describe(&out), tail(&out.stderr))),
         })
     }
 
@@ -1403,7 +1403,7 @@ mod tests {
             target_label(&v)
         };
         assert_eq!(line(&["run", "--key", "k", "--", "sh"]), Some("run --key"));
-        assert_eq!(line(&["run", "--pin", "k", "--", "x"]), Some("run --pin"));
+        assert_eq!(line(&["use", "--key", "k", "--", "x"]), Some("use --key"));
         assert_eq!(line(&["clean"]), Some("clean"));
         assert_eq!(line(&["path", "k"]), None);
         assert_eq!(line(&["status"]), None);

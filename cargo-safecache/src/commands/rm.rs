@@ -13,7 +13,10 @@ pub(crate) fn rm(ctx: &Ctx, keys: &[Key], prefix: Option<&str>) -> Result<u8> {
     if prefix == Some("") {
         return Err(Coded {
             code: exit::USAGE,
-            message: "an empty --prefix would remove every entry; to do that, run `cargo safecache clean`".to_owned(),
+            message: format!(
+                "an empty --prefix would remove every entry; to do that, run {}",
+                crate::hint::command("clean")
+            ),
         }
         .into());
     }
