@@ -15,7 +15,6 @@
 //! [`Cache::reset_stats`] replaces it. A reset stores zeros slot by slot:
 //! a count that races it may land on either side.
 
-use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
