@@ -52,8 +52,9 @@ pub(crate) fn run(ctx: &Ctx, args: UseArgs) -> Result<u8> {
         safecache::set_process_command(args.command.iter().map(|a| a.to_string_lossy().into_owned()).collect());
     };
     // An absent key without --fill fails before anything is locked
-    // (locking creates the entry's lock file): the cache stays unchanged.
-    if fill_cmd.is_none() && session.leased.get(&key)?.is_none() {
+    // (locking creates the entry's lock file), so the cache stays
+    // unchanged; unless a fill of it runs: then the pin waits for it.
+    if fill_cmd.is_none() && session.leased.get(&key)?.is_none() && !being_filled(&session, &key) {
         crate::stats::miss(session.leased.cache());
         return Err(absent(&key).into());
     }
@@ -160,6 +161,12 @@ fn run_cmd(
     let code = code_of(ended.status);
     ctx.ui.json(json!({ "reason": "exited", "exit_code": code, "key": key.as_str(), "hit": hit }));
     Ok(code)
+}
+
+/// Whether a live process holds `key`'s entry lock exclusively: a fill
+/// (or a change, or a remove) under way.
+fn being_filled(session: &Session, key: &Key) -> bool {
+    session.cache.entry_holders(key).iter().any(|h| h.mode == LockMode::Exclusive)
 }
 
 /// `use --key K -- CMD` of an absent K, without --fill.

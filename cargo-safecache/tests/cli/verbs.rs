@@ -208,9 +208,15 @@ fn path_during_a_fill_names_the_filler() {
     assert!(out.stderr.contains("read x <"), "names the fill's command\n{out}");
     assert!(out.stderr.contains("use --key dep -- CMD"), "{out}");
     assert!(!out.stderr.contains("run --key dep -- BUILD"), "no hint to fill it again\n{out}");
+    // As the hint says, `use` waits for the fill and then reads the entry.
+    let mut reader = sb.spawn(["use", "--key", "dep", "--", "sh", "-c", "cat \"$SAFECACHE_ENTRY/f\""]);
+    reader.expect_stderr("Blocking");
     std::fs::write(&gate, "go\n").expect("open the gate");
     let (status, _) = filler.finish();
     assert!(status.success());
+    let (status, seen) = reader.finish();
+    assert!(status.success(), "{seen:?}");
+    assert!(seen.iter().any(|l| matches!(l, Line::Stdout(s) if s == "v")), "{seen:?}");
     sb.run(["path", "dep"]).assert_code(0);
 }
 
@@ -252,4 +258,35 @@ fn exclusive_uses_change_an_entry_one_at_a_time() {
     assert!(changer.finish().0.success());
     sb.run(["--lock-timeout", "0", "use", "--key", "venv", "--", "true"]).assert_code(0);
     sb.run(["verify", "venv"]).assert_code(0);
+}
+
+/// While `use --fill FILL -- CMD` fills, waiters and `status` name FILL,
+/// the command being run, not CMD (they named `true` while a clone ran).
+#[test]
+fn a_filler_is_named_by_its_fill() {
+    let sb = Sandbox::new();
+    let gate = sb.path("gate");
+    mkfifo(&gate);
+    let fill = format!("read x < '{}'; echo v > \"$SAFECACHE_OUT/f\"", gate.display());
+    let mut user = sb.spawn(["use", "--key", "dep", "--fill", &fill, "--", "true"]);
+    user.expect_stderr("Filling");
+    let status = sb.run(["--message-format", "json", "status"]);
+    status.assert_code(0);
+    let holders: Vec<serde_json::Value> = status
+        .stdout
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["reason"] == "holder")
+        .collect();
+    assert!(!holders.is_empty(), "{status}");
+    for h in &holders {
+        let command = h["command"].as_str().unwrap_or_default();
+        assert!(command.contains("read x <"), "every lock of the filler names the fill: {h}");
+    }
+    let waiter = sb.run(["--lock-timeout", "0", "use", "--key", "dep", "--", "true"]);
+    waiter.assert_code(75);
+    assert!(waiter.stderr.contains("read x <"), "{waiter}");
+    assert!(!waiter.stderr.contains("(`true`)"), "{waiter}");
+    std::fs::write(&gate, "go\n").expect("open the gate");
+    assert!(user.finish().0.success());
 }
