@@ -73,6 +73,22 @@ pub(crate) fn run(role: &str) -> i32 {
                     emit(format!("filled={} data={data}", filled.filled));
                 })
         }
+        // For each of `rounds` rounds: waits for "go", then fills
+        // `race/<round>` (writing in pieces, as `fill` does) and reports.
+        ["fill-rounds", rounds] => (0..rounds.parse::<u32>().unwrap()).try_for_each(|round| {
+            wait_for_parent();
+            let key = Key::new(&format!("race/{round}")).unwrap();
+            cache
+                .get_or_fill(&key, Wait::Forever, |dir| {
+                    let mut file = std::fs::File::create(dir.path().join("data"))?;
+                    for chunk in b"some content".chunks(4) {
+                        file.write_all(chunk)?;
+                        std::thread::sleep(Duration::from_millis(2));
+                    }
+                    std::io::Result::Ok(())
+                })
+                .map(|filled| emit(format!("filled={}", filled.filled)))
+        }),
         // Fills `key` with its locks named by CMD: reports, and waits for
         // the parent inside the fill.
         ["fill-named", key, _cmd] => {
