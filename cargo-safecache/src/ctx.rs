@@ -44,6 +44,7 @@ impl Ctx {
             verify_on_read: self.verify_on_read,
             upgrade_wait: self.wait,
             cancel: safecache::Cancel::default(),
+            fill_command: None,
         }
     }
 

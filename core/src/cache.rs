@@ -95,6 +95,13 @@ pub struct Options {
     /// [`Error::Cancelled`]. The CLI sets it from SIGINT, SIGTERM and
     /// SIGHUP.
     pub cancel: crate::Cancel,
+    /// What this handle's fills are named by, in the holder records of their
+    /// entry locks (and of the queue they wait in) and in their failure
+    /// records: the fill's own command (`use --fill 'SH'` gives `sh -c SH`),
+    /// where the rest of the process's locks (the lease, pins) keep the
+    /// process-wide name of [`crate::set_process_command`]. `None`: the
+    /// process-wide name everywhere.
+    pub fill_command: Option<Vec<String>>,
 }
 
 impl std::fmt::Debug for Options {
@@ -111,6 +118,7 @@ impl std::fmt::Debug for Options {
             .field("verify_on_read", &self.verify_on_read)
             .field("upgrade_wait", &self.upgrade_wait)
             .field("cancel", &self.cancel.is_cancelled())
+            .field("fill_command", &self.fill_command)
             .finish()
     }
 }
@@ -446,16 +454,36 @@ impl Cache {
     /// Takes a lock, queueing through its gate when it has one (the lease
     /// and entry locks).
     pub(crate) fn lock(&self, rel: &str, name: LockName, mode: LockMode, deadline: Deadline) -> Result<Held, Error> {
+        self.lock_as(rel, name, mode, deadline, None)
+    }
+
+    /// [`Cache::lock`], with its holder record naming `command` if given.
+    fn lock_as(
+        &self,
+        rel: &str,
+        name: LockName,
+        mode: LockMode,
+        deadline: Deadline,
+        command: Option<&[String]>,
+    ) -> Result<Held, Error> {
         let gate = layout::gate_of(rel);
         let queue = gate.as_deref().map_or(lock::Queue::None, lock::Queue::Gate);
         let options = &self.inner.options;
-        let waiter = lock::Waiter { observer: options.on_wait.as_ref(), ancestors: &options.ancestors };
+        let waiter = lock::Waiter { observer: options.on_wait.as_ref(), ancestors: &options.ancestors, command };
         lock::acquire(self.root(), rel, name, mode, deadline, waiter, queue)
     }
 
     pub(crate) fn entry_lock(&self, key: &Key, mode: LockMode, deadline: Deadline) -> Result<Held, Error> {
         let rel = layout::entry_lock(&key.digest());
         self.lock(&rel, LockName::Entry(key.to_string()), mode, deadline)
+    }
+
+    /// The exclusive entry lock of a fill of `key`, its holder record
+    /// naming [`Options::fill_command`] when set.
+    pub(crate) fn fill_lock(&self, key: &Key, deadline: Deadline) -> Result<Held, Error> {
+        let rel = layout::entry_lock(&key.digest());
+        let command = self.inner.options.fill_command.as_deref();
+        self.lock_as(&rel, LockName::Entry(key.to_string()), LockMode::Exclusive, deadline, command)
     }
 
     /// Looks up a published entry. Without a [`Pin`] the entry may be

@@ -111,8 +111,15 @@ pub(crate) fn now_ms() -> u64 {
 
 /// Records that the fill of `key` failed with `error`. Best effort: a
 /// record that cannot be written only costs the waiters a retry.
-pub(crate) fn record(root: &Root, key: &str, digest: &str, error: &(dyn std::error::Error + 'static)) {
-    let me = holder::this_process(&LockName::Entry(key.to_owned()), "", LockMode::Exclusive);
+/// `command`, if given, names the filler instead of the process-wide name.
+pub(crate) fn record(
+    root: &Root,
+    key: &str,
+    digest: &str,
+    error: &(dyn std::error::Error + 'static),
+    command: Option<&[String]>,
+) {
+    let me = holder::this_process_as(&LockName::Entry(key.to_owned()), "", LockMode::Exclusive, command);
     let mut message = error.to_string();
     let mut source = error.source();
     while let Some(cause) = source {

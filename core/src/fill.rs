@@ -384,7 +384,9 @@ impl Leased {
                     if deadline.no_wait() || !follower.wait(deadline.end(), sys::monotonic) {
                         // The holder is this very process: another thread's fill.
                         let name = LockName::Entry(key.to_string());
-                        let me = holder::this_process(&name, &layout::entry_lock(&key.digest()), LockMode::Exclusive);
+                        let lock_file = layout::entry_lock(&key.digest());
+                        let command = cache.inner.options.fill_command.as_deref();
+                        let me = holder::this_process_as(&name, &lock_file, LockMode::Exclusive, command);
                         return Err(Error::Busy {
                             lock: name,
                             mode: LockMode::Exclusive,
@@ -395,11 +397,11 @@ impl Leased {
                 }
             }
         };
-        let entry_lock = match cache.entry_lock(key, LockMode::Exclusive, Deadline::start(Wait::NoWait)) {
+        let entry_lock = match cache.fill_lock(key, Deadline::start(Wait::NoWait)) {
             Ok(lock) => lock,
             Err(Error::Busy { .. }) => {
                 waited = true;
-                cache.entry_lock(key, LockMode::Exclusive, deadline)?
+                cache.fill_lock(key, deadline)?
             }
             Err(e) => return Err(e),
         };
@@ -439,7 +441,8 @@ impl Leased {
             let source = e.into();
             // A cancelled fill is no failure to share: a waiter fills the key.
             if !failed::is_cancelled(&*source) {
-                failed::record(cache.root(), key.as_str(), &digest, &*source);
+                let command = cache.inner.options.fill_command.as_deref();
+                failed::record(cache.root(), key.as_str(), &digest, &*source, command);
             }
             // Measured before the temp is removed, while the fill's output
             // still takes the space it took when it failed.

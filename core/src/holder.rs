@@ -129,7 +129,9 @@ static COMMAND: OnceLock<Vec<String>> = OnceLock::new();
 /// Names this process in holder records by `argv`, what it runs on behalf
 /// of the user (`cargo safecache run` gives its CMD), rather than by its own
 /// command line. Call it before taking any lock: the identity is fixed the
-/// first time a record is written, and later calls are ignored.
+/// first time a record is written, and later calls are ignored. The locks
+/// of a fill can be named by the fill's own command instead
+/// ([`crate::Options::fill_command`]).
 pub fn set_process_command(argv: Vec<String>) {
     let _ = COMMAND.set(argv);
 }
@@ -152,23 +154,37 @@ pub(crate) fn this_host() -> &'static str {
 
 /// This process's identity as a holder of `name`, without writing a record.
 pub(crate) fn this_process(name: &LockName, lock_file: &str, mode: LockMode) -> Holder {
+    this_process_as(name, lock_file, mode, None)
+}
+
+/// [`this_process`], named by `argv` (what it does with this lock: the
+/// fill it runs) instead of the process-wide command, when given.
+pub(crate) fn this_process_as(name: &LockName, lock_file: &str, mode: LockMode, argv: Option<&[String]>) -> Holder {
     let id = identity();
+    let argv = argv.map_or_else(|| id.argv.clone(), <[String]>::to_vec);
     Holder {
         lock: name.clone(),
         lock_file: lock_file.to_owned(),
         mode,
         pid: id.pid,
         host: id.host.clone(),
-        command: display::shell_words(&id.argv),
-        argv: id.argv.clone(),
+        command: display::shell_words(&argv),
+        argv,
         since: sys::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0),
     }
 }
 
-/// Writes this process's record for the lock at `lock_file`. A failure only
-/// costs the display, so it is logged, not returned.
-pub(crate) fn register(root: &Arc<Root>, lock_file: &str, name: &LockName, mode: LockMode) -> Option<Record> {
-    let holder = this_process(name, lock_file, mode);
+/// Writes this process's record for the lock at `lock_file`, naming it by
+/// `argv` if given (see [`this_process_as`]). A failure only costs the
+/// display, so it is logged, not returned.
+pub(crate) fn register(
+    root: &Arc<Root>,
+    lock_file: &str,
+    name: &LockName,
+    mode: LockMode,
+    argv: Option<&[String]>,
+) -> Option<Record> {
+    let holder = this_process_as(name, lock_file, mode, argv);
     let result = random_suffix().map_err(std::io::Error::other).and_then(|suffix| {
         // The record is written and flocked under a name display scans skip,
         // then renamed into view (the flock follows the inode), so no scan
@@ -278,7 +294,7 @@ mod tests {
     #[test]
     fn a_live_record_is_shown_and_a_dead_one_is_not() {
         let (_dir, root) = root();
-        let record = register(&root, "x.lock", &LockName::Lease, LockMode::Shared).unwrap();
+        let record = register(&root, "x.lock", &LockName::Lease, LockMode::Shared, None).unwrap();
         assert_eq!(holders_of(&root, "x.lock").len(), 1);
         drop(record);
         assert!(holders_of(&root, "x.lock").is_empty());

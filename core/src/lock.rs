@@ -11,7 +11,14 @@
 //! - lock files are opened with create-but-never-truncate, so every process
 //!   locks the same inode, and this module never deletes one;
 //! - the holder record is written only after the lock is taken and removed
-//!   before it is released; it is for display, never for correctness.
+//!   before it is released; it is for display, never for correctness;
+//! - a waiter that finds a lock held and no record naming a holder (the
+//!   instant between a holder's lock and its record, or a gc or status
+//!   probe's try) does not say so at once: it keeps trying for the lock for
+//!   up to [`IDENTIFY`], rescanning the records, and reports its wait only
+//!   once a record names the holder (or that time is spent), so a wait
+//!   message never shows "a process that has not identified itself" for
+//!   an ordinary holder.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -133,13 +140,24 @@ pub(crate) enum Queue<'a> {
     None,
 }
 
-/// Who waits for a lock: whom to tell when it blocks, and the processes
-/// whose locks it must never wait for (see [`crate::Options::ancestors`]).
+/// Who waits for a lock: whom to tell when it blocks, the processes whose
+/// locks it must never wait for (see [`crate::Options::ancestors`]), and
+/// the command its holder record names, if not the process's own.
 #[derive(Clone, Copy, Default)]
 pub(crate) struct Waiter<'a> {
     pub(crate) observer: Option<&'a WaitObserver>,
     pub(crate) ancestors: &'a [u32],
+    pub(crate) command: Option<&'a [String]>,
 }
+
+/// How long a waiter that finds a lock held and no holder record keeps
+/// trying for the lock, rescanning the records, before it reports the wait
+/// without naming a holder. A holder writes its record right after it takes
+/// the lock, and a probe holds a lock for an instant: either ends well
+/// within this.
+pub(crate) const IDENTIFY: Duration = Duration::from_millis(250);
+/// The slice of [`IDENTIFY`] between two scans of the records.
+const IDENTIFY_SLICE: Duration = Duration::from_millis(5);
 
 /// Takes the lock at `rel` in `mode`, waiting as `deadline` allows.
 ///
@@ -157,7 +175,7 @@ pub(crate) fn acquire(
     waiter: Waiter<'_>,
     queue: Queue<'_>,
 ) -> Result<Held, Error> {
-    let Waiter { observer, ancestors } = waiter;
+    let Waiter { observer, ancestors, command } = waiter;
     let file = root.open_lock(rel, true).map_err(|e| Error::io("open lock file", rel, e))?;
     if let (LockMode::Shared, Queue::Gate(gate)) = (mode, queue) {
         pass_gate(root, gate, &name, deadline, observer)?;
@@ -170,6 +188,13 @@ pub(crate) fn acquire(
         if deadline.no_wait() {
             return Err(Error::Busy { lock: name, mode, holders, waited: None });
         }
+        let holders = match identify(root, rel, &file, mode, deadline, holders)? {
+            Identified::Taken => {
+                let record = holder::register(root, rel, &name, mode, command);
+                return Ok(Held { record, file });
+            }
+            Identified::Holders(holders) => holders,
+        };
         if let Some(holder) = held_by_ancestor(holders.clone(), ancestors) {
             return Err(Error::HeldByAncestor { lock: name, mode, holder: Box::new(holder) });
         }
@@ -181,7 +206,7 @@ pub(crate) fn acquire(
         // us. Queueing behind another exclusive waiter is part of the same
         // wait, so it is reported, and times out, as the wait for the lock.
         let queued = match (mode, queue) {
-            (LockMode::Exclusive, Queue::Gate(gate)) => Some(queue_at(root, gate, &name, deadline)),
+            (LockMode::Exclusive, Queue::Gate(gate)) => Some(queue_at(root, gate, &name, deadline, command)),
             _ => None,
         };
         let taken = match queued {
@@ -194,16 +219,62 @@ pub(crate) fn acquire(
             return Err(Error::Busy { lock: name, mode, holders, waited: deadline.budget() });
         }
     }
-    let record = holder::register(root, rel, &name, mode);
+    let record = holder::register(root, rel, &name, mode, command);
     Ok(Held { record, file })
+}
+
+/// What [`identify`] found.
+enum Identified {
+    /// The lock was free meanwhile, and is now taken.
+    Taken,
+    /// The holders the records name (none if [`IDENTIFY`] was spent first).
+    Holders(Vec<Holder>),
+}
+
+/// With `holders` empty, keeps trying for the lock for up to [`IDENTIFY`]
+/// (and the caller's deadline), rescanning the records between tries, until
+/// a record names a holder or the lock is taken.
+fn identify(
+    root: &Root,
+    rel: &str,
+    file: &LockFile,
+    mode: LockMode,
+    deadline: Deadline,
+    holders: Vec<Holder>,
+) -> Result<Identified, Error> {
+    if !holders.is_empty() {
+        return Ok(Identified::Holders(holders));
+    }
+    let end = sys::monotonic() + IDENTIFY;
+    loop {
+        let left = end.saturating_duration_since(sys::monotonic());
+        let slice = deadline.remaining().map_or(left, |r| r.min(left)).min(IDENTIFY_SLICE);
+        if slice.is_zero() {
+            return Ok(Identified::Holders(Vec::new()));
+        }
+        if file.lock_within(mode.into(), Some(slice)).map_err(|e| Error::lock(rel, e))? {
+            return Ok(Identified::Taken);
+        }
+        let holders = holder::holders_of(root, rel);
+        if !holders.is_empty() {
+            return Ok(Identified::Holders(holders));
+        }
+    }
 }
 
 /// Takes the gate of `name` exclusively for as long as the caller waits for
 /// the lock itself, with a holder record so that readers held back can say
 /// whom they wait behind.
-fn queue_at(root: &Arc<Root>, gate: &str, name: &LockName, deadline: Deadline) -> Result<Held, Error> {
+fn queue_at(
+    root: &Arc<Root>,
+    gate: &str,
+    name: &LockName,
+    deadline: Deadline,
+    command: Option<&[String]>,
+) -> Result<Held, Error> {
     let queued = LockName::Queue(Box::new(name.clone()));
-    acquire(root, gate, queued, LockMode::Exclusive, deadline, Waiter::default(), Queue::None)
+    let waiter = Waiter { command, ..Waiter::default() };
+    acquire(root, gate, queued, LockMode::Exclusive, deadline, waiter, Queue::None)
 }
 
 /// The holder among `holders` that is an ancestor of this process (its pid
@@ -243,6 +314,10 @@ fn pass_gate(
     if deadline.no_wait() {
         return Err(Error::Busy { lock: queued, mode: LockMode::Shared, holders, waited: None });
     }
+    let holders = match identify(root, gate, &file, LockMode::Shared, deadline, holders)? {
+        Identified::Taken => return Ok(()),
+        Identified::Holders(holders) => holders,
+    };
     let courtesy = deadline.remaining().map_or(COURTESY, |left| left.min(COURTESY));
     tracing::info!(lock = %name, holders = holders.len(), "deferring to a queued exclusive waiter");
     if let Some(observer) = observer {

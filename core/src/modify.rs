@@ -99,6 +99,7 @@ pub struct Modify {
     key: Key,
     entry: Entry,
     interrupted: Option<Changing>,
+    #[cfg_attr(target_os = "wasi", allow(dead_code))] // only read for `lock_fd`
     lock: Held,
     _lease: Arc<Option<Held>>,
 }
@@ -222,6 +223,11 @@ fn mark(root: &Arc<Root>, key: &Key, digest: &str) -> Result<(), Error> {
     };
     let bytes = serde_json::to_vec(&marker).map_err(|e| Error::io("encode", CHANGING_DIR, std::io::Error::other(e)))?;
     crate::manifest::ensure_dir(root, CHANGING_DIR)?;
+    // `changing/` is made on first need: its own name must be durable
+    // before a marker in it can be (found by the simulation, power-modify
+    // seed 134: a cut lost the new directory, marker and all, and left a
+    // half-changed entry unmarked). Whoever made it, sync its parent.
+    root.sync_dir(layout::MARKER_DIR).map_err(|e| Error::io("sync", layout::MARKER_DIR, e))?;
     // A temp name: gc reclaims one a killed holder leaves, once the entry
     // lock is free.
     let staging = layout::temp(digest, &layout::random_suffix()?);

@@ -16,7 +16,7 @@ mod power;
 mod scenario;
 mod world;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 use std::path::Path;
 use std::str::FromStr;
@@ -529,6 +529,21 @@ fn check_processes(run: &mut Run<'_>) {
     // more fill.
     let mut faulted = 0;
     let mut unpinned_mixed = Vec::new();
+    // Keys changed in place (`modify`), and keys whose change a kill
+    // interrupted: such an entry is published as the change left it.
+    let modified: BTreeSet<String> = world
+        .reports
+        .iter()
+        .filter_map(|(_, _, line)| line.strip_prefix("modify-start ")?.split(' ').next().map(str::to_owned))
+        .collect();
+    let mut interrupted: BTreeSet<String> = BTreeSet::new();
+    for slot in &run.slots {
+        if let (End::Killed, [role, key, ..]) = (&slot.end, slot.args.as_slice())
+            && role.starts_with("modify")
+        {
+            interrupted.insert(key.clone());
+        }
+    }
     let installs = install_sources(run.slots.iter().map(|s| &s.args));
     let v = &mut run.violations;
     for slot in &run.slots {
@@ -553,8 +568,17 @@ fn check_processes(run: &mut Run<'_>) {
                         // the entry is removed and filled again meanwhile, it
                         // may read files of both fills. Only a pin rules that
                         // out, so that case is judged once removes are known.
-                        if *how == "unpinned" && why.starts_with(MIXED) {
-                            unpinned_mixed.push((name.clone(), (*key).to_owned(), format!("{why}: {seen}")));
+                        // An unpinned reader of an entry being changed in
+                        // place reads it mid-change (a file just truncated,
+                        // some files rewritten): no lock keeps it out. A
+                        // pin of an entry a killed change left half changed
+                        // reads it as the change left it.
+                        let mixed = why.starts_with(MIXED);
+                        if *how == "unpinned" && (mixed || modified.contains(*key)) {
+                            unpinned_mixed.push((name.clone(), (*key).to_owned(), format!("{why}: {seen}"), mixed));
+                        } else if *how == "pinned" && interrupted.contains(*key) {
+                            // Excused: published as the killed change left
+                            // it, and marked (see `check_disk`).
                         } else {
                             v.push(format!("{name}: read a partial or mixed entry `{key}`: {why}: {seen}"));
                         }
@@ -573,8 +597,13 @@ fn check_processes(run: &mut Run<'_>) {
             End::Running => v.push(format!("{name} never finished")),
         }
     }
-    for (name, key, what) in unpinned_mixed {
-        if removes.get(&key).is_none_or(|&n| n == 0) && cleans == 0 {
+    for (name, key, what, mixed) in unpinned_mixed {
+        if modified.contains(&key) {
+            continue;
+        }
+        if !mixed {
+            v.push(format!("{name}: read a partial entry `{key}`: {what}"));
+        } else if removes.get(&key).is_none_or(|&n| n == 0) && cleans == 0 {
             v.push(format!("{name}: read a mixed entry `{key}` that was never removed: {what}"));
         }
     }
@@ -741,6 +770,49 @@ fn check_children(run: &mut Run<'_>) {
     }
 }
 
+/// A change that returned before a power cut survives it sealed: a key's
+/// entry, complete and unmarked after the cut, holds the content of the
+/// last change that returned before it, or of a change begun after that
+/// one (sealed, but cut before it could say so). Only for keys that no
+/// fill or remove touched in the race.
+fn check_power_changes(run: &mut Run<'_>, before: usize, dir: &Path) {
+    let world = lock_world(&run.world);
+    let mut allowed: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut touched: BTreeSet<String> = BTreeSet::new();
+    for (i, (_, _, line)) in world.reports.iter().enumerate() {
+        match line.split(' ').collect::<Vec<_>>().as_slice() {
+            ["modify-done", key, token] if i < before => {
+                allowed.insert((*key).to_owned(), vec![(*token).to_owned()]);
+            }
+            ["modify-start", key, token, ..] => {
+                if let Some(tokens) = allowed.get_mut(*key) {
+                    tokens.push((*token).to_owned());
+                }
+            }
+            ["fill-start", key, ..] | ["removed", key, ..] => {
+                touched.insert((*key).to_owned());
+            }
+            _ => {}
+        }
+    }
+    drop(world);
+    for (key, tokens) in allowed.into_iter().filter(|(k, _)| !touched.contains(k)) {
+        let Some(name) = stored_name(&key) else { continue };
+        let marker = dir.join(".safecache/changing").join(format!("{}.json", digest_of(&name)));
+        if marker.exists() {
+            continue;
+        }
+        let token = std::fs::read_to_string(dir.join(&name).join("f0")).unwrap_or_default();
+        let token = token.split('|').nth(1).unwrap_or_default().to_owned();
+        if !tokens.contains(&token) {
+            run.violations.push(format!(
+                "power cut: a change of `{key}` returned before the cut, but its entry holds `{token}` \
+                 (expected one of {tokens:?}) and is not marked as changed"
+            ));
+        }
+    }
+}
+
 /// What a key's entry must be after a power cut.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Expect {
@@ -758,6 +830,7 @@ enum Expect {
 /// Completeness of what survives is `check_disk`'s invariant 3.
 fn check_power(run: &mut Run<'_>, scenario: &Scenario, dir: &Path) {
     let Some(before) = run.cut_reports else { return };
+    check_power_changes(run, before, dir);
     let world = lock_world(&run.world);
     let mut expect: BTreeMap<String, Expect> = BTreeMap::new();
     for role in &scenario.setup {
@@ -950,7 +1023,12 @@ fn check_disk(dir: &Path, scenario: &Scenario, v: &mut Vec<String>) -> Result<()
         }
         files.sort();
         if let Err(why) = check_files(&files) {
-            v.push(format!("published entry `{name}` is incomplete: {why}: {files:?}"));
+            // A change killed half-way leaves the entry as it left it, but
+            // never unmarked.
+            let marker = dir.join(".safecache/changing").join(format!("{}.json", digest_of(&name)));
+            if !marker.exists() {
+                v.push(format!("published entry `{name}` is incomplete: {why}: {files:?}"));
+            }
             continue;
         }
         // Every entry is at the name of the key whose content it holds:
@@ -962,6 +1040,19 @@ fn check_disk(dir: &Path, scenario: &Scenario, v: &mut Vec<String>) -> Result<()
             .collect();
         if !names.contains(&name) {
             v.push(format!("entry `{name}` holds the content of key `{owner}`, whose entry is named {names:?}"));
+        }
+    }
+    // A change marker lives only as long as its entry.
+    if let Ok(markers) = std::fs::read_dir(dir.join(".safecache/changing")) {
+        let entries: BTreeSet<String> = std::fs::read_dir(dir)?
+            .filter_map(|e| e.ok())
+            .map(|e| format!("{}.json", digest_of(&e.file_name().to_string_lossy())))
+            .collect();
+        for marker in markers.filter_map(|e| e.ok()) {
+            let marker = marker.file_name().to_string_lossy().into_owned();
+            if !entries.contains(&marker) {
+                v.push(format!("after the final gc, change marker `{marker}` outlives its entry"));
+            }
         }
     }
     for sub in ["tmp", "trash", "holders"] {

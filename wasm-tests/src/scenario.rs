@@ -45,11 +45,14 @@ pub enum Variant {
     /// `/` as `%2F`), on a case-insensitive host: `lib` finds the entry of
     /// `Lib`.
     CaseLegacyNames,
+    /// A change in place (`modify`) under the shared entry lock, as a pin
+    /// takes it, instead of the exclusive one.
+    ModifyShared,
 }
 
 impl Variant {
     /// Every variant, the real protocol first.
-    pub const ALL: [Variant; 13] = [
+    pub const ALL: [Variant; 14] = [
         Variant::Correct,
         Variant::SharedTemp,
         Variant::InplaceDelete,
@@ -63,10 +66,11 @@ impl Variant {
         Variant::NoParentSync,
         Variant::UpgradeNoJournal,
         Variant::CaseLegacyNames,
+        Variant::ModifyShared,
     ];
 
     /// The buggy variants.
-    pub const BUGGY: [Variant; 12] = [
+    pub const BUGGY: [Variant; 13] = [
         Variant::SharedTemp,
         Variant::InplaceDelete,
         Variant::UnlockedFill,
@@ -79,6 +83,7 @@ impl Variant {
         Variant::NoParentSync,
         Variant::UpgradeNoJournal,
         Variant::CaseLegacyNames,
+        Variant::ModifyShared,
     ];
 
     /// The variant's name on the command line and in `SAFECACHE_VARIANT`.
@@ -97,6 +102,7 @@ impl Variant {
             Variant::NoParentSync => "no-parent-sync",
             Variant::UpgradeNoJournal => "upgrade-no-journal",
             Variant::CaseLegacyNames => "case-legacy-names",
+            Variant::ModifyShared => "modify-shared",
         }
     }
 
@@ -116,6 +122,7 @@ impl Variant {
             Variant::NoParentSync => "power",
             Variant::UpgradeNoJournal => "upgrade",
             Variant::CaseLegacyNames => "case-fold",
+            Variant::ModifyShared => "modify",
         }
     }
 
@@ -136,6 +143,7 @@ impl Variant {
             (Variant::CaseLegacyNames, "read") => "read-legacy-name",
             (Variant::CaseLegacyNames, "pinread") => "pinread-legacy-name",
             (Variant::CaseLegacyNames, "remove") => "remove-legacy-name",
+            (Variant::ModifyShared, "modify") => "modify-shared",
             (_, role) => role,
         }
     }
@@ -218,6 +226,24 @@ const CASE_FOLD: &[&str] = &[
     "gc",
 ];
 
+/// The roles of `modify`.
+const MODIFY: &[&str] = &[
+    "modify a hold=1",
+    "modify a",
+    "pinread a hold=1 repeat=2",
+    "read a repeat=3",
+    "remove a delay=2",
+    "fill a delay=3",
+    "modify a delay=3",
+    "pinread a delay=4",
+    "gc",
+];
+/// Small enough to kill the first changer at every step (restarted or not).
+const MODIFY_KILL: &[&str] = &["modify a", "pinread a", "modify a delay=2"];
+/// Changes cut by a power loss: every change that returned survives sealed,
+/// and one cut half-way is never unmarked.
+const POWER_MODIFY: &[&str] = &["modify a hold=1", "pinread a", "modify a", "read a", "gc"];
+
 /// Processes to run against one fresh cache directory.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Scenario {
@@ -259,7 +285,7 @@ pub enum OldFormat {
 
 impl Scenario {
     /// Every scenario name.
-    pub const NAMES: [&'static str; 22] = [
+    pub const NAMES: [&'static str; 25] = [
         "fill3",
         "churn",
         "clean",
@@ -282,6 +308,9 @@ impl Scenario {
         "upgrade-v1",
         "power-upgrade",
         "case-fold",
+        "modify",
+        "modify-kill",
+        "power-modify",
     ];
 
     /// The scenario `name`, with its concurrent roles in `variant`.
@@ -422,6 +451,13 @@ impl Scenario {
             // content, and a remove of one never takes another's pinned
             // entry.
             "case-fold" => (&[], CASE_FOLD),
+            // Entries that jobs change in place one at a time (issue 16):
+            // changers beside pinned and unpinned readers, a remove, a
+            // refill and gc, under kills. A pin never sees a change under
+            // way; a change killed half-way leaves its entry marked.
+            "modify" => (&["fill a"], MODIFY),
+            "modify-kill" => (&["fill a"], MODIFY_KILL),
+            "power-modify" => (&["fill a"], POWER_MODIFY),
             // The same at durability `none`, not in `NAMES`: expected to
             // leave corrupt entries (docs/SIMULATION.md).
             "power-none" => (&["fill a"], POWER_NONE),

@@ -89,6 +89,31 @@ fn sweep_faults_at_the_directory_handle() {
     assert!(faulted > 0, "no fault fired in 20 seeds");
 }
 
+/// Entries that jobs change in place one at a time (issue 16): changers
+/// beside pinned and unpinned readers, a remove, a refill and gc, under
+/// kills; a pin never sees a change under way, and an entry a killed
+/// change left half done is marked, never taken for sealed.
+#[test]
+fn sweep_changes_in_place_beside_readers_and_removers() {
+    assert_eq!(sweep_real("modify", 0..200), 200);
+    assert_eq!(sweep_real("power-modify", 0..150), 150);
+}
+
+/// The first changer of `modify-kill`, killed at each of its steps, then
+/// with its role restarted: the restart sees the change as interrupted and
+/// seals it.
+#[test]
+fn kill_a_change_at_every_step() {
+    let scenario = Scenario::new("modify-kill", Variant::Correct).unwrap();
+    for restart in [false, true] {
+        let (runs, failure) = kill_every_step(host(), &scenario, 7, 0, restart).unwrap();
+        if let Some(outcome) = failure {
+            panic!("{}", outcome.report());
+        }
+        assert!(runs > 50, "the changer took only {} steps", runs - 2);
+    }
+}
+
 /// Children of a parent that holds the exclusive lease, opened with
 /// `inherited_lease: Some(Exclusive)`: fills, pins, a remove, a clean and
 /// a gc, which all run without taking the lease.

@@ -40,6 +40,11 @@ pub(crate) fn run(role: &str) -> i32 {
             let pids: Vec<String> = event.holders.iter().map(|h| h.pid.to_string()).collect();
             emit(format!("waiting {} holders={}", event.lock, pids.join(",")));
         })),
+        // `fill-named KEY CMD`: the fill's locks are named by CMD.
+        fill_command: match args.as_slice() {
+            ["fill-named", _, cmd] => Some(vec![(*cmd).to_owned(), "--from-fill".to_owned()]),
+            _ => None,
+        },
         ..Options::default()
     };
     let cache = Cache::open_ambient(&dir, options).unwrap();
@@ -67,6 +72,34 @@ pub(crate) fn run(role: &str) -> i32 {
                     let data = std::fs::read_to_string(filled.entry.path().join("data")).unwrap();
                     emit(format!("filled={} data={data}", filled.filled));
                 })
+        }
+        // For each of `rounds` rounds: waits for "go", then fills
+        // `race/<round>` (writing in pieces, as `fill` does) and reports.
+        ["fill-rounds", rounds] => (0..rounds.parse::<u32>().unwrap()).try_for_each(|round| {
+            wait_for_parent();
+            let key = Key::new(&format!("race/{round}")).unwrap();
+            cache
+                .get_or_fill(&key, Wait::Forever, |dir| {
+                    let mut file = std::fs::File::create(dir.path().join("data"))?;
+                    for chunk in b"some content".chunks(4) {
+                        file.write_all(chunk)?;
+                        std::thread::sleep(Duration::from_millis(2));
+                    }
+                    std::io::Result::Ok(())
+                })
+                .map(|filled| emit(format!("filled={}", filled.filled)))
+        }),
+        // Fills `key` with its locks named by CMD: reports, and waits for
+        // the parent inside the fill.
+        ["fill-named", key, _cmd] => {
+            let key = Key::new(key).unwrap();
+            cache
+                .get_or_fill(&key, Wait::Forever, |dir| {
+                    emit("filling");
+                    wait_for_parent();
+                    std::fs::write(dir.path().join("data"), "named")
+                })
+                .map(|filled| emit(format!("filled={}", filled.filled)))
         }
         // Starts a fill, writes half an entry, reports, and hangs until
         // killed.

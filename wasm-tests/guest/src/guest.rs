@@ -313,6 +313,8 @@ fn run(args: &[String], opts: Opts) -> Result<(), Fail> {
         "fill" => fill(&cache, &key(1)?, opts),
         "read" => read(&cache, &key(1)?, false, opts),
         "pinread" => read(&cache, &key(1)?, true, opts),
+        "modify" => modify(&cache, &key(1)?, opts),
+        "modify-shared" => modify_shared(&cache, &key(1)?, opts),
         "remove" => {
             let key = key(1)?;
             let removed = cache.remove(&key, opts.wait)?;
@@ -449,6 +451,39 @@ fn fill(cache: &Cache, key: &Key, opts: Opts) -> Result<(), Fail> {
         cache.get_or_fill(key, opts.wait, fill)?
     };
     report(&format!("fill-done {key} filled={}", filled.filled));
+    Ok(())
+}
+
+/// Changes the entry of `key` in place under `modify`: rewrites every file
+/// with a new token, one by one (each write a scheduling point), holds the
+/// lock `hold=MS` more, and seals.
+fn modify(cache: &Cache, key: &Key, opts: Opts) -> Result<(), Fail> {
+    let token = token();
+    let Some(change) = cache.modify(key, opts.wait)? else {
+        report(&format!("modify-absent {key}"));
+        return Ok(());
+    };
+    report(&format!("modify-start {key} {token} interrupted={}", change.interrupted().is_some()));
+    write_entry(change.entry().path(), key.as_str(), &token)?;
+    opts.hold();
+    change.seal()?;
+    report(&format!("modify-done {key} {token}"));
+    Ok(())
+}
+
+/// The mutant of `modify`: the same change under a pin (the *shared*
+/// entry lock), so pinned readers and other changes overlap it.
+fn modify_shared(cache: &Cache, key: &Key, opts: Opts) -> Result<(), Fail> {
+    let token = token();
+    let Some(pin) = cache.pin(key, opts.wait)? else {
+        report(&format!("modify-absent {key}"));
+        return Ok(());
+    };
+    report(&format!("modify-start {key} {token} interrupted=false"));
+    write_entry(pin.entry().path(), key.as_str(), &token)?;
+    opts.hold();
+    drop(pin);
+    report(&format!("modify-done {key} {token}"));
     Ok(())
 }
 
