@@ -56,15 +56,24 @@ pub(crate) struct Session {
 
 impl Session {
     /// Opens the cache with the fill options and takes its lease in `mode`.
-    /// `shown` is what waiters and `status` name this process by, from its
-    /// first lock on: the fill command when it may fill, else CMD.
-    pub(crate) fn open(ctx: &Ctx, fill: Option<&FillArgs>, mode: LockMode, shown: &[OsString]) -> Result<Session> {
-        safecache::set_process_command(shown.iter().map(|a| a.to_string_lossy().into_owned()).collect());
+    /// Waiters and `status` name this process by `command` (CMD), and the
+    /// locks of a fill by `fill` when it is another command (`use --fill`),
+    /// from the first lock on.
+    pub(crate) fn open(
+        ctx: &Ctx,
+        fill: Option<&FillArgs>,
+        mode: LockMode,
+        command: &[OsString],
+        fill_cmd: Option<&[OsString]>,
+    ) -> Result<Session> {
+        let argv = |cmd: &[OsString]| cmd.iter().map(|a| a.to_string_lossy().into_owned()).collect::<Vec<_>>();
+        safecache::set_process_command(argv(command));
         let cache = ctx.open_adjusted(|o| {
             if let Some(fill) = fill {
                 o.retry_failed = fill.retry_failed;
                 o.min_free = fill.min_free;
             }
+            o.fill_command = fill_cmd.map(argv);
             o.cancel = CANCEL.clone();
         })?;
         // From here on every lock goes through this one lease: pins and the

@@ -37,7 +37,7 @@ pub(crate) fn run(ctx: &Ctx, args: RunArgs) -> Result<u8> {
         }
     }
     let mode = if args.exclusive { LockMode::Exclusive } else { LockMode::Shared };
-    let session = Session::open(ctx, key.as_ref().map(|_| &args.fill), mode, &args.command)?;
+    let session = Session::open(ctx, key.as_ref().map(|_| &args.fill), mode, &args.command, None)?;
 
     let Some(key) = key else {
         // `run -- CMD`: CMD under the lease only.

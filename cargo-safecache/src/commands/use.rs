@@ -45,12 +45,15 @@ pub(crate) fn run(ctx: &Ctx, args: UseArgs) -> Result<u8> {
         }
     }
     let fill_cmd = args.fill.as_ref().map(fill::shell);
-    // Named by its fill from its first lock on: that is what waiters wait for.
-    let shown = fill_cmd.as_deref().unwrap_or(&args.command);
-    let session = Session::open(ctx, args.fill.as_ref().map(|_| &args.fill_args), LockMode::Shared, shown)?;
-    let named_by_cmd = || {
-        safecache::set_process_command(args.command.iter().map(|a| a.to_string_lossy().into_owned()).collect());
-    };
+    // The fill's locks are named by the fill, from its first lock on: that
+    // is what waiters wait for; the lease and the pin by CMD.
+    let session = Session::open(
+        ctx,
+        args.fill.as_ref().map(|_| &args.fill_args),
+        LockMode::Shared,
+        &args.command,
+        fill_cmd.as_deref(),
+    )?;
     // An absent key without --fill fails before anything is locked
     // (locking creates the entry's lock file), so the cache stays
     // unchanged; unless a fill of it runs: then the pin waits for it.
@@ -59,7 +62,7 @@ pub(crate) fn run(ctx: &Ctx, args: UseArgs) -> Result<u8> {
         return Err(absent(&key).into());
     }
     if args.exclusive {
-        return changing(ctx, &session, &key, &args, fill_cmd.as_deref(), named_by_cmd);
+        return changing(ctx, &session, &key, &args, fill_cmd.as_deref());
     }
 
     let Some(fill_cmd) = &fill_cmd else {
@@ -70,7 +73,6 @@ pub(crate) fn run(ctx: &Ctx, args: UseArgs) -> Result<u8> {
             return Err(absent(&key).into());
         };
         crate::stats::hit(session.leased.cache());
-        named_by_cmd();
         return run_cmd(ctx, &session, &key, &[pin.lock_fd()], true, &args.command);
     };
     let pinned = match fill::pin_or_fill(ctx, &session, &key, &args.fill_args, fill_cmd)? {
@@ -80,21 +82,13 @@ pub(crate) fn run(ctx: &Ctx, args: UseArgs) -> Result<u8> {
     if let Some(warning) = &pinned.warning {
         ctx.ui.warn(warning);
     }
-    named_by_cmd();
     run_cmd(ctx, &session, &key, &[pinned.pin.lock_fd()], !pinned.filled, &args.command)
 }
 
 /// `use --exclusive`: CMD changes the entry under its exclusive lock, then
 /// the entry is sealed (its manifest written again), whatever CMD's status:
 /// the manifest must describe what is there.
-fn changing(
-    ctx: &Ctx,
-    session: &Session,
-    key: &Key,
-    args: &UseArgs,
-    fill_cmd: Option<&[OsString]>,
-    named_by_cmd: impl Fn(),
-) -> Result<u8> {
+fn changing(ctx: &Ctx, session: &Session, key: &Key, args: &UseArgs, fill_cmd: Option<&[OsString]>) -> Result<u8> {
     let mut filled_here = false;
     for attempt in 0..3 {
         let held = ctx
@@ -110,7 +104,6 @@ fn changing(
                      goes on from there and seals it"
                 ));
             }
-            named_by_cmd();
             let code = run_cmd(ctx, session, key, &[change.lock_fd()], !filled_here, &args.command)?;
             ctx.blocking(|| change.seal()).with_context(|| {
                 format!("the command exited with {code}, but `{key}` could not be sealed; it stays marked as changed")
