@@ -106,8 +106,7 @@ fn dispatch(app: App, ui: &Arc<Ui>, invoked: &'static str) -> Result<u8> {
     let settings = Settings::resolve(&app.global)?;
     if let Command::Dir = app.command {
         // Only the path: nothing is created or opened.
-        ui.out_path(&settings.cache_dir, false).context("cannot write to stdout")?;
-        ui.json(serde_json::json!({ "reason": "dir", "path": commands::json_path(&settings.cache_dir) }));
+        ui.report(crate::report::Dir::new(&settings.cache_dir))?;
         return Ok(exit::OK);
     }
     tracing::debug!(?settings, "resolved");

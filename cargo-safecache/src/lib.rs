@@ -13,6 +13,7 @@ mod inherit;
 mod key_files;
 mod process;
 mod reference;
+mod report;
 mod settings;
 mod stats;
 mod ui;
@@ -42,6 +43,11 @@ pub mod contract {
     pub fn environment() -> Vec<(String, String)> {
         crate::reference::read_by(&crate::cli::command("safecache"))
     }
+
+    /// Every `reason` a typed report may carry (docs/CLI.md's "JSON
+    /// messages"; messages still written with `json!` are found in the
+    /// source by the tidy test).
+    pub const REPORT_REASONS: &[&str] = crate::report::Report::REASONS;
 
     /// What `run` exports to CMD, with each variable's value.
     pub const EXPORTED: &[(&str, &str)] = &crate::reference::EXPORTED;

@@ -16,11 +16,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use safecache::WaitEvent;
 use safecache::display::duration;
-use safecache::{LockMode, LockName, WaitEvent, describe_holders};
-use serde_json::{Value, json};
+use serde_json::Value;
 
-use crate::hint::{self, in_invoked_form};
+use crate::hint::in_invoked_form;
+use crate::report::{self, Line, Report};
 
 /// The CLI's output channels.
 #[derive(Debug)]
@@ -103,8 +104,7 @@ impl Ui {
     /// The one-line error report: text on stderr, and a JSON object on
     /// stdout in JSON mode.
     pub(crate) fn error(&self, msg: &str, code: u8) {
-        self.stderr_line(&format!("{}: {msg}", self.paint("1;31", "error")));
-        self.json(json!({ "reason": "error", "message": in_invoked_form(msg), "exit_code": code }));
+        let _ = self.report(report::Error { message: in_invoked_form(msg).into_owned(), exit_code: code });
     }
 
     fn stderr_line(&self, line: &str) {
@@ -150,18 +150,40 @@ impl Ui {
         }
     }
 
+    /// Reports `report`: its JSON object on stdout in JSON mode, else its
+    /// lines for people on stdout; its status lines and warnings go to
+    /// stderr either way. Fails only if a path it prints as the command's
+    /// result cannot be written.
+    pub(crate) fn report(&self, report: impl Into<Report>) -> anyhow::Result<()> {
+        let report = report.into();
+        if self.json {
+            let mut out = std::io::stdout().lock();
+            if let Ok(line) = serde_json::to_string(&report) {
+                let _ = writeln!(out, "{line}");
+            }
+            let _ = out.flush();
+        }
+        for line in report.human() {
+            match line {
+                Line::Out(text) => self.out(text),
+                Line::Path(path, what) => self
+                    .out_path(&path, false)
+                    .map_err(|e| anyhow::Error::new(e).context(format!("cannot write {what} to stdout")))?,
+                Line::Status(verb, text) => self.status(verb, text),
+                Line::Warn(text) => self.warn(text),
+                Line::Blocking(text) => {
+                    self.stderr_line(&format!("{} {text}", self.paint("1;36", &format!("{:>12}", "Blocking"))))
+                }
+                Line::Error(text) => self.stderr_line(&format!("{}: {text}", self.paint("1;31", "error"))),
+            }
+        }
+        Ok(())
+    }
+
     /// Announces a blocked wait, and starts a spinner on a terminal.
     pub(crate) fn waiting(&self, ev: &WaitEvent<'_>) {
         self.waited.store(true, std::sync::atomic::Ordering::Relaxed);
-        let msg = wait_message(ev);
-        self.stderr_line(&format!("{} {msg}", self.paint("1;36", &format!("{:>12}", "Blocking"))));
-        self.json(json!({
-            "reason": "waiting",
-            "lock": ev.lock,
-            "mode": ev.mode,
-            "holders": ev.holders,
-            "timeout_secs": ev.timeout.map(|t| t.as_secs_f64()),
-        }));
+        let _ = self.report(report::Waiting::from(ev));
         if self.spinners {
             // The watcher is in place before the first frame is drawn: a
             // signal that comes right after it still clears the line.
@@ -212,27 +234,6 @@ pub(crate) fn write_stderr(line: &str) {
 /// format (indicatif's own `{elapsed}` reads `5m` for `4m 59s`).
 fn waited(elapsed: Duration) -> String {
     duration(Duration::from_secs(elapsed.as_secs()))
-}
-
-fn wait_message(ev: &WaitEvent<'_>) -> String {
-    let limit = match ev.timeout {
-        None => "waiting with no time limit".to_owned(),
-        Some(d) => format!("waiting up to {}", duration(d)),
-    };
-    let holders = describe_holders(ev.holders);
-    match (ev.lock, ev.mode) {
-        (LockName::Lease, LockMode::Exclusive) => format!(
-            "the cache is in use; waiting for other processes to finish (the cache lease is held by {holders}); \
-             {limit}; {}",
-            hint::TIMEOUT
-        ),
-        _ => format!("waiting for the {} lock on {}, held by {holders}; {limit}; {}", ev.mode, ev.lock, hint::TIMEOUT),
-    }
-}
-
-/// Bytes for people: "0 B", "1.5 KiB".
-pub(crate) fn fmt_bytes(bytes: u64) -> String {
-    safecache::display::size(bytes)
 }
 
 /// Adds "`before` `dir` `after`" as context to a core error, unless the

@@ -4,12 +4,11 @@
 use anyhow::Result;
 use safecache::display::{duration, size};
 use safecache::{Config, Durability, Limit};
-use serde_json::{Value, json};
 
-use super::json_path;
 use crate::cli::{self, AutoGcEvery, MaxAge, MaxSize};
 use crate::ctx::Ctx;
 use crate::exit::{self, Coded};
+use crate::report::{self, ConfigReport, ConfigShown};
 
 /// A change `config` makes.
 enum Change {
@@ -78,59 +77,25 @@ pub(crate) fn config(ctx: &Ctx, name: Option<&str>, value: Option<&str>, unset: 
     // Opened at a given level, so that the config file is not read at open:
     // a garbage one must not stop the command that replaces it.
     let cache = ctx.open_adjusted(|o| o.durability = Some(o.durability.unwrap_or_default()))?;
-    let shown = cache.path().display();
-    let config = match &change {
+    let path = report::json_path(cache.path());
+    let report = match &change {
         Some(change) => {
             let config = ctx.blocking(|| cache.update_config(ctx.wait, |c| change.apply(c)))?;
-            let name = change.name();
-            match change {
-                Change::Unset(_) => {
-                    ctx.ui.status("Unset", format!("{name} for `{shown}`: {}", describe(&config, name)))
-                }
-                _ => ctx.ui.status("Configured", format!("{name} {} for `{shown}`", describe(&config, name))),
-            }
-            config
+            let shown =
+                ConfigShown::Changed { name: change.name().to_owned(), unset: matches!(change, Change::Unset(_)) };
+            ConfigReport::new(path, config, shown)
         }
         None => {
-            let config = cache.config()?;
-            for setting in cli::SETTINGS.iter().filter(|s| name.is_none_or(|n| n == **s)) {
-                let overridden =
-                    overridden_by(ctx, setting).map(|by| format!("; {by} overrides it")).unwrap_or_default();
-                ctx.ui.out(format!("{setting} = {}{overridden}", describe(&config, setting)));
-            }
-            config
+            let settings = cli::SETTINGS
+                .iter()
+                .filter(|s| name.is_none_or(|n| n == **s))
+                .map(|setting| (*setting, overridden_by(ctx, setting)))
+                .collect();
+            ConfigReport::new(path, cache.config()?, ConfigShown::Settings(settings))
         }
     };
-    ctx.ui.json(json!({
-        "reason": "config",
-        "path": json_path(cache.path()),
-        "durability": config.durability().name(),
-        "durability_stored": config.durability.is_some(),
-        "max_size": stored(config.max_size, "none", |n| n),
-        "max_age": stored(config.max_age, "never", |d| d.as_secs()),
-        "auto_gc": stored(config.auto_gc, "off", |d| d.as_secs()),
-    }));
+    ctx.ui.report(report)?;
     Ok(exit::OK)
-}
-
-/// A setting's value for people, with `(default)` when the cache stores
-/// none.
-fn describe(c: &Config, setting: &str) -> String {
-    fn or_default<T: Copy>(stored: Option<Limit<T>>, show: impl Fn(T) -> String, off: &str, default: &str) -> String {
-        match stored {
-            Some(Limit::Value(v)) => show(v),
-            Some(Limit::Off) => off.to_owned(),
-            None => default.to_owned(),
-        }
-    }
-    match setting {
-        "durability" => {
-            format!("{}{}", c.durability(), if c.durability.is_none() { " (default)" } else { "" })
-        }
-        "max-size" => or_default(c.max_size, size, "none", "none (default)"),
-        "max-age" => or_default(c.max_age, duration, "never", "none (default; 30d for the automatic gc)"),
-        _ => or_default(c.auto_gc, duration, "off", "1d (default)"),
-    }
 }
 
 /// The option and variable that override `setting` for this command, if
@@ -145,13 +110,4 @@ fn overridden_by(ctx: &Ctx, setting: &str) -> Option<String> {
     }?;
     let var = format!("SAFECACHE_{}", setting.replace('-', "_").to_ascii_uppercase());
     Some(format!("--{setting} or {var} ({value})"))
-}
-
-/// A stored limit in JSON: its number, the word for none, or null if unset.
-fn stored<T: Copy>(limit: Option<Limit<T>>, off: &str, to: impl Fn(T) -> u64) -> Value {
-    match limit {
-        Some(Limit::Value(v)) => json!(to(v)),
-        Some(Limit::Off) => json!(off),
-        None => Value::Null,
-    }
 }

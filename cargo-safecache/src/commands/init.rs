@@ -4,12 +4,10 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use safecache::Cache;
-use safecache::display::count;
-use serde_json::json;
 
-use super::json_path;
 use crate::ctx::Ctx;
 use crate::exit::{self};
+use crate::report::{self, Initialized};
 use crate::ui::naming_dir;
 
 pub(crate) fn init(ctx: &Ctx, dir: Option<PathBuf>) -> Result<u8> {
@@ -24,19 +22,10 @@ pub(crate) fn init(ctx: &Ctx, dir: Option<PathBuf>) -> Result<u8> {
     if let Some(level) = ctx.durability {
         ctx.blocking(|| cache.update_config(ctx.wait, |c| c.durability = Some(level)))?;
     }
-    let n = cache.entries()?.len();
-    let entries = count(n, "entry", "entries");
-    let shown = cache.path().display();
-    if was_cache {
-        ctx.ui.status("Unchanged", format!("`{shown}` is already a cache ({entries})"));
-    } else {
-        ctx.ui.status("Initialized", format!("a cache at `{shown}` ({entries})"));
-    }
-    ctx.ui.json(json!({
-        "reason": "initialized",
-        "path": json_path(cache.path()),
-        "entries": n,
-        "already": was_cache,
-    }));
+    ctx.ui.report(Initialized {
+        path: report::json_path(cache.path()),
+        entries: cache.entries()?.len(),
+        already: was_cache,
+    })?;
     Ok(exit::OK)
 }

@@ -1,6 +1,6 @@
 //! This defines the subcommands: one file each. Each is a thin front end
-//! over one core operation; the core does the locking. What they share
-//! (JSON paths, times, failure reports) is here.
+//! over one core operation; the core does the locking. What they report
+//! is typed in `report`; how they report failures they go on past is here.
 
 mod clean;
 mod config;
@@ -26,38 +26,12 @@ pub(crate) use rm::rm;
 pub(crate) use stats::stats;
 pub(crate) use status::status;
 
-use std::path::Path;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
-
 use anyhow::Result;
 use safecache::Failure;
 use safecache::display::{count, escape};
-use serde_json::json;
 
 use crate::ctx::Ctx;
 use crate::exit::{self, Coded};
-
-/// A path for a JSON message. `json!` panics on a path that is not UTF-8
-/// (a cache dir may be any bytes), so such a path is shown lossily.
-pub(crate) fn json_path(path: &Path) -> String {
-    path.to_string_lossy().into_owned()
-}
-
-pub(crate) fn unix_secs(t: Option<SystemTime>) -> Option<u64> {
-    t.and_then(|t| t.duration_since(UNIX_EPOCH).ok()).map(|d| d.as_secs())
-}
-
-pub(crate) fn ago(t: Option<SystemTime>) -> String {
-    match t.and_then(|t| SystemTime::now().duration_since(t).ok()) {
-        Some(d) if d.as_secs() == 0 => "just now".to_owned(),
-        Some(d) => format!("{} ago", safecache::display::duration(Duration::from_secs(d.as_secs()))),
-        None => "-".to_owned(),
-    }
-}
-
-pub(crate) fn failures_json(failures: &[Failure]) -> serde_json::Value {
-    failures.iter().map(|f| json!({ "path": f.rel, "reason": f.reason })).collect()
-}
 
 /// Names every item `what` could not reclaim, one line each, and fails the
 /// command if there was any: a failure is never hidden behind exit 0.

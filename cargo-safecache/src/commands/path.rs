@@ -1,20 +1,18 @@
 //! `path KEY`: the entry's path, if it is in the cache.
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use safecache::{Key, LockMode, describe_holders};
-use serde_json::json;
 
-use super::json_path;
 use crate::ctx::Ctx;
 use crate::exit::{self, Coded};
+use crate::report;
 
 pub(crate) fn path(ctx: &Ctx, key: &Key) -> Result<u8> {
     let cache = ctx.open()?;
     match cache.get(key)? {
         Some(entry) => {
             crate::stats::hit(&cache);
-            ctx.ui.out_path(entry.path(), false).context("cannot write the entry's path to stdout")?;
-            ctx.ui.json(json!({ "reason": "entry", "key": key.as_str(), "path": json_path(entry.path()) }));
+            ctx.ui.report(report::Entry::new(key, entry.path()))?;
             Ok(exit::OK)
         }
         None => {

@@ -3,11 +3,10 @@
 
 use anyhow::{Context, Result};
 use safecache::Key;
-use safecache::display::{count, escape};
-use serde_json::json;
 
 use crate::ctx::Ctx;
 use crate::exit::{self, Coded};
+use crate::report::{Removed, RemovedPrefix};
 
 pub(crate) fn rm(ctx: &Ctx, keys: &[Key], prefix: Option<&str>) -> Result<u8> {
     if prefix == Some("") {
@@ -38,22 +37,13 @@ pub(crate) fn rm(ctx: &Ctx, keys: &[Key], prefix: Option<&str>) -> Result<u8> {
             removed += 1;
         }
     }
-    ctx.ui.status(
-        "Removed",
-        format!("{} whose key starts with `{}`", count(removed, "entry", "entries"), escape(prefix)),
-    );
-    ctx.ui.json(json!({ "reason": "removed-prefix", "prefix": prefix, "removed": removed }));
+    ctx.ui.report(RemovedPrefix { prefix: prefix.to_owned(), removed })?;
     Ok(exit::OK)
 }
 
 /// Removes `key`, saying so; whether it was there.
 fn remove(ctx: &Ctx, cache: &safecache::Cache, key: &Key) -> Result<bool> {
     let existed = ctx.blocking(|| cache.remove(key, ctx.wait)).with_context(|| format!("cannot remove `{key}`"))?;
-    if existed {
-        ctx.ui.status("Removed", format!("`{key}`"));
-    } else {
-        ctx.ui.status("Absent", format!("`{key}` was not in the cache"));
-    }
-    ctx.ui.json(json!({ "reason": "removed", "key": key.as_str(), "existed": existed }));
+    ctx.ui.report(Removed { key: key.as_str().to_owned(), existed })?;
     Ok(existed)
 }
