@@ -240,6 +240,38 @@ fn table_after(doc: &str, header: &str) -> Vec<Vec<String>> {
         .collect()
 }
 
+/// The JSON schema has one home: every `reason` the CLI can print is a row
+/// of docs/CLI.md's "JSON messages" table, and every row is one it prints.
+/// The reasons are those of the typed reports (`report::Report`) and any
+/// still written as a `json!` literal (`"reason": "..."`) in the source.
+#[test]
+fn every_json_reason_is_documented() {
+    use std::collections::BTreeSet;
+    let doc = std::fs::read_to_string(root().join("docs/CLI.md")).unwrap();
+    let documented: BTreeSet<String> = table_after(&doc, "| reason | printed by | fields |")
+        .iter()
+        .map(|r| r[0].trim_matches('`').to_owned())
+        .collect();
+    let mut emitted: BTreeSet<String> =
+        cargo_safecache::contract::REPORT_REASONS.iter().map(|r| (*r).to_owned()).collect();
+    let src = root().join("cargo-safecache/src");
+    for file in rust_files().into_iter().filter(|f| f.starts_with(&src)) {
+        let text = std::fs::read_to_string(&file).unwrap();
+        for (at, _) in text.match_indices("\"reason\": \"") {
+            let rest = &text[at + "\"reason\": \"".len()..];
+            emitted.insert(rest.split('"').next().unwrap_or_default().to_owned());
+        }
+    }
+    assert!(emitted.len() > 10, "found too few reasons: {emitted:?}");
+    let undocumented: Vec<_> = emitted.difference(&documented).collect();
+    let unprinted: Vec<_> = documented.difference(&emitted).collect();
+    assert!(
+        undocumented.is_empty() && unprinted.is_empty(),
+        "docs/CLI.md's JSON messages and the code differ: printed but not documented {undocumented:?}; \
+         documented but never printed {unprinted:?}"
+    );
+}
+
 /// docs/CLI.md's tables of exit codes, of environment variables and of
 /// what `run` exports list what the top-level `--help` shows, which is
 /// generated from one definition of each (`cargo_safecache::contract`):
