@@ -18,7 +18,6 @@ use std::time::Duration;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use safecache::WaitEvent;
 use safecache::display::duration;
-use serde_json::Value;
 
 use crate::hint::in_invoked_form;
 use crate::report::{self, Line, Report};
@@ -139,15 +138,6 @@ impl Ui {
         out.write_all(path.as_os_str().as_bytes())?;
         out.write_all(b"\n")?;
         out.flush()
-    }
-
-    /// A JSON object on stdout (nothing in human mode).
-    pub(crate) fn json(&self, value: Value) {
-        if self.json {
-            let mut out = std::io::stdout().lock();
-            let _ = writeln!(out, "{value}");
-            let _ = out.flush();
-        }
     }
 
     /// Reports `report`: its JSON object on stdout in JSON mode, else its

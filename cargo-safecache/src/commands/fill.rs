@@ -29,7 +29,6 @@ use anyhow::{Context, Result};
 use safecache::{
     Cache, Cancelled, CommandFailed, Error, FillDir, Filled, Key, Leased, LockMode, Pin, PinOrFill, PinnedFill,
 };
-use serde_json::json;
 use signal_hook::consts::SIGTERM;
 
 use crate::cli::FillArgs;
@@ -37,6 +36,7 @@ use crate::ctx::Ctx;
 use crate::exit;
 use crate::inherit;
 use crate::process::{self, CANCEL, CANCEL_SIGNAL, Spawn, Stdout, cancelled_by, code_of, describe, signal_name};
+use crate::report::Exited;
 
 /// The exit code of a fill killed for running past --fill-timeout, as
 /// timeout(1) exits.
@@ -251,13 +251,13 @@ fn filling<T: Published>(
                      no failure was recorded, so a run waiting for it fills it instead",
                     signal_name(signal),
                 ));
-                ctx.ui.json(json!({
-                    "reason": "exited",
-                    "exit_code": code,
-                    "key": key.as_str(),
-                    "published": false,
-                    "cancelled": true,
-                }));
+                ctx.ui.report(Exited {
+                    exit_code: code,
+                    key: Some(key.to_string()),
+                    published: Some(false),
+                    cancelled: Some(true),
+                    ..Exited::default()
+                })?;
                 Ok(Err(code))
             }
             Some(Outcome::Failed { code, message, hint }) => {
@@ -266,14 +266,14 @@ fn filling<T: Published>(
                 let space =
                     e.low_space().map(|l| format!("; {}: {}", l.note(), crate::hint::no_space())).unwrap_or_default();
                 ctx.ui.error(&format!("{message}; nothing was published as `{key}`{space}{hint}"), code);
-                ctx.ui.json(json!({
-                    "reason": "exited",
-                    "exit_code": code,
-                    "key": key.as_str(),
-                    "published": false,
-                    "timed_out": code == TIMED_OUT,
-                    "fs_available": e.low_space().map(|l| l.available),
-                }));
+                ctx.ui.report(Exited {
+                    exit_code: code,
+                    key: Some(key.to_string()),
+                    published: Some(false),
+                    timed_out: Some(code == TIMED_OUT),
+                    fs_available: Some(e.low_space().map(|l| l.available)),
+                    ..Exited::default()
+                })?;
                 Ok(Err(code))
             }
             None => Ok(Err(exit::FAILURE)),

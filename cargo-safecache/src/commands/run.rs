@@ -7,9 +7,8 @@
 //! `run --key K -- CMD`, and a wrong guess published an empty entry. They
 //! fail with a one-line error that names the `use` form.
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use safecache::LockMode;
-use serde_json::json;
 
 use super::fill::{self, Session};
 use crate::cli::RunArgs;
@@ -17,6 +16,7 @@ use crate::ctx::Ctx;
 use crate::exit::{self, Coded};
 use crate::key_files;
 use crate::process::{self, Spawn, Stdout, code_of};
+use crate::report::{self, Exited};
 
 pub(crate) fn run(ctx: &Ctx, args: RunArgs) -> Result<u8> {
     refuse_gone_forms(&args)?;
@@ -49,7 +49,7 @@ pub(crate) fn run(ctx: &Ctx, args: RunArgs) -> Result<u8> {
             timeout: None,
         })?;
         let code = code_of(ended.status);
-        ctx.ui.json(json!({ "reason": "exited", "exit_code": code }));
+        ctx.ui.report(Exited { exit_code: code, ..Exited::default() })?;
         return Ok(code);
     };
 
@@ -58,23 +58,11 @@ pub(crate) fn run(ctx: &Ctx, args: RunArgs) -> Result<u8> {
         Ok(filled) => filled,
         Err(code) => return Ok(code),
     };
-    let path = filled.entry.path();
     if let Some(warning) = &filled.warning {
         ctx.ui.warn(warning);
     }
-    if filled.filled {
-        ctx.ui.status("Filled", format!("`{key}` at {}", path.display()));
-    } else {
-        ctx.ui.status("Fresh", format!("`{key}` is already in the cache; the command was not run"));
-    }
     // The entry's path is stdout's one line: CMD printed to stderr.
-    ctx.ui.out_path(path, false).context("cannot write the entry's path to stdout")?;
-    ctx.ui.json(json!({
-        "reason": "entry",
-        "key": key.as_str(),
-        "path": path.to_string_lossy(),
-        "filled": filled.filled,
-    }));
+    ctx.ui.report(report::Filled::new(&key, filled.entry.path(), filled.filled))?;
     Ok(exit::OK)
 }
 

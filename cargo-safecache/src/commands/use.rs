@@ -18,7 +18,6 @@ use std::ffi::OsString;
 
 use anyhow::{Context, Result};
 use safecache::{Key, LockMode};
-use serde_json::json;
 
 use super::fill::{self, Session};
 use crate::cli::UseArgs;
@@ -26,6 +25,7 @@ use crate::ctx::Ctx;
 use crate::exit::{self, Coded};
 use crate::key_files;
 use crate::process::{self, Spawn, Stdout, code_of};
+use crate::report::Exited;
 
 pub(crate) fn run(ctx: &Ctx, args: UseArgs) -> Result<u8> {
     let Some(key) = args.key.key.clone() else {
@@ -152,7 +152,7 @@ fn run_cmd(
         timeout: None,
     })?;
     let code = code_of(ended.status);
-    ctx.ui.json(json!({ "reason": "exited", "exit_code": code, "key": key.as_str(), "hit": hit }));
+    ctx.ui.report(Exited { exit_code: code, key: Some(key.to_string()), hit: Some(hit), ..Exited::default() })?;
     Ok(code)
 }
 

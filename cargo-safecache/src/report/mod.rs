@@ -13,6 +13,7 @@ mod config;
 mod entries;
 mod gc;
 mod removal;
+mod run;
 mod stats;
 mod status;
 mod verify;
@@ -25,6 +26,7 @@ pub(crate) use config::{ConfigReport, ConfigShown};
 pub(crate) use entries::{Dir, Entry, Initialized, Listed};
 pub(crate) use gc::{AutoGc, Evicted, Gc, Skipped, VictimReport};
 pub(crate) use removal::{Cleaned, Removed, RemovedPrefix};
+pub(crate) use run::{Exited, Filled};
 use serde::{Serialize, Serializer};
 pub(crate) use stats::Stats;
 pub(crate) use status::{HolderReport, ItemReport, Summary};
@@ -94,6 +96,10 @@ reports! {
     "entry" => Entry(Entry),
     /// `ls`: one entry listed.
     "entry" => Listed(Listed),
+    /// `run --key KEY`: the entry, filled or found (last).
+    "entry" => Filled(Filled),
+    /// `run` and `use`: how CMD or a fill ended.
+    "exited" => Exited(Exited),
     /// `dir`: the cache directory in use.
     "dir" => Dir(Dir),
     /// `init`: the cache adopted.
