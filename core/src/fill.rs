@@ -63,6 +63,7 @@ pub struct FillDir<'a> {
     owner: &'a LockFile,
     #[cfg_attr(target_os = "wasi", allow(dead_code))]
     entry_lock: &'a Held,
+    digest: String,
 }
 
 impl FillDir<'_> {
@@ -89,6 +90,15 @@ impl FillDir<'_> {
     #[cfg(not(target_os = "wasi"))]
     pub fn entry_lock_fd(&self) -> std::os::fd::BorrowedFd<'_> {
         self.entry_lock.fd()
+    }
+
+    /// The fill's log, for its output: kept, bounded to its latest
+    /// [`LOG_MAX`](crate::LOG_MAX) bytes, in the cache's metadata while the
+    /// fill runs, so that the processes waiting for it can show its latest
+    /// line ([`Cache::fill_log_tail`]); deleted when the fill ends, however
+    /// it ends. Call it once per fill: each call starts the log afresh.
+    pub fn log(&self) -> crate::FillLog<'_> {
+        crate::FillLog::start(&self.root, &self.digest)
     }
 
     /// A handle to the directory, for writing into it without ambient
@@ -417,6 +427,9 @@ impl Leased {
                 return Err(Error::PeerFillFailed { key: key.to_string(), failure: Box::new(failure) });
             }
         }
+        // Declared after the entry lock, so dropped before it: the fill's
+        // log goes when the fill ends, however it ends.
+        let _log = crate::fill_log::LogGuard { root: Arc::clone(cache.root()), digest: digest.clone() };
         // A dead in-place fill's uncommitted entry: under the entry lock
         // nobody can own it any more.
         cache.remove_uncommitted(key)?;
@@ -434,6 +447,7 @@ impl Leased {
             root: Arc::clone(cache.root()),
             owner: &temp.owner,
             entry_lock: &entry_lock,
+            digest: digest.clone(),
         };
         tracing::debug!(temp = %temp.rel, "filling");
         let created = cache.root().stat(&out_rel).map_err(|e| Error::io("inspect", &out_rel, e))?.and_then(|m| m.id);

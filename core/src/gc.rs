@@ -64,6 +64,8 @@ pub struct GcReport {
     pub evict: EvictReport,
     /// Quarantined entries deleted (older than [`crate::QUARANTINE_KEEP`]).
     pub quarantined: usize,
+    /// Logs of fills that were killed, deleted (see [`crate::FillLog`]).
+    pub logs: usize,
 }
 
 /// Where a leftover lives.
@@ -278,6 +280,7 @@ impl Leased {
             let _ = root.remove_tree(layout::UPGRADE_DIR);
         }
         report.records = holder::reap_dead(root);
+        cache.reclaim_fill_logs(&mut report);
         cache.evict(limits, Some(self), &mut report.evict)?;
         cache.reclaim_quarantine(&mut report);
         Ok(report)

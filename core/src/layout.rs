@@ -39,6 +39,8 @@ pub(crate) const USED_DIR: &str = ".safecache/used";
 pub(crate) const TMP_DIR: &str = ".safecache/tmp";
 pub(crate) const TRASH_DIR: &str = ".safecache/trash";
 pub(crate) const FAILED_DIR: &str = ".safecache/failed";
+/// Logs of fills in flight (`fill_log.rs`; made on first need).
+pub(crate) const FILLS_DIR: &str = ".safecache/fills";
 /// Change markers of entries being changed in place, or whose change was
 /// interrupted (`modify.rs`; made on first need).
 pub(crate) const CHANGING_DIR: &str = ".safecache/changing";
@@ -199,6 +201,11 @@ pub(crate) fn failure_record(digest: &str) -> String {
     format!("{FAILED_DIR}/{digest}.json")
 }
 
+/// The log of the fill in flight of digest `<d>` (`fill_log.rs`).
+pub(crate) fn fill_log(digest: &str) -> String {
+    format!("{FILLS_DIR}/{digest}.log")
+}
+
 /// The change marker of the entry of digest `<d>` (`modify.rs`).
 pub(crate) fn changing_marker(digest: &str) -> String {
     format!("{CHANGING_DIR}/{digest}.json")
@@ -278,6 +285,7 @@ mod tests {
             trash_item("<d>", "<r>"),
             failure_record("<d>"),
             changing_marker("<d>"),
+            fill_log("<d>"),
             manifest("<d>"),
             format!("{}/", quarantine_item("<d>", "<r>")),
             format!("{}/{QUARANTINED_ENTRY}", quarantine_item("<d>", "<r>")),

@@ -42,6 +42,7 @@ mod error;
 mod evict;
 mod failed;
 mod fill;
+mod fill_log;
 mod format;
 mod gc;
 mod holder;
@@ -72,6 +73,7 @@ pub use evict::{
 };
 pub use failed::{Cancelled, CommandFailed, FailedFill};
 pub use fill::{FillDir, Filled, PinOrFill, PinnedFill};
+pub use fill_log::{FillLog, LOG_MAX};
 pub use format::{Described, Filesystem};
 pub use gc::{EntryInfo, Failure, GcReport, Item, ItemKind, Status};
 pub use holder::{Holder, describe_holders, set_process_command};

@@ -217,6 +217,7 @@ impl Leased {
             cache.empty_dir(FAILED_DIR, &mut report)?;
             cache.empty_dir(MANIFESTS_DIR, &mut report)?;
             cache.empty_dir(layout::CHANGING_DIR, &mut report)?;
+            cache.empty_dir(layout::FILLS_DIR, &mut report)?;
             cache.empty_dir(QUARANTINE_DIR, &mut report)?;
         }
         crate::holder::reap_dead(root);

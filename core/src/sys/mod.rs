@@ -354,6 +354,14 @@ impl Root {
         self.imp.create_dir(rel)
     }
 
+    /// Creates a new, empty file (never replacing one) and opens it for
+    /// writing, never synced: for what only needs to last while its writer
+    /// lives (a fill's log).
+    pub(crate) fn create_file(&self, rel: &str) -> io::Result<std::fs::File> {
+        fault(Op::Write)?;
+        self.imp.create_file(rel)
+    }
+
     /// Creates a new file (never replacing one) holding `bytes`, synced if
     /// the durability level syncs. A write that fails after the file was
     /// created (a full disk) removes it.

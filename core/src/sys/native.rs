@@ -149,6 +149,10 @@ impl Dir {
         Ok(file)
     }
 
+    pub(crate) fn create_file(&self, rel: &str) -> io::Result<File> {
+        Ok(self.create_new(rel, false)?.into_std())
+    }
+
     pub(crate) fn write_new(&self, rel: &str, bytes: &[u8], sync: bool) -> io::Result<()> {
         let mut file = self.create_new(rel, false)?;
         // A write that fails (a full disk) leaves no half file behind: the

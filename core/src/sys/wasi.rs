@@ -108,6 +108,10 @@ impl Dir {
         fs::create_dir(self.at(rel))
     }
 
+    pub(crate) fn create_file(&self, rel: &str) -> io::Result<std::fs::File> {
+        OpenOptions::new().write(true).create_new(true).open(self.at(rel))
+    }
+
     pub(crate) fn write_new(&self, rel: &str, bytes: &[u8], sync: bool) -> io::Result<()> {
         let mut file = OpenOptions::new().write(true).create_new(true).open(self.at(rel))?;
         // A write that fails (a full disk) leaves no half file behind: the

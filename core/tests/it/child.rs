@@ -89,6 +89,24 @@ pub(crate) fn run(role: &str) -> i32 {
                 })
                 .map(|filled| emit(format!("filled={}", filled.filled)))
         }),
+        // Fills `key`, writing 2,000 lines and a progress bar into the
+        // fill's log; reports, waits for the parent, then succeeds or
+        // fails as `outcome` says.
+        ["fill-log", key, outcome] => {
+            let key = Key::new(key).unwrap();
+            cache
+                .get_or_fill(&key, Wait::Forever, |dir| {
+                    let mut log = dir.log();
+                    for i in 0..2000 {
+                        writeln!(log, "line {i} of the fill's output")?;
+                    }
+                    write!(log, "progress 10%\rprogress 50%\r")?;
+                    emit("logged");
+                    wait_for_parent();
+                    if *outcome == "fail" { Err(std::io::Error::other("the fill failed")) } else { Ok(()) }
+                })
+                .map(|filled| emit(format!("filled={}", filled.filled)))
+        }
         // Fills `key` with its locks named by CMD: reports, and waits for
         // the parent inside the fill.
         ["fill-named", key, _cmd] => {

@@ -18,6 +18,7 @@ mod config;
 mod disk;
 mod evict;
 mod fill;
+mod fill_log;
 mod full_disk;
 mod hostile;
 mod kill;
