@@ -73,6 +73,7 @@ impl Ctx {
             self.ui.warn(warning);
         }
         let _ = self.opened.set(cache.clone());
+        let _ = self.ui.cache.set(cache.clone());
         Ok(cache)
     }
 

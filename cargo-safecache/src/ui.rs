@@ -16,8 +16,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use safecache::WaitEvent;
 use safecache::display::duration;
+use safecache::{LockName, WaitEvent};
 
 use crate::hint::in_invoked_form;
 use crate::report::{self, Line, Report};
@@ -31,6 +31,9 @@ pub(crate) struct Ui {
     spinners: bool,
     /// Whether the command waited for a lock (counted once, in `stats`).
     waited: AtomicBool,
+    /// The cache the command opened: a waiter for a fill shows the fill's
+    /// latest output line from its log there.
+    pub(crate) cache: std::sync::OnceLock<safecache::Cache>,
 }
 
 /// The spinner of the wait under way, if any: one per process, reachable
@@ -80,7 +83,7 @@ fn watch_signals() {
 impl Ui {
     pub(crate) fn new(json: bool, quiet: bool, color: bool) -> Ui {
         let spinners = !quiet && std::io::stderr().is_terminal();
-        Ui { json, quiet, color, spinners, waited: AtomicBool::new(false) }
+        Ui { json, quiet, color, spinners, waited: AtomicBool::new(false), cache: std::sync::OnceLock::new() }
     }
 
     fn paint(&self, code: &str, text: &str) -> String {
@@ -181,11 +184,27 @@ impl Ui {
             // Hidden until the watcher can reach it: setting the message
             // already draws a frame.
             let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::hidden());
+            // Waiting for a fill: beside the time waited, the fill's latest
+            // output line, read from its log at each frame.
+            let filling = match ev.lock {
+                LockName::Entry(k) => Some(k),
+                LockName::Queue(inner) => match inner.as_ref() {
+                    LockName::Entry(k) => Some(k),
+                    _ => None,
+                },
+                _ => None,
+            };
+            let tail = filling.and_then(|k| Some((self.cache.get()?.clone(), safecache::Key::new(k).ok()?)));
             bar.set_style(
-                ProgressStyle::with_template("{spinner} {msg} ({waited})")
+                ProgressStyle::with_template("{spinner} {msg} ({waited}){tail}")
                     .unwrap_or_else(|_| ProgressStyle::default_spinner())
                     .with_key("waited", |state: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
                         let _ = w.write_str(&waited(state.elapsed()));
+                    })
+                    .with_key("tail", move |_: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+                        if let Some(line) = tail.as_ref().and_then(|(cache, key)| cache.fill_log_tail(key)) {
+                            let _ = write!(w, " | {line}");
+                        }
                     }),
             );
             bar.set_message(format!("waiting for the {} lock on {}", ev.mode, ev.lock));

@@ -192,13 +192,18 @@ fn filling<T: Published>(
             let mut env = env.clone();
             env.push(("SAFECACHE_OUT", dir.path().as_os_str().to_owned()));
             env.push(("SAFECACHE_HIT", "0".into()));
-            let ended = process::spawn_and_wait(&Spawn {
+            // Kept in the cache's metadata while the fill runs, so that a
+            // waiter on a terminal can show its latest line.
+            let mut log = dir.log();
+            let ended = process::spawn_and_wait(Spawn {
                 cmd: fill_cmd,
                 env: &env,
                 held: &session.lock_fds(&[], Some(dir)),
                 stdout: Stdout::Stderr,
                 timeout: args.fill_timeout,
+                copy: Some(&mut log),
             })?;
+            drop(log);
             let st = ended.status;
             let failed = |code: u8, message: String| {
                 let error = CommandFailed { code: i32::from(code), description: message.clone() };

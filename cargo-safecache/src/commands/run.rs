@@ -41,12 +41,13 @@ pub(crate) fn run(ctx: &Ctx, args: RunArgs) -> Result<u8> {
 
     let Some(key) = key else {
         // `run -- CMD`: CMD under the lease only.
-        let ended = process::spawn_and_wait(&Spawn {
+        let ended = process::spawn_and_wait(Spawn {
             cmd: &args.command,
             env: &session.env,
             held: &session.lock_fds(&[], None),
             stdout: if ctx.ui.json { Stdout::Stderr } else { Stdout::Inherit },
             timeout: None,
+            copy: None,
         })?;
         let code = code_of(ended.status);
         ctx.ui.report(Exited { exit_code: code, ..Exited::default() })?;

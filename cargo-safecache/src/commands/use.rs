@@ -144,12 +144,13 @@ fn run_cmd(
     env.push(("SAFECACHE_HIT", if hit { "1" } else { "0" }.into()));
     let mut fds = session.lock_fds(&[], None);
     fds.extend_from_slice(held);
-    let ended = process::spawn_and_wait(&Spawn {
+    let ended = process::spawn_and_wait(Spawn {
         cmd: command,
         env: &env,
         held: &fds,
         stdout: if ctx.ui.json { Stdout::Stderr } else { Stdout::Inherit },
         timeout: None,
+        copy: None,
     })?;
     let code = code_of(ended.status);
     ctx.ui.report(Exited { exit_code: code, key: Some(key.to_string()), hit: Some(hit), ..Exited::default() })?;

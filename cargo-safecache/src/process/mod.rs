@@ -12,7 +12,7 @@
 mod tree;
 
 use std::ffi::OsString;
-use std::io;
+use std::io::{self, IsTerminal, Read, Write};
 use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::process::ExitStatusExt;
 use std::process::{ExitStatus, Stdio};
@@ -138,6 +138,11 @@ pub(crate) struct Spawn<'a> {
     pub(crate) stdout: Stdout,
     /// Kill CMD's whole tree once it has run this long (`--fill-timeout`).
     pub(crate) timeout: Option<Duration>,
+    /// Where CMD's output is copied to as well (a fill's log): its stdout,
+    /// and its stderr when ours is not a terminal (on a terminal CMD keeps
+    /// it, for its progress bars), then go through a pipe that this process
+    /// copies to its stderr and to `copy`. Implies [`Stdout::Stderr`].
+    pub(crate) copy: Option<&'a mut (dyn Write + Send)>,
 }
 
 /// How CMD ended.
@@ -153,14 +158,59 @@ pub(crate) struct Ended {
 /// and every process it started. The locks whose descriptors are `held`
 /// stay held until the last of them is gone, even if this process is killed
 /// first (on Linux; see `tree`).
-pub(crate) fn spawn_and_wait(spawn: &Spawn<'_>) -> io::Result<Ended> {
+pub(crate) fn spawn_and_wait(mut spawn: Spawn<'_>) -> io::Result<Ended> {
+    let copy = spawn.copy.take();
+    let Some(copy) = copy else { return run_and_wait(&spawn, None) };
+    let (reader, writer) = io::pipe()?;
+    std::thread::scope(|scope| {
+        // Ends when every process holding the pipe's write end has: CMD's
+        // whole tree, and the launch's own copies once it has spawned.
+        let relay = scope.spawn(move || relay(reader, copy));
+        let ended = run_and_wait(&spawn, Some(writer));
+        let _ = relay.join();
+        ended
+    })
+}
+
+/// Copies CMD's output to our stderr and to `copy` until every writer has
+/// closed the pipe. A failing `copy` is dropped, never CMD's output.
+fn relay(mut reader: io::PipeReader, copy: &mut (dyn Write + Send)) {
+    let mut buf = vec![0u8; 16 * 1024];
+    let mut copying = true;
+    loop {
+        match reader.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                let mut err = io::stderr().lock();
+                let _ = err.write_all(&buf[..n]).and_then(|()| err.flush());
+                if copying && copy.write_all(&buf[..n]).and_then(|()| copy.flush()).is_err() {
+                    copying = false;
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(_) => break,
+        }
+    }
+}
+
+/// [`spawn_and_wait`], with CMD's output into `pipe` when given.
+fn run_and_wait(spawn: &Spawn<'_>, pipe: Option<io::PipeWriter>) -> io::Result<Ended> {
     let program = spawn.cmd.first().ok_or_else(|| io::Error::other("no command given"))?;
     let mut launch = Launch::new(spawn.cmd, spawn.held)?;
     for (k, v) in spawn.env {
         launch.command.env(k, v);
     }
-    if spawn.stdout == Stdout::Stderr {
-        launch.command.stdout(Stdio::from(io::stderr().as_fd().try_clone_to_owned()?));
+    match pipe {
+        Some(pipe) => {
+            if !io::stderr().is_terminal() {
+                launch.command.stderr(pipe.try_clone()?);
+            }
+            launch.command.stdout(pipe);
+        }
+        None if spawn.stdout == Stdout::Stderr => {
+            launch.command.stdout(Stdio::from(io::stderr().as_fd().try_clone_to_owned()?));
+        }
+        None => {}
     }
     forward_state().received = None;
     let mut signals = Signals::new([SIGINT, SIGTERM, SIGHUP, SIGCONT])?;

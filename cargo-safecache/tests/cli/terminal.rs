@@ -85,3 +85,72 @@ fn a_signal_during_a_wait_clears_the_spinner() {
     let (status, _) = holder.finish();
     assert!(status.success());
 }
+
+/// Runs `cargo-safecache ARGS` on a new pseudo-terminal until it shows
+/// `marker`, then writes a line into the fifo `gate` and reads the terminal
+/// to the end. Prints the exit code and everything written.
+const TAIL_DRIVER: &str = r#"
+import json, os, pty, select, sys, time
+binary, marker, gate, args = sys.argv[1], sys.argv[2].encode(), sys.argv[3], sys.argv[4:]
+pid, fd = pty.fork()
+if pid == 0:
+    os.execv(binary, [binary] + args)
+out = b""
+deadline = time.time() + 120
+def read_more():
+    global out
+    ready, _, _ = select.select([fd], [], [], max(0, deadline - time.time()))
+    if not ready:
+        raise SystemExit("timed out; the terminal shows %r" % out)
+    try:
+        chunk = os.read(fd, 4096)
+    except OSError:
+        chunk = b""
+    out += chunk
+    return bool(chunk)
+while marker not in out:
+    if not read_more():
+        raise SystemExit("ended before it showed the marker: %r" % out)
+with open(gate, "w") as g:
+    g.write("go\n")
+while read_more():
+    pass
+_, status = os.waitpid(pid, 0)
+print(json.dumps({"code": os.waitstatus_to_exitcode(status), "out": out.decode("latin-1")}))
+"#;
+
+/// A waiter on a terminal shows the filler's latest output line beside its
+/// spinner (the fill's output is kept in a bounded log in the cache's
+/// metadata while it runs), and the log is gone once the fill ends.
+#[test]
+fn a_waiter_shows_the_fills_latest_line() {
+    let sb = Sandbox::new();
+    let gate = sb.path("gate");
+    crate::support::mkfifo(&gate);
+    // The line is computed, so the fill's command line (which wait
+    // messages quote) does not contain it.
+    let fill = format!("echo \"progress $((40 + 2))%\"; read x < '{}'; echo v > \"$SAFECACHE_OUT/f\"", gate.display());
+    let mut filler = sb.spawn(["run", "--key", "dep", "--", "sh", "-c", &fill]);
+    filler.expect_stderr_line("progress 42%");
+    let args = ["use", "--key", "dep", "--", "true"];
+    let template = sb.cmd(args);
+    let mut driver = Command::new("python3");
+    driver.arg("-c").arg(TAIL_DRIVER).arg(bin()).arg("| progress 42%").arg(&gate).args(args);
+    for (key, value) in template.get_envs() {
+        match value {
+            Some(value) => driver.env(key, value),
+            None => driver.env_remove(key),
+        };
+    }
+    let run = driver.output().expect("run python3");
+    let report = String::from_utf8_lossy(&run.stdout);
+    assert!(run.status.success(), "the driver: {report}{}", String::from_utf8_lossy(&run.stderr));
+    let v: Value = serde_json::from_str(report.trim()).expect("one JSON line");
+    assert_eq!(v["code"].as_i64(), Some(0), "the waiter used the entry: {v}");
+    let (status, _) = filler.finish();
+    assert!(status.success());
+    let fills = sb.cache.join(".safecache/fills");
+    let left: Vec<_> =
+        std::fs::read_dir(&fills).map(|d| d.flatten().map(|e| e.file_name()).collect()).unwrap_or_default();
+    assert!(left.is_empty(), "the fill's log is removed with it: {left:?}");
+}
