@@ -66,7 +66,8 @@ const EXAMPLES: [(&str, &str); 15] = [
   {bin} run --key git/serde -- \\
       sh -c 'git clone -q https://github.com/serde-rs/serde \"$SAFECACHE_OUT\"'
   # A build dir keyed on the files it depends on:
-  {bin} run --key target --key-file Cargo.lock --key-file 'src/**/*.rs' -- sh -c 'make OUT=\"$SAFECACHE_OUT\"'
+  {bin} run --key target --key-file Cargo.lock 'src/**/*.rs' -- \\
+      sh -c 'make OUT=\"$SAFECACHE_OUT\"'
   # Hold a shared lease while a tool uses the cache, so `clean` waits:
   {bin} run -- make
   # A tool that rewrites the cache itself takes the lease exclusively:
@@ -112,7 +113,8 @@ const EXAMPLES: [(&str, &str); 15] = [
     ),
     (
         "verify",
-        "  {bin} verify\n  {bin} verify git/serde\n  # Remove corrupt entries, then fill one again:\n  {bin} verify --repair && {bin} run --key git/serde -- sh -c 'git clone -q https://github.com/serde-rs/serde \"$SAFECACHE_OUT\"'",
+        "  {bin} verify\n  {bin} verify git/serde\n  # Remove corrupt entries, then fill one again:\n  {bin} verify --repair && {bin} run --key git/serde -- \\
+      sh -c 'git clone -q https://github.com/serde-rs/serde \"$SAFECACHE_OUT\"'",
     ),
     (
         "completions",
@@ -225,8 +227,8 @@ pub(crate) struct GlobalOpts {
     #[arg(long, global = true, value_name = "FMT", default_value = "human")]
     pub(crate) message_format: MessageFormat,
 
-    /// How often the automatic gc may run on a cache, after `run` or
-    /// `path`: an interval such as `1d` or `12h`, or `off`. It evicts what
+    /// How often the automatic gc may run on a cache, after `run`, `use`
+    /// or `path`: an interval such as `1d` or `12h`, or `off`. It evicts what
     /// --max-size and --max-age allow (by default, entries unused for 30
     /// days), never waits, and skips a busy cache. [default: the cache's
     /// setting (`config auto-gc`), else 1d]
@@ -374,6 +376,10 @@ pub(crate) enum Command {
         /// The entry's key, e.g. `git/serde`.
         #[arg(value_parser = parse_key)]
         key: Key,
+        /// With the digest of these files appended, as `run --key KEY
+        /// --key-file PATH` names its entry.
+        #[arg(long = "key-file", value_name = "PATH", num_args = 1.., action = clap::ArgAction::Append)]
+        key_files: Vec<String>,
     },
     /// List entries with size and last use; with PREFIX, only those whose
     /// key starts with it.
@@ -536,9 +542,10 @@ pub(crate) struct KeyArgs {
     pub(crate) key: Option<Key>,
 
     /// Append a short digest of these files' names and contents to KEY, so
-    /// that changed files make a new entry (repeatable; globs such as
-    /// `src/**/*.rs` allowed, quoted so that the shell leaves them alone).
-    #[arg(long = "key-file", value_name = "PATH", requires = "key")]
+    /// that changed files make a new entry. Takes every PATH up to the next
+    /// option or `--` (repeatable too); globs such as `src/**/*.rs` are
+    /// allowed, quoted so that the shell leaves `**` alone.
+    #[arg(long = "key-file", value_name = "PATH", requires = "key", num_args = 1.., action = clap::ArgAction::Append)]
     pub(crate) key_files: Vec<String>,
 }
 

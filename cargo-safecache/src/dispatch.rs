@@ -117,7 +117,9 @@ fn dispatch(app: App, ui: &Arc<Ui>, invoked: &'static str) -> Result<u8> {
     let result = match app.command {
         Command::Run(args) => commands::run::run(&ctx, args),
         Command::Use(args) => commands::r#use::run(&ctx, args),
-        Command::Path { key } => commands::path(&ctx, &key),
+        Command::Path { key, key_files } => {
+            crate::key_files::derive(key, &key_files).and_then(|key| commands::path(&ctx, &key))
+        }
         Command::Ls { prefix } => commands::ls(&ctx, prefix.as_deref()),
         Command::Status => commands::status(&ctx),
         Command::Stats { reset } => commands::stats(&ctx, reset),
@@ -143,6 +145,9 @@ fn dispatch(app: App, ui: &Arc<Ui>, invoked: &'static str) -> Result<u8> {
 fn print_stdout(bytes: &[u8]) -> Result<u8> {
     use std::io::Write;
     let mut out = std::io::stdout().lock();
-    out.write_all(bytes).and_then(|()| out.flush()).context("cannot write to stdout")?;
-    Ok(exit::OK)
+    match out.write_all(bytes).and_then(|()| out.flush()) {
+        // A reader that stopped early (`| head`) wanted no more.
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(exit::OK),
+        written => written.context("cannot write to stdout").map(|()| exit::OK),
+    }
 }

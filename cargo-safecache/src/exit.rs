@@ -38,7 +38,7 @@ pub(crate) const CODES: [(&str, &str); 11] = [
     ("1", "`path`, `use` without --fill: the key is not in the cache"),
     ("2", "usage error: a bad option or argument, an invalid key, a cache dir that is not a directory or not a cache"),
     ("65", "`verify`: an entry is corrupt; --verify-on-read: a corrupt entry is in use"),
-    ("74", "the cache's filesystem is full, or had less than `run --min-free` free for a fill"),
+    ("74", "the cache's filesystem is full, or had less than `run --min-free` or `use --min-free` free for a fill"),
     (
         "75",
         "a lock timed out, or was busy under --lock-timeout 0, or is held by the command's own ancestor (a `run` \
@@ -50,7 +50,10 @@ pub(crate) const CODES: [(&str, &str); 11] = [
         "124",
         "a fill ran longer than `run --fill-timeout` or `use --fill-timeout` allows and was killed with every process it started",
     ),
-    ("128 + N", "`run`: signal N came after CMD exited, while its output was hashed: nothing was published"),
+    (
+        "128 + N",
+        "`run`, `use`: signal N came after a fill's command exited, while its output was hashed: nothing was published",
+    ),
 ];
 
 /// An error that carries its own exit code.

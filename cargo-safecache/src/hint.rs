@@ -86,8 +86,8 @@ pub(crate) fn wait_for_fill(key: &str) -> String {
 /// `run --fill`, gone.
 pub(crate) fn gone_fill(key: &str) -> String {
     format!(
-        "`run --fill` is gone: `run` runs the command that fills; to fill {key} if absent and then run CMD with it \
-         pinned, use {}",
+        "`run --fill` is gone: `run` runs the command that fills; to fill `{key}` if absent and then run CMD \
+         with it pinned, use {}",
         command(&format!("use --key {key} --fill 'FILL' -- CMD"))
     )
 }
@@ -109,6 +109,14 @@ pub(crate) fn fill_option_without_fill(flag: &str, verb: &str) -> String {
             command(&format!("run --key KEY {flag} -- CMD"))
         ),
     }
+}
+
+/// `use --fill ''`.
+pub(crate) fn empty_fill() -> String {
+    format!(
+        "--fill is empty: give the shell command that fills \"$SAFECACHE_OUT\" ({})",
+        command("use --key KEY --fill 'git clone URL \"$SAFECACHE_OUT\"' -- CMD")
+    )
 }
 
 /// `use` without a key.

@@ -54,6 +54,7 @@ fn matching(patterns: &[String]) -> Result<BTreeSet<PathBuf>> {
             ))
         })?;
         let mut matched = false;
+        let mut directories = 0;
         for path in paths {
             let path = path.with_context(|| format!("cannot read what --key-file `{pattern}` matches"))?;
             let meta =
@@ -61,6 +62,7 @@ fn matching(patterns: &[String]) -> Result<BTreeSet<PathBuf>> {
             // Directories matched by a glob such as `src/*` are walked by a
             // pattern of their own (`src/**/*`), as `hashFiles()` does.
             if meta.is_dir() {
+                directories += 1;
                 continue;
             }
             if !meta.is_file() {
@@ -71,6 +73,12 @@ fn matching(patterns: &[String]) -> Result<BTreeSet<PathBuf>> {
             }
             matched = true;
             files.insert(path);
+        }
+        if !matched && directories > 0 {
+            return Err(usage(format!(
+                "--key-file `{pattern}` matches only directories; name their files with a glob such as `{}/**`",
+                pattern.trim_end_matches('/')
+            )));
         }
         if !matched {
             return Err(usage(format!(

@@ -15,9 +15,9 @@ use crate::exit;
 /// Variables safecache reads that no option stands for, with what they do.
 const READ: [(&str, &str); 5] = [
     ("SAFECACHE_LOG", "a tracing filter for diagnostics on stderr, e.g. `debug` or `safecache=info`"),
-    ("SAFECACHE_LEASE", "the nested-invocation marker exported by `run`"),
-    ("SAFECACHE_LEASE_DIR", "the nested-invocation marker exported by `run`"),
-    ("SAFECACHE_RUN_PIDS", "the pids of the `run`s a command runs under, exported by `run`"),
+    ("SAFECACHE_LEASE", "the nested-invocation marker exported by `run` and `use`"),
+    ("SAFECACHE_LEASE_DIR", "the nested-invocation marker exported by `run` and `use`"),
+    ("SAFECACHE_RUN_PIDS", "the pids of the `run`s and `use`s a command runs under, exported by them"),
     ("NO_COLOR", "disables color under --color auto"),
 ];
 
@@ -59,7 +59,13 @@ pub(crate) fn read_by(cmd: &clap::Command) -> Vec<(String, String)> {
         } else {
             format!("like {flag}")
         };
-        vars.push((name.to_string_lossy().into_owned(), meaning));
+        let name = name.to_string_lossy().into_owned();
+        // One variable for an option of several subcommands (`run
+        // --min-free`, `use --min-free`): listed once, naming each.
+        match vars.iter_mut().find(|(n, _): &&mut (String, String)| *n == name) {
+            Some((_, existing)) => existing.push_str(&format!(" and {flag}")),
+            None => vars.push((name, meaning)),
+        }
     };
     for arg in cmd.get_arguments() {
         add(arg, None);

@@ -56,13 +56,16 @@ pub struct FailedFill {
 impl fmt::Display for FailedFill {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let ago = now_ms().saturating_sub(self.at_ms);
+        let when = match ago / 1000 {
+            0 => "under a second ago".to_owned(),
+            secs => format!("{} ago", display::duration(Duration::from_secs(secs))),
+        };
         write!(
             f,
-            "pid {} (`{}`) on {} failed {} ago: {}",
+            "pid {} (`{}`) on {} failed {when}: {}",
             self.pid,
             display::short_command(&self.command),
             escape(&self.host),
-            display::duration(Duration::from_millis(ago - ago % 1000)),
             escape(&self.message)
         )
     }

@@ -315,8 +315,10 @@ fn is_empty(dir: &FillDir<'_>) -> bool {
     std::fs::read_dir(dir.path()).is_ok_and(|mut d| d.next().is_none())
 }
 
+/// A command as status lines quote it: as a shell would, escaped.
 pub(crate) fn shown(cmd: &[OsString]) -> String {
-    cmd.iter().map(|a| a.to_string_lossy()).collect::<Vec<_>>().join(" ")
+    let argv: Vec<String> = cmd.iter().map(|a| a.to_string_lossy().into_owned()).collect();
+    safecache::display::escape(&safecache::display::shell_words(&argv))
 }
 
 /// The fill command of `use --fill FILL`.

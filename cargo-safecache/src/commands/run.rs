@@ -30,7 +30,7 @@ pub(crate) fn run(ctx: &Ctx, args: RunArgs) -> Result<u8> {
             (f.in_place, "--in-place"),
             (f.allow_empty, "--allow-empty"),
             (f.retry_failed, "--retry-failed"),
-            (f.fill_timeout.is_some(), "--fill-timeout"),
+            (f.fill_timeout.is_some(), "--fill-timeout DUR"),
         ];
         if let Some((_, flag)) = given.iter().find(|(on, _)| *on) {
             return Err(usage(crate::hint::fill_option_without_fill(flag, "run")));

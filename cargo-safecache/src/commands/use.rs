@@ -38,11 +38,14 @@ pub(crate) fn run(ctx: &Ctx, args: UseArgs) -> Result<u8> {
             (f.in_place, "--in-place"),
             (f.allow_empty, "--allow-empty"),
             (f.retry_failed, "--retry-failed"),
-            (f.fill_timeout.is_some(), "--fill-timeout"),
+            (f.fill_timeout.is_some(), "--fill-timeout DUR"),
         ];
         if let Some((_, flag)) = given.iter().find(|(on, _)| *on) {
             return Err(Coded { code: exit::USAGE, message: crate::hint::fill_option_without_fill(flag, "use") }.into());
         }
+    }
+    if args.fill.as_ref().is_some_and(|f| f.to_string_lossy().trim().is_empty()) {
+        return Err(Coded { code: exit::USAGE, message: crate::hint::empty_fill() }.into());
     }
     let fill_cmd = args.fill.as_ref().map(fill::shell);
     // The fill's locks are named by the fill, from its first lock on: that
@@ -81,6 +84,9 @@ pub(crate) fn run(ctx: &Ctx, args: UseArgs) -> Result<u8> {
     };
     if let Some(warning) = &pinned.warning {
         ctx.ui.warn(warning);
+    }
+    if pinned.filled {
+        ctx.ui.status("Filled", format!("`{key}` at {}", pinned.pin.entry().path().display()));
     }
     run_cmd(ctx, &session, &key, &[pinned.pin.lock_fd()], !pinned.filled, &args.command)
 }

@@ -24,7 +24,10 @@ impl From<&WaitEvent<'_>> for Waiting {
     fn from(ev: &WaitEvent<'_>) -> Waiting {
         let limit = match ev.timeout {
             None => "waiting with no time limit".to_owned(),
-            Some(d) => format!("waiting up to {}", duration(d)),
+            // The budget left, rounded up to whole seconds: 300 s reads 5m.
+            Some(d) => {
+                format!("waiting up to {}", duration(std::time::Duration::from_secs(d.as_secs_f64().ceil() as u64)))
+            }
         };
         let holders = describe_holders(ev.holders);
         let timeout = crate::hint::TIMEOUT;

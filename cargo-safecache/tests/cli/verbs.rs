@@ -291,3 +291,68 @@ fn a_filler_is_named_by_its_fill() {
     std::fs::write(&gate, "go\n").expect("open the gate");
     assert!(user.finish().0.success());
 }
+
+/// An unquoted `--key-file` glob, expanded by the shell into several
+/// paths, names key files, never CMD (the extra matches became CMD); a
+/// directory, an empty fill and `path --key-file` say what they mean.
+#[test]
+fn key_file_paths_stop_at_the_separator() {
+    let sb = Sandbox::new();
+    std::fs::create_dir_all(sb.path("src")).expect("mkdir");
+    for f in ["a.rs", "b.rs"] {
+        std::fs::write(sb.path("src").join(f), f).expect("write");
+    }
+    let in_tmp = |args: &[&str]| {
+        let mut cmd = sb.cmd(args);
+        cmd.current_dir(sb.tmp.path());
+        Out::of(&mut cmd)
+    };
+    let build = "echo x > \"$SAFECACHE_OUT/f\"";
+    let out = in_tmp(&["run", "--key", "g", "--key-file", "src/a.rs", "src/b.rs", "--", "sh", "-c", build]);
+    out.assert_code(0);
+    let quoted = in_tmp(&["run", "--key", "g", "--key-file", "src/*.rs", "--", "sh", "-c", build]);
+    assert_eq!(out.stdout, quoted.stdout, "the shell's expansion and the glob name one entry");
+    let found = in_tmp(&["path", "g", "--key-file", "src/*.rs"]);
+    found.assert_code(0);
+    assert_eq!(found.stdout, out.stdout, "path --key-file finds the entry run --key-file made");
+    // Without `--`, a key file is never taken for CMD: CMD is missing.
+    in_tmp(&["run", "--key", "g", "--key-file", "src/a.rs", "true"]).assert_one_line_error(2, "CMD");
+    in_tmp(&["run", "--key", "g", "--key-file", "src", "--", "true"]).assert_one_line_error(2, "src/**");
+    sb.run(["use", "--key", "e", "--fill", " ", "--", "true"]).assert_one_line_error(2, "--fill is empty");
+}
+
+/// The runs waiting for a fill killed past --fill-timeout fail with it
+/// (124), and it counts as a failed fill.
+#[test]
+fn waiters_share_a_fill_timeout() {
+    let sb = Sandbox::new();
+    let fill = "echo started; sleep 1000";
+    let mut first = sb.spawn(["run", "--key", "k", "--fill-timeout", "2s", "--", "sh", "-c", fill]);
+    first.expect_stderr_line("started");
+    let mut waiter = sb.spawn(["run", "--key", "k", "--", "sh", "-c", "echo x > \"$SAFECACHE_OUT/f\""]);
+    waiter.expect_stderr("Blocking");
+    assert_eq!(first.finish().0.code(), Some(124));
+    let (status, seen) = waiter.finish();
+    assert_eq!(status.code(), Some(124), "{seen:?}");
+    let stats = sb.run(["--message-format", "json", "stats"]);
+    let v: serde_json::Value = serde_json::from_str(stats.stdout.trim()).expect("stats JSON");
+    assert_eq!(v["failed_fills"], 1, "{v}");
+    sb.run(["path", "k"]).assert_code(1);
+}
+
+/// A wait message gives the time limit in the one duration format: the
+/// 300 s default off a terminal reads `5m`, not `4m 59s`.
+#[test]
+fn the_wait_limit_reads_in_whole_units() {
+    let sb = Sandbox::new();
+    let mut holder = sb.spawn(["run", "--", "sh", "-c", "echo ready; read x"]);
+    holder.expect_stdout("ready");
+    let mut waiter = sb.spawn(["clean"]);
+    let line = waiter.expect_stderr("Blocking");
+    assert!(line.contains("waiting up to 5m;"), "{line}");
+    // SAFETY: kill(2) has no memory-safety preconditions.
+    unsafe { libc::kill(waiter.pid() as i32, libc::SIGTERM) };
+    let _ = waiter.finish();
+    holder.send("go");
+    assert!(holder.finish().0.success());
+}
