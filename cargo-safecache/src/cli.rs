@@ -592,6 +592,20 @@ pub(crate) struct FillArgs {
     pub(crate) min_free: u64,
 }
 
+impl FillArgs {
+    /// The first fill option given, as its help spells it: a usage error
+    /// where there is no fill for it to apply to.
+    pub(crate) fn first_given(&self) -> Option<&'static str> {
+        let given = [
+            (self.in_place, "--in-place"),
+            (self.allow_empty, "--allow-empty"),
+            (self.retry_failed, "--retry-failed"),
+            (self.fill_timeout.is_some(), "--fill-timeout DUR"),
+        ];
+        given.into_iter().find_map(|(on, flag)| on.then_some(flag))
+    }
+}
+
 /// `run`'s arguments.
 #[derive(Debug, Args)]
 pub(crate) struct RunArgs {

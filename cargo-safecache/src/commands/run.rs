@@ -24,17 +24,10 @@ pub(crate) fn run(ctx: &Ctx, args: RunArgs) -> Result<u8> {
         Some(key) => Some(key_files::derive(key, &args.key.key_files)?),
         None => None,
     };
-    if key.is_none() {
-        let f = &args.fill;
-        let given = [
-            (f.in_place, "--in-place"),
-            (f.allow_empty, "--allow-empty"),
-            (f.retry_failed, "--retry-failed"),
-            (f.fill_timeout.is_some(), "--fill-timeout DUR"),
-        ];
-        if let Some((_, flag)) = given.iter().find(|(on, _)| *on) {
-            return Err(usage(crate::hint::fill_option_without_fill(flag, "run")));
-        }
+    if key.is_none()
+        && let Some(flag) = args.fill.first_given()
+    {
+        return Err(usage(crate::hint::fill_option_without_fill(flag, "run")));
     }
     let mode = if args.exclusive { LockMode::Exclusive } else { LockMode::Shared };
     let session = Session::open(ctx, key.as_ref().map(|_| &args.fill), mode, &args.command, None)?;

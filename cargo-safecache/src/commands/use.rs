@@ -32,17 +32,10 @@ pub(crate) fn run(ctx: &Ctx, args: UseArgs) -> Result<u8> {
         return Err(Coded { code: exit::USAGE, message: crate::hint::use_needs_key() }.into());
     };
     let key = key_files::derive(key, &args.key.key_files)?;
-    if args.fill.is_none() {
-        let f = &args.fill_args;
-        let given = [
-            (f.in_place, "--in-place"),
-            (f.allow_empty, "--allow-empty"),
-            (f.retry_failed, "--retry-failed"),
-            (f.fill_timeout.is_some(), "--fill-timeout DUR"),
-        ];
-        if let Some((_, flag)) = given.iter().find(|(on, _)| *on) {
-            return Err(Coded { code: exit::USAGE, message: crate::hint::fill_option_without_fill(flag, "use") }.into());
-        }
+    if args.fill.is_none()
+        && let Some(flag) = args.fill_args.first_given()
+    {
+        return Err(Coded { code: exit::USAGE, message: crate::hint::fill_option_without_fill(flag, "use") }.into());
     }
     if args.fill.as_ref().is_some_and(|f| f.to_string_lossy().trim().is_empty()) {
         return Err(Coded { code: exit::USAGE, message: crate::hint::empty_fill() }.into());

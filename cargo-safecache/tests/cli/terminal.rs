@@ -7,20 +7,18 @@ use serde_json::Value;
 
 use crate::support::{Sandbox, bin};
 
-/// Runs `cargo-safecache ARGS` on a new pseudo-terminal, waits until its
-/// spinner is drawn, then interrupts it with `how` (`ctrl-c`: the byte
-/// 0x03 typed on the terminal; `term`: SIGTERM to its pid) and reads the
-/// terminal to the end. Returns the exit code as Python reports it
-/// (negative: killed by that signal) and everything written to the terminal.
-const DRIVER: &str = r#"
+/// What both drivers share: start ARGS on a new pseudo-terminal and read
+/// what it writes, with a deadline.
+const PTY: &str = r#"
 import json, os, pty, select, signal, sys, time
-binary, how, args = sys.argv[1], sys.argv[2], sys.argv[3:]
-pid, fd = pty.fork()
-if pid == 0:
-    os.execv(binary, [binary] + args)
+def start(binary, args):
+    pid, fd = pty.fork()
+    if pid == 0:
+        os.execv(binary, [binary] + args)
+    return pid, fd
 out = b""
 deadline = time.time() + 120
-def read_more():
+def read_more(fd):
     global out
     ready, _, _ = select.select([fd], [], [], max(0, deadline - time.time()))
     if not ready:
@@ -31,18 +29,32 @@ def read_more():
         chunk = b""
     out += chunk
     return bool(chunk)
+def read_until(fd, marker):
+    while marker not in out:
+        if not read_more(fd):
+            raise SystemExit("ended before it showed %r: %r" % (marker, out))
+def finish(pid, fd):
+    while read_more(fd):
+        pass
+    _, status = os.waitpid(pid, 0)
+    print(json.dumps({"code": os.waitstatus_to_exitcode(status), "out": out.decode("latin-1")}))
+"#;
+
+/// Runs `cargo-safecache ARGS` on a new pseudo-terminal, waits until its
+/// spinner is drawn, then interrupts it with `how` (`ctrl-c`: the byte
+/// 0x03 typed on the terminal; `term`: SIGTERM to its pid) and reads the
+/// terminal to the end. Returns the exit code as Python reports it
+/// (negative: killed by that signal) and everything written to the terminal.
+const DRIVER: &str = r#"
+binary, how, args = sys.argv[1], sys.argv[2], sys.argv[3:]
+pid, fd = start(binary, args)
 # The spinner draws its message with the time waited in parentheses.
-while b"lock on the cache lease (" not in out:
-    if not read_more():
-        raise SystemExit("ended before its spinner was drawn: %r" % out)
+read_until(fd, b"lock on the cache lease (")
 if how == "ctrl-c":
     os.write(fd, b"\x03")
 else:
     os.kill(pid, signal.SIGTERM)
-while read_more():
-    pass
-_, status = os.waitpid(pid, 0)
-print(json.dumps({"code": os.waitstatus_to_exitcode(status), "out": out.decode("latin-1")}))
+finish(pid, fd)
 "#;
 
 /// Ctrl-C (and SIGTERM) while `clean` or `run --exclusive` waits for a
@@ -62,7 +74,7 @@ fn a_signal_during_a_wait_clears_the_spinner() {
     for (how, signal, args) in cases {
         let template = sb.cmd(&args);
         let mut driver = Command::new("python3");
-        driver.arg("-c").arg(DRIVER).arg(bin()).arg(how).args(&args);
+        driver.arg("-c").arg(format!("{PTY}{DRIVER}")).arg(bin()).arg(how).args(&args);
         for (key, value) in template.get_envs() {
             match value {
                 Some(value) => driver.env(key, value),
@@ -90,33 +102,12 @@ fn a_signal_during_a_wait_clears_the_spinner() {
 /// `marker`, then writes a line into the fifo `gate` and reads the terminal
 /// to the end. Prints the exit code and everything written.
 const TAIL_DRIVER: &str = r#"
-import json, os, pty, select, sys, time
 binary, marker, gate, args = sys.argv[1], sys.argv[2].encode(), sys.argv[3], sys.argv[4:]
-pid, fd = pty.fork()
-if pid == 0:
-    os.execv(binary, [binary] + args)
-out = b""
-deadline = time.time() + 120
-def read_more():
-    global out
-    ready, _, _ = select.select([fd], [], [], max(0, deadline - time.time()))
-    if not ready:
-        raise SystemExit("timed out; the terminal shows %r" % out)
-    try:
-        chunk = os.read(fd, 4096)
-    except OSError:
-        chunk = b""
-    out += chunk
-    return bool(chunk)
-while marker not in out:
-    if not read_more():
-        raise SystemExit("ended before it showed the marker: %r" % out)
+pid, fd = start(binary, args)
+read_until(fd, marker)
 with open(gate, "w") as g:
     g.write("go\n")
-while read_more():
-    pass
-_, status = os.waitpid(pid, 0)
-print(json.dumps({"code": os.waitstatus_to_exitcode(status), "out": out.decode("latin-1")}))
+finish(pid, fd)
 "#;
 
 /// A waiter on a terminal shows the filler's latest output line beside its
@@ -135,7 +126,7 @@ fn a_waiter_shows_the_fills_latest_line() {
     let args = ["use", "--key", "dep", "--", "true"];
     let template = sb.cmd(args);
     let mut driver = Command::new("python3");
-    driver.arg("-c").arg(TAIL_DRIVER).arg(bin()).arg("| progress 42%").arg(&gate).args(args);
+    driver.arg("-c").arg(format!("{PTY}{TAIL_DRIVER}")).arg(bin()).arg("| progress 42%").arg(&gate).args(args);
     for (key, value) in template.get_envs() {
         match value {
             Some(value) => driver.env(key, value),
