@@ -1,7 +1,7 @@
 //! The simulation suite: the safecache core, compiled to wasm32-wasip1, run
 //! as several processes under the deterministic wasmtime host.
 //!
-//! The CI-sized sweep runs 2,920 schedules of the real protocol (about a
+//! The CI-sized sweep runs 3,270 schedules of the real protocol (about a
 //! third of them with a crash injected; 300 of them with roles that time out
 //! or do not wait; 200 under an inherited lease), a kill at every step of a
 //! small scenario, a determinism check, a regression seed, and proof that
