@@ -276,8 +276,10 @@ fn a_seed_replays_exactly() {
     assert_eq!(distinct.len(), 64, "different seeds should give different schedules");
 }
 
-/// How many seeds each buggy variant may take to be caught.
-const CATCH_BOUND: u64 = 20;
+/// How many seeds each buggy variant may take to be caught. The slowest
+/// today: `inplace-delete-locked`, at seed 23 of `reread` (the changes and
+/// fill logs of issue 16 moved its catching schedule from within 20).
+const CATCH_BOUND: u64 = 40;
 
 #[test]
 fn every_seed_bug_is_caught() {
