@@ -34,7 +34,7 @@ use crate::lock::Deadline;
 use crate::mode::{LockMode, LockName, Wait};
 use crate::sys::Root;
 
-/// The size past which the log is cut down to its last [`LOG_KEEP`] bytes.
+/// The size past which the log is cut down to its last 8 KiB.
 pub const LOG_MAX: u64 = 16 * 1024;
 /// What is kept of the log when it is cut.
 const LOG_KEEP: usize = 8 * 1024;
