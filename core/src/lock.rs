@@ -6,6 +6,9 @@
 //! - every wait first tries without blocking; when it has to block it says
 //!   who holds the lock (through the caller's [`WaitObserver`] and tracing)
 //!   and it can time out or not wait at all;
+//! - a wait never polls: it is one [`Waiting`], blocked in flock(2) (in a
+//!   helper thread when it has a timeout), which wakes when the kernel
+//!   grants the lock; a wait that gives up never leaves the lock held;
 //! - a lock held by an ancestor of the caller is never waited for (the
 //!   ancestor waits for the caller): it fails at once;
 //! - lock files are opened with create-but-never-truncate, so every process
