@@ -12,6 +12,11 @@ use divan::Bencher;
 use safecache::{Cache, Counter, Key, Options, Wait};
 
 fn main() {
+    // A re-execution of this binary as one of `waiters_32`'s waiters.
+    if let Some(dir) = std::env::var_os(waiters::DIR_VAR) {
+        waiters::waiter(Path::new(&dir));
+        return;
+    }
     divan::main();
 }
 
@@ -152,4 +157,138 @@ fn baseline_remove_dir_all(bencher: Bencher<'_, '_>) {
             dir
         })
         .bench_local_values(|dir| std::fs::remove_dir_all(dir).unwrap());
+}
+
+/// The last of 32 waiters for a fill, after the fill's CMD ends, beside 32
+/// `flock -s LOCK true` blocked behind a holder (issue 17): the time from
+/// the release to the last waiter's exit, every waiter a process of its
+/// own, blocked before the release.
+mod waiters {
+    use std::io::{BufRead, BufReader, Write};
+    use std::path::Path;
+    use std::process::{Child, Command, Stdio};
+    use std::sync::Arc;
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    use divan::Bencher;
+    use safecache::{Cache, Key, Options, Wait};
+
+    pub(crate) const DIR_VAR: &str = "SAFECACHE_BENCH_WAITER_DIR";
+    const KEY_VAR: &str = "SAFECACHE_BENCH_WAITER_KEY";
+    const WAITERS: usize = 32;
+
+    /// One waiter: `get_or_fill` with the 300 s wait every waiter off a
+    /// terminal gets, saying `waiting` on stdout once it blocks.
+    pub(crate) fn waiter(dir: &Path) {
+        let key = Key::new(&std::env::var(KEY_VAR).unwrap()).unwrap();
+        let options = Options {
+            on_wait: Some(Arc::new(|_: &safecache::WaitEvent<'_>| {
+                let mut out = std::io::stdout().lock();
+                let _ = writeln!(out, "waiting");
+                let _ = out.flush();
+            })),
+            ..Options::default()
+        };
+        let cache = Cache::open_ambient(dir, options).unwrap();
+        let filled =
+            cache.get_or_fill(&key, Wait::Timeout(Duration::from_secs(300)), |d| super::write_payload(d.path()));
+        assert!(!filled.unwrap().filled, "a waiter filled the entry");
+    }
+
+    /// Waits for every child to say its first line.
+    fn until_all_say(children: &mut [(Child, BufReader<std::process::ChildStdout>)], what: &str) {
+        for (_, out) in children.iter_mut() {
+            let mut line = String::new();
+            out.read_line(&mut line).unwrap();
+            assert_eq!(line.trim_end(), what);
+        }
+    }
+
+    /// The pids blocked in flock(2), from /proc/locks.
+    fn blocked() -> usize {
+        let locks = std::fs::read_to_string("/proc/locks").unwrap_or_default();
+        locks.lines().filter(|l| l.split_whitespace().nth(1) == Some("->")).count()
+    }
+
+    struct Filling {
+        go: mpsc::Sender<()>,
+        filler: std::thread::JoinHandle<()>,
+        children: Vec<(Child, BufReader<std::process::ChildStdout>)>,
+    }
+
+    #[divan::bench(sample_count = 10, sample_size = 1)]
+    fn waiters_32_last_after_fill(bencher: Bencher<'_, '_>) {
+        let (_tmp, cache) = super::cache();
+        let cache = Arc::new(cache);
+        let exe = std::env::current_exe().unwrap();
+        bencher
+            .with_inputs(|| {
+                let key = super::fresh_key();
+                let (go, wait_go) = mpsc::channel();
+                let (started, filling) = mpsc::channel();
+                let filler = {
+                    let (cache, key) = (Arc::clone(&cache), key.clone());
+                    std::thread::spawn(move || {
+                        cache
+                            .get_or_fill(&key, Wait::NoWait, |d| {
+                                started.send(()).unwrap();
+                                // The fill's CMD runs until the bench says.
+                                wait_go.recv().unwrap();
+                                super::write_payload(d.path())
+                            })
+                            .unwrap();
+                    })
+                };
+                filling.recv().unwrap();
+                let mut children: Vec<_> = (0..WAITERS)
+                    .map(|_| {
+                        let mut child = Command::new(&exe)
+                            .env(DIR_VAR, cache.path())
+                            .env(KEY_VAR, key.as_str())
+                            .stdout(Stdio::piped())
+                            .spawn()
+                            .unwrap();
+                        let out = BufReader::new(child.stdout.take().unwrap());
+                        (child, out)
+                    })
+                    .collect();
+                until_all_say(&mut children, "waiting");
+                Filling { go, filler, children }
+            })
+            .bench_local_values(|filling| {
+                filling.go.send(()).unwrap();
+                filling.filler.join().unwrap();
+                for (mut child, _) in filling.children {
+                    assert!(child.wait().unwrap().success());
+                }
+            });
+    }
+
+    /// The baseline: 32 `flock -s LOCK true` blocked behind a holder (in
+    /// /proc/locks) before the holder lets go.
+    #[divan::bench(sample_count = 10, sample_size = 1)]
+    fn baseline_waiters_32_flock(bencher: Bencher<'_, '_>) {
+        let (tmp, _cache) = super::cache();
+        let lock = tmp.path().join("LOCK");
+        bencher
+            .with_inputs(|| {
+                let holder = std::fs::File::create(&lock).unwrap();
+                holder.lock().unwrap();
+                let before = blocked();
+                let children: Vec<Child> = (0..WAITERS)
+                    .map(|_| Command::new("flock").arg("-s").arg(&lock).arg("true").spawn().unwrap())
+                    .collect();
+                while blocked() < before + WAITERS {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+                (holder, children)
+            })
+            .bench_local_values(|(holder, children)| {
+                drop(holder);
+                for mut child in children {
+                    assert!(child.wait().unwrap().success());
+                }
+            });
+    }
 }

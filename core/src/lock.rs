@@ -6,6 +6,9 @@
 //! - every wait first tries without blocking; when it has to block it says
 //!   who holds the lock (through the caller's [`WaitObserver`] and tracing)
 //!   and it can time out or not wait at all;
+//! - a wait never polls: it is one [`Waiting`], blocked in flock(2) (in a
+//!   helper thread when it has a timeout), which wakes when the kernel
+//!   grants the lock; a wait that gives up never leaves the lock held;
 //! - a lock held by an ancestor of the caller is never waited for (the
 //!   ancestor waits for the caller): it fails at once;
 //! - lock files are opened with create-but-never-truncate, so every process
@@ -26,7 +29,7 @@ use std::time::{Duration, Instant};
 use crate::error::Error;
 use crate::holder::{self, Holder, Record};
 use crate::mode::{LockMode, LockName, Wait};
-use crate::sys::{self, Flock, LockFile, Root};
+use crate::sys::{self, Flock, LockFile, Root, Waiting};
 
 impl From<LockMode> for Flock {
     fn from(mode: LockMode) -> Flock {
@@ -181,19 +184,22 @@ pub(crate) fn acquire(
         pass_gate(root, gate, &name, deadline, observer)?;
     }
     let taken = file.try_lock(mode.into()).map_err(|e| Error::lock(rel, e))?;
-    if !taken {
+    let file = if taken {
+        file
+    } else {
         let holders = holder::holders_of(root, rel);
         // A try without waiting is only busy: callers probe with it (gc
         // skips what is in use).
         if deadline.no_wait() {
             return Err(Error::Busy { lock: name, mode, holders, waited: None });
         }
-        let holders = match identify(root, rel, &file, mode, deadline, holders)? {
-            Identified::Taken => {
+        let waiting = file.into_waiting(mode.into());
+        let (holders, mut waiting) = match identify(root, rel, waiting, deadline, holders)? {
+            Identified::Taken(file) => {
                 let record = holder::register(root, rel, &name, mode, command);
                 return Ok(Held { record, file });
             }
-            Identified::Holders(holders) => holders,
+            Identified::Holders(holders, waiting) => (holders, waiting),
         };
         if let Some(holder) = held_by_ancestor(holders.clone(), ancestors) {
             return Err(Error::HeldByAncestor { lock: name, mode, holder: Box::new(holder) });
@@ -205,20 +211,33 @@ pub(crate) fn acquire(
         // Queue first, then wait: readers arriving from now on wait behind
         // us. Queueing behind another exclusive waiter is part of the same
         // wait, so it is reported, and times out, as the wait for the lock.
-        let queued = match (mode, queue) {
-            (LockMode::Exclusive, Queue::Gate(gate)) => Some(queue_at(root, gate, &name, deadline, command)),
-            _ => None,
-        };
+        let mut queued = None;
+        if let (LockMode::Exclusive, Queue::Gate(gate)) = (mode, queue) {
+            // No wait for the lock may be under way while this one queues:
+            // a lock taken meanwhile would be held against the exclusive
+            // waiter ahead, who holds the gate while it waits for the lock.
+            // A wait given up leaves its open file description to its
+            // helper (see `sys::Waiting`): lock a new one.
+            let file = match waiting.into_file() {
+                Some(file) => file,
+                None => root.open_lock(rel, true).map_err(|e| Error::io("open lock file", rel, e))?,
+            };
+            queued = Some(queue_at(root, gate, &name, deadline, command));
+            waiting = file.into_waiting(mode.into());
+        }
         let taken = match queued {
             Some(Err(Error::Busy { .. })) => false,
             Some(Err(e)) => return Err(e),
-            _ => file.lock_within(mode.into(), deadline.remaining()).map_err(|e| Error::lock(rel, e))?,
+            _ => waiting.wait(deadline.remaining()).map_err(|e| Error::lock(rel, e))?,
         };
-        if !taken {
-            let holders = holder::holders_of(root, rel);
-            return Err(Error::Busy { lock: name, mode, holders, waited: deadline.budget() });
+        match waiting.into_file() {
+            Some(file) if taken => file,
+            _ => {
+                let holders = holder::holders_of(root, rel);
+                return Err(Error::Busy { lock: name, mode, holders, waited: deadline.budget() });
+            }
         }
-    }
+    };
     let record = holder::register(root, rel, &name, mode, command);
     Ok(Held { record, file })
 }
@@ -226,38 +245,42 @@ pub(crate) fn acquire(
 /// What [`identify`] found.
 enum Identified {
     /// The lock was free meanwhile, and is now taken.
-    Taken,
-    /// The holders the records name (none if [`IDENTIFY`] was spent first).
-    Holders(Vec<Holder>),
+    Taken(LockFile),
+    /// The holders the records name (none if [`IDENTIFY`] was spent first),
+    /// and the wait, which goes on.
+    Holders(Vec<Holder>, Waiting),
 }
 
-/// With `holders` empty, keeps trying for the lock for up to [`IDENTIFY`]
-/// (and the caller's deadline), rescanning the records between tries, until
-/// a record names a holder or the lock is taken.
+/// With `holders` empty, keeps waiting for the lock for up to [`IDENTIFY`]
+/// (and the caller's deadline), rescanning the records every
+/// [`IDENTIFY_SLICE`], until a record names a holder or the lock is taken.
 fn identify(
     root: &Root,
     rel: &str,
-    file: &LockFile,
-    mode: LockMode,
+    mut waiting: Waiting,
     deadline: Deadline,
     holders: Vec<Holder>,
 ) -> Result<Identified, Error> {
     if !holders.is_empty() {
-        return Ok(Identified::Holders(holders));
+        return Ok(Identified::Holders(holders, waiting));
     }
     let end = sys::monotonic() + IDENTIFY;
     loop {
         let left = end.saturating_duration_since(sys::monotonic());
         let slice = deadline.remaining().map_or(left, |r| r.min(left)).min(IDENTIFY_SLICE);
         if slice.is_zero() {
-            return Ok(Identified::Holders(Vec::new()));
+            return Ok(Identified::Holders(Vec::new(), waiting));
         }
-        if file.lock_within(mode.into(), Some(slice)).map_err(|e| Error::lock(rel, e))? {
-            return Ok(Identified::Taken);
+        if waiting.wait(Some(slice)).map_err(|e| Error::lock(rel, e))? {
+            // Taken: no helper can still hold the file.
+            return match waiting.into_file() {
+                Some(file) => Ok(Identified::Taken(file)),
+                None => Err(Error::lock(rel, std::io::Error::other("a lock taken was lost"))),
+            };
         }
         let holders = holder::holders_of(root, rel);
         if !holders.is_empty() {
-            return Ok(Identified::Holders(holders));
+            return Ok(Identified::Holders(holders, waiting));
         }
     }
 }
@@ -314,16 +337,20 @@ fn pass_gate(
     if deadline.no_wait() {
         return Err(Error::Busy { lock: queued, mode: LockMode::Shared, holders, waited: None });
     }
-    let holders = match identify(root, gate, &file, LockMode::Shared, deadline, holders)? {
-        Identified::Taken => return Ok(()),
-        Identified::Holders(holders) => holders,
+    let waiting = file.into_waiting(Flock::Shared);
+    let (holders, mut waiting) = match identify(root, gate, waiting, deadline, holders)? {
+        // Passed: dropping the file releases the gate.
+        Identified::Taken(_) => return Ok(()),
+        Identified::Holders(holders, waiting) => (holders, waiting),
     };
     let courtesy = deadline.remaining().map_or(COURTESY, |left| left.min(COURTESY));
     tracing::info!(lock = %name, holders = holders.len(), "deferring to a queued exclusive waiter");
     if let Some(observer) = observer {
         observer(&WaitEvent { lock: &queued, mode: LockMode::Shared, holders: &holders, timeout: Some(courtesy) });
     }
-    if !file.lock_within(Flock::Shared, Some(courtesy)).map_err(|e| Error::lock(gate, e))? {
+    // Passed or not, the wait ends here: dropping it releases the gate if
+    // it was taken, and leaves an unfinished wait to release what it takes.
+    if !waiting.wait(Some(courtesy)).map_err(|e| Error::lock(gate, e))? {
         // The courtesy is spent: go ahead, unless the caller's own budget is.
         if deadline.remaining().is_some_and(|left| left.is_zero()) {
             let holders = holder::holders_of(root, gate);

@@ -63,7 +63,7 @@ mod wasi;
 #[cfg(target_os = "wasi")]
 use wasi as imp;
 
-pub(crate) use imp::{LockFile, Mapped};
+pub(crate) use imp::{LockFile, Mapped, Waiting};
 
 pub mod faults;
 

@@ -12,6 +12,7 @@ use std::fs::{File, TryLockError};
 use std::io::{self, Write};
 use std::os::fd::AsFd;
 use std::path::{Path, PathBuf};
+use std::sync::mpsc;
 use std::time::Duration;
 
 use cap_std::ambient_authority;
@@ -448,6 +449,11 @@ impl LockFile {
     /// Takes the lock in `mode` if nobody conflicting holds it.
     pub(crate) fn try_lock(&self, mode: Flock) -> io::Result<bool> {
         super::fault(super::Op::Lock)?;
+        self.try_raw(mode)
+    }
+
+    /// [`LockFile::try_lock`] without the fault-injection check.
+    fn try_raw(&self, mode: Flock) -> io::Result<bool> {
         let result = match mode {
             Flock::Shared => self.file.try_lock_shared(),
             Flock::Exclusive => self.file.try_lock(),
@@ -459,24 +465,35 @@ impl LockFile {
         }
     }
 
-    /// Waits for the lock, for at most `timeout` (`None`: for as long as it
-    /// takes). Returns whether it was taken.
-    pub(crate) fn lock_within(&self, mode: Flock, timeout: Option<Duration>) -> io::Result<bool> {
-        super::fault(super::Op::Lock)?;
-        let Some(timeout) = timeout else {
-            match mode {
-                Flock::Shared => self.file.lock_shared()?,
-                Flock::Exclusive => self.file.lock()?,
+    /// Starts a wait for the lock in `mode` (see [`Waiting`]).
+    pub(crate) fn into_waiting(self, mode: Flock) -> Waiting {
+        Waiting { file: self, mode, helper: Helper::Idle }
+    }
+
+    /// Blocks in flock(2) until the lock is taken.
+    fn lock_blocking(file: &File, mode: Flock) -> io::Result<()> {
+        loop {
+            let result = match mode {
+                Flock::Shared => file.lock_shared(),
+                Flock::Exclusive => file.lock(),
+            };
+            match result {
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                result => return result,
             }
-            return Ok(true);
-        };
-        // flock(2) has no timeout: poll with a capped exponential backoff.
+        }
+    }
+
+    /// The fallback where no helper thread can be started (a thread limit
+    /// reached): tries with a capped exponential backoff.
+    fn poll_within(&self, mode: Flock, timeout: Duration) -> io::Result<bool> {
         let Some(deadline) = super::monotonic().checked_add(timeout) else {
-            return self.lock_within(mode, None);
+            Self::lock_blocking(&self.file, mode)?;
+            return Ok(true);
         };
         let mut pause = Duration::from_millis(1);
         loop {
-            if self.try_lock(mode)? {
+            if self.try_raw(mode)? {
                 return Ok(true);
             }
             let now = super::monotonic();
@@ -485,6 +502,125 @@ impl LockFile {
             }
             super::sleep(pause.min(deadline - now));
             pause = (pause * 2).min(Duration::from_millis(50));
+        }
+    }
+}
+
+/// A wait for a lock that wakes when the kernel grants it, with or without
+/// a timeout.
+///
+/// flock(2) has no timeout. A timed wait therefore blocks in flock in a
+/// helper thread, on a duplicate of the lock file's descriptor (`dup`
+/// shares the open file description, and flock locks belong to the open
+/// file description: a lock the helper takes is the caller's lock, on the
+/// descriptor the caller keeps). The caller waits on a channel with its
+/// timeout. A caller that gives up drops its [`Waiting`], and with it its
+/// own descriptor, and never locks that open file description again; the
+/// helper stays blocked until the lock is free, and if it then takes the
+/// lock, nobody receives it: the helper closes the last descriptor of the
+/// description, which releases the lock at once. So no lock is ever left
+/// held by a wait that gave up, and a wait that succeeds wakes within the
+/// kernel's own wake-up latency rather than at the next poll.
+///
+/// A wait without a timeout that has not started a helper blocks in the
+/// caller's own thread.
+#[derive(Debug)]
+pub(crate) struct Waiting {
+    file: LockFile,
+    mode: Flock,
+    helper: Helper,
+}
+
+#[derive(Debug)]
+enum Helper {
+    /// No helper started: the caller may still lock `file` itself.
+    Idle,
+    /// A helper blocked in flock on a duplicate of `file`: it sends the
+    /// outcome once.
+    Blocked(mpsc::Receiver<io::Result<()>>),
+    /// No helper could be started: poll.
+    Unavailable,
+}
+
+impl Waiting {
+    /// Waits for at most `timeout` (`None`: for as long as it takes) for
+    /// the lock. Returns whether it was taken; after `true`, take the file
+    /// with [`Waiting::into_file`]. Can be called again after `false`: the
+    /// same wait continues.
+    pub(crate) fn wait(&mut self, timeout: Option<Duration>) -> io::Result<bool> {
+        super::fault(super::Op::Lock)?;
+        if let Helper::Idle = self.helper {
+            let Some(timeout) = timeout else {
+                LockFile::lock_blocking(&self.file.file, self.mode)?;
+                return Ok(true);
+            };
+            if self.file.try_raw(self.mode)? {
+                return Ok(true);
+            }
+            if timeout.is_zero() {
+                return Ok(false);
+            }
+            self.helper = self.spawn();
+        }
+        let rx = match &self.helper {
+            Helper::Blocked(rx) => rx,
+            _ => {
+                return match timeout {
+                    Some(timeout) => self.file.poll_within(self.mode, timeout),
+                    None => LockFile::lock_blocking(&self.file.file, self.mode).map(|()| true),
+                };
+            }
+        };
+        let outcome = match timeout {
+            None => rx.recv().map_err(|_| mpsc::RecvTimeoutError::Disconnected),
+            Some(timeout) => rx.recv_timeout(timeout),
+        };
+        match outcome {
+            Ok(result) => {
+                // The helper is done: the file is the caller's again.
+                self.helper = Helper::Idle;
+                result.map(|()| true)
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => Ok(false),
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                self.helper = Helper::Unavailable;
+                Err(io::Error::other("the thread waiting for the lock ended without an answer"))
+            }
+        }
+    }
+
+    /// Starts the helper thread, blocked in flock on a duplicate of the
+    /// descriptor.
+    fn spawn(&self) -> Helper {
+        let Ok(dup) = self.file.file.try_clone() else { return Helper::Unavailable };
+        let (tx, rx) = mpsc::sync_channel(1);
+        let mode = self.mode;
+        let spawned =
+            std::thread::Builder::new().name("safecache-lock-wait".to_owned()).stack_size(64 * 1024).spawn(move || {
+                let result = LockFile::lock_blocking(&dup, mode);
+                // If the waiter gave up, this send fails, and dropping `dup`
+                // (the description's last descriptor) releases the lock.
+                let _ = tx.send(result);
+                drop(dup);
+            });
+        match spawned {
+            Ok(_) => Helper::Blocked(rx),
+            Err(e) => {
+                tracing::debug!(error = %e, "no thread to wait for a lock in; polling instead");
+                Helper::Unavailable
+            }
+        }
+    }
+
+    /// The lock file, once no helper can still lock it: after a wait that
+    /// took the lock, or before any helper started. `None` while a helper
+    /// is blocked: the file is then closed, and the caller must open the
+    /// lock file again to lock it (this open file description is the
+    /// abandoned helper's to release).
+    pub(crate) fn into_file(self) -> Option<LockFile> {
+        match self.helper {
+            Helper::Blocked(_) => None,
+            Helper::Idle | Helper::Unavailable => Some(self.file),
         }
     }
 }

@@ -309,6 +309,33 @@ impl LockFile {
     }
 }
 
+impl LockFile {
+    /// Starts a wait for the lock in `mode`: under the simulator each
+    /// [`Waiting::wait`] is one host `lock` call with its timeout, a pending
+    /// future that waits in virtual time (docs/SIMULATION.md).
+    pub(crate) fn into_waiting(self, mode: Flock) -> Waiting {
+        Waiting { file: self, mode }
+    }
+}
+
+/// A wait for a lock (the native one blocks in a helper thread).
+#[derive(Debug)]
+pub(crate) struct Waiting {
+    file: LockFile,
+    mode: Flock,
+}
+
+impl Waiting {
+    pub(crate) fn wait(&mut self, timeout: Option<Duration>) -> io::Result<bool> {
+        self.file.lock_within(self.mode, timeout)
+    }
+
+    /// The lock file: a host call never outlives its wait.
+    pub(crate) fn into_file(self) -> Option<LockFile> {
+        Some(self.file)
+    }
+}
+
 impl Drop for LockFile {
     fn drop(&mut self) {
         if let Some(handle) = self.handle.take() {

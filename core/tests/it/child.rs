@@ -180,6 +180,28 @@ pub(crate) fn run(role: &str) -> i32 {
                 Err(e) => Err(e),
             }
         }
+        // Fills `key` (or finds it filled), waiting at most `ms` for its
+        // lock; reports how that ended, then stays alive until stdin
+        // closes (a long-lived process whose wait may have given up).
+        ["fill-wait", key, ms] => {
+            let key = Key::new(key).unwrap();
+            let result = cache.get_or_fill(&key, parse_wait(ms), |dir| std::fs::write(dir.path().join("data"), "w"));
+            match result {
+                Ok(filled) => emit(format!("filled={}", filled.filled)),
+                Err(e) => emit(format!("error busy={} {e}", e.is_busy())),
+            }
+            wait_for_parent();
+            Ok(())
+        }
+        // Pins `key`, waiting at most `ms`; reports, and holds the pin
+        // until stdin closes.
+        ["pin-wait", key, ms] => {
+            let key = Key::new(key).unwrap();
+            cache.pin(&key, parse_wait(ms)).map(|pin| {
+                emit(format!("pinned={}", pin.is_some()));
+                wait_for_parent();
+            })
+        }
         // Pins `key` until stdin closes.
         ["pin", key] => {
             let key = Key::new(key).unwrap();

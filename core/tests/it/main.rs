@@ -29,6 +29,7 @@ mod pin;
 mod remove;
 mod shape;
 mod verify;
+mod wait;
 
 /// The entry point of helper processes; a no-op in a normal test run.
 #[test]
