@@ -1,5 +1,7 @@
 //! `rm KEY…`, `rm --prefix PREFIX`: removes entries, waiting for their
-//! pins and fills.
+//! pins and fills. It returns once the entries are renamed aside, durably;
+//! their files are deleted by a detached reclaimer, or before it returns
+//! with `--wait` ([`reclaim`]).
 
 use anyhow::{Context, Result};
 use safecache::Key;
@@ -8,7 +10,7 @@ use crate::ctx::Ctx;
 use crate::exit::{self, Coded};
 use crate::report::{Removed, RemovedPrefix};
 
-pub(crate) fn rm(ctx: &Ctx, keys: &[Key], prefix: Option<&str>) -> Result<u8> {
+pub(crate) fn rm(ctx: &Ctx, keys: &[Key], prefix: Option<&str>, wait: bool) -> Result<u8> {
     if prefix == Some("") {
         return Err(Coded {
             code: exit::USAGE,
@@ -20,10 +22,13 @@ pub(crate) fn rm(ctx: &Ctx, keys: &[Key], prefix: Option<&str>) -> Result<u8> {
         .into());
     }
     let cache = ctx.open()?;
+    let mut removed_any = false;
     for key in keys {
-        remove(ctx, &cache, key)?;
+        removed_any |= remove(ctx, &cache, key)?;
     }
-    let Some(prefix) = prefix else { return Ok(exit::OK) };
+    let Some(prefix) = prefix else {
+        return if removed_any { reclaim(ctx, &cache, "rm", wait).map(|_| exit::OK) } else { Ok(exit::OK) };
+    };
     // The entries as listed now: one published after this is left alone.
     let matching: Vec<Key> = cache
         .entries()?
@@ -38,7 +43,28 @@ pub(crate) fn rm(ctx: &Ctx, keys: &[Key], prefix: Option<&str>) -> Result<u8> {
         }
     }
     ctx.ui.report(RemovedPrefix { prefix: prefix.to_owned(), removed })?;
+    if removed_any || removed > 0 {
+        reclaim(ctx, &cache, "rm", wait)?;
+    }
     Ok(exit::OK)
+}
+
+/// Deletes the trash `what` (`rm`, `clean`) left: here with `wait`,
+/// returning the bytes freed, or else in a detached reclaimer (0 bytes).
+/// A reclaimer that cannot be started leaves the trash to the next gc.
+pub(crate) fn reclaim(ctx: &Ctx, cache: &safecache::Cache, what: &str, wait: bool) -> Result<u64> {
+    if wait {
+        let report = cache.reclaim(true).context("cannot delete the removed entries")?;
+        super::report_failures(ctx, what, &report.failures)?;
+        return Ok(report.bytes);
+    }
+    if let Err(e) = crate::process::spawn_reclaimer(cache.path(), ctx.allow_untrusted) {
+        ctx.ui.warn(format!(
+            "cannot start deleting the removed entries in the background ({e}); run {} to free their space",
+            crate::hint::command("gc")
+        ));
+    }
+    Ok(0)
 }
 
 /// Removes `key`, saying so; whether it was there.
