@@ -9,14 +9,14 @@ use crate::report::{self, Cleaned};
 
 pub(crate) fn clean(ctx: &Ctx, wait: bool) -> Result<u8> {
     let cache = ctx.open()?;
-    let report = ctx.blocking(|| cache.clean(ctx.wait)).context("cannot clean the cache")?;
-    let code = report_failures(ctx, "clean", &report.failures);
-    let reclaimed = super::rm::reclaim(ctx, &cache, "clean", wait)?;
+    let mut report = ctx.blocking(|| cache.clean(ctx.wait)).context("cannot clean the cache")?;
+    let (reclaimed, mut failures) = super::rm::reclaim(ctx, &cache, wait)?;
+    report.failures.append(&mut failures);
     ctx.ui.report(Cleaned {
         entries: report.entries,
         bytes: report.bytes + reclaimed,
         background: !wait,
         failures: report::failures(&report.failures),
     })?;
-    code
+    report_failures(ctx, "clean", &report.failures)
 }

@@ -5,6 +5,7 @@
 
 use anyhow::{Context, Result};
 use safecache::Key;
+use safecache::display::escape;
 
 use crate::ctx::Ctx;
 use crate::exit::{self, Coded};
@@ -27,7 +28,7 @@ pub(crate) fn rm(ctx: &Ctx, keys: &[Key], prefix: Option<&str>, wait: bool) -> R
         removed_any |= remove(ctx, &cache, key)?;
     }
     let Some(prefix) = prefix else {
-        return if removed_any { reclaim(ctx, &cache, "rm", wait).map(|_| exit::OK) } else { Ok(exit::OK) };
+        return if removed_any { finish(ctx, &cache, wait) } else { Ok(exit::OK) };
     };
     // The entries as listed now: one published after this is left alone.
     let matching: Vec<Key> = cache
@@ -43,20 +44,33 @@ pub(crate) fn rm(ctx: &Ctx, keys: &[Key], prefix: Option<&str>, wait: bool) -> R
         }
     }
     ctx.ui.report(RemovedPrefix { prefix: prefix.to_owned(), removed })?;
-    if removed_any || removed > 0 {
-        reclaim(ctx, &cache, "rm", wait)?;
-    }
-    Ok(exit::OK)
+    if removed_any || removed > 0 { finish(ctx, &cache, wait) } else { Ok(exit::OK) }
 }
 
-/// Deletes the trash `what` (`rm`, `clean`) left: here with `wait`,
-/// returning the bytes freed, or else in a detached reclaimer (0 bytes).
-/// A reclaimer that cannot be started leaves the trash to the next gc.
-pub(crate) fn reclaim(ctx: &Ctx, cache: &safecache::Cache, what: &str, wait: bool) -> Result<u64> {
+/// Deletes the removed entries' files (see [`reclaim`]); with `wait`, what
+/// could not be deleted (a mount point inside, say) fails `rm` with one
+/// error naming each.
+fn finish(ctx: &Ctx, cache: &safecache::Cache, wait: bool) -> Result<u8> {
+    let (_, failures) = reclaim(ctx, cache, wait)?;
+    if failures.is_empty() {
+        return Ok(exit::OK);
+    }
+    let each: Vec<String> = failures.iter().map(|f| format!("`{}`: {}", f.rel, escape(&f.reason))).collect();
+    Err(Coded {
+        code: exit::FAILURE,
+        message: format!("the removed entries are gone from the cache, but not all their files: {}", each.join("; ")),
+    }
+    .into())
+}
+
+/// Deletes the trash `rm` or `clean` left: here with `wait`, returning
+/// the bytes freed and what could not be deleted, or else in a detached
+/// reclaimer (nothing to return). A reclaimer that cannot be started
+/// leaves the trash to the next gc.
+pub(crate) fn reclaim(ctx: &Ctx, cache: &safecache::Cache, wait: bool) -> Result<(u64, Vec<safecache::Failure>)> {
     if wait {
         let report = cache.reclaim(true).context("cannot delete the removed entries")?;
-        super::report_failures(ctx, what, &report.failures)?;
-        return Ok(report.bytes);
+        return Ok((report.bytes, report.failures));
     }
     if let Err(e) = crate::process::spawn_reclaimer(cache.path(), ctx.allow_untrusted) {
         ctx.ui.warn(format!(
@@ -64,7 +78,7 @@ pub(crate) fn reclaim(ctx: &Ctx, cache: &safecache::Cache, what: &str, wait: boo
             crate::hint::command("gc")
         ));
     }
-    Ok(0)
+    Ok((0, Vec::new()))
 }
 
 /// Removes `key`, saying so; whether it was there.
