@@ -39,7 +39,7 @@ fn reclaimers(sb: &Sandbox) -> Vec<i32> {
         let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else { continue };
         let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else { continue };
         let args: Vec<String> = cmdline.split(|b| *b == 0).map(|a| String::from_utf8_lossy(a).into_owned()).collect();
-        if args.iter().any(|a| a == "__safecache-reclaim") && args.iter().any(|a| *a == want) {
+        if args.iter().any(|a| a == "__safecache-reclaim") && args.contains(&want) {
             pids.push(pid);
         }
     }
