@@ -12,7 +12,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use safecache::{Cache, Key, Options, Wait};
+use safecache::{Cache, Durability, Key, Options, Wait};
 
 /// Builds `n` empty files under `dir`, 1,000 per subdirectory.
 fn build_tree(dir: &Path, n: usize) -> std::io::Result<()> {
@@ -39,14 +39,24 @@ fn ms(d: Duration) -> String {
 
 fn main() {
     let n: usize = std::env::var("SAFECACHE_BENCH_FILES").ok().and_then(|v| v.parse().ok()).unwrap_or(100_000);
+    let rows = std::env::var("SAFECACHE_BENCH_ROWS").unwrap_or_default();
     let base = std::env::var_os("SAFECACHE_BENCH_DIR").unwrap_or_else(|| "/tmp".into());
     let tmp = tempfile::tempdir_in(base).unwrap();
 
-    // rm of one entry of n files.
     let cache = Cache::open_ambient(tmp.path().join("cache"), Options::default()).unwrap();
+    if rows != "clean" {
+        rm_row(&cache, tmp.path(), n);
+    }
+    if rows != "rm" {
+        clean_row(&cache, tmp.path(), n);
+    }
+}
+
+/// rm of one entry of n files.
+fn rm_row(cache: &Cache, tmp: &Path, n: usize) {
     let key = Key::new("big").unwrap();
     cache.get_or_fill(&key, Wait::NoWait, |d| build_tree(d.path(), n)).unwrap();
-    let baseline = tmp.path().join("baseline");
+    let baseline = tmp.join("baseline");
     build_tree(&baseline, n).unwrap();
     let start = Instant::now();
     assert!(cache.remove(&key, Wait::NoWait).unwrap());
@@ -63,13 +73,20 @@ fn main() {
         ms(rf),
         reclaim.as_secs_f64() / rf.as_secs_f64()
     );
+}
 
-    // clean of n one-file entries.
+/// clean of n one-file entries.
+fn clean_row(cache: &Cache, tmp: &Path, n: usize) {
+    // Filled without fsyncs (the setup is not
+    // measured; clean itself runs with the default durability).
+    let quick =
+        Cache::open_ambient(cache.path(), Options { durability: Durability::None, ..Options::default() }).unwrap();
     for i in 0..n {
         let key = Key::new(&format!("e{i}")).unwrap();
-        cache.get_or_fill(&key, Wait::NoWait, |d| std::fs::File::create(d.path().join("f")).map(drop)).unwrap();
+        quick.get_or_fill(&key, Wait::NoWait, |d| std::fs::File::create(d.path().join("f")).map(drop)).unwrap();
     }
-    let baseline = tmp.path().join("baseline2");
+    drop(quick);
+    let baseline = tmp.join("baseline2");
     std::fs::create_dir(&baseline).unwrap();
     for i in 0..n {
         let e = baseline.join(format!("e{i}"));
