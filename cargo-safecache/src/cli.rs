@@ -428,12 +428,24 @@ pub(crate) enum Command {
         /// refused (`clean` removes everything).
         #[arg(long, value_name = "PREFIX")]
         prefix: Option<String>,
+        /// Delete the removed entries' files before returning (by default
+        /// `rm` returns once the entries are gone from the cache, and their
+        /// disk space is freed shortly after, in the background).
+        #[arg(long)]
+        wait: bool,
     },
     /// Remove every entry; waits until nobody uses the cache.
     ///
     /// It needs the exclusive lease, so it waits for every `run` using the
-    /// cache, saying at once whom it waits for and how to stop waiting.
-    Clean,
+    /// cache, saying at once whom it waits for and how to stop waiting. It
+    /// returns once the entries are gone from the cache; their disk space is
+    /// freed shortly after, in the background (or before it returns, with
+    /// --wait).
+    Clean {
+        /// Delete the removed entries' files before returning.
+        #[arg(long)]
+        wait: bool,
+    },
     /// Reclaim what killed processes left behind; with --max-size or
     /// --max-age, evict least recently used entries.
     ///

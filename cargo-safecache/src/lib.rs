@@ -27,6 +27,10 @@ pub fn main(binary: Binary) -> std::process::ExitCode {
     if let Some(code) = process::supervisor_main() {
         return std::process::ExitCode::from(code);
     }
+    // So is the detached reclaimer `rm` and `clean` start.
+    if let Some(code) = process::reclaimer_main() {
+        return std::process::ExitCode::from(code);
+    }
     std::process::ExitCode::from(dispatch::main_impl(binary))
 }
 

@@ -131,7 +131,8 @@ fn baseline_fill_4k_with_fsync(bencher: Bencher<'_, '_>) {
     });
 }
 
-/// Remove a 4 KiB entry: entry lock, rename aside, delete by handle.
+/// Remove a 4 KiB entry: entry lock, rename aside, fsync the root, forget
+/// (the trash is left for `reclaim`).
 #[divan::bench(sample_count = 200)]
 fn remove_4k(bencher: Bencher<'_, '_>) {
     let (_tmp, cache) = cache();
@@ -142,6 +143,27 @@ fn remove_4k(bencher: Bencher<'_, '_>) {
             key
         })
         .bench_local_values(|key| assert!(cache.remove(&key, Wait::NoWait).unwrap()));
+}
+
+/// The limit `remove` is held to: a durable rename aside (rename into
+/// another directory, then fsync the root).
+#[divan::bench(sample_count = 200)]
+fn baseline_rename_aside(bencher: Bencher<'_, '_>) {
+    let tmp = tempfile::tempdir_in(std::env::var_os("SAFECACHE_BENCH_DIR").unwrap_or_else(|| "/tmp".into())).unwrap();
+    let root = tmp.path();
+    std::fs::create_dir(root.join("trash")).unwrap();
+    let n = AtomicUsize::new(0);
+    bencher
+        .with_inputs(|| {
+            let name = n.fetch_add(1, Ordering::Relaxed).to_string();
+            std::fs::create_dir(root.join(&name)).unwrap();
+            write_payload(&root.join(&name)).unwrap();
+            name
+        })
+        .bench_local_values(|name| {
+            std::fs::rename(root.join(&name), root.join("trash").join(&name)).unwrap();
+            std::fs::File::open(root).unwrap().sync_all().unwrap();
+        });
 }
 
 /// The bare delete `remove` replaces: remove_dir_all in place.

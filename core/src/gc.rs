@@ -3,9 +3,10 @@
 //! `evict.rs`), and the read-only views `entries` and `status`.
 //!
 //! gc deletes a temp `tmp/<d>.<r>` or a trash item `trash/<d>.<r>` only
-//! when it can prove its owner dead: it holds the exclusive entry lock of
-//! digest `d` (fillers and removers hold that lock for as long as their temp
-//! or trash exists) and, for a temp, can take its owner lock. It deletes an
+//! when it can prove its owner dead: nobody holds the exclusive entry lock
+//! of digest `d` (fillers hold that lock for as long as their temp exists,
+//! removers until their rename aside is durable) and, for a temp, it can
+//! take its owner lock; for a trash item, its claim lock (`reclaim.rs`). It deletes an
 //! uncommitted in-place entry only under that entry lock, taken without
 //! waiting. Published entries are touched only by eviction, when limits ask
 //! for it, and never while pinned or being filled.
@@ -319,8 +320,20 @@ impl Cache {
     /// `probe.rs`); counts what it did, and what it could not do, into
     /// `report`.
     pub(crate) fn reclaim_orphans(&self, report: &mut GcReport) -> Result<(), Error> {
+        self.reclaim_temps(report)?;
+        // The trash goes as a reclaimer deletes it: claimed, in parallel.
+        let mut reclaimed = self.reclaim(true)?;
+        report.trash += reclaimed.items;
+        report.bytes += reclaimed.bytes;
+        report.busy += reclaimed.busy;
+        report.failures.append(&mut reclaimed.failures);
+        Ok(())
+    }
+
+    /// Deletes every temp whose owner is provably dead.
+    pub(crate) fn reclaim_temps(&self, report: &mut GcReport) -> Result<(), Error> {
         let root = self.root();
-        for (dir, kind) in [(TMP_DIR, ItemKind::Temp), (TRASH_DIR, ItemKind::Trash)] {
+        for (dir, kind) in [(TMP_DIR, ItemKind::Temp)] {
             for entry in root.read_dir(dir).map_err(|e| Error::io("list", dir, e))? {
                 let rel = format!("{dir}/{}", entry.name.to_string_lossy());
                 match owner_alive(root, dir, &entry) {
@@ -443,6 +456,9 @@ impl Cache {
         let mut items = Vec::new();
         for (dir, kind) in [(TMP_DIR, ItemKind::Temp), (TRASH_DIR, ItemKind::Trash)] {
             for entry in root.read_dir(dir).map_err(|e| Error::io("list", dir, e))? {
+                if dir == TRASH_DIR && crate::reclaim::is_claim(&entry.name.to_string_lossy()) {
+                    continue;
+                }
                 // Unknown reads as alive: status never calls something an
                 // orphan that gc would not reclaim.
                 let live = owner_alive(root, dir, &entry).unwrap_or(true);

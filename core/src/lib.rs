@@ -57,6 +57,7 @@ mod modify;
 mod name;
 mod once_map;
 mod probe;
+mod reclaim;
 mod remove;
 mod stats;
 mod sys;
@@ -82,6 +83,7 @@ pub use layout::{FORMAT_VERSION, MARKER_DIR, OLDEST_FORMAT_VERSION};
 pub use lock::{WaitEvent, WaitObserver};
 pub use mode::{LockMode, LockName, Wait};
 pub use modify::{Changing, Modify};
+pub use reclaim::ReclaimReport;
 pub use remove::CleanReport;
 pub use stats::{Counter, Stats};
 #[cfg(feature = "fault-injection")]

@@ -5,9 +5,11 @@
 //!
 //! The rule: a filler or remover of digest `d` holds the entry lock
 //! `locks/<d>.lock` exclusively from before it creates its temp or trash
-//! until after it has deleted it, and a filler also holds its temp's
-//! `owner.lock` exclusively. So the owner is dead when both locks can be
-//! taken shared. A name without a digest was never made by safecache
+//! until after it has deleted it or (`remove`, `clean`) made its rename
+//! aside durable, a filler also holds its temp's `owner.lock`
+//! exclusively, and a reclaimer deleting a trash item holds its claim lock
+//! `trash/<item>.lock` (see `reclaim.rs`). So the owner is dead when these
+//! locks can be taken shared. A name without a digest was never made by safecache
 //! (nothing in the protocol owns it), so nobody can be alive behind it.
 //!
 //! Invariant: probing creates nothing and never blocks, and it uses shared
@@ -22,6 +24,10 @@ use crate::sys::{DirEntry, FileKind, Flock, Root};
 /// Whether the owner of the leftover `entry` in directory `dir` (the temp or
 /// trash dir) may be alive.
 pub(crate) fn owner_alive(root: &Root, dir: &str, entry: &DirEntry) -> io::Result<bool> {
+    // A reclaimer deleting a trash item holds its claim lock.
+    if dir == layout::TRASH_DIR && is_held(root, &crate::reclaim::claim_lock(&entry.name.to_string_lossy()))? {
+        return Ok(true);
+    }
     let Some(digest) = entry.name.to_str().and_then(layout::digest_of_item) else {
         return Ok(false);
     };
@@ -46,7 +52,7 @@ pub(crate) fn filler_alive(root: &Root, digest: &str) -> io::Result<bool> {
 /// Whether someone holds the lock file at `rel` exclusively. A missing file,
 /// or something that is not a regular file (which no safecache process can
 /// have locked), is not held.
-fn is_held(root: &Root, rel: &str) -> io::Result<bool> {
+pub(crate) fn is_held(root: &Root, rel: &str) -> io::Result<bool> {
     let file = match root.open_lock(rel, false) {
         Ok(file) => file,
         Err(e) if matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::InvalidData) => return Ok(false),

@@ -3,13 +3,16 @@
 //!
 //! An entry is never deleted where it stands. It is renamed, atomically, to
 //! `trash/<digest>.<random>` (readers see it complete or absent, never half
-//! deleted, pip-tools #2384), then deleted there by directory handle,
-//! without following symlinks (CVE-2022-21658).
+//! deleted, pip-tools #2384); once that rename is durable (one fsync of the
+//! root for a whole batch) `remove` and `clean` return, and the trash is
+//! deleted later, by handle and without following symlinks
+//! (CVE-2022-21658), by [`Cache::reclaim`] or the next gc (`reclaim.rs`).
 //!
 //! Invariants: `remove` holds the exclusive entry lock, so it waits for
 //! every pin; `clean` holds the exclusive lease, so it waits for every user;
-//! a killed deleter leaves only trash, which gc reclaims once the entry lock
-//! is free.
+//! the entry lock is held until the rename aside is durable, so a power
+//! loss never brings back an entry some of whose files are already deleted;
+//! what is left in the trash is owned by nobody, and any process reclaims it.
 
 use std::path::Path;
 
@@ -31,7 +34,9 @@ const CLEAN_BATCH: usize = 64;
 pub struct CleanReport {
     /// Entries removed.
     pub entries: usize,
-    /// Bytes of regular files removed (entries, temps and trash).
+    /// Bytes of regular files deleted before it returned: orphaned temps,
+    /// entries that could not be renamed aside. The entries it renamed
+    /// aside are deleted later ([`Cache::reclaim`]).
     pub bytes: u64,
     /// What could not be removed.
     pub failures: Vec<Failure>,
@@ -54,7 +59,9 @@ impl Cache {
 
 impl Leased {
     /// Removes `key`'s entry. Waits (as `wait` allows) for pins and fills of
-    /// `key` to finish. Returns whether there was an entry.
+    /// `key` to finish. Returns whether there was an entry, as soon as its
+    /// rename aside is durable: its files are deleted by [`Cache::reclaim`]
+    /// or the next gc.
     ///
     /// # Errors
     /// [`Error::Busy`] naming the pinning or filling process if the entry
@@ -80,23 +87,27 @@ impl Leased {
         // Without this fsync a power loss could bring back the entry after
         // some of its files were unlinked from the trash.
         root.sync_dir("").map_err(|e| Error::io("sync", ".", e))?;
-        let deleted = aside::delete(root, &aside);
         aside::forget(root, &key.digest());
-        match deleted {
-            Ok(_) => {}
-            // The entry is gone from the cache, but a mount point inside it
-            // was left in place with what is under it: the user must know,
-            // and unmount it.
-            Err(e) if crate::sys::is_mount_points(&e) => {
-                return Err(Error::io("delete the removed entry", aside.rel, e));
+        if aside.rel == stored {
+            // Marked in place (it could not be renamed): it keeps its name,
+            // which the next fill reuses, so it goes now, under the lock.
+            match aside::delete(root, &aside) {
+                Ok(_) => {}
+                // The entry is gone from the cache, but a mount point inside
+                // it was left in place with what is under it: the user must
+                // know, and unmount it.
+                Err(e) if crate::sys::is_mount_points(&e) => {
+                    return Err(Error::io("delete the removed entry", aside.rel, e));
+                }
+                Err(e) => tracing::warn!(item = %aside.rel, error = %e, "could not delete the entry; gc will retry"),
             }
-            Err(e) => tracing::warn!(item = %aside.rel, error = %e, "could not delete trash; gc will retry"),
         }
         Ok(true)
     }
 
-    /// Removes every entry (including files adopted by `init`), every temp
-    /// and all trash. It needs the exclusive lease, which waits until no
+    /// Removes every entry (including files adopted by `init`) and every
+    /// orphaned temp, returning once the entries' renames aside are durable
+    /// (one fsync per batch); the trash is left for [`Cache::reclaim`]. It needs the exclusive lease, which waits until no
     /// other process uses the cache. An entry it cannot remove is reported
     /// in [`CleanReport::failures`] and does not stop it.
     ///
@@ -117,9 +128,9 @@ impl Cache {
         matches!(self.root().kind(name.join(crate::layout::MARKER_DIR)), Ok(Some(_)))
     }
 
-    /// Makes a batch of renames aside durable with one fsync, then deletes
-    /// the trash and releases the entry locks. A trash item that cannot be
-    /// deleted is reported; gc retries it.
+    /// Makes a batch of renames aside durable with one fsync, then forgets
+    /// the entries and releases their locks. The trash is left for
+    /// [`Cache::reclaim`]; an entry marked in place is deleted now.
     fn flush_aside(&self, batch: &mut Vec<(Held, Aside, String)>, report: &mut CleanReport) -> Result<(), Error> {
         if batch.is_empty() {
             return Ok(());
@@ -127,9 +138,11 @@ impl Cache {
         let root = self.root();
         root.sync_dir("").map_err(|e| Error::io("sync", ".", e))?;
         for (lock, aside, digest) in batch.drain(..) {
-            match aside::delete(root, &aside) {
-                Ok(bytes) => report.bytes += bytes,
-                Err(e) => report.failures.push(Failure::new(&aside.rel, e)),
+            if !aside.rel.starts_with(layout::TRASH_DIR) {
+                match aside::delete(root, &aside) {
+                    Ok(bytes) => report.bytes += bytes,
+                    Err(e) => report.failures.push(Failure::new(&aside.rel, e)),
+                }
             }
             aside::forget(root, &digest);
             drop(lock);
@@ -205,7 +218,7 @@ impl Leased {
         }
         cache.flush_aside(&mut batch, &mut report)?;
         let mut reclaimed = GcReport::default();
-        cache.reclaim_orphans(&mut reclaimed)?;
+        cache.reclaim_temps(&mut reclaimed)?;
         report.bytes += reclaimed.bytes;
         report.failures.append(&mut reclaimed.failures);
         // Nobody can be waiting on an entry lock (waiters hold the shared

@@ -2,6 +2,11 @@
 //! (`cargo bench -p safecache --bench ops`) and the simulation's throughput
 //! (schedules per second of the 3-process scenario `fill3`, release build).
 //!
+//! `cargo xtask bench removal` runs the big removal rows (`rm` of an entry
+//! of 100,000 files, `clean` of 100,000 entries, each beside `rm -rf`,
+//! measured once: `cargo bench -p safecache --bench removal`), which the
+//! default run includes.
+//!
 //! `cargo xtask bench core` or `cargo xtask bench sim` runs one of them;
 //! `cargo xtask bench sim --seconds 20` measures longer. The figures go in
 //! docs/BENCHMARKS.md.
@@ -11,16 +16,22 @@ use anyhow::Result;
 pub(crate) fn run(args: &[String]) -> Result<()> {
     let ws = crate::workspace()?;
     let (which, rest) = match args.first().map(String::as_str) {
-        Some(w @ ("core" | "sim")) => (Some(w), &args[1..]),
+        Some(w @ ("core" | "sim" | "removal")) => (Some(w), &args[1..]),
         _ => (None, args),
     };
-    if which != Some("sim") {
+    if which.is_none_or(|w| w == "core") {
         crate::step(
             "bench core",
             crate::cargo().current_dir(&ws.root).args(["bench", "--package", "safecache", "--bench", "ops"]),
         )?;
     }
-    if which != Some("core") {
+    if which.is_none_or(|w| w == "removal") {
+        crate::step(
+            "bench removal",
+            crate::cargo().current_dir(&ws.root).args(["bench", "--package", "safecache", "--bench", "removal"]),
+        )?;
+    }
+    if which.is_none_or(|w| w == "sim") {
         crate::step(
             "bench sim",
             crate::cargo()

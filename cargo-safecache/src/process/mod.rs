@@ -9,6 +9,7 @@
 //! - the locks whose descriptors a launch holds stay held until the last
 //!   process CMD started is gone (see `tree`).
 
+mod reclaim;
 mod tree;
 
 use std::ffi::OsString;
@@ -25,6 +26,7 @@ use signal_hook::iterator::Signals;
 
 use crate::exit;
 
+pub(crate) use reclaim::{reclaimer_main, spawn_reclaimer};
 use tree::Launch;
 pub(crate) use tree::supervisor_main;
 

@@ -160,7 +160,7 @@ fn wait_exited_unreaped(pid: i32) -> io::Result<()> {
 /// /proc is not mounted (a container, a chroot), the path `run` was started
 /// by, searched in `PATH` when it has no `/`.
 #[cfg(target_os = "linux")]
-fn own_exe() -> io::Result<std::path::PathBuf> {
+pub(super) fn own_exe() -> io::Result<std::path::PathBuf> {
     let proc_exe = Path::new("/proc/self/exe");
     if proc_exe.exists() {
         return Ok(proc_exe.to_owned());

@@ -42,12 +42,20 @@ impl Human for RemovedPrefix {
 #[derive(Debug, Serialize)]
 pub(crate) struct Cleaned {
     pub(crate) entries: usize,
+    /// Bytes freed before it returned.
     pub(crate) bytes: u64,
+    /// Whether the rest is being freed by a detached reclaimer.
+    pub(crate) background: bool,
     pub(crate) failures: Vec<FailureReport>,
 }
 
 impl Human for Cleaned {
     fn human(&self) -> Vec<Line> {
-        vec![Line::Status("Cleaned", format!("{}, {}", count(self.entries, "entry", "entries"), size(self.bytes)))]
+        let freed = if self.background {
+            "disk space freed in the background".to_owned()
+        } else {
+            format!("{} freed", size(self.bytes))
+        };
+        vec![Line::Status("Cleaned", format!("{}, {freed}", count(self.entries, "entry", "entries")))]
     }
 }

@@ -150,16 +150,16 @@ fn on_a_full_disk_reads_work_fills_are_refused_and_rm_gc_clean_free_space() {
     sb.run(["path", "new"]).assert_code(1);
 
     // rm, gc and clean need no new space, and free some.
-    sb.run(["rm", "a"]).assert_code(0);
-    assert!(t.available() >= 256 << 10, "rm freed the entry");
+    sb.run(["rm", "--wait", "a"]).assert_code(0);
+    assert!(t.available() >= 256 << 10, "rm --wait freed the entry");
     t.fill_up();
     let out = sb.run(["--message-format", "json", "gc"]);
     out.assert_code(0);
     assert!(out.stdout.contains(r#""temps":1"#), "{out}");
     assert!(t.available() >= 256 << 10, "gc freed the orphan");
     t.fill_up();
-    sb.run(["clean"]).assert_code(0);
-    assert!(t.available() >= 512 << 10, "clean freed the entries");
+    sb.run(["clean", "--wait"]).assert_code(0);
+    assert!(t.available() >= 512 << 10, "clean --wait freed the entries");
     assert_eq!(t.leftovers(), Vec::<String>::new());
     assert!(names(&sb.cache).iter().all(|n| n == ".safecache" || n == "CACHEDIR.TAG"), "{:?}", names(&sb.cache));
 }

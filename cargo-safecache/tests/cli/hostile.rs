@@ -393,7 +393,13 @@ fn an_undeletable_orphan_is_reported_and_fails_gc_and_clean() {
             return;
         }
         let _guard = Immutable(pinned_file);
-        let out = run(&sb, &["--lock-timeout", "2", command]);
+        // clean leaves its trash to a reclaimer unless told to wait.
+        let args: &[&str] = if command == "clean" {
+            &["--lock-timeout", "2", command, "--wait"]
+        } else {
+            &["--lock-timeout", "2", command]
+        };
+        let out = run(&sb, args);
         assert_sane(&[command], &out);
         out.assert_error(101, &format!("{command} could not reclaim 1 item"));
         let stuck_rel = format!(".safecache/tmp/{digest}.dddddddddddddddddddddddd");

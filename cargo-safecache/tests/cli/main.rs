@@ -20,6 +20,7 @@ mod outside;
 mod queue;
 mod readme;
 mod real_tools;
+mod reclaim;
 mod support;
 mod terminal;
 mod tree;

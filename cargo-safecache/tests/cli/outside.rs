@@ -101,7 +101,7 @@ fn fill_with_mount_point(sb: &Sandbox, key: &str) -> PathBuf {
 
 /// `rm` of an entry with a directory bind-mounted inside it (the same
 /// filesystem, so only the mount id tells): the files outside survive, the
-/// entry leaves the cache, and `rm` exits 101 naming the mount point; `gc`
+/// entry leaves the cache, and `rm --wait` exits 101 naming the mount point; `gc`
 /// says the same until it is unmounted, and then finishes the job.
 #[test]
 fn rm_and_gc_stop_at_a_bind_mount_inside_an_entry() {
@@ -110,7 +110,7 @@ fn rm_and_gc_stop_at_a_bind_mount_inside_an_entry() {
     let entry = fill_with_mount_point(&sb, "k");
     let target = entry.join("sub/mnt");
     let Some(mut mount) = Mounted::bind(&outside, &target) else { return };
-    let out = sb.run(["rm", "k"]);
+    let out = sb.run(["rm", "--wait", "k"]);
     out.assert_error(101, "is a mount point");
     // It moved with the entry, into the trash.
     mount.0 = mount_point_named(&out);
@@ -142,7 +142,7 @@ fn clean_stops_at_a_tmpfs_inside_an_entry() {
     let target = entry.join("sub/mnt");
     let Some(mut mount) = Mounted::tmpfs(&target) else { return };
     std::fs::write(target.join("on-tmpfs"), "keep me").expect("write on the tmpfs");
-    let out = sb.run(["clean"]);
+    let out = sb.run(["clean", "--wait"]);
     out.assert_code(101);
     mount.0 = mount_point_named(&out);
     assert!(mount.0.ends_with("sub/mnt"), "{out}");
@@ -274,9 +274,9 @@ fn read_only_outputs_publish_and_delete_for_a_user_who_is_not_root() {
         let entry = PathBuf::from(nobody(&["path", key]).last_stdout_line());
         std::fs::set_permissions(&entry, std::fs::Permissions::from_mode(0o555)).expect("chmod");
     }
-    nobody(&["rm", "chmod"]).assert_code(0);
+    nobody(&["rm", "--wait", "chmod"]).assert_code(0);
     nobody(&["path", "chmod"]).assert_code(1);
-    nobody(&["clean"]).assert_code(0);
+    nobody(&["clean", "--wait"]).assert_code(0);
     nobody(&["path", "untar"]).assert_code(1);
     assert!(support::names(&sb.cache.join(".safecache/trash")).is_empty(), "nothing is left in the trash");
 }
@@ -323,7 +323,7 @@ fn every_member_of_a_group_shared_cache_can_read_every_entry() {
     assert!(out.stdout.contains("secret"), "member B reads member A's entry: {out}");
     run_as(&sb, 65533, GROUP, &["verify"]).assert_code(0);
     // And remove it: nothing is left behind in the trash.
-    run_as(&sb, 65533, GROUP, &["rm", "k"]).assert_code(0);
+    run_as(&sb, 65533, GROUP, &["rm", "--wait", "k"]).assert_code(0);
     assert!(support::names(&sb.cache.join(".safecache/trash")).is_empty(), "member B deleted all of it");
 }
 
@@ -363,6 +363,6 @@ raise SystemExit({code})"#
     out.assert_code(3);
     assert!(support::names(&sb.cache.join(".safecache/tmp")).is_empty(), "the failed fill's temp is deleted: {out}");
     with_few_files(&sb, &["run", "--key", "k", "--", "python3", "-c", &deep(0)]).assert_code(0);
-    with_few_files(&sb, &["rm", "k"]).assert_code(0);
+    with_few_files(&sb, &["rm", "--wait", "k"]).assert_code(0);
     assert!(support::names(&sb.cache.join(".safecache/trash")).is_empty(), "all of it is deleted");
 }

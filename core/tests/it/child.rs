@@ -224,6 +224,9 @@ pub(crate) fn run(role: &str) -> i32 {
             cache.remove(&key, parse_wait(wait)).map(|removed| emit(format!("removed={removed}")))
         }
         ["clean", wait] => cache.clean(parse_wait(wait)).map(|r| emit(format!("cleaned={}", r.entries))),
+        ["reclaim"] => {
+            cache.reclaim(false).map(|r| emit(format!("reclaimed={} failures={}", r.items, r.failures.len())))
+        }
         other => panic!("unknown role {other:?}"),
     };
     match result {

@@ -137,6 +137,7 @@ fn a_full_disk_still_serves_reads_and_frees_space_by_rm_gc_and_clean() {
 
     // rm, gc and clean need no new space, and free some.
     assert!(cache.remove(&key("a"), Wait::NoWait).unwrap());
+    assert_eq!(cache.reclaim(false).unwrap().items, 1, "the trash is reclaimed without new space");
     assert!(available(mount.path()) >= 256 << 10, "rm freed the entry's space");
     fill_up(&ballast);
     let report = cache.gc(Wait::NoWait).unwrap();
@@ -145,6 +146,7 @@ fn a_full_disk_still_serves_reads_and_frees_space_by_rm_gc_and_clean() {
     fill_up(&ballast);
     let report = cache.clean(Wait::NoWait).unwrap();
     assert_eq!((report.entries, report.failures.len()), (2, 0), "{report:?}");
+    assert_eq!(cache.reclaim(false).unwrap().items, 2);
     assert!(available(mount.path()) >= 256 << 10, "clean freed the entries' space");
     assert_eq!(leftovers(cache.path()), Vec::<String>::new(), "no half-written record");
     assert!(cache.entries().unwrap().is_empty());

@@ -197,6 +197,9 @@ impl World {
     /// The cache agrees with the model, and nothing is left in `tmp/` or
     /// `trash/`.
     fn check(&self) -> Result<(), TestCaseError> {
+        // remove and clean leave their trash; any process reclaims it.
+        let reclaimed = self.cache.reclaim(false).unwrap();
+        prop_assert!(reclaimed.failures.is_empty() && reclaimed.busy == 0, "{:?}", reclaimed);
         for (i, name) in KEYS.iter().enumerate() {
             let entry = self.cache.get(&key(i)).unwrap();
             match (self.model.get(&i), entry) {

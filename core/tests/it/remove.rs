@@ -31,6 +31,8 @@ fn remove_never_follows_a_symlink_out_of_the_entry() {
         .unwrap();
     assert!(cache.remove(&key("dep"), Wait::NoWait).unwrap());
     assert!(!cache.path().join("dep").exists());
+    assert_eq!(names(&cache.path().join(".safecache/trash")).len(), 1, "remove returns with the entry in the trash");
+    assert_eq!(cache.reclaim(false).unwrap().items, 1);
     assert_eq!(tree(&outside), before, "the symlinks' targets are untouched");
     assert!(names(&cache.path().join(".safecache/trash")).is_empty());
     assert!(!cache.remove(&key("dep"), Wait::NoWait).unwrap(), "removing an absent key reports false");
@@ -141,6 +143,9 @@ fn read_only_directories_do_not_jam_remove() {
     assert_eq!(remover.expect("removed="), "removed=true");
     assert!(remover.wait().success());
     assert!(!filled.entry.path().exists());
+    let mut reclaimer = crate::support::Child::spawn_as(cache.path(), "reclaim", Some(NOBODY));
+    assert_eq!(reclaimer.expect("reclaimed="), "reclaimed=1 failures=0");
+    assert!(reclaimer.wait().success());
     assert!(names(&cache.path().join(".safecache/trash")).is_empty(), "no undeletable trash is left");
 }
 

@@ -60,7 +60,11 @@ fn a_digestless_leftover_is_judged_alike_by_status_gc_and_clean() {
                 let report = cache.gc(Wait::NoWait).unwrap();
                 assert_eq!((report.temps, report.trash, report.failures.len()), (1, 1, 0), "{report:?}");
             }
-            _ => assert!(cache.clean(Wait::NoWait).unwrap().failures.is_empty()),
+            _ => {
+                assert!(cache.clean(Wait::NoWait).unwrap().failures.is_empty());
+                let report = cache.reclaim(false).unwrap();
+                assert_eq!((report.items, report.failures.len()), (1, 0), "{report:?}");
+            }
         }
         assert!(names(&marker.join("tmp")).is_empty() && names(&marker.join("trash")).is_empty(), "{reclaim}");
     }

@@ -1,0 +1,246 @@
+//! This defines reclaiming the trash: deleting what `remove`, `clean` and
+//! the rest renamed aside into `trash/`, after they have returned.
+//!
+//! `remove` and `clean` return once their renames aside are durable; the
+//! trash they leave is deleted later by [`Cache::reclaim`] (the CLI runs it
+//! in a detached process, or in the command itself with `--wait`), or by
+//! the next gc or clean. Any process can finish any reclaim: a trash item is
+//! claimed by the exclusive lock `trash/<item>.lock`, held for as long as
+//! it is being deleted, so a killed reclaimer's item is free for the next
+//! one, and two reclaimers never delete the same item at once.
+//!
+//! Invariants:
+//! - An item is deleted only when its owner is provably dead: nobody holds
+//!   its entry lock exclusively (an inline deleter: a failed or cancelled
+//!   fill, `verify --repair`) and its claim lock can be taken.
+//! - A reclaim takes no lease and no entry lock: it never makes a fill, a
+//!   pin, a `rm` or a `clean` wait.
+//! - Deleting is by descriptor, never following a symlink, and stops at
+//!   mount points (see `sys/walk.rs`); the children of each item are
+//!   deleted on several threads at once.
+//! - A claim lock is unlinked only by its holder, after its item is gone; a
+//!   claim lock without an item (its holder killed in between) is deleted by
+//!   whoever can take it.
+
+use std::io;
+use std::path::{Path, PathBuf};
+
+use crate::cache::Cache;
+use crate::error::Error;
+use crate::gc::Failure;
+use crate::layout::{self, TRASH_DIR};
+use crate::sys::{FileKind, Flock, LockFile, Root};
+
+/// What [`Cache::reclaim`] deleted.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ReclaimReport {
+    /// Trash items deleted.
+    pub items: usize,
+    /// Bytes of regular files deleted (counted only when asked for).
+    pub bytes: u64,
+    /// Items left alone because a live process owns them (another
+    /// reclaimer, or a process deleting its own).
+    pub busy: usize,
+    /// What could not be deleted (the next gc or reclaim retries).
+    pub failures: Vec<Failure>,
+}
+
+/// The suffix of a claim lock in `trash/`.
+const CLAIM: &str = ".lock";
+
+/// The claim lock of the trash item `name`.
+pub(crate) fn claim_lock(name: &str) -> String {
+    format!("{TRASH_DIR}/{name}{CLAIM}")
+}
+
+/// Whether `name` in `trash/` is a claim lock rather than an item.
+pub(crate) fn is_claim(name: &str) -> bool {
+    name.len() > CLAIM.len() && name.ends_with(CLAIM)
+}
+
+/// A claimed item, while it is being deleted.
+struct Claimed {
+    name: String,
+    rel: PathBuf,
+    lock: LockFile,
+    bytes: u64,
+    error: Option<io::Error>,
+}
+
+impl Cache {
+    /// Deletes every trash item whose owner is dead: what `remove` and
+    /// `clean` left, and what killed processes left. Takes no lock anyone
+    /// waits on (see the module's notes) and deletes on several threads.
+    /// With `count_bytes`, it first adds up the bytes of what it deletes (a
+    /// walk of each item, before it goes).
+    ///
+    /// # Errors
+    /// Only if the trash cannot be listed; an item it cannot delete is
+    /// reported in [`ReclaimReport::failures`] and does not stop it.
+    pub fn reclaim(&self, count_bytes: bool) -> Result<ReclaimReport, Error> {
+        let _span = tracing::info_span!("reclaim").entered();
+        let root = self.root();
+        let names: Vec<String> = root
+            .read_dir(TRASH_DIR)
+            .map_err(|e| Error::io("list", TRASH_DIR, e))?
+            .into_iter()
+            .map(|e| e.name.to_string_lossy().into_owned())
+            .collect();
+        let mut report = ReclaimReport::default();
+        let mut claimed = Vec::new();
+        for name in names.iter().filter(|n| !is_claim(n)) {
+            match claim(root, name) {
+                Ok(Some(item)) => claimed.push(item),
+                Ok(None) => report.busy += 1,
+                Err(e) => report.failures.push(Failure::new(&format!("{TRASH_DIR}/{name}"), e)),
+            }
+        }
+        delete_all(root, &mut claimed, count_bytes);
+        for mut item in claimed {
+            let shown = format!("{TRASH_DIR}/{}", item.name);
+            if item.error.is_none()
+                && let Err(e) = root.remove_tree(&item.rel)
+            {
+                item.error = Some(e);
+            }
+            match item.error {
+                None => {
+                    report.items += 1;
+                    report.bytes += item.bytes;
+                    let _ = root.remove_file(claim_lock(&item.name));
+                    tracing::info!(item = %shown, "reclaimed");
+                }
+                Some(e) => report.failures.push(Failure::new(&shown, e)),
+            }
+            drop(item.lock);
+        }
+        // Claim locks whose holders were killed after deleting their item.
+        for name in names.iter().filter(|n| is_claim(n)) {
+            let item = &name[..name.len() - CLAIM.len()];
+            if matches!(root.kind(Path::new(TRASH_DIR).join(item)), Ok(None)) {
+                remove_stale_claim(root, name);
+            }
+        }
+        Ok(report)
+    }
+}
+
+/// Claims the trash item `name` for deleting: `None` if its owner lives.
+fn claim(root: &Root, name: &str) -> io::Result<Option<Claimed>> {
+    if let Some(digest) = layout::digest_of_item(name)
+        && crate::probe::is_held(root, &layout::entry_lock(digest))?
+    {
+        return Ok(None);
+    }
+    let lock = root.open_lock(&claim_lock(name), true)?;
+    if !lock.try_lock(Flock::Exclusive)? {
+        return Ok(None);
+    }
+    let rel = Path::new(TRASH_DIR).join(name);
+    if root.kind(&rel)?.is_none() {
+        // Finished by another reclaimer since it was listed.
+        let _ = root.remove_file(claim_lock(name));
+        return Ok(None);
+    }
+    Ok(Some(Claimed { name: name.to_owned(), rel, lock, bytes: 0, error: None }))
+}
+
+/// Deletes a claim lock left without its item, if nobody holds it.
+fn remove_stale_claim(root: &Root, name: &str) {
+    let rel = format!("{TRASH_DIR}/{name}");
+    match root.open_lock(&rel, false) {
+        Ok(lock) => {
+            if matches!(lock.try_lock(Flock::Exclusive), Ok(true)) {
+                let _ = root.remove_file(&rel);
+            }
+        }
+        // Not a regular file: nothing safecache made, nobody can hold it.
+        Err(e) if e.kind() == io::ErrorKind::InvalidData => {
+            let _ = root.remove_tree(&rel);
+        }
+        Err(_) => {}
+    }
+}
+
+/// Deletes what is inside every claimed item (each child of a directory is
+/// one task; the tasks run on several threads), recording each item's first
+/// error and, with `count`, its bytes. The items themselves are left for
+/// the caller.
+fn delete_all(root: &Root, claimed: &mut [Claimed], count: bool) {
+    let mut tasks: Vec<(usize, PathBuf)> = Vec::new();
+    for (i, item) in claimed.iter_mut().enumerate() {
+        match root.kind(&item.rel) {
+            Ok(Some(FileKind::Dir)) => match root.read_dir(&item.rel) {
+                Ok(children) => tasks.extend(children.into_iter().map(|c| (i, item.rel.join(c.name)))),
+                Err(e) => item.error = Some(e),
+            },
+            Ok(_) => {
+                if count {
+                    item.bytes = root.usage(&item.rel).map(|u| u.bytes).unwrap_or(0);
+                }
+            }
+            Err(e) => item.error = Some(e),
+        }
+    }
+    let one = |rel: &Path| -> (u64, io::Result<()>) {
+        let bytes = if count { root.usage(rel).map(|u| u.bytes).unwrap_or(0) } else { 0 };
+        (bytes, root.remove_tree(rel))
+    };
+    let results = run_parallel(&tasks, |(_, rel)| one(rel));
+    for ((i, _), (bytes, result)) in tasks.iter().zip(results) {
+        let item = &mut claimed[*i];
+        item.bytes += bytes;
+        if let Err(e) = result
+            && item.error.is_none()
+        {
+            item.error = Some(e);
+        }
+    }
+}
+
+/// How many threads delete at once: deleting waits on the filesystem's
+/// metadata more than on a CPU, so a few more than the cores.
+fn threads() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get() * 2).clamp(1, 16)
+}
+
+/// Runs `work` on every task, on several threads where the platform has
+/// them, and returns the results in the tasks' order.
+#[cfg(not(target_family = "wasm"))]
+fn run_parallel<T: Sync, R: Send>(tasks: &[T], work: impl Fn(&T) -> R + Sync) -> Vec<R> {
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let threads = threads().min(tasks.len());
+    if threads <= 1 {
+        return tasks.iter().map(work).collect();
+    }
+    let next = AtomicUsize::new(0);
+    let results: Mutex<Vec<Option<R>>> = Mutex::new((0..tasks.len()).map(|_| None).collect());
+    let run = || {
+        loop {
+            let i = next.fetch_add(1, Ordering::Relaxed);
+            let Some(task) = tasks.get(i) else { break };
+            let r = work(task);
+            if let Ok(mut results) = results.lock() {
+                results[i] = Some(r);
+            }
+        }
+    };
+    std::thread::scope(|s| {
+        for _ in 1..threads {
+            // A thread that cannot be started leaves its share to the others.
+            let _ = std::thread::Builder::new().spawn_scoped(s, run);
+        }
+        run();
+    });
+    let results = results.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner);
+    // Every task was taken by a thread that finished (scope joined them all);
+    // a missing result could only come from a panic, which scope re-raised.
+    results.into_iter().zip(tasks).map(|(r, t)| r.unwrap_or_else(|| work(t))).collect()
+}
+
+#[cfg(target_family = "wasm")]
+fn run_parallel<T, R>(tasks: &[T], work: impl Fn(&T) -> R) -> Vec<R> {
+    let _ = threads;
+    tasks.iter().map(work).collect()
+}
