@@ -143,7 +143,15 @@ pub(crate) struct Inner {
     shared_fs: Option<&'static str>,
     /// The stats file, mapped on first use (stats.rs).
     pub(crate) stats: std::sync::OnceLock<Result<crate::sys::Mapped, String>>,
+    /// The last-use stamps this handle wrote or saw, by key: a stamp's
+    /// mtime, as long as it is younger than [`USE_RESOLUTION`], lets a
+    /// repeat lookup skip the stamp's lstat (see [`Cache::note_use`]).
+    used: std::sync::Mutex<std::collections::HashMap<Key, std::time::SystemTime>>,
 }
+
+/// How many keys [`Inner::used`] remembers before it starts over, so a
+/// long-lived handle that looks up many keys stays small.
+const USED_MEMO_MAX: usize = 4096;
 
 /// The cache-wide lease, held: the handle through which code that holds the
 /// lease works, so that nothing it does takes the lease again.
@@ -335,6 +343,7 @@ impl Cache {
                 options,
                 flights: OnceMap::new(),
                 stats: std::sync::OnceLock::new(),
+                used: std::sync::Mutex::default(),
             }),
         };
         if format != FORMAT_VERSION {
@@ -522,28 +531,58 @@ impl Cache {
         }
     }
 
-    /// Records the last use of `key`, for `ls`. Best effort.
+    /// Records the last use of `key`, for `ls` and gc's eviction. Best
+    /// effort.
     ///
     /// The stamp has a resolution of [`USE_RESOLUTION`]: a stamp younger than
-    /// that is left alone, so a hot `get` costs two lstats, not a write. A
-    /// new stamp is a fresh file renamed into place, so whatever someone
+    /// that is left alone. This handle remembers the mtime of the stamp it
+    /// last wrote or saw for each key, so a repeat use within the
+    /// resolution of that stamp costs no system call at all; the first use
+    /// through a handle costs one lstat of the stamp, and a write at most
+    /// once per resolution. Either way the stamp on disk is never more than
+    /// [`USE_RESOLUTION`] older than the last use, which is all eviction
+    /// counts on. A stamp removed meanwhile (the entry removed by another
+    /// process) reads as "used now" to gc, and a fill restamps what it
+    /// publishes ([`Cache::note_use_checked`]).
+    ///
+    /// A new stamp is a fresh file renamed into place, so whatever someone
     /// left at the stamp's name (a hard link to a file outside the cache, a
     /// FIFO) is replaced, never written through. Its private name is a temp
     /// name, so gc reclaims one a killed process left.
     pub(crate) fn note_use(&self, key: &Key) {
-        let digest = key.digest();
-        let marker = layout::used_marker(&digest);
-        let fresh = self
-            .root()
-            .modified(&marker)
-            .ok()
-            .flatten()
-            .is_some_and(|t| sys::now().duration_since(t).is_ok_and(|age| age < USE_RESOLUTION));
-        if fresh {
+        let now = sys::now();
+        let remembered = self.inner.used.lock().ok().and_then(|memo| memo.get(key).copied());
+        if remembered.is_some_and(|t| fresh_at(t, now)) {
             return;
         }
-        if let Err(e) = self.stamp_use(&digest) {
-            tracing::debug!(%key, error = %e, "could not record last use");
+        self.note_use_at(key, now);
+    }
+
+    /// [`Cache::note_use`] that looks at the stamp on disk whatever this
+    /// handle remembers: a fill's publish, after which the old stamp may
+    /// have gone with the old entry.
+    pub(crate) fn note_use_checked(&self, key: &Key) {
+        self.note_use_at(key, sys::now());
+    }
+
+    fn note_use_at(&self, key: &Key, now: std::time::SystemTime) {
+        let digest = key.digest();
+        let marker = layout::used_marker(&digest);
+        let stamp = match self.root().modified(&marker).ok().flatten() {
+            Some(t) if fresh_at(t, now) => t,
+            _ => match self.stamp_use(&digest) {
+                Ok(()) => now,
+                Err(e) => {
+                    tracing::debug!(%key, error = %e, "could not record last use");
+                    return;
+                }
+            },
+        };
+        if let Ok(mut memo) = self.inner.used.lock() {
+            if memo.len() >= USED_MEMO_MAX && !memo.contains_key(key) {
+                memo.clear();
+            }
+            memo.insert(key.clone(), stamp);
         }
     }
 
@@ -561,6 +600,13 @@ impl Cache {
         let deadline = Deadline::start(wait);
         self.lease_by(LockMode::Shared, deadline)?.pin_by(key, deadline)
     }
+}
+
+/// Whether a last-use stamp written at `stamp` is still fresh at `now`: a
+/// use now writes no new one. A stamp from the future (a clock set back) is
+/// not.
+fn fresh_at(stamp: std::time::SystemTime, now: std::time::SystemTime) -> bool {
+    now.duration_since(stamp).is_ok_and(|age| age < USE_RESOLUTION)
 }
 
 impl Cache {
