@@ -11,7 +11,7 @@
 //! no decision about an entry, a temp or trash is taken from a record.
 
 use std::fmt;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
@@ -107,19 +107,90 @@ pub fn describe_holders(holders: &[Holder]) -> String {
     }
 }
 
-/// A record this process wrote; dropping it deletes the file, then releases
-/// its flock.
+/// A record this process wrote for a lock it holds. Dropping it makes the
+/// record name nothing (its first byte becomes [`IDLE`]) and gives it back
+/// to its handle's [`Pool`], before the lock is released; a record that
+/// cannot be emptied is deleted instead.
 #[derive(Debug)]
 pub(crate) struct Record {
     root: Arc<Root>,
-    rel: String,
-    _file: LockFile,
+    slot: Option<Slot>,
 }
 
 impl Drop for Record {
     fn drop(&mut self) {
-        if let Err(e) = self.root.remove_file(&self.rel) {
-            tracing::debug!(record = %self.rel, error = %e, "could not remove holder record");
+        let Some(slot) = self.slot.take() else { return };
+        match self.root.rewrite_locked(&slot.rel, &slot.file, &[IDLE], 0) {
+            Ok(()) => {
+                if let Some(extra) = self.root.records.put(slot) {
+                    remove(&self.root, &extra.rel);
+                }
+            }
+            Err(e) => {
+                tracing::debug!(record = %slot.rel, error = %e, "could not empty holder record; removing it");
+                remove(&self.root, &slot.rel);
+            }
+        }
+    }
+}
+
+fn remove(root: &Root, rel: &str) {
+    if let Err(e) = root.remove_file(rel) {
+        tracing::debug!(record = %rel, error = %e, "could not remove holder record");
+    }
+}
+
+/// The first byte of a record that names no lock: an idle record of a live
+/// process, kept for its next lock. It is not JSON, so every reader skips
+/// the record.
+const IDLE: u8 = b'#';
+
+/// How many idle records a handle keeps; a lock taken when none is idle
+/// creates one.
+const POOL_MAX: usize = 16;
+
+/// A record file this process created and holds locked (exclusively, for
+/// as long as it lives), with the length it has grown to.
+#[derive(Debug)]
+pub(crate) struct Slot {
+    rel: String,
+    file: LockFile,
+    len: usize,
+}
+
+/// The idle records of one cache handle. Taking a lock rewrites one in
+/// place (two writes) instead of creating, renaming and deleting a file per
+/// lock, so a pin costs no directory change.
+#[derive(Debug, Default)]
+pub(crate) struct Pool {
+    idle: Mutex<Vec<Slot>>,
+}
+
+impl Pool {
+    fn take(&self) -> Option<Slot> {
+        self.idle.lock().ok()?.pop()
+    }
+
+    /// Keeps `slot` for the next lock; gives it back when the pool is full.
+    fn put(&self, slot: Slot) -> Option<Slot> {
+        let Ok(mut idle) = self.idle.lock() else { return Some(slot) };
+        if idle.len() < POOL_MAX {
+            idle.push(slot);
+            None
+        } else {
+            Some(slot)
+        }
+    }
+
+    /// Lets go of every idle record: `remove` (deleting it by name) is
+    /// called while its flock is still held, then the flock is released.
+    pub(crate) fn drain(&self, remove: impl Fn(&str)) {
+        let slots = match self.idle.lock() {
+            Ok(mut idle) => std::mem::take(&mut *idle),
+            Err(_) => return,
+        };
+        for slot in slots {
+            remove(&slot.rel);
         }
     }
 }
@@ -185,27 +256,54 @@ pub(crate) fn register(
     argv: Option<&[String]>,
 ) -> Option<Record> {
     let holder = this_process_as(name, lock_file, mode, argv);
-    let result = random_suffix().map_err(std::io::Error::other).and_then(|suffix| {
-        // The record is written and flocked under a name display scans skip,
-        // then renamed into view (the flock follows the inode), so no scan
-        // ever sees a live record unlocked.
-        let staging = layout::holder_staging(&suffix);
-        let rel = layout::holder_record(&suffix);
-        let bytes = serde_json::to_vec(&holder).map_err(std::io::Error::other)?;
-        let file = root.create_locked(&staging, &bytes)?;
-        if let Err(e) = root.rename(&staging, &rel) {
-            let _ = root.remove_file(&staging);
-            return Err(e);
-        }
-        Ok(Record { root: Arc::clone(root), rel, _file: file })
-    });
+    let result =
+        serde_json::to_vec(&holder).map_err(std::io::Error::other).and_then(|bytes| match root.records.take() {
+            Some(slot) => rewrite(root, slot, bytes),
+            None => create(root, &bytes),
+        });
     match result {
-        Ok(record) => Some(record),
+        Ok(slot) => Some(Record { root: Arc::clone(root), slot: Some(slot) }),
         Err(e) => {
             tracing::warn!(lock = lock_file, error = %e, "could not write holder record");
             None
         }
     }
+}
+
+/// A new record holding `bytes`, written and flocked under a name display
+/// scans skip, then renamed into view (the flock follows the inode), so no
+/// scan ever sees a live record unlocked.
+fn create(root: &Arc<Root>, bytes: &[u8]) -> std::io::Result<Slot> {
+    let suffix = random_suffix().map_err(std::io::Error::other)?;
+    let staging = layout::holder_staging(&suffix);
+    let rel = layout::holder_record(&suffix);
+    let file = root.create_locked(&staging, bytes)?;
+    if let Err(e) = root.rename(&staging, &rel) {
+        let _ = root.remove_file(&staging);
+        return Err(e);
+    }
+    Ok(Slot { rel, file, len: bytes.len() })
+}
+
+/// Writes `bytes` over the idle record `slot`: everything after the first
+/// byte while that byte still says [`IDLE`], then the first byte, so no
+/// read ever parses a record half old and half new (it sees the idle mark
+/// until the last write). Shorter contents are padded with spaces, which
+/// JSON allows after the value.
+fn rewrite(root: &Arc<Root>, mut slot: Slot, mut bytes: Vec<u8>) -> std::io::Result<Slot> {
+    if bytes.len() < slot.len {
+        bytes.resize(slot.len, b' ');
+    }
+    let written = root
+        .rewrite_locked(&slot.rel, &slot.file, &bytes[1..], 1)
+        .and_then(|()| root.rewrite_locked(&slot.rel, &slot.file, &bytes[..1], 0));
+    if let Err(e) = written {
+        // Idle or half written: either way it names nothing; let it go.
+        let _ = root.remove_file(&slot.rel);
+        return Err(e);
+    }
+    slot.len = bytes.len();
+    Ok(slot)
 }
 
 /// Live holders of every lock, or of one lock file.

@@ -238,6 +238,17 @@ impl Dir {
         Ok(LockFile { rel: rel.to_owned(), handle: Cell::new(None) })
     }
 
+    /// The lock lives in the host, keyed by the file's identity: the
+    /// record is opened again by name (refused unless a regular file) and
+    /// written there.
+    pub(crate) fn rewrite_locked(&self, rel: &str, _file: &LockFile, bytes: &[u8], offset: u64) -> io::Result<()> {
+        use std::io::{Seek, SeekFrom};
+        self.check_regular(Path::new(rel))?;
+        let mut file = OpenOptions::new().write(true).open(self.at(rel))?;
+        file.seek(SeekFrom::Start(offset))?;
+        file.write_all(bytes)
+    }
+
     pub(crate) fn create_locked(&self, rel: &str, bytes: &[u8]) -> io::Result<LockFile> {
         let mut file = OpenOptions::new().write(true).create_new(true).open(self.at(rel))?;
         file.write_all(bytes).inspect_err(|_| {
