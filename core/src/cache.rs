@@ -167,7 +167,16 @@ pub struct Leased {
     pub(crate) cache: Cache,
     pub(crate) hold: Arc<Option<Held>>,
     mode: LockMode,
+    /// The gates of the entry locks pinned through this lease, kept open
+    /// while the lease is held, so a pin passes its gate with two flock
+    /// calls instead of an open, a stat and a close as well. Only under a
+    /// shared lease this handle holds: gc deletes a gate only under the
+    /// exclusive lease, so none of these can be replaced meanwhile.
+    gates: Arc<std::sync::Mutex<std::collections::HashMap<String, Arc<sys::LockFile>>>>,
 }
+
+/// How many gates a [`Leased`] keeps open; past that it starts over.
+const GATES_MAX: usize = 64;
 
 impl Leased {
     /// The mode the lease covers: exclusive when an inherited exclusive
@@ -215,7 +224,16 @@ impl Leased {
 
     pub(crate) fn pin_by(&self, key: &Key, deadline: Deadline) -> Result<Option<Pin>, Error> {
         let _span = tracing::info_span!("pin", %key).entered();
-        let lock = self.cache.entry_lock(key, LockMode::Shared, deadline)?;
+        let rel = layout::entry_lock(&key.digest());
+        let gate = layout::gate_of(&rel);
+        let open = gate.as_deref().and_then(|gate| self.open_gate(gate));
+        let queue = match (&gate, &open) {
+            (Some(gate), Some(file)) => lock::Queue::OpenGate(gate, file),
+            (Some(gate), None) => lock::Queue::Gate(gate),
+            (None, _) => lock::Queue::None,
+        };
+        let name = LockName::Entry(key.to_string());
+        let lock = self.cache.lock_queued(&rel, name, LockMode::Shared, deadline, None, queue)?;
         let found = match self.cache.lookup(key) {
             // Verify-on-read found it corrupt, but this pin's own shared
             // lock kept it from being set aside: let go, and settle it
@@ -231,6 +249,29 @@ impl Leased {
             found => found?,
         };
         Ok(found.map(|entry| Pin { entry, _entry_lock: lock, _lease: Arc::clone(&self.hold) }))
+    }
+}
+
+impl Leased {
+    /// The gate `rel`, opened once for as long as this lease is held; `None`
+    /// (the caller opens it itself) unless this handle holds the lease
+    /// shared, or if it cannot be opened now.
+    fn open_gate(&self, rel: &str) -> Option<Arc<sys::LockFile>> {
+        if self.mode != LockMode::Shared || self.hold.is_none() || cfg!(target_os = "wasi") {
+            return None;
+        }
+        let mut gates = self.gates.lock().ok()?;
+        if let Some(file) = gates.get(rel) {
+            return Some(Arc::clone(file));
+        }
+        if gates.len() >= GATES_MAX {
+            gates.clear();
+        }
+        // Under WASI nothing is kept (see above), and there are no threads.
+        #[cfg_attr(target_os = "wasi", allow(clippy::arc_with_non_send_sync))]
+        let file = Arc::new(self.cache.root().open_lock(rel, true).ok()?);
+        gates.insert(rel.to_owned(), Arc::clone(&file));
+        Some(file)
     }
 }
 
@@ -457,7 +498,7 @@ impl Cache {
         // Under WASI a lock handle is not `Sync`, but there are no threads.
         #[cfg_attr(target_os = "wasi", allow(clippy::arc_with_non_send_sync))]
         let hold = Arc::new(hold);
-        Ok(Leased { cache: self.clone(), hold, mode })
+        Ok(Leased { cache: self.clone(), hold, mode, gates: Arc::default() })
     }
 
     /// Takes a lock, queueing through its gate when it has one (the lease
@@ -477,6 +518,19 @@ impl Cache {
     ) -> Result<Held, Error> {
         let gate = layout::gate_of(rel);
         let queue = gate.as_deref().map_or(lock::Queue::None, lock::Queue::Gate);
+        self.lock_queued(rel, name, mode, deadline, command, queue)
+    }
+
+    /// [`Cache::lock_as`] through the given queue.
+    fn lock_queued(
+        &self,
+        rel: &str,
+        name: LockName,
+        mode: LockMode,
+        deadline: Deadline,
+        command: Option<&[String]>,
+        queue: lock::Queue<'_>,
+    ) -> Result<Held, Error> {
         let options = &self.inner.options;
         let waiter = lock::Waiter { observer: options.on_wait.as_ref(), ancestors: &options.ancestors, command };
         lock::acquire(self.root(), rel, name, mode, deadline, waiter, queue)

@@ -136,6 +136,10 @@ pub(crate) enum Queue<'a> {
     /// Exclusive waiters hold this gate while they wait, and shared lockers
     /// pass through it first (a writer-intent gate).
     Gate(&'a str),
+    /// The same gate, already open: a shared locker passes through it by
+    /// taking and releasing its flock on this descriptor, which a lease
+    /// holder keeps open while it holds the lease (see `Leased`).
+    OpenGate(&'a str, &'a LockFile),
     /// Only ever taken exclusively (gc), or not worth queueing for.
     None,
 }
@@ -177,8 +181,12 @@ pub(crate) fn acquire(
 ) -> Result<Held, Error> {
     let Waiter { observer, ancestors, command } = waiter;
     let file = root.open_lock(rel, true).map_err(|e| Error::io("open lock file", rel, e))?;
-    if let (LockMode::Shared, Queue::Gate(gate)) = (mode, queue) {
-        pass_gate(root, gate, &name, deadline, observer)?;
+    match (mode, queue) {
+        (LockMode::Shared, Queue::Gate(gate)) => pass_gate(root, gate, None, &name, deadline, observer)?,
+        (LockMode::Shared, Queue::OpenGate(gate, file)) => {
+            pass_gate(root, gate, Some(file), &name, deadline, observer)?;
+        }
+        _ => {}
     }
     let taken = file.try_lock(mode.into()).map_err(|e| Error::lock(rel, e))?;
     if !taken {
@@ -206,7 +214,9 @@ pub(crate) fn acquire(
         // us. Queueing behind another exclusive waiter is part of the same
         // wait, so it is reported, and times out, as the wait for the lock.
         let queued = match (mode, queue) {
-            (LockMode::Exclusive, Queue::Gate(gate)) => Some(queue_at(root, gate, &name, deadline, command)),
+            (LockMode::Exclusive, Queue::Gate(gate) | Queue::OpenGate(gate, _)) => {
+                Some(queue_at(root, gate, &name, deadline, command))
+            }
             _ => None,
         };
         let taken = match queued {
@@ -289,23 +299,36 @@ pub(crate) fn held_by_ancestor(holders: Vec<Holder>, ancestors: &[u32]) -> Optio
 
 /// Passes through the gate of `name` as a shared locker: at once if no
 /// exclusive waiter is queued; otherwise after it, or after [`COURTESY`].
+/// Through `open`, the gate's descriptor kept open by the caller, it
+/// releases the flock it took before it returns; otherwise it opens the
+/// gate and closes it.
 fn pass_gate(
     root: &Arc<Root>,
     gate: &str,
+    open: Option<&LockFile>,
     name: &LockName,
     deadline: Deadline,
     observer: Option<&WaitObserver>,
 ) -> Result<(), Error> {
-    let file = match root.open_lock(gate, true) {
-        Ok(file) => file,
-        // A gate that cannot be created on a full filesystem cannot have
-        // been created by an exclusive waiter either: nobody is queued.
-        Err(e) if crate::sys::is_no_space(&e) => {
-            tracing::debug!(%gate, "no space for the gate; nobody can be queued at it");
-            return Ok(());
-        }
-        Err(e) => return Err(Error::io("open lock file", gate, e)),
+    let owned;
+    let file = match open {
+        Some(file) => file,
+        None => match root.open_lock(gate, true) {
+            Ok(file) => {
+                owned = file;
+                &owned
+            }
+            // A gate that cannot be created on a full filesystem cannot have
+            // been created by an exclusive waiter either: nobody is queued.
+            Err(e) if crate::sys::is_no_space(&e) => {
+                tracing::debug!(%gate, "no space for the gate; nobody can be queued at it");
+                return Ok(());
+            }
+            Err(e) => return Err(Error::io("open lock file", gate, e)),
+        },
     };
+    // Passing is taking and letting go: the flock never outlives this call.
+    let _release = Release(open);
     if file.try_lock(Flock::Shared).map_err(|e| Error::lock(gate, e))? {
         return Ok(());
     }
@@ -331,4 +354,15 @@ fn pass_gate(
         }
     }
     Ok(())
+}
+
+/// Releases the flock of a gate kept open when dropped.
+struct Release<'a>(Option<&'a LockFile>);
+
+impl Drop for Release<'_> {
+    fn drop(&mut self) {
+        if let Some(file) = self.0 {
+            file.unlock();
+        }
+    }
 }

@@ -480,6 +480,14 @@ impl LockFile {
         std::os::fd::AsFd::as_fd(&self.file)
     }
 
+    /// Releases the lock this descriptor holds, if any, keeping the file
+    /// open.
+    pub(crate) fn unlock(&self) {
+        if let Err(e) = self.file.unlock() {
+            tracing::debug!(error = %e, "could not release a lock");
+        }
+    }
+
     /// Takes the lock in `mode` if nobody conflicting holds it.
     pub(crate) fn try_lock(&self, mode: Flock) -> io::Result<bool> {
         super::fault(super::Op::Lock)?;

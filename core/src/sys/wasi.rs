@@ -307,6 +307,14 @@ impl LockFile {
         self.acquire(mode, 0)
     }
 
+    /// Releases the lock, if held, keeping this handle for the next one.
+    pub(crate) fn unlock(&self) {
+        if let Some(handle) = self.handle.take() {
+            // SAFETY: releasing a handle the host gave us, exactly once.
+            unsafe { host_unlock(handle) };
+        }
+    }
+
     pub(crate) fn lock_within(&self, mode: Flock, timeout: Option<Duration>) -> io::Result<bool> {
         super::fault(super::Op::Lock)?;
         let ms = match timeout {
