@@ -255,12 +255,12 @@ pub(crate) fn register(
     mode: LockMode,
     argv: Option<&[String]>,
 ) -> Option<Record> {
-    let holder = this_process_as(name, lock_file, mode, argv);
-    let result =
-        serde_json::to_vec(&holder).map_err(std::io::Error::other).and_then(|bytes| match root.records.take() {
+    let result = record_json(name, lock_file, mode, argv).map_err(std::io::Error::other).and_then(|bytes| {
+        match root.records.take() {
             Some(slot) => rewrite(root, slot, bytes),
             None => create(root, &bytes),
-        });
+        }
+    });
     match result {
         Ok(slot) => Some(Record { root: Arc::clone(root), slot: Some(slot) }),
         Err(e) => {
@@ -268,6 +268,49 @@ pub(crate) fn register(
             None
         }
     }
+}
+
+/// The record of this process holding `name` ([`this_process_as`], as
+/// JSON). With the process-wide command, the fields that name the process
+/// are serialized once per process.
+fn record_json(
+    name: &LockName,
+    lock_file: &str,
+    mode: LockMode,
+    argv: Option<&[String]>,
+) -> serde_json::Result<Vec<u8>> {
+    #[derive(Serialize)]
+    struct Identity<'a> {
+        pid: u32,
+        host: &'a str,
+        command: String,
+        argv: &'a [String],
+    }
+    static IDENTITY_JSON: OnceLock<String> = OnceLock::new();
+    if argv.is_some() {
+        return serde_json::to_vec(&this_process_as(name, lock_file, mode, argv));
+    }
+    let identity = IDENTITY_JSON.get_or_init(|| {
+        let id = identity();
+        let fields = Identity { pid: id.pid, host: &id.host, command: display::shell_words(&id.argv), argv: &id.argv };
+        // `{...}` without its braces, to go among the other fields.
+        let json = serde_json::to_string(&fields).unwrap_or_default();
+        json.get(1..json.len().saturating_sub(1)).unwrap_or_default().to_owned()
+    });
+    let since = sys::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let mut out = Vec::with_capacity(160 + identity.len());
+    out.extend_from_slice(b"{\"lock\":");
+    serde_json::to_writer(&mut out, name)?;
+    out.extend_from_slice(b",\"lock_file\":");
+    serde_json::to_writer(&mut out, lock_file)?;
+    out.extend_from_slice(b",\"mode\":");
+    serde_json::to_writer(&mut out, &mode)?;
+    if !identity.is_empty() {
+        out.push(b',');
+        out.extend_from_slice(identity.as_bytes());
+    }
+    out.extend_from_slice(format!(",\"since\":{since}}}").as_bytes());
+    Ok(out)
 }
 
 /// A new record holding `bytes`, written and flocked under a name display
@@ -412,6 +455,39 @@ mod tests {
         assert!(other_prober.try_lock(PROBE).unwrap());
         assert!(holders_of(&root, "x.lock").is_empty(), "the probed dead record was taken for a live holder");
         assert_eq!(reap_dead(&root), 1);
+    }
+
+    #[test]
+    fn a_record_reads_back_as_this_process() {
+        for (name, mode) in
+            [(LockName::Lease, LockMode::Shared), (LockName::Entry("a/b\"c".into()), LockMode::Exclusive)]
+        {
+            let json = record_json(&name, "locks/x.lock", mode, None).unwrap();
+            let mut read: Holder = serde_json::from_slice(&json).unwrap();
+            let mut want = this_process(&name, "locks/x.lock", mode);
+            assert!(read.since.abs_diff(want.since) <= 1);
+            (read.since, want.since) = (0, 0);
+            assert_eq!(read, want);
+        }
+    }
+
+    /// An idle record (a live handle's, kept for its next lock) names
+    /// nothing, and one rewritten for a shorter lock names its new lock.
+    #[test]
+    fn an_idle_record_names_nothing_and_a_reused_one_names_its_new_lock() {
+        let (_dir, root) = root();
+        let long = register(&root, "locks/long-long-long.lock", &LockName::Lease, LockMode::Shared, None).unwrap();
+        assert_eq!(holders_of(&root, "locks/long-long-long.lock").len(), 1);
+        drop(long);
+        assert_eq!(root.read_dir(HOLDERS_DIR).unwrap().len(), 1, "kept for the next lock");
+        assert!(live_holders(&root, None).is_empty(), "an idle record names nothing");
+        let short = register(&root, "x.lock", &LockName::Lease, LockMode::Exclusive, None).unwrap();
+        assert_eq!(root.read_dir(HOLDERS_DIR).unwrap().len(), 1, "the same file, rewritten");
+        let holders = live_holders(&root, None);
+        assert_eq!(holders.len(), 1);
+        assert_eq!((holders[0].lock_file.as_str(), holders[0].mode), ("x.lock", LockMode::Exclusive));
+        drop(short);
+        assert!(live_holders(&root, None).is_empty());
     }
 
     #[test]
