@@ -337,7 +337,7 @@ fn pass_gate(
     if deadline.no_wait() {
         return Err(Error::Busy { lock: queued, mode: LockMode::Shared, holders, waited: None });
     }
-    let holders = match identify(root, gate, &file, LockMode::Shared, deadline, holders)? {
+    let holders = match identify(root, gate, file, LockMode::Shared, deadline, holders)? {
         Identified::Taken => return Ok(()),
         Identified::Holders(holders) => holders,
     };
