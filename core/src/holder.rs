@@ -120,16 +120,12 @@ pub(crate) struct Record {
 impl Drop for Record {
     fn drop(&mut self) {
         let Some(slot) = self.slot.take() else { return };
-        match self.root.rewrite_locked(&slot.rel, &slot.file, &[IDLE], 0) {
-            Ok(()) => {
-                if let Some(extra) = self.root.records.put(slot) {
-                    remove(&self.root, &extra.rel);
-                }
-            }
-            Err(e) => {
-                tracing::debug!(record = %slot.rel, error = %e, "could not empty holder record; removing it");
-                remove(&self.root, &slot.rel);
-            }
+        let emptied = self.root.rewrite_locked(&slot.rel, &slot.file, &[IDLE], 0);
+        if let Err(e) = &emptied {
+            tracing::debug!(record = %slot.rel, error = %e, "could not empty holder record; removing it");
+        }
+        for extra in self.root.records.release(slot, emptied.is_ok()) {
+            remove(&self.root, &extra.rel);
         }
     }
 }
@@ -160,33 +156,58 @@ pub(crate) struct Slot {
 
 /// The idle records of one cache handle. Taking a lock rewrites one in
 /// place (two writes) instead of creating, renaming and deleting a file per
-/// lock, so a pin costs no directory change.
+/// lock, so a pin costs no directory change. They are kept only while the
+/// handle holds some lock (under a lease, its pins reuse them): when its
+/// last record is released they are deleted, so a process that is done
+/// with the cache leaves none behind, whether or not it drops the handle.
 #[derive(Debug, Default)]
 pub(crate) struct Pool {
-    idle: Mutex<Vec<Slot>>,
+    state: Mutex<PoolState>,
+}
+
+#[derive(Debug, Default)]
+struct PoolState {
+    idle: Vec<Slot>,
+    /// Records naming a lock now.
+    held: usize,
 }
 
 impl Pool {
     fn take(&self) -> Option<Slot> {
-        self.idle.lock().ok()?.pop()
+        self.state.lock().ok()?.idle.pop()
     }
 
-    /// Keeps `slot` for the next lock; gives it back when the pool is full.
-    fn put(&self, slot: Slot) -> Option<Slot> {
-        let Ok(mut idle) = self.idle.lock() else { return Some(slot) };
-        if idle.len() < POOL_MAX {
-            idle.push(slot);
-            None
-        } else {
-            Some(slot)
+    /// Counts a record written for a lock just taken.
+    fn hold(&self) {
+        if let Ok(mut state) = self.state.lock() {
+            state.held += 1;
         }
+    }
+
+    /// Takes back `slot`, a record whose lock is being released (`idle`:
+    /// it was emptied), and returns the records to delete: `slot` if it
+    /// could not be emptied or the pool is full, and every idle record
+    /// once no record names a lock.
+    fn release(&self, slot: Slot, idle: bool) -> Vec<Slot> {
+        let Ok(mut state) = self.state.lock() else { return vec![slot] };
+        state.held = state.held.saturating_sub(1);
+        let mut out = Vec::new();
+        if idle && state.idle.len() < POOL_MAX {
+            state.idle.push(slot);
+        } else {
+            out.push(slot);
+        }
+        if state.held == 0 {
+            out.append(&mut state.idle);
+        }
+        out
     }
 
     /// Lets go of every idle record: `remove` (deleting it by name) is
     /// called while its flock is still held, then the flock is released.
     pub(crate) fn drain(&self, remove: impl Fn(&str)) {
-        let slots = match self.idle.lock() {
-            Ok(mut idle) => std::mem::take(&mut *idle),
+        let slots = match self.state.lock() {
+            Ok(mut state) => std::mem::take(&mut state.idle),
             Err(_) => return,
         };
         for slot in slots {
@@ -262,7 +283,10 @@ pub(crate) fn register(
         }
     });
     match result {
-        Ok(slot) => Some(Record { root: Arc::clone(root), slot: Some(slot) }),
+        Ok(slot) => {
+            root.records.hold();
+            Some(Record { root: Arc::clone(root), slot: Some(slot) })
+        }
         Err(e) => {
             tracing::warn!(lock = lock_file, error = %e, "could not write holder record");
             None
@@ -476,18 +500,21 @@ mod tests {
     #[test]
     fn an_idle_record_names_nothing_and_a_reused_one_names_its_new_lock() {
         let (_dir, root) = root();
+        let lease = register(&root, "lease.lock", &LockName::Lease, LockMode::Shared, None).unwrap();
         let long = register(&root, "locks/long-long-long.lock", &LockName::Lease, LockMode::Shared, None).unwrap();
         assert_eq!(holders_of(&root, "locks/long-long-long.lock").len(), 1);
         drop(long);
-        assert_eq!(root.read_dir(HOLDERS_DIR).unwrap().len(), 1, "kept for the next lock");
-        assert!(live_holders(&root, None).is_empty(), "an idle record names nothing");
+        assert_eq!(root.read_dir(HOLDERS_DIR).unwrap().len(), 2, "kept for the next lock");
+        assert_eq!(live_holders(&root, None).len(), 1, "an idle record names nothing");
         let short = register(&root, "x.lock", &LockName::Lease, LockMode::Exclusive, None).unwrap();
-        assert_eq!(root.read_dir(HOLDERS_DIR).unwrap().len(), 1, "the same file, rewritten");
-        let holders = live_holders(&root, None);
+        assert_eq!(root.read_dir(HOLDERS_DIR).unwrap().len(), 2, "the same file, rewritten");
+        let holders = holders_of(&root, "x.lock");
         assert_eq!(holders.len(), 1);
-        assert_eq!((holders[0].lock_file.as_str(), holders[0].mode), ("x.lock", LockMode::Exclusive));
+        assert_eq!(holders[0].mode, LockMode::Exclusive);
         drop(short);
-        assert!(live_holders(&root, None).is_empty());
+        assert_eq!(live_holders(&root, None).len(), 1);
+        drop(lease);
+        assert!(root.read_dir(HOLDERS_DIR).unwrap().is_empty(), "no lock held, no record left");
     }
 
     #[test]

@@ -41,16 +41,10 @@ fn write_blob(dir: &Path, bytes: usize) -> std::io::Result<()> {
 
 /// Everything a failed write could have left in the cache's own dirs:
 /// temps, half-written holder records and failure records.
-///
-/// The idle holder records a live handle keeps for its next locks (whole
-/// records whose first byte is `#`, naming nothing) are not leftovers: the
-/// handle deletes them when it is dropped.
 fn leftovers(cache: &Path) -> Vec<String> {
     let mut out = Vec::new();
     for dir in ["tmp", "holders", "failed"] {
-        let path = cache.join(".safecache").join(dir);
-        let idle = |n: &String| dir == "holders" && std::fs::read(path.join(n)).is_ok_and(|b| b.first() == Some(&b'#'));
-        out.extend(names(&path).into_iter().filter(|n| !idle(n)).map(|n| format!("{dir}/{n}")));
+        out.extend(names(&cache.join(".safecache").join(dir)).into_iter().map(|n| format!("{dir}/{n}")));
     }
     out
 }
