@@ -103,6 +103,32 @@ fn pin_release(bencher: Bencher<'_, '_>) {
     bencher.bench_local(|| drop(cache.pin(&key, Wait::NoWait).unwrap().unwrap()));
 }
 
+/// Pin and release a published entry through a lease already held (as
+/// `run --key K` pins under its one `Leased`): the shared entry lock alone.
+#[divan::bench]
+fn pin_release_leased(bencher: Bencher<'_, '_>) {
+    let (_tmp, cache) = cache();
+    let key = Key::new("hit").unwrap();
+    cache.get_or_fill(&key, Wait::NoWait, |d| write_payload(d.path())).unwrap();
+    let leased = cache.lease(safecache::LockMode::Shared, Wait::NoWait).unwrap();
+    bencher.bench_local(|| drop(leased.pin(&key, Wait::NoWait).unwrap().unwrap()));
+}
+
+/// The bare calls a pin is built on: open one lock file, flock it shared,
+/// fstat it, close it (which releases the flock).
+#[divan::bench]
+fn baseline_open_flock_fstat_close(bencher: Bencher<'_, '_>) {
+    let (_tmp, cache) = cache();
+    let path = cache.path().join("bench.lock");
+    std::fs::File::create(&path).unwrap();
+    bencher.bench_local(|| {
+        let file = std::fs::File::open(&path).unwrap();
+        file.lock_shared().unwrap();
+        file.metadata().unwrap();
+        drop(file);
+    });
+}
+
 /// A full fill of a new 4 KiB entry: locks, temp, owner lock, fsyncs,
 /// NOREPLACE rename, temp removal.
 #[divan::bench(sample_count = 200)]

@@ -143,7 +143,15 @@ pub(crate) struct Inner {
     shared_fs: Option<&'static str>,
     /// The stats file, mapped on first use (stats.rs).
     pub(crate) stats: std::sync::OnceLock<Result<crate::sys::Mapped, String>>,
+    /// The last-use stamps this handle wrote or saw, by key: a stamp's
+    /// mtime, as long as it is younger than [`USE_RESOLUTION`], lets a
+    /// repeat lookup skip the stamp's lstat (see [`Cache::note_use`]).
+    used: std::sync::Mutex<std::collections::HashMap<Key, std::time::SystemTime>>,
 }
+
+/// How many keys [`Inner::used`] remembers before it starts over, so a
+/// long-lived handle that looks up many keys stays small.
+const USED_MEMO_MAX: usize = 4096;
 
 /// The cache-wide lease, held: the handle through which code that holds the
 /// lease works, so that nothing it does takes the lease again.
@@ -159,7 +167,16 @@ pub struct Leased {
     pub(crate) cache: Cache,
     pub(crate) hold: Arc<Option<Held>>,
     mode: LockMode,
+    /// The gates of the entry locks pinned through this lease, kept open
+    /// while the lease is held, so a pin passes its gate with two flock
+    /// calls instead of an open, a stat and a close as well. Only under a
+    /// shared lease this handle holds: gc deletes a gate only under the
+    /// exclusive lease, so none of these can be replaced meanwhile.
+    gates: Arc<std::sync::Mutex<std::collections::HashMap<String, Arc<sys::LockFile>>>>,
 }
+
+/// How many gates a [`Leased`] keeps open; past that it starts over.
+const GATES_MAX: usize = 64;
 
 impl Leased {
     /// The mode the lease covers: exclusive when an inherited exclusive
@@ -207,7 +224,16 @@ impl Leased {
 
     pub(crate) fn pin_by(&self, key: &Key, deadline: Deadline) -> Result<Option<Pin>, Error> {
         let _span = tracing::info_span!("pin", %key).entered();
-        let lock = self.cache.entry_lock(key, LockMode::Shared, deadline)?;
+        let rel = layout::entry_lock(&key.digest());
+        let gate = layout::gate_of(&rel);
+        let open = gate.as_deref().and_then(|gate| self.open_gate(gate));
+        let queue = match (&gate, &open) {
+            (Some(gate), Some(file)) => lock::Queue::OpenGate(gate, file),
+            (Some(gate), None) => lock::Queue::Gate(gate),
+            (None, _) => lock::Queue::None,
+        };
+        let name = LockName::Entry(key.to_string());
+        let lock = self.cache.lock_queued(&rel, name, LockMode::Shared, deadline, None, queue)?;
         let found = match self.cache.lookup(key) {
             // Verify-on-read found it corrupt, but this pin's own shared
             // lock kept it from being set aside: let go, and settle it
@@ -223,6 +249,29 @@ impl Leased {
             found => found?,
         };
         Ok(found.map(|entry| Pin { entry, _entry_lock: lock, _lease: Arc::clone(&self.hold) }))
+    }
+}
+
+impl Leased {
+    /// The gate `rel`, opened once for as long as this lease is held; `None`
+    /// (the caller opens it itself) unless this handle holds the lease
+    /// shared, or if it cannot be opened now.
+    fn open_gate(&self, rel: &str) -> Option<Arc<sys::LockFile>> {
+        if self.mode != LockMode::Shared || self.hold.is_none() || cfg!(target_os = "wasi") {
+            return None;
+        }
+        let mut gates = self.gates.lock().ok()?;
+        if let Some(file) = gates.get(rel) {
+            return Some(Arc::clone(file));
+        }
+        if gates.len() >= GATES_MAX {
+            gates.clear();
+        }
+        // Under WASI nothing is kept (see above), and there are no threads.
+        #[cfg_attr(target_os = "wasi", allow(clippy::arc_with_non_send_sync))]
+        let file = Arc::new(self.cache.root().open_lock(rel, true).ok()?);
+        gates.insert(rel.to_owned(), Arc::clone(&file));
+        Some(file)
     }
 }
 
@@ -335,6 +384,7 @@ impl Cache {
                 options,
                 flights: OnceMap::new(),
                 stats: std::sync::OnceLock::new(),
+                used: std::sync::Mutex::default(),
             }),
         };
         if format != FORMAT_VERSION {
@@ -448,7 +498,7 @@ impl Cache {
         // Under WASI a lock handle is not `Sync`, but there are no threads.
         #[cfg_attr(target_os = "wasi", allow(clippy::arc_with_non_send_sync))]
         let hold = Arc::new(hold);
-        Ok(Leased { cache: self.clone(), hold, mode })
+        Ok(Leased { cache: self.clone(), hold, mode, gates: Arc::default() })
     }
 
     /// Takes a lock, queueing through its gate when it has one (the lease
@@ -468,6 +518,19 @@ impl Cache {
     ) -> Result<Held, Error> {
         let gate = layout::gate_of(rel);
         let queue = gate.as_deref().map_or(lock::Queue::None, lock::Queue::Gate);
+        self.lock_queued(rel, name, mode, deadline, command, queue)
+    }
+
+    /// [`Cache::lock_as`] through the given queue.
+    fn lock_queued(
+        &self,
+        rel: &str,
+        name: LockName,
+        mode: LockMode,
+        deadline: Deadline,
+        command: Option<&[String]>,
+        queue: lock::Queue<'_>,
+    ) -> Result<Held, Error> {
         let options = &self.inner.options;
         let waiter = lock::Waiter { observer: options.on_wait.as_ref(), ancestors: &options.ancestors, command };
         lock::acquire(self.root(), rel, name, mode, deadline, waiter, queue)
@@ -522,28 +585,58 @@ impl Cache {
         }
     }
 
-    /// Records the last use of `key`, for `ls`. Best effort.
+    /// Records the last use of `key`, for `ls` and gc's eviction. Best
+    /// effort.
     ///
     /// The stamp has a resolution of [`USE_RESOLUTION`]: a stamp younger than
-    /// that is left alone, so a hot `get` costs two lstats, not a write. A
-    /// new stamp is a fresh file renamed into place, so whatever someone
+    /// that is left alone. This handle remembers the mtime of the stamp it
+    /// last wrote or saw for each key, so a repeat use within the
+    /// resolution of that stamp costs no system call at all; the first use
+    /// through a handle costs one lstat of the stamp, and a write at most
+    /// once per resolution. Either way the stamp on disk is never more than
+    /// [`USE_RESOLUTION`] older than the last use, which is all eviction
+    /// counts on. A stamp removed meanwhile (the entry removed by another
+    /// process) reads as "used now" to gc, and a fill restamps what it
+    /// publishes ([`Cache::note_use_checked`]).
+    ///
+    /// A new stamp is a fresh file renamed into place, so whatever someone
     /// left at the stamp's name (a hard link to a file outside the cache, a
     /// FIFO) is replaced, never written through. Its private name is a temp
     /// name, so gc reclaims one a killed process left.
     pub(crate) fn note_use(&self, key: &Key) {
-        let digest = key.digest();
-        let marker = layout::used_marker(&digest);
-        let fresh = self
-            .root()
-            .modified(&marker)
-            .ok()
-            .flatten()
-            .is_some_and(|t| sys::now().duration_since(t).is_ok_and(|age| age < USE_RESOLUTION));
-        if fresh {
+        let now = sys::now();
+        let remembered = self.inner.used.lock().ok().and_then(|memo| memo.get(key).copied());
+        if remembered.is_some_and(|t| fresh_at(t, now)) {
             return;
         }
-        if let Err(e) = self.stamp_use(&digest) {
-            tracing::debug!(%key, error = %e, "could not record last use");
+        self.note_use_at(key, now);
+    }
+
+    /// [`Cache::note_use`] that looks at the stamp on disk whatever this
+    /// handle remembers: a fill's publish, after which the old stamp may
+    /// have gone with the old entry.
+    pub(crate) fn note_use_checked(&self, key: &Key) {
+        self.note_use_at(key, sys::now());
+    }
+
+    fn note_use_at(&self, key: &Key, now: std::time::SystemTime) {
+        let digest = key.digest();
+        let marker = layout::used_marker(&digest);
+        let stamp = match self.root().modified(&marker).ok().flatten() {
+            Some(t) if fresh_at(t, now) => t,
+            _ => match self.stamp_use(&digest) {
+                Ok(()) => now,
+                Err(e) => {
+                    tracing::debug!(%key, error = %e, "could not record last use");
+                    return;
+                }
+            },
+        };
+        if let Ok(mut memo) = self.inner.used.lock() {
+            if memo.len() >= USED_MEMO_MAX && !memo.contains_key(key) {
+                memo.clear();
+            }
+            memo.insert(key.clone(), stamp);
         }
     }
 
@@ -561,6 +654,13 @@ impl Cache {
         let deadline = Deadline::start(wait);
         self.lease_by(LockMode::Shared, deadline)?.pin_by(key, deadline)
     }
+}
+
+/// Whether a last-use stamp written at `stamp` is still fresh at `now`: a
+/// use now writes no new one. A stamp from the future (a clock set back) is
+/// not.
+fn fresh_at(stamp: std::time::SystemTime, now: std::time::SystemTime) -> bool {
+    now.duration_since(stamp).is_ok_and(|age| age < USE_RESOLUTION)
 }
 
 impl Cache {

@@ -482,7 +482,7 @@ impl Leased {
         };
         failed::clear(cache.root(), &digest);
         drop(temp);
-        cache.note_use(key);
+        cache.note_use_checked(key);
         // Still under the entry lock: nothing can have removed it.
         Ok(Filled { entry: cache.entry_at(key), filled: true, warning, bytes: Some(bytes) })
     }

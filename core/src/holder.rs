@@ -11,7 +11,7 @@
 //! no decision about an entry, a temp or trash is taken from a record.
 
 use std::fmt;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
@@ -107,19 +107,111 @@ pub fn describe_holders(holders: &[Holder]) -> String {
     }
 }
 
-/// A record this process wrote; dropping it deletes the file, then releases
-/// its flock.
+/// A record this process wrote for a lock it holds. Dropping it makes the
+/// record name nothing (its first byte becomes [`IDLE`]) and gives it back
+/// to its handle's [`Pool`], before the lock is released; a record that
+/// cannot be emptied is deleted instead.
 #[derive(Debug)]
 pub(crate) struct Record {
     root: Arc<Root>,
-    rel: String,
-    _file: LockFile,
+    slot: Option<Slot>,
 }
 
 impl Drop for Record {
     fn drop(&mut self) {
-        if let Err(e) = self.root.remove_file(&self.rel) {
-            tracing::debug!(record = %self.rel, error = %e, "could not remove holder record");
+        let Some(slot) = self.slot.take() else { return };
+        let emptied = self.root.rewrite_locked(&slot.rel, &slot.file, &[IDLE], 0);
+        if let Err(e) = &emptied {
+            tracing::debug!(record = %slot.rel, error = %e, "could not empty holder record; removing it");
+        }
+        for extra in self.root.records.release(slot, emptied.is_ok()) {
+            remove(&self.root, &extra.rel);
+        }
+    }
+}
+
+fn remove(root: &Root, rel: &str) {
+    if let Err(e) = root.remove_file(rel) {
+        tracing::debug!(record = %rel, error = %e, "could not remove holder record");
+    }
+}
+
+/// The first byte of a record that names no lock: an idle record of a live
+/// process, kept for its next lock. It is not JSON, so every reader skips
+/// the record.
+const IDLE: u8 = b'#';
+
+/// How many idle records a handle keeps; a lock taken when none is idle
+/// creates one.
+const POOL_MAX: usize = 16;
+
+/// A record file this process created and holds locked (exclusively, for
+/// as long as it lives), with the length it has grown to.
+#[derive(Debug)]
+pub(crate) struct Slot {
+    rel: String,
+    file: LockFile,
+    len: usize,
+}
+
+/// The idle records of one cache handle. Taking a lock rewrites one in
+/// place (two writes) instead of creating, renaming and deleting a file per
+/// lock, so a pin costs no directory change. They are kept only while the
+/// handle holds some lock (under a lease, its pins reuse them): when its
+/// last record is released they are deleted, so a process that is done
+/// with the cache leaves none behind, whether or not it drops the handle.
+#[derive(Debug, Default)]
+pub(crate) struct Pool {
+    state: Mutex<PoolState>,
+}
+
+#[derive(Debug, Default)]
+struct PoolState {
+    idle: Vec<Slot>,
+    /// Records naming a lock now.
+    held: usize,
+}
+
+impl Pool {
+    fn take(&self) -> Option<Slot> {
+        self.state.lock().ok()?.idle.pop()
+    }
+
+    /// Counts a record written for a lock just taken.
+    fn hold(&self) {
+        if let Ok(mut state) = self.state.lock() {
+            state.held += 1;
+        }
+    }
+
+    /// Takes back `slot`, a record whose lock is being released (`idle`:
+    /// it was emptied), and returns the records to delete: `slot` if it
+    /// could not be emptied or the pool is full, and every idle record
+    /// once no record names a lock.
+    fn release(&self, slot: Slot, idle: bool) -> Vec<Slot> {
+        let Ok(mut state) = self.state.lock() else { return vec![slot] };
+        state.held = state.held.saturating_sub(1);
+        let mut out = Vec::new();
+        if idle && state.idle.len() < POOL_MAX {
+            state.idle.push(slot);
+        } else {
+            out.push(slot);
+        }
+        if state.held == 0 {
+            out.append(&mut state.idle);
+        }
+        out
+    }
+
+    /// Lets go of every idle record: `remove` (deleting it by name) is
+    /// called while its flock is still held, then the flock is released.
+    pub(crate) fn drain(&self, remove: impl Fn(&str)) {
+        let slots = match self.state.lock() {
+            Ok(mut state) => std::mem::take(&mut state.idle),
+            Err(_) => return,
+        };
+        for slot in slots {
+            remove(&slot.rel);
         }
     }
 }
@@ -184,28 +276,101 @@ pub(crate) fn register(
     mode: LockMode,
     argv: Option<&[String]>,
 ) -> Option<Record> {
-    let holder = this_process_as(name, lock_file, mode, argv);
-    let result = random_suffix().map_err(std::io::Error::other).and_then(|suffix| {
-        // The record is written and flocked under a name display scans skip,
-        // then renamed into view (the flock follows the inode), so no scan
-        // ever sees a live record unlocked.
-        let staging = layout::holder_staging(&suffix);
-        let rel = layout::holder_record(&suffix);
-        let bytes = serde_json::to_vec(&holder).map_err(std::io::Error::other)?;
-        let file = root.create_locked(&staging, &bytes)?;
-        if let Err(e) = root.rename(&staging, &rel) {
-            let _ = root.remove_file(&staging);
-            return Err(e);
+    let result = record_json(name, lock_file, mode, argv).map_err(std::io::Error::other).and_then(|bytes| {
+        match root.records.take() {
+            Some(slot) => rewrite(root, slot, bytes),
+            None => create(root, &bytes),
         }
-        Ok(Record { root: Arc::clone(root), rel, _file: file })
     });
     match result {
-        Ok(record) => Some(record),
+        Ok(slot) => {
+            root.records.hold();
+            Some(Record { root: Arc::clone(root), slot: Some(slot) })
+        }
         Err(e) => {
             tracing::warn!(lock = lock_file, error = %e, "could not write holder record");
             None
         }
     }
+}
+
+/// The record of this process holding `name` ([`this_process_as`], as
+/// JSON). With the process-wide command, the fields that name the process
+/// are serialized once per process.
+fn record_json(
+    name: &LockName,
+    lock_file: &str,
+    mode: LockMode,
+    argv: Option<&[String]>,
+) -> serde_json::Result<Vec<u8>> {
+    #[derive(Serialize)]
+    struct Identity<'a> {
+        pid: u32,
+        host: &'a str,
+        command: String,
+        argv: &'a [String],
+    }
+    static IDENTITY_JSON: OnceLock<String> = OnceLock::new();
+    if argv.is_some() {
+        return serde_json::to_vec(&this_process_as(name, lock_file, mode, argv));
+    }
+    let identity = IDENTITY_JSON.get_or_init(|| {
+        let id = identity();
+        let fields = Identity { pid: id.pid, host: &id.host, command: display::shell_words(&id.argv), argv: &id.argv };
+        // `{...}` without its braces, to go among the other fields.
+        let json = serde_json::to_string(&fields).unwrap_or_default();
+        json.get(1..json.len().saturating_sub(1)).unwrap_or_default().to_owned()
+    });
+    let since = sys::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    let mut out = Vec::with_capacity(160 + identity.len());
+    out.extend_from_slice(b"{\"lock\":");
+    serde_json::to_writer(&mut out, name)?;
+    out.extend_from_slice(b",\"lock_file\":");
+    serde_json::to_writer(&mut out, lock_file)?;
+    out.extend_from_slice(b",\"mode\":");
+    serde_json::to_writer(&mut out, &mode)?;
+    if !identity.is_empty() {
+        out.push(b',');
+        out.extend_from_slice(identity.as_bytes());
+    }
+    out.extend_from_slice(format!(",\"since\":{since}}}").as_bytes());
+    Ok(out)
+}
+
+/// A new record holding `bytes`, written and flocked under a name display
+/// scans skip, then renamed into view (the flock follows the inode), so no
+/// scan ever sees a live record unlocked.
+fn create(root: &Arc<Root>, bytes: &[u8]) -> std::io::Result<Slot> {
+    let suffix = random_suffix().map_err(std::io::Error::other)?;
+    let staging = layout::holder_staging(&suffix);
+    let rel = layout::holder_record(&suffix);
+    let file = root.create_locked(&staging, bytes)?;
+    if let Err(e) = root.rename(&staging, &rel) {
+        let _ = root.remove_file(&staging);
+        return Err(e);
+    }
+    Ok(Slot { rel, file, len: bytes.len() })
+}
+
+/// Writes `bytes` over the idle record `slot`: everything after the first
+/// byte while that byte still says [`IDLE`], then the first byte, so no
+/// read ever parses a record half old and half new (it sees the idle mark
+/// until the last write). Shorter contents are padded with spaces, which
+/// JSON allows after the value.
+fn rewrite(root: &Arc<Root>, mut slot: Slot, mut bytes: Vec<u8>) -> std::io::Result<Slot> {
+    if bytes.len() < slot.len {
+        bytes.resize(slot.len, b' ');
+    }
+    let written = root
+        .rewrite_locked(&slot.rel, &slot.file, &bytes[1..], 1)
+        .and_then(|()| root.rewrite_locked(&slot.rel, &slot.file, &bytes[..1], 0));
+    if let Err(e) = written {
+        // Idle or half written: either way it names nothing; let it go.
+        let _ = root.remove_file(&slot.rel);
+        return Err(e);
+    }
+    slot.len = bytes.len();
+    Ok(slot)
 }
 
 /// Live holders of every lock, or of one lock file.
@@ -314,6 +479,42 @@ mod tests {
         assert!(other_prober.try_lock(PROBE).unwrap());
         assert!(holders_of(&root, "x.lock").is_empty(), "the probed dead record was taken for a live holder");
         assert_eq!(reap_dead(&root), 1);
+    }
+
+    #[test]
+    fn a_record_reads_back_as_this_process() {
+        for (name, mode) in
+            [(LockName::Lease, LockMode::Shared), (LockName::Entry("a/b\"c".into()), LockMode::Exclusive)]
+        {
+            let json = record_json(&name, "locks/x.lock", mode, None).unwrap();
+            let mut read: Holder = serde_json::from_slice(&json).unwrap();
+            let mut want = this_process(&name, "locks/x.lock", mode);
+            assert!(read.since.abs_diff(want.since) <= 1);
+            (read.since, want.since) = (0, 0);
+            assert_eq!(read, want);
+        }
+    }
+
+    /// An idle record (a live handle's, kept for its next lock) names
+    /// nothing, and one rewritten for a shorter lock names its new lock.
+    #[test]
+    fn an_idle_record_names_nothing_and_a_reused_one_names_its_new_lock() {
+        let (_dir, root) = root();
+        let lease = register(&root, "lease.lock", &LockName::Lease, LockMode::Shared, None).unwrap();
+        let long = register(&root, "locks/long-long-long.lock", &LockName::Lease, LockMode::Shared, None).unwrap();
+        assert_eq!(holders_of(&root, "locks/long-long-long.lock").len(), 1);
+        drop(long);
+        assert_eq!(root.read_dir(HOLDERS_DIR).unwrap().len(), 2, "kept for the next lock");
+        assert_eq!(live_holders(&root, None).len(), 1, "an idle record names nothing");
+        let short = register(&root, "x.lock", &LockName::Lease, LockMode::Exclusive, None).unwrap();
+        assert_eq!(root.read_dir(HOLDERS_DIR).unwrap().len(), 2, "the same file, rewritten");
+        let holders = holders_of(&root, "x.lock");
+        assert_eq!(holders.len(), 1);
+        assert_eq!(holders[0].mode, LockMode::Exclusive);
+        drop(short);
+        assert_eq!(live_holders(&root, None).len(), 1);
+        drop(lease);
+        assert!(root.read_dir(HOLDERS_DIR).unwrap().is_empty(), "no lock held, no record left");
     }
 
     #[test]

@@ -139,6 +139,10 @@ pub(crate) enum Queue<'a> {
     /// Exclusive waiters hold this gate while they wait, and shared lockers
     /// pass through it first (a writer-intent gate).
     Gate(&'a str),
+    /// The same gate, already open: a shared locker passes through it by
+    /// taking and releasing its flock on this descriptor, which a lease
+    /// holder keeps open while it holds the lease (see `Leased`).
+    OpenGate(&'a str, &'a LockFile),
     /// Only ever taken exclusively (gc), or not worth queueing for.
     None,
 }
@@ -180,8 +184,12 @@ pub(crate) fn acquire(
 ) -> Result<Held, Error> {
     let Waiter { observer, ancestors, command } = waiter;
     let file = root.open_lock(rel, true).map_err(|e| Error::io("open lock file", rel, e))?;
-    if let (LockMode::Shared, Queue::Gate(gate)) = (mode, queue) {
-        pass_gate(root, gate, &name, deadline, observer)?;
+    match (mode, queue) {
+        (LockMode::Shared, Queue::Gate(gate)) => pass_gate(root, gate, None, &name, deadline, observer)?,
+        (LockMode::Shared, Queue::OpenGate(gate, file)) => {
+            pass_gate(root, gate, Some(file), &name, deadline, observer)?;
+        }
+        _ => {}
     }
     let taken = file.try_lock(mode.into()).map_err(|e| Error::lock(rel, e))?;
     let file = if taken {
@@ -212,7 +220,7 @@ pub(crate) fn acquire(
         // us. Queueing behind another exclusive waiter is part of the same
         // wait, so it is reported, and times out, as the wait for the lock.
         let mut queued = None;
-        if let (LockMode::Exclusive, Queue::Gate(gate)) = (mode, queue) {
+        if let (LockMode::Exclusive, Queue::Gate(gate) | Queue::OpenGate(gate, _)) = (mode, queue) {
             // No wait for the lock may be under way while this one queues:
             // a lock taken meanwhile would be held against the exclusive
             // waiter ahead, who holds the gate while it waits for the lock.
@@ -312,13 +320,25 @@ pub(crate) fn held_by_ancestor(holders: Vec<Holder>, ancestors: &[u32]) -> Optio
 
 /// Passes through the gate of `name` as a shared locker: at once if no
 /// exclusive waiter is queued; otherwise after it, or after [`COURTESY`].
+/// Through `open`, the gate's descriptor kept open by the caller, an
+/// uncontended pass takes and releases its flock before it returns. A pass
+/// that has to wait does so on a description of its own: a wait given up
+/// leaves its description to its helper thread (see `sys::Waiting`), which
+/// must never be one that outlives the call.
 fn pass_gate(
     root: &Arc<Root>,
     gate: &str,
+    open: Option<&LockFile>,
     name: &LockName,
     deadline: Deadline,
     observer: Option<&WaitObserver>,
 ) -> Result<(), Error> {
+    if let Some(kept) = open {
+        if kept.try_lock(Flock::Shared).map_err(|e| Error::lock(gate, e))? {
+            kept.unlock();
+            return Ok(());
+        }
+    }
     let file = match root.open_lock(gate, true) {
         Ok(file) => file,
         // A gate that cannot be created on a full filesystem cannot have
@@ -329,6 +349,8 @@ fn pass_gate(
         }
         Err(e) => return Err(Error::io("open lock file", gate, e)),
     };
+    // Passing is taking and letting go: dropping `file` (or the wait made of
+    // it) releases the flock.
     if file.try_lock(Flock::Shared).map_err(|e| Error::lock(gate, e))? {
         return Ok(());
     }
@@ -359,3 +381,4 @@ fn pass_gate(
     }
     Ok(())
 }
+

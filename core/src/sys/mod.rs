@@ -285,13 +285,31 @@ pub(crate) struct Root {
     /// What the per-level syncs below do: this is the one place that reads
     /// the level, so no caller can forget it.
     durability: Durability,
+    /// The idle holder records this handle keeps for its next locks
+    /// (holder.rs); deleted when the handle is dropped.
+    pub(crate) records: crate::holder::Pool,
+}
+
+impl Drop for Root {
+    fn drop(&mut self) {
+        let records = std::mem::take(&mut self.records);
+        records.drain(|rel| {
+            if let Err(e) = self.remove_file(rel) {
+                tracing::debug!(record = %rel, error = %e, "could not remove an idle holder record");
+            }
+        });
+    }
 }
 
 impl Root {
     /// Opens the directory at `path`. This is the one place the library
     /// turns an ambient path into a handle.
     pub(crate) fn open_ambient(path: &Path) -> io::Result<Root> {
-        Ok(Root { imp: imp::Dir::open_ambient(path)?, durability: Durability::Full })
+        Ok(Root {
+            imp: imp::Dir::open_ambient(path)?,
+            durability: Durability::Full,
+            records: crate::holder::Pool::default(),
+        })
     }
 
     /// Sets the durability level of the per-level syncs ([`Root::settle_tree`],
@@ -617,6 +635,15 @@ impl Root {
     pub(crate) fn map_counters(&self, rel: &str, slots: usize) -> io::Result<Mapped> {
         fault(Op::Open)?;
         self.imp.map_counters(rel, slots)
+    }
+
+    /// Writes `bytes` at `offset` into the file `rel`, which this process
+    /// created with [`Root::create_locked`] and holds locked as `file` (a
+    /// holder record rewritten in place), without changing its length
+    /// beyond what is written.
+    pub(crate) fn rewrite_locked(&self, rel: &str, file: &LockFile, bytes: &[u8], offset: u64) -> io::Result<()> {
+        fault(Op::Write)?;
+        self.imp.rewrite_locked(rel, file, bytes, offset)
     }
 
     /// Creates a new file with `bytes` in it and returns it locked

@@ -194,24 +194,55 @@ impl Dir {
     }
 
     fn open_file(&self, rel: &Path, access: OFlags, create: bool) -> io::Result<File> {
-        let (parent, leaf) = self.open_parent(rel)?;
         let mut flags = access | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC | OFlags::NOCTTY;
         if create {
             flags |= OFlags::CREATE;
         }
-        let fd = rustix::fs::openat(&parent, leaf, flags, Mode::from_raw_mode(self.modes.file)).map_err(|e| {
+        let fd = match self.open_beneath_no_symlinks(rel, flags) {
+            Some(fd) => fd?,
+            None => self.open_file_slowly(rel, flags)?,
+        };
+        let file = File::from(fd);
+        if !file.metadata()?.is_file() {
+            return Err(io::Error::new(io::ErrorKind::InvalidData, "not a regular file"));
+        }
+        Ok(file)
+    }
+
+    /// One `openat2` beneath the handle that refuses every symlink on the
+    /// way (the fast path of [`Dir::open_file`]: a lock or a record costs
+    /// one system call, not an open of its directory first). `None` where
+    /// that is not the answer: no `openat2`, or a symlink or anything else
+    /// unusual on the way, which the careful path then handles as it always
+    /// has.
+    #[cfg(target_os = "linux")]
+    fn open_beneath_no_symlinks(&self, rel: &Path, flags: OFlags) -> Option<io::Result<rustix::fd::OwnedFd>> {
+        use rustix::fs::ResolveFlags;
+        let resolve = ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS;
+        match rustix::fs::openat2(&self.dir, rel, flags, Mode::from_raw_mode(self.modes.file), resolve) {
+            Ok(fd) => Some(Ok(fd)),
+            Err(rustix::io::Errno::NOENT) => Some(Err(io::ErrorKind::NotFound.into())),
+            Err(_) => None,
+        }
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    fn open_beneath_no_symlinks(&self, _rel: &Path, _flags: OFlags) -> Option<io::Result<rustix::fd::OwnedFd>> {
+        None
+    }
+
+    /// The parent opened beneath the handle (cap-std), then the leaf by
+    /// `openat` with `O_NOFOLLOW`.
+    fn open_file_slowly(&self, rel: &Path, flags: OFlags) -> io::Result<rustix::fd::OwnedFd> {
+        let (parent, leaf) = self.open_parent(rel)?;
+        rustix::fs::openat(&parent, leaf, flags, Mode::from_raw_mode(self.modes.file)).map_err(|e| {
             // O_NOFOLLOW on a symlink fails with ELOOP.
             if e == rustix::io::Errno::LOOP {
                 io::Error::new(io::ErrorKind::InvalidData, "a symlink, not a regular file")
             } else {
                 io::Error::from(e)
             }
-        })?;
-        let file = File::from(fd);
-        if !file.metadata()?.is_file() {
-            return Err(io::Error::new(io::ErrorKind::InvalidData, "not a regular file"));
-        }
-        Ok(file)
+        })
     }
 
     /// readlinkat on the parent opened beneath the handle, so the link
@@ -355,6 +386,10 @@ impl Dir {
 }
 
 impl Dir {
+    pub(crate) fn rewrite_locked(&self, _rel: &str, file: &LockFile, bytes: &[u8], offset: u64) -> io::Result<()> {
+        std::os::unix::fs::FileExt::write_all_at(&file.file, bytes, offset)
+    }
+
     /// Maps the file `rel` (created empty if missing, then sized to
     /// `slots` u64s) shared and writable: see [`super::Root::map_counters`].
     pub(crate) fn map_counters(&self, rel: &str, slots: usize) -> io::Result<Mapped> {
@@ -444,6 +479,14 @@ impl LockFile {
     /// The descriptor that carries the lock.
     pub(crate) fn fd(&self) -> std::os::fd::BorrowedFd<'_> {
         std::os::fd::AsFd::as_fd(&self.file)
+    }
+
+    /// Releases the lock this descriptor holds, if any, keeping the file
+    /// open.
+    pub(crate) fn unlock(&self) {
+        if let Err(e) = self.file.unlock() {
+            tracing::debug!(error = %e, "could not release a lock");
+        }
     }
 
     /// Takes the lock in `mode` if nobody conflicting holds it.

@@ -238,6 +238,17 @@ impl Dir {
         Ok(LockFile { rel: rel.to_owned(), handle: Cell::new(None) })
     }
 
+    /// The lock lives in the host, keyed by the file's identity: the
+    /// record is opened again by name (refused unless a regular file) and
+    /// written there.
+    pub(crate) fn rewrite_locked(&self, rel: &str, _file: &LockFile, bytes: &[u8], offset: u64) -> io::Result<()> {
+        use std::io::{Seek, SeekFrom};
+        self.check_regular(Path::new(rel))?;
+        let mut file = OpenOptions::new().write(true).open(self.at(rel))?;
+        file.seek(SeekFrom::Start(offset))?;
+        file.write_all(bytes)
+    }
+
     pub(crate) fn create_locked(&self, rel: &str, bytes: &[u8]) -> io::Result<LockFile> {
         let mut file = OpenOptions::new().write(true).create_new(true).open(self.at(rel))?;
         file.write_all(bytes).inspect_err(|_| {
@@ -294,6 +305,14 @@ impl LockFile {
     pub(crate) fn try_lock(&self, mode: Flock) -> io::Result<bool> {
         super::fault(super::Op::Lock)?;
         self.acquire(mode, 0)
+    }
+
+    /// Releases the lock, if held, keeping this handle for the next one.
+    pub(crate) fn unlock(&self) {
+        if let Some(handle) = self.handle.take() {
+            // SAFETY: releasing a handle the host gave us, exactly once.
+            unsafe { host_unlock(handle) };
+        }
     }
 
     pub(crate) fn lock_within(&self, mode: Flock, timeout: Option<Duration>) -> io::Result<bool> {

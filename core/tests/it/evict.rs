@@ -79,3 +79,26 @@ fn auto_gc_starts_its_clock_then_runs_once_per_interval() {
     assert_eq!(evicted(&report), ["old"]);
     assert!(auto.auto_gc().unwrap().is_none(), "it just ran");
 }
+
+/// A hit through a handle that has written or seen a fresh stamp for the
+/// key does nothing more (issue 17: the hit cost a second lstat, of the
+/// stamp, every time); a handle that has not looks at the stamp on disk and
+/// restamps one that is older than the resolution.
+#[test]
+fn a_repeat_hit_through_one_handle_leaves_the_stamp_alone() {
+    let (_tmp, cache) = new_cache();
+    let stamp = publish_stamped(&cache, "hot");
+    let mtime = |p: &Path| std::fs::symlink_metadata(p).unwrap().modified().unwrap();
+    set_time(&stamp, "2 hours ago");
+    let backdated = mtime(&stamp);
+    assert!(cache.get(&key("hot")).unwrap().is_some());
+    assert_eq!(mtime(&stamp), backdated, "the handle that stamped it at publish does not look again");
+
+    let fresh = Cache::open_ambient(cache.path(), Options::default()).unwrap();
+    assert!(fresh.get(&key("hot")).unwrap().is_some());
+    let restamped = mtime(&stamp);
+    assert!(restamped > backdated, "a new handle looks at the stamp on disk and renews a stale one");
+    set_time(&stamp, "2 hours ago");
+    assert!(fresh.get(&key("hot")).unwrap().is_some());
+    assert!(mtime(&stamp) < restamped, "within the resolution of its own stamp the handle does nothing");
+}
