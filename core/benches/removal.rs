@@ -79,8 +79,8 @@ fn rm_row(cache: &Cache, tmp: &Path, n: usize) {
 fn clean_row(cache: &Cache, tmp: &Path, n: usize) {
     // Filled without fsyncs (the setup is not
     // measured; clean itself runs with the default durability).
-    let quick =
-        Cache::open_ambient(cache.path(), Options { durability: Durability::None, ..Options::default() }).unwrap();
+    let quick = Cache::open_ambient(cache.path(), Options { durability: Some(Durability::None), ..Options::default() })
+        .unwrap();
     for i in 0..n {
         let key = Key::new(&format!("e{i}")).unwrap();
         quick.get_or_fill(&key, Wait::NoWait, |d| std::fs::File::create(d.path().join("f")).map(drop)).unwrap();

@@ -333,11 +333,11 @@ fn pass_gate(
     deadline: Deadline,
     observer: Option<&WaitObserver>,
 ) -> Result<(), Error> {
-    if let Some(kept) = open {
-        if kept.try_lock(Flock::Shared).map_err(|e| Error::lock(gate, e))? {
-            kept.unlock();
-            return Ok(());
-        }
+    if let Some(kept) = open
+        && kept.try_lock(Flock::Shared).map_err(|e| Error::lock(gate, e))?
+    {
+        kept.unlock();
+        return Ok(());
     }
     let file = match root.open_lock(gate, true) {
         Ok(file) => file,
@@ -381,4 +381,3 @@ fn pass_gate(
     }
     Ok(())
 }
-
