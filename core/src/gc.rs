@@ -456,7 +456,7 @@ impl Cache {
         let mut items = Vec::new();
         for (dir, kind) in [(TMP_DIR, ItemKind::Temp), (TRASH_DIR, ItemKind::Trash)] {
             for entry in root.read_dir(dir).map_err(|e| Error::io("list", dir, e))? {
-                if dir == TRASH_DIR && crate::reclaim::is_claim(&entry.name.to_string_lossy()) {
+                if dir == TRASH_DIR && crate::layout::is_claim(&entry.name.to_string_lossy()) {
                     continue;
                 }
                 // Unknown reads as alive: status never calls something an

@@ -156,6 +156,19 @@ pub(crate) const OWNER_LOCK: &str = "owner.lock";
 /// What a fill writes, inside the temp.
 pub(crate) const TEMP_OUT: &str = "out";
 
+/// The suffix of a claim lock in `trash/`.
+pub(crate) const CLAIM: &str = ".lock";
+
+/// The claim lock of the trash item `name`.
+pub(crate) fn claim_lock(name: &str) -> String {
+    format!("{TRASH_DIR}/{name}{CLAIM}")
+}
+
+/// Whether `name` in `trash/` is a claim lock rather than an item.
+pub(crate) fn is_claim(name: &str) -> bool {
+    name.len() > CLAIM.len() && name.ends_with(CLAIM)
+}
+
 pub(crate) fn entry_lock(digest: &str) -> String {
     format!("{LOCKS_DIR}/{digest}.lock")
 }

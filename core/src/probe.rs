@@ -25,7 +25,7 @@ use crate::sys::{DirEntry, FileKind, Flock, Root};
 /// trash dir) may be alive.
 pub(crate) fn owner_alive(root: &Root, dir: &str, entry: &DirEntry) -> io::Result<bool> {
     // A reclaimer deleting a trash item holds its claim lock.
-    if dir == layout::TRASH_DIR && is_held(root, &crate::reclaim::claim_lock(&entry.name.to_string_lossy()))? {
+    if dir == layout::TRASH_DIR && is_held(root, &layout::claim_lock(&entry.name.to_string_lossy()))? {
         return Ok(true);
     }
     let Some(digest) = entry.name.to_str().and_then(layout::digest_of_item) else {

@@ -28,7 +28,7 @@ use std::path::{Path, PathBuf};
 use crate::cache::Cache;
 use crate::error::Error;
 use crate::gc::Failure;
-use crate::layout::{self, TRASH_DIR};
+use crate::layout::{self, CLAIM, TRASH_DIR, claim_lock, is_claim};
 use crate::sys::{FileKind, Flock, LockFile, Root};
 
 /// What [`Cache::reclaim`] deleted.
@@ -43,19 +43,6 @@ pub struct ReclaimReport {
     pub busy: usize,
     /// What could not be deleted (the next gc or reclaim retries).
     pub failures: Vec<Failure>,
-}
-
-/// The suffix of a claim lock in `trash/`.
-const CLAIM: &str = ".lock";
-
-/// The claim lock of the trash item `name`.
-pub(crate) fn claim_lock(name: &str) -> String {
-    format!("{TRASH_DIR}/{name}{CLAIM}")
-}
-
-/// Whether `name` in `trash/` is a claim lock rather than an item.
-pub(crate) fn is_claim(name: &str) -> bool {
-    name.len() > CLAIM.len() && name.ends_with(CLAIM)
 }
 
 /// A claimed item, while it is being deleted.

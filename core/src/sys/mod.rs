@@ -49,6 +49,9 @@ use crate::durability::Durability;
 mod native;
 #[cfg(not(target_os = "wasi"))]
 mod walk;
+
+mod records;
+pub(crate) use records::{Pool, Slot};
 #[cfg(not(target_os = "wasi"))]
 pub(crate) use walk::is_mount_points;
 #[cfg(target_os = "wasi")]
@@ -287,7 +290,7 @@ pub(crate) struct Root {
     durability: Durability,
     /// The idle holder records this handle keeps for its next locks
     /// (holder.rs); deleted when the handle is dropped.
-    pub(crate) records: crate::holder::Pool,
+    pub(crate) records: Pool,
 }
 
 impl Drop for Root {
@@ -305,11 +308,7 @@ impl Root {
     /// Opens the directory at `path`. This is the one place the library
     /// turns an ambient path into a handle.
     pub(crate) fn open_ambient(path: &Path) -> io::Result<Root> {
-        Ok(Root {
-            imp: imp::Dir::open_ambient(path)?,
-            durability: Durability::Full,
-            records: crate::holder::Pool::default(),
-        })
+        Ok(Root { imp: imp::Dir::open_ambient(path)?, durability: Durability::Full, records: Pool::default() })
     }
 
     /// Sets the durability level of the per-level syncs ([`Root::settle_tree`],
