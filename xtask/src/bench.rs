@@ -7,6 +7,10 @@
 //! measured once: `cargo bench -p safecache --bench removal`), which the
 //! default run includes.
 //!
+//! `cargo xtask bench cli` runs the command line's rows (`use`, `run`,
+//! `path` and startup, each beside `flock LOCKFILE true`: `cargo bench -p
+//! cargo-safecache --bench cli`), which the default run includes.
+//!
 //! `cargo xtask bench core` or `cargo xtask bench sim` runs one of them;
 //! `cargo xtask bench sim --seconds 20` measures longer. The figures go in
 //! docs/BENCHMARKS.md.
@@ -16,13 +20,19 @@ use anyhow::Result;
 pub(crate) fn run(args: &[String]) -> Result<()> {
     let ws = crate::workspace()?;
     let (which, rest) = match args.first().map(String::as_str) {
-        Some(w @ ("core" | "sim" | "removal")) => (Some(w), &args[1..]),
+        Some(w @ ("core" | "cli" | "sim" | "removal")) => (Some(w), &args[1..]),
         _ => (None, args),
     };
     if which.is_none_or(|w| w == "core") {
         crate::step(
             "bench core",
             crate::cargo().current_dir(&ws.root).args(["bench", "--package", "safecache", "--bench", "ops"]),
+        )?;
+    }
+    if which.is_none_or(|w| w == "cli") {
+        crate::step(
+            "bench cli",
+            crate::cargo().current_dir(&ws.root).args(["bench", "--package", "cargo-safecache", "--bench", "cli"]),
         )?;
     }
     if which.is_none_or(|w| w == "removal") {

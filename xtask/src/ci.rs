@@ -27,6 +27,12 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
         cargo().args(["check", "-p", "safecache", "--target", WASM_TARGET, "--locked"]),
     )?;
     step("test", cargo().args(["test", "--workspace", "--locked"]))?;
+    // Every benchmark once, as a smoke run (divan runs each row once under
+    // `cargo test`), with the removal rows at 1,000 files instead of 100,000.
+    step(
+        "bench smoke",
+        cargo().args(["test", "--workspace", "--benches", "--locked"]).env("SAFECACHE_BENCH_FILES", "1000"),
+    )?;
     // A short stress run: real processes, real kills, through the CLI, with
     // fills that leave writers behind. Its 20 seconds are most of what it
     // adds to the gate; docs/STRESS.md.
