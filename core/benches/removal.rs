@@ -100,7 +100,7 @@ fn clean_row(cache: &Cache, tmp: &Path, n: usize) {
     let start = Instant::now();
     let report = cache.reclaim(false).unwrap();
     let reclaim = start.elapsed();
-    assert_eq!((report.items, report.failures.len()), (n, 0));
+    assert_eq!((report.items, report.failures.len()), (n, 0), "first failure: {:?}", report.failures.first());
     let rf = rm_rf(&baseline);
     println!(
         "clean of {n} entries: returns in {} (target ≤ 1 s); reclaim {} vs rm -rf {}: {:.2}× (target ≤ 0.7×)",

@@ -74,32 +74,44 @@ impl Cache {
             .map(|e| e.name.to_string_lossy().into_owned())
             .collect();
         let mut report = ReclaimReport::default();
-        let mut claimed = Vec::new();
-        for name in names.iter().filter(|n| !is_claim(n)) {
-            match claim(root, name) {
-                Ok(Some(item)) => claimed.push(item),
-                Ok(None) => report.busy += 1,
-                Err(e) => report.failures.push(Failure::new(&format!("{TRASH_DIR}/{name}"), e)),
-            }
-        }
-        delete_all(root, &mut claimed, count_bytes);
-        for mut item in claimed {
-            let shown = format!("{TRASH_DIR}/{}", item.name);
-            if item.error.is_none()
-                && let Err(e) = root.remove_tree(&item.rel)
+        // Each claimed item holds its claim lock open until it is gone, so
+        // items are claimed and deleted a batch at a time: a trash of
+        // 100,000 entries (a `clean`) must not need 100,000 descriptors.
+        // Under a lower limit, a claim refused for want of descriptors ends
+        // its batch early and is tried again in the next.
+        let mut pending = names.iter().filter(|n| !is_claim(n)).peekable();
+        while pending.peek().is_some() {
+            let mut claimed = Vec::new();
+            while claimed.len() < CLAIM_BATCH
+                && let Some(name) = pending.peek()
             {
-                item.error = Some(e);
-            }
-            match item.error {
-                None => {
-                    report.items += 1;
-                    report.bytes += item.bytes;
-                    let _ = root.remove_file(claim_lock(&item.name));
-                    tracing::info!(item = %shown, "reclaimed");
+                match claim(root, name) {
+                    Ok(Some(item)) => claimed.push(item),
+                    Ok(None) => report.busy += 1,
+                    Err(e) if crate::sys::is_out_of_descriptors(&e) && !claimed.is_empty() => break,
+                    Err(e) => report.failures.push(Failure::new(&format!("{TRASH_DIR}/{name}"), e)),
                 }
-                Some(e) => report.failures.push(Failure::new(&shown, e)),
+                pending.next();
             }
-            drop(item.lock);
+            delete_all(root, &mut claimed, count_bytes);
+            for mut item in claimed {
+                let shown = format!("{TRASH_DIR}/{}", item.name);
+                if item.error.is_none()
+                    && let Err(e) = root.remove_tree(&item.rel)
+                {
+                    item.error = Some(e);
+                }
+                match item.error {
+                    None => {
+                        report.items += 1;
+                        report.bytes += item.bytes;
+                        let _ = root.remove_file(claim_lock(&item.name));
+                        tracing::info!(item = %shown, "reclaimed");
+                    }
+                    Some(e) => report.failures.push(Failure::new(&shown, e)),
+                }
+                drop(item.lock);
+            }
         }
         // Claim locks whose holders were killed after deleting their item.
         for name in names.iter().filter(|n| is_claim(n)) {
@@ -111,6 +123,11 @@ impl Cache {
         Ok(report)
     }
 }
+
+/// How many trash items one reclaim claims (and holds a descriptor for)
+/// at a time: few enough for a low `ulimit -n`, enough to keep the
+/// deleting threads busy.
+const CLAIM_BATCH: usize = 64;
 
 /// Claims the trash item `name` for deleting: `None` if its owner lives.
 fn claim(root: &Root, name: &str) -> io::Result<Option<Claimed>> {

@@ -265,6 +265,17 @@ pub(crate) fn is_no_space(e: &io::Error) -> bool {
     matches!(e.kind(), io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded)
 }
 
+/// Whether `e` says that this process (EMFILE) or the system (ENFILE) has
+/// no descriptor left.
+pub(crate) fn is_out_of_descriptors(e: &io::Error) -> bool {
+    #[cfg(not(target_os = "wasi"))]
+    let (mfile, nfile) = (rustix::io::Errno::MFILE.raw_os_error(), rustix::io::Errno::NFILE.raw_os_error());
+    // WASI preview 1's own numbering (`errno::mfile`, `errno::nfile`).
+    #[cfg(target_os = "wasi")]
+    let (mfile, nfile) = (33, 41);
+    e.raw_os_error().is_some_and(|n| n == mfile || n == nfile)
+}
+
 /// The identity a holder record shows.
 #[derive(Clone, Debug)]
 pub(crate) struct Identity {

@@ -224,6 +224,14 @@ pub(crate) fn run(role: &str) -> i32 {
             cache.remove(&key, parse_wait(wait)).map(|removed| emit(format!("removed={removed}")))
         }
         ["clean", wait] => cache.clean(parse_wait(wait)).map(|r| emit(format!("cleaned={}", r.entries))),
+        // Reclaims with at most `fds` descriptors open, as a process under a
+        // low `ulimit -n` does.
+        ["reclaim-fds", fds] => {
+            let n: u64 = fds.parse().unwrap();
+            let limit = rustix::process::Rlimit { current: Some(n), maximum: Some(n) };
+            rustix::process::setrlimit(rustix::process::Resource::Nofile, limit).unwrap();
+            cache.reclaim(false).map(|r| emit(format!("reclaimed={} failures={}", r.items, r.failures.len())))
+        }
         ["reclaim"] => {
             cache.reclaim(false).map(|r| emit(format!("reclaimed={} failures={}", r.items, r.failures.len())))
         }

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use safecache::{Cache, Options, Wait};
 
-use crate::support::{key, names, new_cache, tree};
+use crate::support::{Child, key, names, new_cache, tree};
 
 /// CVE-2022-21658: a symlink planted inside an entry, pointing outside the
 /// cache, is unlinked, and what it points to is untouched.
@@ -178,4 +178,26 @@ fn rebuild_in_a_loop(cache: &Cache, files: usize) -> (Arc<AtomicBool>, std::thre
         rounds
     });
     (stop, handle)
+}
+
+/// A trash of more items than the reclaimer may open descriptors (a `clean`
+/// of many entries, reclaimed under `ulimit -n 200`) is reclaimed whole: it
+/// claims a batch at a time, not every item at once.
+#[test]
+fn reclaim_of_more_items_than_descriptors_deletes_them_all() {
+    let (_tmp, cache) = new_cache();
+    let quick = Cache::open_ambient(
+        cache.path(),
+        Options { durability: Some(safecache::Durability::None), ..Options::default() },
+    )
+    .unwrap();
+    for i in 0..300 {
+        quick.get_or_fill(&key(&format!("e{i}")), Wait::NoWait, |d| std::fs::write(d.path().join("f"), "x")).unwrap();
+    }
+    drop(quick);
+    assert_eq!(cache.clean(Wait::NoWait).unwrap().entries, 300);
+    let mut child = Child::spawn(cache.path(), "reclaim-fds 200");
+    assert_eq!(child.expect("reclaimed="), "reclaimed=300 failures=0");
+    assert!(child.wait().success());
+    assert!(names(&cache.path().join(".safecache/trash")).is_empty());
 }
