@@ -130,8 +130,15 @@ impl Cache {
 
     /// Makes a batch of renames aside durable with one fsync, then forgets
     /// the entries and releases their locks. The trash is left for
-    /// [`Cache::reclaim`]; an entry marked in place is deleted now.
-    fn flush_aside(&self, batch: &mut Vec<(Held, Aside, String)>, report: &mut CleanReport) -> Result<(), Error> {
+    /// [`Cache::reclaim`]; an entry marked in place is deleted now. An entry
+    /// set aside without its lock (under the caller's own exclusive lease)
+    /// is not forgotten one file at a time: the caller empties the
+    /// metadata directories whole.
+    fn flush_aside(
+        &self,
+        batch: &mut Vec<(Option<Held>, Aside, String)>,
+        report: &mut CleanReport,
+    ) -> Result<(), Error> {
         if batch.is_empty() {
             return Ok(());
         }
@@ -144,8 +151,10 @@ impl Cache {
                     Err(e) => report.failures.push(Failure::new(&aside.rel, e)),
                 }
             }
-            aside::forget(root, &digest);
-            drop(lock);
+            if let Some(lock) = lock {
+                aside::forget(root, &digest);
+                drop(lock);
+            }
         }
         Ok(())
     }
@@ -181,6 +190,7 @@ impl Leased {
         // Renamed aside in batches: one fsync per batch, and a bounded number
         // of entry locks held at once.
         let mut batch = Vec::new();
+        let own = self.is_own();
         for item in listing::list(root)?.into_iter().filter(listing::RootItem::is_entry) {
             let name = item.lossy;
             if cache.is_nested_cache(Path::new(&item.name)) {
@@ -190,15 +200,21 @@ impl Leased {
                 continue;
             }
             let digest = item.digest;
-            // Under a lease taken here nobody holds an entry lock, so this
-            // never waits; under an inherited exclusive lease it respects the
-            // pins and fills of the parent's other children.
-            let lock = cache.lock(
-                &layout::entry_lock(&digest),
-                LockName::Entry(name.clone()),
-                LockMode::Exclusive,
-                deadline,
-            )?;
+            // Under a lease taken here nobody holds an entry lock or waits on
+            // one (pins, fills and changes all hold the shared lease), so none
+            // is taken: its file goes with the rest of `locks/` below. Under
+            // an inherited exclusive lease it respects the pins and fills of
+            // the parent's other children.
+            let lock = if own {
+                None
+            } else {
+                Some(cache.lock(
+                    &layout::entry_lock(&digest),
+                    LockName::Entry(name.clone()),
+                    LockMode::Exclusive,
+                    deadline,
+                )?)
+            };
             // A name that is not UTF-8 (an adopted file) is set aside by
             // its lossy spelling only if that is the same name.
             let Some(utf8) = item.name.to_str() else {
