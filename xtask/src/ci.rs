@@ -29,9 +29,11 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
     step("test", cargo().args(["test", "--workspace", "--locked"]))?;
     // Every benchmark once, as a smoke run (divan runs each row once under
     // `cargo test`), with the removal rows at 1,000 files instead of 100,000.
+    // `--bench '*'` selects the bench targets alone (`--benches` would run
+    // the libraries' unit tests again).
     step(
         "bench smoke",
-        cargo().args(["test", "--workspace", "--benches", "--locked"]).env("SAFECACHE_BENCH_FILES", "1000"),
+        cargo().args(["test", "--workspace", "--bench", "*", "--locked"]).env("SAFECACHE_BENCH_FILES", "1000"),
     )?;
     // A short stress run: real processes, real kills, through the CLI, with
     // fills that leave writers behind. Its 20 seconds are most of what it
