@@ -17,7 +17,10 @@ use crate::ui::Ui;
 pub(crate) fn main_impl(binary: cli::Binary) -> u8 {
     let args: Vec<_> = std::env::args_os().collect();
     let invoked = cli::invoked_as(binary, &args);
-    crate::reference::unset_empty(&cli::command("safecache"));
+    // The variables are those of the bare command: the help's examples,
+    // reference tables and hidden copies of the global options that
+    // `cli::command` adds name no other, and cost most of a start-up.
+    crate::reference::unset_empty(&<App as clap::CommandFactory>::command());
     crate::hint::set_invoked_as(invoked);
     let app = match cli::parse(invoked, args) {
         Ok(app) => app,
