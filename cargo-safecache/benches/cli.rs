@@ -91,10 +91,12 @@ fn path_hit(bencher: Bencher<'_, '_>) {
     bencher.bench_local(|| run(&mut f.safecache(&["path", "hit"])));
 }
 
-/// The binary's startup and exit, touching no cache.
+/// The binary's start-up and exit: `dir` resolves the cache directory and
+/// prints it, touching no cache.
 #[divan::bench]
-fn startup_version(bencher: Bencher<'_, '_>) {
-    bencher.bench_local(|| run(Command::new(BIN).arg("--version")));
+fn startup_dir(bencher: Bencher<'_, '_>) {
+    let f = fixture();
+    bencher.bench_local(|| run(&mut f.safecache(&["dir"])));
 }
 
 /// The limit of every row above: `flock LOCKFILE true`, a lock taken and

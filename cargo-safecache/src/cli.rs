@@ -734,9 +734,24 @@ pub(crate) fn command(invoked: &'static str) -> clap::Command {
     }
 }
 
+/// The command as [`command`] builds it, without what only its help shows
+/// (examples, reference tables, the hidden copies of the global options):
+/// it parses every command line the same way.
+fn bare_command(invoked: &'static str) -> clap::Command {
+    if invoked == CARGO_FORM { CargoCli::command() } else { App::command().name(invoked).bin_name(invoked) }
+}
+
 /// Parses `args` (the full argv) as the program invoked as `invoked`.
+///
+/// Building the help's text is most of a start-up's own work, so a command
+/// line is parsed by the bare command first; only one that asks for help or
+/// the version, or that is wrong, is parsed again by the full command, which
+/// then renders what clap prints.
 pub(crate) fn parse(invoked: &'static str, args: Vec<OsString>) -> Result<App, clap::Error> {
-    let mut cmd = command(invoked);
+    parse_by(bare_command(invoked), invoked, args.clone()).or_else(|_| parse_by(command(invoked), invoked, args))
+}
+
+fn parse_by(mut cmd: clap::Command, invoked: &'static str, args: Vec<OsString>) -> Result<App, clap::Error> {
     let mut matches = cmd.try_get_matches_from_mut(args)?;
     if invoked == CARGO_FORM {
         let CargoCli::Safecache(app) = CargoCli::from_arg_matches_mut(&mut matches).map_err(|e| e.format(&mut cmd))?;
@@ -852,4 +867,40 @@ fn man_synopsis(cmd: &clap::Command) -> String {
         line.push_str(&format!(" {l}\\fICOMMAND\\fR{r}"));
     }
     line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The bare command parses every accepted command line as the full one
+    /// does, global options anywhere included, in both forms; what it
+    /// refuses (help, version, errors) the full one renders.
+    #[test]
+    fn the_bare_command_parses_as_the_full_one() {
+        let lines: &[&[&str]] = &[
+            &["run", "--key", "k", "--", "true"],
+            &["--cache-dir", "/c", "use", "--key", "k", "--fill", "f", "--exclusive", "--", "sh", "-c", "x"],
+            &["use", "--cache-dir", "/c", "-q", "--json", "--key", "k", "--key-file", "a", "b", "--", "true"],
+            &["path", "k", "--lock-timeout", "5s"],
+            &["rm", "--prefix", "p", "--wait"],
+            &["gc", "--max-size", "1G", "--dry-run"],
+            &["config", "max-age", "30d"],
+            &["stats", "--reset"],
+            &["dir"],
+        ];
+        for (invoked, prefix) in [("safecache", vec!["safecache"]), (CARGO_FORM, vec!["cargo-safecache", "safecache"])]
+        {
+            for line in lines {
+                let args: Vec<OsString> = prefix.iter().chain(line.iter()).map(OsString::from).collect();
+                let bare = parse_by(bare_command(invoked), invoked, args.clone()).map(|a| format!("{a:?}"));
+                let full = parse_by(command(invoked), invoked, args).map(|a| format!("{a:?}"));
+                assert_eq!(bare.map_err(|e| e.kind()), full.map_err(|e| e.kind()), "{invoked} {line:?}");
+            }
+            for line in [&["--help"][..], &["run", "--help"], &["--version"], &["run", "--pin", "k"]] {
+                let args: Vec<OsString> = prefix.iter().chain(line.iter()).map(OsString::from).collect();
+                assert!(parse_by(bare_command(invoked), invoked, args).is_err(), "{line:?}");
+            }
+        }
+    }
 }
