@@ -22,12 +22,9 @@ pub use cli::Binary;
 
 /// Runs the program as `binary` and returns the process's exit code.
 pub fn main(binary: Binary) -> std::process::ExitCode {
-    // `run`'s supervisor is this binary re-executed (see `tree`): it must
-    // not parse the command line or read the environment as the CLI does.
-    if let Some(code) = process::supervisor_main() {
-        return std::process::ExitCode::from(code);
-    }
-    // So is the detached reclaimer `rm` and `clean` start.
+    // The detached reclaimer `rm` and `clean` start is this binary
+    // re-executed: it must not parse the command line or read the
+    // environment as the CLI does.
     if let Some(code) = process::reclaimer_main() {
         return std::process::ExitCode::from(code);
     }

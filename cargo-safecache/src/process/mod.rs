@@ -9,14 +9,18 @@
 //! - the locks whose descriptors a launch holds stay held until the last
 //!   process CMD started is gone (see `tree`).
 
+#[cfg(target_os = "linux")]
+mod procfs;
 mod reclaim;
+#[cfg(target_os = "linux")]
+mod supervisor;
 mod tree;
 
 use std::ffi::OsString;
 use std::io::{self, IsTerminal, Read, Write};
 use std::os::fd::{AsFd, BorrowedFd};
 use std::os::unix::process::ExitStatusExt;
-use std::process::{ExitStatus, Stdio};
+use std::process::ExitStatus;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 use std::time::Duration;
@@ -28,7 +32,6 @@ use crate::exit;
 
 pub(crate) use reclaim::{reclaimer_main, spawn_reclaimer};
 use tree::Launch;
-pub(crate) use tree::supervisor_main;
 
 /// Sends `sig` to `pid` (a process group when negative); a process that is
 /// already gone is no error.
@@ -197,20 +200,19 @@ fn relay(mut reader: io::PipeReader, copy: &mut (dyn Write + Send)) {
 
 /// [`spawn_and_wait`], with CMD's output into `pipe` when given.
 fn run_and_wait(spawn: &Spawn<'_>, pipe: Option<io::PipeWriter>) -> io::Result<Ended> {
-    let program = spawn.cmd.first().ok_or_else(|| io::Error::other("no command given"))?;
-    let mut launch = Launch::new(spawn.cmd, spawn.held)?;
+    let mut launch = Launch::new(spawn.cmd, spawn.held);
     for (k, v) in spawn.env {
-        launch.command.env(k, v);
+        launch.env(k, v);
     }
     match pipe {
         Some(pipe) => {
             if !io::stderr().is_terminal() {
-                launch.command.stderr(pipe.try_clone()?);
+                launch.stderr(pipe.try_clone()?.into());
             }
-            launch.command.stdout(pipe);
+            launch.stdout(pipe.into());
         }
         None if spawn.stdout == Stdout::Stderr => {
-            launch.command.stdout(Stdio::from(io::stderr().as_fd().try_clone_to_owned()?));
+            launch.stdout(io::stderr().as_fd().try_clone_to_owned()?);
         }
         None => {}
     }
@@ -233,7 +235,7 @@ fn run_and_wait(spawn: &Spawn<'_>, pipe: Option<io::PipeWriter>) -> io::Result<E
     });
     let timed_out = Arc::new(AtomicBool::new(false));
     let (ended, ended_rx) = mpsc::channel::<()>();
-    let result = launch.spawn(program).and_then(|running| {
+    let result = launch.spawn().and_then(|running| {
         let target = running.signal_target();
         {
             let mut state = forward_state();

@@ -22,7 +22,7 @@ const RECLAIM: &str = "__safecache-reclaim";
 /// Starts a detached reclaimer of the cache at `cache_dir`, and does not
 /// wait for it.
 pub(crate) fn spawn_reclaimer(cache_dir: &Path, allow_untrusted: bool) -> io::Result<()> {
-    let mut command = Command::new(super::tree::own_exe()?);
+    let mut command = Command::new(own_exe()?);
     command.arg0("cargo-safecache").arg(RECLAIM).arg(cache_dir);
     if allow_untrusted {
         command.arg("--allow-untrusted");
@@ -45,6 +45,24 @@ pub(crate) fn spawn_reclaimer(cache_dir: &Path, allow_untrusted: bool) -> io::Re
     // reparented.
     drop(command.spawn()?);
     Ok(())
+}
+
+/// This very binary, to start as the reclaimer: /proc/self/exe, which is it
+/// even if its path was replaced or deleted since it started; where /proc
+/// is not mounted (a container, a chroot), the path it was started by,
+/// searched in `PATH` when it has no `/`.
+fn own_exe() -> io::Result<std::path::PathBuf> {
+    let proc_exe = Path::new("/proc/self/exe");
+    if proc_exe.exists() {
+        return Ok(proc_exe.to_owned());
+    }
+    let unknown = || io::Error::other("cannot find this program's own executable: /proc is not mounted");
+    let argv0 = std::path::PathBuf::from(std::env::args_os().next().ok_or_else(unknown)?);
+    if argv0.components().count() > 1 {
+        return Ok(argv0);
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path).map(|dir| dir.join(&argv0)).find(|p| p.is_file()).ok_or_else(unknown)
 }
 
 /// If this process was started as a reclaimer, reclaims the trash and

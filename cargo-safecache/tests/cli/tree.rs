@@ -531,3 +531,29 @@ fn a_process_outside_the_tree_cannot_get_forwarded_signals() {
     let _ = decoy.wait();
     assert!(alive, "a process outside CMD's tree got the signal forwarded to CMD's group");
 }
+
+/// The supervisor is a fork of `run`, which has the cache directory, the
+/// signal watcher's pipe and other descriptors open when it forks. It
+/// keeps only stdio, the locks it holds for CMD's tree and its report pipe:
+/// a copy of anything else (another lock `run` releases while CMD runs)
+/// would outlive its release. CMD itself gets none of them.
+#[test]
+fn the_supervisor_keeps_only_stdio_the_locks_and_its_report_pipe() {
+    let sb = Sandbox::new();
+    let script = r#"for fd in /proc/$PPID/fd/*; do echo "supervisor $(readlink "$fd")"; done; for fd in /proc/$$/fd/*; do echo "cmd $fd"; done"#;
+    let out = sb.run(["use", "--key", "k", "--fill", "echo x > $SAFECACHE_OUT/f", "--", "sh", "-c", script]);
+    out.assert_code(0);
+    let listed = |who: &str| -> Vec<String> {
+        out.stdout.lines().filter_map(|l| l.strip_prefix(who)?.strip_prefix(' ')).map(str::to_owned).collect()
+    };
+    let supervisor = listed("supervisor");
+    let (locks, rest): (Vec<_>, Vec<_>) = supervisor[3..].iter().partition(|t| t.ends_with(".lock"));
+    assert!(!locks.is_empty(), "the supervisor holds the lease and the pin: {supervisor:?}");
+    assert!(
+        rest.len() == 1 && rest[0].starts_with("pipe:"),
+        "besides stdio and the locks, only the report pipe: {supervisor:?}"
+    );
+    // The shell's own descriptors: stdio, and the directory its glob read.
+    let cmd = listed("cmd");
+    assert!((3..=4).contains(&cmd.len()), "CMD gets stdio alone: {cmd:?}");
+}
