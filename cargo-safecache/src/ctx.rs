@@ -34,7 +34,7 @@ impl Ctx {
         Options {
             inherited_lease,
             on_wait: Some(Arc::new(move |ev| ui.waiting(ev))),
-            ancestors: inherit::ancestors(),
+            ancestors: safecache::Ancestors::lazy(inherit::ancestors),
             allow_untrusted: self.allow_untrusted,
             retry_failed: false,
             min_free: 0,

@@ -51,7 +51,7 @@ pub struct Options {
     /// this process ends, so the operation fails at once with
     /// [`Error::HeldByAncestor`] instead of deadlocking (`run --key k --
     /// safecache rm k`).
-    pub ancestors: Vec<u32>,
+    pub ancestors: crate::Ancestors,
     /// Open a cache even if another user owns it or others can write to it
     /// (see [`Error::UntrustedCache`]). Only for a cache whose every writer
     /// you trust as much as yourself.
@@ -358,13 +358,16 @@ impl Cache {
             }
             Err(e) => return Err(Error::io("open cache dir", &display, e)),
         };
-        check_trust(&root, path, options.allow_untrusted)?;
+        let complete = check_trust(&root, path, options.allow_untrusted)?;
         let format = ensure_marker(&root, path, &mode)?;
         if matches!(mode, Open::Adopt) {
             // `init` of a cache made before the tag existed adds it.
             write_cachedir_tag(&root);
         }
-        check_trust(&root, path, options.allow_untrusted)?;
+        // What the marker made (or an older format lacked) is checked too.
+        if !complete {
+            check_trust(&root, path, options.allow_untrusted)?;
+        }
         let mut root = root;
         let durability = match options.durability {
             Some(durability) => durability,
@@ -485,7 +488,7 @@ impl Cache {
             (Some(LockMode::Shared), LockMode::Exclusive) => {
                 // Name the ancestor that holds it shared, when its record says.
                 let holders = crate::holder::holders_of(self.root(), LEASE_LOCK);
-                return Err(match lock::held_by_ancestor(holders, &self.inner.options.ancestors) {
+                return Err(match lock::held_by_ancestor(holders, self.inner.options.ancestors.get()) {
                     Some(holder) => Error::HeldByAncestor { lock: LockName::Lease, mode, holder: Box::new(holder) },
                     None => Error::LeaseConflict,
                 });
@@ -532,7 +535,7 @@ impl Cache {
         queue: lock::Queue<'_>,
     ) -> Result<Held, Error> {
         let options = &self.inner.options;
-        let waiter = lock::Waiter { observer: options.on_wait.as_ref(), ancestors: &options.ancestors, command };
+        let waiter = lock::Waiter { observer: options.on_wait.as_ref(), ancestors: Some(&options.ancestors), command };
         lock::acquire(self.root(), rel, name, mode, deadline, waiter, queue)
     }
 

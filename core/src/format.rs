@@ -140,13 +140,18 @@ pub(crate) fn ensure_marker(root: &Root, path: &Path, mode: &Open) -> Result<u32
 /// group-writable, `chmod 2770`) trusts its group's members, if this
 /// process is one. Anything less lets another user swap a temp for a
 /// symlink and redirect this process's writes (docs/SECURITY.md).
-pub(crate) fn check_trust(root: &Root, path: &Path, allow_untrusted: bool) -> Result<(), Error> {
-    let Some(euid) = sys::effective_uid() else { return Ok(()) };
+///
+/// Returns whether every one of those directories was there to check: a
+/// caller that then makes the marker checks again.
+pub(crate) fn check_trust(root: &Root, path: &Path, allow_untrusted: bool) -> Result<bool, Error> {
+    let Some(euid) = sys::effective_uid() else { return Ok(true) };
     if allow_untrusted {
-        return Ok(());
+        return Ok(true);
     }
+    let mut complete = true;
     for rel in ["", MARKER_DIR].into_iter().chain(layout::SUBDIRS) {
         let meta = root.stat(rel).map_err(|e| Error::io("inspect", display_rel(rel), e))?;
+        complete &= meta.is_some();
         let Some(owner) = meta.and_then(|m| m.owner) else { continue };
         let group_shared = owner.mode & 0o2000 != 0 && sys::in_group(owner.gid);
         let reason = if owner.mode & 0o002 != 0 {
@@ -160,7 +165,7 @@ pub(crate) fn check_trust(root: &Root, path: &Path, allow_untrusted: bool) -> Re
         };
         return Err(Error::UntrustedCache { path: path.to_owned(), rel: rel.to_owned(), reason });
     }
-    Ok(())
+    Ok(complete)
 }
 
 fn display_rel(rel: &str) -> &str {

@@ -32,6 +32,7 @@
 //! The on-disk format and its invariants are in docs/PROTOCOL.md.
 #![deny(missing_docs)]
 
+mod ancestors;
 mod aside;
 mod cache;
 mod cancel;
@@ -63,6 +64,7 @@ mod stats;
 mod sys;
 mod verify;
 
+pub use ancestors::Ancestors;
 pub use cache::{Cache, Entry, Leased, Options, Pin, USE_RESOLUTION};
 pub use cancel::Cancel;
 pub use config::{Config, Limit};

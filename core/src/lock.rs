@@ -153,7 +153,7 @@ pub(crate) enum Queue<'a> {
 #[derive(Clone, Copy, Default)]
 pub(crate) struct Waiter<'a> {
     pub(crate) observer: Option<&'a WaitObserver>,
-    pub(crate) ancestors: &'a [u32],
+    pub(crate) ancestors: Option<&'a crate::Ancestors>,
     pub(crate) command: Option<&'a [String]>,
 }
 
@@ -209,7 +209,7 @@ pub(crate) fn acquire(
             }
             Identified::Holders(holders, waiting) => (holders, waiting),
         };
-        if let Some(holder) = held_by_ancestor(holders.clone(), ancestors) {
+        if let Some(holder) = held_by_ancestor(holders.clone(), ancestors.map_or(&[], |a| a.get())) {
             return Err(Error::HeldByAncestor { lock: name, mode, holder: Box::new(holder) });
         }
         tracing::info!(lock = %name, %mode, holders = holders.len(), "blocking on lock");
