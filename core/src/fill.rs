@@ -407,26 +407,28 @@ impl Leased {
                 }
             }
         };
-        let entry_lock = match cache.fill_lock(key, Deadline::start(Wait::NoWait)) {
-            Ok(lock) => lock,
-            Err(Error::Busy { .. }) => {
-                waited = true;
-                cache.fill_lock(key, deadline)?
+        let entry_lock = loop {
+            match cache.fill_lock(key, Deadline::start(Wait::NoWait)) {
+                Ok(lock) => break lock,
+                Err(Error::Busy { .. }) if !deadline.no_wait() => {}
+                Err(e) => return Err(e),
             }
-            Err(e) => return Err(e),
+            // Another process fills the key (or removes or changes the
+            // entry). Its waiters wait as readers do, shared, so that they
+            // all wake at once when it ends; then each looks for what it
+            // left, and only one that finds neither an entry nor a failure
+            // takes the lock to fill.
+            waited = true;
+            let shared = cache.entry_lock(key, LockMode::Shared, deadline)?;
+            if let Some(done) = cache.after_peer(key, waited, started_ms)? {
+                return done;
+            }
+            drop(shared);
         };
-        if let Some(entry) = cache.lookup(key)? {
-            tracing::debug!("published by a peer while waiting");
-            return Ok(Filled { entry, filled: false, warning: None, bytes: None });
+        if let Some(done) = cache.after_peer(key, waited, started_ms)? {
+            return done;
         }
         let digest = key.digest();
-        if waited && !cache.inner.options.retry_failed {
-            // The fill this call waited for failed: fail the same way rather
-            // than run it again.
-            if let Some(failure) = failed::read(cache.root(), &digest).filter(|f| f.at_ms >= started_ms) {
-                return Err(Error::PeerFillFailed { key: key.to_string(), failure: Box::new(failure) });
-            }
-        }
         // Declared after the entry lock, so dropped before it: the fill's
         // log goes when the fill ends, however it ends.
         let _log = crate::fill_log::LogGuard { root: Arc::clone(cache.root()), digest: digest.clone() };
@@ -485,6 +487,26 @@ impl Leased {
         cache.note_use_checked(key);
         // Still under the entry lock: nothing can have removed it.
         Ok(Filled { entry: cache.entry_at(key), filled: true, warning, bytes: Some(bytes) })
+    }
+}
+
+impl Cache {
+    /// What a fill of `key` finds under its entry lock (either mode) before
+    /// it runs: the entry a peer published, or, if this call waited for a
+    /// peer's fill that failed since `started_ms`, that failure (this call
+    /// fails the same way rather than run it again). `None`: it must fill.
+    fn after_peer(&self, key: &Key, waited: bool, started_ms: u64) -> Result<Option<Result<Filled, Error>>, Error> {
+        if let Some(entry) = self.lookup(key)? {
+            tracing::debug!("published by a peer while waiting");
+            return Ok(Some(Ok(Filled { entry, filled: false, warning: None, bytes: None })));
+        }
+        if waited && !self.inner.options.retry_failed {
+            let failure = failed::read(self.root(), &key.digest()).filter(|f| f.at_ms >= started_ms);
+            if let Some(failure) = failure {
+                return Ok(Some(Err(Error::PeerFillFailed { key: key.to_string(), failure: Box::new(failure) })));
+            }
+        }
+        Ok(None)
     }
 }
 

@@ -34,6 +34,19 @@ fn blocked_pids() -> Option<Vec<u32>> {
     )
 }
 
+/// The pids with a *shared* flock request blocked in the kernel
+/// (`-> FLOCK ADVISORY READ`), from /proc/locks.
+fn blocked_shared_pids() -> Vec<u32> {
+    let locks = std::fs::read_to_string("/proc/locks").unwrap_or_default();
+    locks
+        .lines()
+        .filter_map(|line| match line.split_whitespace().collect::<Vec<_>>().as_slice() {
+            [_, "->", "FLOCK", _, "READ", pid, ..] => pid.parse().ok(),
+            _ => None,
+        })
+        .collect()
+}
+
 /// Waits until every one of `pids` has a request blocked in flock(2).
 /// Returns false (after printing why) where the kernel does not say.
 fn until_blocked_in_kernel(pids: &[u32]) -> bool {
@@ -131,5 +144,37 @@ fn a_wait_that_gives_up_leaves_no_lock_held() {
     for child in [holder, waiter, again] {
         assert!(child.wait().success());
     }
+    drop(dir);
+}
+
+/// The waiters of a fill under way wait as readers, shared, so that they
+/// all wake at once when it ends, instead of taking the entry lock
+/// exclusively one after another; each then finds the entry and none of
+/// them fills it again.
+#[test]
+fn the_waiters_of_a_fill_wait_shared_and_all_find_its_entry() {
+    let (dir, cache) = new_cache();
+    let mut holder = Child::spawn(cache.path(), "fill-named a holder");
+    holder.expect("filling");
+    let mut waiters: Vec<Child> = (0..3).map(|_| Child::spawn(cache.path(), &format!("fill-wait a {LONG}"))).collect();
+    for w in &mut waiters {
+        w.expect("waiting");
+    }
+    let pids: Vec<u32> = waiters.iter().map(Child::pid).collect();
+    if !until_blocked_in_kernel(&pids) {
+        return;
+    }
+    let shared = blocked_shared_pids();
+    assert!(pids.iter().all(|p| shared.contains(p)), "every waiter of the fill blocks shared: {pids:?}, {shared:?}");
+    holder.send();
+    holder.expect("filled=true");
+    for w in &mut waiters {
+        w.expect("filled=false");
+    }
+    assert!(holder.wait().success());
+    for w in waiters {
+        assert!(w.wait().success());
+    }
+    assert!(cache.get(&key("a")).unwrap().is_some());
     drop(dir);
 }
