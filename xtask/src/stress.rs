@@ -16,6 +16,11 @@
 //! is a child subreaper, so orphans come back to it), runs `gc`, and checks
 //! the cache: every entry verifies, no temp, trash or holder is left.
 //! docs/STRESS.md describes the operations, the checks and replay.
+//!
+//! This file holds what every part shares (the keys, the exit codes, the
+//! fill script) and the tests; each part is a file under `stress/`: the
+//! coordinator, the killer, `/proc` (procfs), the entry checks, the
+//! workers and the seeded randomness (rng).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::ffi::OsString;
