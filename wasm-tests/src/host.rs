@@ -164,11 +164,13 @@ impl Host {
 /// Instances, linear memories, tables and fiber stacks come from pools
 /// that every store of the engine shares: a process's start and end reuse
 /// a slot instead of mapping and unmapping its memory, stack and tables.
-/// The limits are wasmtime's defaults (up to 1,000 live processes, 4 GiB
-/// of linear memory each, as without the pool), so a guest grows exactly
-/// as before; only what a freed slot keeps mapped is tuned.
+/// Each memory may grow to 4 GiB, wasmtime's default, as without the
+/// pool, so a guest grows exactly as before. The pools hold
+/// [`pool_slots`] live processes.
 fn pooling() -> PoolingAllocationConfig {
     let mut pool = PoolingAllocationConfig::default();
+    let slots = pool_slots();
+    pool.total_core_instances(slots).total_memories(slots).total_tables(slots).total_stacks(slots);
     // A freed slot is reset by writing its first pages back rather than
     // by unmapping them, so the next process does not fault them in again.
     // (Fiber stacks are not zeroed, so they need no such setting.)
@@ -178,6 +180,14 @@ fn pooling() -> PoolingAllocationConfig {
         // later), only those are reset.
         .pagemap_scan(wasmtime::Enabled::Auto);
     pool
+}
+
+/// Live processes the pools hold: wasmtime's default of 1,000, or 32 per
+/// core where there are more than 31 cores. A run has at most about 15
+/// processes alive at once, and a sweep runs one run per core.
+fn pool_slots() -> u32 {
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+    u32::try_from(cores.saturating_mul(32)).unwrap_or(u32::MAX).max(1_000)
 }
 
 /// How much of a freed linear memory stays mapped (a sixteenth of it for a
