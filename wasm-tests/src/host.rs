@@ -13,7 +13,10 @@ use std::time::Duration;
 
 use rand::{RngCore, SeedableRng};
 use wasmtime::Result;
-use wasmtime::{CallHook, Caller, Config, Engine, InstancePre, Linker, Module, Store, StoreContextMut};
+use wasmtime::{
+    CallHook, Caller, Config, Engine, InstanceAllocationStrategy, InstancePre, Linker, Module, PoolingAllocationConfig,
+    Store, StoreContextMut,
+};
 use wasmtime_wasi::p1::WasiP1Ctx;
 use wasmtime_wasi::p1::wasi_snapshot_preview1;
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
@@ -77,6 +80,7 @@ impl Host {
     fn load(wasm: &Path) -> Result<Host> {
         let mut config = Config::new();
         config.consume_fuel(true);
+        config.allocation_strategy(InstanceAllocationStrategy::Pooling(pooling()));
         let engine = Engine::new(&config)?;
         let bytes =
             std::fs::read(wasm).map_err(|e| wasmtime::format_err!("reading the guest {}: {e}", wasm.display()))?;
@@ -156,6 +160,39 @@ impl Host {
         Ok((running, stderr))
     }
 }
+
+/// Instances, linear memories, tables and fiber stacks come from pools
+/// that every store of the engine shares: a process's start and end reuse
+/// a slot instead of mapping and unmapping its memory, stack and tables.
+/// Each memory may grow to 4 GiB, wasmtime's default, as without the
+/// pool, so a guest grows exactly as before. The pools hold
+/// [`pool_slots`] live processes.
+fn pooling() -> PoolingAllocationConfig {
+    let mut pool = PoolingAllocationConfig::default();
+    let slots = pool_slots();
+    pool.total_core_instances(slots).total_memories(slots).total_tables(slots).total_stacks(slots);
+    // A freed slot is reset by writing its first pages back rather than
+    // by unmapping them, so the next process does not fault them in again.
+    // (Fiber stacks are not zeroed, so they need no such setting.)
+    pool.linear_memory_keep_resident(KEEP_RESIDENT)
+        .table_keep_resident(KEEP_RESIDENT / 16)
+        // Where the kernel can say which pages were touched (6.7 and
+        // later), only those are reset.
+        .pagemap_scan(wasmtime::Enabled::Auto);
+    pool
+}
+
+/// Live processes the pools hold: wasmtime's default of 1,000, or 32 per
+/// core where there are more than 31 cores. A run has at most about 15
+/// processes alive at once, and a sweep runs one run per core.
+fn pool_slots() -> u32 {
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+    u32::try_from(cores.saturating_mul(32)).unwrap_or(u32::MAX).max(1_000)
+}
+
+/// How much of a freed linear memory stays mapped (a sixteenth of it for a
+/// table).
+const KEEP_RESIDENT: usize = 1 << 20;
 
 fn load_module(engine: &Engine, wasm: &Path, bytes: &[u8]) -> Result<Module> {
     let mut hasher = DefaultHasher::new();

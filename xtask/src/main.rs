@@ -2,18 +2,21 @@
 //!
 //! `cargo xtask ci` is the one gate: if it passes locally, CI is green.
 
-use std::process::{Command, ExitCode};
-use std::time::Instant;
+use std::process::ExitCode;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Result, bail};
 
 mod bench;
 mod ci;
+mod shared;
 mod sim;
 #[cfg(target_os = "linux")]
 mod stress;
 #[cfg(test)]
 mod tidy;
+
+// The tasks call the shared helpers as `crate::step` and so on.
+pub(crate) use shared::{cargo, step, workspace};
 
 const USAGE: &str = "\
 usage: cargo xtask <task>
@@ -56,40 +59,4 @@ fn main_impl() -> Result<()> {
         }
         Some(other) => bail!("unknown task `{other}`; run `cargo xtask help` for the list"),
     }
-}
-
-/// The workspace, as cargo sees it.
-pub(crate) struct Workspace {
-    pub(crate) root: std::path::PathBuf,
-    pub(crate) target_dir: std::path::PathBuf,
-}
-
-pub(crate) fn workspace() -> Result<Workspace> {
-    let meta = cargo_metadata::MetadataCommand::new().no_deps().exec().context("running cargo metadata")?;
-    Ok(Workspace {
-        root: meta.workspace_root.into_std_path_buf(),
-        target_dir: meta.target_directory.into_std_path_buf(),
-    })
-}
-
-/// `cargo`, as invoked by whoever ran xtask.
-pub(crate) fn cargo() -> Command {
-    Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
-}
-
-/// Runs `cmd` as one named step, echoing it, and fails if it fails.
-pub(crate) fn step(name: &str, cmd: &mut Command) -> Result<()> {
-    let shown = format!("{cmd:?}").replace('"', "");
-    eprintln!("\n==> {name}: {shown}");
-    let start = Instant::now();
-    let status = cmd.status().with_context(|| format!("starting {name}"))?;
-    eprintln!(
-        "==> {name}: {} in {:.1}s",
-        if status.success() { "ok" } else { "FAILED" },
-        start.elapsed().as_secs_f64()
-    );
-    if !status.success() {
-        bail!("step `{name}` failed ({status})");
-    }
-    Ok(())
 }

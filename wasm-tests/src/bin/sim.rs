@@ -4,6 +4,7 @@
 //! ```text
 //! sim [--scenario NAME|all] [--variant NAME|all] [--seeds A..B] [--threads N]
 //!     [--kill P@S[+restart] | --no-kills | --kill-every-step P[+restart]] [--trace] [--keep-going]
+//!     [--fingerprints]
 //! sim bench [--seconds N] [--threads N]
 //! ```
 //!
@@ -12,7 +13,10 @@
 //! for about 70% of seeds), as in the `cargo test` sweep. Seeds are spread
 //! over `--threads` worker threads (every core by default; one with
 //! `--trace`). Each scenario prints its runs, failures and schedules per
-//! second, and every failure its replay command.
+//! second, and every failure its replay command. `--fingerprints` also
+//! prints, for every run, `fingerprint SCENARIO VARIANT SEED HASH`: the
+//! blake3 of the run's trace, schedule and violations (in the order runs
+//! end; sort them to compare two builds).
 
 use std::process::ExitCode;
 use std::sync::Mutex;
@@ -45,6 +49,7 @@ struct Args {
     every_step: Option<(usize, bool)>,
     trace: bool,
     keep_going: bool,
+    fingerprints: bool,
     seconds: u64,
     /// Worker threads; every core by default (1 for `bench`).
     threads: Option<u64>,
@@ -60,6 +65,7 @@ fn parse(args: &[String]) -> Result<Args> {
         every_step: None,
         trace: false,
         keep_going: false,
+        fingerprints: false,
         seconds: 5,
         threads: None,
     };
@@ -92,6 +98,7 @@ fn parse(args: &[String]) -> Result<Args> {
             }
             "--trace" => out.trace = true,
             "--keep-going" => out.keep_going = true,
+            "--fingerprints" => out.fingerprints = true,
             "--seconds" => out.seconds = value()?.parse()?,
             "--threads" => out.threads = Some(value()?.parse::<u64>()?.max(1)),
             other => bail!("unknown argument `{other}`"),
@@ -228,6 +235,10 @@ fn sweep_parallel(host: &Host, scenario: &Scenario, args: &Args, threads: u64) -
             let outcome = run(host, scenario, seed, kill)?;
             if args.trace {
                 println!("{}", outcome.report());
+            }
+            if args.fingerprints {
+                let hash = blake3::hash(outcome.fingerprint().as_bytes());
+                println!("fingerprint {} {} {seed} {}", scenario.name, scenario.variant, hash.to_hex());
             }
             let mut summary = summary.lock().unwrap_or_else(|p| p.into_inner());
             summary.runs += 1;
