@@ -340,3 +340,88 @@ mod waiters {
             });
     }
 }
+
+/// A peer in the same run (issue 17, item 7): the same hit and 1 KiB fill
+/// through `cacache` (13, sync API, no async runtime), a content-addressed
+/// key-value cache. Same durability on both sides: cacache syncs nothing
+/// (its write is a temp file renamed into `content-v2/`, then a line
+/// appended to the key's bucket in `index-v5/`, no fsync), so safecache's
+/// side runs at `Durability::None` (no fsync either: temp dir, write,
+/// manifest, NOREPLACE rename, with its locks); `fill_1k` is the default,
+/// fsynced fill beside them. Every fill writes different bytes (the
+/// counter is in the payload), so cacache's content addressing dedupes
+/// nothing.
+mod peer {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use divan::Bencher;
+    use safecache::{Cache, Durability, Key, Options, Wait};
+
+    fn payload(i: usize) -> Vec<u8> {
+        let mut data = vec![b'x'; 1024];
+        let tag = i.to_le_bytes();
+        data[..tag.len()].copy_from_slice(&tag);
+        data
+    }
+
+    fn counter() -> usize {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        N.fetch_add(1, Ordering::Relaxed)
+    }
+
+    fn fill(cache: &Cache, key: &Key, data: &[u8]) {
+        cache.get_or_fill(key, Wait::NoWait, |d| std::fs::write(d.path().join("payload"), data)).unwrap();
+    }
+
+    /// safecache's hit on a 1 KiB entry (as `get_hit`).
+    #[divan::bench]
+    fn safecache_get_hit_1k(bencher: Bencher<'_, '_>) {
+        let (_tmp, cache) = super::cache();
+        let key = Key::new("hit").unwrap();
+        fill(&cache, &key, &payload(0));
+        bencher.bench_local(|| cache.get(&key).unwrap().unwrap());
+    }
+
+    /// cacache's hit: `metadata_sync` of a 1 KiB entry (reads and parses
+    /// the key's index bucket).
+    #[divan::bench]
+    fn cacache_metadata_hit_1k(bencher: Bencher<'_, '_>) {
+        let (tmp, _cache) = super::cache();
+        let dir = tmp.path().join("cacache");
+        cacache::write_sync(&dir, "hit", payload(0)).unwrap();
+        bencher.bench_local(|| cacache::metadata_sync(&dir, "hit").unwrap().unwrap());
+    }
+
+    /// safecache's fill of a new 1 KiB entry with no fsync.
+    #[divan::bench(sample_count = 200)]
+    fn safecache_fill_1k_unsynced(bencher: Bencher<'_, '_>) {
+        let (_tmp, cache) = super::cache();
+        let cache =
+            Cache::open_ambient(cache.path(), Options { durability: Some(Durability::None), ..Options::default() })
+                .unwrap();
+        bencher.with_inputs(|| (super::fresh_key(), payload(counter()))).bench_local_values(|(key, data)| {
+            fill(&cache, &key, &data);
+        });
+    }
+
+    /// safecache's default fill of a new 1 KiB entry: every file and
+    /// directory fsynced, and the root after the rename.
+    #[divan::bench(sample_count = 200)]
+    fn safecache_fill_1k_fsynced(bencher: Bencher<'_, '_>) {
+        let (_tmp, cache) = super::cache();
+        bencher.with_inputs(|| (super::fresh_key(), payload(counter()))).bench_local_values(|(key, data)| {
+            fill(&cache, &key, &data);
+        });
+    }
+
+    /// cacache's `write_sync` of a new 1 KiB entry under a new key (no
+    /// fsync).
+    #[divan::bench(sample_count = 200)]
+    fn cacache_write_1k(bencher: Bencher<'_, '_>) {
+        let (tmp, _cache) = super::cache();
+        let dir = tmp.path().join("cacache");
+        bencher.with_inputs(|| (counter(), payload(counter()))).bench_local_values(|(i, data)| {
+            cacache::write_sync(&dir, format!("bench/{i}"), data).unwrap();
+        });
+    }
+}

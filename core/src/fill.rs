@@ -634,9 +634,8 @@ impl Cache {
     fn commit(&self, key: &Key, unfinished: &mut Unfinished) -> Result<(Option<String>, u64), Error> {
         let root = self.root();
         let stored = &unfinished.stored;
-        root.settle_tree(stored).map_err(|e| Error::io("prepare for publishing", stored, e))?;
         // Still marked: a committed entry always has its manifest.
-        let bytes = crate::manifest::write(root, key, stored, &self.inner.options.cancel)?;
+        let bytes = settle_and_write_manifest(root, key, stored, &self.inner.options.cancel)?;
         if !root.set_uncommitted(stored, false).map_err(|e| Error::io("commit", stored, e))? {
             return Err(Error::FillMoved {
                 key: key.to_string(),
@@ -713,13 +712,47 @@ impl Cache {
         // that set it on its output (`rsync -a` of a sticky directory) must
         // not publish an entry every reader takes for absent and gc deletes.
         root.set_uncommitted(out_rel, false).map_err(|e| Error::io("publish", out_rel, e))?;
-        root.settle_tree(out_rel).map_err(|e| Error::io("prepare for publishing", out_rel, e))?;
-        let bytes = crate::manifest::write(root, key, out_rel, &self.inner.options.cancel)?;
+        let bytes = settle_and_write_manifest(root, key, out_rel, &self.inner.options.cancel)?;
         root.rename_noreplace(out_rel, &stored).map_err(|e| Error::io("publish", &stored, e))?;
         let synced = root.sync_dir("").map_err(|e| Error::io("sync", ".", e));
         tracing::info!(entry = %stored, "published");
         Ok((after_publish(key, synced), bytes))
     }
+}
+
+/// Settles the tree `out_rel` (its modes, then its durability: see
+/// [`Root::settle_tree`]) and writes its manifest (hashed from the settled
+/// tree, synced, renamed into `manifests/`, that directory synced); returns
+/// the entry's bytes. Both are done before it returns, so before the
+/// publishing rename, whatever fails.
+///
+/// Where the level syncs, natively (and not on tmpfs, where fsync is
+/// free: [`Root::overlaps_syncs`]), the modes are settled first, then the
+/// tree's fsyncs run on a thread of their own while this one hashes the
+/// tree and writes and syncs the manifest: the hashing overlaps the fsyncs,
+/// and the two sets of fsyncs can share the filesystem's journal commits.
+/// The manifest is the same either way: it is built from the settled modes
+/// and the bytes the filler wrote, which the syncs do not change.
+fn settle_and_write_manifest(root: &Root, key: &Key, out_rel: &str, cancel: &crate::Cancel) -> Result<u64, Error> {
+    let prepare = |e| Error::io("prepare for publishing", out_rel, e);
+    #[cfg(not(target_os = "wasi"))]
+    if root.overlaps_syncs() {
+        root.settle_tree_modes(out_rel).map_err(prepare)?;
+        return std::thread::scope(|s| {
+            let synced =
+                std::thread::Builder::new().name("safecache-sync".into()).spawn_scoped(s, || root.settle_tree(out_rel));
+            let written = crate::manifest::write(root, key, out_rel, cancel);
+            // No thread (out of threads or memory): sync here, after.
+            let synced = match synced {
+                Ok(thread) => thread.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)),
+                Err(_) => root.settle_tree(out_rel),
+            };
+            synced.map_err(prepare)?;
+            written
+        });
+    }
+    root.settle_tree(out_rel).map_err(prepare)?;
+    crate::manifest::write(root, key, out_rel, cancel)
 }
 
 /// The warning for an error after `key` was published: the entry stays (it

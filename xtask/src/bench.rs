@@ -11,6 +11,11 @@
 //! `path` and startup, each beside `flock LOCKFILE true`: `cargo bench -p
 //! cargo-safecache --bench cli`), which the default run includes.
 //!
+//! `cargo xtask bench listing` runs `ls`, `status` and `init` over a cache
+//! of 100,000 entries, each beside a `find` walk of it, with their peak
+//! memory (`cargo bench -p cargo-safecache --bench listing`), which the
+//! default run includes.
+//!
 //! `cargo xtask bench core` or `cargo xtask bench sim` runs one of them;
 //! `cargo xtask bench sim --seconds 20` measures longer. The figures go in
 //! docs/BENCHMARKS.md.
@@ -20,7 +25,7 @@ use anyhow::Result;
 pub(crate) fn run(args: &[String]) -> Result<()> {
     let ws = crate::workspace()?;
     let (which, rest) = match args.first().map(String::as_str) {
-        Some(w @ ("core" | "cli" | "sim" | "removal")) => (Some(w), &args[1..]),
+        Some(w @ ("core" | "cli" | "listing" | "sim" | "removal")) => (Some(w), &args[1..]),
         _ => (None, args),
     };
     if which.is_none_or(|w| w == "core") {
@@ -33,6 +38,12 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
         crate::step(
             "bench cli",
             crate::cargo().current_dir(&ws.root).args(["bench", "--package", "cargo-safecache", "--bench", "cli"]),
+        )?;
+    }
+    if which.is_none_or(|w| w == "listing") {
+        crate::step(
+            "bench listing",
+            crate::cargo().current_dir(&ws.root).args(["bench", "--package", "cargo-safecache", "--bench", "listing"]),
         )?;
     }
     if which.is_none_or(|w| w == "removal") {
