@@ -53,7 +53,7 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
 /// case_insensitive.rs) make ext4, xfs and btrfs images and mount a
 /// case-insensitive FUSE passthrough written with Debian's fusepy, run by
 /// /usr/bin/python3 (not whatever python3 comes first on PATH).
-const SYSTEM_TOOLS: [(&str, &[&str], &str); 12] = [
+const SYSTEM_TOOLS: [(&str, &[&str], &str); 13] = [
     ("git", &["git", "--version"], "git"),
     ("tar", &["tar", "--version"], "tar"),
     ("make", &["make", "--version"], "make"),
@@ -66,11 +66,12 @@ const SYSTEM_TOOLS: [(&str, &[&str], &str); 12] = [
     ("fusermount (libfuse2)", &["fusermount", "-V"], "fuse"),
     ("rsync", &["rsync", "--version"], "rsync"),
     ("fusepy", &["/usr/bin/python3", "-c", "import fusepy"], "python3-fusepy"),
+    ("GNU time (a command's own peak memory)", &["/usr/bin/time", "-f", "%M", "true"], "time"),
 ];
 
 /// Installs the Debian packages of the real tools the tests run (git, tar,
 /// rsync, make, a Python with venv and ensurepip, mount, setsid, mkfs for ext4,
-/// xfs and btrfs, libfuse2 and fusepy) when any is missing and apt-get can;
+/// xfs and btrfs, libfuse2, fusepy and GNU time) when any is missing and apt-get can;
 /// otherwise fails naming the packages.
 fn ensure_system_tools() -> Result<()> {
     let works = |argv: &[&str]| Command::new(argv[0]).args(&argv[1..]).output().is_ok_and(|o| o.status.success());

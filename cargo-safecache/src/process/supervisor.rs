@@ -10,8 +10,8 @@
 //! the fork, and the fork makes only async-signal-safe system calls, with
 //! paths and report lines built on the stack, until it `_exit`s.
 //!
-//! It reports to `run` on a pipe, one line each: `pid N` once CMD runs,
-//! then `status N` (CMD's wait status) or `fail ERRNO STAGE` when a step
+//! It reports to `run` on a pipe, one line each: `pid N` (written by CMD
+//! itself, before its exec), then `status N` (CMD's wait status) or `fail ERRNO STAGE` when a step
 //! failed (`Stage`), which `run` turns into its error.
 
 use std::ffi::{CString, OsString};
@@ -332,8 +332,9 @@ fn run_tree(plan: &Plan) -> Result<i32, (Stage, i32)> {
         unsafe { libc::close(pipe[0]) };
         return Err((Stage::Fork, e));
     }
-    // CMD writes its errno here if it cannot be executed; the pipe closes
-    // on a successful exec.
+    // CMD has reported its pid to `run` itself, before anything else (see
+    // `exec_cmd`). It writes its errno here if it cannot be executed; the
+    // pipe closes on a successful exec.
     let mut failed = [0u8; 4];
     let mut got = 0;
     while got < failed.len() {
@@ -354,12 +355,6 @@ fn run_tree(plan: &Plan) -> Result<i32, (Stage, i32)> {
         unsafe { libc::waitpid(cmd_pid, &mut status, 0) };
         return Err((Stage::Exec, i32::from_ne_bytes(failed)));
     }
-    // So that `run` can end CMD's group if this process is killed (CMD is
-    // then reparented to `run`, which finds it unreaped). A pipe write this
-    // small never blocks.
-    let mut line = StackStr::<32>::new();
-    let _ = writeln!(line, "pid {cmd_pid}");
-    write_all(plan.report, line.as_bytes());
     let status = relay(plan, cmd_pid);
     if status.is_none() {
         // `run` died: CMD is unreaped, so its group id is still its own.
@@ -382,6 +377,16 @@ fn exec_cmd(plan: &Plan, supervisor: i32, failed: RawFd, new_session: bool) -> !
             write_all(failed, &e.to_ne_bytes());
             exit(127)
         };
+        // First of all, CMD tells `run` its pid, so that `run` can end
+        // CMD's group if the supervisor is killed (CMD is then reparented
+        // to `run`, which finds it unreaped): written here, before CMD can
+        // start anything, rather than by the supervisor, which may not be
+        // scheduled again before it is killed. A pipe write this small is
+        // atomic and never blocks; the supervisor writes nothing until CMD
+        // has ended.
+        let mut line = StackStr::<32>::new();
+        let _ = writeln!(line, "pid {}", libc::getpid());
+        write_all(plan.report, line.as_bytes());
         // If the supervisor is SIGKILLed, CMD at least goes with it.
         if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong) != 0 {
             fail(errno());
