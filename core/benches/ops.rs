@@ -142,19 +142,67 @@ fn fill_4k(bencher: Bencher<'_, '_>) {
 #[divan::bench(sample_count = 200)]
 fn baseline_fill_4k_with_fsync(bencher: Bencher<'_, '_>) {
     let tmp = tempfile::tempdir().unwrap();
-    let root = tmp.path();
+    bare_fills(bencher, tmp.path(), true, |temp, _| {
+        let mut file = std::fs::File::create(temp.join("payload")).unwrap();
+        file.write_all(PAYLOAD).unwrap();
+        file.sync_all().unwrap();
+        std::fs::File::open(temp).unwrap().sync_all().unwrap();
+    });
+}
+
+/// Bare fills under `root`: mkdir `tmp-<i>`, `write` into it, rename it
+/// to `entry-<i>`, then (with `sync`) fsync the root.
+fn bare_fills(bencher: Bencher<'_, '_>, root: &Path, sync: bool, write: impl Fn(&Path, usize) + Sync) {
     let n = AtomicUsize::new(0);
     bencher.bench_local(|| {
         let i = n.fetch_add(1, Ordering::Relaxed);
         let temp = root.join(format!("tmp-{i}"));
         std::fs::create_dir(&temp).unwrap();
-        let mut file = std::fs::File::create(temp.join("payload")).unwrap();
-        file.write_all(PAYLOAD).unwrap();
-        file.sync_all().unwrap();
-        std::fs::File::open(&temp).unwrap().sync_all().unwrap();
+        write(&temp, i);
         std::fs::rename(&temp, root.join(format!("entry-{i}"))).unwrap();
-        std::fs::File::open(root).unwrap().sync_all().unwrap();
+        if sync {
+            std::fs::File::open(root).unwrap().sync_all().unwrap();
+        }
     });
+}
+
+/// A many-file entry: 256 files of 64 KiB (16 MiB), each file's bytes its
+/// own.
+const MANY_FILES: usize = 256;
+const MANY_FILE_LEN: usize = 64 << 10;
+
+fn write_many_files(dir: &Path, seed: usize) -> std::io::Result<()> {
+    let mut data = vec![0u8; MANY_FILE_LEN];
+    for i in 0..MANY_FILES {
+        data[..16].copy_from_slice(&((seed as u128) << 64 | i as u128).to_le_bytes());
+        data[16..].fill((i % 251) as u8 + 1);
+        std::fs::File::create(dir.join(format!("f{i}")))?.write_all(&data)?;
+    }
+    Ok(())
+}
+
+/// A fill of a 16 MiB entry of 256 files without fsyncs: the manifest's
+/// hashing (on every core) is most of what it adds to the bare writes.
+#[divan::bench(sample_count = 20)]
+fn fill_many_files_unsynced(bencher: Bencher<'_, '_>) {
+    let (_tmp, cache) = cache();
+    let cache = Cache::open_ambient(
+        cache.path(),
+        Options { durability: Some(safecache::Durability::None), ..Options::default() },
+    )
+    .unwrap();
+    let n = AtomicUsize::new(0);
+    bencher.bench_local(|| {
+        let seed = n.fetch_add(1, Ordering::Relaxed);
+        cache.get_or_fill(&fresh_key(), Wait::NoWait, |d| write_many_files(d.path(), seed)).unwrap()
+    });
+}
+
+/// Its limit: mkdir a temp, write the same files, rename. No fsync.
+#[divan::bench(sample_count = 20)]
+fn baseline_write_many_files(bencher: Bencher<'_, '_>) {
+    let tmp = tempfile::tempdir_in(std::env::var_os("SAFECACHE_BENCH_DIR").unwrap_or_else(|| "/tmp".into())).unwrap();
+    bare_fills(bencher, tmp.path(), false, |temp, i| write_many_files(temp, i).unwrap());
 }
 
 /// Remove a 4 KiB entry: entry lock, rename aside, fsync the root, forget

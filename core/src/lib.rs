@@ -57,9 +57,12 @@ mod mode;
 mod modify;
 mod name;
 mod once_map;
+mod parallel;
 mod probe;
 mod reclaim;
 mod remove;
+#[doc(hidden)]
+pub mod sim;
 mod stats;
 mod sys;
 mod verify;

@@ -214,14 +214,61 @@ pub(crate) struct Hashing<'a> {
 /// gone since its directory was listed, an I/O error) is recorded with why,
 /// and a directory that cannot be listed is not entered.
 ///
+/// The walk (stat, list, read links) is one thread's; the files it finds
+/// are then hashed on every core natively, when there are enough of them
+/// to pay for the threads ([`hash_threads`]).
+///
 /// # Errors
 /// Only when cancelled (kind `Interrupted`).
 pub(crate) fn scan(root: &Root, rel: &Path, hashing: Hashing<'_>) -> io::Result<Vec<Record>> {
     let mut out = Vec::new();
-    let mut buf = vec![0u8; CHUNK];
-    visit(root, rel, None, &mut Vec::new(), &mut out, &mut buf, hashing)?;
+    let mut files = Vec::new();
+    visit(root, rel, None, &mut Vec::new(), &mut out, &mut files, hashing)?;
+    let threads = hash_threads(&files);
+    let buffer = || vec![0u8; CHUNK];
+    let hashed =
+        crate::parallel::run_with(&files, threads, buffer, |buf, file| hash_file(root, &file.rel, buf, hashing));
+    for (file, result) in files.iter().zip(hashed) {
+        let Some(record) = out.get_mut(file.index) else { continue };
+        match result {
+            Ok(hashed) => {
+                record.size = Some(hashed.size);
+                record.blake3 = Some(hashed.blake3);
+                record.zeros = hashed.zeros;
+            }
+            Err(_) if hashing.cancel.is_cancelled() => return hashing.cancel.check().map(|()| Vec::new()),
+            Err(e) => {
+                record.denied = e.kind() == io::ErrorKind::PermissionDenied;
+                record.unreadable = Some(why(&e));
+            }
+        }
+    }
     out.sort_by_key(|r| r.path.sort_key());
     Ok(out)
+}
+
+/// A regular file the walk found, to hash: its record's index, its path
+/// and its size when listed.
+struct ToHash {
+    index: usize,
+    rel: std::path::PathBuf,
+    len: u64,
+}
+
+/// Below this many files and bytes, one thread hashes: starting a thread
+/// costs about as much as hashing a few small files.
+const PARALLEL_FILES: usize = 16;
+const PARALLEL_BYTES: u64 = 4 << 20;
+
+/// How many threads hash `files`: every core when there are many files or
+/// many bytes in more than one file, else one.
+fn hash_threads(files: &[ToHash]) -> usize {
+    let bytes = files.iter().map(|f| f.len).fold(0u64, u64::saturating_add);
+    if files.len() >= PARALLEL_FILES || (files.len() > 1 && bytes >= PARALLEL_BYTES) {
+        crate::parallel::cores()
+    } else {
+        1
+    }
 }
 
 fn visit(
@@ -230,7 +277,7 @@ fn visit(
     listed: Option<FileKind>,
     inner: &mut Vec<u8>,
     out: &mut Vec<Record>,
-    buf: &mut [u8],
+    files: &mut Vec<ToHash>,
     hashing: Hashing<'_>,
 ) -> io::Result<()> {
     hashing.cancel.check()?;
@@ -272,18 +319,7 @@ fn visit(
     match meta.kind {
         FileKind::File => {
             record.size = Some(meta.len);
-            match hash_file(root, rel, buf, hashing) {
-                Ok(hashed) => {
-                    record.size = Some(hashed.size);
-                    record.blake3 = Some(hashed.blake3);
-                    record.zeros = hashed.zeros;
-                }
-                Err(_) if hashing.cancel.is_cancelled() => return hashing.cancel.check(),
-                Err(e) => {
-                    record.denied = e.kind() == io::ErrorKind::PermissionDenied;
-                    record.unreadable = Some(why(&e));
-                }
-            }
+            files.push(ToHash { index: out.len(), rel: rel.to_path_buf(), len: meta.len });
         }
         FileKind::Symlink => match root.read_link(rel) {
             Ok(target) => {
@@ -309,7 +345,7 @@ fn visit(
                     inner.push(b'/');
                 }
                 inner.extend_from_slice(entry.name.as_encoded_bytes());
-                visit(root, &rel.join(&entry.name), Some(entry.kind), inner, out, buf, hashing)?;
+                visit(root, &rel.join(&entry.name), Some(entry.kind), inner, out, files, hashing)?;
                 inner.truncate(len);
             }
             return Ok(());
@@ -751,6 +787,32 @@ mod tests {
 
     fn manifest(files: Vec<Record>) -> Manifest {
         Manifest { format: FORMAT, key: "k".to_owned(), entry_id: None, entry_mtime: Some([1, 2]), bytes: 1, files }
+    }
+
+    #[test]
+    fn files_hashed_on_many_threads_keep_each_its_own_hash() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = Root::open_ambient(dir.path()).unwrap();
+        root.create_dir("e").unwrap();
+        root.create_dir("e/sub").unwrap();
+        let n = PARALLEL_FILES * 3;
+        let mut want = BTreeMap::new();
+        for i in 0..n {
+            let path = if i % 2 == 0 { format!("e/f{i:03}") } else { format!("e/sub/g{i:03}") };
+            let data = format!("file {i}").repeat(i * 97 % 500 + 1);
+            root.write_new(&path, data.as_bytes()).unwrap();
+            want.insert(path[2..].to_owned(), blake3::hash(data.as_bytes()).to_hex().to_string());
+        }
+        let files: Vec<_> = (0..n).map(|i| ToHash { index: i, rel: Path::new("e").to_path_buf(), len: 1 }).collect();
+        assert!(hash_threads(&files) >= crate::parallel::cores(), "this many files are hashed on every core");
+        let cancel = Cancel::new();
+        let records = scan(&root, Path::new("e"), Hashing { format: FORMAT, cancel: &cancel }).unwrap();
+        let got: BTreeMap<_, _> = records
+            .iter()
+            .filter(|r| r.kind == Kind::File)
+            .map(|r| (r.path.show(), r.blake3.clone().unwrap_or_default()))
+            .collect();
+        assert_eq!(got, want);
     }
 
     #[test]

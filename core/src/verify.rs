@@ -240,34 +240,8 @@ impl Leased {
 
 /// Runs `f` on every target, on up to `available_parallelism` threads
 /// (natively; one after another under WASI, which has no threads).
-#[cfg(not(target_os = "wasi"))]
 fn run_all(targets: &[Target], f: impl Fn(&Target) -> VerifyState + Sync) -> Vec<VerifyState> {
-    use std::sync::Mutex;
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, MAX_THREADS);
-    let threads = threads.min(targets.len()).max(1);
-    let next = AtomicUsize::new(0);
-    let results: Mutex<Vec<Option<VerifyState>>> = Mutex::new(vec![None; targets.len()]);
-    std::thread::scope(|s| {
-        for _ in 0..threads {
-            s.spawn(|| {
-                loop {
-                    let i = next.fetch_add(1, Ordering::Relaxed);
-                    let Some(target) = targets.get(i) else { break };
-                    let state = f(target);
-                    results.lock().unwrap_or_else(|p| p.into_inner())[i] = Some(state);
-                }
-            });
-        }
-    });
-    let results = results.into_inner().unwrap_or_else(|p| p.into_inner());
-    results.into_iter().map(|s| s.unwrap_or(VerifyState::Failed { reason: "not checked".to_owned() })).collect()
-}
-
-#[cfg(target_os = "wasi")]
-fn run_all(targets: &[Target], f: impl Fn(&Target) -> VerifyState) -> Vec<VerifyState> {
-    let _ = MAX_THREADS;
-    targets.iter().map(f).collect()
+    crate::parallel::run(targets, crate::parallel::cores().clamp(1, MAX_THREADS), f)
 }
 
 impl Cache {

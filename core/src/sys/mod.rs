@@ -62,7 +62,7 @@ pub(crate) fn is_mount_points(_: &io::Error) -> bool {
 use native as imp;
 
 #[cfg(target_os = "wasi")]
-mod wasi;
+pub(crate) mod wasi;
 #[cfg(target_os = "wasi")]
 use wasi as imp;
 

@@ -58,6 +58,46 @@ fn sync(rel: &Path) -> io::Result<()> {
     }
 }
 
+/// The `safecache_host` imports behind safe functions: the one place that
+/// calls them, for the core and (through `safecache::sim`) the simulator's
+/// guest.
+pub(crate) mod host {
+    use std::io;
+
+    /// Takes the host lock on `rel` (relative to the cache), shared or
+    /// exclusive, waiting up to `timeout_ms` virtual milliseconds (`-1`:
+    /// forever, `0`: not at all). Returns a handle (`>= 0`), `-1` if the
+    /// lock stayed busy, or another negative code if the host refused.
+    pub fn lock(rel: &str, exclusive: bool, timeout_ms: i64) -> i32 {
+        // SAFETY: the pointer and length describe a live, initialized byte
+        // slice for the duration of the call; the host only reads it.
+        unsafe { super::host_lock(rel.as_ptr(), rel.len(), u32::from(exclusive), timeout_ms) }
+    }
+
+    /// Releases a lock by the handle [`lock`] returned.
+    pub fn unlock(handle: i32) {
+        // SAFETY: an integer argument; the host ignores a handle it did not
+        // give this process.
+        unsafe { super::host_unlock(handle) }
+    }
+
+    /// This simulated process's pid.
+    pub fn pid() -> u32 {
+        // SAFETY: a host import without arguments.
+        unsafe { super::host_pid() }
+    }
+
+    /// fsyncs `rel` (relative to the cache; `""` is the cache itself)
+    /// through the host, which records what becomes durable.
+    ///
+    /// # Errors
+    /// `NotFound` if `rel` does not exist; another error if the host
+    /// refused.
+    pub fn sync(rel: &str) -> io::Result<()> {
+        super::sync(std::path::Path::new(rel))
+    }
+}
+
 /// The cache root: a directory beneath a WASI preopen.
 #[derive(Debug)]
 pub(crate) struct Dir {
@@ -282,18 +322,11 @@ pub(crate) struct LockFile {
 
 impl LockFile {
     fn acquire(&self, mode: Flock, timeout_ms: i64) -> io::Result<bool> {
-        let mode = match mode {
-            Flock::Shared => 0,
-            Flock::Exclusive => 1,
-        };
-        // SAFETY: the pointer and length describe a live, initialized byte
-        // slice for the duration of the call; the host only reads it.
-        let handle = unsafe { host_lock(self.rel.as_ptr(), self.rel.len(), mode, timeout_ms) };
+        let handle = host::lock(&self.rel, mode == Flock::Exclusive, timeout_ms);
         match handle {
             h if h >= 0 => {
                 if let Some(old) = self.handle.replace(Some(h)) {
-                    // SAFETY: releasing a handle the host gave us.
-                    unsafe { host_unlock(old) };
+                    host::unlock(old);
                 }
                 Ok(true)
             }
@@ -310,8 +343,7 @@ impl LockFile {
     /// Releases the lock, if held, keeping this handle for the next one.
     pub(crate) fn unlock(&self) {
         if let Some(handle) = self.handle.take() {
-            // SAFETY: releasing a handle the host gave us, exactly once.
-            unsafe { host_unlock(handle) };
+            host::unlock(handle);
         }
     }
 
@@ -358,15 +390,13 @@ impl Waiting {
 impl Drop for LockFile {
     fn drop(&mut self) {
         if let Some(handle) = self.handle.take() {
-            // SAFETY: releasing a handle the host gave us, exactly once.
-            unsafe { host_unlock(handle) };
+            host::unlock(handle);
         }
     }
 }
 
 pub(crate) fn process_identity() -> Identity {
-    // SAFETY: a host import with no arguments.
-    let pid = unsafe { host_pid() };
+    let pid = host::pid();
     let argv = std::env::args_os().map(|a| a.to_string_lossy().into_owned()).collect();
     Identity { pid, host: "simulated".to_owned(), argv }
 }
