@@ -18,14 +18,17 @@
 //! docs/SIMULATION.md explains how to read a trace and replay a seed.
 
 mod host;
+mod memfs;
 mod oracle;
 mod plan;
 mod power;
 mod scenario;
 mod scheduler;
+mod tree;
+mod wasi_p1;
 mod world;
 
-pub use host::Host;
+pub use host::{FsMode, Host};
 pub use oracle::OLD_ENTRIES;
 pub use plan::{KillPlan, POWER_SPAN, PowerCut, kill_for_seed, power_for_seed};
 pub use power::Keep;
@@ -51,6 +54,8 @@ pub struct Outcome {
     pub steps: Vec<u64>,
     /// Broken invariants; empty when the run passed.
     pub violations: Vec<String>,
+    /// The filesystem the processes shared.
+    pub fs: FsMode,
 }
 
 impl Outcome {
@@ -74,6 +79,9 @@ impl Outcome {
         if let Some(kill) = self.kill {
             env.push_str(&format!(" SAFECACHE_KILL={kill}"));
         }
+        if self.fs != FsMode::default() {
+            env.push_str(&format!(" SAFECACHE_FS={}", self.fs));
+        }
         env
     }
 
@@ -94,7 +102,10 @@ impl Outcome {
         for v in &self.violations {
             out.push_str(&format!("  violation: {v}\n"));
         }
-        let kill = self.kill.map_or_else(|| " --no-kills".to_owned(), |k| format!(" --kill {k}"));
+        let mut kill = self.kill.map_or_else(|| " --no-kills".to_owned(), |k| format!(" --kill {k}"));
+        if self.fs != FsMode::default() {
+            kill.push_str(&format!(" --fs {}", self.fs));
+        }
         out.push_str(&format!(
             "replay: {} cargo test -p wasm-tests --test sim replay -- --nocapture\n   or: cargo xtask sim --scenario {} --variant {} --seeds {}..{}{kill} --trace\n",
             self.replay_env(),
