@@ -3,7 +3,8 @@
 //! The guest (`wasm-tests/guest`, built for wasm32-wasip1 by this crate's
 //! build script) links the real core through its WASI directory handle and
 //! runs one role per process. The host runs several such processes, each a
-//! wasmtime store over one shared real directory, under a single-threaded
+//! wasmtime store over one shared filesystem (in memory by default, or a
+//! real directory with [`FsMode::Host`]), under a single-threaded
 //! scheduler that picks the next process with a PRNG seeded by the run's
 //! seed. Processes are preempted at every host call and by fuel; time,
 //! randomness and locks are the host's, so one seed always replays the same
@@ -12,8 +13,11 @@
 //! The crate's modules: `plan` (the crash each seed derives: kill plans
 //! and power cuts), `scheduler` (one run: processes, steps, kills; and
 //! sweeps), `oracle` (the invariants checked after every run), `host`
-//! (wasmtime), `world` (virtual time, locks, the trace), `power` (what a
-//! power cut leaves) and `scenario` (who runs what).
+//! (wasmtime), `wasi_p1` (the WASI filesystem functions), `memfs` (the
+//! in-memory filesystem), `tree` (the host's own reads and writes of the
+//! shared directory, over either filesystem), `world` (virtual time, locks,
+//! the trace), `power` (what a power cut leaves) and `scenario` (who runs
+//! what).
 //!
 //! docs/SIMULATION.md explains how to read a trace and replay a seed.
 

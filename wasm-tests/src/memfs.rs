@@ -16,7 +16,7 @@
 //!   sorted order, as the real-directory mode's wrapper resolves it.
 //! - Timestamps come from the virtual clock.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::BTreeMap;
 use std::io;
 use std::path::Path;
 
@@ -238,17 +238,18 @@ impl MemFs {
             return Err(errno::NOTDIR);
         }
         let slash = path.ends_with(b"/");
-        let mut comps: VecDeque<Vec<u8>> = split(path);
+        // The components still to resolve, the next one last.
+        let mut comps: Vec<&[u8]> = split(path).rev().collect();
         let mut stack = vec![start];
         let mut links = 0u32;
         loop {
             let cur = *stack.last().unwrap_or(&start);
-            let Some(comp) = comps.pop_front() else {
+            let Some(comp) = comps.pop() else {
                 // A path of `/`s and `.`s, or a symlink to one.
                 return Ok(Walk { parent: cur, name: None, node: Some(cur), slash });
             };
             let last = comps.is_empty();
-            match comp.as_slice() {
+            match comp {
                 b"." => {
                     if last {
                         return Ok(Walk { parent: cur, name: None, node: Some(cur), slash });
@@ -287,12 +288,10 @@ impl MemFs {
                             if target.is_empty() {
                                 return Err(errno::NOENT);
                             }
-                            let mut target = split(target);
                             if last && slash {
-                                target.push_back(b".".to_vec());
+                                comps.push(b".");
                             }
-                            target.extend(comps);
-                            comps = target;
+                            comps.extend(split(target).rev());
                         }
                         _ if last => {
                             return Ok(Walk { parent: cur, name: Some(spelled), node: Some(node), slash });
@@ -601,8 +600,9 @@ impl MemFs {
     }
 }
 
-fn split(path: &[u8]) -> VecDeque<Vec<u8>> {
-    path.split(|&b| b == b'/').filter(|c| !c.is_empty()).map(<[u8]>::to_vec).collect()
+/// The components of `path`, without empty ones.
+fn split(path: &[u8]) -> impl DoubleEndedIterator<Item = &[u8]> {
+    path.split(|&b| b == b'/').filter(|c| !c.is_empty())
 }
 
 /// An error number as the host's `io::Error`.

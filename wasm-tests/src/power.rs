@@ -24,7 +24,10 @@
 //! of its state: durable as of the directory's last sync, and lost (as any
 //! chmod may be) if the directory was never synced.
 //!
-//! Every inode the image names is held open, so the host filesystem never
+//! The model reads and rebuilds the directory through [`Tree`], over either
+//! filesystem. In memory, inodes are never reused within a run and an
+//! unlinked file's bytes stay readable by inode. Over a real directory,
+//! every inode the image names is held open, so the host filesystem never
 //! reuses its number while the image refers to it, and the current bytes of
 //! an unlinked file can still be read at the cut.
 

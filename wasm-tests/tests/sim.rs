@@ -5,7 +5,8 @@
 //! third of them with a crash injected; 300 of them with roles that time out
 //! or do not wait; 200 under an inherited lease), a kill at every step of a
 //! small scenario, a determinism check, a regression seed, and proof that
-//! each re-created bug is caught. A failure prints the seed, kill plan, scenario, the command
+//! each re-created bug is caught, all over the in-memory filesystem; and a
+//! few seeds of every scenario over a real directory. A failure prints the seed, kill plan, scenario, the command
 //! that replays it, and the trace; see docs/SIMULATION.md.
 
 use std::sync::OnceLock;
