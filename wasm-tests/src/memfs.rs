@@ -33,6 +33,7 @@ pub(crate) mod errno {
     pub(crate) const INVAL: u16 = 28;
     pub(crate) const ISDIR: u16 = 31;
     pub(crate) const LOOP: u16 = 32;
+    pub(crate) const MFILE: u16 = 33;
     pub(crate) const NAMETOOLONG: u16 = 37;
     pub(crate) const NOENT: u16 = 44;
     pub(crate) const NOTDIR: u16 = 54;

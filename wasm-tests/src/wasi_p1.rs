@@ -29,6 +29,9 @@ const RIGHT_FD_WRITE: u64 = 1 << 6;
 /// Every right WASI p1 defines.
 const ALL_RIGHTS: u64 = (1 << 29) - 1;
 const FDFLAG_APPEND: u16 = 1;
+/// Descriptors one process may hold (`ulimit -n`'s usual 1,024, less
+/// stdio): past them, `EMFILE`.
+const MAX_FDS: usize = 1_021;
 
 /// One open descriptor.
 #[derive(Debug)]
@@ -92,6 +95,9 @@ impl MemProc {
     }
 
     fn lowest_free(&self) -> Result<u32, Errno> {
+        if self.fds.len() >= MAX_FDS {
+            return Err(errno::MFILE);
+        }
         let mut fd = PREOPEN_FD;
         for &used in self.fds.keys() {
             if used > fd {
@@ -731,6 +737,10 @@ mod tests {
         assert_eq!(close(&mut mem, &mut p, 4), Err(errno::BADF));
         assert_eq!(open(&mut mem, &mut p, "new", 1 | 4), Ok(4));
         assert_eq!(open(&mut mem, &mut p, "new", 1 | 4), Err(errno::EXIST));
+        while p.fds.len() < MAX_FDS {
+            open(&mut mem, &mut p, "a", 0).unwrap();
+        }
+        assert_eq!(open(&mut mem, &mut p, "a", 0), Err(errno::MFILE));
     }
 
     #[test]
