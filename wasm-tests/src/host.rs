@@ -4,7 +4,6 @@
 
 use std::future::Future;
 use std::hash::{DefaultHasher, Hash, Hasher};
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -18,32 +17,89 @@ use wasmtime::{
     Store, StoreContextMut,
 };
 use wasmtime_wasi::p1::WasiP1Ctx;
-use wasmtime_wasi::p1::wasi_snapshot_preview1;
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 use wasmtime_wasi::{FsPerms, HostMonotonicClock, HostWallClock, WasiCtxBuilder};
 
+use crate::memfs::MemFs;
+use crate::tree::{HostTree, Kind, Tree};
+use crate::wasi_p1::{MemProc, lock_fs};
 use crate::world::{Clock, Mode, World};
 
 /// Fuel between forced yields: a guest computing without host calls is
 /// still preempted.
 const FUEL_SLICE: u64 = 10_000;
 /// The simulated wall clock starts at 2026-01-01T00:00:00Z.
-const EPOCH_SECS: u64 = 1_767_225_600;
+pub(crate) const EPOCH_SECS: u64 = 1_767_225_600;
 /// Where the guests see the shared directory.
 pub(crate) const GUEST_ROOT: &str = "/cache";
 
+/// Which filesystem the simulated processes share.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum FsMode {
+    /// The in-memory filesystem (`memfs.rs`, `wasi_p1.rs`): no system
+    /// calls.
+    #[default]
+    Mem,
+    /// A real directory (on tmpfs when there is one) through wasmtime-wasi:
+    /// slower, and checks the simulation against the kernel.
+    Host,
+}
+
+impl std::str::FromStr for FsMode {
+    type Err = anyhow::Error;
+    fn from_str(s: &str) -> anyhow::Result<FsMode> {
+        match s {
+            "mem" => Ok(FsMode::Mem),
+            "host" => Ok(FsMode::Host),
+            other => anyhow::bail!("unknown filesystem `{other}`; one of: mem, host"),
+        }
+    }
+}
+
+impl std::fmt::Display for FsMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            FsMode::Mem => "mem",
+            FsMode::Host => "host",
+        })
+    }
+}
+
+/// The filesystem of one run, as every process of it shares it.
+#[derive(Clone, Debug)]
+pub(crate) enum Shared {
+    /// The real directory.
+    Host(Arc<PathBuf>),
+    Mem(Arc<Mutex<MemFs>>),
+}
+
+impl Shared {
+    /// Runs `f` over the tree as the host sees it.
+    pub(crate) fn with_tree<T>(&self, f: impl FnOnce(&mut dyn Tree) -> T) -> T {
+        match self {
+            Shared::Host(dir) => f(&mut HostTree(dir.to_path_buf())),
+            Shared::Mem(fs) => f(&mut *lock_fs(fs)),
+        }
+    }
+}
+
 /// The data of one simulated process's store.
 pub(crate) struct Proc {
-    wasi: WasiP1Ctx,
+    pub(crate) wasi: WasiP1Ctx,
     pid: u32,
-    /// The shared directory on the host, to find the files locks name.
-    dir: Arc<PathBuf>,
+    /// The shared filesystem, to find the files locks name.
+    shared: Shared,
     world: Arc<Mutex<World>>,
     /// Whether this process sees a filesystem that folds case and Unicode
     /// normalization (see [`fold`]).
-    fold: bool,
+    pub(crate) fold: bool,
     /// A page of guest memory the host grew for folded paths, once it has.
     scratch: Option<u64>,
+    /// The guest's memory, once a host call has looked it up.
+    memory: Option<wasmtime::Memory>,
+    /// The process's descriptors over the in-memory filesystem (`None`
+    /// over a real directory).
+    pub(crate) mem: Option<MemProc>,
 }
 
 pub(crate) fn lock_world(world: &Mutex<World>) -> MutexGuard<'_, World> {
@@ -54,9 +110,11 @@ pub(crate) fn lock_world(world: &Mutex<World>) -> MutexGuard<'_, World> {
 pub(crate) type Running = Pin<Box<dyn Future<Output = Result<()>>>>;
 
 /// What every simulated process is made from.
+#[derive(Clone)]
 pub struct Host {
     engine: Engine,
     pre: InstancePre<Proc>,
+    fs: FsMode,
 }
 
 impl std::fmt::Debug for Host {
@@ -88,31 +146,42 @@ impl Host {
         let mut linker: Linker<Proc> = Linker::new(&engine);
         wasmtime_wasi::p1::add_to_linker_async(&mut linker, |p: &mut Proc| &mut p.wasi)?;
         linker.allow_shadowing(true);
-        define_folding(&mut linker)?;
+        crate::wasi_p1::define(&mut linker)?;
         linker.allow_shadowing(false);
         define_imports(&mut linker)?;
         let pre = linker.instantiate_pre(&module)?;
-        Ok(Host { engine, pre })
+        Ok(Host { engine, pre, fs: FsMode::default() })
+    }
+
+    /// This host with its runs over `fs`.
+    #[must_use]
+    pub fn with_fs(&self, fs: FsMode) -> Host {
+        Host { fs, ..self.clone() }
+    }
+
+    /// The filesystem its runs use.
+    pub fn fs(&self) -> FsMode {
+        self.fs
     }
 
     /// Starts process `pid` running `args` against `dir`.
     pub(crate) fn spawn(
         &self,
         world: &Arc<Mutex<World>>,
-        dir: &Path,
+        shared: &Shared,
         pid: u32,
         seed: u64,
         args: &[String],
         fold: bool,
     ) -> anyhow::Result<(Running, MemoryOutputPipe)> {
-        self.spawn_inner(world, dir, pid, seed, args, fold)
+        self.spawn_inner(world, shared, pid, seed, args, fold)
             .map_err(|e| anyhow::anyhow!("starting process {pid}: {e:?}"))
     }
 
     fn spawn_inner(
         &self,
         world: &Arc<Mutex<World>>,
-        dir: &Path,
+        shared: &Shared,
         pid: u32,
         seed: u64,
         args: &[String],
@@ -129,7 +198,13 @@ impl Host {
         // Filesystem calls run on this thread, in scheduler order: this must
         // come before `preopened_dir`, which captures it.
         builder.allow_blocking_current_thread(true);
-        builder.preopened_dir(dir, GUEST_ROOT, FsPerms::ReadWrite)?;
+        let mem = match shared {
+            Shared::Host(dir) => {
+                builder.preopened_dir(dir.as_path(), GUEST_ROOT, FsPerms::ReadWrite)?;
+                None
+            }
+            Shared::Mem(fs) => Some(MemProc::new(Arc::clone(fs))),
+        };
         builder
             .arg("sim-guest")
             .args(args)
@@ -142,10 +217,12 @@ impl Host {
         let proc = Proc {
             wasi: builder.build_p1(),
             pid,
-            dir: Arc::new(dir.to_owned()),
+            shared: shared.clone(),
             world: Arc::clone(world),
             fold,
             scratch: None,
+            memory: None,
+            mem,
         };
         let mut store = Store::new(&self.engine, proc);
         store.set_fuel(u64::MAX)?;
@@ -233,10 +310,7 @@ fn remove_stale_modules(wasm: &Path, keep: &Path) {
 }
 
 fn guest_str(caller: &mut Caller<'_, Proc>, ptr: u32, len: u32) -> Result<String> {
-    let memory = caller
-        .get_export("memory")
-        .and_then(|e| e.into_memory())
-        .ok_or_else(|| wasmtime::format_err!("the guest exports no memory"))?;
+    let memory = guest_memory(caller)?;
     let data = memory.data(&caller);
     let bytes = data
         .get(ptr as usize..(ptr as usize).saturating_add(len as usize))
@@ -244,17 +318,23 @@ fn guest_str(caller: &mut Caller<'_, Proc>, ptr: u32, len: u32) -> Result<String
     Ok(String::from_utf8_lossy(bytes).into_owned())
 }
 
-/// `rel` (relative to the cache root) on the host, if it stays beneath it.
-fn beneath(dir: &Path, rel: &str) -> Option<PathBuf> {
-    let rel = Path::new(rel);
-    rel.components().all(|c| matches!(c, std::path::Component::Normal(_))).then(|| dir.join(rel))
-}
-
-/// `rel` (relative to the cache root) on the host, as the process's
-/// filesystem resolves it (folded, in a case-folding run).
-fn host_path(proc: &Proc, rel: &str) -> Option<PathBuf> {
-    let path = beneath(&proc.dir, rel)?;
-    Some(if proc.fold { fold_host_path(&proc.dir, &path) } else { path })
+/// `rel` (relative to the cache root), if it stays beneath it, as the
+/// process's filesystem resolves it (folded, in a case-folding run): the
+/// path the host's own reads (`tree.rs`) name it by.
+fn resolve_rel(proc: &Proc, rel: &str) -> Option<PathBuf> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = Path::new(rel);
+    if !path.components().all(|c| matches!(c, std::path::Component::Normal(_))) {
+        return None;
+    }
+    if !proc.fold {
+        return Some(path.to_owned());
+    }
+    let folded = match &proc.shared {
+        Shared::Host(dir) => fold_rel(dir, rel.as_bytes()),
+        Shared::Mem(fs) => lock_fs(fs).spelled(rel.as_bytes()),
+    };
+    Some(PathBuf::from(std::ffi::OsStr::from_bytes(&folded)))
 }
 
 /// The descriptor of the cache directory the host preopens (the first
@@ -262,82 +342,23 @@ fn host_path(proc: &Proc, rel: &str) -> Option<PathBuf> {
 /// path beneath `/cache` against it, and the core's root uses such paths.
 const PREOPEN_FD: i32 = 3;
 
-/// Replaces one WASI path function with one that first folds its paths
-/// (see [`define_folding`]) and then calls WASI's own implementation.
-macro_rules! folded {
-    ($linker:ident, $func:ident, ($($arg:ident: $ty:ty),*), [$(($slot:literal, $fd:ident, $ptr:ident, $len:ident)),*]) => {
-        $linker.func_wrap_async(
-            "wasi_snapshot_preview1",
-            stringify!($func),
-            #[allow(unused_mut)]
-            |mut caller: Caller<'_, Proc>, ($(mut $arg,)*): ($($ty,)*)| {
-                Box::new(async move {
-                    if caller.data().fold {
-                        $(fold_arg(&mut caller, $slot, $fd, &mut $ptr, &mut $len)?;)*
-                    }
-                    let memory = guest_memory(&mut caller)?;
-                    let (mem, proc) = memory.data_and_store_mut(&mut caller);
-                    let mut mem = wiggle::GuestMemory::Unshared(mem);
-                    wasi_snapshot_preview1::$func(&mut proc.wasi, &mut mem, $($arg),*).await
-                })
-            },
-        )?;
-    };
-}
-
-/// Replaces WASI's path functions with ones that, in a case-folding run,
-/// first resolve each path beneath the preopened directory as a
-/// case-insensitive, normalization-insensitive, case-preserving filesystem
-/// would (APFS, ext4 casefold, SMB): a name that folds to an existing one
-/// in its directory names that one. The folded path is written to a page
-/// of guest memory the host grew for it, which the guest's allocator never
-/// hands out, and WASI's own function reads it there. Names the process
-/// reads back (`fd_readdir`) keep the spelling they were made with.
-fn define_folding(linker: &mut Linker<Proc>) -> Result<()> {
-    folded!(linker, path_create_directory, (fd: i32, p: i32, l: i32), [(0, fd, p, l)]);
-    folded!(linker, path_filestat_get, (fd: i32, flags: i32, p: i32, l: i32, buf: i32), [(0, fd, p, l)]);
-    folded!(
-        linker,
-        path_filestat_set_times,
-        (fd: i32, flags: i32, p: i32, l: i32, atim: i64, mtim: i64, fst: i32),
-        [(0, fd, p, l)]
-    );
-    folded!(
-        linker,
-        path_link,
-        (fd: i32, flags: i32, p: i32, l: i32, fd2: i32, p2: i32, l2: i32),
-        [(0, fd, p, l), (1, fd2, p2, l2)]
-    );
-    folded!(
-        linker,
-        path_open,
-        (fd: i32, dirflags: i32, p: i32, l: i32, oflags: i32, base: i64, inheriting: i64, fdflags: i32, out: i32),
-        [(0, fd, p, l)]
-    );
-    folded!(linker, path_readlink, (fd: i32, p: i32, l: i32, buf: i32, buf_len: i32, used: i32), [(0, fd, p, l)]);
-    folded!(linker, path_remove_directory, (fd: i32, p: i32, l: i32), [(0, fd, p, l)]);
-    folded!(
-        linker,
-        path_rename,
-        (fd: i32, p: i32, l: i32, fd2: i32, p2: i32, l2: i32),
-        [(0, fd, p, l), (1, fd2, p2, l2)]
-    );
-    folded!(linker, path_symlink, (target: i32, target_len: i32, fd: i32, p: i32, l: i32), [(0, fd, p, l)]);
-    folded!(linker, path_unlink_file, (fd: i32, p: i32, l: i32), [(0, fd, p, l)]);
-    Ok(())
-}
-
-fn guest_memory(caller: &mut Caller<'_, Proc>) -> Result<wasmtime::Memory> {
-    caller
+/// The guest's exported memory (looked up by name once per process).
+pub(crate) fn guest_memory(caller: &mut Caller<'_, Proc>) -> Result<wasmtime::Memory> {
+    if let Some(memory) = caller.data().memory {
+        return Ok(memory);
+    }
+    let memory = caller
         .get_export("memory")
         .and_then(|e| e.into_memory())
-        .ok_or_else(|| wasmtime::format_err!("the guest exports no memory"))
+        .ok_or_else(|| wasmtime::format_err!("the guest exports no memory"))?;
+    caller.data_mut().memory = Some(memory);
+    Ok(memory)
 }
 
 /// Folds the path at `(ptr, len)` if it is relative to the preopened
 /// directory: writes the folded spelling to half `slot` of the scratch page
 /// and points `ptr` and `len` at it.
-fn fold_arg(caller: &mut Caller<'_, Proc>, slot: u64, fd: i32, ptr: &mut i32, len: &mut i32) -> Result<()> {
+pub(crate) fn fold_arg(caller: &mut Caller<'_, Proc>, slot: u64, fd: i32, ptr: &mut i32, len: &mut i32) -> Result<()> {
     const HALF: u64 = 32_768;
     if fd != PREOPEN_FD {
         // Beneath a directory the process opened: names it read there.
@@ -346,7 +367,8 @@ fn fold_arg(caller: &mut Caller<'_, Proc>, slot: u64, fd: i32, ptr: &mut i32, le
     let memory = guest_memory(caller)?;
     let (p, l) = (ptr.cast_unsigned() as usize, len.cast_unsigned() as usize);
     let Some(raw) = memory.data(&*caller).get(p..p.saturating_add(l)).map(<[u8]>::to_vec) else { return Ok(()) };
-    let folded = fold_rel(&caller.data().dir, &raw);
+    let Shared::Host(dir) = &caller.data().shared else { return Ok(()) };
+    let folded = fold_rel(dir, &raw);
     if folded == raw {
         return Ok(());
     }
@@ -366,14 +388,6 @@ fn fold_arg(caller: &mut Caller<'_, Proc>, slot: u64, fd: i32, ptr: &mut i32, le
     *ptr = (at as u32).cast_signed();
     *len = (folded.len() as u32).cast_signed();
     Ok(())
-}
-
-/// `path` beneath `dir`, each component resolved by [`fold_rel`].
-pub(crate) fn fold_host_path(dir: &Path, path: &Path) -> PathBuf {
-    use std::os::unix::ffi::OsStrExt;
-    let Ok(rel) = path.strip_prefix(dir) else { return path.to_owned() };
-    let folded = fold_rel(dir, rel.as_os_str().as_bytes());
-    dir.join(std::ffi::OsStr::from_bytes(&folded))
 }
 
 /// Resolves `rel` beneath `dir` as a case-insensitive, case-preserving
@@ -495,17 +509,16 @@ fn define_imports(linker: &mut Linker<Proc>) -> Result<()> {
         |mut caller: Caller<'_, Proc>, (ptr, len, mode, timeout_ms): (u32, u32, u32, i64)| {
             let path = guest_str(&mut caller, ptr, len);
             let pid = caller.data().pid;
-            let fold = caller.data().fold;
-            let dir = Arc::clone(&caller.data().dir);
+            let rel = path.as_ref().ok().and_then(|p| resolve_rel(caller.data(), p));
+            let shared = caller.data().shared.clone();
             let world = Arc::clone(&caller.data().world);
             Box::new(async move {
                 let path = path?;
                 let Some(mode) = Mode::from_wasm(mode) else { return Ok(-2) };
-                let Some(host_path) = beneath(&dir, &path) else { return Ok(-2) };
-                let host_path = if fold { fold_host_path(&dir, &host_path) } else { host_path };
+                let Some(rel) = rel else { return Ok(-2) };
                 // Like flock, the lock belongs to the file the path names now
                 // (or named, if it has been unlinked since the guest opened it).
-                let found = std::fs::metadata(&host_path).ok().map(|meta| (meta.dev(), meta.ino()));
+                let found = shared.with_tree(|tree| tree.stat(&rel).ok().map(|stat| stat.ino));
                 let Some((file, unlinked)) = lock_world(&world).resolve(&path, found) else {
                     lock_world(&world).event(pid, format!("lock {path} -> error: no such file"));
                     return Ok(-2);
@@ -521,7 +534,7 @@ fn define_imports(linker: &mut Linker<Proc>) -> Result<()> {
                 let poll_world = Arc::clone(&world);
                 let poll_path = path.clone();
                 let result = WaitFor(move || {
-                    let open = || std::fs::File::open(&host_path).ok();
+                    let open = || shared.with_tree(|tree| tree.pin(&rel).ok());
                     lock_world(&poll_world).poll_lock(pid, (file, &poll_path), mode, deadline, open)
                 })
                 .await;
@@ -542,7 +555,8 @@ fn define_imports(linker: &mut Linker<Proc>) -> Result<()> {
         "marked",
         |mut caller: Caller<'_, Proc>, ptr: u32, len: u32| -> Result<i32> {
             let path = guest_str(&mut caller, ptr, len)?;
-            Ok(host_path(caller.data(), &path).map_or(-2, |p| set_mark(&p, None)))
+            let Some(rel) = resolve_rel(caller.data(), &path) else { return Ok(-2) };
+            Ok(caller.data().shared.with_tree(|tree| set_mark(tree, &rel, None)))
         },
     )?;
     linker.func_wrap(
@@ -550,40 +564,38 @@ fn define_imports(linker: &mut Linker<Proc>) -> Result<()> {
         "set_mark",
         |mut caller: Caller<'_, Proc>, ptr: u32, len: u32, on: u32| -> Result<i32> {
             let path = guest_str(&mut caller, ptr, len)?;
-            Ok(host_path(caller.data(), &path).map_or(-2, |p| set_mark(&p, Some(on != 0))))
+            let Some(rel) = resolve_rel(caller.data(), &path) else { return Ok(-2) };
+            Ok(caller.data().shared.with_tree(|tree| set_mark(tree, &rel, Some(on != 0))))
         },
     )?;
     // An fsync: the host records the synced state as durable (power.rs).
     linker.func_wrap("safecache_host", "sync", |mut caller: Caller<'_, Proc>, ptr: u32, len: u32| -> Result<i32> {
         let path = guest_str(&mut caller, ptr, len)?;
-        let dir = Arc::clone(&caller.data().dir);
-        let host_path = if path.is_empty() { Some(dir.to_path_buf()) } else { host_path(caller.data(), &path) };
-        let Some(host_path) = host_path else { return Ok(-2) };
-        Ok(lock_world(&caller.data().world).durable.sync(&host_path))
+        let Some(rel) = resolve_rel(caller.data(), &path) else { return Ok(-2) };
+        let world = &caller.data().world;
+        Ok(caller.data().shared.with_tree(|tree| lock_world(world).durable.sync(tree, &rel)))
     })?;
     Ok(())
 }
 
-/// Reads the sticky bit of the directory at `path` (never following a
-/// symlink) and, with `to`, sets or clears it: 1 or 0 for whether it was
-/// set, -1 if absent, -2 if it is not a directory or cannot be changed.
-pub(crate) fn set_mark(path: &Path, to: Option<bool>) -> i32 {
-    use std::os::unix::fs::PermissionsExt;
-    const STICKY: u32 = 0o1000;
-    let meta = match std::fs::symlink_metadata(path) {
-        Ok(meta) if meta.is_dir() => meta,
+/// Reads the uncommitted mark (the sticky bit) of the directory at `rel`
+/// (never following a symlink) and, with `to`, sets or clears it: 1 or 0
+/// for whether it was set, -1 if absent, -2 if it is not a directory or
+/// cannot be changed.
+pub(crate) fn set_mark(tree: &mut dyn Tree, rel: &Path, to: Option<bool>) -> i32 {
+    let stat = match tree.stat(rel) {
+        Ok(stat) if stat.kind == Kind::Dir => stat,
         Ok(_) => return -2,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return -1,
         Err(_) => return -2,
     };
-    let mode = meta.mode() & 0o7777;
-    if let Some(on) = to {
-        let wanted = if on { mode | STICKY } else { mode & !STICKY };
-        if wanted != mode && std::fs::set_permissions(path, std::fs::Permissions::from_mode(wanted)).is_err() {
-            return -2;
-        }
+    if let Some(on) = to
+        && on != stat.marked
+        && tree.set_marked(rel, on).is_err()
+    {
+        return -2;
     }
-    i32::from(mode & STICKY != 0)
+    i32::from(stat.marked)
 }
 
 /// A future that polls `f` until it returns `Some`. The scheduler only

@@ -3,7 +3,8 @@
 //! The guest (`wasm-tests/guest`, built for wasm32-wasip1 by this crate's
 //! build script) links the real core through its WASI directory handle and
 //! runs one role per process. The host runs several such processes, each a
-//! wasmtime store over one shared real directory, under a single-threaded
+//! wasmtime store over one shared filesystem (in memory by default, or a
+//! real directory with [`FsMode::Host`]), under a single-threaded
 //! scheduler that picks the next process with a PRNG seeded by the run's
 //! seed. Processes are preempted at every host call and by fuel; time,
 //! randomness and locks are the host's, so one seed always replays the same
@@ -12,20 +13,26 @@
 //! The crate's modules: `plan` (the crash each seed derives: kill plans
 //! and power cuts), `scheduler` (one run: processes, steps, kills; and
 //! sweeps), `oracle` (the invariants checked after every run), `host`
-//! (wasmtime), `world` (virtual time, locks, the trace), `power` (what a
-//! power cut leaves) and `scenario` (who runs what).
+//! (wasmtime), `wasi_p1` (the WASI filesystem functions), `memfs` (the
+//! in-memory filesystem), `tree` (the host's own reads and writes of the
+//! shared directory, over either filesystem), `world` (virtual time, locks,
+//! the trace), `power` (what a power cut leaves) and `scenario` (who runs
+//! what).
 //!
 //! docs/SIMULATION.md explains how to read a trace and replay a seed.
 
 mod host;
+mod memfs;
 mod oracle;
 mod plan;
 mod power;
 mod scenario;
 mod scheduler;
+mod tree;
+mod wasi_p1;
 mod world;
 
-pub use host::Host;
+pub use host::{FsMode, Host};
 pub use oracle::OLD_ENTRIES;
 pub use plan::{KillPlan, POWER_SPAN, PowerCut, kill_for_seed, power_for_seed};
 pub use power::Keep;
@@ -51,6 +58,8 @@ pub struct Outcome {
     pub steps: Vec<u64>,
     /// Broken invariants; empty when the run passed.
     pub violations: Vec<String>,
+    /// The filesystem the processes shared.
+    pub fs: FsMode,
 }
 
 impl Outcome {
@@ -74,6 +83,9 @@ impl Outcome {
         if let Some(kill) = self.kill {
             env.push_str(&format!(" SAFECACHE_KILL={kill}"));
         }
+        if self.fs != FsMode::default() {
+            env.push_str(&format!(" SAFECACHE_FS={}", self.fs));
+        }
         env
     }
 
@@ -94,7 +106,10 @@ impl Outcome {
         for v in &self.violations {
             out.push_str(&format!("  violation: {v}\n"));
         }
-        let kill = self.kill.map_or_else(|| " --no-kills".to_owned(), |k| format!(" --kill {k}"));
+        let mut kill = self.kill.map_or_else(|| " --no-kills".to_owned(), |k| format!(" --kill {k}"));
+        if self.fs != FsMode::default() {
+            kill.push_str(&format!(" --fs {}", self.fs));
+        }
         out.push_str(&format!(
             "replay: {} cargo test -p wasm-tests --test sim replay -- --nocapture\n   or: cargo xtask sim --scenario {} --variant {} --seeds {}..{}{kill} --trace\n",
             self.replay_env(),

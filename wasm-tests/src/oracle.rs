@@ -9,9 +9,10 @@ use std::path::Path;
 
 use anyhow::Result;
 
-use crate::host::{self, lock_world};
+use crate::host::lock_world;
 use crate::scenario::Scenario;
 use crate::scheduler::{End, Run, STEP_NS};
+use crate::tree::{Kind, Tree};
 
 /// Files in every entry the guest fills (it writes `f0`..`f2`, each
 /// `<key>|<fill token>|<index>`).
@@ -26,19 +27,21 @@ const OTHER_KEY: &str = "it holds the content of another key,";
 /// old-format cache. Adds what is broken to `run.violations`; an `Err`
 /// means the harness failed.
 pub(crate) fn check(run: &mut Run<'_>, scenario: &Scenario, upgraded: bool) -> Result<()> {
-    let dir = run.dir;
-    check_processes(run);
-    check_power(run, scenario, dir);
-    check_waits(run);
-    check_children(run);
-    check_disk(dir, scenario, &mut run.violations)?;
-    if upgraded {
-        check_upgraded(run, scenario, dir)?;
-    }
-    if scenario.case_fold {
-        check_folding(dir, &mut run.violations);
-    }
-    Ok(())
+    let shared = run.shared.clone();
+    shared.with_tree(|dir| {
+        check_processes(run);
+        check_power(run, scenario, dir);
+        check_waits(run);
+        check_children(run);
+        check_disk(dir, scenario, &mut run.violations)?;
+        if upgraded {
+            check_upgraded(run, scenario, dir)?;
+        }
+        if scenario.case_fold {
+            check_folding(dir, &mut run.violations);
+        }
+        Ok(())
+    })
 }
 
 /// The invariants read from what the processes reported and how they ended.
@@ -302,7 +305,7 @@ fn check_children(run: &mut Run<'_>) {
 /// last change that returned before it, or of a change begun after that
 /// one (sealed, but cut before it could say so). Only for keys that no
 /// fill or remove touched in the race.
-fn check_power_changes(run: &mut Run<'_>, before: usize, dir: &Path) {
+fn check_power_changes(run: &mut Run<'_>, before: usize, dir: &dyn Tree) {
     let world = lock_world(&run.world);
     let mut allowed: BTreeMap<String, Vec<String>> = BTreeMap::new();
     let mut touched: BTreeSet<String> = BTreeSet::new();
@@ -325,11 +328,11 @@ fn check_power_changes(run: &mut Run<'_>, before: usize, dir: &Path) {
     drop(world);
     for (key, tokens) in allowed.into_iter().filter(|(k, _)| !touched.contains(k)) {
         let Some(name) = stored_name(&key) else { continue };
-        let marker = dir.join(".safecache/changing").join(format!("{}.json", digest_of(&name)));
-        if marker.exists() {
+        let marker = Path::new(".safecache/changing").join(format!("{}.json", digest_of(&name)));
+        if dir.exists(&marker) {
             continue;
         }
-        let token = std::fs::read_to_string(dir.join(&name).join("f0")).unwrap_or_default();
+        let token = dir.read_string(&Path::new(&name).join("f0")).unwrap_or_default();
         let token = token.split('|').nth(1).unwrap_or_default().to_owned();
         if !tokens.contains(&token) {
             run.violations.push(format!(
@@ -355,7 +358,7 @@ enum Expect {
 /// The durability invariants of a power cut: every fill that returned
 /// before it survives it, and every remove that returned stays done.
 /// Completeness of what survives is `check_disk`'s invariant 3.
-fn check_power(run: &mut Run<'_>, scenario: &Scenario, dir: &Path) {
+fn check_power(run: &mut Run<'_>, scenario: &Scenario, dir: &dyn Tree) {
     let Some(before) = run.cut_reports else { return };
     check_power_changes(run, before, dir);
     let world = lock_world(&run.world);
@@ -394,7 +397,7 @@ fn check_power(run: &mut Run<'_>, scenario: &Scenario, dir: &Path) {
     }
     drop(world);
     for (key, expect) in expect {
-        let present = stored_name(&key).is_some_and(|name| dir.join(name).exists());
+        let present = stored_name(&key).is_some_and(|name| dir.exists(Path::new(&name)));
         match expect {
             Expect::Present if !present => run
                 .violations
@@ -522,11 +525,11 @@ fn check_files(files: &[(String, String)]) -> Result<(), String> {
 
 /// The invariants read from the directory once everything, including a
 /// final gc, has run.
-fn check_disk(dir: &Path, scenario: &Scenario, v: &mut Vec<String>) -> Result<()> {
+fn check_disk(dir: &dyn Tree, scenario: &Scenario, v: &mut Vec<String>) -> Result<()> {
     let installs = install_sources(scenario.setup.iter().chain(&scenario.procs));
-    for entry in std::fs::read_dir(dir)? {
-        let entry = entry?;
-        let name = entry.file_name().to_string_lossy().into_owned();
+    let root = dir.list(Path::new(""))?;
+    for name in &root {
+        let name = name.clone();
         if name == ".safecache" || name == "CACHEDIR.TAG" || name == "lost+found" {
             continue;
         }
@@ -534,26 +537,26 @@ fn check_disk(dir: &Path, scenario: &Scenario, v: &mut Vec<String>) -> Result<()
             v.push(format!("marker staging dir `{name}` left after the final gc"));
             continue;
         }
-        if !entry.file_type()?.is_dir() {
+        let stat = dir.stat(Path::new(&name))?;
+        if stat.kind != Kind::Dir {
             v.push(format!("published entry `{name}` is not a directory"));
             continue;
         }
-        if host::set_mark(&entry.path(), None) == 1 {
+        if stat.marked {
             v.push(format!("after the final gc, `{name}` is still an uncommitted in-place entry"));
             continue;
         }
         let mut files = Vec::new();
-        for file in std::fs::read_dir(entry.path())? {
-            let file = file?;
-            let content = std::fs::read_to_string(file.path()).unwrap_or_else(|e| format!("<{e}>"));
-            files.push((file.file_name().to_string_lossy().into_owned(), content));
+        for file in dir.list(Path::new(&name))? {
+            let content = dir.read_string(&Path::new(&name).join(&file)).unwrap_or_else(|e| format!("<{e}>"));
+            files.push((file, content));
         }
         files.sort();
         if let Err(why) = check_files(&files) {
             // A change killed half-way leaves the entry as it left it, but
             // never unmarked.
-            let marker = dir.join(".safecache/changing").join(format!("{}.json", digest_of(&name)));
-            if !marker.exists() {
+            let marker = Path::new(".safecache/changing").join(format!("{}.json", digest_of(&name)));
+            if !dir.exists(&marker) {
                 v.push(format!("published entry `{name}` is incomplete: {why}: {files:?}"));
             }
             continue;
@@ -570,28 +573,22 @@ fn check_disk(dir: &Path, scenario: &Scenario, v: &mut Vec<String>) -> Result<()
         }
     }
     // A change marker lives only as long as its entry.
-    if let Ok(markers) = std::fs::read_dir(dir.join(".safecache/changing")) {
-        let entries: BTreeSet<String> = std::fs::read_dir(dir)?
-            .filter_map(|e| e.ok())
-            .map(|e| format!("{}.json", digest_of(&e.file_name().to_string_lossy())))
-            .collect();
-        for marker in markers.filter_map(|e| e.ok()) {
-            let marker = marker.file_name().to_string_lossy().into_owned();
+    if let Ok(markers) = dir.list(Path::new(".safecache/changing")) {
+        let entries: BTreeSet<String> = root.iter().map(|name| format!("{}.json", digest_of(name))).collect();
+        for marker in markers {
             if !entries.contains(&marker) {
                 v.push(format!("after the final gc, change marker `{marker}` outlives its entry"));
             }
         }
     }
     for sub in ["tmp", "trash", "holders"] {
-        let path = dir.join(".safecache").join(sub);
-        let Ok(names) = std::fs::read_dir(&path) else {
-            if dir.join(".safecache").exists() {
+        let path = Path::new(".safecache").join(sub);
+        let Ok(left) = dir.list(&path) else {
+            if dir.exists(Path::new(".safecache")) {
                 v.push(format!(".safecache/{sub} is missing"));
             }
             continue;
         };
-        let left: Vec<String> =
-            names.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect();
         if !left.is_empty() {
             v.push(format!("after the final gc, .safecache/{sub} still holds {left:?}"));
         }
@@ -618,29 +615,28 @@ fn digest_of(name: &str) -> String {
 /// In format 1 there were no in-place fills, so `plain` carries the sticky
 /// bit the user gave it (an adopted directory), which format 3 reads as
 /// "uncommitted": the upgrade must clear it, never delete the entry.
-pub(crate) fn write_old_cache(dir: &Path, version: u32) -> Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    let marker = dir.join(".safecache");
+pub(crate) fn write_old_cache(dir: &mut dyn Tree, version: u32) -> Result<()> {
+    let marker = Path::new(".safecache");
     for sub in ["locks", "holders", "used", "tmp", "trash", "failed", "manifests"] {
-        std::fs::create_dir_all(marker.join(sub))?;
+        dir.create_dir_all(&marker.join(sub))?;
     }
-    std::fs::write(marker.join("format"), format!("safecache-format {version}\n"))?;
+    dir.write(&marker.join("format"), format!("safecache-format {version}\n").as_bytes())?;
     for key in OLD_ENTRIES {
         let old = key.replace('/', "%2F");
-        let entry = dir.join(&old);
-        std::fs::create_dir(&entry)?;
+        let entry = Path::new(&old);
+        dir.create_dir(entry)?;
         for i in 0..FILES {
-            std::fs::write(entry.join(format!("f{i}")), format!("{key}|old|{i}"))?;
+            dir.write(&entry.join(format!("f{i}")), format!("{key}|old|{i}").as_bytes())?;
         }
         let digest = digest_of(&old);
-        std::fs::write(marker.join("manifests").join(format!("{digest}.json")), format!("m-{key}"))?;
-        std::fs::write(marker.join("used").join(&digest), "")?;
+        dir.write(&marker.join("manifests").join(format!("{digest}.json")), format!("m-{key}").as_bytes())?;
+        dir.write(&marker.join("used").join(&digest), b"")?;
         if version == 1 && key == "plain" {
-            std::fs::set_permissions(&entry, std::fs::Permissions::from_mode(0o1755))?;
+            dir.set_marked(entry, true)?;
         }
     }
-    std::fs::create_dir(dir.join("lost+found"))?;
-    std::fs::write(dir.join("lost+found/#12"), "fsck's")?;
+    dir.create_dir(Path::new("lost+found"))?;
+    dir.write(Path::new("lost+found/#12"), b"fsck's")?;
     Ok(())
 }
 
@@ -656,20 +652,19 @@ pub(crate) fn write_old_cache(dir: &Path, version: u32) -> Result<()> {
 ///   ever found it absent (every open upgrades first);
 /// - an old key a role removes is absent only if a remove of it returned
 ///   `true`, or its remover (or the power) was cut off.
-fn check_upgraded(run: &mut Run<'_>, scenario: &Scenario, dir: &Path) -> Result<()> {
+fn check_upgraded(run: &mut Run<'_>, scenario: &Scenario, dir: &dyn Tree) -> Result<()> {
     let v = &mut run.violations;
-    let marker = dir.join(".safecache");
-    match std::fs::read_to_string(marker.join("format")) {
+    let marker = Path::new(".safecache");
+    match dir.read_string(&marker.join("format")) {
         Ok(text) if text == "safecache-format 3\n" => {}
         other => v.push(format!("after the final gc, the format file holds {other:?}, not format 3")),
     }
-    for item in std::fs::read_dir(&marker)? {
-        let name = item?.file_name().to_string_lossy().into_owned();
+    for name in dir.list(marker)? {
         if name == "upgrade" || name.starts_with("upgrade.") {
             v.push(format!("after the final gc, the upgrade's journal `.safecache/{name}` is left"));
         }
     }
-    if std::fs::read_to_string(dir.join("lost+found/#12")).ok().as_deref() != Some("fsck's") {
+    if dir.read_string(Path::new("lost+found/#12")).ok().as_deref() != Some("fsck's") {
         v.push("lost+found/#12 was changed or removed".to_owned());
     }
     let world = lock_world(&run.world);
@@ -677,16 +672,14 @@ fn check_upgraded(run: &mut Run<'_>, scenario: &Scenario, dir: &Path) -> Result<
     let cleans = roles().any(|a| a.first().is_some_and(|r| r.starts_with("clean")));
     for key in OLD_ENTRIES {
         let Some(name) = stored_name(key) else { continue };
-        let entry = dir.join(&name);
+        let entry = Path::new(&name);
         let removable =
             cleans || roles().any(|a| matches!(a.as_slice(), [r, k, ..] if r.starts_with("remove") && *k == key));
         if !removable {
-            let content = std::fs::read_to_string(entry.join("f0")).ok();
+            let content = dir.read_string(&entry.join("f0")).ok();
             if content.as_deref() != Some(&format!("{key}|old|0")) {
-                let mut listing: Vec<String> = std::fs::read_dir(dir)?
-                    .chain(std::fs::read_dir(&marker)?)
-                    .filter_map(|e| e.ok().map(|e| e.file_name().to_string_lossy().into_owned()))
-                    .collect();
+                let mut listing: Vec<String> = dir.list(Path::new(""))?;
+                listing.extend(dir.list(marker)?);
                 listing.sort();
                 v.push(format!(
                     "old entry `{key}` is not at `{name}` with its old content after the upgrade: f0 is {content:?} \
@@ -694,7 +687,7 @@ fn check_upgraded(run: &mut Run<'_>, scenario: &Scenario, dir: &Path) -> Result<
                 ));
             }
             let manifest = marker.join("manifests").join(format!("{}.json", digest_of(&name)));
-            let found = std::fs::read_to_string(&manifest).ok();
+            let found = dir.read_string(&manifest).ok();
             if found.as_deref() != Some(&format!("m-{key}")) {
                 v.push(format!("the manifest of old entry `{key}` did not follow it to `{name}`: {found:?}"));
             }
@@ -703,7 +696,7 @@ fn check_upgraded(run: &mut Run<'_>, scenario: &Scenario, dir: &Path) -> Result<
                     v.push(format!("p{pid} read old entry `{key}`, which no role removes, as absent"));
                 }
             }
-        } else if !entry.exists() {
+        } else if !dir.exists(entry) {
             let removed = world.reports.iter().any(|(_, _, l)| l == &format!("removed {key} true"));
             let cut_off = run.slots.iter().any(|s| {
                 matches!(s.end, End::Killed)
@@ -720,8 +713,8 @@ fn check_upgraded(run: &mut Run<'_>, scenario: &Scenario, dir: &Path) -> Result<
 /// In a case-folding run, the core's probe must have seen the folding: the
 /// cache records that its filesystem is case-insensitive and normalizes
 /// Unicode (format.rs, `probe_filesystem`).
-fn check_folding(dir: &Path, v: &mut Vec<String>) {
-    let record = std::fs::read_to_string(dir.join(".safecache/filesystem")).ok();
+fn check_folding(dir: &dyn Tree, v: &mut Vec<String>) {
+    let record = dir.read_string(Path::new(".safecache/filesystem")).ok();
     if record.as_deref() != Some("case-insensitive yes\nnormalizes-unicode yes\n") {
         v.push(format!("the host folds names, but the cache recorded its filesystem as {record:?}"));
     }

@@ -24,34 +24,25 @@
 //! of its state: durable as of the directory's last sync, and lost (as any
 //! chmod may be) if the directory was never synced.
 //!
-//! Every inode the image names is held open, so the host filesystem never
+//! The model reads and rebuilds the directory through [`Tree`], over either
+//! filesystem. In memory, inodes are never reused within a run and an
+//! unlinked file's bytes stay readable by inode. Over a real directory,
+//! every inode the image names is held open, so the host filesystem never
 //! reuses its number while the image refers to it, and the current bytes of
 //! an unlinked file can still be read at the cut.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::ffi::OsString;
-use std::fs::{self, File};
+use std::fs::File;
 use std::io::{self, Read, Seek};
-use std::os::unix::fs::MetadataExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use rand::Rng;
 use rand::rngs::StdRng;
 
-/// A file's identity: device and inode.
-type Ino = (u64, u64);
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Kind {
-    Dir,
-    File,
-    /// Symlinks and special files: the simulated processes make none, and a
-    /// cut drops them.
-    Other,
-}
+use crate::tree::{Ino, Kind, Tree};
 
 /// A directory's names, sorted.
-type Listing = BTreeMap<OsString, (Ino, Kind)>;
+type Listing = BTreeMap<String, (Ino, Kind)>;
 
 /// Every directory's names and mark, by inode.
 type Dirs = HashMap<Ino, (Listing, bool)>;
@@ -90,51 +81,30 @@ pub(crate) struct Durable {
     pub(crate) syncs: u64,
 }
 
-fn ino(meta: &fs::Metadata) -> Ino {
-    (meta.dev(), meta.ino())
-}
-
-fn kind(meta: &fs::Metadata) -> Kind {
-    let ty = meta.file_type();
-    if ty.is_dir() {
-        Kind::Dir
-    } else if ty.is_file() {
-        Kind::File
-    } else {
-        Kind::Other
-    }
-}
-
-/// Whether a directory carries the uncommitted mark (the sticky bit).
-fn marked(meta: &fs::Metadata) -> bool {
-    meta.mode() & 0o1000 != 0
-}
-
-fn list(path: &Path) -> io::Result<Listing> {
+fn list(tree: &dyn Tree, path: &Path) -> io::Result<Listing> {
     let mut out = Listing::new();
-    for entry in fs::read_dir(path)? {
-        let entry = entry?;
-        let meta = fs::symlink_metadata(entry.path())?;
-        out.insert(entry.file_name(), (ino(&meta), kind(&meta)));
+    for name in tree.list(path)? {
+        let stat = tree.stat(&path.join(&name))?;
+        out.insert(name, (stat.ino, stat.kind));
     }
     Ok(out)
 }
 
 impl Durable {
     /// Starts recording, with everything under `dir` durable.
-    pub(crate) fn enable(&mut self, dir: &Path) -> io::Result<()> {
+    pub(crate) fn enable(&mut self, tree: &dyn Tree) -> io::Result<()> {
         self.enabled = true;
-        self.root = Some(ino(&fs::symlink_metadata(dir)?));
-        self.snapshot_tree(dir)
+        self.root = Some(tree.stat(Path::new(""))?.ino);
+        self.snapshot_tree(tree, Path::new(""))
     }
 
-    fn snapshot_tree(&mut self, path: &Path) -> io::Result<()> {
-        let listing = self.snapshot(path)?;
+    fn snapshot_tree(&mut self, tree: &dyn Tree, path: &Path) -> io::Result<()> {
+        let listing = self.snapshot(tree, path)?;
         for (name, (_, kind)) in listing {
             match kind {
-                Kind::Dir => self.snapshot_tree(&path.join(&name))?,
+                Kind::Dir => self.snapshot_tree(tree, &path.join(&name))?,
                 Kind::File => {
-                    self.snapshot(&path.join(&name))?;
+                    self.snapshot(tree, &path.join(&name))?;
                 }
                 Kind::Other => {}
             }
@@ -144,25 +114,28 @@ impl Durable {
 
     /// Records the current state of the file or directory at `path` as
     /// durable; returns a directory's listing (empty for a file).
-    fn snapshot(&mut self, path: &Path) -> io::Result<Listing> {
-        let meta = fs::symlink_metadata(path)?;
-        let id = ino(&meta);
-        match kind(&meta) {
+    fn snapshot(&mut self, tree: &dyn Tree, path: &Path) -> io::Result<Listing> {
+        let stat = tree.stat(path)?;
+        let id = stat.ino;
+        match stat.kind {
             Kind::Dir => {
-                let listing = list(path)?;
+                let listing = list(tree, path)?;
                 for (name, (child, kind)) in &listing {
-                    if *kind != Kind::Other && !self.pins.contains_key(child) {
-                        self.pins.insert(*child, File::open(path.join(name))?);
+                    if *kind != Kind::Other
+                        && !self.pins.contains_key(child)
+                        && let Some(pin) = tree.pin(&path.join(name))?
+                    {
+                        self.pins.insert(*child, pin);
                     }
                 }
-                self.pins.entry(id).or_insert(File::open(path)?);
+                self.pin(tree, id, path)?;
                 self.dirs.insert(id, listing.clone());
-                self.marks.insert(id, marked(&meta));
+                self.marks.insert(id, stat.marked);
                 Ok(listing)
             }
             Kind::File => {
-                let bytes = fs::read(path)?;
-                self.pins.entry(id).or_insert(File::open(path)?);
+                let bytes = tree.read(path)?;
+                self.pin(tree, id, path)?;
                 self.files.insert(id, bytes);
                 Ok(Listing::new())
             }
@@ -170,13 +143,23 @@ impl Durable {
         }
     }
 
-    /// An fsync of `path`: 0, or -1 if it does not exist, -2 on error.
-    pub(crate) fn sync(&mut self, path: &Path) -> i32 {
+    fn pin(&mut self, tree: &dyn Tree, id: Ino, path: &Path) -> io::Result<()> {
+        if !self.pins.contains_key(&id)
+            && let Some(pin) = tree.pin(path)?
+        {
+            self.pins.insert(id, pin);
+        }
+        Ok(())
+    }
+
+    /// An fsync of `path` (relative to the root): 0, or -1 if it does not
+    /// exist, -2 on error.
+    pub(crate) fn sync(&mut self, tree: &dyn Tree, path: &Path) -> i32 {
         if !self.enabled {
-            return if fs::symlink_metadata(path).is_ok() { 0 } else { -1 };
+            return if tree.exists(path) { 0 } else { -1 };
         }
         self.syncs += 1;
-        match self.snapshot(path) {
+        match self.snapshot(tree, path) {
             Ok(_) => 0,
             Err(e) if e.kind() == io::ErrorKind::NotFound => -1,
             Err(_) => -2,
@@ -186,12 +169,12 @@ impl Durable {
     /// Cuts the power: rebuilds `dir` from the durable image, keeping what
     /// `keep` says of the pending state (drawing from `rng`), and stops
     /// recording. Returns a line for the trace.
-    pub(crate) fn cut(&mut self, dir: &Path, keep: Keep, rng: &mut StdRng) -> io::Result<String> {
+    pub(crate) fn cut(&mut self, tree: &mut dyn Tree, keep: Keep, rng: &mut StdRng) -> io::Result<String> {
         let Some(root) = self.root else { return Ok("power cut: nothing recorded".to_owned()) };
         // The current state, read before anything is changed.
         let mut current_dirs: Dirs = HashMap::new();
         let mut current_files: HashMap<Ino, Vec<u8>> = HashMap::new();
-        read_current(dir, &mut current_dirs, &mut current_files)?;
+        read_current(tree, Path::new(""), &mut current_dirs, &mut current_files)?;
         let mut kept = 0u32;
         let mut lost = 0u32;
         let mut visited = HashSet::new();
@@ -205,20 +188,16 @@ impl Durable {
             &mut visited,
             &mut plan,
             (&mut kept, &mut lost),
+            &*tree,
         )?;
-        for entry in fs::read_dir(dir)? {
-            let path = entry?.path();
-            if fs::symlink_metadata(&path)?.is_dir() { fs::remove_dir_all(&path)? } else { fs::remove_file(&path)? }
-        }
+        tree.clear()?;
         for (rel, node) in plan {
-            let path = dir.join(rel);
             match node {
-                Node::File(bytes) => fs::write(path, bytes)?,
+                Node::File(bytes) => tree.write(&rel, &bytes)?,
                 Node::Dir { marked } => {
-                    fs::create_dir(&path)?;
+                    tree.create_dir(&rel)?;
                     if marked {
-                        use std::os::unix::fs::PermissionsExt;
-                        fs::set_permissions(&path, fs::Permissions::from_mode(0o1700))?;
+                        tree.set_marked(&rel, true)?;
                     }
                 }
             }
@@ -238,8 +217,9 @@ impl Durable {
         rng: &mut StdRng,
         (current_dirs, current_files): (&Dirs, &mut HashMap<Ino, Vec<u8>>),
         visited: &mut HashSet<Ino>,
-        plan: &mut Vec<(std::path::PathBuf, Node)>,
+        plan: &mut Vec<(PathBuf, Node)>,
         (kept, lost): (&mut u32, &mut u32),
+        tree: &dyn Tree,
     ) -> io::Result<()> {
         if !visited.insert(id) {
             return Ok(());
@@ -270,12 +250,13 @@ impl Durable {
                     visited,
                     plan,
                     (&mut *kept, &mut *lost),
+                    tree,
                 )?,
                 Kind::File => {
                     let durable = self.files.get(&child).cloned().unwrap_or_default();
                     let current = match current_files.get(&child) {
                         Some(bytes) => bytes.clone(),
-                        None => self.unlinked_bytes(child)?,
+                        None => self.unlinked_bytes(tree, child)?,
                     };
                     let bytes = if durable == current {
                         durable
@@ -294,9 +275,13 @@ impl Durable {
         Ok(())
     }
 
-    /// The current bytes of a file no name leads to any more, through the
-    /// handle that pins it (empty if it was never pinned).
-    fn unlinked_bytes(&self, id: Ino) -> io::Result<Vec<u8>> {
+    /// The current bytes of a file no name leads to any more: the tree's
+    /// own (in memory), or read through the handle that pins it (empty if
+    /// it was never pinned).
+    fn unlinked_bytes(&self, tree: &dyn Tree, id: Ino) -> io::Result<Vec<u8>> {
+        if let Some(bytes) = tree.read_ino(id) {
+            return Ok(bytes);
+        }
         let Some(mut file) = self.pins.get(&id) else { return Ok(Vec::new()) };
         let mut bytes = Vec::new();
         file.rewind()?;
@@ -313,18 +298,18 @@ enum Node {
 
 /// Reads every directory listing (with its mark) and file under `path`, by
 /// inode.
-fn read_current(path: &Path, dirs: &mut Dirs, files: &mut HashMap<Ino, Vec<u8>>) -> io::Result<()> {
-    let listing = list(path)?;
+fn read_current(tree: &dyn Tree, path: &Path, dirs: &mut Dirs, files: &mut HashMap<Ino, Vec<u8>>) -> io::Result<()> {
+    let listing = list(tree, path)?;
     for (name, (child, kind)) in &listing {
         match kind {
-            Kind::Dir => read_current(&path.join(name), dirs, files)?,
+            Kind::Dir => read_current(tree, &path.join(name), dirs, files)?,
             Kind::File => {
-                files.insert(*child, fs::read(path.join(name))?);
+                files.insert(*child, tree.read(&path.join(name))?);
             }
             Kind::Other => {}
         }
     }
-    let meta = fs::symlink_metadata(path)?;
-    dirs.insert(ino(&meta), (listing, marked(&meta)));
+    let stat = tree.stat(path)?;
+    dirs.insert(stat.ino, (listing, stat.marked));
     Ok(())
 }

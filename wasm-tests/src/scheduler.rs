@@ -12,7 +12,8 @@ use rand::{Rng, SeedableRng};
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
 
 use crate::Outcome;
-use crate::host::{Host, Running, lock_world};
+use crate::host::{FsMode, Host, Running, Shared, lock_world};
+use crate::memfs::MemFs;
 use crate::oracle;
 use crate::plan::{KillPlan, PowerCut, power_for_seed};
 use crate::scenario::Scenario;
@@ -46,7 +47,8 @@ pub(crate) struct Slot {
 
 pub(crate) struct Run<'a> {
     pub(crate) host: &'a Host,
-    pub(crate) dir: &'a Path,
+    /// The filesystem the processes share.
+    pub(crate) shared: Shared,
     pub(crate) seed: u64,
     pub(crate) world: Arc<Mutex<World>>,
     pub(crate) rng: StdRng,
@@ -67,7 +69,7 @@ pub(crate) struct Run<'a> {
 impl Run<'_> {
     fn spawn(&mut self, args: &[String], index: Option<usize>, child: bool) -> Result<usize> {
         let pid = u32::try_from(self.slots.len()).unwrap_or(u32::MAX) + 1;
-        let (running, stderr) = self.host.spawn(&self.world, self.dir, pid, self.seed, args, self.case_fold)?;
+        let (running, stderr) = self.host.spawn(&self.world, &self.shared, pid, self.seed, args, self.case_fold)?;
         let mut world = lock_world(&self.world);
         world.event(pid, format!("spawn `{}`", args.join(" ")));
         if child {
@@ -206,7 +208,11 @@ impl Run<'_> {
         let mut world = lock_world(&self.world);
         world.forget_files();
         self.cut_reports = Some(world.reports.len());
-        let line = world.durable.cut(self.dir, cut.keep, &mut rng).context("rebuilding after the power cut")?;
+        let durable = &mut world.durable;
+        let line = self
+            .shared
+            .with_tree(|tree| durable.cut(tree, cut.keep, &mut rng))
+            .context("rebuilding after the power cut")?;
         world.event(0, format!("rebuilt: {line}"));
         Ok(())
     }
@@ -224,12 +230,20 @@ impl Run<'_> {
 /// Runs `scenario` once with `seed` and the crash `kill`, then checks every
 /// invariant. An `Err` means the harness itself failed, not the protocol.
 pub fn run(host: &Host, scenario: &Scenario, seed: u64, kill: Option<KillPlan>) -> Result<Outcome> {
-    let tmp = scratch_dir()?;
+    let world = World::default();
+    // A real directory lives as long as the run.
+    let (shared, _tmp) = match host.fs() {
+        FsMode::Mem => (Shared::Mem(Arc::new(Mutex::new(MemFs::new(world.clock.clone(), scenario.case_fold)))), None),
+        FsMode::Host => {
+            let tmp = scratch_dir()?;
+            (Shared::Host(Arc::new(tmp.path().to_owned())), Some(tmp))
+        }
+    };
     let mut run = Run {
         host,
-        dir: tmp.path(),
+        shared,
         seed,
-        world: Arc::new(Mutex::new(World::default())),
+        world: Arc::new(Mutex::new(world)),
         rng: StdRng::seed_from_u64(seed),
         slots: Vec::new(),
         schedule: Vec::new(),
@@ -243,7 +257,7 @@ pub fn run(host: &Host, scenario: &Scenario, seed: u64, kill: Option<KillPlan>) 
     };
     let old_format = scenario.old_format(seed);
     if let Some(version) = old_format {
-        oracle::write_old_cache(tmp.path(), version).context("writing the old-format cache")?;
+        run.shared.with_tree(|tree| oracle::write_old_cache(tree, version)).context("writing the old-format cache")?;
         lock_world(&run.world).event(0, format!("wrote a format-{version} cache by hand"));
     }
     for role in &scenario.setup {
@@ -252,7 +266,9 @@ pub fn run(host: &Host, scenario: &Scenario, seed: u64, kill: Option<KillPlan>) 
     }
     if run.power.is_some() {
         // Everything before the race is durable, as after a `sync`.
-        lock_world(&run.world).durable.enable(tmp.path()).context("recording the durable image")?;
+        let mut world = lock_world(&run.world);
+        run.shared.with_tree(|tree| world.durable.enable(tree)).context("recording the durable image")?;
+        drop(world);
         run.race_start = Some(run.schedule.len());
     }
     let mut active = Vec::new();
@@ -293,6 +309,7 @@ pub fn run(host: &Host, scenario: &Scenario, seed: u64, kill: Option<KillPlan>) 
         schedule: run.schedule,
         steps,
         violations: run.violations,
+        fs: host.fs(),
     })
 }
 

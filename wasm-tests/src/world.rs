@@ -177,15 +177,17 @@ impl World {
     /// One poll of a `lock` call on `file` (named `path` in the trace):
     /// `Some(handle)` if granted, `Some(-1)` if busy and not allowed to wait
     /// (any more), `None` to keep waiting. `open` opens the file again for
-    /// the holder; if it has been unlinked meanwhile, the lock is still
-    /// granted, as flock grants it on the descriptor the guest opened.
+    /// the holder (`Some(None)`: the path names a file, which needs no
+    /// handle to stay, as in memory); if it has been unlinked meanwhile
+    /// (`None`), the lock is still granted, as flock grants it on the
+    /// descriptor the guest opened.
     pub(crate) fn poll_lock(
         &mut self,
         pid: u32,
         (file, path): (FileId, &str),
         mode: Mode,
         deadline: Option<u64>,
-        open: impl FnOnce() -> Option<File>,
+        open: impl FnOnce() -> Option<Option<File>>,
     ) -> Option<i32> {
         let waited = self.waiting.remove(&pid).is_some();
         if self.grantable(file, mode) {
@@ -193,7 +195,7 @@ impl World {
             let unlinked = if opened.is_none() { " (unlinked file)" } else { "" };
             let handle = self.next_handle;
             self.next_handle += 1;
-            self.locks.entry(file).or_default().push(Holder { handle, pid, mode, _file: opened });
+            self.locks.entry(file).or_default().push(Holder { handle, pid, mode, _file: opened.flatten() });
             self.hold_of.insert(handle, self.holds.len());
             let acquired = self.clock.now();
             self.holds.push(Hold { pid, path: path.to_owned(), mode, acquired, released: None });
@@ -414,8 +416,8 @@ mod tests {
 
     const A: FileId = (1, 1);
 
-    fn open() -> Option<File> {
-        File::open("/dev/null").ok()
+    fn open() -> Option<Option<File>> {
+        Some(None)
     }
 
     fn lock(world: &mut World, pid: u32, mode: Mode, deadline: Option<u64>) -> Option<i32> {

@@ -5,12 +5,13 @@
 //! third of them with a crash injected; 300 of them with roles that time out
 //! or do not wait; 200 under an inherited lease), a kill at every step of a
 //! small scenario, a determinism check, a regression seed, and proof that
-//! each re-created bug is caught. A failure prints the seed, kill plan, scenario, the command
+//! each re-created bug is caught, all over the in-memory filesystem; and a
+//! few seeds of every scenario over a real directory. A failure prints the seed, kill plan, scenario, the command
 //! that replays it, and the trace; see docs/SIMULATION.md.
 
 use std::sync::OnceLock;
 
-use wasm_tests::{Host, KillPlan, Outcome, Scenario, Variant, kill_every_step, kill_for_seed, run, sweep};
+use wasm_tests::{FsMode, Host, KillPlan, Outcome, Scenario, Variant, kill_every_step, kill_for_seed, run, sweep};
 
 fn host() -> &'static Host {
     static HOST: OnceLock<Host> = OnceLock::new();
@@ -245,6 +246,26 @@ fn kill_at_every_step_of_a_small_scenario() {
     }
 }
 
+/// Every scenario over a real directory through wasmtime-wasi (`--fs
+/// host`), which checks the in-memory filesystem's model against the
+/// kernel: a few seeds each, with their crashes.
+#[test]
+fn sweep_every_scenario_over_a_real_directory() {
+    let host = host().with_fs(FsMode::Host);
+    for name in Scenario::NAMES {
+        let scenario = Scenario::new(name, Variant::Correct).unwrap();
+        let (runs, failure) = sweep(&host, &scenario, 0..4, |seed| kill_for_seed(&scenario, seed)).unwrap();
+        if let Some(outcome) = failure {
+            panic!("{}", outcome.report());
+        }
+        assert_eq!(runs, 4);
+    }
+    // A buggy variant is caught there too.
+    let scenario = Scenario::new("reread", Variant::PinUnlocked).unwrap();
+    let (_, failure) = sweep(&host, &scenario, 0..CATCH_BOUND, |_| None).unwrap();
+    assert!(failure.is_some(), "`pin-unlocked` survived `reread` over a real directory");
+}
+
 #[test]
 fn a_seed_replays_exactly() {
     let mut distinct = std::collections::HashSet::new();
@@ -318,7 +339,7 @@ fn children_without_their_parents_lease_are_reported() {
 }
 
 /// Replays the run that `SAFECACHE_SEED`, `SAFECACHE_SCENARIO`,
-/// `SAFECACHE_VARIANT` and `SAFECACHE_KILL` describe, printing its trace
+/// `SAFECACHE_VARIANT`, `SAFECACHE_KILL` and `SAFECACHE_FS` describe, printing its trace
 /// (`-- --nocapture`); without them, seed 0 of `fill3`.
 #[test]
 fn replay() {
@@ -327,8 +348,9 @@ fn replay() {
     let name = var("SAFECACHE_SCENARIO").unwrap_or_else(|| "fill3".to_owned());
     let variant = var("SAFECACHE_VARIANT").map_or(Variant::Correct, |v| v.parse().unwrap());
     let kill = var("SAFECACHE_KILL").map(|k| k.parse::<KillPlan>().unwrap());
+    let fs = var("SAFECACHE_FS").map_or(FsMode::default(), |f| f.parse().unwrap());
     let scenario = Scenario::new(&name, variant).unwrap();
-    let outcome = run(host(), &scenario, seed, kill).unwrap();
+    let outcome = run(&host().with_fs(fs), &scenario, seed, kill).unwrap();
     println!("{}", outcome.report());
     assert!(outcome.passed(), "the replayed run failed; its report is above");
 }

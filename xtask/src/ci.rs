@@ -39,6 +39,9 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
         "check (wasm32-wasip1 core)",
         cargo().args(["check", "-p", "safecache", "--target", WASM_TARGET, "--locked"]),
     )?;
+    // Among the tests, the simulation's sweep (wasm-tests/tests/sim.rs) runs
+    // over the in-memory filesystem, and a small sweep of every scenario
+    // over a real directory (`--fs host`, docs/SIMULATION.md).
     step("test", cargo().args(["test", "--workspace", "--locked"]))?;
     // Every benchmark once, as a smoke run (divan runs each row once under
     // `cargo test`), with the removal rows at 1,000 files instead of 100,000.

@@ -9,7 +9,12 @@
 //! cargo xtask sim --variant all --seeds 0..100           also every buggy variant (expected to fail)
 //! cargo xtask sim --scenario fill3 --seeds 42..43 --kill 0@17+restart --trace   replay one run
 //! cargo xtask sim --scenario kill-small --seeds 0..50 --kill-every-step 0+restart
+//! cargo xtask sim --fs host --seeds 0..200               over a real directory (tmpfs) instead of memory
 //! ```
+//!
+//! The processes share the in-memory filesystem by default (`--fs mem`);
+//! `--fs host` runs them over a real directory through wasmtime-wasi,
+//! which checks the in-memory model against the kernel.
 //!
 //! docs/SIMULATION.md describes the scenarios, the traces and replay.
 

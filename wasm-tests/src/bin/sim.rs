@@ -4,8 +4,8 @@
 //! ```text
 //! sim [--scenario NAME|all] [--variant NAME|all] [--seeds A..B] [--threads N]
 //!     [--kill P@S[+restart] | --no-kills | --kill-every-step P[+restart]] [--trace] [--keep-going]
-//!     [--fingerprints]
-//! sim bench [--seconds N] [--threads N]
+//!     [--fingerprints] [--fs mem|host]
+//! sim bench [--seconds N] [--threads N] [--fs mem|host]
 //! ```
 //!
 //! Without `--seeds`, each scenario runs seeds 0..20000. Without a kill
@@ -16,7 +16,9 @@
 //! second, and every failure its replay command. `--fingerprints` also
 //! prints, for every run, `fingerprint SCENARIO VARIANT SEED HASH`: the
 //! blake3 of the run's trace, schedule and violations (in the order runs
-//! end; sort them to compare two builds).
+//! end; sort them to compare two builds). `--fs host` runs the processes
+//! over a real directory through wasmtime-wasi instead of the in-memory
+//! filesystem (docs/SIMULATION.md, "Two filesystems").
 
 use std::process::ExitCode;
 use std::sync::Mutex;
@@ -24,7 +26,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
-use wasm_tests::{Host, KillPlan, Outcome, Scenario, Variant, kill_every_step, kill_for_seed, run};
+use wasm_tests::{FsMode, Host, KillPlan, Outcome, Scenario, Variant, kill_every_step, kill_for_seed, run};
 
 /// Seeds per scenario when `--seeds` is not given.
 const DEFAULT_SEEDS: u64 = 20_000;
@@ -53,6 +55,8 @@ struct Args {
     seconds: u64,
     /// Worker threads; every core by default (1 for `bench`).
     threads: Option<u64>,
+    /// The filesystem the processes share.
+    fs: FsMode,
 }
 
 fn parse(args: &[String]) -> Result<Args> {
@@ -68,6 +72,7 @@ fn parse(args: &[String]) -> Result<Args> {
         fingerprints: false,
         seconds: 5,
         threads: None,
+        fs: FsMode::default(),
     };
     let mut it = args.iter();
     while let Some(arg) = it.next() {
@@ -100,6 +105,7 @@ fn parse(args: &[String]) -> Result<Args> {
             "--keep-going" => out.keep_going = true,
             "--fingerprints" => out.fingerprints = true,
             "--seconds" => out.seconds = value()?.parse()?,
+            "--fs" => out.fs = value()?.parse()?,
             "--threads" => out.threads = Some(value()?.parse::<u64>()?.max(1)),
             other => bail!("unknown argument `{other}`"),
         }
@@ -114,18 +120,19 @@ fn main_impl() -> Result<bool> {
     let argv: Vec<String> = std::env::args().skip(1).collect();
     if argv.first().map(String::as_str) == Some("bench") {
         let args = parse(&argv[1..])?;
-        bench(args.seconds, args.threads.unwrap_or(1));
+        bench(args.seconds, args.threads.unwrap_or(1), args.fs);
         return Ok(true);
     }
     let args = parse(&argv)?;
-    let host = Host::new()?;
+    let host = Host::new()?.with_fs(args.fs);
     // A traced run prints every report as it ends, in seed order.
     let threads = if args.trace { 1 } else { args.threads.unwrap_or_else(default_threads) };
     println!(
-        "sim: seeds {}..{} ({} per scenario), {threads} thread(s), {}",
+        "sim: seeds {}..{} ({} per scenario), {threads} thread(s), filesystem {}, {}",
         args.seeds.start,
         args.seeds.end,
         args.seeds.end.saturating_sub(args.seeds.start),
+        args.fs,
         match (args.every_step, args.kill, args.random_kills) {
             (Some((p, r)), _, _) =>
                 format!("process {p} killed at every step{}", if r { " and restarted" } else { "" }),
@@ -279,10 +286,10 @@ fn every_step(host: &Host, scenario: &Scenario, args: &Args, proc: usize, restar
 
 /// Schedules per second for the 3-process scenario `fill3`, on `threads`
 /// threads (each its own seeds, all sharing one engine).
-fn bench(seconds: u64, threads: u64) {
+fn bench(seconds: u64, threads: u64, fs: FsMode) {
     let start = Instant::now();
     let host = match Host::new() {
-        Ok(host) => host,
+        Ok(host) => host.with_fs(fs),
         Err(e) => {
             eprintln!("sim: {e:#}");
             return;
