@@ -29,6 +29,13 @@ pub(crate) struct Aside {
 /// change durable (a sync of the root) before deleting anything.
 pub(crate) fn set_aside(root: &Root, name: &str, digest: &str) -> io::Result<Aside> {
     let trash = layout::trash_item(digest, &layout::random_suffix().map_err(io::Error::other)?);
+    set_aside_to(root, name, trash)
+}
+
+/// [`set_aside`] to the trash path `trash`: `clean`, under its own lease,
+/// renames every entry into the one trash directory it holds
+/// ([`layout::clean_trash`]).
+pub(crate) fn set_aside_to(root: &Root, name: &str, trash: String) -> io::Result<Aside> {
     match root.rename(name, &trash) {
         Ok(()) => {
             tracing::debug!(entry = %name, %trash, "renamed aside");

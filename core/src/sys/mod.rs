@@ -53,6 +53,8 @@ mod walk;
 mod records;
 pub(crate) use records::{Pool, Slot};
 #[cfg(not(target_os = "wasi"))]
+pub(crate) use walk::Children;
+#[cfg(not(target_os = "wasi"))]
 pub(crate) use walk::is_mount_points;
 #[cfg(target_os = "wasi")]
 pub(crate) fn is_mount_points(_: &io::Error) -> bool {
@@ -539,6 +541,16 @@ impl Root {
             Some(FileKind::Dir) => fault(Op::Remove).and_then(|()| self.imp.remove_dir_all(rel)),
             Some(_) => fault(Op::Remove).and_then(|()| self.imp.remove_file(rel)),
         }
+    }
+
+    /// Opens the directory `rel` to delete its children one at a time,
+    /// each by descriptor and on any thread ([`Children::remove`] deletes
+    /// one as [`Root::remove_tree`] does); `None` if `rel` is not a
+    /// directory. Natively only: the reclaimer's parallel deletion.
+    #[cfg(not(target_os = "wasi"))]
+    pub(crate) fn children(&self, rel: impl AsRef<Path>) -> io::Result<Option<Children>> {
+        fault(Op::Open)?;
+        self.imp.children(rel.as_ref())
     }
 
     /// fsyncs every regular file and directory beneath `rel`, and `rel`

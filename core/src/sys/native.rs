@@ -347,6 +347,13 @@ impl Dir {
         super::walk::remove_dir_all(parent.as_fd(), leaf, &self.shown.join(rel))
     }
 
+    /// Opens the directory `rel` to delete its children one by one (see
+    /// `walk::Children`); `None` if it is not a directory.
+    pub(crate) fn children(&self, rel: &Path) -> io::Result<Option<super::walk::Children>> {
+        let (parent, leaf) = self.open_parent(rel)?;
+        super::walk::Children::open(parent.as_fd(), leaf, &self.shown.join(rel))
+    }
+
     /// Settles the tree `rel` for publishing (see `walk.rs`).
     pub(crate) fn settle_tree(&self, rel: &Path, sync: bool) -> io::Result<()> {
         let (parent, leaf) = self.open_parent(rel)?;
