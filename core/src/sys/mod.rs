@@ -490,6 +490,28 @@ impl Root {
         Ok(out)
     }
 
+    /// Calls `f` with each name in directory `rel`, in the order the
+    /// directory lists them (not sorted), reading them as it goes: natively
+    /// the memory this takes does not grow with the directory. An error
+    /// listing it is given to `wrap`; the first error `f` returns stops it.
+    pub(crate) fn for_each_in<E>(
+        &self,
+        rel: impl AsRef<Path>,
+        wrap: impl Fn(io::Error) -> E,
+        mut f: impl FnMut(DirEntry) -> Result<(), E>,
+    ) -> Result<(), E> {
+        #[cfg(not(target_os = "wasi"))]
+        for entry in self.imp.read_dir_iter(rel.as_ref()).map_err(&wrap)? {
+            f(entry.map_err(&wrap)?)?;
+        }
+        // WASI lists a directory whole.
+        #[cfg(target_os = "wasi")]
+        for entry in self.imp.read_dir(rel.as_ref()).map_err(&wrap)? {
+            f(entry)?;
+        }
+        Ok(())
+    }
+
     /// Renames `from` to `to`, atomically replacing a file or an empty
     /// directory at `to`, as rename(2) does.
     pub(crate) fn rename(&self, from: impl AsRef<Path>, to: impl AsRef<Path>) -> io::Result<()> {

@@ -289,6 +289,15 @@ impl Dir {
         Ok(was)
     }
 
+    /// The names in `rel` as the directory lists them, read as they are
+    /// needed.
+    pub(crate) fn read_dir_iter(&self, rel: &Path) -> io::Result<impl Iterator<Item = io::Result<DirEntry>>> {
+        Ok(self.dir.read_dir(dot(rel))?.map(|entry| {
+            let entry = entry?;
+            Ok(DirEntry { name: entry.file_name(), kind: FileKind::of(&entry.file_type()?) })
+        }))
+    }
+
     pub(crate) fn read_dir(&self, rel: &Path) -> io::Result<Vec<DirEntry>> {
         let mut out = Vec::new();
         for entry in self.dir.read_dir(dot(rel))? {
