@@ -3,8 +3,10 @@
 //!
 //! An entry is never deleted where it stands. It is renamed, atomically, to
 //! `trash/<digest>.<random>` (readers see it complete or absent, never half
-//! deleted, pip-tools #2384); once that rename is durable (one fsync of the
-//! root for a whole batch) `remove` and `clean` return, and the trash is
+//! deleted, pip-tools #2384), or by `clean` under its own lease into one
+//! trash directory of its own it keeps claimed; once that rename is durable
+//! (one fsync of the root for a whole batch) `remove` and `clean` return,
+//! `clean` having replaced the metadata directories whole, and the trash is
 //! deleted later, by handle and without following symlinks
 //! (CVE-2022-21658), by [`Cache::reclaim`] or the next gc (`reclaim.rs`).
 //!
