@@ -239,6 +239,8 @@ impl Cache {
 /// reclaimer's.
 struct CleanTrash {
     rel: String,
+    /// It, opened once: every entry is renamed into it.
+    target: crate::sys::Target,
     _claim: crate::sys::LockFile,
 }
 
@@ -256,10 +258,10 @@ impl CleanTrash {
                 return Err(std::io::Error::other("the claim is held by another process"));
             }
             root.create_dir(&rel)?;
-            Ok(claim)
+            Ok((claim, root.open_target(&rel)?))
         });
         match made {
-            Ok(claim) => Some(CleanTrash { rel, _claim: claim }),
+            Ok((claim, target)) => Some(CleanTrash { rel, target, _claim: claim }),
             Err(e) => {
                 tracing::info!(error = %e, "cannot make the clean's trash; renaming each entry aside on its own");
                 let _ = root.remove_file(&claim_rel);
@@ -330,7 +332,7 @@ impl Leased {
                 continue;
             };
             let aside = match &trash {
-                Some(trash) => aside::set_aside_to(root, utf8, format!("{}/{utf8}", trash.rel)),
+                Some(trash) => aside::set_aside_into(root, utf8, &trash.target),
                 None => aside::set_aside(root, utf8, &digest),
             };
             match aside {

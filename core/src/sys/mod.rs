@@ -294,6 +294,16 @@ pub(crate) enum Flock {
     Exclusive,
 }
 
+/// A directory under the root, opened once to rename many names into
+/// ([`Root::open_target`]).
+#[derive(Debug)]
+pub(crate) struct Target {
+    #[cfg(not(target_os = "wasi"))]
+    dir: cap_std::fs::Dir,
+    /// Its path under the root.
+    pub(crate) rel: String,
+}
+
 /// The cache root, as a capability.
 #[derive(Debug)]
 pub(crate) struct Root {
@@ -517,6 +527,26 @@ impl Root {
     pub(crate) fn rename(&self, from: impl AsRef<Path>, to: impl AsRef<Path>) -> io::Result<()> {
         fault(Op::Rename)?;
         self.imp.rename(from.as_ref(), to.as_ref())
+    }
+
+    /// Opens the directory `rel` under the root once, to rename many names
+    /// into ([`Root::rename_into`]): `clean`'s trash.
+    pub(crate) fn open_target(&self, rel: &str) -> io::Result<Target> {
+        fault(Op::Open)?;
+        #[cfg(not(target_os = "wasi"))]
+        return Ok(Target { dir: self.imp.open_target(Path::new(rel))?, rel: rel.to_owned() });
+        #[cfg(target_os = "wasi")]
+        return Ok(Target { rel: rel.to_owned() });
+    }
+
+    /// Renames `from` to `leaf` inside `target`, as [`Root::rename`] does
+    /// (natively without looking the target's path up again).
+    pub(crate) fn rename_into(&self, from: impl AsRef<Path>, target: &Target, leaf: &str) -> io::Result<()> {
+        fault(Op::Rename)?;
+        #[cfg(not(target_os = "wasi"))]
+        return self.imp.rename_into(from.as_ref(), &target.dir, Path::new(leaf));
+        #[cfg(target_os = "wasi")]
+        return self.imp.rename(from.as_ref(), &Path::new(&target.rel).join(leaf));
     }
 
     /// Renames `from` to `to`, failing with `AlreadyExists` rather than

@@ -307,6 +307,21 @@ impl Dir {
         Ok(out)
     }
 
+    /// Opens the directory `rel` (one this process made) to rename many
+    /// names into with [`Dir::rename_into`].
+    pub(crate) fn open_target(&self, rel: &Path) -> io::Result<cap_std::fs::Dir> {
+        self.dir.open_dir(rel)
+    }
+
+    /// [`Dir::rename`] of `from` to `leaf` in `target`, a directory
+    /// [`Dir::open_target`] opened: no lookup of the target's path each time.
+    pub(crate) fn rename_into(&self, from: &Path, target: &cap_std::fs::Dir, leaf: &Path) -> io::Result<()> {
+        match self.dir.rename(from, target, leaf) {
+            Err(e) if self.made_writable(from, &e)? => self.dir.rename(from, target, leaf),
+            result => result,
+        }
+    }
+
     pub(crate) fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
         match self.dir.rename(from, &self.dir, to) {
             Err(e) if self.made_writable(from, &e)? => self.dir.rename(from, &self.dir, to),
