@@ -29,7 +29,28 @@ pub(crate) struct Aside {
 /// change durable (a sync of the root) before deleting anything.
 pub(crate) fn set_aside(root: &Root, name: &str, digest: &str) -> io::Result<Aside> {
     let trash = layout::trash_item(digest, &layout::random_suffix().map_err(io::Error::other)?);
-    match root.rename(name, &trash) {
+    set_aside_to(root, name, trash)
+}
+
+/// [`set_aside`] to the trash path `trash`: `clean`, under its own lease,
+/// renames every entry into the one trash directory it holds
+/// ([`layout::clean_trash`]).
+pub(crate) fn set_aside_to(root: &Root, name: &str, trash: String) -> io::Result<Aside> {
+    let renamed = root.rename(name, &trash);
+    left(root, name, trash, renamed)
+}
+
+/// [`set_aside_to`] into `target`, a directory opened once (the clean's
+/// trash), under the entry's own name.
+pub(crate) fn set_aside_into(root: &Root, name: &str, target: &crate::sys::Target) -> io::Result<Aside> {
+    let renamed = root.rename_into(name, target, name);
+    left(root, name, format!("{}/{name}", target.rel), renamed)
+}
+
+/// How the entry at `name` left its name, given how its rename to `trash`
+/// went.
+fn left(root: &Root, name: &str, trash: String, renamed: io::Result<()>) -> io::Result<Aside> {
+    match renamed {
         Ok(()) => {
             tracing::debug!(entry = %name, %trash, "renamed aside");
             Ok(Aside { rel: trash })

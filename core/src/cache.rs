@@ -358,14 +358,16 @@ impl Cache {
             }
             Err(e) => return Err(Error::io("open cache dir", &display, e)),
         };
-        let complete = check_trust(&root, path, options.allow_untrusted)?;
+        let checked = check_trust(&root, path, options.allow_untrusted)?;
         let format = ensure_marker(&root, path, &mode)?;
         if matches!(mode, Open::Adopt) {
             // `init` of a cache made before the tag existed adds it.
             write_cachedir_tag(&root);
         }
-        // What the marker made (or an older format lacked) is checked too.
-        if !complete {
+        // A subdirectory a killed `clean` left missing is made again; what
+        // the marker made (or an older format lacked) is checked too.
+        if !checked.unwrap_or_else(|| marker::subdirs_present(&root)) {
+            marker::repair_subdirs(&root);
             check_trust(&root, path, options.allow_untrusted)?;
         }
         let mut root = root;

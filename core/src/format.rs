@@ -141,12 +141,13 @@ pub(crate) fn ensure_marker(root: &Root, path: &Path, mode: &Open) -> Result<u32
 /// process is one. Anything less lets another user swap a temp for a
 /// symlink and redirect this process's writes (docs/SECURITY.md).
 ///
-/// Returns whether every one of those directories was there to check: a
-/// caller that then makes the marker checks again.
-pub(crate) fn check_trust(root: &Root, path: &Path, allow_untrusted: bool) -> Result<bool, Error> {
-    let Some(euid) = sys::effective_uid() else { return Ok(true) };
+/// Returns whether every one of those directories was there to check
+/// (`None`: nothing was checked): a caller that then makes the marker, or
+/// [`repair_subdirs`] makes one, checks again.
+pub(crate) fn check_trust(root: &Root, path: &Path, allow_untrusted: bool) -> Result<Option<bool>, Error> {
+    let Some(euid) = sys::effective_uid() else { return Ok(None) };
     if allow_untrusted {
-        return Ok(true);
+        return Ok(None);
     }
     let mut complete = true;
     for rel in ["", MARKER_DIR].into_iter().chain(layout::SUBDIRS) {
@@ -165,7 +166,27 @@ pub(crate) fn check_trust(root: &Root, path: &Path, allow_untrusted: bool) -> Re
         };
         return Err(Error::UntrustedCache { path: path.to_owned(), rel: rel.to_owned(), reason });
     }
-    Ok(complete)
+    Ok(Some(complete))
+}
+
+/// Whether every subdirectory the marker is made with is there.
+pub(crate) fn subdirs_present(root: &Root) -> bool {
+    layout::SUBDIRS.iter().all(|dir| matches!(root.kind(dir), Ok(Some(_))))
+}
+
+/// Makes again, empty, each subdirectory of the marker that is missing: a
+/// `clean` killed between renaming `locks/`, `used/` or `failed/` aside
+/// and making it again leaves it missing (docs/PROTOCOL.md, "clean").
+/// Best effort: a cache this process cannot write (a read-only mount) is
+/// still read, and what needs the directory fails on its own.
+pub(crate) fn repair_subdirs(root: &Root) {
+    for dir in layout::SUBDIRS {
+        match root.create_dir(dir) {
+            Ok(()) => tracing::info!(%dir, "made a missing metadata directory again"),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => tracing::debug!(%dir, error = %e, "cannot make a missing metadata directory"),
+        }
+    }
 }
 
 fn display_rel(rel: &str) -> &str {

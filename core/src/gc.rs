@@ -415,6 +415,54 @@ impl Cache {
             .collect())
     }
 
+    /// Calls `f` with every published entry, with size and last use, one
+    /// at a time in the order the cache root lists them (not sorted, unlike
+    /// [`Cache::entries`]), holding none of them: the memory it takes does
+    /// not grow with the number of entries. The first error `f` returns
+    /// stops it.
+    ///
+    /// # Errors
+    /// The root cannot be listed, or `f` failed.
+    pub fn each_entry<E: From<Error>>(&self, mut f: impl FnMut(EntryInfo) -> Result<(), E>) -> Result<(), E> {
+        let _span = tracing::info_span!("each_entry").entered();
+        let root = self.root();
+        listing::for_each(root, |item| {
+            if item.class != Class::Committed {
+                return Ok(());
+            }
+            let usage = root.usage(&item.name).unwrap_or_default();
+            let stamp = root.modified(&layout::used_marker(&item.digest)).ok().flatten();
+            f(EntryInfo {
+                stored_name: item.lossy,
+                key: item.key,
+                bytes: usage.bytes,
+                last_use: stamp.or(usage.modified),
+            })
+        })
+    }
+
+    /// Calls `f` with the name of every entry at the root as people see it
+    /// (the key, or the stored name of an adopted file without one), in
+    /// the order the root lists them, without looking at the entries
+    /// themselves: one read of the root, for a table's column width. Names
+    /// of uncommitted entries are included.
+    ///
+    /// # Errors
+    /// The root cannot be listed.
+    pub fn each_entry_name(&self, mut f: impl FnMut(&str, Option<&Key>)) -> Result<(), Error> {
+        self.root().for_each_in(
+            "",
+            |e| Error::io("list", ".", e),
+            |entry| {
+                let lossy = entry.name.to_string_lossy();
+                if !listing::is_internal(&lossy) {
+                    f(&lossy, entry.name.to_str().and_then(Key::from_stored_name).as_ref());
+                }
+                Ok(())
+            },
+        )
+    }
+
     /// Every published entry with its size, mtime and last-use stamp, for
     /// `ls` and eviction alike.
     pub(crate) fn scan_entries(&self) -> Result<Vec<Scanned>, Error> {
@@ -440,13 +488,15 @@ impl Cache {
     pub fn status(&self) -> Result<Status, Error> {
         let _span = tracing::info_span!("status").entered();
         let root = self.root();
-        let entries = self.entries()?;
-        Ok(Status {
-            holders: holder::live_holders(root, None),
-            items: self.items()?,
-            entries: entries.len(),
-            entry_bytes: entries.iter().map(|e| e.bytes).sum(),
-        })
+        // Counted as they are listed, never held: memory that does not grow
+        // with the entries.
+        let (mut entries, mut entry_bytes) = (0, 0);
+        self.each_entry(|e| {
+            entries += 1;
+            entry_bytes += e.bytes;
+            Ok::<(), Error>(())
+        })?;
+        Ok(Status { holders: holder::live_holders(root, None), items: self.items()?, entries, entry_bytes })
     }
 
     /// Every temp and trash item, and whether its owner lives, by probes
@@ -468,11 +518,15 @@ impl Cache {
                 items.push(Item { kind, rel, bytes, live });
             }
         }
-        for name in self.uncommitted_names()? {
-            let live = crate::probe::filler_alive(root, &crate::key::digest_of(&name)).unwrap_or(true);
-            let bytes = root.usage(&name).map(|u| u.bytes).unwrap_or(0);
-            items.push(Item { kind: ItemKind::Uncommitted, rel: crate::display::escape(&name), bytes, live });
-        }
+        // The root is read a name at a time: only the uncommitted are kept.
+        listing::for_each(root, |item| {
+            if item.class == Class::Uncommitted {
+                let live = crate::probe::filler_alive(root, &item.digest).unwrap_or(true);
+                let bytes = root.usage(&item.name).map(|u| u.bytes).unwrap_or(0);
+                items.push(Item { kind: ItemKind::Uncommitted, rel: crate::display::escape(&item.lossy), bytes, live });
+            }
+            Ok::<(), Error>(())
+        })?;
         Ok(items)
     }
 }

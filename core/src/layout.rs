@@ -209,6 +209,26 @@ pub(crate) fn trash_item(digest: &str, random: &str) -> String {
     format!("{TRASH_DIR}/{digest}.{random}")
 }
 
+/// The trash of one `clean` under its own lease: a directory it renames
+/// every entry into, under the entry's stored name, claimed
+/// (`trash/clean.<r>.lock`) by `clean` until its renames are durable.
+pub(crate) fn clean_trash(random: &str) -> String {
+    format!("{TRASH_DIR}/clean.{random}")
+}
+
+/// A metadata directory (`locks`, `used`, ...: [`CLEANED_DIRS`]) that
+/// `clean` renamed aside whole, under its own lease, and made again empty.
+/// It has no digest: nobody owns it once it is here.
+pub(crate) fn trash_dir_item(dir: &str, random: &str) -> String {
+    let leaf = dir.rsplit('/').next().unwrap_or(dir);
+    format!("{TRASH_DIR}/{leaf}.{random}")
+}
+
+/// The metadata directories `clean` empties under its own lease, by
+/// renaming each aside whole into the trash and making it again.
+pub(crate) const CLEANED_DIRS: [&str; 7] =
+    [USED_DIR, LOCKS_DIR, FAILED_DIR, MANIFESTS_DIR, CHANGING_DIR, FILLS_DIR, QUARANTINE_DIR];
+
 /// The failure record of the last failed fill of digest `<d>`.
 pub(crate) fn failure_record(digest: &str) -> String {
     format!("{FAILED_DIR}/{digest}.json")
@@ -296,6 +316,8 @@ mod tests {
             config_staging("<r>"),
             format_staging("<r>"),
             trash_item("<d>", "<r>"),
+            format!("{}/", clean_trash("<r>")),
+            format!("{}/", trash_dir_item("<dir>", "<r>")),
             failure_record("<d>"),
             changing_marker("<d>"),
             fill_log("<d>"),

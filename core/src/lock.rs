@@ -173,6 +173,23 @@ const IDENTIFY_SLICE: Duration = Duration::from_millis(5);
 /// first passes through the gate (taking and releasing it shared), deferring
 /// to a queued exclusive waiter for at most [`COURTESY`]. So readers that
 /// keep coming cannot starve a writer.
+/// Opens, creating it, the lock file `rel`. `clean` renames `locks/` aside
+/// whole and makes it again; a process that finds it missing (that
+/// `clean` was killed in between, and this process opened the cache
+/// before) makes it again here rather than fail.
+fn open_lock(root: &Root, rel: &str) -> std::io::Result<LockFile> {
+    match root.open_lock(rel, true) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && rel.starts_with(crate::layout::LOCKS_DIR) => {
+            match root.create_dir(crate::layout::LOCKS_DIR) {
+                Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => return Err(e),
+                _ => {}
+            }
+            root.open_lock(rel, true)
+        }
+        result => result,
+    }
+}
+
 pub(crate) fn acquire(
     root: &Arc<Root>,
     rel: &str,
@@ -183,7 +200,7 @@ pub(crate) fn acquire(
     queue: Queue<'_>,
 ) -> Result<Held, Error> {
     let Waiter { observer, ancestors, command } = waiter;
-    let file = root.open_lock(rel, true).map_err(|e| Error::io("open lock file", rel, e))?;
+    let file = open_lock(root, rel).map_err(|e| Error::io("open lock file", rel, e))?;
     match (mode, queue) {
         (LockMode::Shared, Queue::Gate(gate)) => pass_gate(root, gate, None, &name, deadline, observer)?,
         (LockMode::Shared, Queue::OpenGate(gate, file)) => {
@@ -228,7 +245,7 @@ pub(crate) fn acquire(
             // helper (see `sys::Waiting`): lock a new one.
             let file = match waiting.into_file() {
                 Some(file) => file,
-                None => root.open_lock(rel, true).map_err(|e| Error::io("open lock file", rel, e))?,
+                None => open_lock(root, rel).map_err(|e| Error::io("open lock file", rel, e))?,
             };
             queued = Some(queue_at(root, gate, &name, deadline, command));
             waiting = file.into_waiting(mode.into());
@@ -339,7 +356,7 @@ fn pass_gate(
         kept.unlock();
         return Ok(());
     }
-    let file = match root.open_lock(gate, true) {
+    let file = match open_lock(root, gate) {
         Ok(file) => file,
         // A gate that cannot be created on a full filesystem cannot have
         // been created by an exclusive waiter either: nobody is queued.

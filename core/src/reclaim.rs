@@ -170,6 +170,50 @@ fn remove_stale_claim(root: &Root, name: &str) {
 /// one task; the tasks run on several threads), recording each item's first
 /// error and, with `count`, its bytes. The items themselves are left for
 /// the caller.
+///
+/// Each directory item is opened once, and its children are deleted
+/// relative to that descriptor (`unlinkat` for a file, the walk by
+/// descriptor for a directory), as `rm -rf` does but on several threads:
+/// a clean's trash holds every entry it removed.
+#[cfg(not(target_os = "wasi"))]
+fn delete_all(root: &Root, claimed: &mut [Claimed], count: bool) {
+    let mut opened = Vec::new();
+    for (i, item) in claimed.iter_mut().enumerate() {
+        let kind = match root.kind(&item.rel) {
+            Ok(kind) => kind,
+            Err(e) => {
+                item.error = Some(e);
+                continue;
+            }
+        };
+        if count {
+            item.bytes = root.usage(&item.rel).map(|u| u.bytes).unwrap_or(0);
+        }
+        if kind != Some(FileKind::Dir) {
+            continue;
+        }
+        match root.children(&item.rel) {
+            Ok(Some(children)) => opened.push((i, children)),
+            // Not a directory any more: the caller deletes it whole.
+            Ok(None) => {}
+            Err(e) => item.error = Some(e),
+        }
+    }
+    let tasks: Vec<(usize, usize)> =
+        opened.iter().enumerate().flat_map(|(o, (_, c))| (0..c.names.len()).map(move |k| (o, k))).collect();
+    let results = run_parallel(&tasks, |&(o, k)| opened[o].1.remove(k));
+    for (&(o, _), result) in tasks.iter().zip(results) {
+        let item = &mut claimed[opened[o].0];
+        if let Err(e) = result
+            && item.error.is_none()
+        {
+            item.error = Some(e);
+        }
+    }
+}
+
+/// [`delete_all`] where there are no threads (WASI): each child by path.
+#[cfg(target_os = "wasi")]
 fn delete_all(root: &Root, claimed: &mut [Claimed], count: bool) {
     let mut tasks: Vec<(usize, PathBuf)> = Vec::new();
     for (i, item) in claimed.iter_mut().enumerate() {

@@ -3,8 +3,10 @@
 //!
 //! An entry is never deleted where it stands. It is renamed, atomically, to
 //! `trash/<digest>.<random>` (readers see it complete or absent, never half
-//! deleted, pip-tools #2384); once that rename is durable (one fsync of the
-//! root for a whole batch) `remove` and `clean` return, and the trash is
+//! deleted, pip-tools #2384), or by `clean` under its own lease into one
+//! trash directory of its own it keeps claimed; once that rename is durable
+//! (one fsync of the root for a whole batch) `remove` and `clean` return,
+//! `clean` having replaced the metadata directories whole, and the trash is
 //! deleted later, by handle and without following symlinks
 //! (CVE-2022-21658), by [`Cache::reclaim`] or the next gc (`reclaim.rs`).
 //!
@@ -21,7 +23,7 @@ use crate::cache::{Cache, Leased};
 use crate::error::Error;
 use crate::gc::{Failure, GcReport};
 use crate::key::Key;
-use crate::layout::{self, FAILED_DIR, LOCKS_DIR, MANIFESTS_DIR, QUARANTINE_DIR, USED_DIR};
+use crate::layout;
 use crate::listing;
 use crate::lock::{Deadline, Held};
 use crate::mode::{LockMode, LockName, Wait};
@@ -106,10 +108,14 @@ impl Leased {
     }
 
     /// Removes every entry (including files adopted by `init`) and every
-    /// orphaned temp, returning once the entries' renames aside are durable
-    /// (one fsync per batch); the trash is left for [`Cache::reclaim`]. It needs the exclusive lease, which waits until no
-    /// other process uses the cache. An entry it cannot remove is reported
-    /// in [`CleanReport::failures`] and does not stop it.
+    /// orphaned temp, returning once the entries' renames aside are durable;
+    /// the trash is left for [`Cache::reclaim`]. Under a lease it took
+    /// itself, every entry goes into one trash directory (one fsync of the
+    /// root for all) and the metadata directories are replaced whole; under
+    /// an inherited one, each entry is renamed aside under its entry lock
+    /// (one fsync per batch). It needs the exclusive lease, which waits
+    /// until no other process uses the cache. An entry it cannot remove is
+    /// reported in [`CleanReport::failures`] and does not stop it.
     ///
     /// # Errors
     /// [`Error::Busy`] if an entry lock could not be had within `wait` (only
@@ -159,8 +165,8 @@ impl Cache {
         Ok(())
     }
 
-    /// Deletes everything inside `dir` (holding only stamps and lock files,
-    /// so there is nothing worth counting).
+    /// Deletes everything inside `dir` one name at a time: what `clean`
+    /// does with a metadata directory it could not rename aside whole.
     fn empty_dir(&self, dir: &str, report: &mut CleanReport) -> Result<(), Error> {
         let root = self.root();
         let names = match root.read_dir(dir) {
@@ -175,6 +181,106 @@ impl Cache {
             }
         }
         Ok(())
+    }
+
+    /// Empties the metadata directories ([`layout::CLEANED_DIRS`]) under an
+    /// exclusive lease this process took, when nobody can hold or wait on
+    /// an entry lock. Each is replaced whole: a fresh empty directory is
+    /// made in the clean's own trash (so with the mode the cache makes its
+    /// directories with, and on a full disk, where it cannot be made,
+    /// nothing is renamed), the old one is renamed aside into the trash
+    /// ([`layout::trash_dir_item`], which has no digest: the next reclaimer
+    /// deletes it) and the fresh one renamed into its place; then one fsync
+    /// of `.safecache`. A crash between the two renames leaves the
+    /// directory missing, which the next open makes again
+    /// (`format::repair_subdirs`). A directory that cannot be replaced is
+    /// emptied one name at a time, as before.
+    fn set_aside_metadata(&self, trash: Option<&CleanTrash>, report: &mut CleanReport) -> Result<(), Error> {
+        let root = self.root();
+        let mut moved = false;
+        for dir in layout::CLEANED_DIRS {
+            let fresh = trash.and_then(|t| t.fresh_dir(root, dir));
+            let Some(fresh) = fresh else {
+                self.empty_dir(dir, report)?;
+                continue;
+            };
+            let aside = layout::trash_dir_item(dir, &layout::random_suffix()?);
+            match root.rename(dir, &aside) {
+                Ok(()) => moved = true,
+                // Made on first need, and never needed yet.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => {
+                    tracing::warn!(%dir, error = %e, "cannot rename the directory aside; emptying it in place");
+                    self.empty_dir(dir, report)?;
+                    continue;
+                }
+            }
+            match root.rename_noreplace(&fresh, dir) {
+                // A process opening the cache meanwhile may have made it.
+                Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
+                    report.failures.push(Failure::new(dir, Error::io("create", dir, e)));
+                }
+                _ => {}
+            }
+        }
+        if moved {
+            root.sync_dir(layout::MARKER_DIR).map_err(|e| Error::io("sync", layout::MARKER_DIR, e))?;
+        }
+        Ok(())
+    }
+}
+
+/// The trash directory one `clean` under its own lease renames every entry
+/// into ([`layout::clean_trash`]), claimed by `clean` (its claim lock held
+/// exclusively, as a reclaimer holds it) until every rename into it is
+/// durable and the metadata directories are replaced: until then no
+/// reclaimer deletes a file of an entry that a power cut could bring back.
+/// Dropping it releases the claim; the directory is then the next
+/// reclaimer's.
+struct CleanTrash {
+    rel: String,
+    /// It, opened once: every entry is renamed into it.
+    target: crate::sys::Target,
+    _claim: crate::sys::LockFile,
+}
+
+impl CleanTrash {
+    /// Claims and makes a new clean trash; `None` where it cannot be made
+    /// (a full disk: a directory needs a block), and `clean` then renames
+    /// each entry aside on its own, as under an inherited lease.
+    fn start(root: &crate::sys::Root) -> Option<CleanTrash> {
+        let rel = layout::clean_trash(&layout::random_suffix().ok()?);
+        let name = rel.rsplit('/').next().unwrap_or(&rel).to_owned();
+        let claim_rel = layout::claim_lock(&name);
+        let made = root.open_lock(&claim_rel, true).and_then(|claim| {
+            // A fresh random name: nobody else can hold it.
+            if !claim.try_lock(crate::sys::Flock::Exclusive)? {
+                return Err(std::io::Error::other("the claim is held by another process"));
+            }
+            root.create_dir(&rel)?;
+            Ok((claim, root.open_target(&rel)?))
+        });
+        match made {
+            Ok((claim, target)) => Some(CleanTrash { rel, target, _claim: claim }),
+            Err(e) => {
+                tracing::info!(error = %e, "cannot make the clean's trash; renaming each entry aside on its own");
+                let _ = root.remove_file(&claim_rel);
+                None
+            }
+        }
+    }
+
+    /// A fresh, empty directory to replace the metadata directory `dir`
+    /// with, made inside this trash under `.safecache/` (never an entry's
+    /// stored name); `None` if it cannot be made.
+    fn fresh_dir(&self, root: &crate::sys::Root, dir: &str) -> Option<String> {
+        let parent = format!("{}/{}", self.rel, layout::MARKER_DIR);
+        match root.create_dir(&parent) {
+            Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => return None,
+            _ => {}
+        }
+        let fresh = format!("{parent}/{}", dir.rsplit('/').next().unwrap_or(dir));
+        root.create_dir(&fresh).ok().map(|()| fresh)
     }
 }
 
@@ -191,6 +297,10 @@ impl Leased {
         // of entry locks held at once.
         let mut batch = Vec::new();
         let own = self.is_own();
+        // Under a lease taken here every entry goes into one trash
+        // directory: one item for the reclaimer to claim, not one each.
+        let trash = if own { CleanTrash::start(root) } else { None };
+        let mut unsynced = false;
         for item in listing::list(root)?.into_iter().filter(listing::RootItem::is_entry) {
             let name = item.lossy;
             if cache.is_nested_cache(Path::new(&item.name)) {
@@ -221,7 +331,18 @@ impl Leased {
                 report.failures.push(Failure::new(&name, "its name is not UTF-8; remove it by hand"));
                 continue;
             };
-            match aside::set_aside(root, utf8, &digest) {
+            let aside = match &trash {
+                Some(trash) => aside::set_aside_into(root, utf8, &trash.target),
+                None => aside::set_aside(root, utf8, &digest),
+            };
+            match aside {
+                // In the clean's trash, which no reclaimer may claim before
+                // `clean` lets it go, it needs nothing more: one fsync of
+                // the root, below, makes every such rename durable.
+                Ok(aside) if trash.is_some() && aside.rel.starts_with(layout::TRASH_DIR) => {
+                    unsynced = true;
+                    report.entries += 1;
+                }
                 Ok(aside) => {
                     batch.push((lock, aside, digest));
                     report.entries += 1;
@@ -230,7 +351,11 @@ impl Leased {
             }
             if batch.len() == CLEAN_BATCH {
                 cache.flush_aside(&mut batch, &mut report)?;
+                unsynced = false;
             }
+        }
+        if unsynced && batch.is_empty() {
+            root.sync_dir("").map_err(|e| Error::io("sync", ".", e))?;
         }
         cache.flush_aside(&mut batch, &mut report)?;
         let mut reclaimed = GcReport::default();
@@ -240,16 +365,61 @@ impl Leased {
         // Nobody can be waiting on an entry lock (waiters hold the shared
         // lease), so the lock files can go; but not under an inherited
         // lease, where the parent's other children may hold or wait on them.
-        if self.is_own() {
-            cache.empty_dir(USED_DIR, &mut report)?;
-            cache.empty_dir(LOCKS_DIR, &mut report)?;
-            cache.empty_dir(FAILED_DIR, &mut report)?;
-            cache.empty_dir(MANIFESTS_DIR, &mut report)?;
-            cache.empty_dir(layout::CHANGING_DIR, &mut report)?;
-            cache.empty_dir(layout::FILLS_DIR, &mut report)?;
-            cache.empty_dir(QUARANTINE_DIR, &mut report)?;
+        if own {
+            cache.set_aside_metadata(trash.as_ref(), &mut report)?;
         }
+        // Every rename into the clean's trash is durable: a reclaimer may
+        // delete it now.
+        drop(trash);
         crate::holder::reap_dead(root);
         Ok(report)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    // Tests look at the tree from outside, by path.
+    #![allow(clippy::disallowed_methods)]
+    use std::os::unix::fs::MetadataExt;
+
+    use crate::sys::faults::{self, Failure, Fault, Op};
+    use crate::{Cache, Key, Options, Wait};
+
+    /// A failure at any one rename, mkdir, sync or removal of `clean`
+    /// leaves what a kill at that step would (but for the lease, which the
+    /// failed clean released): a cache whose next open makes again every
+    /// metadata directory `clean` had renamed aside and not yet replaced,
+    /// privately, and that then fills, removes and reclaims as before.
+    #[test]
+    fn a_clean_stopped_at_any_step_leaves_a_cache_the_next_open_repairs() {
+        for op in [Op::Rename, Op::CreateDir, Op::Sync, Op::Remove] {
+            for nth in 0..20 {
+                let dir = tempfile::tempdir().unwrap();
+                let path = dir.path().join("cache");
+                let cache = Cache::open_ambient(&path, Options::default()).unwrap();
+                for k in ["a", "b"] {
+                    let key = Key::new(k).unwrap();
+                    cache.get_or_fill(&key, Wait::NoWait, |d| std::fs::write(d.path().join("f"), k)).unwrap();
+                }
+                faults::inject(&[Fault { op, nth, failure: Failure::Io }]);
+                let _ = cache.clean(Wait::NoWait);
+                faults::clear();
+                drop(cache);
+
+                let cache = Cache::open_ambient(&path, Options::default()).unwrap();
+                for sub in crate::layout::SUBDIRS {
+                    let meta = std::fs::symlink_metadata(path.join(sub)).unwrap();
+                    assert!(meta.is_dir(), "{op:?} {nth}: {sub} is there");
+                    assert_eq!(meta.mode() & 0o7777, 0o700, "{op:?} {nth}: {sub} is private");
+                }
+                let key = Key::new("a").unwrap();
+                cache.get_or_fill(&key, Wait::NoWait, |d| std::fs::write(d.path().join("f"), "again")).unwrap();
+                assert!(cache.remove(&key, Wait::NoWait).unwrap(), "{op:?} {nth}");
+                let report = cache.gc(Wait::NoWait).unwrap();
+                assert!(report.failures.is_empty(), "{op:?} {nth}: {report:?}");
+                let trash = std::fs::read_dir(path.join(crate::layout::TRASH_DIR)).unwrap().count();
+                assert_eq!(trash, 0, "{op:?} {nth}: gc reclaims everything clean set aside");
+            }
+        }
     }
 }

@@ -22,10 +22,12 @@ pub(crate) fn init(ctx: &Ctx, dir: Option<PathBuf>) -> Result<u8> {
     if let Some(level) = ctx.durability {
         ctx.blocking(|| cache.update_config(ctx.wait, |c| c.durability = Some(level)))?;
     }
-    ctx.ui.report(Initialized {
-        path: report::json_path(cache.path()),
-        entries: cache.entries()?.len(),
-        already: was_cache,
+    // Counted as they are listed, never held.
+    let mut entries = 0;
+    cache.each_entry(|_| {
+        entries += 1;
+        Ok::<(), safecache::Error>(())
     })?;
+    ctx.ui.report(Initialized { path: report::json_path(cache.path()), entries, already: was_cache })?;
     Ok(exit::OK)
 }

@@ -50,6 +50,12 @@ impl Listed {
     pub(crate) fn name(&self) -> String {
         escape(self.key.as_deref().unwrap_or(&self.stored_name))
     }
+
+    /// How many characters [`Listed::name`] takes for an entry with `key`
+    /// stored as `stored`.
+    pub(crate) fn width_of(key: Option<&str>, stored: &str) -> usize {
+        escape(key.unwrap_or(stored)).chars().count()
+    }
 }
 
 impl Human for Listed {

@@ -295,7 +295,11 @@ fn json_lines(out: &Out) -> Vec<Value> {
 fn listed(sb: &Sandbox, prefix: Option<&str>) -> Vec<String> {
     let out = sb.run([&["--message-format", "json", "ls"][..], prefix.as_slice()].concat());
     out.assert_code(0);
-    json_lines(&out).iter().map(|v| v["key"].as_str().unwrap_or_default().to_owned()).collect()
+    // In the order the directory lists them (docs/CLI.md, `ls`): sorted here.
+    let mut keys: Vec<String> =
+        json_lines(&out).iter().map(|v| v["key"].as_str().unwrap_or_default().to_owned()).collect();
+    keys.sort();
+    keys
 }
 
 /// `ls PREFIX` lists only keys that start with PREFIX; `rm --prefix`

@@ -120,3 +120,32 @@ fn a_fill_whose_directory_moved_publishes_nothing() {
     out.assert_error(101, "was replaced");
     assert!(!sb.cache.join("k").exists());
 }
+
+/// `clean` replaces `locks/`, `used/`, `manifests/` and `failed/` whole
+/// (issue 17) rather than emptying them: the new ones must have the modes
+/// and group the cache makes its directories with, or the next command's
+/// trust check would refuse the cache (a group-shared cache) or others
+/// could reach them. Private and group-shared alike.
+#[test]
+fn directories_clean_replaces_keep_the_caches_modes_and_group() {
+    for shared in [false, true] {
+        let sb = Sandbox::new();
+        std::fs::create_dir(&sb.cache).expect("mkdir");
+        chmod(&sb.cache, if shared { 0o2770 } else { 0o700 });
+        sb.fill("k", "v");
+        let locks = sb.cache.join(".safecache/locks");
+        let before = std::fs::metadata(&locks).expect("stat").ino();
+        sb.run(["clean", "--wait"]).assert_code(0);
+        let meta = std::fs::metadata(&locks).expect("stat");
+        assert_ne!(meta.ino(), before, "shared={shared}: locks/ was replaced whole");
+        let group = std::fs::metadata(&sb.cache).expect("stat").gid();
+        for dir in ["locks", "used", "manifests", "failed"] {
+            let meta = std::fs::metadata(sb.cache.join(".safecache").join(dir)).expect("stat");
+            let want = if shared { 0o2770 } else { 0o700 };
+            assert_eq!(meta.mode() & 0o7777, want, "shared={shared}: {dir} has mode {:o}", meta.mode() & 0o7777);
+            assert_eq!(meta.gid(), group, "shared={shared}: {dir} is in the cache's group");
+        }
+        sb.fill("k2", "v");
+        sb.run(["path", "k2"]).assert_code(0);
+    }
+}

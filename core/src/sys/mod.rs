@@ -53,6 +53,8 @@ mod walk;
 mod records;
 pub(crate) use records::{Pool, Slot};
 #[cfg(not(target_os = "wasi"))]
+pub(crate) use walk::Children;
+#[cfg(not(target_os = "wasi"))]
 pub(crate) use walk::is_mount_points;
 #[cfg(target_os = "wasi")]
 pub(crate) fn is_mount_points(_: &io::Error) -> bool {
@@ -292,6 +294,16 @@ pub(crate) enum Flock {
     Exclusive,
 }
 
+/// A directory under the root, opened once to rename many names into
+/// ([`Root::open_target`]).
+#[derive(Debug)]
+pub(crate) struct Target {
+    #[cfg(not(target_os = "wasi"))]
+    dir: cap_std::fs::Dir,
+    /// Its path under the root.
+    pub(crate) rel: String,
+}
+
 /// The cache root, as a capability.
 #[derive(Debug)]
 pub(crate) struct Root {
@@ -488,11 +500,53 @@ impl Root {
         Ok(out)
     }
 
+    /// Calls `f` with each name in directory `rel`, in the order the
+    /// directory lists them (not sorted), reading them as it goes: natively
+    /// the memory this takes does not grow with the directory. An error
+    /// listing it is given to `wrap`; the first error `f` returns stops it.
+    pub(crate) fn for_each_in<E>(
+        &self,
+        rel: impl AsRef<Path>,
+        wrap: impl Fn(io::Error) -> E,
+        mut f: impl FnMut(DirEntry) -> Result<(), E>,
+    ) -> Result<(), E> {
+        #[cfg(not(target_os = "wasi"))]
+        for entry in self.imp.read_dir_iter(rel.as_ref()).map_err(&wrap)? {
+            f(entry.map_err(&wrap)?)?;
+        }
+        // WASI lists a directory whole.
+        #[cfg(target_os = "wasi")]
+        for entry in self.imp.read_dir(rel.as_ref()).map_err(&wrap)? {
+            f(entry)?;
+        }
+        Ok(())
+    }
+
     /// Renames `from` to `to`, atomically replacing a file or an empty
     /// directory at `to`, as rename(2) does.
     pub(crate) fn rename(&self, from: impl AsRef<Path>, to: impl AsRef<Path>) -> io::Result<()> {
         fault(Op::Rename)?;
         self.imp.rename(from.as_ref(), to.as_ref())
+    }
+
+    /// Opens the directory `rel` under the root once, to rename many names
+    /// into ([`Root::rename_into`]): `clean`'s trash.
+    pub(crate) fn open_target(&self, rel: &str) -> io::Result<Target> {
+        fault(Op::Open)?;
+        #[cfg(not(target_os = "wasi"))]
+        return Ok(Target { dir: self.imp.open_target(Path::new(rel))?, rel: rel.to_owned() });
+        #[cfg(target_os = "wasi")]
+        return Ok(Target { rel: rel.to_owned() });
+    }
+
+    /// Renames `from` to `leaf` inside `target`, as [`Root::rename`] does
+    /// (natively without looking the target's path up again).
+    pub(crate) fn rename_into(&self, from: impl AsRef<Path>, target: &Target, leaf: &str) -> io::Result<()> {
+        fault(Op::Rename)?;
+        #[cfg(not(target_os = "wasi"))]
+        return self.imp.rename_into(from.as_ref(), &target.dir, Path::new(leaf));
+        #[cfg(target_os = "wasi")]
+        return self.imp.rename(from.as_ref(), &Path::new(&target.rel).join(leaf));
     }
 
     /// Renames `from` to `to`, failing with `AlreadyExists` rather than
@@ -539,6 +593,16 @@ impl Root {
             Some(FileKind::Dir) => fault(Op::Remove).and_then(|()| self.imp.remove_dir_all(rel)),
             Some(_) => fault(Op::Remove).and_then(|()| self.imp.remove_file(rel)),
         }
+    }
+
+    /// Opens the directory `rel` to delete its children one at a time,
+    /// each by descriptor and on any thread ([`Children::remove`] deletes
+    /// one as [`Root::remove_tree`] does); `None` if `rel` is not a
+    /// directory. Natively only: the reclaimer's parallel deletion.
+    #[cfg(not(target_os = "wasi"))]
+    pub(crate) fn children(&self, rel: impl AsRef<Path>) -> io::Result<Option<Children>> {
+        fault(Op::Open)?;
+        self.imp.children(rel.as_ref())
     }
 
     /// fsyncs every regular file and directory beneath `rel`, and `rel`

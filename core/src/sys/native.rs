@@ -289,6 +289,15 @@ impl Dir {
         Ok(was)
     }
 
+    /// The names in `rel` as the directory lists them, read as they are
+    /// needed.
+    pub(crate) fn read_dir_iter(&self, rel: &Path) -> io::Result<impl Iterator<Item = io::Result<DirEntry>>> {
+        Ok(self.dir.read_dir(dot(rel))?.map(|entry| {
+            let entry = entry?;
+            Ok(DirEntry { name: entry.file_name(), kind: FileKind::of(&entry.file_type()?) })
+        }))
+    }
+
     pub(crate) fn read_dir(&self, rel: &Path) -> io::Result<Vec<DirEntry>> {
         let mut out = Vec::new();
         for entry in self.dir.read_dir(dot(rel))? {
@@ -296,6 +305,21 @@ impl Dir {
             out.push(DirEntry { name: entry.file_name(), kind: FileKind::of(&entry.file_type()?) });
         }
         Ok(out)
+    }
+
+    /// Opens the directory `rel` (one this process made) to rename many
+    /// names into with [`Dir::rename_into`].
+    pub(crate) fn open_target(&self, rel: &Path) -> io::Result<cap_std::fs::Dir> {
+        self.dir.open_dir(rel)
+    }
+
+    /// [`Dir::rename`] of `from` to `leaf` in `target`, a directory
+    /// [`Dir::open_target`] opened: no lookup of the target's path each time.
+    pub(crate) fn rename_into(&self, from: &Path, target: &cap_std::fs::Dir, leaf: &Path) -> io::Result<()> {
+        match self.dir.rename(from, target, leaf) {
+            Err(e) if self.made_writable(from, &e)? => self.dir.rename(from, target, leaf),
+            result => result,
+        }
     }
 
     pub(crate) fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
@@ -345,6 +369,13 @@ impl Dir {
     pub(crate) fn remove_dir_all(&self, rel: &Path) -> io::Result<()> {
         let (parent, leaf) = self.open_parent(rel)?;
         super::walk::remove_dir_all(parent.as_fd(), leaf, &self.shown.join(rel))
+    }
+
+    /// Opens the directory `rel` to delete its children one by one (see
+    /// `walk::Children`); `None` if it is not a directory.
+    pub(crate) fn children(&self, rel: &Path) -> io::Result<Option<super::walk::Children>> {
+        let (parent, leaf) = self.open_parent(rel)?;
+        super::walk::Children::open(parent.as_fd(), leaf, &self.shown.join(rel))
     }
 
     /// Settles the tree `rel` for publishing (see `walk.rs`).

@@ -267,7 +267,11 @@ impl Frame {
 /// mount. `shown` is its absolute path, for messages. If a mount point was
 /// found, everything else is deleted and the error is [`MountPoints`].
 pub(super) fn remove_dir_all(parent: BorrowedFd<'_>, leaf: &Path, shown: &Path) -> io::Result<()> {
-    let tree = info(parent, Path::new(""))?.mount;
+    remove_dir_all_within(parent, leaf, shown, info(parent, Path::new(""))?.mount)
+}
+
+/// [`remove_dir_all`] with the mount of `parent`, the tree's, known.
+fn remove_dir_all_within(parent: BorrowedFd<'_>, leaf: &Path, shown: &Path, tree: Mount) -> io::Result<()> {
     let Some(top) = open_for_delete(parent, leaf)? else {
         // Not a directory (any more): unlinked like a file.
         return Ok(rustix::fs::unlinkat(parent, leaf, AtFlags::empty())?);
@@ -344,6 +348,57 @@ pub(super) fn remove_dir_all(parent: BorrowedFd<'_>, leaf: &Path, shown: &Path) 
         return Err(io::Error::other(MountPoints { paths: kept, deleting: true }));
     }
     Ok(())
+}
+
+/// A directory opened once so that its children can be deleted by
+/// descriptor, each on its own, on several threads at once (a reclaimer's
+/// trash item: one `clean` renames every entry into one).
+pub(crate) struct Children {
+    fd: OwnedFd,
+    /// Its mount: what each child's deletion must not leave.
+    tree: Mount,
+    shown: PathBuf,
+    /// Each child's name, and its type where the filesystem reports it.
+    pub(crate) names: Vec<(OsString, Option<FileType>)>,
+}
+
+impl Children {
+    /// Opens `leaf` in `parent` (never through a symlink) and lists it;
+    /// `None` if it is not a directory.
+    pub(super) fn open(parent: BorrowedFd<'_>, leaf: &Path, shown: &Path) -> io::Result<Option<Children>> {
+        let Some(fd) = open_for_delete(parent, leaf)? else { return Ok(None) };
+        let here = info(fd.as_fd(), Path::new(""))?;
+        if here.crosses(info(parent, Path::new(""))?.mount) {
+            return Err(io::Error::other(MountPoints { paths: vec![shown.to_owned()], deleting: true }));
+        }
+        // As a walk entering it: its names must be unlinkable.
+        if here.mode & 0o700 != 0o700 && Some(here.uid) == super::effective_uid() {
+            rustix::fs::fchmod(&fd, Mode::from_raw_mode(here.mode | 0o700))?;
+        }
+        let names = list(fd.as_fd())?;
+        Ok(Some(Children { fd, tree: here.mount, shown: shown.to_owned(), names }))
+    }
+
+    /// Deletes the `i`-th child and everything beneath it, as
+    /// [`remove_dir_all`] deletes a tree (a file by one `unlinkat`).
+    pub(crate) fn remove(&self, i: usize) -> io::Result<()> {
+        super::fault(super::Op::Remove)?;
+        let Some((name, kind)) = self.names.get(i) else { return Ok(()) };
+        let name = Path::new(name);
+        if kind.is_some_and(|k| k != FileType::Directory) {
+            match rustix::fs::unlinkat(self.fd.as_fd(), name, AtFlags::empty()) {
+                Ok(()) | Err(Errno::NOENT) => return Ok(()),
+                // A directory now (or, as Linux says for one, EISDIR):
+                // deleted as a tree below.
+                Err(Errno::ISDIR | Errno::PERM) => {}
+                Err(Errno::BUSY) => {
+                    return Err(io::Error::other(MountPoints { paths: vec![self.shown.join(name)], deleting: true }));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        remove_dir_all_within(self.fd.as_fd(), name, &self.shown.join(name), self.tree)
+    }
 }
 
 /// Opens the directory `name` in `dir` for deleting what is in it; `None`

@@ -146,7 +146,9 @@ fn a_full_disk_still_serves_reads_and_frees_space_by_rm_gc_and_clean() {
     fill_up(&ballast);
     let report = cache.clean(Wait::NoWait).unwrap();
     assert_eq!((report.entries, report.failures.len()), (2, 0), "{report:?}");
-    assert_eq!(cache.reclaim(false).unwrap().items, 2);
+    let reclaimed = cache.reclaim(false).unwrap();
+    assert!(reclaimed.items >= 1 && reclaimed.failures.is_empty(), "{reclaimed:?}");
+    assert!(names(&cache.path().join(".safecache/trash")).is_empty(), "the trash is reclaimed whole");
     assert!(available(mount.path()) >= 256 << 10, "clean freed the entries' space");
     assert_eq!(leftovers(cache.path()), Vec::<String>::new(), "no half-written record");
     assert!(cache.entries().unwrap().is_empty());

