@@ -249,46 +249,11 @@ fn delete_all(root: &Root, claimed: &mut [Claimed], count: bool) {
 /// How many threads delete at once: deleting waits on the filesystem's
 /// metadata more than on a CPU, so a few more than the cores.
 fn threads() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get() * 2).clamp(1, 16)
+    (crate::parallel::cores() * 2).clamp(1, 16)
 }
 
-/// Runs `work` on every task, on several threads where the platform has
-/// them, and returns the results in the tasks' order.
-#[cfg(not(target_family = "wasm"))]
+/// Runs `work` on every task, on [`threads`] threads where the platform
+/// has them, and returns the results in the tasks' order.
 fn run_parallel<T: Sync, R: Send>(tasks: &[T], work: impl Fn(&T) -> R + Sync) -> Vec<R> {
-    use std::sync::Mutex;
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    let threads = threads().min(tasks.len());
-    if threads <= 1 {
-        return tasks.iter().map(work).collect();
-    }
-    let next = AtomicUsize::new(0);
-    let results: Mutex<Vec<Option<R>>> = Mutex::new((0..tasks.len()).map(|_| None).collect());
-    let run = || {
-        loop {
-            let i = next.fetch_add(1, Ordering::Relaxed);
-            let Some(task) = tasks.get(i) else { break };
-            let r = work(task);
-            if let Ok(mut results) = results.lock() {
-                results[i] = Some(r);
-            }
-        }
-    };
-    std::thread::scope(|s| {
-        for _ in 1..threads {
-            // A thread that cannot be started leaves its share to the others.
-            let _ = std::thread::Builder::new().spawn_scoped(s, run);
-        }
-        run();
-    });
-    let results = results.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner);
-    // Every task was taken by a thread that finished (scope joined them all);
-    // a missing result could only come from a panic, which scope re-raised.
-    results.into_iter().zip(tasks).map(|(r, t)| r.unwrap_or_else(|| work(t))).collect()
-}
-
-#[cfg(target_family = "wasm")]
-fn run_parallel<T, R>(tasks: &[T], work: impl Fn(&T) -> R) -> Vec<R> {
-    let _ = threads;
-    tasks.iter().map(work).collect()
+    crate::parallel::run(tasks, threads(), work)
 }
