@@ -117,8 +117,10 @@ fn failing_fill_publishes_nothing_and_removes_its_temp() {
     assert_eq!(err.to_string(), "fill of `k` failed; nothing was published");
     assert!(cache.get(&key("k")).unwrap().is_none());
     assert!(names(&cache.path().join(".safecache/tmp")).is_empty());
-    // The key is fillable again.
-    let filled = cache.get_or_fill(&key("k"), Wait::NoWait, |dir| std::fs::write(dir.path().join("d"), "ok")).unwrap();
+    // The key is fillable again. (Not `NoWait`: a process another test
+    // spawns holds a copy of every descriptor, and so of the entry lock's
+    // flock, until it execs.)
+    let filled = cache.get_or_fill(&key("k"), released(), |dir| std::fs::write(dir.path().join("d"), "ok")).unwrap();
     assert!(filled.filled);
 }
 
@@ -134,8 +136,15 @@ fn panicking_fill_publishes_nothing_and_removes_its_temp() {
     assert!(result.is_err());
     assert!(cache.get(&key("k")).unwrap().is_none());
     assert!(names(&cache.path().join(".safecache/tmp")).is_empty());
-    let filled = cache.get_or_fill(&key("k"), Wait::NoWait, |dir| std::fs::write(dir.path().join("d"), "ok")).unwrap();
+    let filled = cache.get_or_fill(&key("k"), released(), |dir| std::fs::write(dir.path().join("d"), "ok")).unwrap();
     assert!(filled.filled, "the in-process flight was released by the panic");
+}
+
+/// The wait for a lock this process released: bounded, for the moment a
+/// child another test is spawning holds a copy of its descriptor (between
+/// the fork and the exec), and fails if the lock is still held after it.
+fn released() -> Wait {
+    Wait::Timeout(std::time::Duration::from_secs(10))
 }
 
 #[test]
