@@ -12,6 +12,11 @@
 //!   hash and size and the counts; [`Trust`] says which signers a reader
 //!   accepts.
 //! - [`keys`]: key pairs and their files.
+//! - [`Remote`]: one namespace of an object store: upload (archive, then
+//!   the manifest create-only) and fetch (manifest verified, archive
+//!   streamed within its size and checked against its hash).
+//! - [`restore`] and [`upload_entry`]: the two transfers of a fill, through
+//!   directory handles, the archive in an unnamed file.
 //!
 //! This crate is native only: it works through `cap_std` directory
 //! handles, and (for the store) `object_store` and `tokio`, none of which
@@ -22,9 +27,13 @@
 
 pub mod archive;
 mod extract;
+#[cfg(feature = "fault-injection")]
+pub mod faults;
 pub mod keys;
 mod manifest;
 mod pack;
+mod store;
+mod transfer;
 
 pub use archive::{ArchiveError, Counts};
 pub use extract::extract;
@@ -34,3 +43,5 @@ pub use manifest::{
     RemoteManifest, SignedManifest, Trust, objects,
 };
 pub use pack::{Packed, pack};
+pub use store::{Access, PART_SIZE, Remote, StoreError, Uploaded};
+pub use transfer::{TransferError, restore, scratch_file, upload_entry};

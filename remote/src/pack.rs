@@ -42,7 +42,8 @@ pub fn pack<W: Write>(entry: &Dir, out: W) -> Result<Packed, ArchiveError> {
     let mut name = Vec::new();
     walk(entry, &mut name, 0, &mut builder, &mut counts)?;
     let encoder = builder.into_inner().map_err(|e| ArchiveError::io("write", b"", e))?;
-    let hashing = encoder.finish().map_err(|e| ArchiveError::io("write", b"", e))?;
+    let mut hashing = encoder.finish().map_err(|e| ArchiveError::io("write", b"", e))?;
+    hashing.inner.flush().map_err(|e| ArchiveError::io("write", b"", e))?;
     Ok(Packed { blake3: hashing.hasher.finalize(), size: hashing.written, counts })
 }
 

@@ -1,9 +1,12 @@
 //! The remote crate's one integration-test binary: the archive (round
 //! trips, determinism, every hostile archive refused), the signed manifest
-//! (replay and tampering) and key files.
+//! (replay and tampering), key files, and the store layer with injected
+//! faults.
 
 mod archive;
 mod hostile;
 mod keys;
 mod manifest;
+mod store;
 mod support;
+mod transfer;
