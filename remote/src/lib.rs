@@ -15,6 +15,8 @@
 //! - [`Remote`]: one namespace of an object store: upload (archive, then
 //!   the manifest create-only) and fetch (manifest verified, archive
 //!   streamed within its size and checked against its hash).
+//! - [`open_store`]: a remote's URL and options as an object store, every
+//!   option checked.
 //! - [`restore`] and [`upload_entry`]: the two transfers of a fill, through
 //!   directory handles, the archive in an unnamed file.
 //!
@@ -30,6 +32,7 @@ mod extract;
 #[cfg(feature = "fault-injection")]
 pub mod faults;
 pub mod keys;
+mod location;
 mod manifest;
 mod pack;
 mod store;
@@ -38,6 +41,7 @@ mod transfer;
 pub use archive::{ArchiveError, Counts};
 pub use extract::extract;
 pub use keys::{KeyError, PublicKey, SecretKey};
+pub use location::{LocationError, open_store};
 pub use manifest::{
     ArchiveRef, DOMAIN, FORMAT, MAX_MANIFEST_LEN, MAX_SIGNATURES, ManifestError, ManifestSignature, Namespace,
     RemoteManifest, SignedManifest, Trust, objects,

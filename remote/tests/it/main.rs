@@ -6,7 +6,10 @@
 mod archive;
 mod hostile;
 mod keys;
+mod location;
 mod manifest;
+#[cfg(feature = "aws")]
+mod s3;
 mod store;
 mod support;
 mod transfer;
