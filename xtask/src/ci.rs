@@ -43,6 +43,8 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
     // over the in-memory filesystem, and a small sweep of every scenario
     // over a real directory (`--fs host`, docs/SIMULATION.md).
     step("test", cargo().args(["test", "--workspace", "--locked"]))?;
+    // The remote tier's tests again with S3 built in, against moto.
+    crate::s3::run(&[])?;
     // Every benchmark once, as a smoke run (divan runs each row once under
     // `cargo test`), with the removal rows at 1,000 files instead of 100,000.
     // `--bench '*'` selects the bench targets alone (`--benches` would run
