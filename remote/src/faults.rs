@@ -1,7 +1,8 @@
 //! This defines a fault-injecting object store for tests: a wrapper that
 //! numbers every call made through it (from 1, in the order they start),
 //! logs them, and by plan fails the n-th, holds it until the test releases
-//! it, or breaks the n-th's download after some bytes. Holding is by a
+//! it, or breaks the n-th's download after some bytes; and it can ignore
+//! create-only puts, as some S3-compatible stores do. Holding is by a
 //! gate the test opens, never by time, so a test can stop one writer
 //! between its archive and its manifest and let another run meanwhile.
 //! Compiled only with the `fault-injection` feature.
@@ -17,7 +18,7 @@ use futures::stream::BoxStream;
 use object_store::path::Path;
 use object_store::{
     CopyOptions, GetOptions, GetResult, GetResultPayload, ListResult, MultipartUpload, ObjectMeta, ObjectStore,
-    PutMultipartOptions, PutOptions, PutPayload, PutResult, RenameOptions, Result,
+    PutMode, PutMultipartOptions, PutOptions, PutPayload, PutResult, RenameOptions, Result,
 };
 use tokio::sync::Notify;
 
@@ -81,6 +82,7 @@ pub struct Faulty<S> {
 struct State {
     calls: Vec<Call>,
     plan: Vec<(usize, Fault)>,
+    ignore_create: bool,
 }
 
 impl<S: ObjectStore> Faulty<S> {
@@ -95,12 +97,19 @@ impl<S: ObjectStore> Faulty<S> {
         self.state().plan.push((n, fault));
     }
 
+    /// Makes create-only puts overwrite, as a store that ignores
+    /// `If-None-Match` would (`ignore`), or stops it.
+    pub fn ignore_create(&self, ignore: bool) {
+        self.state().ignore_create = ignore;
+    }
+
     /// Every call so far, in order.
     pub fn calls(&self) -> Vec<Call> {
         self.state().calls.clone()
     }
 
-    /// Forgets the calls and the plan: numbering starts again at 1.
+    /// Forgets the calls and the plan (and stops ignoring creates):
+    /// numbering starts again at 1.
     pub fn reset(&self) {
         *self.state() = State::default();
     }
@@ -174,8 +183,11 @@ impl<S> fmt::Debug for Faulty<S> {
 
 #[async_trait]
 impl<S: ObjectStore> ObjectStore for Faulty<S> {
-    async fn put_opts(&self, location: &Path, payload: PutPayload, opts: PutOptions) -> Result<PutResult> {
+    async fn put_opts(&self, location: &Path, payload: PutPayload, mut opts: PutOptions) -> Result<PutResult> {
         self.before("put", location.as_ref()).await?;
+        if self.state().ignore_create && opts.mode == PutMode::Create {
+            opts.mode = PutMode::Overwrite;
+        }
         self.inner.put_opts(location, payload, opts).await
     }
 
@@ -201,8 +213,11 @@ impl<S: ObjectStore> ObjectStore for Faulty<S> {
         self.inner.get_ranges(location, ranges).await
     }
 
+    /// A delete is not async up front, so it can fail but not be held.
     fn delete_stream(&self, locations: BoxStream<'static, Result<Path>>) -> BoxStream<'static, Result<Path>> {
-        self.call("delete", "");
+        if let Some(Fault::Fail) = self.call("delete", "") {
+            return futures::stream::once(async { Err(injected("injected failure of delete".to_owned())) }).boxed();
+        }
         self.inner.delete_stream(locations)
     }
 

@@ -56,6 +56,16 @@ pub enum Uploaded {
     AlreadyThere,
 }
 
+/// What [`Remote::check`] found, when the store works.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Checked {
+    /// Whether it wrote (a writable remote): the store refused a second
+    /// create.
+    pub wrote: bool,
+    /// The probe object, if deleting it failed.
+    pub probe_left: Option<String>,
+}
+
 /// Why an upload or a fetch failed. To a fetch's caller each is a miss;
 /// [`StoreError::NotFound`] is the ordinary one, the others are worth a
 /// warning.
@@ -117,6 +127,19 @@ pub enum StoreError {
     /// An upload to a read-only remote.
     #[error("the remote is read-only")]
     ReadOnly,
+    /// The store accepted a second create-only put of one object: it
+    /// ignores the condition, so two writers of a key would both win.
+    #[error("the store does not refuse a second create of `{path}`: it cannot hold a remote cache safely")]
+    CreateNotExclusive {
+        /// The probe object.
+        path: String,
+    },
+    /// The random probe object of a check already exists.
+    #[error("the probe object `{path}` exists already")]
+    ProbeExists {
+        /// The probe object.
+        path: String,
+    },
     /// The prefix is not a valid object name.
     #[error("invalid store prefix `{0}`")]
     InvalidPrefix(String),
@@ -243,6 +266,43 @@ impl Remote {
                 Err(err)
             }
         }
+    }
+
+    /// Checks that the store can be reached with the configured access:
+    /// a read of the probe object `<namespace>/v1/probe/<random>` (absent)
+    /// and, for a writable remote, two create-only puts of it, of which the
+    /// store must refuse the second (else the first writer of a key would
+    /// not win), a read back of the first, and a delete. A probe the delete
+    /// could not remove is reported, not an error.
+    pub async fn check(&self) -> Result<Checked, StoreError> {
+        let mut random = [0u8; 12];
+        getrandom::fill(&mut random).map_err(|e| StoreError::Local { op: "make a name for", source: e.into() })?;
+        let probe = self.path(&format!("{}/v1/probe/{}", self.namespace, crate::keys::hex(&random)));
+        match self.store.head(&probe).await {
+            Err(object_store::Error::NotFound { .. }) => {}
+            Ok(_) => return Err(StoreError::ProbeExists { path: probe.to_string() }),
+            Err(source) => return Err(store_error("head", &probe, source)),
+        }
+        if self.access == Access::ReadOnly {
+            return Ok(Checked { wrote: false, probe_left: None });
+        }
+        let create = || PutOptions { mode: PutMode::Create, ..Default::default() };
+        let first = PutPayload::from_static(b"safecache probe: first\n");
+        self.store.put_opts(&probe, first, create()).await.map_err(|source| store_error("put", &probe, source))?;
+        let second = PutPayload::from_static(b"safecache probe: second\n");
+        let refused = match self.store.put_opts(&probe, second, create()).await {
+            Err(object_store::Error::AlreadyExists { .. }) => true,
+            Ok(_) => false,
+            Err(source) => return Err(store_error("put", &probe, source)),
+        };
+        let kept = async { self.store.get(&probe).await?.bytes().await }
+            .await
+            .map_err(|source| store_error("get", &probe, source))?;
+        let probe_left = self.store.delete(&probe).await.err().map(|_| probe.to_string());
+        if !refused || &kept[..] != b"safecache probe: first\n" {
+            return Err(StoreError::CreateNotExclusive { path: probe.to_string() });
+        }
+        Ok(Checked { wrote: true, probe_left })
     }
 
     /// Fetches the entry of `key`: reads and verifies its manifest, then

@@ -33,7 +33,11 @@ fn bucket() -> String {
 }
 
 fn s3(bucket: &str) -> (Arc<dyn ObjectStore>, String) {
-    let options: Vec<(String, String)> = [
+    s3_with(bucket, &[])
+}
+
+fn s3_with(bucket: &str, extra: &[(&str, &str)]) -> (Arc<dyn ObjectStore>, String) {
+    let mut options: Vec<(String, String)> = [
         ("AWS_ENDPOINT_URL", endpoint()),
         ("AWS_ALLOW_HTTP", "true".to_owned()),
         ("AWS_ACCESS_KEY_ID", "test".to_owned()),
@@ -43,6 +47,7 @@ fn s3(bucket: &str) -> (Arc<dyn ObjectStore>, String) {
     .into_iter()
     .map(|(k, v)| (k.to_owned(), v))
     .collect();
+    options.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
     open_store(&format!("s3://{bucket}/team/cache"), &options).unwrap()
 }
 
@@ -94,4 +99,21 @@ fn an_entry_goes_through_s3_and_comes_back_whole() {
     assert!(matches!(err, StoreError::ArchiveSize { .. }), "{err:?}");
     let missing = Key::new("git/missing").unwrap();
     assert!(block_on(reader.fetch(&missing, &mut into)).unwrap_err().is_not_found());
+}
+
+#[test]
+fn a_check_passes_on_s3_and_fails_without_conditional_puts() {
+    let bucket = bucket();
+    let namespace = Namespace::new("main").unwrap();
+    let (store, prefix) = s3(&bucket);
+    let remote = Remote::new(store, &prefix, namespace.clone(), Trust::Any).unwrap().writable(None);
+    let checked = block_on(remote.check()).unwrap();
+    assert!(checked.wrote && checked.probe_left.is_none(), "{checked:?}");
+
+    // object_store can be told not to send If-None-Match: a create-only
+    // put is then refused by the client, and the check fails.
+    let (store, prefix) = s3_with(&bucket, &[("aws_conditional_put", "disabled")]);
+    let remote = Remote::new(store, &prefix, namespace, Trust::Any).unwrap().writable(None);
+    let err = block_on(remote.check()).unwrap_err();
+    assert!(matches!(err, StoreError::Store { op: "put", .. }), "{err:?}");
 }

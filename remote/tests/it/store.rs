@@ -12,7 +12,8 @@ use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use safecache::Key;
 use safecache_remote::faults::{Fault, Faulty, Gate};
 use safecache_remote::{
-    ManifestError, Namespace, Packed, Remote, SecretKey, SignedManifest, StoreError, Trust, Uploaded, extract, pack,
+    Checked, ManifestError, Namespace, Packed, Remote, SecretKey, SignedManifest, StoreError, Trust, Uploaded, extract,
+    pack,
 };
 
 use crate::support::{TempDir, read_tree, temp_dir};
@@ -334,4 +335,43 @@ fn an_archive_that_changed_since_it_was_packed_is_not_published() {
         assert!(matches!(err, StoreError::LocalChanged), "{err:?}");
         assert!(fetch(&reader(store, Trust::Any)).unwrap_err().is_not_found());
     }
+}
+
+#[test]
+fn a_check_writes_a_probe_twice_and_leaves_nothing() {
+    for (store, _dir) in stores() {
+        let faulty = Arc::new(Faulty::new(store.clone()));
+        let checked = block_on(writer(faulty.clone(), None).check()).unwrap();
+        assert_eq!(checked, Checked { wrote: true, probe_left: None });
+        let ops: Vec<&str> = faulty.calls().iter().map(|c| c.op).collect();
+        assert_eq!(ops, ["get", "put", "put", "get", "delete"]);
+        let left = block_on(async { futures::StreamExt::collect::<Vec<_>>(store.list(None)).await });
+        assert!(left.is_empty(), "{left:?}");
+
+        // Read-only: one read, no write.
+        faulty.reset();
+        let checked = block_on(reader(faulty.clone(), Trust::Any).check()).unwrap();
+        assert_eq!(checked, Checked { wrote: false, probe_left: None });
+        assert!(faulty.calls().iter().all(|c| !c.writes()), "{:?}", faulty.calls());
+
+        // A probe that cannot be deleted is reported, not an error.
+        faulty.reset();
+        faulty.plan(5, Fault::Fail);
+        let checked = block_on(writer(faulty.clone(), None).check()).unwrap();
+        assert!(checked.probe_left.is_some(), "{checked:?}");
+    }
+}
+
+#[test]
+fn a_store_that_ignores_create_only_puts_fails_the_check() {
+    let faulty = Arc::new(Faulty::new(InMemory::new()));
+    faulty.ignore_create(true);
+    let err = block_on(writer(faulty.clone(), None).check()).unwrap_err();
+    assert!(matches!(err, StoreError::CreateNotExclusive { .. }), "{err:?}");
+    assert!(err.to_string().contains("cannot hold a remote cache safely"), "{err}");
+    // An unreachable store fails it too.
+    faulty.reset();
+    faulty.plan(1, Fault::Fail);
+    let err = block_on(reader(faulty, Trust::Any).check()).unwrap_err();
+    assert!(matches!(err, StoreError::Store { op: "head", .. }), "{err:?}");
 }
