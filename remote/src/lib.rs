@@ -47,5 +47,5 @@ pub use manifest::{
     RemoteManifest, SignedManifest, Trust, objects,
 };
 pub use pack::{Packed, pack};
-pub use store::{Access, Checked, PART_SIZE, Remote, StoreError, Uploaded};
+pub use store::{Access, Checked, Listed, Listing, PART_SIZE, Remote, StoreError, Uploaded};
 pub use transfer::{TransferError, restore, scratch_file, upload_entry};

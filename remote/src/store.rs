@@ -56,6 +56,28 @@ pub enum Uploaded {
     AlreadyThere,
 }
 
+/// What [`Remote::list`] found.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Listing {
+    /// The keys with a manifest, sorted.
+    pub keys: Vec<Listed>,
+    /// Other objects among the manifests (no key's stored name, or
+    /// deeper), escaped, sorted.
+    pub foreign: Vec<String>,
+}
+
+/// One key of a [`Listing`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Listed {
+    /// The key.
+    pub key: Key,
+    /// Its manifest object's size in bytes.
+    pub manifest_size: u64,
+    /// When the store says the manifest was written, in seconds since the
+    /// Unix epoch.
+    pub modified_unix: i64,
+}
+
 /// What [`Remote::check`] found, when the store works.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Checked {
@@ -266,6 +288,32 @@ impl Remote {
                 Err(err)
             }
         }
+    }
+
+    /// The keys the namespace has manifests for, sorted, read from the
+    /// manifests' names alone (none is fetched or verified: a listed key
+    /// may still be a miss). Names under `manifests/` that no key is
+    /// stored as are listed apart, escaped.
+    pub async fn list(&self) -> Result<Listing, StoreError> {
+        let dir = self.path(&format!("{}/v1/manifests", self.namespace));
+        let mut listing = Listing::default();
+        let mut stream = self.store.list(Some(&dir));
+        while let Some(meta) = stream.next().await {
+            let meta = meta.map_err(|source| store_error("list", &dir, source))?;
+            let name = meta.location.filename().unwrap_or_default();
+            let direct = meta.location.prefix_match(&dir).is_some_and(|mut rest| rest.nth(1).is_none());
+            match Key::from_stored_name(name).filter(|_| direct) {
+                Some(key) => listing.keys.push(Listed {
+                    key,
+                    manifest_size: meta.size,
+                    modified_unix: meta.last_modified.timestamp(),
+                }),
+                None => listing.foreign.push(safecache::display::escape(meta.location.as_ref())),
+            }
+        }
+        listing.keys.sort_by(|a, b| a.key.cmp(&b.key));
+        listing.foreign.sort();
+        Ok(listing)
     }
 
     /// Checks that the store can be reached with the configured access:

@@ -375,3 +375,26 @@ fn a_store_that_ignores_create_only_puts_fails_the_check() {
     let err = block_on(reader(faulty, Trust::Any).check()).unwrap_err();
     assert!(matches!(err, StoreError::Store { op: "head", .. }), "{err:?}");
 }
+
+#[test]
+fn a_listing_names_the_keys_with_manifests_and_nothing_else() {
+    for (store, _dir) in stores() {
+        let remote = writer(store.clone(), None);
+        let entry = small();
+        for key in ["git/serde", "Lib", "a b"] {
+            block_on(remote.upload(&Key::new(key).unwrap(), &mut &entry.archive[..], &entry.packed)).unwrap();
+        }
+        block_on(remote.check()).unwrap();
+        // Another namespace's key, and objects no key is stored as.
+        let pr = Remote::new(store.clone(), "cache", Namespace::new("pr").unwrap(), Trust::Any).unwrap().writable(None);
+        block_on(pr.upload(&Key::new("pr-only").unwrap(), &mut &entry.archive[..], &entry.packed)).unwrap();
+        for stray in ["cache/main/v1/manifests/@@61", "cache/main/v1/manifests/x/y"] {
+            block_on(store.put(&object_store::path::Path::from(stray), PutPayload::from_static(b"{}"))).unwrap();
+        }
+        let listing = block_on(remote.list()).unwrap();
+        let keys: Vec<&str> = listing.keys.iter().map(|l| l.key.as_str()).collect();
+        assert_eq!(keys, ["Lib", "a b", "git/serde"]);
+        assert!(listing.keys.iter().all(|l| l.manifest_size > 100 && l.modified_unix > 1_700_000_000));
+        assert_eq!(listing.foreign, ["cache/main/v1/manifests/@@61", "cache/main/v1/manifests/x/y"]);
+    }
+}
