@@ -4,6 +4,7 @@
 //! faults.
 
 mod archive;
+mod fill;
 mod hostile;
 mod keys;
 mod location;
