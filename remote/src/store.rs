@@ -328,7 +328,7 @@ impl Remote {
         let probe = self.path(&format!("{}/v1/probe/{}", self.namespace, crate::keys::hex(&random)));
         match self.store.head(&probe).await {
             Err(object_store::Error::NotFound { .. }) => {}
-            Ok(_) => return Err(StoreError::ProbeExists { path: probe.to_string() }),
+            Ok(_) => return Err(StoreError::ProbeExists { path: show(&probe) }),
             Err(source) => return Err(store_error("head", &probe, source)),
         }
         if self.access == Access::ReadOnly {
@@ -346,9 +346,9 @@ impl Remote {
         let kept = async { self.store.get(&probe).await?.bytes().await }
             .await
             .map_err(|source| store_error("get", &probe, source))?;
-        let probe_left = self.store.delete(&probe).await.err().map(|_| probe.to_string());
+        let probe_left = self.store.delete(&probe).await.err().map(|_| show(&probe));
         if !refused || &kept[..] != b"safecache probe: first\n" {
-            return Err(StoreError::CreateNotExclusive { path: probe.to_string() });
+            return Err(StoreError::CreateNotExclusive { path: show(&probe) });
         }
         Ok(Checked { wrote: true, probe_left })
     }
@@ -360,11 +360,11 @@ impl Remote {
     /// to be discarded.
     pub async fn fetch(&self, key: &Key, into: &mut impl Write) -> Result<RemoteManifest, StoreError> {
         let manifest_path = self.manifest_path(key);
-        let refused = |source| StoreError::Manifest { path: manifest_path.to_string(), source };
+        let refused = |source| StoreError::Manifest { path: show(&manifest_path), source };
         let result = match self.store.get(&manifest_path).await {
             Ok(result) => result,
             Err(object_store::Error::NotFound { .. }) => {
-                return Err(StoreError::NotFound { path: manifest_path.to_string() });
+                return Err(StoreError::NotFound { path: show(&manifest_path) });
             }
             Err(source) => return Err(store_error("get", &manifest_path, source)),
         };
@@ -384,7 +384,7 @@ impl Remote {
         let manifest = signed.verify(&self.namespace, key, &self.trust).map_err(refused)?.clone();
 
         let archive_path = self.archive_path(&manifest.archive.blake3);
-        let wrong_size = || StoreError::ArchiveSize { path: archive_path.to_string(), expected: manifest.archive.size };
+        let wrong_size = || StoreError::ArchiveSize { path: show(&archive_path), expected: manifest.archive.size };
         let result = self.store.get(&archive_path).await.map_err(|source| store_error("get", &archive_path, source))?;
         if result.meta.size != manifest.archive.size {
             return Err(wrong_size());
@@ -405,7 +405,7 @@ impl Remote {
             return Err(wrong_size());
         }
         if hasher.finalize() != manifest.archive.blake3 {
-            return Err(StoreError::ArchiveHash { path: archive_path.to_string() });
+            return Err(StoreError::ArchiveHash { path: show(&archive_path) });
         }
         into.flush().map_err(|source| StoreError::Local { op: "write", source })?;
         Ok(manifest)
@@ -445,7 +445,12 @@ impl<R: Read> Source<'_, R> {
     }
 }
 
+/// An object's name, ready to print: it holds the configured prefix.
+fn show(path: &Path) -> String {
+    safecache::display::escape(path.as_ref())
+}
+
 #[cold]
 fn store_error(op: &'static str, path: &Path, source: object_store::Error) -> StoreError {
-    StoreError::Store { op, path: path.to_string(), source }
+    StoreError::Store { op, path: show(path), source }
 }

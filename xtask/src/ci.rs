@@ -18,6 +18,23 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
     ensure_system_tools()?;
     step("fmt", cargo().args(["fmt", "--all", "--check"]))?;
     step("clippy", cargo().args(["clippy", "--workspace", "--all-targets", "--locked", "--", "-D", "warnings"]))?;
+    // The remote tier's S3 code and tests, which no workspace crate builds
+    // in yet.
+    step(
+        "clippy (remote with aws)",
+        cargo().args([
+            "clippy",
+            "-p",
+            "safecache-remote",
+            "--features",
+            "aws",
+            "--all-targets",
+            "--locked",
+            "--",
+            "-D",
+            "warnings",
+        ]),
+    )?;
     // The guest is a stub natively: only its wasm build has code to lint.
     step(
         "clippy (wasm32-wasip1 core and guest)",
