@@ -18,6 +18,23 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
     ensure_system_tools()?;
     step("fmt", cargo().args(["fmt", "--all", "--check"]))?;
     step("clippy", cargo().args(["clippy", "--workspace", "--all-targets", "--locked", "--", "-D", "warnings"]))?;
+    // The remote tier's S3 code and tests, which no workspace crate builds
+    // in yet.
+    step(
+        "clippy (remote with aws)",
+        cargo().args([
+            "clippy",
+            "-p",
+            "safecache-remote",
+            "--features",
+            "aws",
+            "--all-targets",
+            "--locked",
+            "--",
+            "-D",
+            "warnings",
+        ]),
+    )?;
     // The guest is a stub natively: only its wasm build has code to lint.
     step(
         "clippy (wasm32-wasip1 core and guest)",
@@ -43,6 +60,8 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
     // over the in-memory filesystem, and a small sweep of every scenario
     // over a real directory (`--fs host`, docs/SIMULATION.md).
     step("test", cargo().args(["test", "--workspace", "--locked"]))?;
+    // The remote tier's tests again with S3 built in, against moto.
+    crate::s3::run(&[])?;
     // Every benchmark once, as a smoke run (divan runs each row once under
     // `cargo test`), with the removal rows at 1,000 files instead of 100,000.
     // `--bench '*'` selects the bench targets alone (`--benches` would run

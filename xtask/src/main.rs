@@ -8,6 +8,7 @@ use anyhow::{Result, bail};
 
 mod bench;
 mod ci;
+mod s3;
 mod shared;
 mod sim;
 #[cfg(target_os = "linux")]
@@ -25,6 +26,7 @@ tasks:
   ci      the gate: fmt, clippy, tests, docs, and the wasm32-wasip1 build
   sim     larger simulation sweeps: cargo xtask sim --seeds A..B
   bench   benchmarks against speed and memory targets
+  s3      the remote tier's tests against a real S3 server (moto, in a venv under the target dir)
   stress  real processes share one cache through the CLI while a killer SIGKILLs them:
           cargo xtask stress [--procs 16] [--secs 60] [--seed N] [--keep DIR] [--grandchildren]
           [--tolerate-kill-window]   (docs/STRESS.md)";
@@ -45,6 +47,7 @@ fn main_impl() -> Result<()> {
         Some("ci") => ci::run(&args[1..]),
         Some("sim") => sim::run(&args[1..]),
         Some("bench") => bench::run(&args[1..]),
+        Some("s3") => s3::run(&args[1..]),
         #[cfg(target_os = "linux")]
         Some("stress") => stress::run(&args[1..]),
         #[cfg(target_os = "linux")]

@@ -24,7 +24,7 @@ fn rust_files() -> Vec<PathBuf> {
         }
     }
     let mut out = Vec::new();
-    for krate in ["core", "cargo-safecache", "wasm-tests", "xtask"] {
+    for krate in ["core", "cargo-safecache", "remote", "wasm-tests", "xtask"] {
         walk(&root().join(krate), &mut out);
     }
     out
@@ -63,7 +63,7 @@ fn core_modules_open_with_a_module_doc() {
 /// `[workspace.lints]`; each crate has one integration-test binary at most.
 #[test]
 fn crates_inherit_versions_and_lints() {
-    for krate in ["core", "cargo-safecache", "wasm-tests", "xtask"] {
+    for krate in ["core", "cargo-safecache", "remote", "wasm-tests", "xtask"] {
         let manifest = root().join(krate).join("Cargo.toml");
         let text = std::fs::read_to_string(&manifest).unwrap();
         assert!(text.contains("[lints]\nworkspace = true"), "{}: add `[lints] workspace = true`", manifest.display());
@@ -165,7 +165,7 @@ fn find_cycle(graph: &std::collections::BTreeMap<String, std::collections::BTree
 /// through any chain of imports, to one that imports it.
 #[test]
 fn no_import_cycles() {
-    for krate in ["core", "cargo-safecache"] {
+    for krate in ["core", "cargo-safecache", "remote"] {
         let graph = module_graph(&root().join(krate).join("src"));
         assert!(graph.len() > 3, "{krate}: found no modules");
         if let Some(cycle) = find_cycle(&graph) {
@@ -194,7 +194,7 @@ fn documented_items_exist() {
         sources.push_str(&std::fs::read_to_string(&file).unwrap());
     }
     // Types the docs may name that live outside this workspace.
-    let external = ["File", "Dir", "Duration", "Instant", "SystemTime", "OpenOptions", "Command", "OnceMap"];
+    let external = ["File", "Dir", "Duration", "Instant", "SystemTime", "OpenOptions", "Command", "OnceMap", "PutMode"];
     let mut missing = Vec::new();
     let mut docs: Vec<PathBuf> = std::fs::read_dir(root().join("docs")).unwrap().map(|e| e.unwrap().path()).collect();
     docs.push(root().join("README.md"));
@@ -203,7 +203,17 @@ fn documented_items_exist() {
         for quoted in text.split('`').skip(1).step_by(2) {
             let is_path = quoted.ends_with(".rs") && !quoted.contains(' ') && quoted.contains('/');
             // Code maps name files relative to their crate or its `src/`.
-            let bases = ["", "core", "core/src", "cargo-safecache", "cargo-safecache/src", "wasm-tests", "xtask"];
+            let bases = [
+                "",
+                "core",
+                "core/src",
+                "cargo-safecache",
+                "cargo-safecache/src",
+                "remote",
+                "remote/src",
+                "wasm-tests",
+                "xtask",
+            ];
             if is_path && !bases.iter().any(|b| root().join(b).join(quoted).exists()) {
                 missing.push(format!("{}: file `{quoted}`", doc.display()));
             }

@@ -1,0 +1,94 @@
+//! This defines where a remote is: a URL (`s3://bucket/prefix`,
+//! `gs://...`, `az://...`, `file:///path`, `memory://`) and its options,
+//! turned into an object store and the prefix inside it. object_store's
+//! own parsing drops options it does not know without a word, so a typo
+//! (`aws_endpoit_url`) would silently send a cache to the wrong place;
+//! here every option must be one the URL's backend knows, or it is an
+//! error. Each cloud backend is compiled in by its feature (`aws`, `gcp`,
+//! `azure`); `file://` always is.
+
+use std::sync::Arc;
+
+use object_store::{ObjectStore, ObjectStoreScheme};
+
+/// Why a remote's URL or options were refused.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum LocationError {
+    /// Not a URL.
+    #[error("invalid remote URL `{url}`")]
+    InvalidUrl {
+        /// The text, escaped.
+        url: String,
+        /// Why.
+        #[source]
+        source: url::ParseError,
+    },
+    /// A URL of no object store.
+    #[error("unsupported remote URL `{0}`: use s3://, gs://, az:// or file://")]
+    Unsupported(String),
+    /// A backend this build left out.
+    #[error("this build has no {backend} support: rebuild with the `{feature}` feature")]
+    NotBuilt {
+        /// `S3`, `Google Cloud Storage`, `Azure`.
+        backend: &'static str,
+        /// The feature that has it.
+        feature: &'static str,
+    },
+    /// An option the URL's backend does not know.
+    #[error("unknown {backend} option `{key}`")]
+    UnknownOption {
+        /// The backend.
+        backend: &'static str,
+        /// The option, escaped.
+        key: String,
+    },
+    /// The backend refused its configuration.
+    #[error("cannot configure the store for `{url}`")]
+    Store {
+        /// The URL, escaped.
+        url: String,
+        /// What object_store said.
+        #[source]
+        source: object_store::Error,
+    },
+}
+
+/// The store a URL names, with `options` (`aws_endpoint_url`,
+/// `aws_allow_http`, ..., case-insensitive, as object_store spells them),
+/// and the prefix inside it that the URL's path names. Every option must
+/// be one the backend knows; `file://` and `memory://` take none.
+pub fn open_store(url: &str, options: &[(String, String)]) -> Result<(Arc<dyn ObjectStore>, String), LocationError> {
+    let shown = || safecache::display::escape(url);
+    let parsed = url::Url::parse(url).map_err(|source| LocationError::InvalidUrl { url: shown(), source })?;
+    let (scheme, _) = ObjectStoreScheme::parse(&parsed).map_err(|_| LocationError::Unsupported(shown()))?;
+    let (backend, known): (&'static str, fn(&str) -> bool) = match scheme {
+        ObjectStoreScheme::Local => ("file", |_| false),
+        ObjectStoreScheme::Memory => ("memory", |_| false),
+        #[cfg(feature = "aws")]
+        ObjectStoreScheme::AmazonS3 => ("S3", |k| k.parse::<object_store::aws::AmazonS3ConfigKey>().is_ok()),
+        #[cfg(not(feature = "aws"))]
+        ObjectStoreScheme::AmazonS3 => return Err(LocationError::NotBuilt { backend: "S3", feature: "aws" }),
+        #[cfg(feature = "gcp")]
+        ObjectStoreScheme::GoogleCloudStorage => {
+            ("Google Cloud Storage", |k| k.parse::<object_store::gcp::GoogleConfigKey>().is_ok())
+        }
+        #[cfg(not(feature = "gcp"))]
+        ObjectStoreScheme::GoogleCloudStorage => {
+            return Err(LocationError::NotBuilt { backend: "Google Cloud Storage", feature: "gcp" });
+        }
+        #[cfg(feature = "azure")]
+        ObjectStoreScheme::MicrosoftAzure => ("Azure", |k| k.parse::<object_store::azure::AzureConfigKey>().is_ok()),
+        #[cfg(not(feature = "azure"))]
+        ObjectStoreScheme::MicrosoftAzure => {
+            return Err(LocationError::NotBuilt { backend: "Azure", feature: "azure" });
+        }
+        _ => return Err(LocationError::Unsupported(shown())),
+    };
+    if let Some((key, _)) = options.iter().find(|(key, _)| !known(&key.to_ascii_lowercase())) {
+        return Err(LocationError::UnknownOption { backend, key: safecache::display::escape(key) });
+    }
+    let (store, prefix) = object_store::parse_url_opts(&parsed, options.iter().map(|(k, v)| (k, v.clone())))
+        .map_err(|source| LocationError::Store { url: shown(), source })?;
+    Ok((Arc::from(store), prefix.to_string()))
+}
