@@ -17,40 +17,14 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
     ensure_rustup_parts()?;
     ensure_system_tools()?;
     step("fmt", cargo().args(["fmt", "--all", "--check"]))?;
-    step("clippy", cargo().args(["clippy", "--workspace", "--all-targets", "--locked", "--", "-D", "warnings"]))?;
+    clippy("clippy", &["--workspace", "--all-targets"])?;
     // The remote tier's S3 code and tests, which no workspace crate builds
     // in yet.
-    step(
-        "clippy (remote with aws)",
-        cargo().args([
-            "clippy",
-            "-p",
-            "safecache-remote",
-            "--features",
-            "aws",
-            "--all-targets",
-            "--locked",
-            "--",
-            "-D",
-            "warnings",
-        ]),
-    )?;
+    clippy("clippy (remote with aws)", &["-p", "safecache-remote", "--features", "aws", "--all-targets"])?;
     // The guest is a stub natively: only its wasm build has code to lint.
-    step(
+    clippy(
         "clippy (wasm32-wasip1 core and guest)",
-        cargo().args([
-            "clippy",
-            "-p",
-            "safecache",
-            "-p",
-            "wasm-tests-guest",
-            "--target",
-            WASM_TARGET,
-            "--locked",
-            "--",
-            "-D",
-            "warnings",
-        ]),
+        &["-p", "safecache", "-p", "wasm-tests-guest", "--target", WASM_TARGET],
     )?;
     step(
         "check (wasm32-wasip1 core)",
@@ -80,6 +54,11 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
     step("doc", cargo().args(["doc", "--workspace", "--no-deps", "--locked"]).env("RUSTDOCFLAGS", "-D warnings"))?;
     eprintln!("\nxtask ci: all steps passed (target dir {})", ws.target_dir.display());
     Ok(())
+}
+
+/// `cargo clippy ARGS --locked -- -D warnings`, run as the step `name`.
+fn clippy(name: &str, args: &[&str]) -> Result<()> {
+    step(name, cargo().arg("clippy").args(args).args(["--locked", "--", "-D", "warnings"]))
 }
 
 /// The real tools the tests start, each with a command that succeeds only
