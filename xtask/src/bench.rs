@@ -9,7 +9,9 @@
 //!
 //! `cargo xtask bench cli` runs the command line's rows (`use`, `run`,
 //! `path` and startup, each beside `flock LOCKFILE true`: `cargo bench -p
-//! cargo-safecache --bench cli`), which the default run includes.
+//! cargo-safecache --bench cli`), which the default run includes. It runs
+//! them under moto's S3 server (`s3.rs`), named in
+//! `SAFECACHE_TEST_S3_ENDPOINT`, for the rows that restore from a store.
 //!
 //! `cargo xtask bench listing` runs `ls`, `status` and `init` over a cache
 //! of 100,000 entries, each beside a `find` walk of it, with their peak
@@ -35,9 +37,15 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
         )?;
     }
     if which.is_none_or(|w| w == "cli") {
+        // Its remote rows read from S3: moto serves it for this step alone
+        // (killed when `s3` drops at the end of this block, on failure too).
+        let s3 = crate::s3::Server::start_with_moto(&ws)?;
         crate::step(
             "bench cli",
-            crate::cargo().current_dir(&ws.root).args(["bench", "--package", "cargo-safecache", "--bench", "cli"]),
+            crate::cargo()
+                .current_dir(&ws.root)
+                .args(["bench", "--package", "cargo-safecache", "--bench", "cli"])
+                .env(crate::s3::ENDPOINT_VAR, &s3.endpoint),
         )?;
     }
     if which.is_none_or(|w| w == "listing") {

@@ -4,6 +4,7 @@ use std::process::Command;
 
 use anyhow::{Context, Result, bail};
 
+use crate::s3::ENDPOINT_VAR;
 use crate::{cargo, step, workspace};
 
 pub(crate) const WASM_TARGET: &str = "wasm32-wasip1";
@@ -17,10 +18,11 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
     ensure_rustup_parts()?;
     ensure_system_tools()?;
     step("fmt", cargo().args(["fmt", "--all", "--check"]))?;
+    // This covers the remote tier's S3 code and tests as well: the CLI's
+    // default feature `aws` turns on `safecache-remote/aws`, and cargo unifies
+    // features over the workspace (`cargo tree --workspace -e features -i
+    // safecache-remote` shows `aws` enabled by `cargo-safecache`).
     clippy("clippy", &["--workspace", "--all-targets"])?;
-    // The remote tier's S3 code and tests, which no workspace crate builds
-    // in yet.
-    clippy("clippy (remote with aws)", &["-p", "safecache-remote", "--features", "aws", "--all-targets"])?;
     // The guest is a stub natively: only its wasm build has code to lint.
     clippy(
         "clippy (wasm32-wasip1 core and guest)",
@@ -30,20 +32,30 @@ pub(crate) fn run(args: &[String]) -> Result<()> {
         "check (wasm32-wasip1 core)",
         cargo().args(["check", "-p", "safecache", "--target", WASM_TARGET, "--locked"]),
     )?;
-    // Among the tests, the simulation's sweep (wasm-tests/tests/sim.rs) runs
-    // over the in-memory filesystem, and a small sweep of every scenario
-    // over a real directory (`--fs host`, docs/SIMULATION.md).
-    step("test", cargo().args(["test", "--workspace", "--locked"]))?;
-    // The remote tier's tests again with S3 built in, against moto.
-    crate::s3::run(&[])?;
-    // Every benchmark once, as a smoke run (divan runs each row once under
-    // `cargo test`), with the removal rows at 1,000 files instead of 100,000.
-    // `--bench '*'` selects the bench targets alone (`--benches` would run
-    // the libraries' unit tests again).
-    step(
-        "bench smoke",
-        cargo().args(["test", "--workspace", "--bench", "*", "--locked"]).env("SAFECACHE_BENCH_FILES", "1000"),
-    )?;
+    {
+        // The workspace builds the remote tier with `aws` (see clippy above),
+        // so its S3 tests run in the test step, and the CLI's tests and
+        // benchmarks of remote hits too: all against this one moto, named by
+        // `SAFECACHE_TEST_S3_ENDPOINT` (without it the remote crate's S3
+        // tests fail). It is killed at the end of this block, or when a step
+        // fails and `?` returns.
+        let s3 = crate::s3::Server::start_with_moto(&ws)?;
+        // Among the tests, the simulation's sweep (wasm-tests/tests/sim.rs) runs
+        // over the in-memory filesystem, and a small sweep of every scenario
+        // over a real directory (`--fs host`, docs/SIMULATION.md).
+        step("test", cargo().args(["test", "--workspace", "--locked"]).env(ENDPOINT_VAR, &s3.endpoint))?;
+        // Every benchmark once, as a smoke run (divan runs each row once under
+        // `cargo test`), with the removal rows at 1,000 files instead of 100,000.
+        // `--bench '*'` selects the bench targets alone (`--benches` would run
+        // the libraries' unit tests again).
+        step(
+            "bench smoke",
+            cargo()
+                .args(["test", "--workspace", "--bench", "*", "--locked"])
+                .env("SAFECACHE_BENCH_FILES", "1000")
+                .env(ENDPOINT_VAR, &s3.endpoint),
+        )?;
+    }
     // A short stress run: real processes, real kills, through the CLI, with
     // fills that leave writers behind. Its 20 seconds are most of what it
     // adds to the gate; docs/STRESS.md.

@@ -26,7 +26,9 @@ tasks:
   ci      the gate: fmt, clippy, tests, docs, and the wasm32-wasip1 build
   sim     larger simulation sweeps: cargo xtask sim --seeds A..B
   bench   benchmarks against speed and memory targets
-  s3      the remote tier's tests against a real S3 server (moto, in a venv under the target dir)
+  s3      cargo test under a real S3 server (moto, in a venv under the target dir), named in
+          SAFECACHE_TEST_S3_ENDPOINT: cargo xtask s3 [-- CARGO TEST ARGS]
+          (default: -p safecache-remote --features aws --locked)
   stress  real processes share one cache through the CLI while a killer SIGKILLs them:
           cargo xtask stress [--procs 16] [--secs 60] [--seed N] [--keep DIR] [--grandchildren]
           [--tolerate-kill-window]   (docs/STRESS.md)";
