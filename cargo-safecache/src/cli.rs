@@ -283,6 +283,100 @@ pub(crate) struct GlobalOpts {
         value_parser = clap::builder::FalseyValueParser::new()
     )]
     pub(crate) verify_on_read: bool,
+
+    #[command(flatten)]
+    pub(crate) remote: RemoteOpts,
+}
+
+/// The remote tier's options (docs/REMOTE.md, "Configuration"): each
+/// overrides the cache's setting of the same name (`config remote-url`,
+/// ...) for one command.
+#[derive(Clone, Debug, Default, Args)]
+#[command(next_help_heading = REMOTE_HEADING)]
+pub(crate) struct RemoteOpts {
+    /// The remote tier: an object store that machines and CI runners
+    /// share, `s3://BUCKET/PREFIX`, `gs://...`, `az://...` or
+    /// `file:///DIR`, or `off`. On a local miss, a fill restores KEY from
+    /// it before running its command; after a fill, the entry is uploaded.
+    /// S3 options come from the standard `AWS_*` variables. [default: the
+    /// cache's setting (`config remote-url`), else off]
+    #[arg(long, global = true, value_name = "URL", env = "SAFECACHE_REMOTE", hide_env_values = true)]
+    pub(crate) remote_url: Option<String>,
+
+    /// `read-write` (fetch and upload), `read-only` (fetch only, never a
+    /// write call: for untrusted jobs such as pull requests) or `off`.
+    /// [default: the cache's setting, else read-write]
+    #[arg(long, global = true, value_name = "MODE", env = "SAFECACHE_REMOTE_MODE", hide_env_values = true)]
+    pub(crate) remote_mode: Option<RemoteMode>,
+
+    /// The namespace in the store: 1 to 64 of `a-z 0-9 . _ -`, e.g. `main`
+    /// or `pr`. Namespaces share nothing. [default: the cache's setting,
+    /// else `default`]
+    #[arg(long, global = true, value_name = "NAME", env = "SAFECACHE_REMOTE_NAMESPACE", hide_env_values = true)]
+    pub(crate) remote_namespace: Option<String>,
+
+    /// The public keys whose signatures make a remote entry trusted, comma
+    /// separated, each `ed25519:` and 64 hex digits or the path of a
+    /// `.pub` file; once given, an unsigned or wrongly signed entry is a
+    /// miss. [default: the cache's setting, else any entry whose archive
+    /// matches its manifest]
+    #[arg(
+        long,
+        global = true,
+        value_name = "KEYS",
+        env = "SAFECACHE_REMOTE_TRUSTED_KEYS",
+        hide_env_values = true
+    )]
+    pub(crate) remote_trusted_keys: Option<String>,
+
+    /// The secret key file (`remote keygen`) that signs what this command
+    /// uploads. [default: the cache's setting, else unsigned]
+    #[arg(long, global = true, value_name = "PATH", env = "SAFECACHE_REMOTE_SIGNING_KEY", hide_env_values = true)]
+    pub(crate) remote_signing_key: Option<PathBuf>,
+
+    /// How long one download or upload may take before it is abandoned
+    /// (a download is then a miss, an upload a warning), e.g. `60s`, `10m`.
+    /// [default: the cache's setting, else 10m]
+    #[arg(
+        long,
+        global = true,
+        value_name = "DUR",
+        env = "SAFECACHE_REMOTE_TIMEOUT",
+        hide_env_values = true,
+        value_parser = parse_remote_timeout
+    )]
+    pub(crate) remote_timeout: Option<Duration>,
+}
+
+/// The heading the remote tier's options are listed under.
+const REMOTE_HEADING: &str = "Remote tier options";
+
+/// `--remote-mode`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub(crate) enum RemoteMode {
+    /// Fetch on a miss, upload after a fill.
+    ReadWrite,
+    /// Fetch on a miss; never write to the store.
+    ReadOnly,
+    /// Do not use the remote tier.
+    Off,
+}
+
+impl RemoteMode {
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            RemoteMode::ReadWrite => "read-write",
+            RemoteMode::ReadOnly => "read-only",
+            RemoteMode::Off => "off",
+        }
+    }
+}
+
+pub(crate) fn parse_remote_timeout(s: &str) -> Result<Duration, String> {
+    match safecache::display::parse_duration(s)? {
+        Some(d) if !d.is_zero() => Ok(d),
+        _ => Err("the remote timeout must be a positive duration such as `60s` or `10m`".to_owned()),
+    }
 }
 
 /// `--auto-gc`: how often, or `None` for off.
@@ -391,6 +485,10 @@ pub(crate) enum Command {
         /// List only entries whose key starts with PREFIX, e.g. `git/`.
         #[arg(value_name = "PREFIX")]
         prefix: Option<String>,
+        /// List the keys the remote tier holds in its namespace instead (by
+        /// their manifests' names: a listed key can still be a miss).
+        #[arg(long)]
+        remote: bool,
     },
     /// Print the cache directory in use, without creating it.
     ///
@@ -509,6 +607,9 @@ pub(crate) enum Command {
         #[arg(long, value_name = "NAME", value_parser = SETTINGS, conflicts_with = "name")]
         unset: Option<String>,
     },
+    /// Work with the remote tier: make a key pair, check a store.
+    #[command(subcommand)]
+    Remote(RemoteCommand),
     /// Print a shell completion script for `safecache` to stdout.
     ///
     /// Save it where the shell loads completions from (see the examples). The
@@ -532,8 +633,38 @@ pub(crate) enum Command {
     },
 }
 
+/// `remote`'s subcommands.
+#[derive(Debug, Subcommand)]
+pub(crate) enum RemoteCommand {
+    /// Write a new signing key pair: NAME.key (the secret, mode 0600, for
+    /// the jobs that upload) and NAME.pub (the public key, for
+    /// --remote-trusted-keys). An existing file is never replaced.
+    Keygen {
+        /// The pair's path without its extension, e.g. `ci/safecache`.
+        #[arg(value_name = "NAME")]
+        name: PathBuf,
+    },
+    /// Check the configured remote: that it can be read, and, unless it is
+    /// read-only, that it can be written and refuses a second create of one
+    /// object (some S3 imitations ignore `If-None-Match`, and would let two
+    /// writers of a key both win). Exits 0 only if it works.
+    Check,
+}
+
 /// The names `config` knows.
-pub(crate) const SETTINGS: [&str; 4] = ["durability", "max-size", "max-age", "auto-gc"];
+pub(crate) const SETTINGS: [&str; 11] = [
+    "durability",
+    "max-size",
+    "max-age",
+    "auto-gc",
+    "remote-url",
+    "remote-mode",
+    "remote-namespace",
+    "remote-trusted-keys",
+    "remote-signing-key",
+    "remote-timeout",
+    "remote-option",
+];
 
 /// `gc`'s arguments (the limits are global options, shared with the
 /// automatic gc).

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 
-use crate::cli::{self, App, Command};
+use crate::cli::{self, App, Command, RemoteCommand};
 use crate::commands;
 use crate::ctx::Ctx;
 use crate::exit;
@@ -123,7 +123,10 @@ fn dispatch(app: App, ui: &Arc<Ui>, invoked: &'static str) -> Result<u8> {
         Command::Path { key, key_files } => {
             crate::key_files::derive(key, &key_files).and_then(|key| commands::path(&ctx, &key))
         }
-        Command::Ls { prefix } => commands::ls(&ctx, prefix.as_deref()),
+        Command::Ls { prefix, remote: false } => commands::ls(&ctx, prefix.as_deref()),
+        Command::Ls { prefix, remote: true } => commands::remote::ls(&ctx, prefix.as_deref()),
+        Command::Remote(RemoteCommand::Keygen { name }) => commands::remote::keygen(&ctx, &name),
+        Command::Remote(RemoteCommand::Check) => commands::remote::check(&ctx),
         Command::Status => commands::status(&ctx),
         Command::Stats { reset } => commands::stats(&ctx, reset),
         Command::Rm { keys, prefix, wait } => commands::rm(&ctx, &keys, prefix.as_deref(), wait),

@@ -13,6 +13,7 @@ mod inherit;
 mod key_files;
 mod process;
 mod reference;
+mod remote;
 mod report;
 mod settings;
 mod stats;

@@ -23,7 +23,7 @@ use anyhow::{Context, Result};
 use etcetera::BaseStrategy;
 use safecache::{AutoGc, Config, Durability, Limit, Limits, Wait};
 
-use crate::cli::{AutoGcEvery, ColorWhen, GlobalOpts, MaxAge, MaxSize, MessageFormat};
+use crate::cli::{AutoGcEvery, ColorWhen, GlobalOpts, MaxAge, MaxSize, MessageFormat, RemoteOpts};
 
 /// The lock timeout when stderr is not a terminal and none was given.
 pub(crate) const DEFAULT_TIMEOUT: Duration = Duration::from_secs(300);
@@ -71,6 +71,9 @@ pub(crate) struct Settings {
     pub(crate) durability: Option<Durability>,
     /// `--verify-on-read`.
     pub(crate) verify_on_read: bool,
+    /// The remote tier's options, as given: resolved against the config of
+    /// the cache a command opens (`remote::Setup`).
+    pub(crate) remote: RemoteOpts,
 }
 
 impl Settings {
@@ -95,6 +98,7 @@ impl Settings {
             given: Given { auto_gc: g.auto_gc, max_size: g.max_size, max_age: g.max_age },
             durability: g.durability,
             verify_on_read: g.verify_on_read,
+            remote: g.remote.clone(),
         }
     }
 }

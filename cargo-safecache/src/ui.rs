@@ -86,6 +86,12 @@ impl Ui {
         Ui { json, quiet, color, spinners, waited: AtomicBool::new(false), cache: std::sync::OnceLock::new() }
     }
 
+    /// Whether progress may be drawn: stderr is a terminal and --quiet
+    /// was not given.
+    pub(crate) fn interactive(&self) -> bool {
+        self.spinners
+    }
+
     fn paint(&self, code: &str, text: &str) -> String {
         if self.color { format!("\x1b[{code}m{text}\x1b[0m") } else { text.to_owned() }
     }

@@ -16,6 +16,7 @@
 //! old one, and the marker synced, at every durability level, under the
 //! shared lease and `gc.lock` (so no gc reclaims the fresh file meanwhile).
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
@@ -49,6 +50,11 @@ pub struct Config {
     /// never).
     #[serde(default, skip_serializing_if = "Option::is_none", with = "limit::off")]
     pub auto_gc: Option<Limit<Duration>>,
+    /// The remote tier's settings, by name (`url`, `mode`, `namespace`,
+    /// ...): stored for front ends, which check and interpret them
+    /// (docs/REMOTE.md, "Configuration"); the core reads none of them.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub remote: BTreeMap<String, String>,
 }
 
 /// A limit or interval a config stores: a value, or explicitly none (no

@@ -1,13 +1,17 @@
 //! This defines the cache's usage counters ([`Stats`], [`Counter`]), kept in
 //! `.safecache/stats`: hits, misses, fills, failed fills, waits and bytes
-//! filled, since a time.
+//! filled, and the remote tier's hits, misses, errors, uploads, bytes and
+//! time, since a time.
 //!
 //! The file is [`SLOTS`] u64s in the machine's byte order: a magic number,
 //! the Unix time counting started, then one slot per [`Counter`]. Every
 //! process maps it shared and adds with an atomic `fetch_add`, so counts
 //! from any number of processes at once are exact, and a count costs no
 //! lock, no write call and no fsync. It is made on first use, and sized by
-//! whoever finds it empty (sizing it twice changes nothing).
+//! whoever finds it empty (sizing it twice changes nothing). Counters are
+//! only ever appended: a file of an earlier safecache, shorter by whole
+//! slots, is grown (its new slots start at zero), and a longer one, of a
+//! later safecache, is used for the slots this one knows.
 //!
 //! Counting is advice: it never fails an operation. A file that is not
 //! ours to trust (a symlink, a FIFO, another size, another owner, writable
@@ -46,12 +50,39 @@ pub enum Counter {
     Waits,
     /// The bytes of the regular files of the entries fills published.
     BytesFilled,
+    /// A fill found its entry in the remote tier and published it.
+    RemoteHits,
+    /// A fill looked its entry up in the remote tier and did not find it.
+    RemoteMisses,
+    /// A download or upload of the remote tier failed (a warning).
+    RemoteErrors,
+    /// Bytes of archives downloaded from the remote tier.
+    BytesDownloaded,
+    /// Entries uploaded to the remote tier (this upload's manifest won).
+    Uploads,
+    /// Bytes of archives uploaded to the remote tier.
+    BytesUploaded,
+    /// Milliseconds spent on the remote tier's downloads and uploads.
+    RemoteMillis,
 }
 
 impl Counter {
     /// Every counter, in the file's order.
-    pub const ALL: [Counter; 6] =
-        [Counter::Hits, Counter::Misses, Counter::Fills, Counter::FailedFills, Counter::Waits, Counter::BytesFilled];
+    pub const ALL: [Counter; 13] = [
+        Counter::Hits,
+        Counter::Misses,
+        Counter::Fills,
+        Counter::FailedFills,
+        Counter::Waits,
+        Counter::BytesFilled,
+        Counter::RemoteHits,
+        Counter::RemoteMisses,
+        Counter::RemoteErrors,
+        Counter::BytesDownloaded,
+        Counter::Uploads,
+        Counter::BytesUploaded,
+        Counter::RemoteMillis,
+    ];
 
     fn slot(self) -> usize {
         2 + match self {
@@ -61,6 +92,13 @@ impl Counter {
             Counter::FailedFills => 3,
             Counter::Waits => 4,
             Counter::BytesFilled => 5,
+            Counter::RemoteHits => 6,
+            Counter::RemoteMisses => 7,
+            Counter::RemoteErrors => 8,
+            Counter::BytesDownloaded => 9,
+            Counter::Uploads => 10,
+            Counter::BytesUploaded => 11,
+            Counter::RemoteMillis => 12,
         }
     }
 }
@@ -84,6 +122,20 @@ pub struct Stats {
     pub waits: u64,
     /// Bytes of regular files that fills published.
     pub bytes_filled: u64,
+    /// Fills the remote tier served.
+    pub remote_hits: u64,
+    /// Lookups in the remote tier that found nothing.
+    pub remote_misses: u64,
+    /// Downloads and uploads of the remote tier that failed.
+    pub remote_errors: u64,
+    /// Bytes of archives downloaded.
+    pub bytes_downloaded: u64,
+    /// Entries uploaded.
+    pub uploads: u64,
+    /// Bytes of archives uploaded.
+    pub bytes_uploaded: u64,
+    /// Milliseconds spent on downloads and uploads.
+    pub remote_millis: u64,
 }
 
 impl Stats {
@@ -96,6 +148,13 @@ impl Stats {
             Counter::FailedFills => self.failed_fills,
             Counter::Waits => self.waits,
             Counter::BytesFilled => self.bytes_filled,
+            Counter::RemoteHits => self.remote_hits,
+            Counter::RemoteMisses => self.remote_misses,
+            Counter::RemoteErrors => self.remote_errors,
+            Counter::BytesDownloaded => self.bytes_downloaded,
+            Counter::Uploads => self.uploads,
+            Counter::BytesUploaded => self.bytes_uploaded,
+            Counter::RemoteMillis => self.remote_millis,
         }
     }
 
@@ -113,6 +172,13 @@ impl Stats {
             failed_fills: at(Counter::FailedFills),
             waits: at(Counter::Waits),
             bytes_filled: at(Counter::BytesFilled),
+            remote_hits: at(Counter::RemoteHits),
+            remote_misses: at(Counter::RemoteMisses),
+            remote_errors: at(Counter::RemoteErrors),
+            bytes_downloaded: at(Counter::BytesDownloaded),
+            uploads: at(Counter::Uploads),
+            bytes_uploaded: at(Counter::BytesUploaded),
+            remote_millis: at(Counter::RemoteMillis),
         }
     }
 }

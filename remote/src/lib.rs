@@ -41,11 +41,11 @@ mod transfer;
 pub use archive::{ArchiveError, Counts};
 pub use extract::extract;
 pub use keys::{KeyError, PublicKey, SecretKey};
-pub use location::{LocationError, open_store};
+pub use location::{LocationError, open_store, open_store_from};
 pub use manifest::{
     ArchiveRef, DOMAIN, FORMAT, MAX_MANIFEST_LEN, MAX_SIGNATURES, ManifestError, ManifestSignature, Namespace,
     RemoteManifest, SignedManifest, Trust, objects,
 };
 pub use pack::{Packed, pack};
 pub use store::{Access, Checked, Listed, Listing, PART_SIZE, Remote, StoreError, Uploaded};
-pub use transfer::{TransferError, restore, scratch_file, upload_entry};
+pub use transfer::{TransferError, empty_dir, restore, restore_with, scratch_file, upload_entry, upload_entry_with};

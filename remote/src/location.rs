@@ -59,6 +59,21 @@ pub enum LocationError {
 /// and the prefix inside it that the URL's path names. Every option must
 /// be one the backend knows; `file://` and `memory://` take none.
 pub fn open_store(url: &str, options: &[(String, String)]) -> Result<(Arc<dyn ObjectStore>, String), LocationError> {
+    open_store_from(url, options, std::iter::empty())
+}
+
+/// [`open_store`], with options from the environment (`ambient`: every
+/// variable, say) as well: those the URL's backend knows (`AWS_REGION`,
+/// `AWS_ENDPOINT_URL`, `AWS_ALLOW_HTTP` for S3; `GOOGLE_*` for Google
+/// Cloud Storage; `AZURE_*` for Azure) are taken, the others left alone
+/// (a shell has many variables that are no option, and `AWS_PROFILE` is one
+/// object_store does not read). `explicit` options, which a user wrote out
+/// for the remote, must all be known, and override ambient ones.
+pub fn open_store_from(
+    url: &str,
+    explicit: &[(String, String)],
+    ambient: impl IntoIterator<Item = (String, String)>,
+) -> Result<(Arc<dyn ObjectStore>, String), LocationError> {
     let shown = || safecache::display::escape(url);
     let parsed = url::Url::parse(url).map_err(|source| LocationError::InvalidUrl { url: shown(), source })?;
     let (scheme, _) = ObjectStoreScheme::parse(&parsed).map_err(|_| LocationError::Unsupported(shown()))?;
@@ -85,10 +100,22 @@ pub fn open_store(url: &str, options: &[(String, String)]) -> Result<(Arc<dyn Ob
         }
         _ => return Err(LocationError::Unsupported(shown())),
     };
-    if let Some((key, _)) = options.iter().find(|(key, _)| !known(&key.to_ascii_lowercase())) {
+    if let Some((key, _)) = explicit.iter().find(|(key, _)| !known(&key.to_ascii_lowercase())) {
         return Err(LocationError::UnknownOption { backend, key: safecache::display::escape(key) });
     }
-    let (store, prefix) = object_store::parse_url_opts(&parsed, options.iter().map(|(k, v)| (k, v.clone())))
+    let env_prefix = match backend {
+        "S3" => Some("AWS_"),
+        "Google Cloud Storage" => Some("GOOGLE_"),
+        "Azure" => Some("AZURE_"),
+        _ => None,
+    };
+    let mut options: Vec<(String, String)> = ambient
+        .into_iter()
+        .filter(|(key, _)| env_prefix.is_some_and(|p| key.starts_with(p)) && known(&key.to_ascii_lowercase()))
+        .filter(|(key, _)| !explicit.iter().any(|(k, _)| k.eq_ignore_ascii_case(key)))
+        .collect();
+    options.extend(explicit.iter().cloned());
+    let (store, prefix) = object_store::parse_url_opts(&parsed, options.into_iter().map(|(k, v)| (k.to_ascii_lowercase(), v)))
         .map_err(|source| LocationError::Store { url: shown(), source })?;
     Ok((Arc::from(store), prefix.to_string()))
 }

@@ -25,9 +25,12 @@ use std::ffi::OsString;
 use std::os::fd::BorrowedFd;
 use std::sync::atomic::Ordering;
 
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
 use anyhow::{Context, Result};
 use safecache::{
-    Cache, Cancelled, CommandFailed, Error, FillDir, Filled, Key, Leased, LockMode, Pin, PinOrFill, PinnedFill,
+    Cache, Cancelled, CommandFailed, Error, FillDir, Filled, Key, Leased, LockMode, Pin, PinOrFill, PinnedFill, Wait,
 };
 use signal_hook::consts::SIGTERM;
 
@@ -36,7 +39,11 @@ use crate::ctx::Ctx;
 use crate::exit;
 use crate::inherit;
 use crate::process::{self, CANCEL, CANCEL_SIGNAL, Spawn, Stdout, cancelled_by, code_of, describe, signal_name};
+use crate::remote::{Fetched, Moved, Tier, Upload};
 use crate::report::Exited;
+
+/// How long an upload waits to pin the entry it uploads.
+const UPLOAD_PIN_WAIT: Duration = Duration::from_secs(5);
 
 /// The exit code of a fill killed for running past --fill-timeout, as
 /// timeout(1) exits.
@@ -52,6 +59,10 @@ pub(crate) struct Session {
     pub(crate) cache: Cache,
     pub(crate) leased: Leased,
     pub(crate) env: Vec<(&'static str, OsString)>,
+    /// The remote tier, for a filling form with one configured.
+    pub(crate) tier: Option<Arc<Tier>>,
+    /// Uploads under way, each with the pin that keeps its entry.
+    uploads: Mutex<Vec<(Pin, Upload)>>,
 }
 
 impl Session {
@@ -79,12 +90,53 @@ impl Session {
         // From here on every lock goes through this one lease: pins and the
         // fill never open the lease file again (under `--exclusive`, a second
         // open would be a second, conflicting flock).
+        // A filling form's remote: a bad configuration fails here, before
+        // any lock is taken or anything runs.
+        let tier = match fill {
+            Some(_) => Tier::open(&ctx.remote, &cache, &ctx.ui)?,
+            None => None,
+        };
         let leased = ctx.blocking(|| cache.lease(mode, ctx.wait)).context("cannot take the cache lease")?;
         let canonical = std::fs::canonicalize(cache.path())
             .with_context(|| format!("cannot resolve cache dir `{}`", cache.path().display()))?;
         let mut env: Vec<(&'static str, OsString)> = vec![("SAFECACHE_DIR", cache.path().as_os_str().to_owned())];
         env.extend(inherit::exports(&leased, &canonical));
-        Ok(Session { cache, leased, env })
+        Ok(Session { cache, leased, env, tier, uploads: Mutex::new(Vec::new()) })
+    }
+
+    /// Starts uploading `key`'s entry, which this command just filled, if
+    /// the remote is writable: under a pin, so that nothing removes it
+    /// meanwhile, on a thread of its own ([`Session::finish_uploads`] waits
+    /// for it).
+    fn start_upload(&self, key: &Key) {
+        let Some(tier) = self.tier.as_ref().filter(|t| t.writes()) else { return };
+        // A short wait: the fill just released the entry lock; only a
+        // change (`use --exclusive`) or a remove can hold it now.
+        match self.leased.pin(key, Wait::from_timeout(Some(UPLOAD_PIN_WAIT))) {
+            Ok(Some(pin)) => {
+                let upload = tier.upload(self.leased.cache(), key, pin.entry().path().to_owned());
+                if let Ok(mut uploads) = self.uploads.lock() {
+                    uploads.push((pin, upload));
+                }
+            }
+            Ok(None) => tier.skipped(key, "it was removed right after the fill"),
+            Err(e) => tier.skipped(key, &format!("cannot pin it: {e}")),
+        }
+    }
+
+    /// Waits for the uploads this command started, then lets their
+    /// entries go. Each upload's own timeout bounds the wait.
+    pub(crate) fn finish_uploads(&self) {
+        let uploads = self.uploads.lock().map(|mut u| std::mem::take(&mut *u)).unwrap_or_default();
+        for (pin, upload) in uploads {
+            upload.finish();
+            drop(pin);
+        }
+    }
+
+    /// What the remote tier did for this command, for its report.
+    pub(crate) fn remote_report(&self) -> Option<Moved> {
+        self.tier.as_ref().map(|t| t.moved())
     }
 
     /// The variables of a command that runs with `key`'s entry.
@@ -183,11 +235,25 @@ fn filling<T: Published>(
     op: impl FnOnce(&mut FillFn<'_>) -> Result<T, Error>,
 ) -> Result<Result<T, u8>> {
     let mut outcome = None;
+    let mut restored = false;
     let env = session.with_entry(key);
     let filled = ctx.blocking(|| {
         let mut fill = |dir: &FillDir<'_>| -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
             outcome = None;
+            restored = false;
             ctx.ui.done_waiting();
+            // A local miss, under the entry lock: the remote tier first, into
+            // the same private output, published by the same rename.
+            if let Some(tier) = &session.tier {
+                match tier.restore(session.leased.cache(), key, dir) {
+                    Ok(Fetched::Hit) => {
+                        restored = true;
+                        return Ok(());
+                    }
+                    Ok(Fetched::Miss) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
             ctx.ui.status("Filling", format!("`{key}` by running `{}`", shown(fill_cmd)));
             let mut env = env.clone();
             env.push(("SAFECACHE_OUT", dir.path().as_os_str().to_owned()));
@@ -248,7 +314,12 @@ fn filling<T: Published>(
         cancelled,
     );
     match filled {
-        Ok(filled) => Ok(Ok(filled)),
+        Ok(filled) => {
+            if filled.filled() && !restored {
+                session.start_upload(key);
+            }
+            Ok(Ok(filled))
+        }
         Err(ref e @ Error::Fill { .. }) if outcome.is_some() => match outcome {
             Some(Outcome::Cancelled { code, signal, description }) => {
                 ctx.ui.warn(format!(

@@ -9,6 +9,7 @@ mod gc;
 mod init;
 mod ls;
 mod path;
+pub(crate) mod remote;
 mod rm;
 pub(crate) mod run;
 mod stats;

@@ -55,8 +55,11 @@ pub(crate) fn run(ctx: &Ctx, args: RunArgs) -> Result<u8> {
     if let Some(warning) = &filled.warning {
         ctx.ui.warn(warning);
     }
+    // The upload of what CMD filled, if any, ends before the report, which
+    // says how it went.
+    session.finish_uploads();
     // The entry's path is stdout's one line: CMD printed to stderr.
-    ctx.ui.report(report::Filled::new(&key, filled.entry.path(), filled.filled))?;
+    ctx.ui.report(report::Filled::new(&key, filled.entry.path(), filled.filled, session.remote_report()))?;
     Ok(exit::OK)
 }
 

@@ -152,7 +152,16 @@ fn run_cmd(
         copy: None,
     })?;
     let code = code_of(ended.status);
-    ctx.ui.report(Exited { exit_code: code, key: Some(key.to_string()), hit: Some(hit), ..Exited::default() })?;
+    // An upload of what this run filled went on beside CMD: it ends now,
+    // with the entry still pinned.
+    session.finish_uploads();
+    ctx.ui.report(Exited {
+        exit_code: code,
+        key: Some(key.to_string()),
+        hit: Some(hit),
+        remote: session.remote_report(),
+        ..Exited::default()
+    })?;
     Ok(code)
 }
 

@@ -13,6 +13,7 @@ mod config;
 mod entries;
 mod gc;
 mod removal;
+mod remote;
 mod run;
 mod stats;
 mod status;
@@ -26,6 +27,7 @@ pub(crate) use config::{ConfigReport, ConfigShown};
 pub(crate) use entries::{Dir, Entry, Initialized, Listed};
 pub(crate) use gc::{AutoGc, Evicted, Gc, Skipped, VictimReport};
 pub(crate) use removal::{Cleaned, Removed, RemovedPrefix};
+pub(crate) use remote::{KeyPair, RemoteChecked, RemoteListed};
 pub(crate) use run::{Exited, Filled};
 use serde::{Serialize, Serializer};
 pub(crate) use stats::Stats;
@@ -130,6 +132,12 @@ reports! {
     "stats" => Stats(Stats),
     /// `config`: the cache's settings.
     "config" => Config(ConfigReport),
+    /// `remote keygen`: the key pair written.
+    "key-pair" => KeyPair(KeyPair),
+    /// `remote check`: the store works.
+    "remote-checked" => RemoteChecked(RemoteChecked),
+    /// `ls --remote`: one key the remote holds.
+    "remote-entry" => RemoteListed(RemoteListed),
 }
 
 /// A path for a JSON message: one that is not UTF-8 (a cache dir may be

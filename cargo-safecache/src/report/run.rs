@@ -13,13 +13,21 @@ pub(crate) struct Filled {
     key: String,
     path: String,
     filled: bool,
+    /// What the remote tier did, when one is configured.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    remote: Option<crate::remote::Moved>,
     #[serde(skip)]
     raw: PathBuf,
 }
 
 impl Filled {
-    pub(crate) fn new(key: &safecache::Key, path: &Path, filled: bool) -> Filled {
-        Filled { key: key.as_str().to_owned(), path: json_path(path), filled, raw: path.to_owned() }
+    pub(crate) fn new(
+        key: &safecache::Key,
+        path: &Path,
+        filled: bool,
+        remote: Option<crate::remote::Moved>,
+    ) -> Filled {
+        Filled { key: key.as_str().to_owned(), path: json_path(path), filled, remote, raw: path.to_owned() }
     }
 }
 
@@ -57,6 +65,9 @@ pub(crate) struct Exited {
     /// nearly full (else null).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) fs_available: Option<Option<u64>>,
+    /// What the remote tier did, when one is configured.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) remote: Option<crate::remote::Moved>,
 }
 
 impl Human for Exited {

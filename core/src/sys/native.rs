@@ -424,6 +424,9 @@ impl Dir {
     /// Maps the file `rel` (created empty if missing, then sized to
     /// `slots` u64s) shared and writable: see [`super::Root::map_counters`].
     pub(crate) fn map_counters(&self, rel: &str, slots: usize) -> io::Result<Mapped> {
+        /// The shortest counters file any safecache wrote: a magic number,
+        /// a time and six counters.
+        const MIN_COUNTERS_LEN: u64 = 8 * 8;
         let len = slots * std::mem::size_of::<u64>();
         let untrusted = |why: &str| io::Error::new(io::ErrorKind::InvalidData, why.to_owned());
         let file = self.open_file(Path::new(rel), OFlags::RDWR, true)?;
@@ -436,13 +439,28 @@ impl Dir {
             return Err(untrusted("others can write to it"));
         }
         match u64::try_from(st.st_size) {
-            // New (or its creator has not sized it yet): sizing it to the
-            // same length twice changes nothing.
-            Ok(0) => rustix::fs::ftruncate(&file, len as u64)?,
-            Ok(size) if size == len as u64 => {}
+            // New (or its creator has not sized it yet), or of an earlier
+            // safecache that knew fewer slots (whole ones, at least the
+            // header's): grown to this length, which only ever grows it, so
+            // growing it twice, or racing a process that maps the old
+            // length, changes nothing anyone counted.
+            Ok(size) if size < len as u64 && size % 8 == 0 && (size == 0 || size >= MIN_COUNTERS_LEN) => {
+                // fallocate never shrinks a file that a later safecache grew
+                // meanwhile (ftruncate would, under its mapping).
+                match rustix::fs::fallocate(&file, rustix::fs::FallocateFlags::empty(), 0, len as u64) {
+                    Err(rustix::io::Errno::OPNOTSUPP | rustix::io::Errno::NOSYS) => {
+                        rustix::fs::ftruncate(&file, len as u64)?;
+                    }
+                    other => other?,
+                }
+            }
+            // This length, or a later safecache's longer file: the slots
+            // this one knows are its first ones.
+            Ok(size) if size >= len as u64 && size % 8 == 0 => {}
             _ => return Err(untrusted("it has the wrong size")),
         }
-        if rustix::fs::fstat(&file)?.st_size != i64::try_from(len).unwrap_or(i64::MAX) {
+        let grown = u64::try_from(rustix::fs::fstat(&file)?.st_size).unwrap_or(0);
+        if grown < len as u64 {
             return Err(untrusted("it has the wrong size"));
         }
         // In a group-shared cache the umask may have kept the group from
