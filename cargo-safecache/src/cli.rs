@@ -320,13 +320,7 @@ pub(crate) struct RemoteOpts {
     /// `.pub` file; once given, an unsigned or wrongly signed entry is a
     /// miss. [default: the cache's setting, else any entry whose archive
     /// matches its manifest]
-    #[arg(
-        long,
-        global = true,
-        value_name = "KEYS",
-        env = "SAFECACHE_REMOTE_TRUSTED_KEYS",
-        hide_env_values = true
-    )]
+    #[arg(long, global = true, value_name = "KEYS", env = "SAFECACHE_REMOTE_TRUSTED_KEYS", hide_env_values = true)]
     pub(crate) remote_trusted_keys: Option<String>,
 
     /// The secret key file (`remote keygen`) that signs what this command

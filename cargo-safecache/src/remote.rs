@@ -90,8 +90,12 @@ impl Setup {
         }
         let namespace_text = opts.remote_namespace.as_deref().or(stored("namespace")).unwrap_or(DEFAULT_NAMESPACE);
         let namespace = Namespace::new(namespace_text).map_err(|e| {
-            let source =
-                from(opts.remote_namespace.is_some(), "remote-namespace", "SAFECACHE_REMOTE_NAMESPACE", "remote-namespace");
+            let source = from(
+                opts.remote_namespace.is_some(),
+                "remote-namespace",
+                "SAFECACHE_REMOTE_NAMESPACE",
+                "remote-namespace",
+            );
             usage(format!(
                 "invalid remote namespace `{}` ({source}): {e}; use 1 to 64 of a-z 0-9 . _ - starting with a letter or \
                  digit, e.g. `main`",
@@ -273,11 +277,11 @@ impl Tier {
             let bar = bar.clone();
             let mut progress = |n: u64| {
                 got += n;
-                bar.inc(n);
+                bar.add(n);
             };
             block_on(self.setup.timeout, safecache_remote::restore_with(&self.remote, key, &out, &mut progress))
         };
-        bar.finish_and_clear();
+        bar.finish();
         let millis = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         cache.count(Counter::RemoteMillis, millis);
         cache.count(Counter::BytesDownloaded, got);
@@ -336,7 +340,8 @@ impl Tier {
                 ));
                 // The download was abandoned mid-way: what it extracted, if
                 // anything, goes.
-                safecache_remote::empty_dir(&out).context("cannot empty the fill's output after a restore timed out")?;
+                safecache_remote::empty_dir(&out)
+                    .context("cannot empty the fill's output after a restore timed out")?;
                 Ok(Fetched::Miss)
             }
         }
@@ -384,14 +389,14 @@ impl Tier {
             let bar = bar.clone();
             let mut progress = |n: u64| {
                 sent += n;
-                bar.inc(n);
+                bar.add(n);
             };
             block_on(
                 self.setup.timeout,
                 safecache_remote::upload_entry_with(&self.remote, key, &entry_dir, &scratch, &mut progress),
             )
         };
-        bar.finish_and_clear();
+        bar.finish();
         let millis = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
         cache.count(Counter::RemoteMillis, millis);
         self.record(|m| m.millis += millis);
@@ -418,7 +423,9 @@ impl Tier {
                 self.ui.status("Kept", format!("the remote's own `{key}`: another writer uploaded it first"));
             }
             Some(Err(TransferError::Archive(
-                e @ (ArchiveError::Unsupported { .. } | ArchiveError::EscapingLink { .. } | ArchiveError::InvalidName { .. }),
+                e @ (ArchiveError::Unsupported { .. }
+                | ArchiveError::EscapingLink { .. }
+                | ArchiveError::InvalidName { .. }),
             ))) => {
                 self.record(|m| m.upload = Some("skipped"));
                 self.ui.warn(format!(
@@ -442,21 +449,51 @@ impl Tier {
     }
 
     /// A byte counter on stderr while a transfer runs, on a terminal only
-    /// (and not with --quiet or JSON); drawn after half a second, so a
-    /// quick transfer shows nothing.
-    fn progress(&self, verb: &str, key: &Key) -> ProgressBar {
-        if !self.ui.interactive() {
-            return ProgressBar::hidden();
+    /// (and not with --quiet): drawn once the transfer has taken half a
+    /// second, so a quick one shows nothing.
+    fn progress(&self, verb: &str, key: &Key) -> Progress {
+        Progress {
+            bar: self.ui.interactive().then(|| {
+                let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::hidden());
+                bar.set_style(
+                    ProgressStyle::with_template("{prefix:>12.cyan.bold} {msg} {bytes} ({bytes_per_sec})")
+                        .unwrap_or_else(|_| ProgressStyle::default_spinner()),
+                );
+                bar.set_prefix(verb.to_owned());
+                bar.set_message(format!("`{key}`"));
+                bar
+            }),
+            started: Instant::now(),
+            shown: Arc::new(std::sync::atomic::AtomicBool::new(false)),
         }
-        let bar = ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr());
-        bar.set_style(
-            ProgressStyle::with_template("{prefix:>12.cyan.bold} {msg} {bytes} ({bytes_per_sec})")
-                .unwrap_or_else(|_| ProgressStyle::default_spinner()),
-        );
-        bar.set_prefix(verb.to_owned());
-        bar.set_message(format!("`{key}`"));
-        bar.enable_steady_tick(Duration::from_millis(500));
-        bar
+    }
+}
+
+/// A transfer's byte counter (see [`Tier::progress`]).
+#[derive(Clone)]
+struct Progress {
+    bar: Option<ProgressBar>,
+    started: Instant,
+    shown: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Progress {
+    /// How long before the counter is drawn.
+    const DELAY: Duration = Duration::from_millis(500);
+
+    fn add(&self, n: u64) {
+        let Some(bar) = &self.bar else { return };
+        bar.inc(n);
+        if self.started.elapsed() >= Self::DELAY && !self.shown.swap(true, std::sync::atomic::Ordering::Relaxed) {
+            bar.set_draw_target(ProgressDrawTarget::stderr());
+            bar.enable_steady_tick(Self::DELAY);
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
     }
 }
 
@@ -481,15 +518,28 @@ fn block_on<F: Future>(timeout: Duration, future: F) -> Option<F::Output> {
     runtime.block_on(async { tokio::time::timeout(timeout, future).await.ok() })
 }
 
-/// An error and its sources, escaped: the store's messages (an S3 error
-/// body, a parser quoting an archive) are text from outside.
+/// An error and its sources, escaped and on one line: the store's
+/// messages (an S3 error body, a parser quoting an archive) are text from
+/// outside. A source whose text its error already quotes is not repeated
+/// (object_store's errors quote their sources), and the whole is cut at
+/// [`MAX_ERROR_CHARS`].
 pub(crate) fn shown_error(e: &(dyn std::error::Error + 'static)) -> String {
     let mut text = e.to_string();
     let mut source = e.source();
     while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
+        let said = s.to_string();
+        if !text.contains(&said) {
+            text.push_str(": ");
+            text.push_str(&said);
+        }
         source = s.source();
     }
-    escape(&text)
+    let text = escape(&text);
+    match text.char_indices().nth(MAX_ERROR_CHARS) {
+        Some((at, _)) => format!("{} [...]", &text[..at]),
+        None => text,
+    }
 }
+
+/// The longest error text a warning quotes.
+const MAX_ERROR_CHARS: usize = 600;

@@ -79,7 +79,7 @@ fn clippy(name: &str, args: &[&str]) -> Result<()> {
 /// case_insensitive.rs) make ext4, xfs and btrfs images and mount a
 /// case-insensitive FUSE passthrough written with Debian's fusepy, run by
 /// /usr/bin/python3 (not whatever python3 comes first on PATH).
-const SYSTEM_TOOLS: [(&str, &[&str], &str); 13] = [
+const SYSTEM_TOOLS: [(&str, &[&str], &str); 15] = [
     ("git", &["git", "--version"], "git"),
     ("tar", &["tar", "--version"], "tar"),
     ("make", &["make", "--version"], "make"),
@@ -91,12 +91,15 @@ const SYSTEM_TOOLS: [(&str, &[&str], &str); 13] = [
     ("mkfs.btrfs", &["mkfs.btrfs", "--version"], "btrfs-progs"),
     ("fusermount (libfuse2)", &["fusermount", "-V"], "fuse"),
     ("rsync", &["rsync", "--version"], "rsync"),
+    // The remote rows' baselines: the archive fetched and unpacked by hand.
+    ("curl", &["curl", "--version"], "curl"),
+    ("zstd", &["zstd", "--version"], "zstd"),
     ("fusepy", &["/usr/bin/python3", "-c", "import fusepy"], "python3-fusepy"),
     ("GNU time (a command's own peak memory)", &["/usr/bin/time", "-f", "%M", "true"], "time"),
 ];
 
 /// Installs the Debian packages of the real tools the tests run (git, tar,
-/// rsync, make, a Python with venv and ensurepip, mount, setsid, mkfs for ext4,
+/// rsync, curl, zstd, make, a Python with venv and ensurepip, mount, setsid, mkfs for ext4,
 /// xfs and btrfs, libfuse2, fusepy and GNU time) when any is missing and apt-get can;
 /// otherwise fails naming the packages.
 fn ensure_system_tools() -> Result<()> {

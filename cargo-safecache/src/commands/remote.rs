@@ -61,7 +61,8 @@ fn configured(ctx: &Ctx) -> Result<Setup> {
 
 /// Runs `future` on a runtime of its own, within the remote's timeout.
 fn block_on<F: Future>(setup: &Setup, what: &str, future: F) -> Result<F::Output> {
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().context("cannot start a runtime")?;
+    let runtime =
+        tokio::runtime::Builder::new_current_thread().enable_all().build().context("cannot start a runtime")?;
     runtime.block_on(async { tokio::time::timeout(setup.timeout, future).await }).map_err(|_| {
         anyhow::anyhow!(
             "{what} {} took longer than {} (--remote-timeout sets the limit)",
@@ -100,7 +101,12 @@ pub(crate) fn ls(ctx: &Ctx, prefix: Option<&str>) -> Result<u8> {
     let setup = configured(ctx)?;
     let remote = setup.open()?;
     let listing = block_on(&setup, "listing", remote.list())?.map_err(|e| {
-        anyhow::anyhow!("cannot list the remote {} (namespace `{}`): {}", setup.shown(), setup.namespace, shown_error(&e))
+        anyhow::anyhow!(
+            "cannot list the remote {} (namespace `{}`): {}",
+            setup.shown(),
+            setup.namespace,
+            shown_error(&e)
+        )
     })?;
     let mut listed = 0usize;
     for item in listing.keys.iter().filter(|l| prefix.is_none_or(|p| l.key.as_str().starts_with(p))) {

@@ -21,12 +21,7 @@ pub(crate) struct Filled {
 }
 
 impl Filled {
-    pub(crate) fn new(
-        key: &safecache::Key,
-        path: &Path,
-        filled: bool,
-        remote: Option<crate::remote::Moved>,
-    ) -> Filled {
+    pub(crate) fn new(key: &safecache::Key, path: &Path, filled: bool, remote: Option<crate::remote::Moved>) -> Filled {
         Filled { key: key.as_str().to_owned(), path: json_path(path), filled, remote, raw: path.to_owned() }
     }
 }
