@@ -24,6 +24,7 @@ use safecache_remote::{ArchiveError, Namespace, PublicKey, Remote, SecretKey, Tr
 
 use crate::cli::{RemoteMode, RemoteOpts};
 use crate::exit::{self, Coded};
+use crate::report::Moved;
 use crate::ui::Ui;
 
 /// The time one transfer may take, unless configured.
@@ -222,18 +223,6 @@ pub(crate) struct Tier {
     ui: Arc<Ui>,
     /// What this command moved, for its report.
     pub(crate) moved: Mutex<Moved>,
-}
-
-/// What a command's transfers did, for its JSON report.
-#[derive(Clone, Debug, Default, serde::Serialize)]
-pub(crate) struct Moved {
-    /// `hit`, `miss`, `error`, or null when it did not look.
-    pub(crate) fetch: Option<&'static str>,
-    pub(crate) bytes_downloaded: u64,
-    /// `published`, `already-there`, `error`, `skipped`, or null.
-    pub(crate) upload: Option<&'static str>,
-    pub(crate) bytes_uploaded: u64,
-    pub(crate) millis: u64,
 }
 
 /// What a restore found.

@@ -39,8 +39,8 @@ use crate::ctx::Ctx;
 use crate::exit;
 use crate::inherit;
 use crate::process::{self, CANCEL, CANCEL_SIGNAL, Spawn, Stdout, cancelled_by, code_of, describe, signal_name};
-use crate::remote::{Fetched, Moved, Tier, Upload};
-use crate::report::Exited;
+use crate::remote::{Fetched, Tier, Upload};
+use crate::report::{Exited, Moved};
 
 /// How long an upload waits to pin the entry it uploads.
 const UPLOAD_PIN_WAIT: Duration = Duration::from_secs(5);

@@ -26,7 +26,7 @@ pub(crate) use any::{Error, Waiting};
 pub(crate) use config::{ConfigReport, ConfigShown};
 pub(crate) use entries::{Dir, Entry, Initialized, Listed};
 pub(crate) use gc::{AutoGc, Evicted, Gc, Skipped, VictimReport};
-pub(crate) use remote::{KeyPair, RemoteChecked, RemoteListed};
+pub(crate) use remote::{KeyPair, Moved, RemoteChecked, RemoteListed};
 pub(crate) use removal::{Cleaned, Removed, RemovedPrefix};
 pub(crate) use run::{Exited, Filled};
 use serde::{Serialize, Serializer};

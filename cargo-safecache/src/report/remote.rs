@@ -95,3 +95,15 @@ impl Human for RemoteListed {
         vec![Line::Out(format!("{}  {}  uploaded {}", self.key, size(self.manifest_bytes), ago(when)))]
     }
 }
+
+/// What a command's transfers did, for its JSON report.
+#[derive(Clone, Debug, Default, Serialize)]
+pub(crate) struct Moved {
+    /// `hit`, `miss`, `error`, or null when it did not look.
+    pub(crate) fetch: Option<&'static str>,
+    pub(crate) bytes_downloaded: u64,
+    /// `published`, `already-there`, `error`, `skipped`, or null.
+    pub(crate) upload: Option<&'static str>,
+    pub(crate) bytes_uploaded: u64,
+    pub(crate) millis: u64,
+}

@@ -15,13 +15,13 @@ pub(crate) struct Filled {
     filled: bool,
     /// What the remote tier did, when one is configured.
     #[serde(skip_serializing_if = "Option::is_none")]
-    remote: Option<crate::remote::Moved>,
+    remote: Option<super::Moved>,
     #[serde(skip)]
     raw: PathBuf,
 }
 
 impl Filled {
-    pub(crate) fn new(key: &safecache::Key, path: &Path, filled: bool, remote: Option<crate::remote::Moved>) -> Filled {
+    pub(crate) fn new(key: &safecache::Key, path: &Path, filled: bool, remote: Option<super::Moved>) -> Filled {
         Filled { key: key.as_str().to_owned(), path: json_path(path), filled, remote, raw: path.to_owned() }
     }
 }
@@ -62,7 +62,7 @@ pub(crate) struct Exited {
     pub(crate) fs_available: Option<Option<u64>>,
     /// What the remote tier did, when one is configured.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub(crate) remote: Option<crate::remote::Moved>,
+    pub(crate) remote: Option<super::Moved>,
 }
 
 impl Human for Exited {
