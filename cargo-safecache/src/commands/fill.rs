@@ -155,6 +155,15 @@ impl Session {
     }
 }
 
+impl Drop for Session {
+    /// An upload still under way (a command that ended early, by an error)
+    /// is waited for while its pin is held: its entry must not be removed
+    /// while it is being packed.
+    fn drop(&mut self) {
+        self.finish_uploads();
+    }
+}
+
 /// How a fill's command ended, when it did not succeed.
 enum Outcome {
     /// It failed: exited non-zero, wrote nothing, or ran past its limit.
