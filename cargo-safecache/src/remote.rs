@@ -20,7 +20,9 @@ use cap_std::fs::Dir;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use safecache::display::{escape, size};
 use safecache::{Cache, Config, Counter, FillDir, Key};
-use safecache_remote::{ArchiveError, Namespace, PublicKey, Remote, SecretKey, TransferError, Trust, Uploaded};
+use safecache_remote::{
+    ArchiveError, Namespace, PublicKey, Remote, SecretKey, StoreSpec, TransferError, Trust, Uploaded,
+};
 
 use crate::cli::{RemoteMode, RemoteOpts};
 use crate::exit::{self, Coded};
@@ -97,11 +99,7 @@ impl Setup {
                 "SAFECACHE_REMOTE_NAMESPACE",
                 "remote-namespace",
             );
-            usage(format!(
-                "invalid remote namespace `{}` ({source}): {e}; use 1 to 64 of a-z 0-9 . _ - starting with a letter or \
-                 digit, e.g. `main`",
-                escape(namespace_text)
-            ))
+            usage(format!("{e} ({source}), e.g. `main`"))
         })?;
         let trust = match opts.remote_trusted_keys.as_deref().or(stored("trusted-keys")) {
             None => Trust::Any,
@@ -136,16 +134,32 @@ impl Setup {
     /// knows (`AWS_*`), then the written ones, which must all be known; the
     /// signing key read if the remote is writable.
     pub(crate) fn open(&self) -> Result<Remote> {
+        let (spec, signer) = self.check()?;
+        self.open_checked(&spec, signer).map_err(usage)
+    }
+
+    /// Everything of the configuration that can be checked without opening
+    /// the store: the URL and its options, and the signing key (read) if
+    /// the remote is writable.
+    pub(crate) fn check(&self) -> Result<(StoreSpec, Option<SecretKey>)> {
         let env = std::env::vars_os().filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)));
-        let (store, prefix) = safecache_remote::open_store_from(&self.url, &self.options, env)
-            .map_err(|e| usage(format!("{}; check --remote-url (SAFECACHE_REMOTE) and `config remote-option`", e)))?;
-        let remote = Remote::new(store, &prefix, self.namespace.clone(), self.trust.clone())
-            .map_err(|e| usage(format!("{e}; check --remote-url (SAFECACHE_REMOTE)")))?;
+        let spec = safecache_remote::store_spec(&self.url, &self.options, env)
+            .map_err(|e| usage(format!("{e}; check --remote-url (SAFECACHE_REMOTE) and `config remote-option`")))?;
+        let signer = match self.mode {
+            RemoteMode::ReadWrite => self.signing_key.as_deref().map(read_secret_key).transpose()?,
+            _ => None,
+        };
+        Ok((spec, signer))
+    }
+
+    /// The store `spec` names, opened (its HTTP client built), as this
+    /// setup's remote.
+    fn open_checked(&self, spec: &StoreSpec, signer: Option<SecretKey>) -> Result<Remote, String> {
+        let (store, prefix) = spec.open().map_err(|e| shown_error(&e))?;
+        let remote =
+            Remote::new(store, &prefix, self.namespace.clone(), self.trust.clone()).map_err(|e| shown_error(&e))?;
         Ok(match self.mode {
-            RemoteMode::ReadWrite => {
-                let signer = self.signing_key.as_deref().map(read_secret_key).transpose()?;
-                remote.writable(signer)
-            }
+            RemoteMode::ReadWrite => remote.writable(signer),
             _ => remote,
         })
     }
@@ -219,7 +233,11 @@ fn read_secret_key(path: &Path) -> Result<SecretKey> {
 /// A remote, opened for a command's fills.
 pub(crate) struct Tier {
     pub(crate) setup: Setup,
-    remote: Arc<Remote>,
+    /// The store, checked; opened on first use, so that a hit never pays
+    /// for building its client.
+    spec: StoreSpec,
+    signer: Mutex<Option<SecretKey>>,
+    remote: std::sync::OnceLock<Result<Arc<Remote>, String>>,
     ui: Arc<Ui>,
     /// What this command moved, for its report.
     pub(crate) moved: Mutex<Moved>,
@@ -238,8 +256,27 @@ impl Tier {
     /// `None` if there is none (or it is off).
     pub(crate) fn open(opts: &RemoteOpts, cache: &Cache, ui: &Arc<Ui>) -> Result<Option<Arc<Tier>>> {
         let Some(setup) = Setup::resolve(opts, &cache.config()?)? else { return Ok(None) };
-        let remote = Arc::new(setup.open()?);
-        Ok(Some(Arc::new(Tier { setup, remote, ui: Arc::clone(ui), moved: Mutex::new(Moved::default()) })))
+        let (spec, signer) = setup.check()?;
+        Ok(Some(Arc::new(Tier {
+            setup,
+            spec,
+            signer: Mutex::new(signer),
+            remote: std::sync::OnceLock::new(),
+            ui: Arc::clone(ui),
+            moved: Mutex::new(Moved::default()),
+        })))
+    }
+
+    /// The store, opened on first use; why not, if it cannot be (the
+    /// configuration was checked: what is left is the backend's own
+    /// refusal, said as a warning).
+    fn remote(&self) -> Result<Arc<Remote>, String> {
+        self.remote
+            .get_or_init(|| {
+                let signer = self.signer.lock().ok().and_then(|mut s| s.take());
+                self.setup.open_checked(&self.spec, signer).map(Arc::new)
+            })
+            .clone()
     }
 
     fn record(&self, f: impl FnOnce(&mut Moved)) {
@@ -259,6 +296,15 @@ impl Tier {
     /// that could not be emptied again is an error, which fails the fill.
     pub(crate) fn restore(&self, cache: &Cache, key: &Key, dir: &FillDir<'_>) -> Result<Fetched> {
         let started = Instant::now();
+        let remote = match self.remote() {
+            Ok(remote) => remote,
+            Err(why) => {
+                cache.count(Counter::RemoteErrors, 1);
+                self.record(|m| m.fetch = Some("error"));
+                self.ui.warn(format!("cannot open the remote {}: {why}; running the fill instead", self.setup.shown()));
+                return Ok(Fetched::Miss);
+            }
+        };
         let out = dir.open_dir().context("cannot open the fill's output")?;
         let bar = self.progress("Downloading", key);
         let mut got = 0u64;
@@ -268,7 +314,7 @@ impl Tier {
                 got += n;
                 bar.add(n);
             };
-            block_on(self.setup.timeout, safecache_remote::restore_with(&self.remote, key, &out, &mut progress))
+            block_on(self.setup.timeout, safecache_remote::restore_with(&remote, key, &out, &mut progress))
         };
         bar.finish();
         let millis = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
@@ -279,7 +325,7 @@ impl Tier {
             m.millis += millis;
         });
         match result {
-            Some(Ok(manifest)) => {
+            Ended::Done(Ok(manifest)) => {
                 cache.count(Counter::RemoteHits, 1);
                 self.record(|m| m.fetch = Some("hit"));
                 self.ui.status(
@@ -295,12 +341,12 @@ impl Tier {
                 );
                 Ok(Fetched::Hit)
             }
-            Some(Err(e)) if e.is_not_found() => {
+            Ended::Done(Err(e)) if e.is_not_found() => {
                 cache.count(Counter::RemoteMisses, 1);
                 self.record(|m| m.fetch = Some("miss"));
                 Ok(Fetched::Miss)
             }
-            Some(Err(TransferError::Empty { after, source })) => {
+            Ended::Done(Err(TransferError::Empty { after, source })) => {
                 cache.count(Counter::RemoteErrors, 1);
                 self.record(|m| m.fetch = Some("error"));
                 Err(anyhow::Error::new(source).context(format!(
@@ -308,7 +354,7 @@ impl Tier {
                     shown_error(&*after)
                 )))
             }
-            Some(Err(e)) => {
+            Ended::Done(Err(e)) => {
                 cache.count(Counter::RemoteErrors, 1);
                 self.record(|m| m.fetch = Some("error"));
                 self.ui.warn(format!(
@@ -318,13 +364,12 @@ impl Tier {
                 ));
                 Ok(Fetched::Miss)
             }
-            None => {
+            stopped => {
                 cache.count(Counter::RemoteErrors, 1);
                 self.record(|m| m.fetch = Some("error"));
                 self.ui.warn(format!(
-                    "the remote tier took longer than {} to restore `{key}` from {}; running the fill instead \
-                     (--remote-timeout sets the limit)",
-                    safecache::display::duration(self.setup.timeout),
+                    "the remote tier {} while restoring `{key}` from {}; running the fill instead",
+                    stopped.why(self.setup.timeout),
                     self.setup.shown()
                 ));
                 // The download was abandoned mid-way: what it extracted, if
@@ -372,6 +417,10 @@ impl Tier {
             Ok(dirs) => dirs,
             Err(e) => return warn(escape(&e.to_string())),
         };
+        let remote = match self.remote() {
+            Ok(remote) => remote,
+            Err(why) => return warn(why),
+        };
         let bar = self.progress("Uploading", key);
         let mut sent = 0u64;
         let result = {
@@ -382,7 +431,7 @@ impl Tier {
             };
             block_on(
                 self.setup.timeout,
-                safecache_remote::upload_entry_with(&self.remote, key, &entry_dir, &scratch, &mut progress),
+                safecache_remote::upload_entry_with(&remote, key, &entry_dir, &scratch, &mut progress),
             )
         };
         bar.finish();
@@ -390,7 +439,7 @@ impl Tier {
         cache.count(Counter::RemoteMillis, millis);
         self.record(|m| m.millis += millis);
         match result {
-            Some(Ok((Uploaded::Published, bytes))) => {
+            Ended::Done(Ok((Uploaded::Published, bytes))) => {
                 cache.count(Counter::Uploads, 1);
                 cache.count(Counter::BytesUploaded, bytes);
                 self.record(|m| {
@@ -407,11 +456,11 @@ impl Tier {
                     ),
                 );
             }
-            Some(Ok((Uploaded::AlreadyThere, _))) => {
+            Ended::Done(Ok((Uploaded::AlreadyThere, _))) => {
                 self.record(|m| m.upload = Some("already-there"));
                 self.ui.status("Kept", format!("the remote's own `{key}`: another writer uploaded it first"));
             }
-            Some(Err(TransferError::Archive(
+            Ended::Done(Err(TransferError::Archive(
                 e @ (ArchiveError::Unsupported { .. }
                 | ArchiveError::EscapingLink { .. }
                 | ArchiveError::InvalidName { .. }),
@@ -423,11 +472,8 @@ impl Tier {
                     shown_error(&e)
                 ));
             }
-            Some(Err(e)) => warn(shown_error(&e)),
-            None => warn(format!(
-                "it took longer than {} (--remote-timeout sets the limit)",
-                safecache::display::duration(self.setup.timeout)
-            )),
+            Ended::Done(Err(e)) => warn(shown_error(&e)),
+            stopped => warn(format!("the remote tier {}", stopped.why(self.setup.timeout))),
         }
     }
 
@@ -501,10 +547,43 @@ impl Upload {
 }
 
 /// Runs `future` to its end on a runtime of its own, or gives up after
-/// `timeout` (`None`).
-fn block_on<F: Future>(timeout: Duration, future: F) -> Option<F::Output> {
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
-    runtime.block_on(async { tokio::time::timeout(timeout, future).await.ok() })
+/// `timeout`.
+fn block_on<F: Future>(timeout: Duration, future: F) -> Ended<F::Output> {
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(runtime) => runtime,
+        Err(e) => return Ended::Failed(format!("could not start its runtime ({})", escape(&e.to_string()))),
+    };
+    // A store client that panics (object_store has `expect`s on requests
+    // it built) must not take the user's command down with it.
+    let run = std::panic::AssertUnwindSafe(|| runtime.block_on(async { tokio::time::timeout(timeout, future).await }));
+    match std::panic::catch_unwind(run) {
+        Ok(Ok(output)) => Ended::Done(output),
+        Ok(Err(_)) => Ended::TimedOut,
+        Err(_) => Ended::Failed("failed inside its store client (a panic)".to_owned()),
+    }
+}
+
+/// How a transfer on its runtime ended.
+enum Ended<T> {
+    /// It ran to its end.
+    Done(T),
+    /// Past the timeout: abandoned.
+    TimedOut,
+    /// It could not run, or panicked: why.
+    Failed(String),
+}
+
+impl<T> Ended<T> {
+    /// Why it did not end, for a warning.
+    fn why(&self, timeout: Duration) -> String {
+        match self {
+            Ended::TimedOut => {
+                format!("took longer than {} (--remote-timeout sets the limit)", safecache::display::duration(timeout))
+            }
+            Ended::Failed(why) => why.clone(),
+            Ended::Done(_) => "ended".to_owned(),
+        }
+    }
 }
 
 /// An error and its sources, escaped and on one line: the store's

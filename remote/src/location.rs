@@ -43,6 +43,17 @@ pub enum LocationError {
         /// The option, escaped.
         key: String,
     },
+    /// An option whose value must be an http(s) URL (an endpoint) is not
+    /// one: object_store would panic on it at the first request.
+    #[error("the {backend} option `{key}` is `{value}`, which is not an http:// or https:// URL")]
+    InvalidEndpoint {
+        /// The backend.
+        backend: &'static str,
+        /// The option, escaped.
+        key: String,
+        /// Its value, escaped.
+        value: String,
+    },
     /// The backend refused its configuration.
     #[error("cannot configure the store for `{url}`")]
     Store {
@@ -74,6 +85,25 @@ pub fn open_store_from(
     explicit: &[(String, String)],
     ambient: impl IntoIterator<Item = (String, String)>,
 ) -> Result<(Arc<dyn ObjectStore>, String), LocationError> {
+    store_spec(url, explicit, ambient)?.open()
+}
+
+/// A store's URL and options, checked but not yet opened: opening builds
+/// the backend's HTTP client (for S3, TLS roots and all), which a command
+/// that never reaches the store should not pay for.
+#[derive(Clone, Debug)]
+pub struct StoreSpec {
+    url: url::Url,
+    options: Vec<(String, String)>,
+}
+
+/// Checks `url` and its options as [`open_store_from`] does, without
+/// opening the store.
+pub fn store_spec(
+    url: &str,
+    explicit: &[(String, String)],
+    ambient: impl IntoIterator<Item = (String, String)>,
+) -> Result<StoreSpec, LocationError> {
     let shown = || safecache::display::escape(url);
     let parsed = url::Url::parse(url).map_err(|source| LocationError::InvalidUrl { url: shown(), source })?;
     let (scheme, _) = ObjectStoreScheme::parse(&parsed).map_err(|_| LocationError::Unsupported(shown()))?;
@@ -115,7 +145,33 @@ pub fn open_store_from(
         .filter(|(key, _)| !explicit.iter().any(|(k, _)| k.eq_ignore_ascii_case(key)))
         .collect();
     options.extend(explicit.iter().cloned());
-    let (store, prefix) = object_store::parse_url_opts(&parsed, options.into_iter().map(|(k, v)| (k.to_ascii_lowercase(), v)))
-        .map_err(|source| LocationError::Store { url: shown(), source })?;
-    Ok((Arc::from(store), prefix.to_string()))
+    // An endpoint that is no URL passes object_store's builder and panics
+    // at the first request ("request valid"): refuse it here.
+    for (key, value) in &options {
+        let lower = key.to_ascii_lowercase();
+        if (lower.contains("endpoint") || lower.ends_with("_url")) && !is_http_url(value) {
+            return Err(LocationError::InvalidEndpoint {
+                backend,
+                key: safecache::display::escape(key),
+                value: safecache::display::escape(value),
+            });
+        }
+    }
+    Ok(StoreSpec { url: parsed, options })
+}
+
+/// Whether `text` is an absolute http:// or https:// URL with a host.
+fn is_http_url(text: &str) -> bool {
+    url::Url::parse(text)
+        .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host_str().is_some_and(|h| !h.is_empty()))
+}
+
+impl StoreSpec {
+    /// The store and the prefix inside it.
+    pub fn open(&self) -> Result<(Arc<dyn ObjectStore>, String), LocationError> {
+        let options = self.options.iter().map(|(k, v)| (k.to_ascii_lowercase(), v.clone()));
+        let (store, prefix) = object_store::parse_url_opts(&self.url, options)
+            .map_err(|source| LocationError::Store { url: safecache::display::escape(self.url.as_str()), source })?;
+        Ok((Arc::from(store), prefix.to_string()))
+    }
 }
