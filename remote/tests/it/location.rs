@@ -66,3 +66,45 @@ fn s3_without_the_aws_feature_says_how_to_get_it() {
     assert!(matches!(err, LocationError::NotBuilt { feature: "aws", .. }), "{err:?}");
     assert!(err.to_string().contains("`aws` feature"), "{err}");
 }
+
+/// The environment's variables of the backend's prefix are options when
+/// object_store knows them and are left alone when it does not; written
+/// options must be known and override the environment's.
+#[cfg(feature = "aws")]
+#[test]
+fn environment_variables_are_taken_when_known_and_written_options_win() {
+    use safecache_remote::{open_store_from, store_spec};
+    let env = opts(&[
+        ("AWS_PROFILE", "dev"),
+        ("AWS_PAGER", ""),
+        ("AWS_REGION", "eu-west-1"),
+        ("AWS_ENDPOINT_URL", "http://127.0.0.1:9"),
+        ("HOME", "/root"),
+    ]);
+    let spec = store_spec("s3://bucket/p", &[], env.clone()).unwrap();
+    assert!(format!("{spec:?}").contains("eu-west-1"), "{spec:?}");
+    assert!(!format!("{spec:?}").contains("dev"), "AWS_PROFILE is no option: {spec:?}");
+    let written = opts(&[("aws_region", "us-east-2")]);
+    let spec = store_spec("s3://bucket/p", &written, env.clone()).unwrap();
+    assert!(format!("{spec:?}").contains("us-east-2") && !format!("{spec:?}").contains("eu-west-1"), "{spec:?}");
+    // A written option that no backend knows is still an error.
+    let err = store_spec("s3://bucket/p", &opts(&[("aws_profile", "dev")]), env.clone()).unwrap_err();
+    assert!(matches!(err, LocationError::UnknownOption { .. }), "{err:?}");
+    // The file store takes no options and ignores the environment.
+    assert!(open_store_from("file:///tmp/x", &[], env).is_ok());
+}
+
+/// An endpoint that is no http(s) URL is refused when the store is
+/// checked: object_store accepts it and panics at the first request.
+#[cfg(feature = "aws")]
+#[test]
+fn an_endpoint_that_is_no_url_is_refused_before_any_request() {
+    use safecache_remote::store_spec;
+    for bad in ["::bad", "127.0.0.1:9000", "ftp://host", "http://"] {
+        let err = store_spec("s3://bucket/p", &[], opts(&[("AWS_ENDPOINT_URL", bad)])).unwrap_err();
+        assert!(matches!(err, LocationError::InvalidEndpoint { .. }), "{bad}: {err:?}");
+        let err = store_spec("s3://bucket/p", &opts(&[("aws_endpoint", bad)]), []).unwrap_err();
+        assert!(matches!(err, LocationError::InvalidEndpoint { .. }), "{bad}: {err:?}");
+    }
+    assert!(store_spec("s3://bucket/p", &[], opts(&[("AWS_ENDPOINT_URL", "https://s3.example:9000")])).is_ok());
+}
