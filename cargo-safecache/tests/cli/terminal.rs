@@ -145,3 +145,115 @@ fn a_waiter_shows_the_fills_latest_line() {
         std::fs::read_dir(&fills).map(|d| d.flatten().map(|e| e.file_name()).collect()).unwrap_or_default();
     assert!(left.is_empty(), "the fill's log is removed with it: {left:?}");
 }
+
+/// Runs `cargo-safecache ARGS` on a new pseudo-terminal and reads the
+/// terminal to the end. Prints the exit code and everything written.
+const PLAIN_DRIVER: &str = r#"
+binary, args = sys.argv[1], sys.argv[2:]
+pid, fd = start(binary, args)
+finish(pid, fd)
+"#;
+
+/// A new bucket on the S3 server the gate starts (moto, named in
+/// `SAFECACHE_TEST_S3_ENDPOINT`; without it this test fails), by an
+/// unsigned `PUT /<bucket>`, which moto takes.
+fn s3_bucket(endpoint: &str) -> String {
+    use std::io::{Read, Write};
+    let name = format!("terminal-{}-{:x}", std::process::id(), std::time::UNIX_EPOCH.elapsed().unwrap().as_nanos());
+    let host = endpoint.trim_start_matches("http://").trim_end_matches('/');
+    let mut stream = std::net::TcpStream::connect(host).unwrap();
+    write!(stream, "PUT /{name} HTTP/1.1\r\nHost: {host}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    assert!(response.starts_with("HTTP/1.1 200"), "creating bucket {name}: {response}");
+    name
+}
+
+/// A proxy on 127.0.0.1 in front of `upstream` that passes what the
+/// server sends at about 1 MB/s: a slow network, so that a download takes
+/// seconds. Returns its `http://` endpoint.
+fn slow_proxy(upstream: &str) -> String {
+    let upstream = upstream.trim_start_matches("http://").trim_end_matches('/').to_owned();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let endpoint = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for client in listener.incoming().flatten() {
+            let Ok(server) = std::net::TcpStream::connect(&upstream) else { continue };
+            let (mut c_read, mut s_write) = (client.try_clone().unwrap(), server.try_clone().unwrap());
+            std::thread::spawn(move || std::io::copy(&mut c_read, &mut s_write));
+            let (mut s_read, mut c_write) = (server, client);
+            std::thread::spawn(move || {
+                use std::io::{Read, Write};
+                let mut buf = [0u8; 16 * 1024];
+                while let Ok(n) = s_read.read(&mut buf) {
+                    if n == 0 || c_write.write_all(&buf[..n]).is_err() {
+                        break;
+                    }
+                    // The slowness of the network, not a synchronization.
+                    std::thread::sleep(std::time::Duration::from_millis(16));
+                }
+                let _ = c_write.shutdown(std::net::Shutdown::Write);
+            });
+        }
+    });
+    endpoint
+}
+
+/// A download from the remote tier that takes more than half a second
+/// shows its bytes on a terminal, and clears the line when it ends; the
+/// same restore off a terminal shows no counter.
+#[test]
+fn a_slow_download_shows_its_progress_on_a_terminal() {
+    let endpoint = std::env::var("SAFECACHE_TEST_S3_ENDPOINT")
+        .expect("SAFECACHE_TEST_S3_ENDPOINT names the S3 server the remote tests use (the gate starts moto)");
+    let bucket = s3_bucket(&endpoint);
+    let url = format!("s3://{bucket}/t");
+    let sb = Sandbox::new();
+    let s3 = |cmd: &mut Command, endpoint: &str| {
+        cmd.env("SAFECACHE_REMOTE", &url)
+            .env("AWS_ENDPOINT_URL", endpoint)
+            .env("AWS_ALLOW_HTTP", "true")
+            .env("AWS_ACCESS_KEY_ID", "test")
+            .env("AWS_SECRET_ACCESS_KEY", "test")
+            .env("AWS_REGION", "us-east-1");
+    };
+    // 3 MiB that zstd cannot shrink: about 3 s through the proxy.
+    let fill = "head -c 3145728 /dev/urandom > \"$SAFECACHE_OUT/blob\"";
+    let mut writer =
+        sb.cmd(["--cache-dir", sb.path("writer").to_str().unwrap(), "run", "--key", "big", "--", "sh", "-c", fill]);
+    s3(&mut writer, &endpoint);
+    let out = writer.output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("Uploaded"), "{}", String::from_utf8_lossy(&out.stderr));
+
+    let slow = slow_proxy(&endpoint);
+    let args = ["run", "--key", "big", "--", "false"];
+    let template = sb.cmd(args);
+    let mut driver = Command::new("python3");
+    driver.arg("-c").arg(format!("{PTY}{PLAIN_DRIVER}")).arg(bin()).args(args);
+    for (key, value) in template.get_envs() {
+        match value {
+            Some(value) => driver.env(key, value),
+            None => driver.env_remove(key),
+        };
+    }
+    s3(&mut driver, &slow);
+    let run = driver.output().expect("run python3");
+    let report = String::from_utf8_lossy(&run.stdout);
+    assert!(run.status.success(), "the driver: {report}{}", String::from_utf8_lossy(&run.stderr));
+    let v: Value = serde_json::from_str(report.trim()).expect("one JSON line");
+    let out = v["out"].as_str().expect("the terminal's output");
+    assert_eq!(v["code"].as_i64(), Some(0), "restored, not filled:\n{out}");
+    let drawn = out.rfind("Downloading").unwrap_or_else(|| panic!("no progress was drawn:\n{out:?}"));
+    assert!(out[drawn..].contains("B/s"), "the counter shows a rate:\n{out:?}");
+    let restored = out.find("Restored").expect("the restore is reported");
+    assert!(out[drawn..restored].contains("\x1b[2K"), "the counter's line is cleared before the report:\n{out:?}");
+
+    // Off a terminal: no counter, same restore.
+    let mut plain = sb.cmd(["--cache-dir", sb.path("third").to_str().unwrap(), "run", "--key", "big", "--", "false"]);
+    s3(&mut plain, &slow);
+    let out = plain.output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && stderr.contains("Restored"), "{stderr}");
+    assert!(!stderr.contains("Downloading"), "no counter off a terminal: {stderr}");
+}
