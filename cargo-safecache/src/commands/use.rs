@@ -119,6 +119,9 @@ fn changing(ctx: &Ctx, session: &Session, key: &Key, args: &UseArgs, fill_cmd: O
                     ctx.ui.warn(warning);
                 }
                 filled_here = filled.filled;
+                // The upload of what was filled holds a pin, which the change
+                // would wait for: it ends first, with the entry as filled.
+                session.finish_uploads();
             }
             Err(code) => return Ok(code),
         }
