@@ -555,12 +555,25 @@ fn block_on<F: Future>(timeout: Duration, future: F) -> Ended<F::Output> {
     };
     // A store client that panics (object_store has `expect`s on requests
     // it built) must not take the user's command down with it.
-    let run = std::panic::AssertUnwindSafe(|| runtime.block_on(async { tokio::time::timeout(timeout, future).await }));
-    match std::panic::catch_unwind(run) {
-        Ok(Ok(output)) => Ended::Done(output),
-        Ok(Err(_)) => Ended::TimedOut,
-        Err(_) => Ended::Failed("failed inside its store client (a panic)".to_owned()),
-    }
+    // A signal that cancels the command (SIGINT, SIGTERM, SIGHUP, once `run`
+    // handles them) abandons the transfer too: nobody waits 10 minutes for
+    // an upload after Ctrl-C.
+    let cancelled = async {
+        while !crate::process::CANCEL.is_cancelled() {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    let run = std::panic::AssertUnwindSafe(|| {
+        runtime.block_on(async {
+            let transfer = std::pin::pin!(tokio::time::timeout(timeout, future));
+            match futures::future::select(transfer, std::pin::pin!(cancelled)).await {
+                futures::future::Either::Left((Ok(output), _)) => Ended::Done(output),
+                futures::future::Either::Left((Err(_), _)) => Ended::TimedOut,
+                futures::future::Either::Right(((), _)) => Ended::Failed("was cancelled by a signal".to_owned()),
+            }
+        })
+    });
+    std::panic::catch_unwind(run).unwrap_or_else(|_| Ended::Failed("failed inside its store client (a panic)".to_owned()))
 }
 
 /// How a transfer on its runtime ended.
