@@ -90,18 +90,18 @@ enum Refused {
 /// name; `Err` says why not, escaped.
 fn check_store(url: &str, options: &[(String, String)]) -> Result<(), Refused> {
     use safecache_remote::LocationError;
+    let url_hint = "give a URL such as `s3://BUCKET/PREFIX`, `gs://BUCKET/PREFIX`, `az://CONTAINER/PREFIX` or \
+                    `file:///DIR`, or `off`";
     match safecache_remote::open_store_from(url, options, std::iter::empty()) {
         Ok(_) => Ok(()),
         Err(e @ LocationError::NotBuilt { .. }) => Err(Refused::Url(remote::shown_error(&e))),
-        Err(e @ LocationError::UnknownOption { .. }) => Err(Refused::Option(remote::shown_error(&e))),
-        Err(e @ LocationError::Store { .. }) if !options.is_empty() => {
-            Err(Refused::Incomplete(remote::shown_error(&e)))
+        Err(e @ (LocationError::InvalidUrl { .. } | LocationError::Unsupported(_))) => {
+            Err(Refused::Url(format!("{}; {url_hint}", remote::shown_error(&e))))
         }
-        Err(e) => Err(Refused::Url(format!(
-            "{}; give a URL such as `s3://BUCKET/PREFIX`, `gs://BUCKET/PREFIX`, `az://CONTAINER/PREFIX` or \
-             `file:///DIR`, or `off`",
-            remote::shown_error(&e)
-        ))),
+        Err(e) if options.is_empty() => Err(Refused::Url(format!("{}; {url_hint}", remote::shown_error(&e)))),
+        Err(e @ LocationError::Store { .. }) => Err(Refused::Incomplete(remote::shown_error(&e))),
+        // An unknown option, or one the backend refuses by itself.
+        Err(e) => Err(Refused::Option(remote::shown_error(&e))),
     }
 }
 
