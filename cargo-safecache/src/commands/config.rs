@@ -475,7 +475,8 @@ mod tests {
         assert_eq!(stored("remote-mode", "Read-Only"), ("mode", "read-only".to_owned()));
         assert_eq!(stored("remote-namespace", "main"), ("namespace", "main".to_owned()));
         assert_eq!(stored("remote-timeout", " 90s"), ("timeout", "90s".to_owned()));
-        let key = format!("ed25519:{}", "ab".repeat(32));
+        // RFC 8032, test 1.
+        let key = "ed25519:d75a980182b10ab7d54bfed3c964073a0ee172f3daa62325af021a68f707511a".to_owned();
         assert_eq!(stored("remote-trusted-keys", &key), ("trusted-keys", key.clone()));
         for (name, value, fragment) in [
             ("remote-url", "nowhere", "invalid remote URL"),

@@ -31,10 +31,11 @@ pub(crate) struct ConfigReport {
     max_age: Value,
     /// Seconds, `"off"`, or null when not stored.
     auto_gc: Value,
-    /// The remote tier's settings, as stored.
-    remote: RemoteStored,
+    /// The remote tier's settings, as stored (boxed, as the config: a
+    /// report is moved around as one of many).
+    remote: Box<RemoteStored>,
     #[serde(skip)]
-    config: Config,
+    config: Box<Config>,
     #[serde(skip)]
     shown: ConfigShown,
     #[serde(skip)]
@@ -134,8 +135,8 @@ impl ConfigReport {
             max_size: stored(config.max_size, "none", |n| n),
             max_age: stored(config.max_age, "never", |d| d.as_secs()),
             auto_gc: stored(config.auto_gc, "off", |d| d.as_secs()),
-            remote: RemoteStored::of(&config),
-            config,
+            remote: Box::new(RemoteStored::of(&config)),
+            config: Box::new(config),
             shown,
             defaults: RemoteDefaults { namespace, timeout },
         }
