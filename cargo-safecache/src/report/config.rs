@@ -242,21 +242,11 @@ mod tests {
             .collect()
     }
 
-    const REMOTE: [&str; 7] = [
-        "remote-url",
-        "remote-mode",
-        "remote-namespace",
-        "remote-trusted-keys",
-        "remote-signing-key",
-        "remote-timeout",
-        "remote-option",
-    ];
-
     #[test]
     fn remote_settings_show_their_defaults_and_overrides() {
-        let settings = REMOTE
-            .iter()
-            .map(|s| (*s, (*s == "remote-url").then(|| "--remote-url or SAFECACHE_REMOTE (x)".to_owned())));
+        let remote = crate::cli::SETTINGS.iter().filter(|s| s.starts_with("remote-"));
+        let settings =
+            remote.map(|s| (*s, (*s == "remote-url").then(|| "--remote-url or SAFECACHE_REMOTE (x)".to_owned())));
         let r = report(Config::default(), ConfigShown::Settings(settings.collect()));
         assert_eq!(
             lines(&r),
