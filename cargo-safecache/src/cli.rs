@@ -586,9 +586,17 @@ pub(crate) enum Command {
     /// automatic gc, e.g. `10G`, or `none`; default none); `max-age` (their
     /// age limit, e.g. `30d`, or `never`; default none for `gc`, 30d for
     /// the automatic gc); `auto-gc` (how often the automatic gc runs, e.g.
-    /// `1d`, or `off`; default `1d`). The options and variables of the
-    /// same names override them for one command. A stored change applies
-    /// to commands started after it.
+    /// `1d`, or `off`; default `1d`); the remote tier's `remote-url` (a
+    /// store this build has, e.g. `s3://BUCKET/PREFIX`, or `off`),
+    /// `remote-mode` (`read-write`, `read-only`, `off`), `remote-namespace`,
+    /// `remote-trusted-keys`, `remote-signing-key` (a key file's path,
+    /// stored absolute; its contents are never shown), `remote-timeout`,
+    /// and `remote-option NAME=VALUE` (one option of the store's client,
+    /// which the stored URL's backend must know; `NAME=` removes it, and
+    /// `--unset remote-option` removes them all). The options and variables
+    /// of the same names override them for one command (`SAFECACHE_REMOTE`
+    /// for `remote-url`). A bad value changes nothing (exit 2). A stored
+    /// change applies to commands started after it.
     Config {
         /// The setting.
         #[arg(value_name = "NAME", value_parser = SETTINGS)]

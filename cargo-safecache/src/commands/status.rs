@@ -1,11 +1,12 @@
-//! `status`: the totals, then who holds what and the temps and trash;
-//! takes no lock.
+//! `status`: the totals (and the remote tier configured, which it does not
+//! contact), then who holds what and the temps and trash; takes no lock.
 
 use anyhow::Result;
 use safecache::ItemKind;
 
 use crate::ctx::Ctx;
 use crate::exit::{self};
+use crate::remote::Setup;
 use crate::report::{self, HolderReport, ItemReport, Summary};
 
 pub(crate) fn status(ctx: &Ctx) -> Result<u8> {
@@ -18,6 +19,15 @@ pub(crate) fn status(ctx: &Ctx) -> Result<u8> {
         trash += usize::from(item.kind == ItemKind::Trash);
         item_bytes += item.bytes;
     }
+    // Settings that do not parse are a warning here, not a failure: status
+    // is what one runs to see what is wrong.
+    let remote = match cache.config().map_err(anyhow::Error::from).and_then(|c| Setup::resolve(&ctx.remote, &c)) {
+        Ok(setup) => setup,
+        Err(e) => {
+            ctx.ui.warn(format!("the remote tier is not usable: {e:#}"));
+            None
+        }
+    };
     ctx.ui.report(Summary {
         path: report::json_path(cache.path()),
         format: described.format,
@@ -29,6 +39,7 @@ pub(crate) fn status(ctx: &Ctx) -> Result<u8> {
         orphans,
         trash,
         total_bytes: status.entry_bytes + item_bytes,
+        remote: remote.and_then(|s| Summary::remote(s.shown(), s.namespace.to_string(), s.mode.name())),
         item_bytes,
     })?;
     for h in &status.holders {

@@ -19,9 +19,31 @@ pub(crate) struct Summary {
     pub(crate) orphans: usize,
     pub(crate) trash: usize,
     pub(crate) total_bytes: u64,
+    /// The remote tier this command would use (from the options, the
+    /// variables and the cache's config; the store is not contacted), or
+    /// null for none.
+    pub(crate) remote: Option<RemoteSummary>,
     /// Bytes of temps and trash.
     #[serde(skip)]
     pub(crate) item_bytes: u64,
+}
+
+/// `status`: the remote tier configured.
+#[derive(Debug, Serialize)]
+pub(crate) struct RemoteSummary {
+    /// The URL, escaped.
+    pub(crate) url: String,
+    pub(crate) namespace: String,
+    /// `read-write` or `read-only`.
+    pub(crate) mode: &'static str,
+}
+
+impl Summary {
+    /// The `remote` field of a summary: `url` (escaped), `namespace` and
+    /// `mode`.
+    pub(crate) fn remote(url: String, namespace: String, mode: &'static str) -> Option<RemoteSummary> {
+        Some(RemoteSummary { url, namespace, mode })
+    }
 }
 
 impl Human for Summary {
@@ -37,6 +59,10 @@ impl Human for Summary {
         vec![
             Line::Out(format!("cache: {} (format {})", self.path, self.format)),
             Line::Out(format!("filesystem: {filesystem}")),
+            Line::Out(match &self.remote {
+                Some(r) => format!("remote: {} (namespace `{}`, {})", r.url, r.namespace, r.mode),
+                None => "remote: none".to_owned(),
+            }),
             Line::Out(format!("entries: {} ({})", self.entries, size(self.entry_bytes))),
             Line::Out(format!(
                 "orphans: {}, trash: {}, temps and trash: {}, total: {}",
@@ -115,5 +141,51 @@ impl Human for ItemReport {
     fn human(&self) -> Vec<Line> {
         let state = if self.live { "in use".to_owned() } else { crate::hint::orphan() };
         vec![Line::Out(format!("  {} {} ({}, {state})", self.kind, self.rel, size(self.bytes)))]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn summary(remote: Option<RemoteSummary>) -> Summary {
+        Summary {
+            path: "/c".to_owned(),
+            format: 1,
+            case_insensitive: None,
+            normalizes_unicode: None,
+            entries: 0,
+            entry_bytes: 0,
+            holders: 0,
+            orphans: 0,
+            trash: 0,
+            total_bytes: 0,
+            remote,
+            item_bytes: 0,
+        }
+    }
+
+    fn remote_line(s: &Summary) -> String {
+        s.human()
+            .into_iter()
+            .find_map(|l| match l {
+                Line::Out(text) if text.starts_with("remote: ") => Some(text),
+                _ => None,
+            })
+            .unwrap()
+    }
+
+    #[test]
+    fn the_remote_is_one_line_and_a_field() {
+        let none = summary(None);
+        assert_eq!(remote_line(&none), "remote: none");
+        assert_eq!(serde_json::to_value(&none).unwrap()["remote"], serde_json::Value::Null);
+        let url = "s3://bucket/ci".to_owned();
+        let some = summary(Some(RemoteSummary { url, namespace: "main".to_owned(), mode: "read-only" }));
+        assert_eq!(remote_line(&some), "remote: s3://bucket/ci (namespace `main`, read-only)");
+        assert_eq!(
+            serde_json::to_value(&some).unwrap()["remote"],
+            serde_json::json!({"url": "s3://bucket/ci", "namespace": "main", "mode": "read-only"})
+        );
     }
 }

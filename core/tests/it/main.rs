@@ -28,6 +28,7 @@ mod mutants;
 mod pin;
 mod remove;
 mod shape;
+mod stats;
 mod verify;
 mod wait;
 
