@@ -379,6 +379,20 @@ fn a_damaged_or_untrusted_remote_entry_is_a_miss_and_leaves_no_trace() {
     file.write_all(&[0u8; 4096]).expect("append");
     misses(&oversized, &[], "an archive with bytes appended");
 
+    // An unsigned manifest (no keys trusted) that names the right archive
+    // but fewer members than it holds: the extraction stops part-way, after
+    // it wrote into the fill's output, which must be emptied before the
+    // fill runs in it.
+    let miscounted = store_with(t.join("miscounted"), "k", &[]);
+    let Store::File(dir) = &miscounted else { unreachable!() };
+    let path = dir.join("default/v1/manifests/k");
+    let mut manifest: Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).expect("the manifest")).expect("one JSON line");
+    assert_eq!(manifest["counts"]["names"], 7, "{manifest}");
+    manifest["counts"]["names"] = 5.into();
+    std::fs::write(&path, format!("{manifest}\n")).expect("rewrite the manifest");
+    misses(&miscounted, &[], "a manifest that counts fewer members than its archive holds");
+
     let (trusted_key, trusted_pub, _) = keygen(t, "trusted");
     let (other_key, _, _) = keygen(t, "other");
     let trust = ["--remote-trusted-keys", trusted_pub.to_str().unwrap()];
