@@ -386,11 +386,10 @@ fn a_damaged_or_untrusted_remote_entry_is_a_miss_and_leaves_no_trace() {
     let miscounted = store_with(t.join("miscounted"), "k", &[]);
     let Store::File(dir) = &miscounted else { unreachable!() };
     let path = dir.join("default/v1/manifests/k");
-    let mut manifest: Value =
-        serde_json::from_str(&std::fs::read_to_string(&path).expect("the manifest")).expect("one JSON line");
-    assert_eq!(manifest["counts"]["names"], 7, "{manifest}");
-    manifest["counts"]["names"] = 5.into();
-    std::fs::write(&path, format!("{manifest}\n")).expect("rewrite the manifest");
+    // Edited in place: a manifest must be in its canonical form.
+    let manifest = std::fs::read_to_string(&path).expect("the manifest");
+    assert!(manifest.contains(r#""counts":{"names":7,"#), "{manifest}");
+    std::fs::write(&path, manifest.replace(r#""counts":{"names":7,"#, r#""counts":{"names":5,"#)).expect("rewrite");
     misses(&miscounted, &[], "a manifest that counts fewer members than its archive holds");
 
     let (trusted_key, trusted_pub, _) = keygen(t, "trusted");
@@ -481,7 +480,9 @@ fn a_read_only_remote_is_never_written() {
     // SAFECACHE_REMOTE_MODE says the same.
     let mut cmd = store.cmd(&sb, ["run", "--key", "new3", "--", "sh", "-c", LOCAL]);
     Out::of(cmd.env("SAFECACHE_REMOTE_MODE", "read-only")).assert_code(0);
-    assert_eq!(snapshot(dir), before, "a read-only remote is never written");
+    let after = snapshot(dir);
+    let changed: Vec<&String> = before.keys().chain(after.keys()).filter(|k| before.get(*k) != after.get(*k)).collect();
+    assert!(changed.is_empty(), "a read-only remote is never written; changed: {changed:?}");
 }
 
 /// A large entry: `files` files in 40 directories, about `bytes` in all, a
@@ -539,7 +540,7 @@ fn a_remote_hit_killed_anywhere_leaves_nothing_or_the_whole_entry() {
     let whole = started.elapsed();
     assert_eq!(tree_of(&sb.cache.join("big")), expected);
 
-    let points = 16u32;
+    let points = 10u32;
     let mut outcomes = Vec::new();
     for i in 0..points {
         let sb = Sandbox::new();
