@@ -573,7 +573,8 @@ fn block_on<F: Future>(timeout: Duration, future: F) -> Ended<F::Output> {
             }
         })
     });
-    std::panic::catch_unwind(run).unwrap_or_else(|_| Ended::Failed("failed inside its store client (a panic)".to_owned()))
+    std::panic::catch_unwind(run)
+        .unwrap_or_else(|_| Ended::Failed("failed inside its store client (a panic)".to_owned()))
 }
 
 /// How a transfer on its runtime ended.

@@ -21,6 +21,7 @@ mod queue;
 mod readme;
 mod real_tools;
 mod reclaim;
+mod remote;
 mod remote_config;
 mod support;
 mod terminal;

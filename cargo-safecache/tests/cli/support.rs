@@ -385,3 +385,67 @@ pub(crate) fn mkfifo(path: &Path) {
     let status = Command::new("mkfifo").arg(path).status().expect("run mkfifo");
     assert!(status.success(), "mkfifo failed");
 }
+
+/// What an entry holds, for comparing two entries' contents: each path
+/// below `root` (symlinks not followed) with its kind, for a file whether
+/// any execute bit is set and a digest of its bytes, for a symlink its
+/// target. Times, owners and other mode bits are left out: a restored entry
+/// keeps what an archive carries (docs/REMOTE.md, "The archive").
+pub(crate) fn tree_of(root: &Path) -> BTreeMap<String, String> {
+    use std::hash::{Hash, Hasher};
+    fn walk(root: &Path, dir: &Path, out: &mut BTreeMap<String, String>) {
+        let entries = std::fs::read_dir(dir).unwrap_or_else(|e| panic!("read {}: {e}", dir.display()));
+        for entry in entries {
+            let path = entry.expect("read dir entry").path();
+            let meta = std::fs::symlink_metadata(&path).expect("stat");
+            let rel = path.strip_prefix(root).expect("beneath root").display().to_string();
+            if meta.is_dir() {
+                out.insert(rel, "dir".to_owned());
+                walk(root, &path, out);
+            } else if meta.is_symlink() {
+                out.insert(rel, format!("symlink -> {}", std::fs::read_link(&path).expect("readlink").display()));
+            } else if meta.is_file() {
+                let bytes = std::fs::read(&path).expect("read file");
+                let mut hasher = std::collections::hash_map::DefaultHasher::new();
+                bytes.hash(&mut hasher);
+                let exec = if meta.mode() & 0o111 != 0 { "exec " } else { "" };
+                out.insert(rel, format!("file {exec}{} bytes {:016x}", bytes.len(), hasher.finish()));
+            } else {
+                out.insert(rel, format!("other {:?}", meta.file_type()));
+            }
+        }
+    }
+    let mut out = BTreeMap::new();
+    walk(root, root, &mut out);
+    out
+}
+
+/// The JSON objects a command printed on stdout (`--message-format json`)
+/// whose `reason` is `reason`.
+pub(crate) fn json_reports<'a>(stdout: impl IntoIterator<Item = &'a str>, reason: &str) -> Vec<serde_json::Value> {
+    stdout
+        .into_iter()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["reason"] == reason)
+        .collect()
+}
+
+/// Every regular file under `root` whose bytes contain `needle`.
+pub(crate) fn files_containing(root: &Path, needle: &[u8]) -> Vec<PathBuf> {
+    fn walk(dir: &Path, needle: &[u8], out: &mut Vec<PathBuf>) {
+        let Ok(entries) = std::fs::read_dir(dir) else { return };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            let Ok(meta) = std::fs::symlink_metadata(&path) else { continue };
+            if meta.is_dir() {
+                walk(&path, needle, out);
+            } else if meta.is_file() && std::fs::read(&path).is_ok_and(|b| b.windows(needle.len()).any(|w| w == needle))
+            {
+                out.push(path);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(root, needle, &mut out);
+    out
+}
