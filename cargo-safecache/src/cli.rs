@@ -50,7 +50,7 @@ Examples:
 
 /// Examples at the end of each subcommand's `--help` (not `-h`); `{bin}`
 /// stands for the name the user invoked.
-const EXAMPLES: [(&str, &str); 15] = [
+const EXAMPLES: [(&str, &str); 16] = [
     (
         "use",
         "  # Fill git/serde if absent, then run CMD with it pinned:
@@ -74,7 +74,10 @@ const EXAMPLES: [(&str, &str); 15] = [
   {bin} run --exclusive -- pip-compile --rebuild",
     ),
     ("path", "  {bin} path git/serde || echo 'not cached'"),
-    ("ls", "  {bin} ls\n  {bin} ls git/\n  {bin} --message-format json ls"),
+    (
+        "ls",
+        "  {bin} ls\n  {bin} ls git/\n  {bin} --message-format json ls\n  # The keys the remote tier holds:\n  SAFECACHE_REMOTE=s3://ci-cache/safecache {bin} ls --remote",
+    ),
     ("dir", "  {bin} dir\n  du -sh \"$({bin} dir)\"\n  SAFECACHE_DIR=/tmp/ci-cache {bin} dir"),
     ("status", "  {bin} status\n  {bin} --message-format json status"),
     (
@@ -109,12 +112,25 @@ const EXAMPLES: [(&str, &str); 15] = [
   {bin} config max-age 30d
   {bin} config auto-gc 12h
   {bin} config --unset max-size
+  # A remote tier every user of the cache shares:
+  {bin} config remote-url s3://ci-cache/safecache
+  {bin} config remote-option aws_region=eu-west-1
   {bin} --message-format json config",
     ),
     (
         "verify",
         "  {bin} verify\n  {bin} verify git/serde\n  # Remove corrupt entries, then fill one again:\n  {bin} verify --repair && {bin} run --key git/serde -- \\
       sh -c 'git clone -q https://github.com/serde-rs/serde \"$SAFECACHE_OUT\"'",
+    ),
+    (
+        "remote",
+        "  # Once, on a trusted machine: a key pair for the jobs that upload
+  {bin} remote keygen ci-main
+  # Check a store: readable, writable, and refusing a second create
+  SAFECACHE_REMOTE=s3://ci-cache/safecache {bin} remote check
+  # Pull requests: read what main uploaded, signed by its key, write nothing
+  SAFECACHE_REMOTE=s3://ci-cache/safecache SAFECACHE_REMOTE_MODE=read-only \\
+      SAFECACHE_REMOTE_TRUSTED_KEYS=ci-main.pub {bin} run --key dep -- ./build-dep.sh",
     ),
     (
         "completions",

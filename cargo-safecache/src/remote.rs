@@ -238,6 +238,9 @@ pub(crate) struct Tier {
     spec: StoreSpec,
     signer: Mutex<Option<SecretKey>>,
     remote: std::sync::OnceLock<Result<Arc<Remote>, String>>,
+    /// A download of this command ran into the timeout: its uploads are
+    /// skipped rather than made to wait as long again.
+    stalled: std::sync::atomic::AtomicBool,
     ui: Arc<Ui>,
     /// What this command moved, for its report.
     pub(crate) moved: Mutex<Moved>,
@@ -262,6 +265,7 @@ impl Tier {
             spec,
             signer: Mutex::new(signer),
             remote: std::sync::OnceLock::new(),
+            stalled: std::sync::atomic::AtomicBool::new(false),
             ui: Arc::clone(ui),
             moved: Mutex::new(Moved::default()),
         })))
@@ -367,6 +371,9 @@ impl Tier {
             stopped => {
                 cache.count(Counter::RemoteErrors, 1);
                 self.record(|m| m.fetch = Some("error"));
+                if matches!(stopped, Ended::TimedOut) {
+                    self.stalled.store(true, std::sync::atomic::Ordering::Relaxed);
+                }
                 self.ui.warn(format!(
                     "the remote tier {} while restoring `{key}` from {}; running the fill instead",
                     stopped.why(self.setup.timeout),
@@ -390,6 +397,12 @@ impl Tier {
     /// own; the caller joins it with [`Upload::finish`] once its command
     /// is done. The caller holds the entry (a pin or the lease) until then.
     pub(crate) fn upload(self: &Arc<Self>, cache: &Cache, key: &Key, entry: PathBuf) -> Upload {
+        // A store that let this command's download run into the timeout
+        // would most likely make the upload wait as long again.
+        if self.stalled.load(std::sync::atomic::Ordering::Relaxed) {
+            self.skipped(key, "the store did not answer the download within the remote timeout");
+            return Upload { handle: None };
+        }
         let tier = Arc::clone(self);
         let cache = cache.clone();
         let key = key.clone();

@@ -41,7 +41,7 @@ mod transfer;
 pub use archive::{ArchiveError, Counts};
 pub use extract::extract;
 pub use keys::{KeyError, PublicKey, SecretKey};
-pub use location::{LocationError, StoreSpec, open_store, open_store_from, store_spec};
+pub use location::{LocationError, RETRY_TIMEOUT, StoreSpec, open_store, open_store_from, store_spec};
 pub use manifest::{
     ArchiveRef, DOMAIN, FORMAT, MAX_MANIFEST_LEN, MAX_SIGNATURES, ManifestError, ManifestSignature, Namespace,
     RemoteManifest, SignedManifest, Trust, objects,

@@ -167,11 +167,61 @@ fn is_http_url(text: &str) -> bool {
 }
 
 impl StoreSpec {
-    /// The store and the prefix inside it.
+    /// The store and the prefix inside it. A cloud backend retries a
+    /// failed request twice, within [`RETRY_TIMEOUT`], instead of
+    /// object_store's ten within three minutes: a cache whose store is down
+    /// must miss quickly, not stall every fill.
     pub fn open(&self) -> Result<(Arc<dyn ObjectStore>, String), LocationError> {
-        let options = self.options.iter().map(|(k, v)| (k.to_ascii_lowercase(), v.clone()));
-        let (store, prefix) = object_store::parse_url_opts(&self.url, options)
-            .map_err(|source| LocationError::Store { url: safecache::display::escape(self.url.as_str()), source })?;
-        Ok((Arc::from(store), prefix.to_string()))
+        let refused = |source: object_store::Error| LocationError::Store {
+            url: safecache::display::escape(self.url.as_str()),
+            source,
+        };
+        let (scheme, prefix) = ObjectStoreScheme::parse(&self.url).map_err(|e| refused(e.into()))?;
+        #[cfg(any(feature = "aws", feature = "gcp", feature = "azure"))]
+        let retry = object_store::RetryConfig {
+            backoff: object_store::BackoffConfig::default(),
+            max_retries: 2,
+            retry_timeout: RETRY_TIMEOUT,
+        };
+        let options = || self.options.iter().map(|(k, v)| (k.to_ascii_lowercase(), v.clone()));
+        let store: Arc<dyn ObjectStore> = match scheme {
+            #[cfg(feature = "aws")]
+            ObjectStoreScheme::AmazonS3 => {
+                let mut builder = object_store::aws::AmazonS3Builder::new().with_url(self.url.as_str());
+                for (key, value) in options() {
+                    // Checked by `store_spec`: every name parses.
+                    if let Ok(key) = key.parse() {
+                        builder = builder.with_config(key, value);
+                    }
+                }
+                Arc::new(builder.with_retry(retry).build().map_err(refused)?)
+            }
+            #[cfg(feature = "gcp")]
+            ObjectStoreScheme::GoogleCloudStorage => {
+                let mut builder = object_store::gcp::GoogleCloudStorageBuilder::new().with_url(self.url.as_str());
+                for (key, value) in options() {
+                    if let Ok(key) = key.parse() {
+                        builder = builder.with_config(key, value);
+                    }
+                }
+                Arc::new(builder.with_retry(retry).build().map_err(refused)?)
+            }
+            #[cfg(feature = "azure")]
+            ObjectStoreScheme::MicrosoftAzure => {
+                let mut builder = object_store::azure::MicrosoftAzureBuilder::new().with_url(self.url.as_str());
+                for (key, value) in options() {
+                    if let Ok(key) = key.parse() {
+                        builder = builder.with_config(key, value);
+                    }
+                }
+                Arc::new(builder.with_retry(retry).build().map_err(refused)?)
+            }
+            // file:// and memory:// (which take no options).
+            _ => Arc::from(object_store::parse_url_opts(&self.url, options()).map_err(refused)?.0),
+        };
+        Ok((store, prefix.to_string()))
     }
 }
+
+/// How long a cloud store's request may be retried.
+pub const RETRY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);

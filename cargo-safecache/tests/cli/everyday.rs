@@ -159,7 +159,8 @@ fn an_untrusted_stats_file_is_ignored_then_replaced() {
         sb.run(["path", "k"]).assert_code(0);
         assert_counts(&stats(&sb, &[]), 1, 0, 0, 0, 0);
         let meta = std::fs::symlink_metadata(&file).expect("stats");
-        assert!(meta.is_file() && meta.len() == 64, "{what}: replaced by a stats file");
+        // Fifteen u64 slots: the header, six counters, seven of the remote tier.
+        assert!(meta.is_file() && meta.len() == 120, "{what}: replaced by a stats file");
         assert_eq!(std::fs::read(&outside).ok(), outside_before, "{what}: the symlink's target untouched");
     }
 }
@@ -178,7 +179,11 @@ fn config_stores_lists_and_unsets_the_gc_settings() {
     assert_eq!(
         listed.stdout,
         "durability = none\nmax-size = none (default)\nmax-age = none (default; 30d for the automatic gc)\n\
-         auto-gc = 1d (default)\n",
+         auto-gc = 1d (default)\nremote-url = off (default)\nremote-mode = read-write (default)\n\
+         remote-namespace = default (default)\n\
+         remote-trusted-keys = none (default: any entry whose archive matches its manifest)\n\
+         remote-signing-key = none (default: uploads are unsigned)\nremote-timeout = 10m (default)\n\
+         remote-option = none (default)\n",
         "{listed}"
     );
     for (name, value) in [("max-size", "10GiB"), ("max-age", "30d"), ("auto-gc", "12h")] {
