@@ -749,3 +749,81 @@ fn use_with_fill_uploads_and_restores() {
     assert!(!b.path("ran").exists(), "the fill did not run");
     assert_eq!(tree_of(&b.cache.join("u")), tree_of(&a.cache.join("u")));
 }
+
+/// `use --exclusive --fill` with a writable remote: the fill's upload (which
+/// pins the entry) ends before the change takes the entry exclusively, so
+/// the change does not wait on this run's own pin; the store gets the entry
+/// as filled, not as changed.
+#[test]
+fn a_changing_use_uploads_what_it_filled_and_then_changes_it() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let store = Store::file(tmp.path().join("store"));
+    let a = Sandbox::new();
+    let change = r#"echo changed >> "$SAFECACHE_ENTRY/f""#;
+    let args = json(&[
+        "--lock-timeout",
+        "20",
+        "use",
+        "--key",
+        "x",
+        "--exclusive",
+        "--fill",
+        r#"echo filled > "$SAFECACHE_OUT/f""#,
+        "--",
+        "sh",
+        "-c",
+        change,
+    ]);
+    let out = store.run(&a, args);
+    out.assert_code(0);
+    assert_eq!(report(&out, "exited")["remote"]["upload"], "published", "{out}");
+    assert_eq!(std::fs::read_to_string(a.cache.join("x/f")).expect("read"), "filled\nchanged\n");
+    let b = Sandbox::new();
+    store.run(&b, ["run", "--key", "x", "--", "false"]).assert_code(0);
+    assert_eq!(std::fs::read_to_string(b.cache.join("x/f")).expect("read"), "filled\n", "the entry as filled");
+}
+
+/// Namespaces share nothing: an entry uploaded to `pr` is a miss for a
+/// reader of `main` (its own fill runs), and a hit for a reader of `pr`.
+#[test]
+fn namespaces_share_nothing() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let store = Store::file(tmp.path().join("store"));
+    let writer = Sandbox::new();
+    store.run(&writer, ["--remote-namespace", "pr", "run", "--key", "k", "--", "sh", "-c", SAMPLE]).assert_code(0);
+    let Store::File(dir) = &store else { unreachable!() };
+    assert_eq!(names(dir), BTreeSet::from(["pr".to_owned()]), "objects go under their namespace");
+
+    let main = Sandbox::new();
+    let out = store.run(&main, json(&["--remote-namespace", "main", "run", "--key", "k", "--", "sh", "-c", LOCAL]));
+    out.assert_code(0);
+    assert_eq!(report(&out, "entry")["remote"]["fetch"], "miss", "{out}");
+    assert_eq!(std::fs::read_to_string(main.cache.join("k/f")).ok().as_deref(), Some("local\n"));
+    // The default namespace is `default`, not `pr` either.
+    let other = Sandbox::new();
+    let out = store.run(&other, json(&["run", "--key", "k", "--", "sh", "-c", LOCAL]));
+    assert_eq!(report(&out, "entry")["remote"]["fetch"], "miss", "{out}");
+
+    let pr = Sandbox::new();
+    let out = store.run(&pr, json(&["--remote-namespace", "pr", "run", "--key", "k", "--", "false"]));
+    out.assert_code(0);
+    assert_eq!(report(&out, "entry")["remote"]["fetch"], "hit", "{out}");
+    assert_eq!(tree_of(&pr.cache.join("k")), tree_of(&writer.cache.join("k")));
+}
+
+/// An in-place fill (`--in-place`: built at the entry's final path) restores
+/// from the store the same way, and what it restored verifies.
+#[test]
+fn an_in_place_fill_restores_too() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let store = Store::file(tmp.path().join("store"));
+    let a = Sandbox::new();
+    store.run(&a, ["run", "--key", "v", "--in-place", "--", "sh", "-c", SAMPLE]).assert_code(0);
+    let b = Sandbox::new();
+    let out = store.run(&b, json(&["run", "--key", "v", "--in-place", "--", "sh", "-c", MUST_NOT_RUN]));
+    out.assert_code(0);
+    assert_eq!(report(&out, "entry")["remote"]["fetch"], "hit", "{out}");
+    assert!(!b.path("ran").exists(), "the fill did not run");
+    assert_eq!(tree_of(&b.cache.join("v")), tree_of(&a.cache.join("v")));
+    b.run(["verify", "v"]).assert_code(0);
+}
