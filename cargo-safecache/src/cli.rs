@@ -468,7 +468,9 @@ pub(crate) enum Command {
     /// exited. If KEY is absent, --fill FILL fills it first by running FILL
     /// with `sh -c` (single flight: one run fills, the others wait, and
     /// share its failure), with the fill's output on stderr; without
-    /// --fill, `use` exits 1 without running CMD. With --exclusive, CMD gets
+    /// --fill, it is restored from the remote tier if one is configured and
+    /// has it, and otherwise `use` exits 1 without running CMD. With
+    /// --exclusive, CMD gets
     /// the entry to change it, one run at a time.
     Use(UseArgs),
     /// Print the absolute path of KEY's entry; exit 1 if it is absent.

@@ -66,7 +66,9 @@ pub(crate) struct Session {
 }
 
 impl Session {
-    /// Opens the cache with the fill options and takes its lease in `mode`.
+    /// Opens the cache with the fill options and takes its lease in `mode`;
+    /// with `remote`, resolves the remote tier too (the forms that may fill
+    /// or restore an entry).
     /// Waiters and `status` name this process by `command` (CMD), and the
     /// locks of a fill by `fill` when it is another command (`use --fill`),
     /// from the first lock on.
@@ -76,6 +78,7 @@ impl Session {
         mode: LockMode,
         command: &[OsString],
         fill_cmd: Option<&[OsString]>,
+        remote: bool,
     ) -> Result<Session> {
         let argv = |cmd: &[OsString]| cmd.iter().map(|a| a.to_string_lossy().into_owned()).collect::<Vec<_>>();
         safecache::set_process_command(argv(command));
@@ -90,12 +93,10 @@ impl Session {
         // From here on every lock goes through this one lease: pins and the
         // fill never open the lease file again (under `--exclusive`, a second
         // open would be a second, conflicting flock).
-        // A filling form's remote: a bad configuration fails here, before
-        // any lock is taken or anything runs.
-        let tier = match fill {
-            Some(_) => Tier::open(&ctx.remote, &cache, &ctx.ui)?,
-            None => None,
-        };
+        // The remote of a form that may restore (`remote`): a bad
+        // configuration fails here, before any lock is taken or anything
+        // runs.
+        let tier = if remote { Tier::open(&ctx.remote, &cache, &ctx.ui)? } else { None };
         let leased = ctx.blocking(|| cache.lease(mode, ctx.wait)).context("cannot take the cache lease")?;
         let canonical = std::fs::canonicalize(cache.path())
             .with_context(|| format!("cannot resolve cache dir `{}`", cache.path().display()))?;
@@ -230,6 +231,41 @@ pub(crate) fn pin_or_fill(
     filling(ctx, session, key, args, fill_cmd, |f| {
         session.leased.pin_or_fill(key, PinOrFill { wait: ctx.wait, in_place: args.in_place }, f)
     })
+}
+
+/// Pins `key` after restoring it from the remote tier, for `use` without
+/// `--fill` on a local miss: a fill that runs no command, single flight
+/// under the entry lock like any other. `None` if the session has no
+/// remote, or the remote does not have `key` (nothing is published, and no
+/// failure is recorded: a run waiting for it tries for itself).
+pub(crate) fn restore_only(ctx: &Ctx, session: &Session, key: &Key) -> Result<Option<PinnedFill>> {
+    let Some(tier) = &session.tier else { return Ok(None) };
+    let mut missed = false;
+    let pinned = ctx.blocking(|| {
+        session.leased.pin_or_fill(key, PinOrFill { wait: ctx.wait, in_place: false }, |dir: &FillDir<'_>| {
+            missed = false;
+            ctx.ui.done_waiting();
+            match tier.restore(session.leased.cache(), key, dir) {
+                Ok(Fetched::Hit) => Ok(()),
+                Ok(Fetched::Miss) => {
+                    missed = true;
+                    // No failure to share: there was no command to fail.
+                    let description = "the remote tier does not have it".to_owned();
+                    Err(Box::new(Cancelled { code: i32::from(exit::ABSENT), description })
+                        as Box<dyn std::error::Error + Send + Sync>)
+                }
+                Err(e) => Err(e.into()),
+            }
+        })
+    });
+    match pinned {
+        Ok(pinned) => {
+            crate::stats::fill_outcome(session.leased.cache(), Ok((pinned.filled, pinned.bytes)), false, false);
+            Ok(Some(pinned))
+        }
+        Err(Error::Fill { .. }) if missed => Ok(None),
+        Err(e) => Err(anyhow::Error::new(e).context(format!("cannot restore `{key}` from the remote tier"))),
+    }
 }
 
 /// Runs the core operation `op` with a fill function that runs `fill_cmd`.

@@ -30,7 +30,7 @@ pub(crate) fn run(ctx: &Ctx, args: RunArgs) -> Result<u8> {
         return Err(usage(crate::hint::fill_option_without_fill(flag, "run")));
     }
     let mode = if args.exclusive { LockMode::Exclusive } else { LockMode::Shared };
-    let session = Session::open(ctx, key.as_ref().map(|_| &args.fill), mode, &args.command, None)?;
+    let session = Session::open(ctx, key.as_ref().map(|_| &args.fill), mode, &args.command, None, key.is_some())?;
 
     let Some(key) = key else {
         // `run -- CMD`: CMD under the lease only.

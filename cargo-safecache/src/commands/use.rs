@@ -49,11 +49,17 @@ pub(crate) fn run(ctx: &Ctx, args: UseArgs) -> Result<u8> {
         LockMode::Shared,
         &args.command,
         fill_cmd.as_deref(),
+        true,
     )?;
     // An absent key without --fill fails before anything is locked
     // (locking creates the entry's lock file), so the cache stays
-    // unchanged; unless a fill of it runs: then the pin waits for it.
-    if fill_cmd.is_none() && session.leased.get(&key)?.is_none() && !being_filled(&session, &key) {
+    // unchanged; unless a fill of it runs (then the pin waits for it), or a
+    // remote tier may have it (then it is restored, under the entry lock).
+    if fill_cmd.is_none()
+        && session.tier.is_none()
+        && session.leased.get(&key)?.is_none()
+        && !being_filled(&session, &key)
+    {
         crate::stats::miss(session.leased.cache());
         return Err(absent(&key).into());
     }
@@ -65,8 +71,15 @@ pub(crate) fn run(ctx: &Ctx, args: UseArgs) -> Result<u8> {
         let pinned =
             ctx.blocking(|| session.leased.pin(&key, ctx.wait)).with_context(|| format!("cannot pin `{key}`"))?;
         let Some(pin) = pinned else {
+            // Not here: the remote tier's, if it has it.
+            if let Some(restored) = fill::restore_only(ctx, &session, &key)? {
+                if let Some(warning) = &restored.warning {
+                    ctx.ui.warn(warning);
+                }
+                return run_cmd(ctx, &session, &key, &[restored.pin.lock_fd()], !restored.filled, &args.command);
+            }
             crate::stats::miss(session.leased.cache());
-            return Err(absent(&key).into());
+            return Err(if session.tier.is_some() { absent_remotely(&key) } else { absent(&key) }.into());
         };
         crate::stats::hit(session.leased.cache());
         return run_cmd(ctx, &session, &key, &[pin.lock_fd()], true, &args.command);
@@ -110,8 +123,14 @@ fn changing(ctx: &Ctx, session: &Session, key: &Key, args: &UseArgs, fill_cmd: O
             return Ok(code);
         }
         let Some(fill_cmd) = fill_cmd else {
+            // Not here: the remote tier's, if it has it; then change it.
+            if let Some(restored) = fill::restore_only(ctx, session, key)? {
+                filled_here = restored.filled;
+                drop(restored);
+                continue;
+            }
             crate::stats::miss(session.leased.cache());
-            return Err(absent(key).into());
+            return Err(if session.tier.is_some() { absent_remotely(key) } else { absent(key) }.into());
         };
         match fill::fill(ctx, session, key, &args.fill_args, fill_cmd)? {
             Ok(filled) => {
@@ -176,10 +195,19 @@ fn being_filled(session: &Session, key: &Key) -> bool {
 
 /// `use --key K -- CMD` of an absent K, without --fill.
 fn absent(key: &Key) -> Coded {
+    absent_from(key, "")
+}
+
+/// The same, after the remote tier was asked too.
+fn absent_remotely(key: &Key) -> Coded {
+    absent_from(key, " nor in the remote tier")
+}
+
+fn absent_from(key: &Key, also: &str) -> Coded {
     Coded {
         code: exit::ABSENT,
         message: format!(
-            "`{key}` is not in the cache, so the command was not run; {}",
+            "`{key}` is not in the cache{also}, so the command was not run; {}",
             crate::hint::fill_absent(key.as_str())
         ),
     }
