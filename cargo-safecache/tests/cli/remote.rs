@@ -851,3 +851,40 @@ fn an_in_place_fill_restores_too() {
     assert_eq!(tree_of(&b.cache.join("v")), tree_of(&a.cache.join("v")));
     b.run(["verify", "v"]).assert_code(0);
 }
+
+/// Real tools through the store: a `git clone` filled in one cache is
+/// restored in another, where git finds the repository whole (`fsck`, the
+/// same HEAD); a Python virtualenv, whose `bin/python` is an absolute
+/// symlink, is not uploaded (it would not work elsewhere) and says so, and
+/// the fill that made it still succeeds.
+#[test]
+fn a_git_checkout_travels_and_a_venv_stays_local() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let store = Store::file(tmp.path().join("store"));
+    let repo = tmp.path().join("repo");
+    let head = crate::support::make_repo(&repo);
+    let clone = format!(r#"git clone -q '{}' "$SAFECACHE_OUT""#, repo.display());
+    let a = Sandbox::new();
+    let out = store.run(&a, json(&["run", "--key", "git/repo", "--", "sh", "-c", &clone]));
+    out.assert_code(0);
+    assert_eq!(report(&out, "entry")["remote"]["upload"], "published", "{out}");
+
+    let b = Sandbox::new();
+    let read = r#"git -C "$SAFECACHE_ENTRY" fsck --strict --no-progress && git -C "$SAFECACHE_ENTRY" rev-parse HEAD"#;
+    let mut cmd = store.cmd(&b, ["use", "--key", "git/repo", "--", "sh", "-c", read]);
+    cmd.env("GIT_CONFIG_NOSYSTEM", "1").env("GIT_CONFIG_GLOBAL", "/dev/null");
+    let out = Out::of(&mut cmd);
+    out.assert_code(0);
+    assert_eq!(out.stdout.trim(), head, "the restored checkout is the same commit\n{out}");
+    assert!(out.stderr.contains("Restored"), "{out}");
+
+    let venv = r#"python3 -m venv --without-pip "$SAFECACHE_OUT""#;
+    let out = store.run(&a, json(&["run", "--key", "venv/app", "--in-place", "--", "sh", "-c", venv]));
+    out.assert_code(0);
+    assert_eq!(report(&out, "entry")["remote"]["upload"], "skipped", "{out}");
+    assert!(out.stderr.contains("stays local"), "{out}");
+    assert_eq!(store.listed(), ["git/repo"], "only the checkout is in the store");
+    let python = a.cache.join("venv+app/bin/python");
+    let works = Command::new(&python).args(["-c", "import sys; print(sys.prefix)"]).output().expect("run python");
+    assert!(works.status.success(), "the local venv works");
+}
