@@ -888,3 +888,59 @@ fn a_git_checkout_travels_and_a_venv_stays_local() {
     let works = Command::new(&python).args(["-c", "import sys; print(sys.prefix)"]).output().expect("run python");
     assert!(works.status.success(), "the local venv works");
 }
+
+/// A restore into a group-shared cache (setgid, group-writable root:
+/// docs/SECURITY.md) is published like any fill: every file the archive
+/// made gets the cache's group and group read access, every directory full
+/// group access, so every member can read and remove it; nothing is
+/// writable by others, whatever the process's umask.
+#[test]
+fn a_restore_into_a_group_shared_cache_is_shared_like_any_fill() {
+    use std::os::unix::fs::MetadataExt;
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let store = Store::file(tmp.path().join("store"));
+    let a = Sandbox::new();
+    store.run(&a, ["run", "--key", "k", "--", "sh", "-c", SAMPLE]).assert_code(0);
+
+    let b = Sandbox::new();
+    std::fs::create_dir(&b.cache).expect("mkdir");
+    std::fs::set_permissions(&b.cache, std::fs::Permissions::from_mode(0o2770)).expect("chmod");
+    let group = std::fs::metadata(&b.cache).expect("stat").gid();
+    let mut cmd = store.cmd(&b, json(&["run", "--key", "k", "--", "false"]));
+    // A umask that would leave everything open to others, and closed to the
+    // group: the publish settles both.
+    // SAFETY: umask(2) is async-signal-safe, and the closure runs in the
+    // child between fork and exec, touching nothing else.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::umask(0o070);
+            Ok(())
+        });
+    }
+    let out = Out::of(&mut cmd);
+    out.assert_code(0);
+    assert_eq!(report(&out, "entry")["remote"]["fetch"], "hit", "{out}");
+    let entry = b.cache.join("k");
+    let mut seen = 0;
+    let mut stack = vec![entry.clone()];
+    while let Some(dir) = stack.pop() {
+        for item in std::fs::read_dir(&dir).expect("read dir") {
+            let path = item.expect("entry").path();
+            let meta = std::fs::symlink_metadata(&path).expect("stat");
+            if meta.file_type().is_symlink() {
+                continue;
+            }
+            seen += 1;
+            let mode = meta.mode() & 0o7777;
+            assert_eq!(meta.gid(), group, "{}: the cache's group", path.display());
+            assert_eq!(mode & 0o002, 0, "{}: not writable by others ({mode:o})", path.display());
+            if meta.is_dir() {
+                assert_eq!(mode & 0o070, 0o070, "{}: full group access ({mode:o})", path.display());
+                stack.push(path);
+            } else {
+                assert_ne!(mode & 0o040, 0, "{}: group may read ({mode:o})", path.display());
+            }
+        }
+    }
+    assert!(seen >= 5, "the entry's files and directories were looked at: {seen}");
+}
