@@ -170,3 +170,38 @@ fn the_case_insensitive_mount_folds_names_and_keeps_spellings() {
     a.try_lock().expect("first lock");
     assert!(b.try_lock().is_err(), "flock on the FUSE mount keeps processes apart");
 }
+
+/// The remote tier onto the FUSE mount, which has no `O_TMPFILE`: the
+/// restore's archive goes into a named file unlinked at once, and the
+/// restored entry works and verifies; keys that differ in case stay apart
+/// in the store as here.
+#[test]
+fn a_restore_onto_the_case_insensitive_mount_works() {
+    let mut sb = Sandbox::new();
+    let _mount = match on_case_insensitive_mount(&mut sb) {
+        Ok(mount) => mount,
+        Err(why) => return skip(why),
+    };
+    // The fallback is what this exercises: the mount refuses O_TMPFILE.
+    std::fs::create_dir_all(&sb.cache).expect("mkdir");
+    let tmpfile = {
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new().read(true).write(true).custom_flags(libc::O_TMPFILE).open(&sb.cache)
+    };
+    assert!(tmpfile.is_err(), "the FUSE mount has O_TMPFILE: this test no longer tests the fallback");
+    crate::filesystems::restored_here(&sb);
+    let url = format!("file://{}", sb.path("store").display());
+    let elsewhere = sb.path("elsewhere");
+    let elsewhere = elsewhere.to_str().expect("utf-8");
+    for (key, text) in [("Case", "upper"), ("case", "lower")] {
+        let fill = format!(r#"echo {text} > "$SAFECACHE_OUT/f""#);
+        sb.run(["--cache-dir", elsewhere, "--remote-url", &url, "run", "--key", key, "--", "sh", "-c", &fill])
+            .assert_code(0);
+    }
+    for (key, text) in [("case", "lower\n"), ("Case", "upper\n")] {
+        let out = sb.run(["--remote-url", &url, "run", "--key", key, "--", "false"]);
+        out.assert_code(0);
+        assert!(out.stderr.contains("Restored"), "{out}");
+        assert_eq!(read(&PathBuf::from(out.last_stdout_line()).join("f")), text, "`{key}`");
+    }
+}

@@ -92,6 +92,32 @@ fn scenario(sb: &Sandbox) {
     assert!(!out.stdout.contains("\"entry\""), "clean left entries: {out}");
     assert!(names(&sb.cache.join(".safecache/tmp")).is_empty(), "no temp is left behind");
     fill(sb, "dep");
+
+    restored_here(sb);
+}
+
+/// The remote tier onto this filesystem: an entry that a cache elsewhere
+/// uploaded to a `file://` store is restored into the cache here (its
+/// archive in an unnamed file in the fill's output: `O_TMPFILE`, or a name
+/// unlinked at once where the filesystem has none), and verifies.
+pub(crate) fn restored_here(sb: &Sandbox) {
+    let store = sb.path("store");
+    std::fs::create_dir_all(&store).expect("mkdir store");
+    let url = format!("file://{}", store.display());
+    let elsewhere = sb.path("elsewhere");
+    let args =
+        ["--cache-dir", dir_arg(&elsewhere), "--remote-url", &url, "run", "--key", "far", "--", "sh", "-c", FILL];
+    let out = sb.run(args);
+    out.assert_code(0);
+    assert!(out.stderr.contains("Uploaded"), "{out}");
+    let out = sb.run(["--remote-url", &url, "run", "--key", "far", "--", "false"]);
+    out.assert_code(0);
+    assert!(out.stderr.contains("Restored"), "restored here, the fill not run: {out}");
+    let entry = PathBuf::from(out.last_stdout_line());
+    assert_eq!(std::fs::read_to_string(entry.join("sub/link")).expect("read through the symlink"), "data\n");
+    assert_eq!(std::fs::metadata(entry.join("blob")).expect("blob").len(), 262_144);
+    sb.run(["verify", "far"]).assert_code(0);
+    assert!(names(&sb.cache.join(".safecache/tmp")).is_empty(), "no temp is left behind");
 }
 
 /// Fills `key` with [`FILL`] and returns its entry.

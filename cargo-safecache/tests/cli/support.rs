@@ -76,6 +76,12 @@ impl Sandbox {
             .env_remove("SAFECACHE_MAX_AGE")
             .env_remove("SAFECACHE_MIN_FREE")
             .env_remove("SAFECACHE_VERIFY_ON_READ")
+            .env_remove("SAFECACHE_REMOTE")
+            .env_remove("SAFECACHE_REMOTE_MODE")
+            .env_remove("SAFECACHE_REMOTE_NAMESPACE")
+            .env_remove("SAFECACHE_REMOTE_TRUSTED_KEYS")
+            .env_remove("SAFECACHE_REMOTE_SIGNING_KEY")
+            .env_remove("SAFECACHE_REMOTE_TIMEOUT")
             .stdin(Stdio::null());
         cmd
     }
