@@ -586,8 +586,13 @@ fn block_on<F: Future>(timeout: Duration, future: F) -> Ended<F::Output> {
             }
         })
     });
-    std::panic::catch_unwind(run)
-        .unwrap_or_else(|_| Ended::Failed("failed inside its store client (a panic)".to_owned()))
+    let ended = std::panic::catch_unwind(run)
+        .unwrap_or_else(|_| Ended::Failed("failed inside its store client (a panic)".to_owned()));
+    // A transfer abandoned at its timeout may have left a thread blocked in
+    // a system call (an `open` of a FIFO swapped into a `file://` store):
+    // the runtime goes without waiting for it.
+    runtime.shutdown_background();
+    ended
 }
 
 /// How a transfer on its runtime ended.

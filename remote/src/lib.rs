@@ -32,6 +32,7 @@ mod extract;
 #[cfg(feature = "fault-injection")]
 pub mod faults;
 pub mod keys;
+mod local;
 mod location;
 mod manifest;
 mod pack;

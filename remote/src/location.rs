@@ -216,7 +216,9 @@ impl StoreSpec {
                 }
                 Arc::new(builder.with_retry(retry).build().map_err(refused)?)
             }
-            // file:// and memory:// (which take no options).
+            // Objects read only if they are regular files (`local.rs`).
+            ObjectStoreScheme::Local => Arc::new(crate::local::RegularFiles::new()),
+            // memory:// (which takes no options).
             _ => Arc::from(object_store::parse_url_opts(&self.url, options()).map_err(refused)?.0),
         };
         Ok((store, prefix.to_string()))

@@ -63,7 +63,10 @@ fn configured(ctx: &Ctx) -> Result<Setup> {
 fn block_on<F: Future>(setup: &Setup, what: &str, future: F) -> Result<F::Output> {
     let runtime =
         tokio::runtime::Builder::new_current_thread().enable_all().build().context("cannot start a runtime")?;
-    runtime.block_on(async { tokio::time::timeout(setup.timeout, future).await }).map_err(|_| {
+    let ended = runtime.block_on(async { tokio::time::timeout(setup.timeout, future).await });
+    // Not waiting for a thread that a timed-out call left blocked.
+    runtime.shutdown_background();
+    ended.map_err(|_| {
         anyhow::anyhow!(
             "{what} {} took longer than {} (--remote-timeout sets the limit)",
             setup.shown(),

@@ -944,3 +944,47 @@ fn a_restore_into_a_group_shared_cache_is_shared_like_any_fill() {
     }
     assert!(seen >= 5, "the entry's files and directories were looked at: {seen}");
 }
+
+/// A `file://` store is a directory that anyone with write access can put
+/// anything into: a FIFO, a symlink or a directory in place of a manifest
+/// or an archive is refused before it is opened (a FIFO would block the
+/// open until the remote timeout), and is a miss with one warning.
+#[test]
+fn special_files_in_a_file_store_are_refused_before_they_are_opened() {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let store = store_with(tmp.path().join("store"), "k", &[]);
+    let Store::File(dir) = &store else { unreachable!() };
+    let manifest = dir.join("default/v1/manifests/k");
+    let archive = archive(&store);
+    let elsewhere = tmp.path().join("elsewhere");
+    std::fs::copy(&manifest, &elsewhere).expect("copy the manifest");
+    type Make<'a> = &'a dyn Fn(&Path);
+    let cases: [(&str, &Path, Make<'_>); 4] = [
+        ("a FIFO as the manifest", &manifest, &|p| mkfifo(p)),
+        ("a symlink as the manifest", &manifest, &|p| std::os::unix::fs::symlink(&elsewhere, p).expect("symlink")),
+        ("a directory as the manifest", &manifest, &|p| std::fs::create_dir(p).expect("mkdir")),
+        ("a FIFO as the archive", &archive, &|p| mkfifo(p)),
+    ];
+    for (case, path, make) in cases {
+        let saved = tmp.path().join("saved");
+        std::fs::rename(path, &saved).expect("move the object aside");
+        make(path);
+        let b = Sandbox::new();
+        let mut args = vec!["--remote-timeout", "60s"];
+        args.extend(json(&["run", "--key", "k", "--", "sh", "-c", LOCAL]));
+        let out = store.run(&b, args);
+        out.assert_code(0);
+        assert_eq!(report(&out, "entry")["remote"]["fetch"], "error", "{case}\n{out}");
+        assert!(out.stderr.contains("not a regular file"), "{case}: refused before it is opened\n{out}");
+        assert_eq!(std::fs::read_to_string(b.cache.join("k/f")).ok().as_deref(), Some("local\n"), "{case}");
+        match std::fs::symlink_metadata(path) {
+            Ok(meta) if meta.is_dir() => std::fs::remove_dir(path).expect("rmdir"),
+            _ => std::fs::remove_file(path).expect("remove"),
+        }
+        std::fs::rename(&saved, path).expect("put the object back");
+    }
+    // The store, whole again, serves the entry.
+    let c = Sandbox::new();
+    let out = store.run(&c, json(&["run", "--key", "k", "--", "false"]));
+    assert_eq!(report(&out, "entry")["remote"]["fetch"], "hit", "{out}");
+}
