@@ -3,6 +3,7 @@
 use std::os::unix::fs::symlink;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
 use safecache::{Cache, Options, Wait};
 
@@ -69,7 +70,11 @@ fn pinned_readers_never_see_a_half_deleted_entry() {
     let files = 50;
     let (stop, rebuilder) = rebuild_in_a_loop(&cache, files);
     let mut complete_reads = 0;
-    for _ in 0..200 {
+    // Until 200 reads found the entry (a pin finds none while the rebuilder
+    // is between its remove and its fill, which under load can be every try
+    // of a fixed number of tries), within a bound that only a hang reaches.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while complete_reads < 200 && Instant::now() < deadline {
         let Some(pin) = cache.pin(&key("tree"), Wait::Forever).unwrap() else { continue };
         let count = std::fs::read_dir(pin.entry().path()).unwrap().count();
         assert_eq!(count, files, "a pinned entry is complete");
@@ -92,7 +97,13 @@ fn unpinned_readers_see_a_whole_entry_or_none() {
     let files = 200;
     let (stop, rebuilder) = rebuild_in_a_loop(&cache, files);
     let mut whole = 0;
-    for _ in 0..2000 {
+    // 2000 looks, and on until one saw the entry whole (under load every look
+    // of a fixed number can fall between the rebuilder's remove and fill),
+    // within a bound that only a hang reaches.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut looks = 0;
+    while (looks < 2000 || whole == 0) && Instant::now() < deadline {
+        looks += 1;
         let Some(entry) = cache.get(&key("tree")).unwrap() else { continue };
         match std::fs::read_dir(entry.path()) {
             Ok(listing) => {
