@@ -561,7 +561,7 @@ impl Upload {
 
 /// Runs `future` to its end on a runtime of its own, or gives up after
 /// `timeout`.
-fn block_on<F: Future>(timeout: Duration, future: F) -> Ended<F::Output> {
+pub(crate) fn block_on<F: Future>(timeout: Duration, future: F) -> Ended<F::Output> {
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(runtime) => runtime,
         Err(e) => return Ended::Failed(format!("could not start its runtime ({})", escape(&e.to_string()))),
@@ -596,7 +596,7 @@ fn block_on<F: Future>(timeout: Duration, future: F) -> Ended<F::Output> {
 }
 
 /// How a transfer on its runtime ended.
-enum Ended<T> {
+pub(crate) enum Ended<T> {
     /// It ran to its end.
     Done(T),
     /// Past the timeout: abandoned.
@@ -607,7 +607,7 @@ enum Ended<T> {
 
 impl<T> Ended<T> {
     /// Why it did not end, for a warning.
-    fn why(&self, timeout: Duration) -> String {
+    pub(crate) fn why(&self, timeout: Duration) -> String {
         match self {
             Ended::TimedOut => {
                 format!("took longer than {} (--remote-timeout sets the limit)", safecache::display::duration(timeout))

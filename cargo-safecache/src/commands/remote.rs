@@ -11,7 +11,7 @@ use safecache_remote::SecretKey;
 use crate::cli::RemoteMode;
 use crate::ctx::Ctx;
 use crate::exit::{self, Coded};
-use crate::remote::{Setup, open_parent, shown_error};
+use crate::remote::{Ended, Setup, open_parent, shown_error};
 use crate::report::{KeyPair, RemoteChecked, RemoteListed};
 
 /// `remote keygen NAME`: writes NAME.key and NAME.pub, never replacing
@@ -59,20 +59,14 @@ fn configured(ctx: &Ctx) -> Result<Setup> {
     })
 }
 
-/// Runs `future` on a runtime of its own, within the remote's timeout.
+/// Runs `future` as the fills run their transfers (`remote::block_on`:
+/// the timeout, a cancelling signal, a panicking client), or says why it
+/// did not end.
 fn block_on<F: Future>(setup: &Setup, what: &str, future: F) -> Result<F::Output> {
-    let runtime =
-        tokio::runtime::Builder::new_current_thread().enable_all().build().context("cannot start a runtime")?;
-    let ended = runtime.block_on(async { tokio::time::timeout(setup.timeout, future).await });
-    // Not waiting for a thread that a timed-out call left blocked.
-    runtime.shutdown_background();
-    ended.map_err(|_| {
-        anyhow::anyhow!(
-            "{what} {} took longer than {} (--remote-timeout sets the limit)",
-            setup.shown(),
-            safecache::display::duration(setup.timeout)
-        )
-    })
+    match crate::remote::block_on(setup.timeout, future) {
+        Ended::Done(output) => Ok(output),
+        stopped => Err(anyhow::anyhow!("{what} {}: the remote tier {}", setup.shown(), stopped.why(setup.timeout))),
+    }
 }
 
 /// `remote check`.

@@ -120,7 +120,7 @@ where
 }
 
 /// The variables that point object_store's S3 client at `endpoint`.
-fn s3_env(cmd: &mut Command, endpoint: &str) {
+pub(crate) fn s3_env(cmd: &mut Command, endpoint: &str) {
     cmd.env("AWS_ENDPOINT_URL", endpoint)
         .env("AWS_ALLOW_HTTP", "true")
         .env("AWS_ACCESS_KEY_ID", "test")
@@ -128,7 +128,7 @@ fn s3_env(cmd: &mut Command, endpoint: &str) {
         .env("AWS_REGION", "us-east-1");
 }
 
-fn s3_endpoint() -> String {
+pub(crate) fn s3_endpoint() -> String {
     std::env::var("SAFECACHE_TEST_S3_ENDPOINT").expect(
         "SAFECACHE_TEST_S3_ENDPOINT names the S3 server the S3 tests use: run them with `cargo xtask s3 -- -p \
          cargo-safecache --test cli remote::` (the gate starts moto too)",
@@ -136,7 +136,7 @@ fn s3_endpoint() -> String {
 }
 
 /// A new bucket on the server, named at random: tests share the server.
-fn s3_bucket(endpoint: &str) -> String {
+pub(crate) fn s3_bucket(endpoint: &str) -> String {
     let mut random = [0u8; 8];
     std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut random)).expect("read /dev/urandom");
     let name = format!("safecache-cli-{}", random.iter().map(|b| format!("{b:02x}")).collect::<String>());

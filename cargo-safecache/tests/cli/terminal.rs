@@ -154,21 +154,6 @@ pid, fd = start(binary, args)
 finish(pid, fd)
 "#;
 
-/// A new bucket on the S3 server the gate starts (moto, named in
-/// `SAFECACHE_TEST_S3_ENDPOINT`; without it this test fails), by an
-/// unsigned `PUT /<bucket>`, which moto takes.
-fn s3_bucket(endpoint: &str) -> String {
-    use std::io::{Read, Write};
-    let name = format!("terminal-{}-{:x}", std::process::id(), std::time::UNIX_EPOCH.elapsed().unwrap().as_nanos());
-    let host = endpoint.trim_start_matches("http://").trim_end_matches('/');
-    let mut stream = std::net::TcpStream::connect(host).unwrap();
-    write!(stream, "PUT /{name} HTTP/1.1\r\nHost: {host}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    assert!(response.starts_with("HTTP/1.1 200"), "creating bucket {name}: {response}");
-    name
-}
-
 /// A proxy on 127.0.0.1 in front of `upstream` that passes what the
 /// server sends at about 1 MB/s: a slow network, so that a download takes
 /// seconds. Returns its `http://` endpoint.
@@ -204,18 +189,13 @@ fn slow_proxy(upstream: &str) -> String {
 /// same restore off a terminal shows no counter.
 #[test]
 fn a_slow_download_shows_its_progress_on_a_terminal() {
-    let endpoint = std::env::var("SAFECACHE_TEST_S3_ENDPOINT")
-        .expect("SAFECACHE_TEST_S3_ENDPOINT names the S3 server the remote tests use (the gate starts moto)");
-    let bucket = s3_bucket(&endpoint);
+    let endpoint = crate::remote::s3_endpoint();
+    let bucket = crate::remote::s3_bucket(&endpoint);
     let url = format!("s3://{bucket}/t");
     let sb = Sandbox::new();
     let s3 = |cmd: &mut Command, endpoint: &str| {
-        cmd.env("SAFECACHE_REMOTE", &url)
-            .env("AWS_ENDPOINT_URL", endpoint)
-            .env("AWS_ALLOW_HTTP", "true")
-            .env("AWS_ACCESS_KEY_ID", "test")
-            .env("AWS_SECRET_ACCESS_KEY", "test")
-            .env("AWS_REGION", "us-east-1");
+        cmd.env("SAFECACHE_REMOTE", &url);
+        crate::remote::s3_env(cmd, endpoint);
     };
     // 3 MiB that zstd cannot shrink: about 3 s through the proxy.
     let fill = "head -c 3145728 /dev/urandom > \"$SAFECACHE_OUT/blob\"";
